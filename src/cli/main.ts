@@ -1,0 +1,117 @@
+import { parseArgs } from 'node:util';
+import { SandgateError, exitCodeFor } from '../errors.js';
+import { loadConfigFile, ConfigError, formatLocated } from '../config/load.js';
+import { planFromConfig } from '../firewall/from-config.js';
+import { firewallDown, firewallShow, firewallUp } from '../firewall/apply-nft.js';
+import { renderRuleset } from '../firewall/render-nft.js';
+import { runDaemon } from '../daemon.js';
+
+const USAGE = `usage: sandgate <command> [options]
+
+  run -c FILE                    run the gate in the foreground (firewall, listeners, audit)
+  check -c FILE                  validate FILE; exit 2 with FILE:LINE:COL: key: message lines
+  firewall up|down|show -c FILE  install, remove or print the firewall rules for FILE's sandboxes
+  firewall render -c FILE        print the ruleset FILE implies without touching the system
+  ca init [--dir DIR]            create the interception CA if absent
+  ca cert [--dir DIR]            print the CA certificate (PEM)
+  demo                           a self-contained demonstration in throwaway namespaces
+`;
+
+function usage(message: string): never {
+  throw new SandgateError(`${message}\n${USAGE}`, 'USAGE');
+}
+
+function configFlag(args: string[], command: string): string {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, allowPositionals: false, strict: true }));
+  } catch (err) {
+    usage(`${command}: ${(err as Error).message}`);
+  }
+  if (!values.config) usage(`${command}: missing -c FILE (the config file)`);
+  return values.config;
+}
+
+/** Returns the exit code (undefined for a long-running command that keeps the process alive). */
+export async function main(argv: string[]): Promise<number | undefined> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'run': return await cmdRun(configFlag(rest, 'run'));
+      case 'check': return cmdCheck(configFlag(rest, 'check'));
+      case 'firewall': return await cmdFirewall(rest);
+      case 'ca': return await cmdCa(rest);
+      case 'demo': {
+        const { runDemo } = await import('../demo/demo.js');
+        return await runDemo(rest);
+      }
+      case undefined: case '-h': case '--help': case 'help':
+        process.stdout.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        return usage(`unknown command "${command}"`);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) process.stderr.write(formatLocated(p) + '\n');
+    } else {
+      process.stderr.write(`sandgate: ${(err as Error).message}\n`);
+    }
+    return exitCodeFor(err);
+  }
+}
+
+function cmdCheck(file: string): number {
+  const config = loadConfigFile(file);
+  process.stdout.write(`${file}: ok (${config.sandboxes.length} sandboxes, ${Object.keys(config.policies).length} policies)\n`);
+  return 0;
+}
+
+async function cmdFirewall(args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  if (!action || !['up', 'down', 'show', 'render'].includes(action)) usage('firewall: expected up, down, show or render');
+  const plan = planFromConfig(loadConfigFile(configFlag(rest, `firewall ${action}`)));
+  switch (action) {
+    case 'up': await firewallUp(plan); process.stdout.write(`firewall installed: table inet ${plan.table}, ${plan.sandboxes.length} sandboxes\n`); break;
+    case 'down': await firewallDown(plan); process.stdout.write(`firewall removed: table inet ${plan.table}, ip rule and route table ${plan.routeTable}\n`); break;
+    case 'show': process.stdout.write(await firewallShow(plan)); break;
+    default: process.stdout.write(renderRuleset(plan));
+  }
+  return 0;
+}
+
+async function cmdCa(args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  let values;
+  try {
+    ({ values } = parseArgs({ args: rest, options: { dir: { type: 'string' }, config: { type: 'string', short: 'c' } }, strict: true }));
+  } catch (err) {
+    usage(`ca: ${(err as Error).message}`);
+  }
+  const dir = values.dir ?? (values.config ? loadConfigFile(values.config).tls.caDir : '/var/lib/sandgate');
+  const { initCa, loadCa } = await import('../tls/ca.js');
+  if (action === 'init') {
+    const { created } = await initCa(dir);
+    process.stdout.write(`${created ? 'created' : 'exists'}: ${dir}/ca.pem (key ${dir}/ca.key, mode 0600)\n`);
+    return 0;
+  }
+  if (action === 'cert') {
+    process.stdout.write((await loadCa(dir)).certPem);
+    return 0;
+  }
+  return usage('ca: expected init or cert');
+}
+
+async function cmdRun(file: string): Promise<number | undefined> {
+  const daemon = await runDaemon(file);
+  process.on('SIGHUP', () => { void daemon.reload(); });
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    daemon.stop().finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  return undefined;
+}

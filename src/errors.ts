@@ -1,0 +1,31 @@
+/**
+ * One error type with stable codes (in the spirit of undici's UND_ERR_* and fastify's FST_ERR_*).
+ * The CLI prints `message` only: one sentence naming the file, key or flag at fault, never a stack.
+ */
+export type ErrorCode =
+  | 'CONFIG'        // the config file is unreadable or invalid
+  | 'USAGE'         // bad command line
+  | 'FIREWALL'      // nft / ip failed
+  | 'CA'            // interception CA unreadable or invalid
+  | 'SECRET'        // a credential's secret source is missing
+  | 'LISTEN'        // a listener could not bind
+  | 'UPSTREAM_RESOLVE'
+  | 'UPSTREAM_CONNECT'
+  | 'UPSTREAM_TLS'
+  | 'UPSTREAM_FORBIDDEN'
+  | 'RUNTIME';
+
+export class SandgateError extends Error {
+  readonly code: ErrorCode;
+  constructor(message: string, code: ErrorCode, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SandgateError';
+    this.code = code;
+  }
+}
+
+/** Exit codes (contract): 0 ok, 1 runtime failure, 2 bad usage or bad config. */
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'USAGE' || err.code === 'SECRET')) return 2;
+  return 1;
+}

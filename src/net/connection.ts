@@ -1,0 +1,183 @@
+import type http from 'node:http';
+import type net from 'node:net';
+import type { Runtime } from '../runtime.js';
+import type { Sandbox } from '../policy/sandboxes.js';
+import type { CompiledRule } from '../policy/policy.js';
+import type { AuditFields } from '../audit/logger.js';
+import { SandgateError } from '../errors.js';
+import { setConnInfo, who, type ConnInfo } from './conn-info.js';
+import { peek } from './peek.js';
+import { serveHttp } from '../http/proxy.js';
+import { connectTcp, connectToHost } from './upstream.js';
+import { splice } from './splice.js';
+import type { RouteIfaceCache } from './route-iface.js';
+
+export interface Gate {
+  /** The current runtime (swapped on reload). */
+  runtime(): Runtime;
+  readonly ifaces: RouteIfaceCache;
+  readonly httpFront: http.Server;
+  /** TLS interception for hosts whose rule injects or checks requests (set once interception is enabled). */
+  readonly intercept?: (socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule) => void;
+}
+
+/**
+ * One accepted (TPROXY'd) connection: who sent it, where it was going, and what it is. Raw TCP
+ * rules are decided on the address alone, before any byte is read (server-speaks-first protocols
+ * such as SSH or SMTP must work); everything else is classified from its first bytes.
+ * A denial resets the connection before any byte reaches an upstream.
+ */
+export async function handleConnection(gate: Gate, socket: net.Socket): Promise<void> {
+  const rt = gate.runtime();
+  socket.on('error', () => { /* reported where it matters; an unhandled 'error' must not crash the gate */ });
+  const srcIp = socket.remoteAddress ?? '';
+  const dstIp = socket.localAddress ?? '';
+  const dstPort = socket.localPort ?? 0;
+  const src = `${srcIp}:${socket.remotePort ?? 0}`;
+  const dst = `${dstIp}:${dstPort}`;
+  const conn = (f: Omit<AuditFields, 'event'>): void => rt.audit.write({ event: 'conn', src, dst, ...f });
+
+  const iface = rt.sandboxes.needsIface ? await gate.ifaces.lookup(srcIp) : undefined;
+  const sandbox = rt.sandboxes.identify(srcIp, iface);
+  if (!sandbox) {
+    conn({ decision: 'deny', reason: 'source is not a configured sandbox' });
+    socket.resetAndDestroy();
+    return;
+  }
+  const info: ConnInfo = { rt, sandbox, src, dst, dstPort };
+  const ident = who(info);
+  const policy = sandbox.policy;
+
+  // Raw TCP: the destination must be an address sandgate itself resolved for a listed name.
+  if (policy.tcpPorts.has(dstPort)) {
+    const rule = await matchTcpRule(rt, sandbox, dstIp, dstPort);
+    if (rule) return passRaw(rt, socket, ident, rule, dstIp, dstPort);
+  }
+  if (!policy.namedPorts.has(dstPort)) {
+    const v = policy.denied(`port ${dstPort} is not allowed`);
+    if (v.decision === 'would-deny') return reportOriginal(rt, socket, ident, 'tcp', undefined, v.reason, dstIp, dstPort);
+    conn({ ...ident, decision: 'deny', proto: 'tcp', reason: v.reason });
+    socket.resetAndDestroy();
+    return;
+  }
+
+  const p = await peek(socket, rt.peekTimeoutMs);
+  if (p.kind === 'reject') {
+    conn({ ...ident, decision: 'deny', reason: p.reason });
+    socket.resetAndDestroy();
+    return;
+  }
+  if (p.kind === 'http') {
+    setConnInfo(socket, info);
+    serveHttp(gate.httpFront, socket, p.head);
+    return;
+  }
+  const { hello } = p;
+  if (hello.ech) {
+    // ECH hides the real server name inside; the outer SNI is not the destination (RFC 9849-draft §6).
+    conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: 'encrypted ClientHello (ECH) is not allowed' });
+    socket.resetAndDestroy();
+    return;
+  }
+  const verdict = policy.decide(hello.sni, dstPort, 'tls');
+  if (verdict.decision !== 'allow') {
+    if (verdict.decision === 'deny') {
+      conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: verdict.reason });
+      socket.resetAndDestroy();
+      return;
+    }
+    if (hello.sni === undefined) return reportOriginal(rt, socket, ident, 'tls', undefined, verdict.reason, dstIp, dstPort, p.head);
+    return passTls(rt, socket, ident, hello.sni, dstPort, p.head, { decision: 'would-deny', reason: verdict.reason });
+  }
+  if (verdict.rule.intercept) {
+    if (!gate.intercept) {
+      conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, rule: verdict.rule.id, reason: 'interception is not enabled' });
+      socket.resetAndDestroy();
+      return;
+    }
+    gate.intercept(socket, p.head, { ...info, sni: hello.sni as string }, verdict.rule);
+    return;
+  }
+  return passTls(rt, socket, ident, hello.sni as string, dstPort, p.head, { decision: 'allow', rule: verdict.rule.id });
+}
+
+/** The tcp rule whose host sandgate resolves to dstIp, on this port. */
+async function matchTcpRule(rt: Runtime, sandbox: Sandbox, dstIp: string, dstPort: number): Promise<CompiledRule | undefined> {
+  for (const rule of sandbox.policy.tcpRules) {
+    if (!rule.ports.includes(dstPort)) continue;
+    try {
+      const addrs = await rt.resolver.resolve(rule.host);
+      if (addrs.includes(dstIp)) return rule;
+    } catch {
+      /* unresolvable: this rule cannot match */
+    }
+  }
+  return undefined;
+}
+
+type Ident = ReturnType<typeof who>;
+
+function upstreamFailure(err: unknown): string {
+  return err instanceof SandgateError ? err.message : `upstream error (${(err as Error).message})`;
+}
+
+/** SNI passthrough: connect to the SNI host as sandgate resolves it, never the sandbox's choice. */
+async function passTls(
+  rt: Runtime, socket: net.Socket, ident: Ident, host: string, port: number, head: Buffer,
+  d: { decision: 'allow'; rule: string } | { decision: 'would-deny'; reason: string },
+): Promise<void> {
+  const started = performance.now();
+  try {
+    const { socket: up, address } = await connectToHost(host, port, rt.resolver, rt.guard, rt.config.upstream.connectTimeoutMs);
+    rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, upstream: `${address}:${port}`, ms: Math.round(performance.now() - started) });
+    relay(rt, socket, up, head, ident, 'tls', host);
+  } catch (err) {
+    rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, error: upstreamFailure(err), ms: Math.round(performance.now() - started) });
+    socket.resetAndDestroy();
+  }
+}
+
+async function passRaw(rt: Runtime, socket: net.Socket, ident: Ident, rule: CompiledRule, dstIp: string, dstPort: number): Promise<void> {
+  const started = performance.now();
+  const why = rt.guard.check(dstIp);
+  if (why) {
+    rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto: 'tcp', host: rule.host, reason: why });
+    socket.resetAndDestroy();
+    return;
+  }
+  try {
+    const up = await connectTcp(dstIp, dstPort, rt.config.upstream.connectTimeoutMs);
+    rt.audit.write({ event: 'conn', ...ident, decision: 'allow', proto: 'tcp', host: rule.host, rule: rule.id, upstream: `${dstIp}:${dstPort}`, ms: Math.round(performance.now() - started) });
+    relay(rt, socket, up, undefined, ident, 'tcp', rule.host);
+  } catch (err) {
+    rt.audit.write({ event: 'conn', ...ident, decision: 'allow', proto: 'tcp', host: rule.host, rule: rule.id, error: upstreamFailure(err) });
+    socket.resetAndDestroy();
+  }
+}
+
+/** Report mode with no name to go by: the original destination, still behind the SSRF guard. */
+async function reportOriginal(
+  rt: Runtime, socket: net.Socket, ident: Ident, proto: 'tls' | 'tcp', host: string | undefined, reason: string,
+  dstIp: string, dstPort: number, head?: Buffer,
+): Promise<void> {
+  const why = rt.guard.check(dstIp);
+  if (why) {
+    rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto, host, reason: why });
+    socket.resetAndDestroy();
+    return;
+  }
+  try {
+    const up = await connectTcp(dstIp, dstPort, rt.config.upstream.connectTimeoutMs);
+    rt.audit.write({ event: 'conn', ...ident, decision: 'would-deny', proto, host, reason, upstream: `${dstIp}:${dstPort}` });
+    relay(rt, socket, up, head, ident, proto, host);
+  } catch (err) {
+    rt.audit.write({ event: 'conn', ...ident, decision: 'would-deny', proto, host, reason, error: upstreamFailure(err) });
+    socket.resetAndDestroy();
+  }
+}
+
+function relay(rt: Runtime, client: net.Socket, up: net.Socket, head: Buffer | undefined, ident: Ident, proto: 'tls' | 'tcp', host: string | undefined): void {
+  splice(client, up, head, (s) => {
+    rt.audit.write({ event: 'close', ...ident, proto, host, bytesIn: s.bytesIn, bytesOut: s.bytesOut, ms: s.ms, ...(s.error ? { error: s.error } : {}) });
+  });
+}

@@ -1,0 +1,50 @@
+import type net from 'node:net';
+
+export interface SpliceStats { bytesIn: number; bytesOut: number; ms: number; error?: string }
+
+/**
+ * Relay bytes both ways between the sandbox's socket and the upstream socket.
+ * - backpressure: pipe() pauses the reader while the writer's buffer is full;
+ * - half-close: both sockets are allowHalfOpen, so an `end` from one side becomes an `end`
+ *   (FIN) on the other while the opposite direction keeps flowing;
+ * - errors: an error or reset on either side destroys both at once (the sandbox sees a reset
+ *   when the upstream resets, and vice versa), and no timeouts apply to an established stream.
+ * `head` is what was already read from the client while peeking (the ClientHello).
+ * bytesOut = sandbox -> upstream, bytesIn = upstream -> sandbox (the sandbox's point of view).
+ */
+export function splice(client: net.Socket, upstream: net.Socket, head: Buffer | undefined, done: (s: SpliceStats) => void): void {
+  const started = Date.now();
+  let error: string | undefined;
+  let closed = 0;
+  const headLen = head?.length ?? 0;
+  const onClose = (): void => {
+    if (++closed === 2) {
+      done({
+        bytesOut: client.bytesRead,
+        bytesIn: upstream.bytesRead,
+        ms: Date.now() - started,
+        ...(error !== undefined ? { error } : {}),
+      });
+    }
+  };
+  const fail = (side: string) => (err: NodeJS.ErrnoException): void => {
+    error ??= `${side}: ${err.code ?? err.message}`;
+    if (!client.destroyed) client.resetAndDestroy();
+    if (!upstream.destroyed) upstream.resetAndDestroy();
+  };
+  client.on('error', fail('sandbox'));
+  upstream.on('error', fail('upstream'));
+  client.once('close', onClose);
+  upstream.once('close', onClose);
+  // When one side is gone entirely, the other cannot usefully continue.
+  client.once('close', () => { if (!upstream.destroyed) upstream.destroy(); });
+  upstream.once('close', () => { if (!client.destroyed) client.destroy(); });
+  // A fully half-closed pair (both FINs seen and flushed) is done: release the sockets.
+  const maybeEnd = (): void => { if (client.readableEnded && upstream.readableEnded) { client.end(); upstream.end(); } };
+  client.once('end', maybeEnd);
+  upstream.once('end', maybeEnd);
+  if (headLen > 0 && head) upstream.write(head);
+  client.pipe(upstream);
+  upstream.pipe(client);
+  client.resume();
+}

@@ -1,0 +1,139 @@
+import { promises as dnsp } from 'node:dns';
+import net from 'node:net';
+import type { Config } from '../config/types.js';
+import { SandgateError } from '../errors.js';
+import { inAny, parseCidr, parseHostPort, parseIp, FORBIDDEN_UPSTREAM, type Cidr } from '../util/ip.js';
+
+const MIN_TTL_S = 5;
+const MAX_TTL_S = 300;
+const NEGATIVE_TTL_S = 5;
+
+/**
+ * How sandgate itself resolves upstream names: static `upstream.hosts` first (split horizon,
+ * tests), then `upstream.resolver` (or the host's resolv.conf). Never the address the sandbox
+ * chose: a sandbox cannot steer an allowed name to an address of its choosing.
+ * Answers are cached with their TTL clamped to [5 s, 300 s]; one lookup in flight per name.
+ */
+export class UpstreamResolver {
+  private readonly statics: ReadonlyMap<string, readonly string[]>;
+  private readonly resolver: dnsp.Resolver;
+  private readonly cache = new Map<string, { addrs: readonly string[]; expires: number; error?: string }>();
+  private readonly inflight = new Map<string, Promise<readonly string[]>>();
+
+  constructor(cfg: Config['upstream']) {
+    this.statics = new Map(Object.entries(cfg.hosts));
+    this.resolver = new dnsp.Resolver({ timeout: 2000, tries: 2 });
+    if (cfg.resolver !== undefined) {
+      const hp = parseHostPort(cfg.resolver, 53);
+      if (hp) this.resolver.setServers([net.isIPv6(hp.host) ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`]);
+    }
+  }
+
+  /** Cached answer without I/O (undefined when not cached or expired). */
+  peek(host: string): readonly string[] | undefined {
+    const s = this.statics.get(host);
+    if (s) return s;
+    const c = this.cache.get(host);
+    return c && c.expires > Date.now() && !c.error ? c.addrs : undefined;
+  }
+
+  async resolve(host: string): Promise<readonly string[]> {
+    const s = this.statics.get(host);
+    if (s) return s;
+    const c = this.cache.get(host);
+    if (c && c.expires > Date.now()) {
+      if (c.error) throw new SandgateError(c.error, 'UPSTREAM_RESOLVE');
+      return c.addrs;
+    }
+    let p = this.inflight.get(host);
+    if (!p) {
+      p = this.lookup(host).finally(() => this.inflight.delete(host));
+      this.inflight.set(host, p);
+    }
+    return p;
+  }
+
+  private async lookup(host: string): Promise<readonly string[]> {
+    try {
+      const records = await this.resolver.resolve4(host, { ttl: true });
+      if (records.length === 0) throw Object.assign(new Error('no addresses'), { code: 'ENODATA' });
+      const ttl = Math.min(MAX_TTL_S, Math.max(MIN_TTL_S, Math.min(...records.map((r) => r.ttl))));
+      const addrs = Object.freeze(records.map((r) => r.address));
+      this.cache.set(host, { addrs, expires: Date.now() + ttl * 1000 });
+      return addrs;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      const message = `cannot resolve ${host} (${code})`;
+      this.cache.set(host, { addrs: [], expires: Date.now() + NEGATIVE_TTL_S * 1000, error: message });
+      throw new SandgateError(message, 'UPSTREAM_RESOLVE', { cause: err });
+    }
+  }
+
+  clear(): void {
+    this.cache.clear();
+  }
+}
+
+/**
+ * The SSRF guard: loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved and
+ * unspecified upstream addresses are refused unless `upstream.allowPrivate` lists them.
+ * Returns the reason, or undefined when the address may be used.
+ */
+export class AddressGuard {
+  private readonly allowed: readonly Cidr[];
+  constructor(allowPrivate: readonly string[]) {
+    this.allowed = allowPrivate.map((t) => parseCidr(t)).filter((c): c is Cidr => !('error' in c));
+  }
+
+  check(address: string): string | undefined {
+    const ip = parseIp(address);
+    if (!ip) return `${address} is not an IP address`;
+    const bad = inAny(FORBIDDEN_UPSTREAM, ip);
+    if (!bad) return undefined;
+    if (inAny(this.allowed, ip)) return undefined;
+    return `upstream address ${address} is in ${bad.text}, a range not allowed (upstream.allowPrivate)`;
+  }
+}
+
+/** Connect with a timeout; TCP_NODELAY on (testing-network.md: Nagle + delayed ACK cost ~45 ms per request). */
+export function connectTcp(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new SandgateError(`connect to ${address}:${port} timed out after ${timeoutMs} ms`, 'UPSTREAM_CONNECT'));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new SandgateError(`connect to ${address}:${port} failed (${err.code ?? err.message})`, 'UPSTREAM_CONNECT', { cause: err }));
+    });
+  });
+}
+
+/**
+ * Resolve `host`, drop guarded addresses, then try the remaining ones in order (at most 3).
+ * Throws SandgateError UPSTREAM_RESOLVE / UPSTREAM_FORBIDDEN / UPSTREAM_CONNECT.
+ */
+export async function connectToHost(
+  host: string, port: number, resolver: UpstreamResolver, guard: AddressGuard, timeoutMs: number,
+): Promise<{ socket: net.Socket; address: string }> {
+  const addrs = await resolver.resolve(host);
+  let lastErr: unknown;
+  let tried = 0;
+  for (const address of addrs) {
+    const why = guard.check(address);
+    if (why) { lastErr = new SandgateError(why, 'UPSTREAM_FORBIDDEN'); continue; }
+    if (tried++ >= 3) break;
+    try {
+      return { socket: await connectTcp(address, port, timeoutMs), address };
+    } catch (err) {
+      lastErr = err;
+    }
+  }
+  throw lastErr ?? new SandgateError(`no usable address for ${host}`, 'UPSTREAM_RESOLVE');
+}

@@ -1,0 +1,213 @@
+import test from 'ava';
+import { FirewallError, type FirewallPlan, type SandboxMatch } from '../../src/firewall/plan.js';
+import { renderApplyScript, renderDeleteScript, renderRuleset } from '../../src/firewall/render-nft.js';
+
+function plan(sandboxes: SandboxMatch[], overrides: Partial<FirewallPlan> = {}): FirewallPlan {
+  return { table: 'sandgate', tproxyPort: 15001, dnsPort: 15053, mark: 0x5347, routeTable: 5347, sandboxes, ...overrides };
+}
+
+/** The body lines of one chain, trimmed, without `#` comments. */
+function chainLines(text: string, name: string): string[] {
+  const lines = text.split('\n');
+  const start = lines.findIndex((line) => line.trim() === `chain ${name} {`);
+  if (start === -1) throw new Error(`chain ${name} not rendered`);
+  const body: string[] = [];
+  for (const line of lines.slice(start + 1)) {
+    if (line.trim() === '}') break;
+    if (!line.trim().startsWith('#')) body.push(line.trim());
+  }
+  return body;
+}
+
+test('one interface sandbox: every hook matches it by iifname', (t) => {
+  const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }]));
+  t.true(text.startsWith('table inet sandgate {\n'));
+  t.true(text.endsWith('}\n'));
+  t.deepEqual(chainLines(text, 'pre_mangle'), [
+    'type filter hook prerouting priority mangle; policy accept;',
+    'iifname "sbx-*" jump sandbox_pre comment "sandbox agent"',
+  ]);
+  t.deepEqual(chainLines(text, 'pre_nat'), [
+    'type nat hook prerouting priority dstnat; policy accept;',
+    'iifname "sbx-*" meta l4proto { tcp, udp } th dport 53 redirect to :15053 comment "sandbox agent"',
+  ]);
+  t.deepEqual(chainLines(text, 'input'), [
+    'type filter hook input priority filter; policy accept;',
+    'iifname "sbx-*" jump sandbox_in comment "sandbox agent"',
+  ]);
+  t.deepEqual(chainLines(text, 'forward'), [
+    'type filter hook forward priority filter; policy accept;',
+    'iifname "sbx-*" counter drop comment "sandbox agent"',
+  ]);
+});
+
+test('sandbox_pre: v6 drop, anti-spoofing, TCP 53 skipped before the tproxy line, in that order', (t) => {
+  const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }]));
+  t.deepEqual(chainLines(text, 'sandbox_pre'), [
+    'meta nfproto ipv6 drop',
+    'fib saddr . iif oif missing drop',
+    'meta l4proto tcp th dport 53 return',
+    'meta l4proto tcp tproxy ip to :15001 meta mark set 0x5347 accept',
+  ]);
+});
+
+test('sandbox_in: marked TCP and redirected DNS only, then drop', (t) => {
+  const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }]));
+  t.deepEqual(chainLines(text, 'sandbox_in'), [
+    'meta l4proto tcp meta mark 0x5347 accept',
+    'meta l4proto { tcp, udp } th dport 15053 ct status dnat accept',
+    'counter drop',
+  ]);
+});
+
+test('ports and mark come from the plan', (t) => {
+  const text = renderRuleset(plan([{ name: 'a', interface: 'veth1' }], { tproxyPort: 4000, dnsPort: 5353, mark: 0xff00 }));
+  t.true(text.includes('meta l4proto tcp tproxy ip to :4000 meta mark set 0xff00 accept'));
+  t.true(text.includes('redirect to :5353 comment "sandbox a"'));
+  t.true(text.includes('meta l4proto tcp meta mark 0xff00 accept'));
+  t.true(text.includes('th dport 5353 ct status dnat accept'));
+  t.false(text.includes('15001'));
+  t.false(text.includes('15053'));
+});
+
+test('one cidr sandbox: matched by ip saddr only', (t) => {
+  const text = renderRuleset(plan([{ name: 'net', cidr: '10.77.0.0/24' }]));
+  t.deepEqual(chainLines(text, 'pre_mangle').slice(1), ['ip saddr 10.77.0.0/24 jump sandbox_pre comment "sandbox net"']);
+  t.deepEqual(chainLines(text, 'forward').slice(1), ['ip saddr 10.77.0.0/24 counter drop comment "sandbox net"']);
+  t.false(text.includes('iifname'));
+});
+
+test('a bare address is a single-host cidr', (t) => {
+  const text = renderRuleset(plan([{ name: 'h', cidr: '10.77.0.9' }]));
+  t.true(text.includes('ip saddr 10.77.0.9 jump sandbox_pre'));
+});
+
+test('interface and cidr together: one rule that requires both', (t) => {
+  const text = renderRuleset(plan([{ name: 'both', interface: 'sbx0', cidr: '10.77.1.0/24' }]));
+  t.deepEqual(chainLines(text, 'pre_mangle').slice(1), [
+    'iifname "sbx0" ip saddr 10.77.1.0/24 jump sandbox_pre comment "sandbox both"',
+  ]);
+  t.deepEqual(chainLines(text, 'pre_nat').slice(1), [
+    'iifname "sbx0" ip saddr 10.77.1.0/24 meta l4proto { tcp, udp } th dport 53 redirect to :15053 comment "sandbox both"',
+  ]);
+});
+
+test('several sandboxes: one rule each per hook, in plan order; shared chains rendered once', (t) => {
+  const text = renderRuleset(
+    plan([
+      { name: 'a', interface: 'sbx-a*' },
+      { name: 'b', cidr: '10.77.2.0/24' },
+      { name: 'c.d_e-f', interface: 'tap3', cidr: '10.77.3.0/28' },
+    ]),
+  );
+  for (const [chain, verdict] of [
+    ['pre_mangle', 'jump sandbox_pre'],
+    ['input', 'jump sandbox_in'],
+    ['forward', 'counter drop'],
+  ] as const) {
+    t.deepEqual(chainLines(text, chain).slice(1), [
+      `iifname "sbx-a*" ${verdict} comment "sandbox a"`,
+      `ip saddr 10.77.2.0/24 ${verdict} comment "sandbox b"`,
+      `iifname "tap3" ip saddr 10.77.3.0/28 ${verdict} comment "sandbox c.d_e-f"`,
+    ]);
+  }
+  t.is(chainLines(text, 'pre_nat').length, 4);
+  t.is(text.split('chain sandbox_pre {').length, 2);
+  t.is(text.split('tproxy ip to').length, 2);
+});
+
+test('no sandboxes: the base chains are empty, the shared chains still render', (t) => {
+  const text = renderRuleset(plan([]));
+  t.deepEqual(chainLines(text, 'pre_mangle'), ['type filter hook prerouting priority mangle; policy accept;']);
+  t.is(chainLines(text, 'sandbox_in').length, 3);
+});
+
+test('custom table name is used in the header', (t) => {
+  t.true(renderRuleset(plan([], { table: 'sg_test-1' })).startsWith('table inet sg_test-1 {\n'));
+});
+
+test('render is deterministic', (t) => {
+  const p = plan([
+    { name: 'a', interface: 'sbx-*' },
+    { name: 'b', cidr: '10.77.2.0/24' },
+  ]);
+  t.is(renderRuleset(p), renderRuleset(structuredClone(p)));
+  t.is(renderApplyScript(p), renderApplyScript(structuredClone(p)));
+});
+
+test('apply script: create-then-delete prefix, then the ruleset, for one transaction', (t) => {
+  const p = plan([{ name: 'agent', interface: 'sbx-*' }], { table: 'sgx' });
+  const script = renderApplyScript(p);
+  t.true(script.startsWith('table inet sgx {}\ndelete table inet sgx\ntable inet sgx {\n'));
+  t.is(script, 'table inet sgx {}\ndelete table inet sgx\n' + renderRuleset(p));
+  t.is(renderDeleteScript(p), 'table inet sgx {}\ndelete table inet sgx\n');
+});
+
+function throwsInvalid(t: import('ava').ExecutionContext, p: FirewallPlan, message: RegExp): void {
+  const error = t.throws(() => renderRuleset(p), { instanceOf: FirewallError, message });
+  t.is(error?.code, 'FIREWALL');
+  t.throws(() => renderApplyScript(p), { instanceOf: FirewallError });
+}
+
+test('invalid sandbox names throw instead of rendering', (t) => {
+  for (const name of ['', 'a"b', 'a b', 'x'.repeat(65), 'semi;colon', 'new\nline', 'back\\slash']) {
+    throwsInvalid(t, plan([{ name, interface: 'sbx0' }]), /sandbox name/);
+  }
+  throwsInvalid(
+    t,
+    plan([
+      { name: 'dup', interface: 'a0' },
+      { name: 'dup', interface: 'b0' },
+    ]),
+    /appears twice/,
+  );
+});
+
+test('invalid interface globs throw', (t) => {
+  for (const glob of ['', '*', 'sbx*0', 'sb*x*', 'a"b', 'sbx 0', 'abcdefghijklmnop', 'abcdefghijklmno*', 'sbx+', 'a/b']) {
+    throwsInvalid(t, plan([{ name: 'a', interface: glob }]), /interface/);
+  }
+  // 15 characters, with or without the '*', is the IFNAMSIZ limit and renders.
+  t.notThrows(() => renderRuleset(plan([{ name: 'a', interface: 'abcdefghijklmno' }])));
+  t.notThrows(() => renderRuleset(plan([{ name: 'a', interface: 'abcdefghijklmn*' }])));
+});
+
+test('invalid cidrs throw', (t) => {
+  for (const cidr of [
+    '',
+    '10.77.0.0/33',
+    '10.77.0.0/',
+    '10.77.0/24',
+    '256.0.0.0/8',
+    '010.0.0.0/8',
+    'fd00::/64',
+    '10.77.0.0/24 accept',
+    '10.77.0.0/24"',
+    '10.77.0.0/-1',
+  ]) {
+    throwsInvalid(t, plan([{ name: 'a', cidr }]), /cidr/);
+  }
+  throwsInvalid(t, plan([{ name: 'a', cidr: '10.77.1.5/24' }]), /host bits set \(network is 10\.77\.1\.0\/24\)/);
+  t.notThrows(() => renderRuleset(plan([{ name: 'a', cidr: '0.0.0.0/0' }])));
+  t.notThrows(() => renderRuleset(plan([{ name: 'a', cidr: '255.255.255.255/32' }])));
+});
+
+test('a sandbox with neither interface nor cidr throws', (t) => {
+  throwsInvalid(t, plan([{ name: 'empty' }]), /needs an interface, a cidr, or both/);
+});
+
+test('invalid table, ports, mark and route table throw', (t) => {
+  const ok: SandboxMatch[] = [{ name: 'a', interface: 'sbx0' }];
+  throwsInvalid(t, plan(ok, { table: 'bad name' }), /table/);
+  throwsInvalid(t, plan(ok, { table: '1abc' }), /table/);
+  throwsInvalid(t, plan(ok, { table: 'x"}' }), /table/);
+  throwsInvalid(t, plan(ok, { tproxyPort: 0 }), /tproxyPort/);
+  throwsInvalid(t, plan(ok, { tproxyPort: 65536 }), /tproxyPort/);
+  throwsInvalid(t, plan(ok, { dnsPort: 1.5 }), /dnsPort/);
+  throwsInvalid(t, plan(ok, { dnsPort: 15001 }), /both 15001/);
+  throwsInvalid(t, plan(ok, { mark: 0 }), /mark/);
+  throwsInvalid(t, plan(ok, { mark: 2 ** 32 }), /mark/);
+  throwsInvalid(t, plan(ok, { routeTable: 254 }), /reserved/);
+  throwsInvalid(t, plan(ok, { routeTable: 0 }), /routeTable/);
+  t.throws(() => renderDeleteScript({ table: 'a;b' }), { instanceOf: FirewallError });
+});
