@@ -22,7 +22,7 @@ test('allowed SNI passes through undecrypted: the client verifies the upstream\'
   const [body, tail] = r.stdout.split('\n');
   t.is(JSON.parse(body ?? '{}').server, 'a');
   t.is(tail, '0 200'); // verify result 0: the chain is the test PKI's, not sandgate's CA
-  const line = await g.log.waitFor((l) => l.event === 'conn' && l.host === 'api.example.test' && l.decision === 'allow');
+  const line = await g.log.waitFor((l) => l.event === 'conn' && l.host === 'api.example.test' && l.decision === 'allow' && l.dst === `${w.a}:443`);
   t.is(line.sandbox, 'agent');
   t.is(line.user, 'alice');
   t.is(line.proto, 'tls');
