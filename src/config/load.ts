@@ -65,13 +65,14 @@ function firstLine(s: string): string {
 function locate(doc: Document, lc: LineCounter, file: string, p: Problem): Located {
   let node: unknown = doc.contents;
   let offset = 0;
-  for (const part of p.path) {
+  for (const [i, part] of p.path.entries()) {
     if (isMap(node)) {
       const pair = node.items.find((it) => (it.key as YamlNode & { value?: unknown })?.value === part || String((it.key as { value?: unknown })?.value) === String(part));
       if (!pair) break;
       const keyNode = pair.key as YamlNode | undefined;
       offset = keyNode?.range?.[0] ?? offset;
-      if (p.atKey && part === p.path[p.path.length - 1]) { node = undefined; break; }
+      // By index: a parent segment may have the same name as the offending key (policies.x.x).
+      if (p.atKey && i === p.path.length - 1) { node = undefined; break; }
       node = pair.value;
       const r = (node as YamlNode | null)?.range;
       if (r) offset = r[0];

@@ -37,8 +37,19 @@ export interface CredentialConfig {
   readonly query?: string;
 }
 
+/** The DNS responder's limits (docs/dns.md). All per sandbox. */
+export interface DnsConfig {
+  /** Token bucket: sustained queries per second, and how many may arrive at once. Over it: REFUSED. */
+  readonly rateLimit: { readonly qps: number; readonly burst: number };
+  /** DNS over TCP: a connection idle this long is closed; at most maxConnections open at once. */
+  readonly tcp: { readonly idleTimeoutMs: number; readonly maxConnections: number };
+  /** `dns` audit lines written individually (token bucket); the rest are counted in summary lines. */
+  readonly auditSampling: { readonly linesPerSecond: number; readonly burst: number };
+}
+
 export interface Config {
   readonly listen: { readonly port: number; readonly dnsPort: number; readonly address: string };
+  readonly dns: DnsConfig;
   readonly log: { readonly file?: string; readonly level: string };
   readonly tls: { readonly caDir: string };
   readonly upstream: {

@@ -20,7 +20,9 @@ export function validateConfig(raw: unknown): { config?: Config; problems: Probl
 }
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-const IFACE_GLOB = /^[A-Za-z0-9_.@-]{1,15}\*?$|^\*$/;
+// The firewall's own rule (render-nft.ts IFACE_RE): IFNAMSIZ-1 = 15 characters counting the "*",
+// and no lone "*" (it would cover loopback too); `check` must refuse what `run` cannot install.
+const IFACE_GLOB = /^(?:[A-Za-z0-9_.-]{1,15}|[A-Za-z0-9_.-]{1,14}\*)$/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 §5.6.2 token (header names, methods)
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -73,7 +75,7 @@ class Validator {
   }
 
   root(raw: unknown): Config {
-    const r = this.obj(raw ?? {}, [], ['listen', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials'], ['sandboxes', 'policies']) ?? {};
+    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials'], ['sandboxes', 'policies']) ?? {};
 
     const l = this.optObj(r.listen, ['listen'], ['port', 'dnsPort', 'address']);
     const listen = {
@@ -107,7 +109,32 @@ class Validator {
     const policies = this.policies(r.policies, credentials);
     const sandboxes = this.sandboxes(r.sandboxes, policies);
 
-    return { listen, log, tls, upstream, firewall, sandboxes, policies, credentials };
+    const dns = this.dns(r.dns);
+
+    return { listen, dns, log, tls, upstream, firewall, sandboxes, policies, credentials };
+  }
+
+  /** DNS responder limits; defaults documented in docs/dns.md. */
+  private dns(raw: unknown): Config['dns'] {
+    const p = ['dns'];
+    const d = this.optObj(raw, p, ['rateLimit', 'tcp', 'auditSampling']);
+    const rl = this.optObj(d.rateLimit, [...p, 'rateLimit'], ['qps', 'burst']);
+    const tcp = this.optObj(d.tcp, [...p, 'tcp'], ['idleTimeoutMs', 'maxConnections']);
+    const au = this.optObj(d.auditSampling, [...p, 'auditSampling'], ['linesPerSecond', 'burst']);
+    return {
+      rateLimit: {
+        qps: this.int(rl.qps, [...p, 'rateLimit', 'qps'], 1, 1_000_000, 200),
+        burst: this.int(rl.burst, [...p, 'rateLimit', 'burst'], 1, 1_000_000, 400),
+      },
+      tcp: {
+        idleTimeoutMs: this.int(tcp.idleTimeoutMs, [...p, 'tcp', 'idleTimeoutMs'], 100, 300_000, 10_000),
+        maxConnections: this.int(tcp.maxConnections, [...p, 'tcp', 'maxConnections'], 1, 4096, 16),
+      },
+      auditSampling: {
+        linesPerSecond: this.int(au.linesPerSecond, [...p, 'auditSampling', 'linesPerSecond'], 1, 1_000_000, 50),
+        burst: this.int(au.burst, [...p, 'auditSampling', 'burst'], 1, 1_000_000, 200),
+      },
+    };
   }
 
   private oneOf<T extends string>(v: unknown, path: PathPart[], options: readonly T[]): T | undefined {
@@ -212,7 +239,8 @@ class Validator {
 
   private policies(raw: unknown, credentials: Record<string, CredentialConfig>): Record<string, PolicyConfig> {
     const out: Record<string, PolicyConfig> = {};
-    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) { this.fail(['policies'], 'must be a mapping of policy name to policy'); return out; }
+    if (raw === undefined || raw === null) return out; // already reported as a missing required key
+    if (typeof raw !== 'object' || Array.isArray(raw)) { this.fail(['policies'], 'must be a mapping of policy name to policy'); return out; }
     for (const [name, val] of Object.entries(raw as Obj)) {
       const p = ['policies', name];
       if (!NAME.test(name)) { this.fail(p, `policy name "${name}" must match [A-Za-z0-9_.-]{1,64}`, true); continue; }
@@ -271,6 +299,9 @@ class Validator {
     const intercepted = inject !== undefined || methods !== undefined || paths !== undefined;
     if (protocol === 'tcp' && (intercepted || plainHttp)) this.fail([...p, 'protocol'], 'a raw TCP rule cannot inject, check methods/paths or use plainHttp (those need TLS interception)');
     if (plainHttp && !intercepted) this.fail([...p, 'plainHttp'], 'only applies to an intercepted host (one with inject, methods or paths)');
+    // plainHttp means "http://host/ works": without explicit ports, port 80 joins the default 443
+    // (docs/interception.md: plain HTTP on 80 goes upstream as TLS on 443).
+    if (plainHttp && r.ports === undefined) ports = [443, 80];
     if (host === undefined || protocol === undefined) return undefined;
     if (protocol === 'tcp' && host.startsWith('*.')) this.fail([...p, 'host'], 'a raw TCP rule needs an exact host name: without SNI a wildcard could only be matched from DNS answers');
     return {
@@ -284,6 +315,7 @@ class Validator {
 
   private sandboxes(raw: unknown, policies: Record<string, PolicyConfig>): SandboxConfig[] {
     const out: SandboxConfig[] = [];
+    if (raw === undefined || raw === null) return out; // already reported as a missing required key
     const list = this.list(raw, ['sandboxes']) ?? [];
     const seen = new Set<string>();
     list.forEach((val, i) => {
@@ -294,7 +326,7 @@ class Validator {
       if (name !== undefined && seen.has(name)) this.fail([...p, 'name'], `duplicate sandbox name "${name}"`);
       if (name !== undefined) seen.add(name);
       let iface: string | undefined;
-      if (s.interface !== undefined) iface = this.str(s.interface, [...p, 'interface'], IFACE_GLOB, 'an interface name or a glob with one trailing "*" (at most 15 characters)');
+      if (s.interface !== undefined) iface = this.str(s.interface, [...p, 'interface'], IFACE_GLOB, 'an interface name, or a name prefix ending in one "*" (at most 15 characters in all)');
       let cidr: string | undefined;
       if (s.cidr !== undefined) {
         if (typeof s.cidr !== 'string') this.fail([...p, 'cidr'], 'must be an IPv4 CIDR such as 10.77.0.0/24');

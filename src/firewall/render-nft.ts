@@ -4,10 +4,14 @@
  *
  * Shape ("S" = packets from a sandbox; verified end to end on the project's machines):
  *
- *   prerouting, priority mangle (-150): S jumps to sandbox_pre, which drops IPv6, drops
+ *   prerouting, priority mangle (-150): S goes to sandbox_pre, which drops IPv6, drops
  *     spoofed sources, leaves TCP to port 53 alone and TPROXYs every other TCP packet to
  *     the transparent listener, marking it so policy routing (fwmark -> table with
- *     `local 0.0.0.0/0 dev lo`) delivers it locally instead of forwarding it.
+ *     `local 0.0.0.0/0 dev lo`) delivers it locally instead of forwarding it. A packet
+ *     that arrives on a sandbox's interface but is not S (its interface AND cidr did not
+ *     both match: IPv6, or an IPv4 source outside the cidr) is dropped right after: such
+ *     packets match no other rule here, so without this they would reach host services
+ *     (and be forwarded wherever forwarding is on).
  *   prerouting, priority dstnat (-100): S's UDP/TCP port 53, to any address, is redirected
  *     to the DNS responder. NAT rather than TPROXY because conntrack then rewrites the
  *     reply's source back to the address the sandbox asked; a TPROXY'd UDP reply would
@@ -176,7 +180,15 @@ export function renderRuleset(plan: FirewallPlan): string {
   validatePlan(plan);
   const mark = formatMark(plan.mark);
   const chains = [
-    chain('pre_mangle', 'type filter hook prerouting priority mangle; policy accept;', perSandbox(plan, 'jump sandbox_pre')),
+    chain('pre_mangle', 'type filter hook prerouting priority mangle; policy accept;', [
+      // goto, not jump: a sandbox packet that sandbox_pre lets through (UDP for pre_nat) must
+      // not fall back into the catch-all drops below.
+      ...perSandbox(plan, 'goto sandbox_pre'),
+      // After every sandbox's own rule, so sandboxes sharing an interface glob still match.
+      ...plan.sandboxes
+        .filter((s) => s.interface !== undefined && s.cidr !== undefined)
+        .map((s) => `iifname "${s.interface}" counter drop comment "sandbox ${s.name}: IPv6 or a source outside its cidr"`),
+    ]),
     chain('sandbox_pre', undefined, [
       '# sandgate does not carry IPv6: nothing v6 leaves a sandbox',
       'meta nfproto ipv6 drop',

@@ -58,7 +58,8 @@ export function parseCidr(text: string): Cidr | { error: string } {
   let bits = width;
   if (slash >= 0) {
     const b = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(b) || Number(b) > width) return { error: `"${text}" has an invalid prefix length` };
+    // No leading zeros ("/024"): nft refuses them, so `check` must too.
+    if (!/^(?:0|[1-9]\d{0,2})$/.test(b) || Number(b) > width) return { error: `"${text}" has an invalid prefix length` };
     bits = Number(b);
   }
   const value = family === 4 ? v4ToBig(addrText) : v6ToBig(addrText);
@@ -90,7 +91,9 @@ export const FORBIDDEN_UPSTREAM: readonly Cidr[] = [
   '0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12',
   '192.0.0.0/24', '192.0.2.0/24', '192.88.99.0/24', '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24',
   '203.0.113.0/24', '224.0.0.0/4', '240.0.0.0/4', '255.255.255.255/32',
-  '::/128', '::1/128', '64:ff9b::/96', '64:ff9b:1::/48', '100::/64', '2001::/23', '2001:db8::/32', '2002::/16',
+  // ::/96 after ::/128 and ::1/128 so those keep their own names in the reason: IPv4-compatible
+  // addresses (deprecated, RFC 4291 §2.5.5.1) that a loaded sit driver tunnels to the IPv4 address.
+  '::/128', '::1/128', '::/96', '64:ff9b::/96', '64:ff9b:1::/48', '100::/64', '2001::/23', '2001:db8::/32', '2002::/16',
   'fc00::/7', 'fe80::/10', 'ff00::/8',
 ].map(must);
 

@@ -126,7 +126,7 @@ test('up twice: one table, one ip rule, one local route; show reports all three'
 
   const shown = await firewallShow(p, { netns: ns });
   t.true(shown.startsWith('table inet sandgate {'));
-  t.true(shown.includes('iifname "sbx-*" jump sandbox_pre comment "sandbox agent"'));
+  t.true(shown.includes('iifname "sbx-*" goto sandbox_pre comment "sandbox agent"'));
   t.regex(shown, /^\d+:\tfrom all fwmark 0x5347 lookup 5347$/m);
   t.regex(shown, /^local default dev lo .*scope host/m);
 });

@@ -25,7 +25,7 @@ test('one interface sandbox: every hook matches it by iifname', (t) => {
   t.true(text.endsWith('}\n'));
   t.deepEqual(chainLines(text, 'pre_mangle'), [
     'type filter hook prerouting priority mangle; policy accept;',
-    'iifname "sbx-*" jump sandbox_pre comment "sandbox agent"',
+    'iifname "sbx-*" goto sandbox_pre comment "sandbox agent"',
   ]);
   t.deepEqual(chainLines(text, 'pre_nat'), [
     'type nat hook prerouting priority dstnat; policy accept;',
@@ -72,20 +72,22 @@ test('ports and mark come from the plan', (t) => {
 
 test('one cidr sandbox: matched by ip saddr only', (t) => {
   const text = renderRuleset(plan([{ name: 'net', cidr: '10.77.0.0/24' }]));
-  t.deepEqual(chainLines(text, 'pre_mangle').slice(1), ['ip saddr 10.77.0.0/24 jump sandbox_pre comment "sandbox net"']);
+  t.deepEqual(chainLines(text, 'pre_mangle').slice(1), ['ip saddr 10.77.0.0/24 goto sandbox_pre comment "sandbox net"']);
   t.deepEqual(chainLines(text, 'forward').slice(1), ['ip saddr 10.77.0.0/24 counter drop comment "sandbox net"']);
   t.false(text.includes('iifname'));
 });
 
 test('a bare address is a single-host cidr', (t) => {
   const text = renderRuleset(plan([{ name: 'h', cidr: '10.77.0.9' }]));
-  t.true(text.includes('ip saddr 10.77.0.9 jump sandbox_pre'));
+  t.true(text.includes('ip saddr 10.77.0.9 goto sandbox_pre'));
 });
 
 test('interface and cidr together: one rule that requires both', (t) => {
   const text = renderRuleset(plan([{ name: 'both', interface: 'sbx0', cidr: '10.77.1.0/24' }]));
   t.deepEqual(chainLines(text, 'pre_mangle').slice(1), [
-    'iifname "sbx0" ip saddr 10.77.1.0/24 jump sandbox_pre comment "sandbox both"',
+    'iifname "sbx0" ip saddr 10.77.1.0/24 goto sandbox_pre comment "sandbox both"',
+    // What arrives on the interface but failed the cidr (IPv6, foreign sources) is dropped.
+    'iifname "sbx0" counter drop comment "sandbox both: IPv6 or a source outside its cidr"',
   ]);
   t.deepEqual(chainLines(text, 'pre_nat').slice(1), [
     'iifname "sbx0" ip saddr 10.77.1.0/24 meta l4proto { tcp, udp } th dport 53 redirect to :15053 comment "sandbox both"',
@@ -101,16 +103,20 @@ test('several sandboxes: one rule each per hook, in plan order; shared chains re
     ]),
   );
   for (const [chain, verdict] of [
-    ['pre_mangle', 'jump sandbox_pre'],
+    ['pre_mangle', 'goto sandbox_pre'],
     ['input', 'jump sandbox_in'],
     ['forward', 'counter drop'],
   ] as const) {
-    t.deepEqual(chainLines(text, chain).slice(1), [
+    t.deepEqual(chainLines(text, chain).slice(1, 4), [
       `iifname "sbx-a*" ${verdict} comment "sandbox a"`,
       `ip saddr 10.77.2.0/24 ${verdict} comment "sandbox b"`,
       `iifname "tap3" ip saddr 10.77.3.0/28 ${verdict} comment "sandbox c.d_e-f"`,
     ]);
   }
+  // Catch-all drops come after every sandbox's own rule (sandboxes may share an interface glob).
+  t.deepEqual(chainLines(text, 'pre_mangle').slice(4), ['iifname "tap3" counter drop comment "sandbox c.d_e-f: IPv6 or a source outside its cidr"']);
+  t.is(chainLines(text, 'input').length, 4);
+  t.is(chainLines(text, 'forward').length, 4);
   t.is(chainLines(text, 'pre_nat').length, 4);
   t.is(text.split('chain sandbox_pre {').length, 2);
   t.is(text.split('tproxy ip to').length, 2);

@@ -1,0 +1,274 @@
+/**
+ * The CLI as operators meet it: `node dist/cli.js check|firewall ...` as a child process, exit
+ * codes and output lines per the contract. Everything that touches the kernel (firewall up,
+ * show, down; run) happens inside a throwaway namespace made here (sg-<pid>-cli), never in the
+ * root namespace.
+ */
+import test from 'ava';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI } from '../helpers/gate.js';
+import { sweepStale } from '../../src/net/topology.js';
+
+const IP = '/usr/sbin/ip';
+const NFT = '/usr/sbin/nft';
+const NS = `sg-${process.pid}-cli`;
+let dir: string;
+
+interface Result { code: number; stdout: string; stderr: string }
+
+function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const cli = (args: string[]): Promise<Result> => run(process.execPath, [CLI, ...args]);
+const inNs = (cmd: string, args: string[]): Promise<Result> => run(IP, ['netns', 'exec', NS, cmd, ...args]);
+
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+const OK = `listen:
+  port: 15001
+  dnsPort: 15053
+firewall:
+  table: sgcli
+  routeTable: 4242
+sandboxes:
+  - name: agent
+    interface: "sbx-*"
+    cidr: 10.77.1.0/24
+    policy: default
+policies:
+  default:
+    allow:
+      - host: api.example.test
+`;
+
+/** No "    at fn (file:line)" frames, no "Error:" class dumps. */
+function noStack(t: { notRegex: (s: string, re: RegExp, m?: string) => void }, r: Result): void {
+  t.notRegex(r.stdout + r.stderr, /^\s+at .+[(:]\d+/m, 'no stack trace');
+  t.notRegex(r.stdout + r.stderr, /\b(?:TypeError|ReferenceError|SyntaxError|SandgateError|ConfigError)\b/, 'no error class names');
+}
+
+test.before(async () => {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
+  await sweepStale();
+  // sweepStale() only knows topology names (sg-<pid>-<hex>-...); sweep this file's own leftovers too.
+  const list = await run(IP, ['netns', 'list']);
+  for (const line of list.stdout.split('\n')) {
+    const m = /^sg-(\d+)-cli\b/.exec(line);
+    if (m && !isAlive(Number(m[1]))) await run(IP, ['netns', 'del', `sg-${m[1]}-cli`]);
+  }
+  const add = await run(IP, ['netns', 'add', NS]);
+  if (add.code !== 0) throw new Error(`ip netns add ${NS}: ${add.stderr}`);
+  dir = mkdtempSync(join(tmpdir(), 'sg-cli-'));
+});
+
+test.after.always(async () => {
+  await run(IP, ['netns', 'del', NS]);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+test('check: a valid config exits 0 and says so', async (t) => {
+  const f = file('ok.yaml', OK);
+  const r = await cli(['check', '-c', f]);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, `${f}: ok (1 sandboxes, 1 policies)\n`);
+  t.is(r.stderr, '');
+});
+
+test('check: the long flag --config works too', async (t) => {
+  const r = await cli(['check', '--config', file('ok2.yaml', OK)]);
+  t.is(r.code, 0, r.stderr);
+});
+
+/** Each broken config: [name, text, expected line, expected key path, message pattern]. */
+const BROKEN: [string, string, number, string, RegExp][] = [
+  ['bad-yaml', OK.replace('cidr: 10.77.1.0/24', 'cidr: 10.77.1.0/24: x'), 10, '(root)', /nested mappings/i],
+  ['unknown-key', OK.replace('    policy: default\n', '    policy: default\n    polisy: x\n'), 12, 'sandboxes[0].polisy', /unknown key "polisy"/],
+  ['bad-cidr', OK.replace('10.77.1.0/24', '10.77.1.0/40'), 10, 'sandboxes[0].cidr', /invalid prefix length/],
+  ['host-bits', OK.replace('10.77.1.0/24', '10.77.1.1/24'), 10, 'sandboxes[0].cidr', /host bits set/],
+  ['unknown-policy', OK.replace('policy: default', 'policy: strict'), 11, 'sandboxes[0].policy', /unknown policy "strict"/],
+  ['unknown-credential', OK + '        inject: llm\n', 16, 'policies.default.allow[0].inject', /unknown credential "llm"/],
+  ['wildcard-suffix', OK.replace('api.example.test', '"*.co.uk"'), 15, 'policies.default.allow[0].host', /public suffix/],
+  ['duplicate-key', OK + 'sandboxes: []\n', 16, '(root)', /unique/i],
+];
+
+for (const [name, text, line, path, message] of BROKEN) {
+  test(`check: ${name} -> exit 2 and FILE:LINE:COL: key.path: message`, async (t) => {
+    const f = file(`${name}.yaml`, text);
+    const r = await cli(['check', '-c', f]);
+    t.is(r.code, 2);
+    t.is(r.stdout, '');
+    const lines = r.stderr.trimEnd().split('\n');
+    t.true(lines.length >= 1);
+    for (const l of lines) t.regex(l, /^.+:\d+:\d+: \S+: .+$/, `every line is located: ${l}`);
+    const first = lines[0]!;
+    const m = /^(.+):(\d+):(\d+): (\S+): (.+)$/.exec(first);
+    t.truthy(m, first);
+    t.is(m?.[1], f);
+    t.is(Number(m?.[2]), line, first);
+    t.true(Number(m?.[3]) >= 1);
+    t.is(m?.[4], path, first);
+    t.regex(m?.[5] ?? '', message);
+    noStack(t, r);
+  });
+}
+
+test('check: several problems give one line each', async (t) => {
+  const f = file('multi.yaml', OK.replace('10.77.1.0/24', 'x').replace('policy: default', 'policy: nope') + 'extra: 1\n');
+  const r = await cli(['check', '-c', f]);
+  t.is(r.code, 2);
+  const lines = r.stderr.trimEnd().split('\n');
+  t.is(lines.length, 3, r.stderr);
+  t.true(lines.some((l) => l.startsWith(`${f}:10:`) && l.includes(': sandboxes[0].cidr: ')));
+  t.true(lines.some((l) => l.startsWith(`${f}:11:`) && l.includes(': sandboxes[0].policy: ')));
+  t.true(lines.some((l) => l.startsWith(`${f}:16:1: extra: `)));
+});
+
+test('check: a missing file is one line naming it, exit 2', async (t) => {
+  const f = join(dir, 'does-not-exist.yaml');
+  const r = await cli(['check', '-c', f]);
+  t.is(r.code, 2);
+  t.is(r.stdout, '');
+  t.is(r.stderr, `sandgate: ${f}: cannot read config file (ENOENT)\n`);
+});
+
+test('check: a directory instead of a file is one line, exit 2', async (t) => {
+  const r = await cli(['check', '-c', dir]);
+  t.is(r.code, 2);
+  t.is(r.stderr.trimEnd().split('\n').length, 1);
+  t.regex(r.stderr, /cannot read config file/);
+  noStack(t, r);
+});
+
+test('usage errors exit 2 with a sentence naming the command or flag', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['frobnicate'], /unknown command "frobnicate"/],
+    [['check'], /check: missing -c FILE/],
+    [['check', '-c', 'x.yaml', '--verbose'], /check:.*--verbose/],
+    [['check', '-c'], /check:.*-c/],
+    [['check', '-c', 'x.yaml', 'extra'], /check:.*extra/],
+    [['firewall', 'sideways', '-c', 'x.yaml'], /firewall: expected up, down, show or render/],
+    [['firewall'], /firewall: expected/],
+    [['ca', 'burn'], /ca: expected init or cert/],
+    [['ca', 'init', '--bogus'], /ca:.*--bogus/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await cli(args);
+    t.is(r.code, 2, args.join(' '));
+    t.regex(r.stderr.split('\n')[0] ?? '', /^sandgate: /, args.join(' '));
+    t.regex(r.stderr, re, args.join(' '));
+    noStack(t, r);
+  }
+});
+
+test('no command prints usage and exits 2; help exits 0', async (t) => {
+  const none = await cli([]);
+  t.is(none.code, 2);
+  t.regex(none.stdout + none.stderr, /usage: sandgate/);
+  const help = await cli(['--help']);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /usage: sandgate/);
+});
+
+test('firewall render prints the ruleset without touching the system', async (t) => {
+  const r = await cli(['firewall', 'render', '-c', file('render.yaml', OK)]);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.stdout.startsWith('table inet sgcli {\n'));
+  t.regex(r.stdout, /iifname "sbx-\*" ip saddr 10\.77\.1\.0\/24 goto sandbox_pre comment "sandbox agent"/);
+  t.regex(r.stdout, /iifname "sbx-\*" counter drop comment "sandbox agent: IPv6 or a source outside its cidr"/);
+  t.regex(r.stdout, /tproxy ip to :15001 meta mark set 0x5347/);
+  t.regex(r.stdout, /redirect to :15053/);
+  // And it parses as nft would take it (checked inside the throwaway namespace; -c changes nothing).
+  const c = await run(IP, ['netns', 'exec', NS, NFT, '-c', '-f', file('render.nft', r.stdout)]);
+  t.is(c.code, 0, c.stderr);
+});
+
+test('firewall render on a broken config: exit 2 with the located line', async (t) => {
+  const f = file('render-bad.yaml', OK.replace('10.77.1.0/24', '10.77.1.0/40'));
+  const r = await cli(['firewall', 'render', '-c', f]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:10:\\d+: sandboxes\\[0\\]\\.cidr: `));
+});
+
+test.serial('firewall up / show / down inside a namespace; down leaves nothing behind', async (t) => {
+  const f = file('fw.yaml', OK);
+  const up = await inNs(process.execPath, [CLI, 'firewall', 'up', '-c', f]);
+  t.is(up.code, 0, up.stderr);
+  t.regex(up.stdout, /firewall installed: table inet sgcli, 1 sandboxes/);
+  // Idempotent: a second up leaves one table, one rule, one route.
+  const again = await inNs(process.execPath, [CLI, 'firewall', 'up', '-c', f]);
+  t.is(again.code, 0, again.stderr);
+
+  const tables = await inNs(NFT, ['list', 'tables']);
+  t.is(tables.stdout.trim(), 'table inet sgcli');
+  const rules = await inNs(IP, ['-4', 'rule', 'show']);
+  t.is(rules.stdout.split('\n').filter((l) => /fwmark 0x5347 lookup 4242/.test(l)).length, 1, rules.stdout);
+  const routes = await inNs(IP, ['-4', 'route', 'show', 'table', '4242']);
+  t.regex(routes.stdout, /^local default dev lo/m);
+
+  const show = await inNs(process.execPath, [CLI, 'firewall', 'show', '-c', f]);
+  t.is(show.code, 0, show.stderr);
+  t.regex(show.stdout, /table inet sgcli \{/);
+  t.regex(show.stdout, /tproxy ip to :15001/);
+  t.regex(show.stdout, /from all fwmark 0x5347 lookup 4242/);
+  t.regex(show.stdout, /local default dev lo/);
+
+  const down = await inNs(process.execPath, [CLI, 'firewall', 'down', '-c', f]);
+  t.is(down.code, 0, down.stderr);
+  t.regex(down.stdout, /firewall removed/);
+  t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '', 'no nft table left');
+  t.notRegex((await inNs(IP, ['-4', 'rule', 'show'])).stdout, /fwmark/, 'no fwmark rule left');
+  const left = await inNs(IP, ['-4', 'route', 'show', 'table', '4242']);
+  t.is(left.stdout.trim(), '', 'route table empty');
+
+  // down again on a clean namespace is a no-op, not an error.
+  const down2 = await inNs(process.execPath, [CLI, 'firewall', 'down', '-c', f]);
+  t.is(down2.code, 0, down2.stderr);
+  const show2 = await inNs(process.execPath, [CLI, 'firewall', 'show', '-c', f]);
+  t.regex(show2.stdout, /table inet sgcli is not installed/);
+});
+
+test.serial('run that fails part-way through startup (dnsPort taken) exits 1 with one line, and does not hang', async (t) => {
+  const f = file('run-busy.yaml', OK.replace('listen:\n', `tls:\n  caDir: ${join(dir, 'ca')}\nlisten:\n`).replace('dnsPort: 15053', 'dnsPort: 15099'));
+  // Something else holds the DNS port (UDP and TCP), inside the throwaway namespace.
+  const blocker = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e',
+    "require('dgram').createSocket('udp4').bind(15099, () => require('net').createServer().listen(15099, () => console.log('up')))"]);
+  try {
+    await new Promise((resolve, reject) => { blocker.stdout.once('data', resolve); blocker.once('exit', reject); });
+    const started = Date.now();
+    const r = await run(IP, ['netns', 'exec', NS, process.execPath, CLI, 'run', '-c', f], 8000);
+    t.is(r.code, 1, `exit code (-1 = still running after 8 s): ${r.stderr}`);
+    t.true(Date.now() - started < 8000);
+    t.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+    t.regex(r.stderr, /^sandgate: .*15099.*listen\.dnsPort.*EADDRINUSE/);
+    noStack(t, r);
+  } finally {
+    blocker.kill('SIGKILL');
+    await inNs(process.execPath, [CLI, 'firewall', 'down', '-c', f]);
+  }
+});
+
+test('run on a broken config exits 2 before installing anything', async (t) => {
+  const f = file('run-bad.yaml', OK.replace('policy: default', 'policy: strict'));
+  const r = await inNs(process.execPath, [CLI, 'run', '-c', f]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /:11:\d+: sandboxes\[0\]\.policy: unknown policy "strict"/);
+  noStack(t, r);
+  t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '');
+});

@@ -1,0 +1,184 @@
+/**
+ * sandgate over time: the ready line, SIGHUP reloads (good and bad), report mode, audit to a
+ * file, and failing closed when the process dies or stops. The tests share one world and run
+ * serially, in order: the later ones kill the gate.
+ */
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createWorld, startGate, baseConfig, bodyOf, CLI, type World, type Gate, type Line } from '../helpers/gate.js';
+
+let w: World;
+let g: Gate;
+
+const ONLY_API = [{ host: 'api.example.test' }];
+const API_AND_EVIL = [{ host: 'api.example.test' }, { host: 'evil.example.test' }];
+
+const get = (host: string, path: string, maxMs = 3000) =>
+  w.curl(['--resolve', `${host}:443:${w.a}`, `https://${host}${path}`], { timeoutMs: maxMs });
+
+/** The config lines (other than the first `loaded`) seen so far. */
+const reloads = (gate: Gate): Line[] => gate.log.lines.filter((l) => l.event === 'config' && l.action !== 'loaded');
+
+/** Writes `text` verbatim as the config file, sends SIGHUP, resolves on the next config line. */
+async function reloadText(gate: Gate, text: string): Promise<Line> {
+  const n = reloads(gate).length;
+  writeFileSync(gate.configPath, text);
+  gate.proc.kill('SIGHUP');
+  await gate.log.waitFor(() => reloads(gate).length > n, 5000, 'config line after SIGHUP');
+  return reloads(gate)[n]!;
+}
+
+function exitOf(gate: Gate): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (gate.proc.exitCode !== null || gate.proc.signalCode !== null) return Promise.resolve({ code: gate.proc.exitCode, signal: gate.proc.signalCode });
+  return new Promise((resolve) => gate.proc.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
+function nftTables(): Promise<string> {
+  return new Promise((resolve) => {
+    execFile('/usr/sbin/ip', ['netns', 'exec', w.topo.hostNs, '/usr/sbin/nft', 'list', 'tables'], { encoding: 'utf8' }, (_e, stdout) => resolve(stdout));
+  });
+}
+
+test.before(async () => {
+  w = await createWorld();
+  g = await startGate(w.topo, w.dir, baseConfig(w, { allow: ONLY_API }));
+});
+
+test.after.always(async () => {
+  g?.proc.kill('SIGKILL');
+  await w?.cleanup();
+});
+
+test.serial('the ready line carries event, pid and ports, after the config line', (t) => {
+  const ready = g.log.find((l) => l.event === 'ready');
+  t.truthy(ready);
+  t.is(ready?.pid, g.proc.pid, 'ip netns exec execs in place: the pid is sandgate\'s own');
+  t.is(ready?.port, 15001);
+  t.is(ready?.dnsPort, 15053);
+  t.is(ready?.level, 'info');
+  t.false(Number.isNaN(Date.parse(String(ready?.time))));
+  const loaded = g.log.lines.findIndex((l) => l.event === 'config' && l.action === 'loaded');
+  t.true(loaded >= 0 && loaded < g.log.lines.indexOf(ready!), 'config loaded before ready');
+});
+
+test.serial('SIGHUP with a new allowed host: allowed at once, same process', async (t) => {
+  t.not((await get('evil.example.test', '/before')).code, 0, 'not allowed yet');
+  const line = await g.reload(baseConfig(w, { allow: API_AND_EVIL }));
+  t.is(line.action, 'reloaded', JSON.stringify(line));
+  t.is(line.sandboxes, 1);
+  const r = await get('evil.example.test', '/after');
+  t.is(r.code, 0, r.stderr);
+  t.is(bodyOf(r)?.server, 'a');
+  t.is(g.proc.exitCode, null, 'no restart');
+  t.is(g.log.lines.filter((l) => l.event === 'ready').length, 1);
+});
+
+test.serial('SIGHUP with an invalid config: rejected with the located reason, the old policy stays', async (t) => {
+  // Valid YAML, invalid config: the reason names the file, line and key.
+  const bad = JSON.stringify({ ...baseConfig(w, { allow: ONLY_API }), sandboxes: [{ name: 'agent', cidr: '10.77.1.0/33', policy: 'default' }] }, null, 2);
+  const line = await reloadText(g, bad);
+  t.is(line.action, 'rejected');
+  t.is(line.file, g.configPath);
+  t.regex(String(line.reason), new RegExp(`${g.configPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: sandboxes\\[0\\]\\.cidr: .*invalid prefix length`));
+  // Broken YAML.
+  const yaml = await reloadText(g, 'sandboxes: [\n  - name: x\n');
+  t.is(yaml.action, 'rejected');
+  t.regex(String(yaml.reason), /:\d+:\d+: /);
+  // A change that needs a restart.
+  const port = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), listen: { port: 15002, dnsPort: 15053 } }));
+  t.is(port.action, 'rejected');
+  t.regex(String(port.reason), /listen\.port cannot change on reload/);
+  // Another nft table name would leave the old table installed with nothing to remove it.
+  const table = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), firewall: { table: 'other' } }));
+  t.is(table.action, 'rejected');
+  t.regex(String(table.reason), /firewall\.table cannot change on reload/);
+  t.notRegex(await nftTables(), /table inet other/);
+
+  // Still the policy of the last good load: evil (added by the previous reload) allowed, others not.
+  const evil = await get('evil.example.test', '/still');
+  t.is(evil.code, 0, evil.stderr);
+  const other = await get('x.other.example.test', '/never');
+  t.not(other.code, 0);
+  t.is(g.proc.exitCode, null);
+});
+
+test.serial('report mode: an unlisted SNI gets through, logged as would-deny', async (t) => {
+  const line = await g.reload(baseConfig(w, { allow: ONLY_API, mode: 'report' }));
+  t.is(line.action, 'reloaded', JSON.stringify(line));
+  const r = await w.curl(['--resolve', `evil.example.test:443:${w.b}`, 'https://evil.example.test/report']);
+  t.is(r.code, 0, r.stderr);
+  t.is(bodyOf(r)?.server, 'a', 'still to the SNI host as sandgate resolves it, not the dialled address');
+  const audit = await g.log.waitFor((l) => l.event === 'conn' && l.host === 'evil.example.test' && l.decision === 'would-deny');
+  t.regex(String(audit.reason), /evil\.example\.test:443 is not allowed/);
+  t.is(audit.sandbox, 'agent');
+  // Allowed traffic is still plain "allow".
+  t.is((await get('api.example.test', '/report-ok')).code, 0);
+  await g.log.waitFor((l) => l.event === 'conn' && l.host === 'api.example.test' && l.decision === 'allow' && l.dst === `${w.a}:443`);
+  // Back to enforce: the same request is reset again.
+  t.is((await g.reload(baseConfig(w, { allow: ONLY_API }))).action, 'reloaded');
+  t.not((await get('evil.example.test', '/enforce')).code, 0);
+});
+
+test.serial('fail closed: SIGKILL leaves the rules, and the allowed request now fails', async (t) => {
+  const ok = await get('api.example.test', '/alive');
+  t.is(ok.code, 0, ok.stderr);
+  const upstreamA = w.upstreams[0]!;
+  g.proc.kill('SIGKILL');
+  t.is((await exitOf(g)).signal, 'SIGKILL');
+  const seen = upstreamA.log.lines.length;
+  const r = await get('api.example.test', '/dead', 2000);
+  t.not(r.code, 0, 'no sandgate: nothing gets through');
+  t.regex(await nftTables(), /table inet sandgate/);
+  t.is(upstreamA.log.lines.length, seen, 'a saw no request');
+});
+
+test.serial('SIGTERM: exits 0, the rules stay, requests fail', async (t) => {
+  g = await startGate(w.topo, w.dir, baseConfig(w, { allow: ONLY_API }));
+  t.is((await get('api.example.test', '/restarted')).code, 0);
+  g.proc.kill('SIGTERM');
+  const exit = await exitOf(g);
+  t.is(exit.code, 0);
+  const stop = await g.log.waitFor((l) => l.event === 'stop', 1000, 'stop line');
+  t.regex(String(stop.reason), /fail closed/);
+  t.regex(await nftTables(), /table inet sandgate/);
+  const ip = await w.topo.exec(w.topo.hostNs, '/usr/sbin/ip', ['-4', 'rule', 'show']);
+  t.regex(ip.stdout, /fwmark 0x5347 lookup 5347/);
+  t.not((await get('api.example.test', '/stopped', 2000)).code, 0);
+});
+
+test.serial('audit to log.file: lines go to the file, none to stdout', async (t) => {
+  const logFile = join(w.dir, 'logs', 'audit.log');
+  const cfgPath = join(w.dir, 'file-log.json');
+  writeFileSync(cfgPath, JSON.stringify(baseConfig(w, { allow: ONLY_API, log: { file: logFile } })));
+  const proc = w.topo.spawn(w.topo.hostNs, process.execPath, [CLI, 'run', '-c', cfgPath]);
+  let stdout = '';
+  let stderr = '';
+  proc.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); });
+  proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+  try {
+    const lines = (): Line[] => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+    const until = async (pred: (l: Line) => boolean, what: string): Promise<Line> => {
+      for (let i = 0; i < 100; i++) {
+        const hit = lines().find(pred);
+        if (hit) return hit;
+        if (proc.exitCode !== null) throw new Error(`sandgate exited ${proc.exitCode}: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`no ${what} in ${logFile}: ${lines().map((l) => JSON.stringify(l)).join('\n')} ${stderr}`);
+    };
+    const ready = await until((l) => l.event === 'ready', 'ready line');
+    t.is(ready.pid, proc.pid);
+    const r = await get('api.example.test', '/to-file');
+    t.is(r.code, 0, r.stderr);
+    await w.curl(['--resolve', `evil.example.test:443:${w.a}`, 'https://evil.example.test/denied']);
+    const allow = await until((l) => l.event === 'conn' && l.decision === 'allow' && l.host === 'api.example.test', 'allow line');
+    t.is(allow.sandbox, 'agent');
+    const deny = await until((l) => l.event === 'conn' && l.decision === 'deny' && l.host === 'evil.example.test', 'deny line');
+    t.regex(String(deny.reason), /not allowed/);
+    t.is(stdout, '', 'nothing on stdout');
+  } finally {
+    proc.kill('SIGKILL');
+  }
+});

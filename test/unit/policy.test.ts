@@ -1,0 +1,228 @@
+import test from 'ava';
+import type { AllowRule, SandboxConfig } from '../../src/config/types.js';
+import { parseConfig } from '../../src/config/load.js';
+import { hostMatches, hostPatternProblem, isHostName, normaliseHost } from '../../src/policy/host-name.js';
+import { Policy, compilePolicies } from '../../src/policy/policy.js';
+import { SandboxTable, globPredicate } from '../../src/policy/sandboxes.js';
+
+function rule(host: string, extra: Partial<AllowRule> = {}): AllowRule {
+  return { host, ports: [443], protocol: 'tls', ...extra };
+}
+
+const P = new Policy('default', 'enforce', [
+  rule('api.example.test'),                                    // [0]
+  rule('plain.example.test', { ports: [80, 8080] }),           // [1]
+  rule('*.wild.example.test'),                                 // [2]
+  rule('*.x.wild.example.test', { ports: [443, 8443] }),       // [3] more specific wildcard
+  rule('db.example.test', { ports: [5432], protocol: 'tcp' }), // [4]
+  rule('llm.example.test', { inject: 'llm' }),                 // [5]
+  rule('paths.example.test', { paths: ['/v1/**'] }),           // [6]
+]);
+
+/** What callers do with SNI / Host before asking (client-hello.ts, headers.ts). */
+const ask = (host: string, port: number, kind: 'tls' | 'http' | 'tcp' = 'tls') => P.decide(normaliseHost(host), port, kind);
+
+test('exact name on a listed port is allowed, with the rule id', (t) => {
+  const v = P.decide('api.example.test', 443, 'tls');
+  t.is(v.decision, 'allow');
+  t.is(v.rule?.id, 'policies.default.allow[0]');
+  t.false(v.rule?.intercept);
+});
+
+test('exact name on an unlisted port is denied with a reason naming host:port', (t) => {
+  const v = P.decide('api.example.test', 8443, 'tls');
+  t.deepEqual(v, { decision: 'deny', reason: 'api.example.test:8443 is not allowed' });
+});
+
+test('an unlisted name is denied; a name that merely contains a listed one is too', (t) => {
+  for (const h of ['evil.example.test', 'api.example.test.evil.test', 'xapi.example.test', 'example.test', 'sub.api.example.test']) {
+    t.is(P.decide(h, 443, 'tls').decision, 'deny', h);
+  }
+});
+
+test('no SNI / no Host is denied with its own reason', (t) => {
+  t.deepEqual(P.decide(undefined, 443, 'tls'), { decision: 'deny', reason: 'no SNI' });
+  t.deepEqual(P.decide(undefined, 80, 'http'), { decision: 'deny', reason: 'no host' });
+});
+
+test('wildcards cover subdomains at any depth, never the apex', (t) => {
+  t.is(P.decide('a.wild.example.test', 443, 'tls').rule?.id, 'policies.default.allow[2]');
+  t.is(P.decide('a.b.c.wild.example.test', 443, 'tls').rule?.id, 'policies.default.allow[2]');
+  t.is(P.decide('wild.example.test', 443, 'tls').decision, 'deny');
+  t.is(P.decide('notwild.example.test', 443, 'tls').decision, 'deny', 'suffix match is on a label boundary');
+  t.is(P.decide('.wild.example.test', 443, 'tls').decision, 'deny');
+});
+
+test('the most specific wildcard wins, whatever the config order', (t) => {
+  t.is(P.decide('y.x.wild.example.test', 443, 'tls').rule?.id, 'policies.default.allow[3]');
+  t.is(P.decide('y.x.wild.example.test', 8443, 'tls').rule?.id, 'policies.default.allow[3]');
+  // x.wild.example.test itself is the apex of [3] but a subdomain of [2].
+  t.is(P.decide('x.wild.example.test', 443, 'tls').rule?.id, 'policies.default.allow[2]');
+  t.is(P.decide('x.wild.example.test', 8443, 'tls').decision, 'deny');
+  const reversed = new Policy('r', 'enforce', [rule('*.x.wild.example.test'), rule('*.wild.example.test')]);
+  t.is(reversed.decide('y.x.wild.example.test', 443, 'tls').rule?.host, '*.x.wild.example.test');
+});
+
+test('an exact rule wins over a wildcard covering the same name', (t) => {
+  const p = new Policy('p', 'enforce', [rule('*.example.test'), rule('api.example.test', { inject: 'k' })]);
+  const v = p.decide('api.example.test', 443, 'tls');
+  t.is(v.rule?.id, 'policies.p.allow[1]');
+  t.true(v.rule?.intercept);
+});
+
+test('case and one trailing dot: normalised by callers, and an unnormalised name never matches more', (t) => {
+  t.is(ask('API.Example.TEST', 443).decision, 'allow');
+  t.is(ask('api.example.test.', 443).decision, 'allow');
+  t.is(ask('A.WILD.example.test.', 443).decision, 'allow');
+  t.is(ask('api.example.test..', 443).decision, 'deny', 'only one trailing dot is dropped');
+  // decide() itself is exact: a raw name fails closed rather than matching loosely.
+  t.is(P.decide('API.example.test', 443, 'tls').decision, 'deny');
+  t.is(P.decide('api.example.test.', 443, 'tls').decision, 'deny');
+});
+
+test('ports: each rule has its own list; default is 443 only', (t) => {
+  t.is(ask('plain.example.test', 80, 'http').decision, 'allow');
+  t.is(ask('plain.example.test', 8080, 'http').decision, 'allow');
+  t.is(ask('plain.example.test', 443, 'tls').decision, 'deny');
+  t.deepEqual([...P.namedPorts].sort((a, b) => a - b), [80, 443, 8080, 8443]);
+  t.deepEqual([...P.tcpPorts], [5432]);
+});
+
+test('kinds: raw TCP rules answer only tcp, TLS/HTTP rules never answer tcp', (t) => {
+  t.is(P.decide('db.example.test', 5432, 'tcp').rule?.id, 'policies.default.allow[4]');
+  t.is(P.decide('db.example.test', 5432, 'tls').decision, 'deny', 'a raw TCP rule does not allow TLS by SNI');
+  t.is(P.decide('db.example.test', 5432, 'http').decision, 'deny');
+  t.is(P.decide('api.example.test', 443, 'tcp').decision, 'deny', 'a TLS rule does not allow raw TCP');
+  t.deepEqual(P.tcpRules.map((r) => r.host), ['db.example.test']);
+});
+
+test('TLS and HTTP share rules: the port decides which one the sandbox speaks', (t) => {
+  t.is(P.decide('api.example.test', 443, 'http').decision, 'allow');
+  t.is(P.decide('plain.example.test', 80, 'tls').decision, 'allow');
+});
+
+test('inject, methods or paths mark a rule as intercepted', (t) => {
+  t.true(P.decide('llm.example.test', 443, 'tls').rule?.intercept);
+  t.true(P.decide('paths.example.test', 443, 'tls').rule?.intercept);
+  t.false(P.decide('plain.example.test', 80, 'http').rule?.intercept);
+  t.true(compilePolicies(parseConfig(`sandboxes: [{name: a, cidr: 10.0.0.0/8, policy: p}]
+policies:
+  p:
+    allow: [{host: m.example.test, methods: [get]}]
+`, 'c.yaml')).anyIntercept);
+});
+
+test('report mode: a denial becomes would-deny with the same reason; allows are unchanged', (t) => {
+  const r = new Policy('r', 'report', [rule('api.example.test')]);
+  t.deepEqual(r.decide('evil.example.test', 443, 'tls'), { decision: 'would-deny', reason: 'evil.example.test:443 is not allowed' });
+  t.deepEqual(r.decide(undefined, 443, 'tls'), { decision: 'would-deny', reason: 'no SNI' });
+  t.deepEqual(r.denied('port 22 is not allowed'), { decision: 'would-deny', reason: 'port 22 is not allowed' });
+  t.is(r.decide('api.example.test', 443, 'tls').decision, 'allow');
+  t.deepEqual(P.denied('x'), { decision: 'deny', reason: 'x' });
+});
+
+test('coversName: any rule naming the host, any port or kind (what DNS may answer)', (t) => {
+  t.true(P.coversName('db.example.test'));
+  t.true(P.coversName('plain.example.test'));
+  t.true(P.coversName('deep.a.wild.example.test'));
+  t.false(P.coversName('wild.example.test'));
+  t.false(P.coversName('evil.example.test'));
+});
+
+test('an empty policy denies everything', (t) => {
+  const p = new Policy('none', 'enforce', []);
+  t.is(p.decide('api.example.test', 443, 'tls').decision, 'deny');
+  t.false(p.coversName('api.example.test'));
+});
+
+test('host-name helpers', (t) => {
+  t.is(normaliseHost('A.B.'), 'a.b');
+  t.is(normaliseHost('a.b'), 'a.b');
+  t.true(isHostName('api.example.test'));
+  t.true(isHostName('_svc.example.test'));
+  t.true(isHostName('localhost'));
+  t.false(isHostName('10.0.0.1'));
+  t.false(isHostName('a..b'));
+  t.false(isHostName('-a.b'));
+  t.false(isHostName('a'.repeat(64) + '.test'));
+  t.false(isHostName(''));
+  t.true(hostMatches('*.a.test', 'b.a.test'));
+  t.false(hostMatches('*.a.test', 'a.test'));
+  t.false(hostMatches('*.a.test', 'ba.test'));
+  t.true(hostMatches('a.test', 'a.test'));
+  t.false(hostMatches('a.test', 'b.a.test'));
+  t.regex(hostPatternProblem('*.com') ?? '', /public suffix/);
+  t.regex(hostPatternProblem('*.co.uk') ?? '', /public suffix/);
+  t.is(hostPatternProblem('*.example.co.uk'), undefined);
+  t.regex(hostPatternProblem('a.*.test') ?? '', /leading/);
+});
+
+/* ---------------------------------- SandboxTable ---------------------------------- */
+
+const policies = new Map([
+  ['p1', new Policy('p1', 'enforce', [rule('one.example.test')])],
+  ['p2', new Policy('p2', 'enforce', [rule('two.example.test')])],
+  ['p3', new Policy('p3', 'report', [])],
+]);
+
+function table(configs: SandboxConfig[]): SandboxTable {
+  return new SandboxTable(configs, policies);
+}
+
+test('identify by CIDR', (t) => {
+  const s = table([{ name: 'a', cidr: '10.77.1.0/24', policy: 'p1', user: 'alice' }]);
+  const hit = s.identify('10.77.1.2', undefined);
+  t.is(hit?.name, 'a');
+  t.is(hit?.user, 'alice');
+  t.is(hit?.policy.name, 'p1');
+  t.is(s.identify('10.77.2.2', undefined), undefined);
+  t.is(s.identify('::ffff:10.77.1.2', undefined)?.name, 'a', 'an IPv4-mapped source is the IPv4 address it carries');
+  t.is(s.identify('fd77:1::2', undefined), undefined);
+  t.is(s.identify('not-an-ip', undefined), undefined);
+  t.false(s.needsIface);
+});
+
+test('identify by interface glob', (t) => {
+  const s = table([{ name: 'a', interface: 'sbx-*', policy: 'p1' }]);
+  t.true(s.needsIface);
+  t.is(s.identify('10.77.1.2', 'sbx-a')?.name, 'a');
+  t.is(s.identify('192.0.2.1', 'sbx-')?.name, 'a', 'the glob is a prefix; any source on that interface');
+  t.is(s.identify('10.77.1.2', 'up-a'), undefined);
+  t.is(s.identify('10.77.1.2', undefined), undefined, 'no known interface: an interface sandbox does not match');
+  const exact = table([{ name: 'e', interface: 'veth0', policy: 'p1' }]);
+  t.is(exact.identify('10.0.0.1', 'veth0')?.name, 'e');
+  t.is(exact.identify('10.0.0.1', 'veth01'), undefined);
+});
+
+test('identify with both: interface AND cidr must match', (t) => {
+  const s = table([{ name: 'a', interface: 'sbx-*', cidr: '10.77.1.0/24', policy: 'p1' }]);
+  t.is(s.identify('10.77.1.2', 'sbx-a')?.name, 'a');
+  t.is(s.identify('10.77.2.2', 'sbx-a'), undefined);
+  t.is(s.identify('10.77.1.2', 'up-a'), undefined);
+});
+
+test('identify: first sandbox in config order wins', (t) => {
+  const s = table([
+    { name: 'narrow', cidr: '10.77.1.0/28', policy: 'p1' },
+    { name: 'wide', cidr: '10.77.0.0/16', policy: 'p2' },
+    { name: 'iface', interface: 'sbx-*', policy: 'p3' },
+  ]);
+  t.is(s.identify('10.77.1.2', 'sbx-a')?.name, 'narrow');
+  t.is(s.identify('10.77.1.20', 'sbx-a')?.name, 'wide');
+  t.is(s.identify('10.78.0.1', 'sbx-a')?.name, 'iface');
+  t.is(s.identify('10.78.0.1', 'eth0'), undefined);
+  const swapped = table([
+    { name: 'wide', cidr: '10.77.0.0/16', policy: 'p2' },
+    { name: 'narrow', cidr: '10.77.1.0/28', policy: 'p1' },
+  ]);
+  t.is(swapped.identify('10.77.1.2', undefined)?.name, 'wide');
+  t.is(swapped.byName('narrow')?.policy.name, 'p1');
+});
+
+test('globPredicate', (t) => {
+  t.true(globPredicate('*')('anything'));
+  t.true(globPredicate('sbx-*')('sbx-1'));
+  t.false(globPredicate('sbx-*')('sbx'));
+  t.true(globPredicate('eth0')('eth0'));
+  t.false(globPredicate('eth0')('eth00'));
+});
