@@ -1,26 +1,28 @@
 import type net from 'node:net';
-import type { Config } from './config/types.js';
 import { loadConfigFile, ConfigError } from './config/load.js';
 import { createAudit, type Audit } from './audit/logger.js';
 import { buildRuntime, type Runtime } from './runtime.js';
 import { planFromConfig } from './firewall/from-config.js';
-import { firewallUp } from './firewall/apply-nft.js';
+import { firewallUp, resolveBackend } from './firewall/backend.js';
+import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-gate.js';
 import { listenTransparent } from './net/transparent-listener.js';
+import { startDnsServer } from './dns/server.js';
 import { handleConnection, type Gate } from './net/connection.js';
 import { createHttpFront } from './http/proxy.js';
 import { RouteIfaceCache } from './net/route-iface.js';
 import { SandgateError } from './errors.js';
+import { initCa } from './tls/ca.js';
+import { LeafCache } from './tls/leaf-cache.js';
+import { createInterceptor } from './tls/intercept.js';
 
-/**
- * Refuse what this build cannot enforce yet, rather than silently passing it through.
- * (Interception lands with the TLS interception issue.)
- */
-export function unsupported(config: Config): string | undefined {
-  for (const [name, p] of Object.entries(config.policies)) {
-    const i = p.allow.findIndex((r) => r.inject !== undefined || r.methods !== undefined || r.paths !== undefined);
-    if (i >= 0) return `policies.${name}.allow[${i}]: inject/methods/paths need TLS interception, which this build does not provide yet`;
+/** Load-time errors of the runtime (secrets, upstream.caFile) name the config file too. */
+function inFile<T>(file: string, build: () => T): T {
+  try {
+    return build();
+  } catch (err) {
+    if (err instanceof SandgateError && !(err instanceof ConfigError)) throw new SandgateError(`${file}: ${err.message}`, err.code, { cause: err });
+    throw err;
   }
-  return undefined;
 }
 
 export interface Daemon {
@@ -35,11 +37,14 @@ export interface Daemon {
  */
 export async function runDaemon(file: string): Promise<Daemon> {
   const config = loadConfigFile(file);
-  const bad = unsupported(config);
-  if (bad) throw new SandgateError(`${file}: ${bad}`, 'CONFIG');
   const audit: Audit = createAudit(config.log.file, config.log.level);
-  let rt = buildRuntime(config, audit);
-  const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), httpFront: createHttpFront() };
+  let rt = inFile(file, () => buildRuntime(config, audit));
+  // The interception CA is created on first run (contract), so `ca cert` has something to hand
+  // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
+  const { material: ca } = await initCa(config.tls.caDir);
+  const leaves = await LeafCache.create(ca);
+  const httpFront = createHttpFront();
+  const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), httpFront, intercept: createInterceptor({ leaves, front: httpFront }) };
   const servers: net.Server[] = [];
 
   servers.push(await listenTransparent(config.listen.address, config.listen.port, (s) => {
@@ -48,22 +53,46 @@ export async function runDaemon(file: string): Promise<Daemon> {
       s.destroy();
     });
   }));
-  await firewallUp(planFromConfig(config));
+  // The DNS responder reads the current runtime per query (`() => rt`), so reloads reach it.
+  const dns = await startDnsServer({ runtime: () => rt, ifaces: gate.ifaces, address: config.listen.address, port: config.listen.dnsPort });
+  // The queue reader starts before the rules that feed it. Without it (binding absent or the
+  // queue taken), the kernel drops queued packets: fail closed, said once here.
+  let packets: PacketGate | undefined;
+  const loaded = await loadBinding();
+  let packetsOff = loaded.reason;
+  if (loaded.binding) {
+    try {
+      packets = startPacketGate({ runtime: () => rt, queueNum: config.firewall.queue, flowMark: config.firewall.flowMark, binding: loaded.binding });
+    } catch (err) {
+      packetsOff = `could not open NFQUEUE ${config.firewall.queue} (${(err as Error).message})`;
+    }
+  }
+  if (packetsOff !== undefined) {
+    audit.write({ event: 'error', reason: `packet verdicts are off: ${packetsOff}; the kernel drops every packet that is neither TCP nor DNS, without audit lines` });
+  }
+  const backend = await resolveBackend(config.firewall.backend);
+  const up = await firewallUp(planFromConfig(config), backend);
+  for (const w of up.warnings) audit.write({ event: 'error', reason: w });
   audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
-  audit.write({ event: 'ready', pid: process.pid, port: config.listen.port, dnsPort: config.listen.dnsPort });
+  audit.write({ event: 'ready', pid: process.pid, port: config.listen.port, dnsPort: config.listen.dnsPort, backend, packets: packets ? 'verdicts' : 'dropped' });
 
   let reloading: Promise<void> | undefined;
   const reload = async (): Promise<void> => {
     try {
       const next = loadConfigFile(file);
-      const why = unsupported(next);
-      if (why) throw new SandgateError(`${file}: ${why}`, 'CONFIG');
       for (const k of ['port', 'dnsPort', 'address'] as const) {
         if (next.listen[k] !== rt.config.listen[k]) throw new SandgateError(`${file}: listen.${k} cannot change on reload (restart sandgate)`, 'CONFIG');
       }
+      // A new table/mark/route table would be installed beside the old one, which nothing then removes.
+      for (const k of ['table', 'mark', 'routeTable', 'backend', 'queue', 'flowMark', 'queueMark'] as const) {
+        if (next.firewall[k] !== rt.config.firewall[k]) throw new SandgateError(`${file}: firewall.${k} cannot change on reload (run "sandgate firewall down" with the old config, then restart)`, 'CONFIG');
+      }
       if (next.log.file !== rt.config.log.file) throw new SandgateError(`${file}: log.file cannot change on reload (restart sandgate)`, 'CONFIG');
-      const nextRt = buildRuntime(next, audit, rt);
-      await firewallUp(planFromConfig(next));   // one nft transaction: the old ruleset until the new one is whole
+      if (next.tls.caDir !== rt.config.tls.caDir) throw new SandgateError(`${file}: tls.caDir cannot change on reload (restart sandgate)`, 'CONFIG');
+      const nextRt = inFile(file, () => buildRuntime(next, audit, rt));
+      // One transaction (nft, or one restore per family): the old ruleset until the new one is whole.
+      const reup = await firewallUp(planFromConfig(next), backend);
+      for (const w of reup.warnings) audit.write({ event: 'error', reason: w });
       rt = nextRt;
       gate.ifaces.clear();
       audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length });
@@ -80,7 +109,8 @@ export async function runDaemon(file: string): Promise<Daemon> {
       return reloading;
     },
     async stop() {
-      await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      packets?.close();
+      await Promise.all([...servers.map((s) => new Promise<void>((r) => s.close(() => r()))), dns.close()]);
       audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)' });
       audit.flush();
     },

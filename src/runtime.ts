@@ -3,6 +3,11 @@ import type { Audit } from './audit/logger.js';
 import { compilePolicies, type CompiledPolicies } from './policy/policy.js';
 import { SandboxTable } from './policy/sandboxes.js';
 import { AddressGuard, UpstreamResolver } from './net/upstream.js';
+import { DnsAnswerLog } from './dns/answer-log.js';
+import type { Credential } from './creds/credential.js';
+import { loadCredentials } from './creds/secrets.js';
+import { compileRequestRules, type RequestRules } from './http/request-rules.js';
+import { createUpstreamTls, type UpstreamTls } from './http/upstream-tls.js';
 
 /**
  * Everything the data path reads, built once per config load and never mutated. SIGHUP builds a
@@ -15,6 +20,17 @@ export interface Runtime {
   readonly resolver: UpstreamResolver;
   readonly guard: AddressGuard;
   readonly audit: Audit;
+  /**
+   * Addresses the DNS responder gave each sandbox per name (raw TCP rules accept those). Mutable
+   * and carried across reloads, like the resolver's cache: it records what sandboxes were told.
+   */
+  readonly dnsAnswers: DnsAnswerLog;
+  /** Credentials with their secrets resolved (at load: a missing one is a config error). */
+  readonly credentials: ReadonlyMap<string, Credential>;
+  /** Per intercepted rule (by rule id): compiled method/path checks and its credential. */
+  readonly requestRules: ReadonlyMap<string, RequestRules>;
+  /** Trust roots and keep-alive pool for TLS to intercepted upstreams. */
+  readonly upstreamTls: UpstreamTls;
   /** How long a connection may take to show its first bytes (ClientHello / request head). */
   readonly peekTimeoutMs: number;
 }
@@ -22,6 +38,7 @@ export interface Runtime {
 export function buildRuntime(config: Config, audit: Audit, previous?: Runtime): Runtime {
   const policies = compilePolicies(config);
   const sameUpstream = previous && JSON.stringify(previous.config.upstream) === JSON.stringify(config.upstream);
+  const credentials = loadCredentials(config);
   return {
     config,
     policies,
@@ -30,6 +47,11 @@ export function buildRuntime(config: Config, audit: Audit, previous?: Runtime): 
     resolver: sameUpstream && previous ? previous.resolver : new UpstreamResolver(config.upstream),
     guard: new AddressGuard(config.upstream.allowPrivate),
     audit,
+    dnsAnswers: previous?.dnsAnswers ?? new DnsAnswerLog(),
+    credentials,
+    requestRules: compileRequestRules(policies, credentials),
+    // Rebuilt on every load, so a SIGHUP also picks up a rotated upstream.caFile.
+    upstreamTls: createUpstreamTls(config.upstream),
     peekTimeoutMs: 10_000,
   };
 }

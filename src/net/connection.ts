@@ -101,10 +101,15 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   return passTls(rt, socket, ident, hello.sni as string, dstPort, p.head, { decision: 'allow', rule: verdict.rule.id });
 }
 
-/** The tcp rule whose host sandgate resolves to dstIp, on this port. */
+/**
+ * The tcp rule for this port whose host has dstIp: either sandgate's DNS responder gave this
+ * sandbox dstIp for the rule's name (still within its TTL; it may since have rotated upstream),
+ * or sandgate resolves the name to dstIp now.
+ */
 async function matchTcpRule(rt: Runtime, sandbox: Sandbox, dstIp: string, dstPort: number): Promise<CompiledRule | undefined> {
   for (const rule of sandbox.policy.tcpRules) {
     if (!rule.ports.includes(dstPort)) continue;
+    if (rt.dnsAnswers.has(sandbox.name, rule.host, dstIp)) return rule;
     try {
       const addrs = await rt.resolver.resolve(rule.host);
       if (addrs.includes(dstIp)) return rule;
@@ -132,7 +137,13 @@ async function passTls(
     rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, upstream: `${address}:${port}`, ms: Math.round(performance.now() - started) });
     relay(rt, socket, up, head, ident, 'tls', host);
   } catch (err) {
-    rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, error: upstreamFailure(err), ms: Math.round(performance.now() - started) });
+    const ms = Math.round(performance.now() - started);
+    if (err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN') {
+      // The SSRF guard refused every address: a denial (as for raw TCP), even in report mode.
+      rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto: 'tls', host, reason: err.message, ms });
+    } else {
+      rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, error: upstreamFailure(err), ms });
+    }
     socket.resetAndDestroy();
   }
 }

@@ -7,6 +7,13 @@ import { inAny, parseCidr, parseHostPort, parseIp, FORBIDDEN_UPSTREAM, type Cidr
 const MIN_TTL_S = 5;
 const MAX_TTL_S = 300;
 const NEGATIVE_TTL_S = 5;
+/** `upstream.hosts` answers are handed to sandboxes (DNS) with this TTL: a reload may change them. */
+const STATIC_TTL_S = 60;
+/**
+ * Cache entries (positive and negative) kept at most. A wildcard rule lets a sandbox ask for
+ * unboundedly many distinct allowed names, so the cache must not grow with them (issue 4).
+ */
+const MAX_CACHE_ENTRIES = 10_000;
 
 /**
  * How sandgate itself resolves upstream names: static `upstream.hosts` first (split horizon,
@@ -17,7 +24,7 @@ const NEGATIVE_TTL_S = 5;
 export class UpstreamResolver {
   private readonly statics: ReadonlyMap<string, readonly string[]>;
   private readonly resolver: dnsp.Resolver;
-  private readonly cache = new Map<string, { addrs: readonly string[]; expires: number; error?: string }>();
+  private readonly cache = new Map<string, { addrs: readonly string[]; expires: number; error?: string; code?: string }>();
   private readonly inflight = new Map<string, Promise<readonly string[]>>();
 
   constructor(cfg: Config['upstream']) {
@@ -42,7 +49,7 @@ export class UpstreamResolver {
     if (s) return s;
     const c = this.cache.get(host);
     if (c && c.expires > Date.now()) {
-      if (c.error) throw new SandgateError(c.error, 'UPSTREAM_RESOLVE');
+      if (c.error) throw new SandgateError(c.error, 'UPSTREAM_RESOLVE', { cause: Object.assign(new Error(c.error), { code: c.code }) });
       return c.addrs;
     }
     let p = this.inflight.get(host);
@@ -53,18 +60,47 @@ export class UpstreamResolver {
     return p;
   }
 
+  /**
+   * resolve() plus the seconds the answer stays valid (for sandgate's DNS responder): the
+   * remaining lifetime of the cached answer, so a sandbox never caches past sandgate's own view.
+   * A failure's c-ares code (ENOTFOUND, ENODATA, ETIMEOUT...) is on `err.cause.code`.
+   */
+  async resolveWithTtl(host: string): Promise<{ addrs: readonly string[]; ttl: number }> {
+    const s = this.statics.get(host);
+    if (s) return { addrs: s, ttl: STATIC_TTL_S };
+    const addrs = await this.resolve(host);
+    const c = this.cache.get(host);
+    const left = c && !c.error ? Math.ceil((c.expires - Date.now()) / 1000) : MIN_TTL_S;
+    return { addrs, ttl: Math.min(MAX_TTL_S, Math.max(1, left)) };
+  }
+
+  private remember(host: string, entry: { addrs: readonly string[]; expires: number; error?: string; code?: string }): void {
+    if (this.cache.size >= MAX_CACHE_ENTRIES && !this.cache.has(host)) {
+      const now = Date.now();
+      for (const [k, v] of this.cache) if (v.expires <= now) this.cache.delete(k);
+      // Still full: drop the oldest tenth (Map iterates in insertion order), so the sweep above
+      // runs once per MAX_CACHE_ENTRIES / 10 new names rather than on every one.
+      for (const k of this.cache.keys()) {
+        if (this.cache.size < MAX_CACHE_ENTRIES * 0.9) break;
+        this.cache.delete(k);
+      }
+    }
+    this.cache.delete(host); // re-insert at the end: the order is then oldest-written first
+    this.cache.set(host, entry);
+  }
+
   private async lookup(host: string): Promise<readonly string[]> {
     try {
       const records = await this.resolver.resolve4(host, { ttl: true });
       if (records.length === 0) throw Object.assign(new Error('no addresses'), { code: 'ENODATA' });
       const ttl = Math.min(MAX_TTL_S, Math.max(MIN_TTL_S, Math.min(...records.map((r) => r.ttl))));
       const addrs = Object.freeze(records.map((r) => r.address));
-      this.cache.set(host, { addrs, expires: Date.now() + ttl * 1000 });
+      this.remember(host, { addrs, expires: Date.now() + ttl * 1000 });
       return addrs;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'error';
       const message = `cannot resolve ${host} (${code})`;
-      this.cache.set(host, { addrs: [], expires: Date.now() + NEGATIVE_TTL_S * 1000, error: message });
+      this.remember(host, { addrs: [], expires: Date.now() + NEGATIVE_TTL_S * 1000, error: message, code });
       throw new SandgateError(message, 'UPSTREAM_RESOLVE', { cause: err });
     }
   }

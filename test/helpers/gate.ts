@@ -73,11 +73,12 @@ export interface Gate {
   reload(config: unknown): Promise<Line>;
 }
 
-export async function startGate(topo: Topology, dir: string, config: unknown, name = 'sandgate.json'): Promise<Gate> {
+/** `opts.env`: extra environment variables for sandgate's process (e.g. credential secrets), on top of ours. */
+export async function startGate(topo: Topology, dir: string, config: unknown, name = 'sandgate.json', opts: { env?: Record<string, string> } = {}): Promise<Gate> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
   const configPath = join(dir, name);
   writeFileSync(configPath, JSON.stringify(config, null, 2));
-  const proc = topo.spawn(topo.hostNs, process.execPath, [CLI, 'run', '-c', configPath]);
+  const proc = topo.spawn(topo.hostNs, process.execPath, [CLI, 'run', '-c', configPath], opts.env ? { env: { ...process.env, ...opts.env } } : {});
   const log = new LineLog();
   log.attach(proc);
   let err = '';
@@ -159,6 +160,13 @@ export async function createWorld(spec?: Partial<TopologySpec>, opts: { https?: 
   };
 }
 
+/**
+ * The firewall backend integration tests run against: SANDGATE_TEST_BACKEND=nft|iptables|auto
+ * (scripts/test.sh runs the firewall-dependent files a second time with iptables). Unset: the
+ * config's default (auto, which is nft on these machines).
+ */
+export const TEST_BACKEND: string | undefined = process.env['SANDGATE_TEST_BACKEND'] || undefined;
+
 /** A config for the standard world; `policy` replaces the default allow list. */
 export function baseConfig(world: World, extra: { allow?: unknown[]; mode?: string; upstream?: Record<string, unknown>; sandbox?: Record<string, unknown>; log?: Record<string, unknown> } = {}): Record<string, unknown> {
   return {
@@ -181,10 +189,24 @@ export function baseConfig(world: World, extra: { allow?: unknown[]; mode?: stri
       },
     },
     ...(extra.log ? { log: extra.log } : {}),
+    ...(TEST_BACKEND !== undefined ? { firewall: { backend: TEST_BACKEND } } : {}),
   };
 }
 
 /** curl -w output for "what happened": http code and the exit status. */
 export function bodyOf(r: ExecResult): Record<string, unknown> | undefined {
   try { return JSON.parse(r.stdout) as Record<string, unknown>; } catch { return undefined; }
+}
+
+/**
+ * A fake upstream DNS resolver (test/helpers/fake-resolver.mjs, needs `npm run build`) on port 53
+ * of `node`. Its log has one line {query, type, proto} per query it ever received.
+ * args: [--ttl S] [--answer NAME=IP[,IP]]... [--cname ALIAS=TARGET]...
+ */
+export async function startFakeResolver(topo: Topology, node: string, args: string[]): Promise<Upstream> {
+  const proc = topo.spawn(topo.ns(node), process.execPath, [join(ROOT, 'test/helpers/fake-resolver.mjs'), '--port', '53', ...args]);
+  const log = new LineLog();
+  log.attach(proc);
+  const l = await log.waitFor((x) => typeof x.listening === 'number', 5000, `fake resolver on ${node}`);
+  return { proc, log, port: l.listening as number };
 }

@@ -1,0 +1,114 @@
+import type http from 'node:http';
+import type { ConnInfo } from '../net/conn-info.js';
+import { who } from '../net/conn-info.js';
+import type { CompiledRule } from '../policy/policy.js';
+import type { Credential } from '../creds/credential.js';
+import type { AuditFields } from '../audit/logger.js';
+import { checkRequest } from './request-rules.js';
+import { hostFromHeader, pathOnly } from './headers.js';
+
+/**
+ * One request's verdict, before any byte goes upstream: shared by ordinary requests and
+ * WebSocket upgrades, for plain HTTP and for TLS that sandgate terminated.
+ */
+export interface Admitted {
+  readonly ok: true;
+  readonly info: ConnInfo;
+  /** Audit fields every line about this request carries. */
+  readonly base: AuditFields;
+  readonly host: string;
+  readonly decision: 'allow' | 'would-deny';
+  readonly reason: string | undefined;
+  readonly rule: CompiledRule | undefined;
+  readonly credential: Credential | undefined;
+  /** Where the request goes: scheme, name (resolved by sandgate), port, Host header to send. */
+  readonly upstream: { readonly tls: boolean; readonly host: string; readonly port: number; readonly hostHeader: string };
+}
+
+export interface Refused {
+  readonly ok: false;
+  readonly base: AuditFields;
+  readonly host: string | undefined;
+  readonly status: number;
+  readonly error: string;
+  readonly reason: string;
+}
+
+export type Admission = Admitted | Refused;
+
+function countRaw(raw: string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === name) n++;
+  return n;
+}
+
+/** The upstream TLS port for a plain-HTTP request to a `plainHttp` rule: 80 -> 443, else the same port. */
+export function plainHttpUpstreamPort(dstPort: number): number {
+  return dstPort === 80 ? 443 : dstPort;
+}
+
+export function admit(req: http.IncomingMessage, info: ConnInfo): Admission {
+  const method = req.method ?? 'GET';
+  const url = req.url ?? '/';
+  const path = pathOnly(url);
+  const intercepted = info.sni !== undefined;
+  const base: AuditFields = { event: 'http', ...who(info), proto: intercepted ? 'tls' : 'http', method, path };
+  const refuse = (status: number, error: string, reason: string, host?: string): Refused => ({ ok: false, base, host, status, error, reason });
+
+  const hostCount = countRaw(req.rawHeaders, 'host');
+  const host = hostFromHeader(req.headers.host);
+  if (hostCount !== 1 || !host) return refuse(400, 'bad request', hostCount > 1 ? 'more than one Host header' : 'missing or invalid Host header');
+  // origin-form only (RFC 9112 §3.2.1): an absolute-form target would let the request name a
+  // second host that the upstream might honour over Host.
+  if (!url.startsWith('/') && !(method === 'OPTIONS' && url === '*')) {
+    return refuse(400, 'bad request', 'only origin-form request targets ("/path") are accepted', host);
+  }
+  if (method === 'CONNECT') return refuse(405, 'method not allowed', 'CONNECT is not supported', host);
+
+  // Domain fronting: inside TLS that sandgate terminated, every request must name the host the
+  // connection was admitted (and its credential chosen) for. Not relaxed in report mode: it is a
+  // protocol integrity check, not a policy choice.
+  if (intercepted && host !== info.sni) {
+    return refuse(403, 'denied', `Host ${host} does not match the TLS server name ${info.sni} (domain fronting)`, host);
+  }
+
+  const policy = info.sandbox.policy;
+  const verdict = policy.decide(host, info.dstPort, 'http');
+  if (verdict.decision === 'deny') return refuse(403, 'denied', `host ${host} on port ${info.dstPort} is not allowed by policy`, host);
+  const hostHeader = req.headers.host ?? host;
+  if (verdict.decision !== 'allow') {
+    return { ok: true, info, base, host, decision: 'would-deny', reason: verdict.reason, rule: undefined, credential: undefined, upstream: { tls: false, host, port: info.dstPort, hostHeader } };
+  }
+  const rule = verdict.rule;
+  const rules = rule.intercept ? info.rt.requestRules.get(rule.id) : undefined;
+  if (!intercepted) {
+    if (!rule.intercept) {
+      return { ok: true, info, base, host, decision: 'allow', reason: undefined, rule, credential: undefined, upstream: { tls: false, host, port: info.dstPort, hostHeader } };
+    }
+    // Intercepted hosts carry credentials: plain HTTP to them only where the rule opts in, and
+    // then sandgate itself speaks verified TLS upstream.
+    if (!rules?.plainHttp) return refuse(403, 'denied', `host ${host} requires TLS`, host);
+  }
+  let decision: 'allow' | 'would-deny' = 'allow';
+  let reason: string | undefined;
+  if (rules) {
+    const c = checkRequest(rules, method, path);
+    if (c) {
+      if (c.status === 400) return refuse(400, 'bad request', c.reason, host);
+      const d = policy.denied(c.reason);
+      if (d.decision === 'deny') return refuse(403, 'denied', c.reason, host);
+      decision = 'would-deny';
+      reason = c.reason;
+    }
+  }
+  const port = intercepted ? info.dstPort : plainHttpUpstreamPort(info.dstPort);
+  return {
+    ok: true, info, base, host, decision, reason, rule,
+    credential: rules?.credential,
+    upstream: {
+      tls: true, host, port,
+      // Plain HTTP upgraded by sandgate: the Host the TLS origin expects (RFC 9110 §7.2).
+      hostHeader: intercepted ? hostHeader : port === 443 ? host : `${host}:${port}`,
+    },
+  };
+}

@@ -1,0 +1,103 @@
+import { Transform, type TransformCallback } from 'node:stream';
+
+/**
+ * Response scrubbing: whatever sandgate injected (the secret, the exact header value, its Basic
+ * base64 form...) must never reach the sandbox, even if the upstream echoes it back (debug
+ * endpoints, error pages that quote the request, httpbin-style services).
+ *
+ * Each occurrence is replaced by a mask of the SAME length. That keeps Content-Length, chunk
+ * sizes and WebSocket frame lengths valid, so framing never has to be rewritten and nothing is
+ * buffered: bodies stay streams. The mask reads "[redacted]" padded with "*" (or "*"s only for
+ * needles shorter than that).
+ *
+ * Streaming across chunk boundaries: an occurrence may be split between two chunks. Instead of
+ * holding back a fixed len(needle)-1 bytes (which would delay the end of every SSE event until the
+ * next one arrives), a chunk is held back only from the earliest position where its tail could
+ * still grow into a needle, i.e. the longest suffix that is a proper prefix of some needle. For
+ * typical traffic (an event ending in "\n\n") nothing is held at all.
+ */
+export class Scrubber {
+  readonly #needles: readonly { bytes: Buffer; mask: Buffer }[];
+  readonly #maxLen: number;
+  /** Bytes that may start a needle (quick reject in the tail scan). */
+  readonly #firstBytes: Uint8Array;
+  #carry: Buffer = EMPTY;
+
+  /** `needles`: non-empty ASCII strings; duplicates and empties are dropped, longest first. */
+  constructor(needles: readonly string[]) {
+    const uniq = [...new Set(needles.filter((n) => n.length > 0))].sort((a, b) => b.length - a.length);
+    this.#needles = uniq.map((n) => ({ bytes: Buffer.from(n, 'latin1'), mask: Buffer.from(maskFor(n.length), 'latin1') }));
+    this.#maxLen = uniq[0]?.length ?? 0;
+    this.#firstBytes = new Uint8Array(256);
+    for (const n of this.#needles) this.#firstBytes[n.bytes[0] ?? 0] = 1;
+  }
+
+  /** Feed one chunk; returns the bytes that can be sent now (possibly empty). */
+  push(chunk: Buffer): Buffer {
+    if (this.#maxLen === 0) return chunk;
+    let data = this.#carry.length > 0 ? Buffer.concat([this.#carry, chunk]) : chunk;
+    let copied = this.#carry.length > 0;
+    for (const n of this.#needles) {
+      let at = data.indexOf(n.bytes);
+      while (at >= 0) {
+        // Never write into a buffer the caller still owns: copy once, on the first hit.
+        if (!copied) { data = Buffer.from(data); copied = true; }
+        n.mask.copy(data, at);
+        at = data.indexOf(n.bytes, at + n.bytes.length);
+      }
+    }
+    const hold = this.#heldTail(data);
+    this.#carry = hold > 0 ? Buffer.from(data.subarray(data.length - hold)) : EMPTY;
+    return hold > 0 ? data.subarray(0, data.length - hold) : data;
+  }
+
+  /** End of stream: whatever was held back cannot become a needle any more. */
+  end(): Buffer {
+    const rest = this.#carry;
+    this.#carry = EMPTY;
+    return rest;
+  }
+
+  /** Length of the longest suffix of `data` that is a proper prefix of some needle. */
+  #heldTail(data: Buffer): number {
+    const len = data.length;
+    for (let k = Math.min(this.#maxLen - 1, len); k > 0; k--) {
+      const start = len - k;
+      if (this.#firstBytes[data[start] ?? 0] === 0) continue;
+      for (const n of this.#needles) {
+        if (n.bytes.length > k && data.compare(n.bytes, 0, k, start, len) === 0) return k;
+      }
+    }
+    return 0;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const MASK_WORD = '[redacted]';
+
+/** A mask as long as the needle it replaces. */
+export function maskFor(length: number): string {
+  return length >= MASK_WORD.length ? MASK_WORD + '*'.repeat(length - MASK_WORD.length) : '*'.repeat(length);
+}
+
+/** Scrub a whole string (header values, status text, error messages). */
+export function scrubString(s: string, needles: readonly string[]): string {
+  let out = s;
+  for (const n of needles) if (n.length > 0 && out.includes(n)) out = out.split(n).join(maskFor(n.length));
+  return out;
+}
+
+/** A Transform applying a Scrubber: for response bodies and WebSocket frames from upstream. */
+export function scrubStream(needles: readonly string[]): Transform {
+  const s = new Scrubber(needles);
+  return new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+      const out = s.push(chunk);
+      cb(null, out.length > 0 ? out : undefined);
+    },
+    flush(cb: TransformCallback): void {
+      const rest = s.end();
+      cb(null, rest.length > 0 ? rest : undefined);
+    },
+  });
+}

@@ -1,0 +1,149 @@
+import http from 'node:http';
+import https from 'node:https';
+import type net from 'node:net';
+import { SandgateError } from '../errors.js';
+import { injectHeaders, injectQuery } from '../creds/credential.js';
+import type { Admitted } from './admit.js';
+import { forwardHeaders } from './headers.js';
+import { guardedLookup } from './lookup.js';
+import { scrubStream, scrubString } from './scrub.js';
+import { tlsFailure } from './upstream-tls.js';
+
+/** A whole HTTP response written straight to a socket the HTTP server has let go of. */
+export function rawResponse(socket: net.Socket, status: number, body: Record<string, unknown>): void {
+  const text = JSON.stringify({ ...body, by: 'sandgate' });
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+  }
+  socket.destroySoon();
+}
+
+const DROP_ON_CLOSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'trailer']);
+
+function head(status: number, message: string, raw: readonly string[], needles: readonly string[] | undefined, drop?: ReadonlySet<string>): string {
+  const sc = (s: string): string => (needles ? scrubString(s, needles) : s);
+  let out = `HTTP/1.1 ${status} ${sc(message)}\r\n`;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const k = raw[i] as string;
+    if (drop?.has(k.toLowerCase())) continue;
+    out += `${k}: ${sc(raw[i + 1] as string)}\r\n`;
+  }
+  if (drop) out += 'Connection: close\r\n';
+  return out + '\r\n';
+}
+
+/**
+ * A WebSocket upgrade (RFC 6455 §4): the same admission as any request, the credential injected
+ * into the upgrade request, a dedicated upstream connection (TLS when intercepted), the 101
+ * relayed with scrubbed headers, then frames spliced both ways. With a credential injected,
+ * `Sec-WebSocket-Extensions` is not forwarded, so permessage-deflate (RFC 7692) is never
+ * negotiated and the scrubber can see every upstream frame's payload; the mask keeps frame
+ * lengths intact.
+ */
+export function relayUpgrade(req: http.IncomingMessage, socket: net.Socket, clientHead: Buffer, adm: Admitted): void {
+  const { info, credential: cred, upstream: up } = adm;
+  const { rt } = info;
+  const started = performance.now();
+  const needles = cred?.needles;
+  let logged = false;
+  let bytesIn = 0;
+  let bytesOut = 0;
+  const log = (status: number, extra: { reason?: string; error?: string; deny?: boolean } = {}): void => {
+    if (logged) return;
+    logged = true;
+    const reason = extra.reason ?? adm.reason;
+    rt.audit.write({
+      ...adm.base, host: adm.host, decision: extra.deny ? 'deny' : adm.decision, websocket: true,
+      ...(adm.rule ? { rule: adm.rule.id } : {}),
+      ...(cred ? { credential: cred.id } : {}),
+      status, bytesIn, bytesOut, ms: Math.round(performance.now() - started),
+      ...(reason !== undefined ? { reason: needles ? scrubString(reason, needles) : reason } : {}),
+      ...(extra.error !== undefined ? { error: needles ? scrubString(extra.error, needles) : extra.error } : {}),
+    });
+  };
+
+  const headers = forwardHeaders(req.headers, true);
+  headers.connection = 'Upgrade';
+  headers.upgrade = 'websocket';
+  headers.host = up.hostHeader;
+  let target = req.url ?? '/';
+  if (cred) {
+    injectHeaders(headers, cred);
+    target = injectQuery(target, cred);
+    delete headers['sec-websocket-extensions'];
+  }
+  const opts: https.RequestOptions = {
+    host: up.host, port: up.port, method: req.method, path: target, headers, setHost: false,
+    lookup: guardedLookup(rt),
+    agent: false, // an upgraded connection is never pooled
+    ...(up.tls ? { servername: up.host, secureContext: rt.upstreamTls.context, ALPNProtocols: ['http/1.1'] } : {}),
+  };
+  const upReq = up.tls ? https.request(opts) : http.request(opts);
+  let upgraded = false;
+  const onSandboxClose = (): void => { if (!upgraded) { upReq.destroy(); log(499, { error: 'sandbox closed the connection' }); } };
+  socket.once('close', onSandboxClose);
+
+  const connectMs = rt.config.upstream.connectTimeoutMs;
+  upReq.once('socket', (s: net.Socket) => {
+    const timer = setTimeout(() => upReq.destroy(new SandgateError(`connect to ${up.host}:${up.port} timed out after ${connectMs} ms`, 'UPSTREAM_CONNECT')), connectMs);
+    s.once(up.tls ? 'secureConnect' : 'connect', () => clearTimeout(timer));
+    s.once('close', () => clearTimeout(timer));
+  });
+
+  let failed = false;
+  upReq.on('error', (err: NodeJS.ErrnoException) => {
+    if (failed || upgraded) return;
+    failed = true;
+    const tlsReason = up.tls ? tlsFailure(err) : undefined;
+    const reason = tlsReason ?? (err instanceof SandgateError ? err.message : `upstream unreachable (${err.code ?? err.message})`);
+    log(502, { reason, deny: err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN' });
+    rawResponse(socket, 502, { error: 'bad gateway', reason: tlsReason ? 'the upstream\'s TLS certificate could not be verified' : 'upstream unreachable' });
+  });
+
+  // Not upgraded (401, 426...): relay that response and close; the connection was committed to
+  // the upgrade, so it cannot go back to carrying requests.
+  upReq.once('response', (upRes) => {
+    const status = upRes.statusCode ?? 502;
+    upRes.on('data', (c: Buffer) => { bytesIn += c.length; });
+    socket.write(head(status, upRes.statusMessage ?? '', upRes.rawHeaders, needles, DROP_ON_CLOSE));
+    const body = needles ? upRes.pipe(scrubStream(needles)) : upRes;
+    body.pipe(socket);
+    upRes.once('end', () => log(status));
+    upRes.once('error', () => socket.destroy());
+  });
+
+  upReq.once('upgrade', (upRes: http.IncomingMessage, upSock: net.Socket, upHead: Buffer) => {
+    upgraded = true;
+    socket.removeListener('close', onSandboxClose);
+    const status = upRes.statusCode ?? 101;
+    upSock.setNoDelay(true);
+    socket.setNoDelay(true);
+    socket.write(head(status, upRes.statusMessage ?? 'Switching Protocols', upRes.rawHeaders, needles));
+    const toSandbox = needles ? scrubStream(needles) : undefined;
+    let error: string | undefined;
+    const fail = (side: string) => (err: NodeJS.ErrnoException): void => {
+      error ??= `${side}: ${err.code ?? err.message}`;
+      if (!socket.destroyed) socket.destroy();
+      if (!upSock.destroyed) upSock.destroy();
+    };
+    socket.on('error', fail('sandbox'));
+    upSock.on('error', fail('upstream'));
+    let closed = 0;
+    const onClose = (): void => {
+      if (!socket.destroyed) socket.destroy();
+      if (!upSock.destroyed) upSock.destroy();
+      if (++closed === 2) log(status, error !== undefined ? { error } : {});
+    };
+    socket.once('close', onClose);
+    upSock.once('close', onClose);
+    socket.on('data', (c: Buffer) => { bytesOut += c.length; });
+    upSock.on('data', (c: Buffer) => { bytesIn += c.length; });
+    if (clientHead.length > 0) { bytesOut += clientHead.length; upSock.write(clientHead); }
+    if (upHead.length > 0) { bytesIn += upHead.length; (toSandbox ?? socket).write(upHead); }
+    socket.pipe(upSock);
+    if (toSandbox) upSock.pipe(toSandbox).pipe(socket);
+    else upSock.pipe(socket);
+  });
+
+  upReq.end();
+}

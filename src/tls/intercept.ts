@@ -1,0 +1,80 @@
+/**
+ * TLS interception toward the sandbox: sandgate terminates the sandbox's TLS with a leaf for the
+ * SNI host (minted by LeafCache, signed by the interception CA the sandbox trusts), then hands the
+ * decrypted stream to the same HTTP/1.1 front as plain HTTP (src/http/proxy.ts), where every
+ * request is checked, gets its credential, and goes upstream over a new, verified TLS connection.
+ *
+ * Only hosts whose rule has inject, methods or paths come here; every other allowed host is an
+ * SNI-checked passthrough, never decrypted (src/net/connection.ts).
+ *
+ * ALPN offers http/1.1 only: the front speaks HTTP/1.1, so a client that offers h2 and http/1.1
+ * settles on http/1.1 (RFC 7301 §3.2), and one that offers only h2 fails the handshake rather than
+ * speak a protocol sandgate would misparse.
+ */
+import type http from 'node:http';
+import type net from 'node:net';
+import tls from 'node:tls';
+import type { ConnInfo } from '../net/conn-info.js';
+import { setConnInfo, who } from '../net/conn-info.js';
+import type { CompiledRule } from '../policy/policy.js';
+import { normaliseHost } from '../policy/host-name.js';
+import type { LeafCache } from './leaf-cache.js';
+
+export interface InterceptorDeps {
+  readonly leaves: LeafCache;
+  readonly front: http.Server;
+}
+
+export type Interceptor = (socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule) => void;
+
+export function createInterceptor(deps: InterceptorDeps): Interceptor {
+  return (socket, head, info, rule) => {
+    terminate(deps, socket, head, info, rule).catch((err: Error) => {
+      info.rt.audit.write({ event: 'error', ...who(info), host: info.sni, reason: `interception failed: ${err.message}` });
+      socket.destroy();
+    });
+  };
+}
+
+async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule): Promise<void> {
+  const { rt } = info;
+  const sni = normaliseHost(info.sni ?? '');
+  const base = { event: 'conn' as const, ...who(info), proto: 'tls' as const, host: sni, rule: rule.id };
+  let ctx: tls.SecureContext;
+  try {
+    ctx = deps.leaves.peek(sni) ?? await deps.leaves.get(sni);
+  } catch (err) {
+    rt.audit.write({ ...base, decision: 'deny', reason: `cannot issue a certificate: ${(err as Error).message}` });
+    socket.resetAndDestroy();
+    return;
+  }
+  if (socket.destroyed) return;
+  // The peeked ClientHello goes back into the socket's buffer; TLSSocket feeds buffered bytes
+  // to OpenSSL before it starts reading the handle (node lib/_tls_wrap.js initRead).
+  socket.unshift(head);
+  const t = new tls.TLSSocket(socket, {
+    isServer: true,
+    secureContext: ctx,
+    ALPNProtocols: ['http/1.1'],
+    requestCert: false,
+  });
+  let secure = false;
+  // The handshake is bounded like the peek; an established stream has no timeout.
+  const timer = setTimeout(() => { if (!secure) t.destroy(); }, rt.peekTimeoutMs);
+  t.once('secure', () => {
+    secure = true;
+    clearTimeout(timer);
+    t.setNoDelay(true);
+    setConnInfo(t, { ...info, sni });
+    rt.audit.write({ ...base, decision: 'allow', intercept: true, tlsVersion: t.getProtocol() ?? undefined });
+    deps.front.emit('connection', t);
+  });
+  t.on('error', (err: NodeJS.ErrnoException) => {
+    if (secure) return; // after the handshake the HTTP front owns the socket and its errors
+    clearTimeout(timer);
+    // Most often: the sandbox does not trust sandgate's CA (alert "unknown ca" / "bad certificate").
+    rt.audit.write({ ...base, decision: 'allow', intercept: true, error: `TLS handshake with the sandbox failed (${err.code ?? err.message})` });
+    t.destroy();
+  });
+  t.once('close', () => { clearTimeout(timer); if (!socket.destroyed) socket.destroy(); });
+}

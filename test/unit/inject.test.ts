@@ -1,0 +1,117 @@
+import test from 'ava';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { compileCredential, injectHeaders, injectQuery, withQueryParam } from '../../src/creds/credential.js';
+import { loadCredentials } from '../../src/creds/secrets.js';
+import { parseConfig } from '../../src/config/load.js';
+import { SandgateError, exitCodeFor } from '../../src/errors.js';
+import type { CredentialConfig } from '../../src/config/types.js';
+
+const SECRET = 'sk-real-0123456789';
+const cfg = (c: Partial<CredentialConfig>): CredentialConfig => ({ secret: { env: 'X' }, header: 'Authorization', format: 'Bearer {secret}', ...c });
+
+test('default form: Authorization: Bearer {secret}, replacing what the sandbox sent (never duplicated)', (t) => {
+  const cred = compileCredential('llm', cfg({}), SECRET);
+  const h: OutgoingHttpHeaders = { host: 'api', authorization: 'Bearer sandbox-junk', accept: '*/*' };
+  injectHeaders(h, cred);
+  t.deepEqual(h, { host: 'api', authorization: `Bearer ${SECRET}`, accept: '*/*' });
+  t.is(Object.keys(h).filter((k) => k.toLowerCase() === 'authorization').length, 1);
+});
+
+test('custom header and format; the header name is matched case-insensitively', (t) => {
+  const cred = compileCredential('k', cfg({ header: 'X-Api-Key', format: 'key={secret};v=1' }), SECRET);
+  t.is(cred.header, 'x-api-key');
+  const h: OutgoingHttpHeaders = { 'x-api-key': 'mine' };
+  injectHeaders(h, cred);
+  t.deepEqual(h, { 'x-api-key': `key=${SECRET};v=1` });
+});
+
+test('a secret with $ patterns is inserted literally', (t) => {
+  const cred = compileCredential('k', cfg({}), 'a$&b$1c$$d-long');
+  t.is(cred.value, 'Bearer a$&b$1c$$d-long');
+});
+
+test('Basic form: base64(username:secret), and the base64 is a needle to scrub', (t) => {
+  const cred = compileCredential('git', cfg({ basic: { username: 'x-access-token' } }), SECRET);
+  const b64 = Buffer.from(`x-access-token:${SECRET}`).toString('base64');
+  t.is(cred.value, `Basic ${b64}`);
+  t.true(cred.needles.includes(b64));
+  t.true(cred.needles.includes(SECRET));
+  const h: OutgoingHttpHeaders = { authorization: 'Basic Zm9vOmJhcg==' };
+  injectHeaders(h, cred);
+  t.is(h.authorization, `Basic ${b64}`);
+});
+
+test('placeholder: replaced in every header value; the credential header is still set', (t) => {
+  const cred = compileCredential('llm', cfg({ placeholder: 'sk-placeholder' }), SECRET);
+  const h: OutgoingHttpHeaders = {
+    authorization: 'Bearer sk-placeholder',
+    'x-other': 'token=sk-placeholder; again=sk-placeholder',
+    cookie: ['a=sk-placeholder', 'b=1'],
+    'content-length': 3,
+  };
+  injectHeaders(h, cred);
+  t.is(h.authorization, `Bearer ${SECRET}`);
+  t.is(h['x-other'], `token=${SECRET}; again=${SECRET}`);
+  t.deepEqual(h.cookie, [`a=${SECRET}`, 'b=1']);
+  t.is(h['content-length'], 3);
+});
+
+test('query form: the parameter is set, every copy the sandbox sent is dropped, no header is added', (t) => {
+  const cred = compileCredential('q', cfg({ query: 'key' }), SECRET);
+  t.is(cred.value, undefined);
+  const h: OutgoingHttpHeaders = { authorization: 'Bearer mine' };
+  injectHeaders(h, cred);
+  t.deepEqual(h, { authorization: 'Bearer mine' });
+  t.is(injectQuery('/v1/x', cred), `/v1/x?key=${SECRET}`);
+  t.is(injectQuery('/v1/x?a=1&key=junk&b=%20&k%65y=2&key', cred), `/v1/x?a=1&b=%20&key=${SECRET}`);
+  t.is(injectQuery('/v1/x?', cred), `/v1/x?key=${SECRET}`);
+  t.true(cred.needles.includes(encodeURIComponent(SECRET)));
+});
+
+test('withQueryParam encodes the value', (t) => {
+  t.is(withQueryParam('/p?x=1', 'api key', 'a&b=c d'), '/p?x=1&api%20key=a%26b%3Dc%20d');
+  t.is(injectQuery('/p?x=1', compileCredential('h', cfg({}), SECRET)), '/p?x=1', 'header mode leaves the target alone');
+});
+
+test('needles are sorted longest first and include the JSON-escaped form', (t) => {
+  const cred = compileCredential('k', cfg({}), 'se"cret\\value1');
+  const lens = cred.needles.map((n) => n.length);
+  t.deepEqual(lens, [...lens].sort((a, b) => b - a));
+  t.true(cred.needles.includes('se\\"cret\\\\value1'));
+});
+
+const yaml = (credentials: string): string => `
+sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
+policies: { p: { allow: [{ host: api.example.test, inject: llm }] } }
+credentials:
+${credentials}
+`;
+
+test('loadCredentials reads env and file sources once, trimming one trailing newline', (t) => {
+  const config = parseConfig(yaml(`  llm: { secret: { env: SG_K } }\n  f: { secret: { file: /k }, basic: { username: u } }`), 'c.yaml');
+  const creds = loadCredentials(config, { env: { SG_K: `${SECRET}\n` }, readFile: (f) => (f === '/k' ? 'file-secret-123\r\n' : '') });
+  t.is(creds.get('llm')?.value, `Bearer ${SECRET}`);
+  t.is(creds.get('f')?.secret, 'file-secret-123');
+});
+
+test('a missing, unreadable, empty, short or multi-line secret is a config error (exit 2) naming credentials.ID.secret', (t) => {
+  const config = parseConfig(yaml('  llm: { secret: { env: SG_K } }'), 'c.yaml');
+  const fileConfig = parseConfig(yaml('  llm: { secret: { file: /nope } }'), 'c.yaml');
+  const cases: [typeof config, NodeJS.ProcessEnv, RegExp][] = [
+    [config, {}, /^credentials\.llm\.secret: environment variable SG_K is not set$/],
+    [config, { SG_K: '' }, /credentials\.llm\.secret: .* is empty/],
+    [config, { SG_K: 'short' }, /credentials\.llm\.secret: .* shorter than 8/],
+    [config, { SG_K: 'two\nlines-of-secret' }, /credentials\.llm\.secret: .* one line of printable ASCII/],
+    [config, { SG_K: ' padded-secret ' }, /credentials\.llm\.secret/],
+    [fileConfig, {}, /^credentials\.llm\.secret: cannot read \/nope \(ENOENT\)$/],
+  ];
+  for (const [c, env, re] of cases) {
+    const err = t.throws(() => loadCredentials(c, {
+      env,
+      readFile: () => { throw Object.assign(new Error('no such file'), { code: 'ENOENT' }); },
+    }), { instanceOf: SandgateError });
+    t.regex(err?.message ?? '', re);
+    t.is(exitCodeFor(err), 2);
+    t.false((err?.message ?? '').includes('two\nlines'), 'the value never appears in the error');
+  }
+});
