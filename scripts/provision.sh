@@ -10,10 +10,14 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# Runtime: nftables (firewall), iproute2 (policy routing, namespaces), openssl (test PKI).
+# Runtime: nftables (firewall), iptables (the iptables backend, and the nft backend's NFQUEUE
+# rule), iproute2 (policy routing, namespaces), openssl (test PKI).
+# The optional nfqueue binding (packet verdicts, docs/packets.md) is built by node-gyp against
+# libnetfilter-queue: libnetfilter-queue-dev, make, g++ (python3 runs node-gyp's gyp).
 # Tests and demo: curl, dig (dnsutils), ping, git (smart-HTTP client test), python3 (urllib test).
 # Bench: wrk, nginx, haproxy, mitmproxy are installed by scripts/bench.sh, not here.
-PACKAGES=(nftables iptables iproute2 ca-certificates openssl curl dnsutils iputils-ping git python3 conntrack procps)
+PACKAGES=(nftables iptables iproute2 ca-certificates openssl curl dnsutils iputils-ping git python3 conntrack procps
+  libnetfilter-queue-dev make g++)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,10 +40,15 @@ if [ "$major" -lt 20 ]; then
   exit 1
 fi
 
-# npm dependencies exactly as locked. package.json's allowScripts approves the two install
-# scripts we rely on (sockopt's native addon, esbuild's binary check); npm 11 skips others.
+# npm dependencies exactly as locked. package.json's allowScripts approves the install scripts
+# we rely on (sockopt's native addon, esbuild's binary check, nfqueue's node-gyp build); npm 11
+# skips others.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
+fi
+# nfqueue is optional: npm ci carries on when its build fails. Retry once the headers are here.
+if [ -d node_modules/nfqueue ] && [ ! -f node_modules/nfqueue/build/Release/nfqueue.node ]; then
+  npm rebuild nfqueue --loglevel=error || echo "provision: the nfqueue binding did not build; packet verdicts stay off (docs/packets.md)" >&2
 fi
 npm run --silent build
 echo "provision: ok ($(node --version), $(/usr/sbin/nft --version))"

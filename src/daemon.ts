@@ -14,6 +14,7 @@ import { SandgateError } from './errors.js';
 import { initCa } from './tls/ca.js';
 import { LeafCache } from './tls/leaf-cache.js';
 import { createInterceptor } from './tls/intercept.js';
+import { tokenCacheStats } from './creds/credential.js';
 
 /** Load-time errors of the runtime (secrets, upstream.caFile) name the config file too. */
 function inFile<T>(file: string, build: () => T): T {
@@ -111,7 +112,9 @@ export async function runDaemon(file: string): Promise<Daemon> {
     async stop() {
       packets?.close();
       await Promise.all([...servers.map((s) => new Promise<void>((r) => s.close(() => r()))), dns.close()]);
-      audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)' });
+      // Token caches (authService/oauth2 credentials): hit rate and call counts over the daemon's life.
+      const tokenCache = tokenCacheStats(rt.credentials);
+      audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)', ...(tokenCache ? { tokenCache } : {}) });
       audit.flush();
     },
   };

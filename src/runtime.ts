@@ -4,8 +4,8 @@ import { compilePolicies, type CompiledPolicies } from './policy/policy.js';
 import { SandboxTable } from './policy/sandboxes.js';
 import { AddressGuard, UpstreamResolver } from './net/upstream.js';
 import { DnsAnswerLog } from './dns/answer-log.js';
-import type { Credential } from './creds/credential.js';
-import { loadCredentials } from './creds/secrets.js';
+import type { CredentialSource } from './creds/credential.js';
+import { loadCredentialSources } from './creds/secrets.js';
 import { compileRequestRules, type RequestRules } from './http/request-rules.js';
 import { createUpstreamTls, type UpstreamTls } from './http/upstream-tls.js';
 
@@ -25,8 +25,12 @@ export interface Runtime {
    * and carried across reloads, like the resolver's cache: it records what sandboxes were told.
    */
   readonly dnsAnswers: DnsAnswerLog;
-  /** Credentials with their secrets resolved (at load: a missing one is a config error). */
-  readonly credentials: ReadonlyMap<string, Credential>;
+  /**
+   * Credentials with their secrets resolved (at load: a missing one is a config error): static
+   * ones compiled, authService/oauth2 ones as token sources with their caches (kept across
+   * reloads that leave them unchanged).
+   */
+  readonly credentials: ReadonlyMap<string, CredentialSource>;
   /** Per intercepted rule (by rule id): compiled method/path checks and its credential. */
   readonly requestRules: ReadonlyMap<string, RequestRules>;
   /** Trust roots and keep-alive pool for TLS to intercepted upstreams. */
@@ -38,7 +42,7 @@ export interface Runtime {
 export function buildRuntime(config: Config, audit: Audit, previous?: Runtime): Runtime {
   const policies = compilePolicies(config);
   const sameUpstream = previous && JSON.stringify(previous.config.upstream) === JSON.stringify(config.upstream);
-  const credentials = loadCredentials(config);
+  const credentials = loadCredentialSources(config, undefined, previous?.credentials);
   return {
     config,
     policies,

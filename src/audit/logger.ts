@@ -12,7 +12,8 @@ export interface AuditFields {
   src?: string;
   dst?: string;
   host?: string;
-  proto?: 'tls' | 'http' | 'tcp' | 'udp' | 'icmp' | 'dns';
+  /** `packet` lines add icmpv6, sctp, and ip (any other IP protocol, number in `ipProto`). */
+  proto?: 'tls' | 'http' | 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'sctp' | 'ip' | 'dns';
   reason?: string;
   rule?: string;
   method?: string;
@@ -39,26 +40,40 @@ const REDACT = [
   'headers.authorization', 'headers["proxy-authorization"]', 'headers.cookie', 'headers["x-api-key"]',
   'authorization', 'token', 'secret', 'password', '*.authorization', '*.token', '*.secret', '*.password',
 ];
+/** The REDACT paths that name a top-level key; every other path reaches into a nested object. */
+const TOP_LEVEL_REDACT = new Set(REDACT.filter((p) => /^[A-Za-z_$][\w$]*$/.test(p)));
+
+/**
+ * Whether redaction could change this line: only if it has a nested object or a top-level key a
+ * REDACT path names. Audit lines are flat, so the hot path (one line per request) skips the
+ * redactor (about 5 µs a line here, measured by the bench) only where it would be a no-op.
+ */
+function mayNeedRedaction(fields: AuditFields): boolean {
+  for (const k in fields) {
+    const v = fields[k];
+    if ((typeof v === 'object' && v !== null) || TOP_LEVEL_REDACT.has(k)) return true;
+  }
+  return false;
+}
 
 export function createAudit(file: string | undefined, level = 'info'): Audit {
   const dest = file
     ? pino.destination({ dest: file, mkdir: true, sync: false, minLength: 0 })
     : pino.destination({ dest: 1, sync: false, minLength: 0 });
-  const logger = pino(
-    {
-      level,
-      base: undefined,
-      timestamp: pino.stdTimeFunctions.isoTime,
-      messageKey: 'msg',
-      redact: { paths: REDACT, censor: '[redacted]' },
-      formatters: { level: (label) => ({ level: label }) },
-    },
-    dest,
-  );
+  const options = {
+    level,
+    base: undefined,
+    timestamp: pino.stdTimeFunctions.isoTime,
+    messageKey: 'msg',
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  const logger = pino({ ...options, redact: { paths: REDACT, censor: '[redacted]' } }, dest);
+  // Same options and destination, no redactor: lines stay in order (both append to one buffer).
+  const flat = pino(options, dest);
   return {
     logger,
     write(fields) {
-      logger.info(fields);
+      (mayNeedRedaction(fields) ? logger : flat).info(fields);
     },
     flush() {
       try { dest.flushSync(); } catch { /* not yet open or already closed */ }

@@ -2,8 +2,9 @@ import { parseArgs } from 'node:util';
 import { SandgateError, exitCodeFor } from '../errors.js';
 import { loadConfigFile, ConfigError, formatLocated } from '../config/load.js';
 import { planFromConfig } from '../firewall/from-config.js';
-import { firewallDown, firewallShow, firewallUp } from '../firewall/apply-nft.js';
+import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../firewall/backend.js';
 import { renderRuleset } from '../firewall/render-nft.js';
+import { EMPTY_STATE, chainPrefix, iptablesSpec, renderRestoreUp } from '../firewall/render-iptables.js';
 import { runDaemon } from '../daemon.js';
 
 const USAGE = `usage: sandgate <command> [options]
@@ -70,12 +71,25 @@ function cmdCheck(file: string): number {
 async function cmdFirewall(args: string[]): Promise<number> {
   const [action, ...rest] = args;
   if (!action || !['up', 'down', 'show', 'render'].includes(action)) usage('firewall: expected up, down, show or render');
-  const plan = planFromConfig(loadConfigFile(configFlag(rest, `firewall ${action}`)));
+  const config = loadConfigFile(configFlag(rest, `firewall ${action}`));
+  const plan = planFromConfig(config);
+  // render touches nothing, so `auto` is not probed there: it prints nft unless iptables is configured.
+  const backend = action === 'render' ? (config.firewall.backend === 'iptables' ? 'iptables' : 'nft') : await resolveBackend(config.firewall.backend);
+  const what = backend === 'nft' ? `table inet ${plan.table}` : `iptables chains ${chainPrefix(plan)}-*`;
   switch (action) {
-    case 'up': await firewallUp(plan); process.stdout.write(`firewall installed: table inet ${plan.table}, ${plan.sandboxes.length} sandboxes\n`); break;
-    case 'down': await firewallDown(plan); process.stdout.write(`firewall removed: table inet ${plan.table}, ip rule and route table ${plan.routeTable}\n`); break;
-    case 'show': process.stdout.write(await firewallShow(plan)); break;
-    default: process.stdout.write(renderRuleset(plan));
+    case 'up': {
+      const { warnings } = await firewallUp(plan, backend);
+      for (const w of warnings) process.stderr.write(`sandgate: warning: ${w}\n`);
+      process.stdout.write(`firewall installed: ${what}, ${plan.sandboxes.length} sandboxes\n`);
+      break;
+    }
+    case 'down': await firewallDown(plan, backend); process.stdout.write(`firewall removed: ${what}, ip rule and route table ${plan.routeTable}\n`); break;
+    case 'show': process.stdout.write(await firewallShow(plan, backend)); break;
+    default: {
+      if (backend === 'nft') { process.stdout.write(renderRuleset(plan)); break; }
+      const spec = iptablesSpec(plan);
+      process.stdout.write(`# iptables-restore --noflush\n${renderRestoreUp(spec.v4, EMPTY_STATE)}# ip6tables-restore --noflush\n${renderRestoreUp(spec.v6, EMPTY_STATE)}`);
+    }
   }
   return 0;
 }

@@ -16,7 +16,35 @@ export interface AllowRule {
   readonly plainHttp?: boolean;
 }
 
-export interface PolicyConfig { readonly mode: Mode; readonly allow: readonly AllowRule[] }
+/**
+ * `protocol: udp` allow entries (docs/packets.md). Kept apart from `allow` so no TLS/HTTP/TCP
+ * lookup can ever match them. Exactly one of host (an exact name, matched against addresses
+ * sandgate resolved or answered for it) and cidr.
+ */
+export interface UdpRule {
+  /** "policies.default.allow[3]": the entry's place in the config, shown in audit lines. */
+  readonly id: string;
+  readonly host?: string;
+  readonly cidr?: string;
+  readonly ports: readonly number[];
+}
+
+export interface PolicyConfig {
+  readonly mode: Mode;
+  readonly allow: readonly AllowRule[];
+  /** The policy's `protocol: udp` entries; absent = none. */
+  readonly udp?: readonly UdpRule[];
+}
+
+export type FirewallBackendChoice = 'nft' | 'iptables' | 'auto';
+
+/** Limits of the packet path (NFQUEUE verdicts for everything neither TCP nor DNS; docs/packets.md). */
+export interface PacketsConfig {
+  /** Kernel-side, per source address: packets per second (and burst) that may reach the queue. */
+  readonly rateLimit: { readonly pps: number; readonly burst: number };
+  /** `packet` audit lines written individually per sandbox (token bucket); the rest are summarised. */
+  readonly auditSampling: { readonly linesPerSecond: number; readonly burst: number };
+}
 
 export interface SandboxConfig {
   readonly name: string;
@@ -28,8 +56,37 @@ export interface SandboxConfig {
 
 export type SecretSource = { readonly env: string } | { readonly file: string };
 
-export interface CredentialConfig {
+/**
+ * `authService`: sandgate asks an HTTP service for a short-lived token per (credential, user,
+ * host) (docs/auth-service.md). `secret` is sandgate's own key for that service.
+ */
+export interface AuthServiceConfig {
+  readonly url: string;
+  /** The whole exchange, retries included, must finish within this; then the request gets 503. */
+  readonly timeoutMs: number;
   readonly secret: SecretSource;
+}
+
+/** `oauth2`: an OAuth 2.0 token endpoint (RFC 6749 §4.4 client credentials, §6 refresh token). */
+export interface OAuth2Config {
+  readonly tokenUrl: string;
+  readonly grant: 'client_credentials' | 'refresh_token';
+  readonly clientId: string;
+  /** Required for client_credentials; optional for refresh_token (a public client). */
+  readonly clientSecret?: SecretSource;
+  /** Required for refresh_token; replaced in memory when the endpoint rotates it. */
+  readonly refreshToken?: SecretSource;
+  readonly scope?: string;
+  /** RFC 6749 §2.3.1: HTTP Basic (default; servers must support it) or client_id/client_secret in the body. */
+  readonly clientAuth: 'basic' | 'body';
+  readonly timeoutMs: number;
+}
+
+/** Exactly one of `secret`, `authService`, `oauth2` is set (the validator guarantees it). */
+export interface CredentialConfig {
+  readonly secret?: SecretSource;
+  readonly authService?: AuthServiceConfig;
+  readonly oauth2?: OAuth2Config;
   readonly header: string;
   readonly format: string;
   readonly placeholder?: string;
@@ -59,7 +116,19 @@ export interface Config {
     readonly allowPrivate: readonly string[];
     readonly connectTimeoutMs: number;
   };
-  readonly firewall: { readonly table: string; readonly mark: number; readonly routeTable: number };
+  readonly firewall: {
+    readonly table: string;
+    readonly mark: number;
+    readonly routeTable: number;
+    /** nft, iptables, or auto (nft when usable); default auto. */
+    readonly backend: FirewallBackendChoice;
+    /** NFQUEUE number for packet verdicts. */
+    readonly queue: number;
+    /** Mark/connmark of flows sandgate accepted, and the nft backend's "to be queued" mark. */
+    readonly flowMark: number;
+    readonly queueMark: number;
+  };
+  readonly packets: PacketsConfig;
   readonly sandboxes: readonly SandboxConfig[];
   readonly policies: Readonly<Record<string, PolicyConfig>>;
   readonly credentials: Readonly<Record<string, CredentialConfig>>;

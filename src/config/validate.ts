@@ -1,6 +1,6 @@
-import type { AllowRule, Config, CredentialConfig, PolicyConfig, SandboxConfig, SecretSource } from './types.js';
+import type { AllowRule, AuthServiceConfig, Config, CredentialConfig, OAuth2Config, PolicyConfig, SandboxConfig, SecretSource, UdpRule } from './types.js';
 import { hostPatternProblem, isHostName, normaliseHost } from '../policy/host-name.js';
-import { parseCidr, parseHostPort } from '../util/ip.js';
+import { inAny, parseCidr, parseHostPort, parseIp, type Cidr } from '../util/ip.js';
 import net from 'node:net';
 
 export type PathPart = string | number;
@@ -75,7 +75,7 @@ class Validator {
   }
 
   root(raw: unknown): Config {
-    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials'], ['sandboxes', 'policies']) ?? {};
+    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials'], ['sandboxes', 'policies']) ?? {};
 
     const l = this.optObj(r.listen, ['listen'], ['port', 'dnsPort', 'address']);
     const listen = {
@@ -97,21 +97,47 @@ class Validator {
 
     const upstream = this.upstream(r.upstream);
 
-    const fw = this.optObj(r.firewall, ['firewall'], ['table', 'mark', 'routeTable']);
+    const fw = this.optObj(r.firewall, ['firewall'], ['table', 'mark', 'routeTable', 'backend', 'queue', 'flowMark', 'queueMark']);
     const firewall = {
-      table: fw.table === undefined ? 'sandgate' : this.str(fw.table, ['firewall', 'table'], /^[A-Za-z][A-Za-z0-9_]{0,31}$/, 'a valid nft table name') ?? 'sandgate',
+      // At most 21 characters: the iptables backend names its chains "<TABLE>-SBXFWD" (28 max).
+      table: fw.table === undefined ? 'sandgate' : this.str(fw.table, ['firewall', 'table'], /^[A-Za-z][A-Za-z0-9_]{0,20}$/, 'a valid table name (a letter, then up to 20 letters, digits or "_")') ?? 'sandgate',
       mark: this.int(fw.mark, ['firewall', 'mark'], 1, 0xffffffff, 0x5347),
       routeTable: this.int(fw.routeTable, ['firewall', 'routeTable'], 1, 0xfffffffe, 5347),
+      backend: fw.backend === undefined ? 'auto' as const : this.oneOf(fw.backend, ['firewall', 'backend'], ['nft', 'iptables', 'auto'] as const) ?? 'auto',
+      queue: this.int(fw.queue, ['firewall', 'queue'], 0, 65535, 5347),
+      flowMark: this.int(fw.flowMark, ['firewall', 'flowMark'], 1, 0xffffffff, 0x5348),
+      queueMark: this.int(fw.queueMark, ['firewall', 'queueMark'], 1, 0xffffffff, 0x5349),
     };
     if ([253, 254, 255].includes(firewall.routeTable)) this.fail(['firewall', 'routeTable'], 'must not be one of the kernel\'s own tables (253 default, 254 main, 255 local)');
+    if (new Set([firewall.mark, firewall.flowMark, firewall.queueMark]).size !== 3) this.fail(['firewall'], 'mark, flowMark and queueMark must be three different values');
 
-    const credentials = this.credentials(r.credentials);
+    const packets = this.packets(r.packets);
+
+    const credentials = this.credentials(r.credentials, upstream);
     const policies = this.policies(r.policies, credentials);
     const sandboxes = this.sandboxes(r.sandboxes, policies);
 
     const dns = this.dns(r.dns);
 
-    return { listen, dns, log, tls, upstream, firewall, sandboxes, policies, credentials };
+    return { listen, dns, packets, log, tls, upstream, firewall, sandboxes, policies, credentials };
+  }
+
+  /** Packet-path limits; defaults documented in docs/packets.md. */
+  private packets(raw: unknown): Config['packets'] {
+    const p = ['packets'];
+    const d = this.optObj(raw, p, ['rateLimit', 'auditSampling']);
+    const rl = this.optObj(d.rateLimit, [...p, 'rateLimit'], ['pps', 'burst']);
+    const au = this.optObj(d.auditSampling, [...p, 'auditSampling'], ['linesPerSecond', 'burst']);
+    return {
+      rateLimit: {
+        pps: this.int(rl.pps, [...p, 'rateLimit', 'pps'], 1, 1_000_000, 100),
+        burst: this.int(rl.burst, [...p, 'rateLimit', 'burst'], 1, 1_000_000, 200),
+      },
+      auditSampling: {
+        linesPerSecond: this.int(au.linesPerSecond, [...p, 'auditSampling', 'linesPerSecond'], 1, 1_000_000, 20),
+        burst: this.int(au.burst, [...p, 'auditSampling', 'burst'], 1, 1_000_000, 50),
+      },
+    };
   }
 
   /** DNS responder limits; defaults documented in docs/dns.md. */
@@ -192,16 +218,23 @@ class Validator {
     };
   }
 
-  private credentials(raw: unknown): Record<string, CredentialConfig> {
+  private credentials(raw: unknown, upstream: Config['upstream']): Record<string, CredentialConfig> {
     const out: Record<string, CredentialConfig> = {};
     if (raw === undefined || raw === null) return out;
     if (typeof raw !== 'object' || Array.isArray(raw)) { this.fail(['credentials'], 'must be a mapping of credential id to credential'); return out; }
     for (const [id, val] of Object.entries(raw as Obj)) {
       const p = ['credentials', id];
       if (!NAME.test(id)) { this.fail(p, `credential id "${id}" must match [A-Za-z0-9_.-]{1,64}`, true); continue; }
-      const c = this.obj(val, p, ['secret', 'header', 'format', 'placeholder', 'basic', 'query'], ['secret']);
+      const c = this.obj(val, p, ['secret', 'authService', 'oauth2', 'header', 'format', 'placeholder', 'basic', 'query']);
       if (!c) continue;
-      const secret = this.secret(c.secret, [...p, 'secret']);
+      const sources = (['secret', 'authService', 'oauth2'] as const).filter((k) => c[k] !== undefined && c[k] !== null);
+      if (sources.length !== 1) {
+        this.fail(p, sources.length === 0 ? 'needs one of "secret", "authService" or "oauth2" (where the credential comes from)' : `has ${sources.map((k) => `"${k}"`).join(' and ')}: exactly one source is allowed`);
+        continue;
+      }
+      const secret = c.secret !== undefined ? this.secret(c.secret, [...p, 'secret']) : undefined;
+      const authService = c.authService !== undefined ? this.authService(c.authService, [...p, 'authService'], upstream) : undefined;
+      const oauth2 = c.oauth2 !== undefined ? this.oauth2(c.oauth2, [...p, 'oauth2'], upstream) : undefined;
       const header = c.header === undefined ? 'Authorization' : this.str(c.header, [...p, 'header'], TOKEN, 'a valid header name') ?? 'Authorization';
       let format = 'Bearer {secret}';
       if (c.format !== undefined) {
@@ -223,9 +256,71 @@ class Validator {
       let query: string | undefined;
       if (c.query !== undefined) query = this.str(c.query, [...p, 'query'], /^[A-Za-z0-9_.~-]{1,64}$/, 'a query parameter name');
       if (basic && c.format !== undefined) this.fail([...p, 'format'], 'cannot be combined with "basic" (Basic builds the header value itself)');
-      if (secret) out[id] = { secret, header, format, ...(placeholder ? { placeholder } : {}), ...(basic ? { basic } : {}), ...(query ? { query } : {}) };
+      const source = secret ? { secret } : authService ? { authService } : oauth2 ? { oauth2 } : undefined;
+      if (source) out[id] = { ...source, header, format, ...(placeholder ? { placeholder } : {}), ...(basic ? { basic } : {}), ...(query ? { query } : {}) };
     }
     return out;
+  }
+
+  /**
+   * Where a token service lives. https: the name resolves like an upstream's and its address passes
+   * the SSRF guard (upstream.allowPrivate); the certificate is verified like an upstream's.
+   * http: only to an IP literal that is loopback or inside upstream.allowPrivate, because the
+   * service key and the tokens cross that hop in clear; a name is refused, so that no DNS answer can
+   * decide where they go (docs/auth-service.md, "Transport").
+   */
+  private tokenUrl(v: unknown, p: PathPart[], upstream: Config['upstream']): string | undefined {
+    if (typeof v !== 'string' || v.length === 0) return this.fail(p, 'must be an http(s) URL such as https://auth.internal.example/token');
+    let u: URL;
+    try { u = new URL(v); } catch { return this.fail(p, `"${v}" is not a URL`); }
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') return this.fail(p, 'must be an https:// (or, to a loopback or allowPrivate address, http://) URL');
+    if (u.username !== '' || u.password !== '') return this.fail(p, 'must not carry user:password (the key goes in "secret")');
+    if (u.hash !== '') return this.fail(p, 'must not have a #fragment');
+    const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+    if (u.protocol === 'http:') {
+      const ip = net.isIP(host) !== 0 ? parseIp(host) : undefined;
+      if (!ip) return this.fail(p, 'http:// is only allowed to an IP address (loopback or in upstream.allowPrivate); use https:// for a name');
+      const allowed = upstream.allowPrivate.map((t) => parseCidr(t)).filter((c): c is Cidr => !('error' in c));
+      if (!isLoopback(host) && !inAny(allowed, ip)) return this.fail(p, `http:// to ${host} is refused: tokens would cross the network in clear (use https://, or list the address in upstream.allowPrivate if it is a private link)`);
+    }
+    return v;
+  }
+
+  private authService(raw: unknown, p: PathPart[], upstream: Config['upstream']): AuthServiceConfig | undefined {
+    const a = this.obj(raw, p, ['url', 'timeoutMs', 'secret'], ['url', 'secret']);
+    if (!a) return undefined;
+    const url = a.url !== undefined ? this.tokenUrl(a.url, [...p, 'url'], upstream) : undefined;
+    const timeoutMs = this.int(a.timeoutMs, [...p, 'timeoutMs'], 100, 60_000, 2000);
+    const secret = a.secret !== undefined && a.secret !== null ? this.secret(a.secret, [...p, 'secret']) : undefined;
+    return url !== undefined && secret ? { url, timeoutMs, secret } : undefined;
+  }
+
+  private oauth2(raw: unknown, p: PathPart[], upstream: Config['upstream']): OAuth2Config | undefined {
+    const o = this.obj(raw, p, ['tokenUrl', 'grant', 'clientId', 'clientSecret', 'refreshToken', 'scope', 'clientAuth', 'timeoutMs'], ['tokenUrl', 'grant', 'clientId']);
+    if (!o) return undefined;
+    const tokenUrl = o.tokenUrl !== undefined ? this.tokenUrl(o.tokenUrl, [...p, 'tokenUrl'], upstream) : undefined;
+    const grant = o.grant !== undefined ? this.oneOf(o.grant, [...p, 'grant'], ['client_credentials', 'refresh_token'] as const) : undefined;
+    // RFC 6749 §2.3.1: client_id is form-encoded; printable ASCII keeps it unambiguous in a Basic header.
+    const clientId = o.clientId !== undefined ? this.str(o.clientId, [...p, 'clientId'], /^[\x20-\x7e]{1,256}$/, 'a client id of printable ASCII') : undefined;
+    const clientSecret = o.clientSecret !== undefined ? this.secret(o.clientSecret, [...p, 'clientSecret']) : undefined;
+    const refreshToken = o.refreshToken !== undefined ? this.secret(o.refreshToken, [...p, 'refreshToken']) : undefined;
+    if (grant === 'client_credentials' && o.clientSecret === undefined) this.fail(p, 'grant client_credentials needs "clientSecret"');
+    if (grant === 'client_credentials' && o.refreshToken !== undefined) this.fail([...p, 'refreshToken'], 'only applies to grant refresh_token');
+    if (grant === 'refresh_token' && o.refreshToken === undefined) this.fail(p, 'grant refresh_token needs "refreshToken"');
+    let scope: string | undefined;
+    // RFC 6749 §3.3: space-delimited scope-tokens of %x21 / %x23-5B / %x5D-7E.
+    if (o.scope !== undefined) scope = this.str(o.scope, [...p, 'scope'], /^[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*$/, 'a space-separated list of scope tokens (RFC 6749 §3.3)');
+    const clientAuth = o.clientAuth === undefined ? 'basic' as const : this.oneOf(o.clientAuth, [...p, 'clientAuth'], ['basic', 'body'] as const) ?? 'basic';
+    const timeoutMs = this.int(o.timeoutMs, [...p, 'timeoutMs'], 100, 60_000, 2000);
+    if (tokenUrl === undefined || grant === undefined || clientId === undefined) return undefined;
+    if (grant === 'client_credentials' && !clientSecret) return undefined;
+    if (grant === 'refresh_token' && !refreshToken) return undefined;
+    return {
+      tokenUrl, grant, clientId, clientAuth, timeoutMs,
+      ...(clientSecret ? { clientSecret } : {}),
+      ...(refreshToken ? { refreshToken } : {}),
+      ...(scope !== undefined ? { scope } : {}),
+    };
   }
 
   private secret(raw: unknown, p: PathPart[]): SecretSource | undefined {
@@ -248,15 +343,53 @@ class Validator {
       if (!po) continue;
       const mode = po.mode === undefined ? 'enforce' : this.oneOf(po.mode, [...p, 'mode'], ['enforce', 'report'] as const) ?? 'enforce';
       const allow: AllowRule[] = [];
+      const udp: UdpRule[] = [];
       if (po.allow !== undefined && po.allow !== null) {
         (this.list(po.allow, [...p, 'allow']) ?? []).forEach((r, i) => {
+          if (r !== null && typeof r === 'object' && (r as Obj).protocol === 'udp') {
+            const u = this.udpRule(r as Obj, [...p, 'allow', i], `policies.${name}.allow[${i}]`);
+            if (u) udp.push(u);
+            return;
+          }
           const rule = this.rule(r, [...p, 'allow', i], credentials);
           if (rule) allow.push(rule);
         });
       }
-      out[name] = { mode, allow };
+      out[name] = { mode, allow, ...(udp.length > 0 ? { udp } : {}) };
     }
     return out;
+  }
+
+  /**
+   * `protocol: udp`: an exact host name (no wildcard: a datagram carries no name, so only
+   * addresses sandgate resolved for the name can match) or a CIDR, and explicit ports.
+   */
+  private udpRule(r: Obj, p: PathPart[], id: string): UdpRule | undefined {
+    const o = this.obj(r, p, ['protocol', 'host', 'cidr', 'ports'], ['ports']);
+    if (!o) return undefined;
+    if ((o.host === undefined) === (o.cidr === undefined)) return this.fail(p, 'a udp rule needs exactly one of "host" or "cidr"');
+    let host: string | undefined;
+    let cidr: string | undefined;
+    if (o.host !== undefined) {
+      if (typeof o.host !== 'string') return this.fail([...p, 'host'], 'must be a host name such as ntp.example.com');
+      host = normaliseHost(o.host);
+      if (host.startsWith('*.')) return this.fail([...p, 'host'], 'a udp rule needs an exact host name (a datagram carries no name to match a wildcard against); use "cidr" for a range');
+      const problem = hostPatternProblem(host);
+      if (problem) return this.fail([...p, 'host'], problem);
+    } else {
+      if (typeof o.cidr !== 'string') return this.fail([...p, 'cidr'], 'must be an IPv4 CIDR such as 192.0.2.0/24');
+      const c = parseCidr(o.cidr);
+      if ('error' in c) return this.fail([...p, 'cidr'], c.error);
+      if (c.family !== 4) return this.fail([...p, 'cidr'], 'must be an IPv4 CIDR (sandbox IPv6 is never carried)');
+      cidr = o.cidr;
+    }
+    if (o.ports === undefined || o.ports === null) return undefined; // reported as a missing required key
+    const list = this.list(o.ports, [...p, 'ports']);
+    if (!list) return undefined;
+    if (list.length === 0) return this.fail([...p, 'ports'], 'must list at least one port');
+    const ports = list.map((x, i) => this.port(x, [...p, 'ports', i]));
+    if (ports.some((x) => x === undefined)) return undefined;
+    return { id, ...(host !== undefined ? { host } : {}), ...(cidr !== undefined ? { cidr } : {}), ports: ports as number[] };
   }
 
   private rule(raw: unknown, p: PathPart[], credentials: Record<string, CredentialConfig>): AllowRule | undefined {
@@ -275,7 +408,8 @@ class Validator {
       if (list.length === 0) this.fail([...p, 'ports'], 'must list at least one port');
       ports = list.map((x, i) => this.port(x, [...p, 'ports', i]) ?? 0);
     }
-    const protocol = r.protocol === undefined ? 'tls' : this.oneOf(r.protocol, [...p, 'protocol'], ['tls', 'tcp'] as const);
+    // 'udp' never gets here (policies() hands it to udpRule), but it is a valid answer to name.
+    const protocol = r.protocol === undefined ? 'tls' : r.protocol === 'tls' || r.protocol === 'tcp' ? r.protocol : this.fail([...p, 'protocol'], 'must be one of: tls, tcp, udp');
     let inject: string | undefined;
     if (r.inject !== undefined) {
       inject = this.str(r.inject, [...p, 'inject']);
@@ -348,4 +482,11 @@ class Validator {
     });
     return out;
   }
+}
+
+/** 127.0.0.0/8 and ::1 (and ::ffff:127.x): the host itself, never routed off it. */
+function isLoopback(host: string): boolean {
+  if (host === '::1') return true;
+  const v4 = host.startsWith('::ffff:') ? host.slice(7) : host;
+  return net.isIPv4(v4) && v4.startsWith('127.');
 }

@@ -1,4 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http';
+import type { Agent as HttpsAgent } from 'node:https';
+import type { LookupFunction } from 'node:net';
 import type { CredentialConfig } from '../config/types.js';
 
 /**
@@ -25,6 +27,11 @@ export interface Credential {
   readonly secret: string;
   /** Everything that must never reach the sandbox, longest first. */
   readonly needles: readonly string[];
+  /**
+   * Headers an auth service returned (`{headers}` form, docs/auth-service.md): lower-case name and
+   * value, each set upstream, replacing whatever the sandbox sent under that name.
+   */
+  readonly headers?: readonly (readonly [string, string])[];
 }
 
 export function compileCredential(id: string, c: CredentialConfig, secret: string): Credential {
@@ -39,14 +46,10 @@ export function compileCredential(id: string, c: CredentialConfig, secret: strin
       value = c.format.split('{secret}').join(secret);
     }
   }
-  const needles = new Set<string>([secret]);
+  const needles = new Set<string>();
+  addForms(needles, secret);
   if (value !== undefined) needles.add(value);
   if (basic !== undefined) needles.add(basic);
-  // Forms an echoing upstream may reflect it in: URL-encoded (query echo), base64 (a debug
-  // endpoint decoding or re-encoding credentials), JSON-escaped (a body that quotes the request).
-  needles.add(encodeURIComponent(secret));
-  needles.add(Buffer.from(secret, 'utf8').toString('base64'));
-  needles.add(JSON.stringify(secret).slice(1, -1));
   return {
     id,
     header: c.header.toLowerCase(),
@@ -56,6 +59,103 @@ export function compileCredential(id: string, c: CredentialConfig, secret: strin
     secret,
     needles: [...needles].sort((a, b) => b.length - a.length),
   };
+}
+
+/**
+ * Forms an echoing upstream may reflect a secret in: as is, URL-encoded (query echo), base64 (a
+ * debug endpoint decoding or re-encoding credentials), JSON-escaped (a body that quotes the request).
+ */
+function addForms(needles: Set<string>, secret: string): void {
+  needles.add(secret);
+  needles.add(encodeURIComponent(secret));
+  needles.add(Buffer.from(secret, 'utf8').toString('base64'));
+  needles.add(JSON.stringify(secret).slice(1, -1));
+}
+
+/** Shorter header values are not scrubbed from responses: masking them would mangle ordinary text. */
+const MIN_NEEDLE = 8;
+
+/**
+ * A credential from an auth service's `{headers}` answer: every header is set upstream. Values of
+ * at least 8 characters are scrubbed from responses (with their encoded forms), and so is the part
+ * after an auth scheme ("Bearer <token>" -> "<token>"); shorter ones (a tenant id, a version) are
+ * not secrets worth mangling responses for. Names and values are validated by the caller
+ * (src/creds/auth-service.ts).
+ */
+export function compileHeaderCredential(id: string, header: string, headers: readonly (readonly [string, string])[]): Credential {
+  const needles = new Set<string>();
+  for (const [, v] of headers) {
+    if (v.length >= MIN_NEEDLE) addForms(needles, v);
+    const sp = v.indexOf(' ');
+    if (sp > 0 && v.length - sp - 1 >= MIN_NEEDLE) addForms(needles, v.slice(sp + 1));
+  }
+  return {
+    id, header: header.toLowerCase(), value: undefined, query: undefined, placeholder: undefined, secret: '',
+    needles: [...needles].sort((a, b) => b.length - a.length),
+    headers: headers.map(([k, v]) => [k.toLowerCase(), v] as const),
+  };
+}
+
+/** Facts about one request that a token source may be asked about (docs/auth-service.md). */
+export interface TokenRequest {
+  readonly sandbox: string;
+  readonly user: string | undefined;
+  readonly host: string;
+  readonly port: number;
+  readonly method: string;
+  readonly path: string;
+}
+
+/** Counters of one credential's token cache (src/creds/token-cache.ts). */
+export interface TokenCacheStats {
+  readonly entries: number;
+  /** Requests served from the cache without waiting. */
+  readonly hits: number;
+  /** Requests that had to wait for a token (first use, expired, invalidated). */
+  readonly misses: number;
+  /** Of the misses, those that joined a call already in flight (single-flight). */
+  readonly coalesced: number;
+  /** Calls made to the token service (each may include retries). */
+  readonly fetches: number;
+  /** Of the fetches, those started ahead of expiry while the old token was still served. */
+  readonly refreshes: number;
+  readonly failures: number;
+  readonly invalidations: number;
+  readonly evictions: number;
+}
+
+/**
+ * A credential minted per request context (authService, oauth2): looked up in a bounded token
+ * cache, fetched single-flight when missing. `acquire` returns the credential synchronously on a
+ * cache hit (no promise on the hot path), a promise otherwise; it rejects with a TokenError
+ * (src/creds/token-error.ts) whose message is safe to audit and never carries a token.
+ */
+export interface TokenSource {
+  readonly id: string;
+  readonly kind: 'authService' | 'oauth2';
+  /** Identifies config and secrets: a reload keeps the source (and its cache) when this is unchanged. */
+  readonly fingerprint: string;
+  acquire(req: TokenRequest, net: TokenNet): Credential | Promise<Credential>;
+  /** The upstream answered 401 to a request that carried `used`: forget it, unless already replaced. */
+  reject(req: TokenRequest, used: Credential): void;
+  stats(): TokenCacheStats;
+}
+
+/** What a token source needs of the current Runtime to reach its service (src/creds/token-client.ts). */
+export interface TokenNet {
+  /** sandgate's own resolver followed by the SSRF guard (the one upstream requests use). */
+  readonly lookup: LookupFunction;
+  /** The SSRF guard, for IP-literal URLs (they are not looked up). */
+  readonly guard: { check(address: string): string | undefined };
+  /** Verified TLS with the upstream trust (system roots + upstream.caFile), keep-alive. */
+  readonly httpsAgent: HttpsAgent;
+}
+
+/** A static credential (compiled at load) or a token source. */
+export type CredentialSource = Credential | TokenSource;
+
+export function isTokenSource(c: CredentialSource): c is TokenSource {
+  return 'acquire' in c;
 }
 
 type Headers = OutgoingHttpHeaders;
@@ -76,6 +176,9 @@ export function injectHeaders(headers: Headers, cred: Credential): void {
     }
   }
   if (cred.value !== undefined) headers[cred.header] = cred.value;
+  // Keys are lower-case here (forwardHeaders copies IncomingMessage.headers), so setting the
+  // lower-case name replaces what the sandbox sent.
+  if (cred.headers !== undefined) for (const [k, v] of cred.headers) headers[k] = v;
 }
 
 /** The request target with the credential's query parameter set (query mode), else unchanged. */
@@ -107,4 +210,19 @@ function decodeComponent(s: string): string {
   } catch {
     return s;
   }
+}
+
+/**
+ * Token cache counters of every token source, by credential id, with the hit rate
+ * (hits / (hits + misses)); undefined when there are none. For the `stop` audit line.
+ */
+export function tokenCacheStats(creds: ReadonlyMap<string, CredentialSource>): Record<string, TokenCacheStats & { hitRate: number | null }> | undefined {
+  let out: Record<string, TokenCacheStats & { hitRate: number | null }> | undefined;
+  for (const [id, c] of creds) {
+    if (!isTokenSource(c)) continue;
+    const s = c.stats();
+    const asked = s.hits + s.misses;
+    (out ??= {})[id] = { ...s, hitRate: asked === 0 ? null : Math.round((s.hits / asked) * 10_000) / 10_000 };
+  }
+  return out;
 }

@@ -1,7 +1,10 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Config, SecretSource } from '../config/types.js';
+import type { Config, CredentialConfig, SecretSource } from '../config/types.js';
 import { SandgateError } from '../errors.js';
-import { compileCredential, type Credential } from './credential.js';
+import { compileCredential, isTokenSource, type Credential, type CredentialSource } from './credential.js';
+import { AuthServiceSource } from './auth-service.js';
+import { OAuth2Source } from './oauth2.js';
 
 /** Shorter secrets would make response scrubbing mangle ordinary text, and are guessable anyway. */
 export const MIN_SECRET_LENGTH = 8;
@@ -14,20 +17,63 @@ export interface SecretReaders {
 const defaultReaders: SecretReaders = { env: process.env, readFile: (f) => readFileSync(f, 'utf8') };
 
 /**
- * Resolve every credential's secret once, at config load (the data path never reads env or
- * files). A missing variable or unreadable file is a config error (exit 2) naming
- * `credentials.ID.secret`; the message never contains the value.
+ * The static credentials only (`secret:`), compiled; see loadCredentialSources for all of them.
+ * Every credential's secrets are still read and checked.
  */
 export function loadCredentials(config: Config, readers: SecretReaders = defaultReaders): ReadonlyMap<string, Credential> {
   const out = new Map<string, Credential>();
+  for (const [id, c] of loadCredentialSources(config, readers)) if (!isTokenSource(c)) out.set(id, c);
+  return out;
+}
+
+/**
+ * Resolve every credential's secrets once, at config load (the data path never reads env or
+ * files): static secrets are compiled into credentials, `authService`/`oauth2` ones become token
+ * sources holding their service key / client secret / refresh token. A missing variable or
+ * unreadable file is a config error (exit 2) naming the key (`credentials.ID.secret`,
+ * `credentials.ID.authService.secret`...); the message never contains the value.
+ *
+ * `previous` (on reload): a token source whose config and secrets are unchanged is kept, with its
+ * cache and any rotated refresh token, so a SIGHUP neither drops every token nor rolls a rotated
+ * refresh token back to the (now revoked) one in the file.
+ */
+export function loadCredentialSources(config: Config, readers: SecretReaders = defaultReaders, previous?: ReadonlyMap<string, CredentialSource>): ReadonlyMap<string, CredentialSource> {
+  const out = new Map<string, CredentialSource>();
   for (const [id, c] of Object.entries(config.credentials)) {
-    out.set(id, compileCredential(id, c, readSecret(id, c.secret, readers)));
+    const key = `credentials.${id}`;
+    if (c.secret !== undefined) {
+      out.set(id, compileCredential(id, c, readSecret(`${key}.secret`, c.secret, readers)));
+      continue;
+    }
+    const keep = (fingerprint: string): CredentialSource | undefined => {
+      const prev = previous?.get(id);
+      return prev !== undefined && isTokenSource(prev) && prev.fingerprint === fingerprint ? prev : undefined;
+    };
+    if (c.authService !== undefined) {
+      const cfg = { ...c, authService: c.authService };
+      const serviceKey = readSecret(`${key}.authService.secret`, c.authService.secret, readers);
+      const fp = fingerprint(c, [serviceKey]);
+      out.set(id, keep(fp) ?? new AuthServiceSource(id, cfg, serviceKey, fp));
+    } else if (c.oauth2 !== undefined) {
+      const o = c.oauth2;
+      const cfg = { ...c, oauth2: o };
+      const clientSecret = o.clientSecret !== undefined ? readSecret(`${key}.oauth2.clientSecret`, o.clientSecret, readers) : undefined;
+      const refreshToken = o.refreshToken !== undefined ? readSecret(`${key}.oauth2.refreshToken`, o.refreshToken, readers) : undefined;
+      const fp = fingerprint(c, [clientSecret ?? '', refreshToken ?? '']);
+      out.set(id, keep(fp) ?? new OAuth2Source(id, cfg, clientSecret, refreshToken, fp));
+    }
   }
   return out;
 }
 
-function readSecret(id: string, src: SecretSource, r: SecretReaders): string {
-  const key = `credentials.${id}.secret`;
+/** The config and a hash of the secrets it resolved to: equal only when nothing about the credential changed. */
+function fingerprint(c: CredentialConfig, secrets: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const s of secrets) h.update(s).update('\0');
+  return `${JSON.stringify(c)}#${h.digest('hex')}`;
+}
+
+function readSecret(key: string, src: SecretSource, r: SecretReaders): string {
   let raw: string;
   if ('env' in src) {
     const v = r.env[src.env];

@@ -9,6 +9,10 @@ export function planFromConfig(config: Config): FirewallPlan {
     dnsPort: config.listen.dnsPort,
     mark: config.firewall.mark,
     routeTable: config.firewall.routeTable,
+    queueNum: config.firewall.queue,
+    queueMark: config.firewall.queueMark,
+    flowMark: config.firewall.flowMark,
+    packetRate: { pps: config.packets.rateLimit.pps, burst: config.packets.rateLimit.burst },
     sandboxes: config.sandboxes.map((s) => ({
       name: s.name,
       ...(s.interface !== undefined ? { interface: s.interface } : {}),

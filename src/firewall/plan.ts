@@ -1,7 +1,8 @@
 /**
- * The firewall plan: everything the nftables ruleset and the policy routing depend on,
- * decided once from the validated config. `render-nft.ts` turns it into text (pure);
- * `apply-nft.ts` installs, removes and shows it (I/O).
+ * The firewall plan: everything the ruleset and the policy routing depend on, decided once
+ * from the validated config. Backend-neutral: `render-nft.ts` and `render-iptables.ts` turn it
+ * into text (pure); `apply-nft.ts` / `apply-iptables.ts` install, remove and show it (I/O);
+ * `backend.ts` picks one.
  */
 
 /**
@@ -35,12 +36,43 @@ export interface FirewallPlan {
   /** Policy-routing table that holds `local 0.0.0.0/0 dev lo` for marked packets. */
   routeTable: number;
   sandboxes: SandboxMatch[];
+  /**
+   * NFQUEUE number sandgate reads (0-65535; per network namespace). The first packet of every
+   * new flow that is neither TCP nor DNS is queued there for a verdict (docs/packets.md).
+   */
+  queueNum: number;
+  /**
+   * nft backend only: packets to queue get this mark in nft, and one iptables rule queues what
+   * carries it (the kernel here has no native nft `queue`, only xt NFQUEUE). A packet still
+   * marked after the iptables hook was never queued, and is dropped. Non-zero, distinct.
+   */
+  queueMark: number;
+  /**
+   * Mark (and, once copied, conntrack mark) of flows sandgate accepted: its accept verdict
+   * sets it, the forward chain copies it into the connection, and later packets of the flow
+   * match the connmark instead of being queued. Non-zero, distinct from the others.
+   */
+  flowMark: number;
+  /** Per-source-address budget of queued packets; over it, the kernel drops (never queues). */
+  packetRate: { pps: number; burst: number };
 }
 
 export const DEFAULT_TABLE = 'sandgate';
 /** 0x5347 is "SG" in ASCII: easy to spot in `ip rule` and `nft list` output. */
 export const DEFAULT_MARK = 0x5347;
 export const DEFAULT_ROUTE_TABLE = 5347;
+export const DEFAULT_QUEUE_NUM = 5347;
+export const DEFAULT_FLOW_MARK = 0x5348;
+export const DEFAULT_QUEUE_MARK = 0x5349;
+export const DEFAULT_PACKET_RATE = { pps: 100, burst: 200 } as const;
+
+/** The packet-path part of a plan with its defaults (tests and callers that only care about TCP). */
+export const DEFAULT_PACKET_PLAN: Pick<FirewallPlan, 'queueNum' | 'queueMark' | 'flowMark' | 'packetRate'> = {
+  queueNum: DEFAULT_QUEUE_NUM,
+  queueMark: DEFAULT_QUEUE_MARK,
+  flowMark: DEFAULT_FLOW_MARK,
+  packetRate: { ...DEFAULT_PACKET_RATE },
+};
 
 /**
  * Any failure to render, install, remove or read the firewall. The message is one

@@ -4,31 +4,45 @@
  *
  * Shape ("S" = packets from a sandbox; verified end to end on the project's machines):
  *
- *   prerouting, priority mangle (-150): S goes to sandbox_pre, which drops IPv6, drops
- *     spoofed sources, leaves TCP to port 53 alone and TPROXYs every other TCP packet to
- *     the transparent listener, marking it so policy routing (fwmark -> table with
- *     `local 0.0.0.0/0 dev lo`) delivers it locally instead of forwarding it. A packet
- *     that arrives on a sandbox's interface but is not S (its interface AND cidr did not
- *     both match: IPv6, or an IPv4 source outside the cidr) is dropped right after: such
- *     packets match no other rule here, so without this they would reach host services
- *     (and be forwarded wherever forwarding is on).
+ *   prerouting, priority mangle - 5 (-155): S goes to sandbox_pre, which sends IPv6 to
+ *     sandbox_pre6, drops spoofed sources, leaves TCP and UDP to port 53 alone (pre_nat
+ *     redirects them) and TPROXYs every other TCP packet to the transparent listener,
+ *     marking it so policy routing (fwmark -> table with `local 0.0.0.0/0 dev lo`) delivers
+ *     it locally instead of forwarding it. What is left (UDP, ICMP, any other protocol) is
+ *     either a later packet of a flow sandgate accepted (`ct mark` = flowMark: passes) or is
+ *     marked queueMark for a verdict, within a per-source rate limit (over it: dropped).
+ *     A packet that arrives on a sandbox's interface but is not S (its interface AND cidr did
+ *     not both match: an IPv4 source outside the cidr) is dropped right after.
+ *   prerouting, priority mangle (-150): not ours. The kernel here has no nft `queue`
+ *     (CONFIG_NFT_QUEUE is off), so one iptables rule (render-iptables.ts
+ *     renderQueueCompanion) queues packets marked queueMark with xt NFQUEUE, without
+ *     --queue-bypass: with no reader the kernel drops them. sandgate's accept verdict
+ *     replaces the mark with flowMark; a drop verdict drops.
+ *   prerouting, priority mangle + 5 (-145): pre_verdict drops whatever still carries
+ *     queueMark (it was never queued: the iptables rule is missing) and all sandbox IPv6,
+ *     whatever the verdict was. Fail closed without depending on the iptables rule.
  *   prerouting, priority dstnat (-100): S's UDP/TCP port 53, to any address, is redirected
  *     to the DNS responder. NAT rather than TPROXY because conntrack then rewrites the
  *     reply's source back to the address the sandbox asked; a TPROXY'd UDP reply would
  *     leave from the host's own address. mangle runs before dstnat, hence the
- *     `th dport 53 return` in sandbox_pre: without it DNS over TCP would be TPROXY'd.
+ *     `th dport 53 return` lines in sandbox_pre.
  *   input, priority filter: S reaches the host only as TPROXY'd TCP (marked) or as
  *     redirected DNS (`ct status dnat`); everything else is dropped, so host services and
- *     sandgate's own ports are not reachable directly.
- *   forward, priority filter: S is never forwarded; all egress goes through sandgate.
+ *     sandgate's own ports are not reachable directly, even for an accepted packet flow.
+ *   forward, priority filter: S is forwarded only for flows sandgate's verdict accepted
+ *     (first packet: `meta mark` flowMark, copied into `ct mark`; later packets: `ct mark`).
+ *     Towards a sandbox, only packets of such flows (their replies) are forwarded. The host
+ *     needs net.ipv4.ip_forward=1 for accepted flows to leave at all (docs/packets.md).
+ *   postrouting, priority srcnat: accepted flows are masqueraded, so they leave from the
+ *     host's address like everything sandgate proxies.
  *
- * Sandbox matching is `iifname "<glob>"` and/or `ip saddr <cidr>`. `ip saddr` in an inet
- * table carries an implicit `meta nfproto ipv4`, so a cidr-only sandbox's IPv6 packets
- * match none of these rules and pass untouched: IPv6 containment needs an interface match
- * (its `meta nfproto ipv6 drop` in sandbox_pre and `counter drop` in forward cover both
- * families).
- *
- * Every rule is a few lines per sandbox; a later change can move the matches into sets.
+ * IPv6 is never carried (docs/packets.md): neighbour solicitation/advertisement with the host
+ * passes (so an attempt leaves the sandbox at all), router discovery and MLD are dropped
+ * silently, everything else is queued (so sandgate writes a `packet` deny line), then dropped
+ * in pre_verdict whatever the verdict. Sandbox matching is `iifname "<glob>"` and/or
+ * `ip saddr <cidr>`. `ip saddr` in an inet table carries an implicit `meta nfproto ipv4`,
+ * so a cidr-only sandbox's IPv6 packets match none of these rules: IPv6 containment needs an
+ * interface match.
  */
 import { FirewallError, type FirewallPlan, type SandboxMatch } from './plan.js';
 
@@ -147,6 +161,17 @@ export function validatePlan(plan: FirewallPlan): void {
   if (RESERVED_ROUTE_TABLES.has(plan.routeTable)) {
     invalid(`routeTable ${plan.routeTable} is reserved (253 default, 254 main, 255 local)`);
   }
+  if (typeof plan.queueNum !== 'number' || !Number.isInteger(plan.queueNum) || plan.queueNum < 0 || plan.queueNum > 65535) {
+    invalid(`queueNum must be an integer 0-65535, got ${String(plan.queueNum)}`);
+  }
+  checkU32(plan.queueMark, 'queueMark', 1);
+  checkU32(plan.flowMark, 'flowMark', 1);
+  if (new Set([plan.mark, plan.queueMark, plan.flowMark]).size !== 3) {
+    invalid(`mark, queueMark and flowMark must differ (got ${plan.mark}, ${plan.queueMark}, ${plan.flowMark})`);
+  }
+  const rate = plan.packetRate as { pps?: unknown; burst?: unknown } | undefined;
+  checkU32(rate?.pps, 'packetRate.pps', 1);
+  checkU32(rate?.burst, 'packetRate.burst', 1);
   if (!Array.isArray(plan.sandboxes)) invalid('sandboxes must be an array');
   const seen = new Set<string>();
   for (const sandbox of plan.sandboxes) checkSandbox(sandbox, seen);
@@ -175,28 +200,83 @@ function chain(name: string, hook: string | undefined, rules: string[]): string 
   return [`\tchain ${name} {`, ...body.map((line) => `\t\t${line}`), '\t}'].join('\n');
 }
 
+/**
+ * Router discovery, redirects and MLD (RFC 4861 §4, RFC 3810 §5): a sandbox's kernel sends
+ * these on its own whenever an interface comes up. Dropped without a verdict, so they neither
+ * flood the queue nor fill the audit log with lines nobody asked for.
+ */
+const ICMPV6_SILENT = [
+  'mld-listener-query',
+  'mld-listener-report',
+  'mld-listener-done',
+  'nd-router-solicit',
+  'nd-router-advert',
+  'nd-redirect',
+  'mld2-listener-report',
+];
+/**
+ * Neighbour solicitation/advertisement between a sandbox and the host, on-link only (hop
+ * limit 255, RFC 4861 §7.1.1). Let through so that an IPv6 attempt actually leaves the
+ * sandbox and meets the queue (an audit line) instead of dying unseen in neighbour
+ * discovery; they carry nothing beyond the link, are never forwarded, and the host only
+ * answers for its own addresses.
+ */
+const ND = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255';
+
+/** Matches packets *to* a sandbox: `oifname` when it has an interface, else `ip daddr`. */
+function towardsExpr(sandbox: SandboxMatch): string {
+  return sandbox.interface !== undefined ? `oifname "${sandbox.interface}"` : `ip daddr ${sandbox.cidr ?? ''}`;
+}
+
 /** The full `table inet <table> { ... }` text. Deterministic: same plan, same text. */
 export function renderRuleset(plan: FirewallPlan): string {
   validatePlan(plan);
   const mark = formatMark(plan.mark);
+  const flow = formatMark(plan.flowMark);
+  const queue = formatMark(plan.queueMark);
+  const limit = `limit rate over ${plan.packetRate.pps}/second burst ${plan.packetRate.burst} packets`;
+  const withIface = plan.sandboxes.filter((s) => s.interface !== undefined);
+  const sets = [
+    // Per source address; bounded (size) and self-cleaning (timeout), so a sandbox cycling
+    // through addresses cannot grow it without limit.
+    '\tset packet_rate4 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 60s\n\t}',
+  ];
   const chains = [
-    chain('pre_mangle', 'type filter hook prerouting priority mangle; policy accept;', [
+    chain('pre_mangle', 'type filter hook prerouting priority mangle - 5; policy accept;', [
       // goto, not jump: a sandbox packet that sandbox_pre lets through (UDP for pre_nat) must
       // not fall back into the catch-all drops below.
       ...perSandbox(plan, 'goto sandbox_pre'),
+      // IPv6 on a sandbox interface: `ip saddr` never matches it, so it lands here.
+      ...withIface.map((s) => `iifname "${s.interface}" meta nfproto ipv6 goto sandbox_pre6 comment "sandbox ${s.name}"`),
       // After every sandbox's own rule, so sandboxes sharing an interface glob still match.
       ...plan.sandboxes
         .filter((s) => s.interface !== undefined && s.cidr !== undefined)
-        .map((s) => `iifname "${s.interface}" counter drop comment "sandbox ${s.name}: IPv6 or a source outside its cidr"`),
+        .map((s) => `iifname "${s.interface}" counter drop comment "sandbox ${s.name}: a source outside its cidr"`),
     ]),
     chain('sandbox_pre', undefined, [
-      '# sandgate does not carry IPv6: nothing v6 leaves a sandbox',
-      'meta nfproto ipv6 drop',
+      '# sandgate does not carry IPv6: queued for an audit line, then dropped in pre_verdict',
+      'meta nfproto ipv6 goto sandbox_pre6',
       '# strict reverse path: a sandbox cannot claim another sandbox\'s (or anyone\'s) address',
       'fib saddr . iif oif missing drop',
-      '# DNS over TCP is redirected in pre_nat (mangle -150 runs before dstnat -100)',
-      'meta l4proto tcp th dport 53 return',
+      '# DNS is redirected in pre_nat (mangle runs before dstnat)',
+      'meta l4proto { tcp, udp } th dport 53 return',
       `meta l4proto tcp tproxy ip to :${plan.tproxyPort} meta mark set ${mark} accept`,
+      '# neither TCP nor DNS: a later packet of a flow sandgate accepted passes',
+      `ct mark ${flow} return`,
+      `update @packet_rate4 { ip saddr ${limit} } counter drop`,
+      `meta mark set ${queue}`,
+    ]),
+    chain('sandbox_pre6', undefined, [
+      `${ND} return`,
+      `icmpv6 type { ${ICMPV6_SILENT.join(', ')} } counter drop`,
+      `${limit} counter drop`,
+      `meta mark set ${queue}`,
+    ]),
+    chain('pre_verdict', 'type filter hook prerouting priority mangle + 5; policy accept;', [
+      '# still marked for the queue: no NFQUEUE rule took it, so it was never decided',
+      `meta mark ${queue} counter drop`,
+      ...withIface.map((s) => `iifname "${s.interface}" ${ND} accept comment "sandbox ${s.name}: neighbour discovery with the host"`),
+      ...withIface.map((s) => `iifname "${s.interface}" meta nfproto ipv6 counter drop comment "sandbox ${s.name}: IPv6 is never carried"`),
     ]),
     chain(
       'pre_nat',
@@ -205,6 +285,8 @@ export function renderRuleset(plan: FirewallPlan): string {
     ),
     chain('input', 'type filter hook input priority filter; policy accept;', perSandbox(plan, 'jump sandbox_in')),
     chain('sandbox_in', undefined, [
+      '# IPv6 reaches this far only as neighbour discovery (pre_verdict drops the rest)',
+      `${ND} accept`,
       '# TPROXY\'d TCP: sandbox_pre marks every packet of the flow, not only the first',
       `meta l4proto tcp meta mark ${mark} accept`,
       '# DNS that pre_nat redirected, and nothing else aimed at the responder port',
@@ -212,14 +294,24 @@ export function renderRuleset(plan: FirewallPlan): string {
       '# host services, sandgate\'s own ports and ICMP are not reachable directly',
       'counter drop',
     ]),
-    chain(
-      'forward',
-      'type filter hook forward priority filter; policy accept;',
-      // Forwarding would bypass sandgate: every sandbox packet must end in input or here.
-      perSandbox(plan, 'counter drop'),
-    ),
+    chain('forward', 'type filter hook forward priority filter; policy accept;', [
+      // Forwarding would bypass sandgate: only flows its verdict accepted are forwarded.
+      ...perSandbox(plan, 'goto sandbox_fwd'),
+      ...plan.sandboxes.map((s) => `${towardsExpr(s)} ct mark ${flow} accept comment "sandbox ${s.name}: replies of accepted flows"`),
+      ...plan.sandboxes.map((s) => `${towardsExpr(s)} counter drop comment "sandbox ${s.name}: nothing else is forwarded to it"`),
+    ]),
+    chain('sandbox_fwd', undefined, [
+      `ct mark ${flow} accept`,
+      '# the first packet of a flow: the verdict set the mark; conntrack keeps it for the rest',
+      `meta mark ${flow} ct mark set ${flow} accept`,
+      'counter drop',
+    ]),
+    chain('post_nat', 'type nat hook postrouting priority srcnat; policy accept;', [
+      '# accepted flows leave from the host\'s address, like everything sandgate proxies',
+      `ct mark ${flow} masquerade`,
+    ]),
   ];
-  return `table inet ${plan.table} {\n${chains.join('\n\n')}\n}\n`;
+  return `table inet ${plan.table} {\n${[...sets, ...chains].join('\n\n')}\n}\n`;
 }
 
 /**

@@ -2,7 +2,7 @@ import type http from 'node:http';
 import type { ConnInfo } from '../net/conn-info.js';
 import { who } from '../net/conn-info.js';
 import type { CompiledRule } from '../policy/policy.js';
-import type { Credential } from '../creds/credential.js';
+import type { CredentialSource } from '../creds/credential.js';
 import type { AuditFields } from '../audit/logger.js';
 import { checkRequest } from './request-rules.js';
 import { hostFromHeader, pathOnly } from './headers.js';
@@ -20,7 +20,8 @@ export interface Admitted {
   readonly decision: 'allow' | 'would-deny';
   readonly reason: string | undefined;
   readonly rule: CompiledRule | undefined;
-  readonly credential: Credential | undefined;
+  /** A static credential, or a token source that forward() asks per request (docs/auth-service.md). */
+  readonly credential: CredentialSource | undefined;
   /** Where the request goes: scheme, name (resolved by sandgate), port, Host header to send. */
   readonly upstream: { readonly tls: boolean; readonly host: string; readonly port: number; readonly hostHeader: string };
 }

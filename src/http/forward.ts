@@ -4,8 +4,10 @@ import type net from 'node:net';
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import { SandgateError } from '../errors.js';
-import { injectHeaders, injectQuery } from '../creds/credential.js';
+import { injectHeaders, injectQuery, type Credential } from '../creds/credential.js';
+import { asTokenError, type TokenError } from '../creds/token-error.js';
 import type { Admitted } from './admit.js';
+import { credentialUnavailable, MAX_REPLAY_BODY, refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
 import { forwardHeaders } from './headers.js';
 import { guardedLookup } from './lookup.js';
 import { Scrubber, scrubString } from './scrub.js';
@@ -21,35 +23,73 @@ export const plainAgent = new http.Agent({ keepAlive: true, maxFreeSockets: 64, 
  *
  * Redirects are never followed: a 3xx is relayed as is, so the client decides, and its follow-up
  * request to another host gets that host's verdict and credential (none, for an unlisted host).
+ *
+ * With a token source (authService, oauth2), the credential is looked up first (synchronously on
+ * a cache hit) and the request fails closed with 503 if none can be had. An upstream 401 to such
+ * a request drops the token, and the request is retried once with a fresh one when it can be
+ * replayed: no body, or a body of at most 64 KiB, kept while it streamed (docs/auth-service.md).
  */
 export function forward(req: http.IncomingMessage, res: http.ServerResponse, adm: Admitted): void {
-  const { info, credential: cred, upstream: up } = adm;
-  const { rt } = info;
   const started = performance.now();
-  const headers = forwardHeaders(req.headers);
+  withCredential(adm, (cred, dyn) => {
+    if (dyn !== undefined && res.destroyed) { noCredential(res, adm, started, 499, 'sandbox closed the connection while its credential was fetched'); return; }
+    forwardWith(req, res, adm, started, cred, dyn);
+  }, (err) => { failClosed(res, adm, started, err); });
+}
+
+function noCredential(res: http.ServerResponse, adm: Admitted, started: number, status: number, reason: string): void {
+  adm.info.rt.audit.write({
+    ...adm.base, host: adm.host, decision: adm.decision,
+    ...(adm.rule ? { rule: adm.rule.id } : {}),
+    ...(adm.credential ? { credential: adm.credential.id } : {}),
+    status, bytesIn: 0, bytesOut: 0, ms: Math.round(performance.now() - started), reason,
+  });
+  if (status === 499) res.destroy();
+}
+
+/** No credential, no request: 503, and the upstream never hears of it. */
+function failClosed(res: http.ServerResponse, adm: Admitted, started: number, err: TokenError): void {
+  if (res.destroyed) { noCredential(res, adm, started, 499, unavailableReason(adm, err)); return; }
+  noCredential(res, adm, started, 503, unavailableReason(adm, err));
+  if (res.headersSent) res.destroy();
+  else credentialUnavailable(res, err);
+}
+
+function forwardWith(req: http.IncomingMessage, res: http.ServerResponse, adm: Admitted, started: number, first: Credential | undefined, dyn: Dynamic | undefined): void {
+  const { info, upstream: up } = adm;
+  const { rt } = info;
+  let cred = first;
+  let needles = cred?.needles;
+  const base = forwardHeaders(req.headers);
   // The front answered any "Expect: 100-continue" itself (RFC 9110 §10.1.1), once the request
   // was admitted; the upstream is sent the body straight away.
-  delete headers.expect;
-  headers.host = up.hostHeader;
-  let target = req.url ?? '/';
-  if (cred) {
-    injectHeaders(headers, cred);
-    target = injectQuery(target, cred);
-    // Scrubbing reads the body's bytes: ask for it unencoded (RFC 9110 §12.5.3). An upstream that
-    // encodes anyway is decoded below.
-    headers['accept-encoding'] = 'identity';
-  }
+  delete base.expect;
+  base.host = up.hostHeader;
   const te = req.headers['transfer-encoding'];
   const hasBody = te !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
   // Transfer-Encoding is hop-by-hop, so forwardHeaders dropped it; but a body without framing
   // would reach the upstream raw, and Node sends GET/DELETE/OPTIONS bodies unframed unless told:
   // the body's bytes would then parse as further requests upstream (smuggling, RFC 9112 §11.2).
   // llhttp already decoded the chunks; say "chunked" again and Node re-encodes them.
-  if (te !== undefined) headers['transfer-encoding'] = te;
+  if (te !== undefined) base['transfer-encoding'] = te;
+  let headers = base;
+  let target = req.url ?? '/';
+  const inject = (c: Credential): void => {
+    // A retry injects its new token into the headers as the sandbox sent them, not over the old one.
+    headers = dyn !== undefined ? { ...base } : base;
+    injectHeaders(headers, c);
+    target = injectQuery(req.url ?? '/', c);
+    // Scrubbing reads the body's bytes: ask for it unencoded (RFC 9110 §12.5.3). An upstream that
+    // encodes anyway is decoded below.
+    headers['accept-encoding'] = 'identity';
+  };
+  if (cred) inject(cred);
 
   let bytesOut = 0;
   let bytesIn = 0;
   let logged = false;
+  /** Set when an upstream 401 made sandgate drop the token: "retried" or "relayed". */
+  let rejected: 'retried' | 'relayed' | undefined;
   const log = (status: number, extra: { reason?: string; error?: string; deny?: boolean } = {}): void => {
     if (logged) return;
     logged = true;
@@ -58,13 +98,24 @@ export function forward(req: http.IncomingMessage, res: http.ServerResponse, adm
       ...adm.base, host: adm.host, decision: extra.deny ? 'deny' : adm.decision,
       ...(adm.rule ? { rule: adm.rule.id } : {}),
       ...(cred ? { credential: cred.id } : {}),
+      ...(rejected !== undefined ? { tokenRejected: rejected } : {}),
       ...(up.tls && info.sni === undefined ? { upstream: `https://${up.host}:${up.port}` } : {}),
       status, bytesIn, bytesOut, ms: Math.round(performance.now() - started),
-      ...(reason !== undefined ? { reason: cred ? scrubString(reason, cred.needles) : reason } : {}),
-      ...(extra.error !== undefined ? { error: cred ? scrubString(extra.error, cred.needles) : extra.error } : {}),
+      ...(reason !== undefined ? { reason: needles ? scrubString(reason, needles) : reason } : {}),
+      ...(extra.error !== undefined ? { error: needles ? scrubString(extra.error, needles) : extra.error } : {}),
     });
   };
-  if (hasBody) req.on('data', (c: Buffer) => { bytesOut += c.length; });
+  // With a token source, the body is kept (up to MAX_REPLAY_BODY) as it streams, for a 401 retry.
+  let kept: Buffer[] | undefined = dyn !== undefined && hasBody ? [] : undefined;
+  if (hasBody) {
+    req.on('data', (c: Buffer) => {
+      bytesOut += c.length;
+      if (kept !== undefined) {
+        if (bytesOut > MAX_REPLAY_BODY) kept = undefined;
+        else kept.push(c);
+      }
+    });
+  }
 
   let current: http.ClientRequest | undefined;
   res.once('close', () => {
@@ -75,7 +126,10 @@ export function forward(req: http.IncomingMessage, res: http.ServerResponse, adm
     }
   });
 
-  const send = (mayRetry: boolean): void => {
+  /** Each send is one attempt; events of a superseded attempt (a 401 being retried) are ignored. */
+  let attempt = 0;
+  const send = (mayRetry: boolean, replay?: Buffer): void => {
+    const my = ++attempt;
     const opts: https.RequestOptions = {
       host: up.host,
       port: up.port,
@@ -96,10 +150,14 @@ export function forward(req: http.IncomingMessage, res: http.ServerResponse, adm
       s.once(up.tls ? 'secureConnect' : 'connect', () => clearTimeout(timer));
       s.once('close', () => clearTimeout(timer));
     });
-    upReq.once('response', (upRes) => respond(upRes));
+    upReq.once('response', (upRes) => {
+      if (my !== attempt) { upRes.resume(); return; }
+      if (upRes.statusCode === 401 && dyn !== undefined && cred !== undefined && rejected === undefined) { unauthorized(upRes, dyn, cred); return; }
+      respond(upRes);
+    });
     let failed = false;
     upReq.on('error', (err: NodeJS.ErrnoException) => {
-      if (failed) return; // a ClientRequest may report more than once; the first one counts
+      if (failed || my !== attempt) return; // a ClientRequest may report more than once; the first one counts
       failed = true;
       // A pooled connection the upstream closed just as we reused it (RFC 9112 §9.3.1): retry
       // once on a fresh one, but only when no body was sent (it cannot be replayed).
@@ -117,8 +175,54 @@ export function forward(req: http.IncomingMessage, res: http.ServerResponse, adm
       log(502, { reason, deny: err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN' });
       badGateway(res, tlsReason ? 'the upstream\'s TLS certificate could not be verified' : 'upstream unreachable');
     });
-    if (hasBody) req.pipe(upReq);
+    if (replay !== undefined) upReq.end(replay);
+    else if (hasBody) req.pipe(upReq);
     else upReq.end();
+  };
+
+  /** The whole body once the sandbox has sent it, if it was kept; undefined if it cannot be replayed. */
+  const replayable = (): Promise<Buffer | undefined> => {
+    if (!hasBody) return Promise.resolve(Buffer.alloc(0));
+    if (kept === undefined) return Promise.resolve(undefined);
+    if (req.complete) return Promise.resolve(Buffer.concat(kept));
+    return new Promise((resolve) => {
+      const settle = (): void => { req.off('end', settle); req.off('close', settle); resolve(req.complete && kept !== undefined ? Buffer.concat(kept) : undefined); };
+      req.once('end', settle);
+      req.once('close', settle);
+    });
+  };
+
+  /**
+   * The upstream refused the token (RFC 9110 §15.5.2). It is dropped from the cache whatever
+   * happens next, so the following requests get a new one. This request is retried once with a
+   * fresh token when it can be replayed; otherwise the 401 is relayed.
+   */
+  const unauthorized = (upRes: http.IncomingMessage, d: Dynamic, used: Credential): void => {
+    const held = ++attempt; // from here on, errors of the refused exchange are not this request's
+    replayable().then((body) => {
+      if (held !== attempt) return;
+      if (res.destroyed) { d.src.reject(d.req, used); upRes.destroy(); return; }
+      if (body === undefined) {
+        d.src.reject(d.req, used);
+        rejected = 'relayed';
+        respond(upRes);
+        return;
+      }
+      rejected = 'retried';
+      upRes.resume(); // discard the 401's body; its connection goes back to the pool
+      refreshCredential(d, used).then((next) => {
+        if (res.destroyed) { log(499, { error: 'sandbox closed the connection' }); return; }
+        cred = next;
+        // The response may echo either token: scrub both.
+        needles = [...new Set([...used.needles, ...next.needles])].sort((a, b) => b.length - a.length);
+        inject(next);
+        send(true, body);
+      }, (e: unknown) => {
+        const err = asTokenError(e);
+        log(503, { reason: unavailableReason(adm, err) });
+        if (!res.headersSent && !res.destroyed) credentialUnavailable(res, err);
+      });
+    }, () => undefined);
   };
 
   const respond = (upRes: http.IncomingMessage): void => {
@@ -128,9 +232,9 @@ export function forward(req: http.IncomingMessage, res: http.ServerResponse, adm
     const bodyless = req.method === 'HEAD' || status === 204 || status === 304;
     let scrubber: Scrubber | undefined;
     let decoder: Transform | undefined;
-    if (cred) {
-      scrubHeaders(outHeaders, cred.needles);
-      if (message) message = scrubString(message, cred.needles);
+    if (needles) {
+      scrubHeaders(outHeaders, needles);
+      if (message) message = scrubString(message, needles);
       if (!bodyless && upRes.headers['content-length'] !== '0') {
         const enc = (upRes.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
         if (enc !== 'identity' && enc !== '') {
@@ -144,7 +248,7 @@ export function forward(req: http.IncomingMessage, res: http.ServerResponse, adm
           delete outHeaders['content-encoding'];
           delete outHeaders['content-length'];
         }
-        scrubber = new Scrubber(cred.needles);
+        scrubber = new Scrubber(needles);
       }
     }
     res.writeHead(status, message, outHeaders);

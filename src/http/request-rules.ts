@@ -1,5 +1,5 @@
 import type { CompiledPolicies, CompiledRule } from '../policy/policy.js';
-import type { Credential } from '../creds/credential.js';
+import type { CredentialSource } from '../creds/credential.js';
 
 /**
  * What an intercepted rule checks and injects per request, compiled once per config load: method
@@ -11,11 +11,11 @@ export interface RequestRules {
   readonly paths: readonly RegExp[] | undefined;
   /** The globs as written, for the denial reason. */
   readonly pathGlobs: readonly string[] | undefined;
-  readonly credential: Credential | undefined;
+  readonly credential: CredentialSource | undefined;
   readonly plainHttp: boolean;
 }
 
-export function compileRequestRules(policies: CompiledPolicies, credentials: ReadonlyMap<string, Credential>): ReadonlyMap<string, RequestRules> {
+export function compileRequestRules(policies: CompiledPolicies, credentials: ReadonlyMap<string, CredentialSource>): ReadonlyMap<string, RequestRules> {
   const out = new Map<string, RequestRules>();
   for (const policy of policies.byName.values()) {
     for (const rule of policy.rules) if (rule.intercept) out.set(rule.id, compileRule(rule, credentials));
@@ -23,7 +23,7 @@ export function compileRequestRules(policies: CompiledPolicies, credentials: Rea
   return out;
 }
 
-function compileRule(rule: CompiledRule, credentials: ReadonlyMap<string, Credential>): RequestRules {
+function compileRule(rule: CompiledRule, credentials: ReadonlyMap<string, CredentialSource>): RequestRules {
   return {
     methods: rule.methods ? new Set(rule.methods.map((m) => m.toUpperCase())) : undefined,
     paths: rule.paths ? rule.paths.map(compileGlob) : undefined,

@@ -25,11 +25,10 @@ export class Scrubber {
 
   /** `needles`: non-empty ASCII strings; duplicates and empties are dropped, longest first. */
   constructor(needles: readonly string[]) {
-    const uniq = [...new Set(needles.filter((n) => n.length > 0))].sort((a, b) => b.length - a.length);
-    this.#needles = uniq.map((n) => ({ bytes: Buffer.from(n, 'latin1'), mask: Buffer.from(maskFor(n.length), 'latin1') }));
-    this.#maxLen = uniq[0]?.length ?? 0;
-    this.#firstBytes = new Uint8Array(256);
-    for (const n of this.#needles) this.#firstBytes[n.bytes[0] ?? 0] = 1;
+    const c = compile(needles);
+    this.#needles = c.needles;
+    this.#maxLen = c.maxLen;
+    this.#firstBytes = c.firstBytes;
   }
 
   /** Feed one chunk; returns the bytes that can be sent now (possibly empty). */
@@ -73,6 +72,32 @@ export class Scrubber {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+interface Compiled {
+  readonly needles: readonly { bytes: Buffer; mask: Buffer }[];
+  readonly maxLen: number;
+  /** Read-only once built: shared by every Scrubber for the same needles. */
+  readonly firstBytes: Uint8Array;
+}
+
+/**
+ * One Scrubber per response, but the needles' bytes, masks and first-byte table depend only on
+ * the credential: compiled once per needles array (a credential's is built at load), not per
+ * response. Weak keys: a replaced credential's entry goes with it.
+ */
+const compiled = new WeakMap<readonly string[], Compiled>();
+
+function compile(needles: readonly string[]): Compiled {
+  let c = compiled.get(needles);
+  if (c) return c;
+  const uniq = [...new Set(needles.filter((n) => n.length > 0))].sort((a, b) => b.length - a.length);
+  const list = uniq.map((n) => ({ bytes: Buffer.from(n, 'latin1'), mask: Buffer.from(maskFor(n.length), 'latin1') }));
+  const firstBytes = new Uint8Array(256);
+  for (const n of list) firstBytes[n.bytes[0] ?? 0] = 1;
+  c = { needles: list, maxLen: uniq[0]?.length ?? 0, firstBytes };
+  compiled.set(needles, c);
+  return c;
+}
 const MASK_WORD = '[redacted]';
 
 /** A mask as long as the needle it replaces. */

@@ -2,8 +2,10 @@ import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
 import { SandgateError } from '../errors.js';
-import { injectHeaders, injectQuery } from '../creds/credential.js';
+import { injectHeaders, injectQuery, type Credential } from '../creds/credential.js';
+import { asTokenError } from '../creds/token-error.js';
 import type { Admitted } from './admit.js';
+import { refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
 import { forwardHeaders } from './headers.js';
 import { guardedLookup } from './lookup.js';
 import { scrubStream, scrubString } from './scrub.js';
@@ -39,12 +41,36 @@ function head(status: number, message: string, raw: readonly string[], needles: 
  * `Sec-WebSocket-Extensions` is not forwarded, so permessage-deflate (RFC 7692) is never
  * negotiated and the scrubber can see every upstream frame's payload; the mask keeps frame
  * lengths intact.
+ *
+ * With a token source, the credential is awaited first (503 if none can be had), and an upstream
+ * 401 to the upgrade drops the token and retries once with a fresh one: the upgrade request has no
+ * body and nothing has reached the sandbox yet, so it can be replayed.
  */
 export function relayUpgrade(req: http.IncomingMessage, socket: net.Socket, clientHead: Buffer, adm: Admitted): void {
-  const { info, credential: cred, upstream: up } = adm;
-  const { rt } = info;
   const started = performance.now();
-  const needles = cred?.needles;
+  const refused = (status: number, reason: string): void => {
+    adm.info.rt.audit.write({
+      ...adm.base, host: adm.host, decision: adm.decision, websocket: true,
+      ...(adm.rule ? { rule: adm.rule.id } : {}),
+      ...(adm.credential ? { credential: adm.credential.id } : {}),
+      status, ms: Math.round(performance.now() - started), reason,
+    });
+  };
+  withCredential(adm, (cred, dyn) => {
+    if (socket.destroyed) { refused(499, 'sandbox closed the connection while its credential was fetched'); return; }
+    relayWith(req, socket, clientHead, adm, started, cred, dyn);
+  }, (err) => {
+    refused(socket.destroyed ? 499 : 503, unavailableReason(adm, err));
+    rawResponse(socket, 503, { error: 'credential unavailable', reason: err.short });
+  });
+}
+
+function relayWith(req: http.IncomingMessage, socket: net.Socket, clientHead: Buffer, adm: Admitted, started: number, first: Credential | undefined, dyn: Dynamic | undefined): void {
+  const { info, upstream: up } = adm;
+  const { rt } = info;
+  let cred = first;
+  let needles = cred?.needles;
+  let rejected: 'retried' | undefined;
   let logged = false;
   let bytesIn = 0;
   let bytesOut = 0;
@@ -56,94 +82,117 @@ export function relayUpgrade(req: http.IncomingMessage, socket: net.Socket, clie
       ...adm.base, host: adm.host, decision: extra.deny ? 'deny' : adm.decision, websocket: true,
       ...(adm.rule ? { rule: adm.rule.id } : {}),
       ...(cred ? { credential: cred.id } : {}),
+      ...(rejected !== undefined ? { tokenRejected: rejected } : {}),
       status, bytesIn, bytesOut, ms: Math.round(performance.now() - started),
       ...(reason !== undefined ? { reason: needles ? scrubString(reason, needles) : reason } : {}),
       ...(extra.error !== undefined ? { error: needles ? scrubString(extra.error, needles) : extra.error } : {}),
     });
   };
 
-  const headers = forwardHeaders(req.headers, true);
-  headers.connection = 'Upgrade';
-  headers.upgrade = 'websocket';
-  headers.host = up.hostHeader;
-  let target = req.url ?? '/';
-  if (cred) {
-    injectHeaders(headers, cred);
-    target = injectQuery(target, cred);
-    delete headers['sec-websocket-extensions'];
-  }
-  const opts: https.RequestOptions = {
-    host: up.host, port: up.port, method: req.method, path: target, headers, setHost: false,
-    lookup: guardedLookup(rt),
-    agent: false, // an upgraded connection is never pooled
-    ...(up.tls ? { servername: up.host, secureContext: rt.upstreamTls.context, ALPNProtocols: ['http/1.1'] } : {}),
+  const open = (): void => {
+    const headers = forwardHeaders(req.headers, true);
+    headers.connection = 'Upgrade';
+    headers.upgrade = 'websocket';
+    headers.host = up.hostHeader;
+    let target = req.url ?? '/';
+    if (cred) {
+      injectHeaders(headers, cred);
+      target = injectQuery(target, cred);
+      delete headers['sec-websocket-extensions'];
+    }
+    const opts: https.RequestOptions = {
+      host: up.host, port: up.port, method: req.method, path: target, headers, setHost: false,
+      lookup: guardedLookup(rt),
+      agent: false, // an upgraded connection is never pooled
+      ...(up.tls ? { servername: up.host, secureContext: rt.upstreamTls.context, ALPNProtocols: ['http/1.1'] } : {}),
+    };
+    const upReq = up.tls ? https.request(opts) : http.request(opts);
+    let upgraded = false;
+    const onSandboxClose = (): void => { if (!upgraded) { upReq.destroy(); log(499, { error: 'sandbox closed the connection' }); } };
+    socket.once('close', onSandboxClose);
+
+    const connectMs = rt.config.upstream.connectTimeoutMs;
+    upReq.once('socket', (s: net.Socket) => {
+      const timer = setTimeout(() => upReq.destroy(new SandgateError(`connect to ${up.host}:${up.port} timed out after ${connectMs} ms`, 'UPSTREAM_CONNECT')), connectMs);
+      s.once(up.tls ? 'secureConnect' : 'connect', () => clearTimeout(timer));
+      s.once('close', () => clearTimeout(timer));
+    });
+
+    let failed = false;
+    upReq.on('error', (err: NodeJS.ErrnoException) => {
+      if (failed || upgraded) return;
+      failed = true;
+      const tlsReason = up.tls ? tlsFailure(err) : undefined;
+      const reason = tlsReason ?? (err instanceof SandgateError ? err.message : `upstream unreachable (${err.code ?? err.message})`);
+      log(502, { reason, deny: err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN' });
+      rawResponse(socket, 502, { error: 'bad gateway', reason: tlsReason ? 'the upstream\'s TLS certificate could not be verified' : 'upstream unreachable' });
+    });
+
+    // Not upgraded (401, 426...): relay that response and close; the connection was committed to
+    // the upgrade, so it cannot go back to carrying requests.
+    upReq.once('response', (upRes) => {
+      const status = upRes.statusCode ?? 502;
+      if (status === 401 && dyn !== undefined && cred !== undefined && rejected === undefined) {
+        // Nothing has reached the sandbox yet: drop the token and try once more with a fresh one.
+        rejected = 'retried';
+        failed = true; // errors of this exchange are no longer the sandbox's concern
+        socket.removeListener('close', onSandboxClose);
+        upRes.resume();
+        const used = cred;
+        refreshCredential(dyn, used).then((next) => {
+          if (socket.destroyed) { log(499, { error: 'sandbox closed the connection' }); return; }
+          cred = next;
+          needles = [...new Set([...used.needles, ...next.needles])].sort((a, b) => b.length - a.length);
+          open();
+        }, (e: unknown) => {
+          const err = asTokenError(e);
+          log(503, { reason: unavailableReason(adm, err) });
+          rawResponse(socket, 503, { error: 'credential unavailable', reason: err.short });
+        });
+        return;
+      }
+      upRes.on('data', (c: Buffer) => { bytesIn += c.length; });
+      socket.write(head(status, upRes.statusMessage ?? '', upRes.rawHeaders, needles, DROP_ON_CLOSE));
+      const body = needles ? upRes.pipe(scrubStream(needles)) : upRes;
+      body.pipe(socket);
+      upRes.once('end', () => log(status));
+      upRes.once('error', () => socket.destroy());
+    });
+
+    upReq.once('upgrade', (upRes: http.IncomingMessage, upSock: net.Socket, upHead: Buffer) => {
+      upgraded = true;
+      socket.removeListener('close', onSandboxClose);
+      const status = upRes.statusCode ?? 101;
+      upSock.setNoDelay(true);
+      socket.setNoDelay(true);
+      socket.write(head(status, upRes.statusMessage ?? 'Switching Protocols', upRes.rawHeaders, needles));
+      const toSandbox = needles ? scrubStream(needles) : undefined;
+      let error: string | undefined;
+      const fail = (side: string) => (err: NodeJS.ErrnoException): void => {
+        error ??= `${side}: ${err.code ?? err.message}`;
+        if (!socket.destroyed) socket.destroy();
+        if (!upSock.destroyed) upSock.destroy();
+      };
+      socket.on('error', fail('sandbox'));
+      upSock.on('error', fail('upstream'));
+      let closed = 0;
+      const onClose = (): void => {
+        if (!socket.destroyed) socket.destroy();
+        if (!upSock.destroyed) upSock.destroy();
+        if (++closed === 2) log(status, error !== undefined ? { error } : {});
+      };
+      socket.once('close', onClose);
+      upSock.once('close', onClose);
+      socket.on('data', (c: Buffer) => { bytesOut += c.length; });
+      upSock.on('data', (c: Buffer) => { bytesIn += c.length; });
+      if (clientHead.length > 0) { bytesOut += clientHead.length; upSock.write(clientHead); }
+      if (upHead.length > 0) { bytesIn += upHead.length; (toSandbox ?? socket).write(upHead); }
+      socket.pipe(upSock);
+      if (toSandbox) upSock.pipe(toSandbox).pipe(socket);
+      else upSock.pipe(socket);
+    });
+
+    upReq.end();
   };
-  const upReq = up.tls ? https.request(opts) : http.request(opts);
-  let upgraded = false;
-  const onSandboxClose = (): void => { if (!upgraded) { upReq.destroy(); log(499, { error: 'sandbox closed the connection' }); } };
-  socket.once('close', onSandboxClose);
-
-  const connectMs = rt.config.upstream.connectTimeoutMs;
-  upReq.once('socket', (s: net.Socket) => {
-    const timer = setTimeout(() => upReq.destroy(new SandgateError(`connect to ${up.host}:${up.port} timed out after ${connectMs} ms`, 'UPSTREAM_CONNECT')), connectMs);
-    s.once(up.tls ? 'secureConnect' : 'connect', () => clearTimeout(timer));
-    s.once('close', () => clearTimeout(timer));
-  });
-
-  let failed = false;
-  upReq.on('error', (err: NodeJS.ErrnoException) => {
-    if (failed || upgraded) return;
-    failed = true;
-    const tlsReason = up.tls ? tlsFailure(err) : undefined;
-    const reason = tlsReason ?? (err instanceof SandgateError ? err.message : `upstream unreachable (${err.code ?? err.message})`);
-    log(502, { reason, deny: err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN' });
-    rawResponse(socket, 502, { error: 'bad gateway', reason: tlsReason ? 'the upstream\'s TLS certificate could not be verified' : 'upstream unreachable' });
-  });
-
-  // Not upgraded (401, 426...): relay that response and close; the connection was committed to
-  // the upgrade, so it cannot go back to carrying requests.
-  upReq.once('response', (upRes) => {
-    const status = upRes.statusCode ?? 502;
-    upRes.on('data', (c: Buffer) => { bytesIn += c.length; });
-    socket.write(head(status, upRes.statusMessage ?? '', upRes.rawHeaders, needles, DROP_ON_CLOSE));
-    const body = needles ? upRes.pipe(scrubStream(needles)) : upRes;
-    body.pipe(socket);
-    upRes.once('end', () => log(status));
-    upRes.once('error', () => socket.destroy());
-  });
-
-  upReq.once('upgrade', (upRes: http.IncomingMessage, upSock: net.Socket, upHead: Buffer) => {
-    upgraded = true;
-    socket.removeListener('close', onSandboxClose);
-    const status = upRes.statusCode ?? 101;
-    upSock.setNoDelay(true);
-    socket.setNoDelay(true);
-    socket.write(head(status, upRes.statusMessage ?? 'Switching Protocols', upRes.rawHeaders, needles));
-    const toSandbox = needles ? scrubStream(needles) : undefined;
-    let error: string | undefined;
-    const fail = (side: string) => (err: NodeJS.ErrnoException): void => {
-      error ??= `${side}: ${err.code ?? err.message}`;
-      if (!socket.destroyed) socket.destroy();
-      if (!upSock.destroyed) upSock.destroy();
-    };
-    socket.on('error', fail('sandbox'));
-    upSock.on('error', fail('upstream'));
-    let closed = 0;
-    const onClose = (): void => {
-      if (!socket.destroyed) socket.destroy();
-      if (!upSock.destroyed) upSock.destroy();
-      if (++closed === 2) log(status, error !== undefined ? { error } : {});
-    };
-    socket.once('close', onClose);
-    upSock.once('close', onClose);
-    socket.on('data', (c: Buffer) => { bytesOut += c.length; });
-    upSock.on('data', (c: Buffer) => { bytesIn += c.length; });
-    if (clientHead.length > 0) { bytesOut += clientHead.length; upSock.write(clientHead); }
-    if (upHead.length > 0) { bytesIn += upHead.length; (toSandbox ?? socket).write(upHead); }
-    socket.pipe(upSock);
-    if (toSandbox) upSock.pipe(toSandbox).pipe(socket);
-    else upSock.pipe(socket);
-  });
-
-  upReq.end();
+  open();
 }

@@ -28,10 +28,13 @@ export class Policy {
   readonly namedPorts: ReadonlySet<number>;
   readonly tcpPorts: ReadonlySet<number>;
   readonly tcpRules: readonly CompiledRule[];
+  /** Exact names of `protocol: udp` rules: answerable by DNS, never matched by find(). */
+  private readonly udpHosts: ReadonlySet<string>;
 
-  constructor(name: string, mode: Mode, allow: readonly AllowRule[]) {
+  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udpHosts: Iterable<string> = []) {
     this.name = name;
     this.mode = mode;
+    this.udpHosts = new Set(udpHosts);
     const named = new Set<number>();
     const tcp = new Set<number>();
     this.rules = allow.map((r, i) => ({
@@ -66,7 +69,7 @@ export class Policy {
 
   /** Any rule (any port, any kind) naming this host: used by DNS (a name is answerable if reachable at all). */
   coversName(host: string): boolean {
-    if (this.exact.has(host)) return true;
+    if (this.exact.has(host) || this.udpHosts.has(host)) return true;
     for (const r of this.wildcards) if (hostMatches(r.host, host)) return true;
     return false;
   }
@@ -92,7 +95,10 @@ export interface CompiledPolicies {
 
 export function compilePolicies(config: Config): CompiledPolicies {
   const byName = new Map<string, Policy>();
-  for (const [name, p] of Object.entries(config.policies)) byName.set(name, new Policy(name, p.mode, p.allow));
+  for (const [name, p] of Object.entries(config.policies)) {
+    const udpHosts = (p.udp ?? []).flatMap((r) => (r.host !== undefined ? [r.host] : []));
+    byName.set(name, new Policy(name, p.mode, p.allow, udpHosts));
+  }
   let anyIntercept = false;
   for (const p of byName.values()) if (p.rules.some((r) => r.intercept)) anyIntercept = true;
   return { byName, anyIntercept };

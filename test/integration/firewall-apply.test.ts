@@ -6,7 +6,7 @@ import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { FirewallError, firewallDown, firewallShow, firewallUp } from '../../src/firewall/apply-nft.js';
-import type { FirewallPlan } from '../../src/firewall/plan.js';
+import { DEFAULT_PACKET_PLAN, type FirewallPlan } from '../../src/firewall/plan.js';
 import { renderApplyScript } from '../../src/firewall/render-nft.js';
 
 const IP = '/usr/sbin/ip';
@@ -63,6 +63,7 @@ function plan(overrides: Partial<FirewallPlan> = {}): FirewallPlan {
     dnsPort: 15053,
     mark: 0x5347,
     routeTable: 5347,
+    ...DEFAULT_PACKET_PLAN,
     sandboxes: [
       { name: 'agent', interface: 'sbx-*' },
       { name: 'net', cidr: '10.77.1.0/24' },
@@ -75,6 +76,9 @@ function plan(overrides: Partial<FirewallPlan> = {}): FirewallPlan {
 async function tables(ns: string): Promise<string[]> {
   return (await inNs(ns, NFT, ['list', 'tables'])).split('\n').filter((line) => line.trim() !== '');
 }
+
+/** The nft backend's tables: ours, plus iptables-nft's mangle tables holding the NFQUEUE rule. */
+const NFT_BACKEND_TABLES = ['table inet sandgate', 'table ip mangle', 'table ip6 mangle'];
 
 async function ourRules(ns: string, p: FirewallPlan): Promise<unknown[]> {
   const rules = JSON.parse(await inNs(ns, IP, ['-4', '-j', '-N', 'rule', 'show'])) as Record<string, unknown>[];
@@ -114,7 +118,7 @@ test('up twice: one table, one ip rule, one local route; show reports all three'
   await firewallUp(p, { netns: ns });
   await firewallUp(p, { netns: ns });
 
-  t.deepEqual(await tables(ns), ['table inet sandgate']);
+  t.deepEqual((await tables(ns)).sort(), [...NFT_BACKEND_TABLES].sort());
   t.is((await ourRules(ns, p)).length, 1);
   const routes = await routesIn(ns, p.routeTable);
   t.is(routes.length, 1);
@@ -138,7 +142,7 @@ test('up replaces the ruleset: a sandbox removed from the plan is gone', async (
   const listed = await inNs(ns, NFT, ['list', 'table', 'inet', 'sandgate']);
   t.true(listed.includes('comment "sandbox only"'));
   t.false(listed.includes('sandbox agent'));
-  t.deepEqual(await tables(ns), ['table inet sandgate']);
+  t.deepEqual((await tables(ns)).sort(), [...NFT_BACKEND_TABLES].sort());
 });
 
 test('down leaves no table, no rule, no route; down twice and down when never up are fine', async (t) => {

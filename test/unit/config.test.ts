@@ -110,7 +110,8 @@ test('defaults are filled in, and the result is deeply frozen', (t) => {
   t.is(c.log.file, undefined, 'audit goes to stdout by default');
   t.deepEqual(c.tls, { caDir: '/var/lib/sandgate' });
   t.deepEqual(c.upstream, { hosts: {}, allowPrivate: [], connectTimeoutMs: 5000 });
-  t.deepEqual(c.firewall, { table: 'sandgate', mark: 0x5347, routeTable: 5347 });
+  t.deepEqual(c.firewall, { table: 'sandgate', mark: 0x5347, routeTable: 5347, backend: 'auto', queue: 5347, flowMark: 0x5348, queueMark: 0x5349 });
+  t.deepEqual(c.packets, { rateLimit: { pps: 100, burst: 200 }, auditSampling: { linesPerSecond: 20, burst: 50 } });
   t.deepEqual(c.policies.default, { mode: 'enforce', allow: [{ host: 'api.example.test', ports: [443], protocol: 'tls' }] });
   t.deepEqual(c.credentials, {});
   t.true(Object.isFrozen(c));
@@ -309,10 +310,10 @@ test('a raw TCP rule cannot be a wildcard or inject', (t) => {
   t.is(methods.path, 'policies.default.allow[0].protocol');
 });
 
-test('a protocol other than tls or tcp', (t) => {
-  const p = only(MINIMAL + '        protocol: udp\n');
+test('a protocol other than tls, tcp or udp', (t) => {
+  const p = only(MINIMAL + '        protocol: sctp\n');
   t.is(p.path, 'policies.default.allow[0].protocol');
-  t.regex(p.message, /one of: tls, tcp/);
+  t.regex(p.message, /one of: tls, tcp, udp/);
 });
 
 test('an unknown policy mode', (t) => {

@@ -1,9 +1,9 @@
 import test from 'ava';
-import { FirewallError, type FirewallPlan, type SandboxMatch } from '../../src/firewall/plan.js';
+import { DEFAULT_PACKET_PLAN, FirewallError, type FirewallPlan, type SandboxMatch } from '../../src/firewall/plan.js';
 import { renderApplyScript, renderDeleteScript, renderRuleset } from '../../src/firewall/render-nft.js';
 
 function plan(sandboxes: SandboxMatch[], overrides: Partial<FirewallPlan> = {}): FirewallPlan {
-  return { table: 'sandgate', tproxyPort: 15001, dnsPort: 15053, mark: 0x5347, routeTable: 5347, sandboxes, ...overrides };
+  return { table: 'sandgate', tproxyPort: 15001, dnsPort: 15053, mark: 0x5347, routeTable: 5347, ...DEFAULT_PACKET_PLAN, sandboxes, ...overrides };
 }
 
 /** The body lines of one chain, trimmed, without `#` comments. */
@@ -24,8 +24,9 @@ test('one interface sandbox: every hook matches it by iifname', (t) => {
   t.true(text.startsWith('table inet sandgate {\n'));
   t.true(text.endsWith('}\n'));
   t.deepEqual(chainLines(text, 'pre_mangle'), [
-    'type filter hook prerouting priority mangle; policy accept;',
+    'type filter hook prerouting priority mangle - 5; policy accept;',
     'iifname "sbx-*" goto sandbox_pre comment "sandbox agent"',
+    'iifname "sbx-*" meta nfproto ipv6 goto sandbox_pre6 comment "sandbox agent"',
   ]);
   t.deepEqual(chainLines(text, 'pre_nat'), [
     'type nat hook prerouting priority dstnat; policy accept;',
@@ -37,23 +38,62 @@ test('one interface sandbox: every hook matches it by iifname', (t) => {
   ]);
   t.deepEqual(chainLines(text, 'forward'), [
     'type filter hook forward priority filter; policy accept;',
-    'iifname "sbx-*" counter drop comment "sandbox agent"',
+    'iifname "sbx-*" goto sandbox_fwd comment "sandbox agent"',
+    'oifname "sbx-*" ct mark 0x5348 accept comment "sandbox agent: replies of accepted flows"',
+    'oifname "sbx-*" counter drop comment "sandbox agent: nothing else is forwarded to it"',
   ]);
 });
 
-test('sandbox_pre: v6 drop, anti-spoofing, TCP 53 skipped before the tproxy line, in that order', (t) => {
+test('sandbox_pre: v6 aside, anti-spoofing, DNS skipped, TCP tproxied, accepted flows pass, the rest queued within the rate', (t) => {
   const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }]));
   t.deepEqual(chainLines(text, 'sandbox_pre'), [
-    'meta nfproto ipv6 drop',
+    'meta nfproto ipv6 goto sandbox_pre6',
     'fib saddr . iif oif missing drop',
-    'meta l4proto tcp th dport 53 return',
+    'meta l4proto { tcp, udp } th dport 53 return',
     'meta l4proto tcp tproxy ip to :15001 meta mark set 0x5347 accept',
+    'ct mark 0x5348 return',
+    'update @packet_rate4 { ip saddr limit rate over 100/second burst 200 packets } counter drop',
+    'meta mark set 0x5349',
   ]);
+});
+
+test('IPv6: neighbour discovery with the host passes, RD/MLD dropped silently, the rest queued (rate-limited) and then dropped whatever the verdict', (t) => {
+  const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }]));
+  const nd = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255';
+  const pre6 = chainLines(text, 'sandbox_pre6');
+  t.is(pre6[0], `${nd} return`);
+  t.regex(pre6[1] ?? '', /^icmpv6 type \{ mld-listener-query.*nd-router-solicit.*mld2-listener-report \} counter drop$/);
+  t.false((pre6[1] ?? '').includes('neighbor'));
+  t.deepEqual(pre6.slice(2), ['limit rate over 100/second burst 200 packets counter drop', 'meta mark set 0x5349']);
+  t.deepEqual(chainLines(text, 'pre_verdict'), [
+    'type filter hook prerouting priority mangle + 5; policy accept;',
+    'meta mark 0x5349 counter drop',
+    `iifname "sbx-*" ${nd} accept comment "sandbox agent: neighbour discovery with the host"`,
+    'iifname "sbx-*" meta nfproto ipv6 counter drop comment "sandbox agent: IPv6 is never carried"',
+  ]);
+});
+
+test('forward and postrouting: only flows the verdict accepted, remembered in the connmark, masqueraded', (t) => {
+  const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }], { flowMark: 0x77 }));
+  t.deepEqual(chainLines(text, 'sandbox_fwd'), ['ct mark 0x77 accept', 'meta mark 0x77 ct mark set 0x77 accept', 'counter drop']);
+  t.deepEqual(chainLines(text, 'post_nat'), ['type nat hook postrouting priority srcnat; policy accept;', 'ct mark 0x77 masquerade']);
+});
+
+test('packet plan values come from the plan; the marks must differ', (t) => {
+  const text = renderRuleset(plan([{ name: 'a', interface: 'veth1' }], { queueMark: 0x10, flowMark: 0x20, packetRate: { pps: 7, burst: 9 } }));
+  t.true(text.includes('meta mark set 0x10'));
+  t.true(text.includes('ct mark 0x20 return'));
+  t.true(text.includes('limit rate over 7/second burst 9 packets'));
+  throwsInvalid(t, plan([], { queueMark: 0x5347 }), /must differ/);
+  throwsInvalid(t, plan([], { flowMark: 0 }), /flowMark/);
+  throwsInvalid(t, plan([], { queueNum: 65536 }), /queueNum/);
+  throwsInvalid(t, plan([], { packetRate: { pps: 0, burst: 1 } }), /packetRate.pps/);
 });
 
 test('sandbox_in: marked TCP and redirected DNS only, then drop', (t) => {
   const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }]));
   t.deepEqual(chainLines(text, 'sandbox_in'), [
+    'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept',
     'meta l4proto tcp meta mark 0x5347 accept',
     'meta l4proto { tcp, udp } th dport 15053 ct status dnat accept',
     'counter drop',
@@ -73,7 +113,11 @@ test('ports and mark come from the plan', (t) => {
 test('one cidr sandbox: matched by ip saddr only', (t) => {
   const text = renderRuleset(plan([{ name: 'net', cidr: '10.77.0.0/24' }]));
   t.deepEqual(chainLines(text, 'pre_mangle').slice(1), ['ip saddr 10.77.0.0/24 goto sandbox_pre comment "sandbox net"']);
-  t.deepEqual(chainLines(text, 'forward').slice(1), ['ip saddr 10.77.0.0/24 counter drop comment "sandbox net"']);
+  t.deepEqual(chainLines(text, 'forward').slice(1), [
+    'ip saddr 10.77.0.0/24 goto sandbox_fwd comment "sandbox net"',
+    'ip daddr 10.77.0.0/24 ct mark 0x5348 accept comment "sandbox net: replies of accepted flows"',
+    'ip daddr 10.77.0.0/24 counter drop comment "sandbox net: nothing else is forwarded to it"',
+  ]);
   t.false(text.includes('iifname'));
 });
 
@@ -86,8 +130,10 @@ test('interface and cidr together: one rule that requires both', (t) => {
   const text = renderRuleset(plan([{ name: 'both', interface: 'sbx0', cidr: '10.77.1.0/24' }]));
   t.deepEqual(chainLines(text, 'pre_mangle').slice(1), [
     'iifname "sbx0" ip saddr 10.77.1.0/24 goto sandbox_pre comment "sandbox both"',
-    // What arrives on the interface but failed the cidr (IPv6, foreign sources) is dropped.
-    'iifname "sbx0" counter drop comment "sandbox both: IPv6 or a source outside its cidr"',
+    // IPv6 never matches `ip saddr`: it goes to the IPv6 chain by interface.
+    'iifname "sbx0" meta nfproto ipv6 goto sandbox_pre6 comment "sandbox both"',
+    // What arrives on the interface but failed the cidr (foreign sources) is dropped.
+    'iifname "sbx0" counter drop comment "sandbox both: a source outside its cidr"',
   ]);
   t.deepEqual(chainLines(text, 'pre_nat').slice(1), [
     'iifname "sbx0" ip saddr 10.77.1.0/24 meta l4proto { tcp, udp } th dport 53 redirect to :15053 comment "sandbox both"',
@@ -105,7 +151,7 @@ test('several sandboxes: one rule each per hook, in plan order; shared chains re
   for (const [chain, verdict] of [
     ['pre_mangle', 'goto sandbox_pre'],
     ['input', 'jump sandbox_in'],
-    ['forward', 'counter drop'],
+    ['forward', 'goto sandbox_fwd'],
   ] as const) {
     t.deepEqual(chainLines(text, chain).slice(1, 4), [
       `iifname "sbx-a*" ${verdict} comment "sandbox a"`,
@@ -114,9 +160,20 @@ test('several sandboxes: one rule each per hook, in plan order; shared chains re
     ]);
   }
   // Catch-all drops come after every sandbox's own rule (sandboxes may share an interface glob).
-  t.deepEqual(chainLines(text, 'pre_mangle').slice(4), ['iifname "tap3" counter drop comment "sandbox c.d_e-f: IPv6 or a source outside its cidr"']);
+  t.deepEqual(chainLines(text, 'pre_mangle').slice(4), [
+    'iifname "sbx-a*" meta nfproto ipv6 goto sandbox_pre6 comment "sandbox a"',
+    'iifname "tap3" meta nfproto ipv6 goto sandbox_pre6 comment "sandbox c.d_e-f"',
+    'iifname "tap3" counter drop comment "sandbox c.d_e-f: a source outside its cidr"',
+  ]);
   t.is(chainLines(text, 'input').length, 4);
-  t.is(chainLines(text, 'forward').length, 4);
+  t.deepEqual(chainLines(text, 'forward').slice(4), [
+    'oifname "sbx-a*" ct mark 0x5348 accept comment "sandbox a: replies of accepted flows"',
+    'ip daddr 10.77.2.0/24 ct mark 0x5348 accept comment "sandbox b: replies of accepted flows"',
+    'oifname "tap3" ct mark 0x5348 accept comment "sandbox c.d_e-f: replies of accepted flows"',
+    'oifname "sbx-a*" counter drop comment "sandbox a: nothing else is forwarded to it"',
+    'ip daddr 10.77.2.0/24 counter drop comment "sandbox b: nothing else is forwarded to it"',
+    'oifname "tap3" counter drop comment "sandbox c.d_e-f: nothing else is forwarded to it"',
+  ]);
   t.is(chainLines(text, 'pre_nat').length, 4);
   t.is(text.split('chain sandbox_pre {').length, 2);
   t.is(text.split('tproxy ip to').length, 2);
@@ -124,8 +181,8 @@ test('several sandboxes: one rule each per hook, in plan order; shared chains re
 
 test('no sandboxes: the base chains are empty, the shared chains still render', (t) => {
   const text = renderRuleset(plan([]));
-  t.deepEqual(chainLines(text, 'pre_mangle'), ['type filter hook prerouting priority mangle; policy accept;']);
-  t.is(chainLines(text, 'sandbox_in').length, 3);
+  t.deepEqual(chainLines(text, 'pre_mangle'), ['type filter hook prerouting priority mangle - 5; policy accept;']);
+  t.is(chainLines(text, 'sandbox_in').length, 4);
 });
 
 test('custom table name is used in the header', (t) => {

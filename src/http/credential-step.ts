@@ -1,0 +1,91 @@
+/**
+ * Between admission and forwarding: the request's credential. Static credentials (and token-cache
+ * hits) are handed over synchronously, so the common path adds no promise and no tick; a token
+ * source with nothing usable cached is awaited (single-flight, bounded by its timeoutMs). If no
+ * credential can be had, the request fails closed: 503, never forwarded without it
+ * (docs/auth-service.md, "Failure").
+ */
+import type http from 'node:http';
+import { isTokenSource, type Credential, type TokenNet, type TokenRequest, type TokenSource } from '../creds/credential.js';
+import { asTokenError, type TokenError } from '../creds/token-error.js';
+import type { Runtime } from '../runtime.js';
+import type { Admitted } from './admit.js';
+import { guardedLookup } from './lookup.js';
+
+/** A token source and the request it was asked for (to drop and refresh the token after a 401). */
+export interface Dynamic {
+  readonly src: TokenSource;
+  readonly req: TokenRequest;
+  readonly net: TokenNet;
+}
+
+/** Bodies up to this size are kept while they stream upstream, so a 401 can be retried with a new token. */
+export const MAX_REPLAY_BODY = 64 * 1024;
+
+const nets = new WeakMap<Runtime, TokenNet>();
+
+/** How token sources reach their services under this Runtime: upstream resolver, SSRF guard, upstream TLS trust. */
+export function tokenNet(rt: Runtime): TokenNet {
+  let n = nets.get(rt);
+  if (n === undefined) {
+    n = { lookup: guardedLookup(rt), guard: rt.guard, httpsAgent: rt.upstreamTls.agent };
+    nets.set(rt, n);
+  }
+  return n;
+}
+
+/** What the token service is told: this request's own sandbox and user (never another connection's). */
+export function tokenRequest(adm: Admitted): TokenRequest {
+  return {
+    sandbox: adm.info.sandbox.name,
+    user: adm.info.sandbox.user,
+    host: adm.host,
+    port: adm.upstream.port,
+    method: adm.base.method ?? 'GET',
+    path: adm.base.path ?? '/',
+  };
+}
+
+/**
+ * Call `ready` with the request's credential (undefined: none to inject), synchronously when no
+ * wait is needed; or `failed` with why none could be had.
+ */
+export function withCredential(adm: Admitted, ready: (cred: Credential | undefined, dyn: Dynamic | undefined) => void, failed: (err: TokenError) => void): void {
+  const src = adm.credential;
+  if (src === undefined || !isTokenSource(src)) {
+    ready(src, undefined);
+    return;
+  }
+  const dyn: Dynamic = { src, req: tokenRequest(adm), net: tokenNet(adm.info.rt) };
+  let got: Credential | Promise<Credential>;
+  try {
+    got = src.acquire(dyn.req, dyn.net);
+  } catch (err) {
+    failed(asTokenError(err));
+    return;
+  }
+  if (got instanceof Promise) got.then((c) => ready(c, dyn), (err: unknown) => failed(asTokenError(err)));
+  else ready(got, dyn);
+}
+
+/** After an upstream 401: drop the token `used` (unless a newer one replaced it already) and get the next one. */
+export function refreshCredential(dyn: Dynamic, used: Credential): Promise<Credential> {
+  dyn.src.reject(dyn.req, used);
+  try {
+    return Promise.resolve(dyn.src.acquire(dyn.req, dyn.net));
+  } catch (err) {
+    return Promise.reject(asTokenError(err));
+  }
+}
+
+/** The audit reason for a request that got no credential (names the credential and the cause, never a value). */
+export function unavailableReason(adm: Admitted, err: TokenError): string {
+  return `credential ${adm.credential?.id ?? ''} unavailable: ${err.message}`;
+}
+
+/** 503 with a short JSON reason; the connection closes (a request body may be left unread). */
+export function credentialUnavailable(res: http.ServerResponse, err: TokenError): void {
+  const body = JSON.stringify({ error: 'credential unavailable', reason: err.short, by: 'sandgate' });
+  res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1', connection: 'close' });
+  res.end(body);
+}

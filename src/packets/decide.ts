@@ -1,0 +1,161 @@
+/**
+ * The verdict for one queued packet (docs/packets.md). The data path only looks things up:
+ * rules are compiled once per config (compileUdpRules), names come from sandgate's own DNS
+ * answers or its resolver's cache, and only a cache miss costs one lookup.
+ *
+ *  - IPv6: always denied; sandgate never carries it (the firewall drops it again afterwards).
+ *  - UDP: allowed when a `protocol: udp` rule of the sandbox's policy lists the port and the
+ *    destination is in its cidr, or is an address sandgate answered or resolves for its host.
+ *  - ICMP and every other protocol: no rule can allow them.
+ * Whatever a rule says, the host's own addresses and ranges the SSRF guard refuses
+ * (upstream.allowPrivate) are denied, as for TCP. In report mode a policy denial becomes
+ * `would-deny` and the packet passes.
+ */
+import type { Config } from '../config/types.js';
+import type { Runtime } from '../runtime.js';
+import type { Sandbox } from '../policy/sandboxes.js';
+import { cidrContains, parseCidr, parseIp, type Cidr } from '../util/ip.js';
+import type { PacketHeader } from './ip-header.js';
+import type { PacketLine } from './packet-audit.js';
+
+export interface CompiledUdpRule {
+  readonly id: string;
+  readonly host?: string;
+  readonly cidr?: Cidr;
+  readonly ports: ReadonlySet<number>;
+}
+
+/** policy name -> its udp rules, in config order. */
+export type UdpRules = ReadonlyMap<string, readonly CompiledUdpRule[]>;
+
+export function compileUdpRules(config: Config): UdpRules {
+  const out = new Map<string, CompiledUdpRule[]>();
+  for (const [name, policy] of Object.entries(config.policies)) {
+    out.set(
+      name,
+      (policy.udp ?? []).map((r) => {
+        const cidr = r.cidr !== undefined ? parseCidr(r.cidr) : undefined;
+        return {
+          id: r.id,
+          ...(r.host !== undefined ? { host: r.host } : {}),
+          ...(cidr !== undefined && !('error' in cidr) ? { cidr } : {}),
+          ports: new Set(r.ports),
+        };
+      }),
+    );
+  }
+  return out;
+}
+
+export interface DecideContext {
+  readonly rt: Runtime;
+  readonly rules: UdpRules;
+  /** Host-side interface the packet arrived on (undefined when unknown). */
+  readonly iface: string | undefined;
+  /** Is `ip` one of the gate host's own addresses? */
+  isLocal(ip: string): boolean;
+  /** Upper bound on a name lookup for a host rule. */
+  readonly resolveTimeoutMs: number;
+}
+
+export interface PacketVerdict {
+  /** Whether the packet passes (allow, or would-deny in report mode). */
+  readonly accept: boolean;
+  readonly line: PacketLine;
+  /** "udp 10.0.0.9:123": the flow, for audit summaries. */
+  readonly what: string;
+}
+
+function endpoint(ip: string, port: number | undefined, family: 4 | 6): string {
+  if (port === undefined) return ip;
+  return family === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** The sandbox an IPv6 packet came from: by interface only (sandbox cidrs are IPv4). */
+function sandboxByIface(rt: Runtime, iface: string | undefined): Sandbox | undefined {
+  if (iface === undefined) return undefined;
+  return rt.sandboxes.list.find((s) => s.iface !== undefined && s.iface(iface));
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function hostHas(ctx: DecideContext, sandbox: Sandbox, host: string, ip: string): Promise<boolean> {
+  if (ctx.rt.dnsAnswers.has(sandbox.name, host, ip)) return true;
+  const cached = ctx.rt.resolver.peek(host);
+  if (cached) return cached.includes(ip);
+  try {
+    const addrs = await withTimeout(ctx.rt.resolver.resolve(host), ctx.resolveTimeoutMs);
+    return addrs?.includes(ip) ?? false;
+  } catch {
+    return false; // unresolvable: this rule cannot match
+  }
+}
+
+async function matchUdp(ctx: DecideContext, sandbox: Sandbox, h: PacketHeader): Promise<CompiledUdpRule | undefined> {
+  if (h.dstPort === undefined) return undefined;
+  const ip = parseIp(h.dst);
+  if (!ip) return undefined;
+  for (const rule of ctx.rules.get(sandbox.policy.name) ?? []) {
+    if (!rule.ports.has(h.dstPort)) continue;
+    if (rule.cidr !== undefined && cidrContains(rule.cidr, ip)) return rule;
+    if (rule.host !== undefined && (await hostHas(ctx, sandbox, rule.host, h.dst))) return rule;
+  }
+  return undefined;
+}
+
+export async function decidePacket(ctx: DecideContext, h: PacketHeader): Promise<PacketVerdict> {
+  const { rt } = ctx;
+  const port = h.dstPort;
+  const dst = endpoint(h.dst, port, h.family);
+  const what = `${h.proto === 'ip' ? `ip/${h.protocol}` : h.proto} ${dst}`;
+  const base = {
+    proto: h.proto,
+    src: endpoint(h.src, h.srcPort, h.family),
+    dst,
+    ...(port !== undefined ? { port } : {}),
+    ...(h.proto === 'ip' ? { ipProto: h.protocol } : {}),
+    ...(h.icmpType !== undefined ? { icmpType: h.icmpType } : {}),
+    ...(h.family === 6 ? { family: 6 } : {}),
+  } as const;
+  const deny = (reason: string, sandbox?: Sandbox): PacketVerdict => ({
+    accept: false,
+    what,
+    line: { ...base, ...who(sandbox), decision: 'deny', reason },
+  });
+
+  if (h.family === 6) return deny('IPv6 is not carried', sandboxByIface(rt, ctx.iface));
+  const sandbox = rt.sandboxes.identify(h.src, ctx.iface);
+  if (!sandbox) return deny('source is not a configured sandbox');
+  if (ctx.isLocal(h.dst)) return deny('the gate host\'s own addresses are not reachable', sandbox);
+
+  let rule: CompiledUdpRule | undefined;
+  let reason: string;
+  if (h.proto === 'udp') {
+    rule = await matchUdp(ctx, sandbox, h);
+    reason = port === undefined ? 'UDP without a port (a later fragment)' : `udp ${h.dst}:${port} is not allowed`;
+  } else if (h.proto === 'ip') {
+    reason = `IP protocol ${h.protocol} is not allowed`;
+  } else {
+    reason = `${h.proto} is not allowed`;
+  }
+  const guard = rt.guard.check(h.dst);
+  if (guard !== undefined) return deny(guard, sandbox);
+  if (rule) return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'allow', rule: rule.id } };
+  const d = sandbox.policy.denied(reason);
+  return { accept: d.decision === 'would-deny', what, line: { ...base, ...who(sandbox), decision: d.decision, reason: d.reason } };
+}
+
+function who(sandbox: Sandbox | undefined): { sandbox?: string; user?: string } {
+  if (!sandbox) return {};
+  return { sandbox: sandbox.name, ...(sandbox.user !== undefined ? { user: sandbox.user } : {}) };
+}

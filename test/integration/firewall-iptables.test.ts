@@ -1,0 +1,177 @@
+/**
+ * The iptables backend (and the nft backend's one iptables rule) against the real kernel,
+ * each test in its own throwaway namespace (sg-<pid>-fi-<n>); the root namespace is never
+ * touched. Uses the host's `iptables` alternative (nf_tables flavour on Debian 12).
+ */
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { iptablesDown, iptablesUp, iptablesBackendShow } from '../../src/firewall/apply-iptables.js';
+import { firewallDown as nftDown, firewallUp as nftUp } from '../../src/firewall/apply-nft.js';
+import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../../src/firewall/backend.js';
+import { DEFAULT_PACKET_PLAN, type FirewallPlan } from '../../src/firewall/plan.js';
+import { EMPTY_STATE, iptablesSpec, renderRestoreUp } from '../../src/firewall/render-iptables.js';
+
+const IP = '/usr/sbin/ip';
+const NFT = '/usr/sbin/nft';
+const run = promisify(execFile);
+const PREFIX = `sg-${process.pid}-fi-`;
+let counter = 0;
+
+function inNs(ns: string, tool: string, args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(IP, ['netns', 'exec', ns, tool, ...args], { encoding: 'utf8', timeout: 10_000 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${tool} ${args.join(' ')} in ${ns}: ${stderr.trim() || error.message}`));
+      else resolve(stdout);
+    });
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(input ?? '');
+  });
+}
+
+async function namespace(t: ExecutionContext): Promise<string> {
+  const ns = `${PREFIX}${++counter}`;
+  await run(IP, ['netns', 'add', ns]);
+  t.teardown(async () => {
+    await run(IP, ['netns', 'del', ns]).catch(() => {});
+  });
+  return ns;
+}
+
+test.before(async () => {
+  const { stdout } = await run(IP, ['netns', 'list']);
+  for (const line of stdout.split('\n')) {
+    const name = line.split(' ')[0] ?? '';
+    const match = /^sg-(\d+)-fi-\d+$/.exec(name);
+    if (!match) continue;
+    try {
+      process.kill(Number(match[1]), 0);
+    } catch {
+      await run(IP, ['netns', 'del', name]).catch(() => {});
+    }
+  }
+});
+
+function plan(overrides: Partial<FirewallPlan> = {}): FirewallPlan {
+  return {
+    table: 'sandgate',
+    tproxyPort: 15001,
+    dnsPort: 15053,
+    mark: 0x5347,
+    routeTable: 5347,
+    ...DEFAULT_PACKET_PLAN,
+    sandboxes: [
+      { name: 'agent', interface: 'sbx-*' },
+      { name: 'net', cidr: '10.77.1.0/24' },
+      { name: 'both', interface: 'veth-b0', cidr: '10.77.2.0/28' },
+    ],
+    ...overrides,
+  };
+}
+
+/** iptables-save without counters and comments lines: what a rule set *is*. */
+async function save(ns: string, v6 = false): Promise<string> {
+  const out = await inNs(ns, v6 ? '/usr/sbin/ip6tables-save' : '/usr/sbin/iptables-save', []);
+  return out.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]')).join('\n');
+}
+
+const jumps = (text: string, re: RegExp): string[] => text.split('\n').filter((l) => re.test(l));
+
+test('iptables-restore --test accepts the rendered scripts for several plans', async (t) => {
+  const ns = await namespace(t);
+  for (const p of [plan(), plan({ sandboxes: [] }), plan({ sandboxes: [{ name: 'one', interface: 'eth9' }], table: 'sg_alt-1', tproxyPort: 1, dnsPort: 65535, queueNum: 0 })]) {
+    const spec = iptablesSpec(p);
+    await t.notThrowsAsync(inNs(ns, '/usr/sbin/iptables-restore', ['--test', '--noflush'], renderRestoreUp(spec.v4, EMPTY_STATE)), JSON.stringify(p));
+    await t.notThrowsAsync(inNs(ns, '/usr/sbin/ip6tables-restore', ['--test', '--noflush'], renderRestoreUp(spec.v6, EMPTY_STATE)), JSON.stringify(p));
+  }
+  t.deepEqual(jumps(await save(ns), /SANDGATE/), [], '--test installs nothing');
+});
+
+test('up twice: one jump per built-in chain, our chains, one ip rule; show lists them with counters', async (t) => {
+  const ns = await namespace(t);
+  const p = plan();
+  await iptablesUp(p, { netns: ns });
+  await iptablesUp(p, { netns: ns });
+  const v4 = await save(ns);
+  t.deepEqual(jumps(v4, /^-A (PREROUTING|POSTROUTING|INPUT|FORWARD) -j SANDGATE-/).sort(), [
+    '-A FORWARD -j SANDGATE-FWD',
+    '-A INPUT -j SANDGATE-IN',
+    '-A POSTROUTING -j SANDGATE-POST',
+    '-A PREROUTING -j SANDGATE-NAT',
+    '-A PREROUTING -j SANDGATE-PRE',
+  ]);
+  t.true(v4.includes('-A SANDGATE-SBX -p tcp -j TPROXY --on-port 15001 --on-ip 0.0.0.0 --tproxy-mark 0x5347/0xffffffff'));
+  t.true(v4.includes('-A SANDGATE-SBX -j NFQUEUE --queue-num 5347'));
+  t.true(v4.includes('-A SANDGATE-PRE -i sbx-+ -m comment --comment "sandbox agent" -g SANDGATE-SBX'));
+  t.false(v4.includes('--queue-bypass'), 'fail closed: no bypass');
+  const v6 = await save(ns, true);
+  t.deepEqual(jumps(v6, /^-A (PREROUTING|INPUT|FORWARD) -j SANDGATE-/).sort(), ['-A FORWARD -j SANDGATE-FWD', '-A INPUT -j SANDGATE-IN', '-A PREROUTING -j SANDGATE-PRE']);
+  const rules = await inNs(ns, IP, ['-4', 'rule', 'show']);
+  t.is(rules.split('\n').filter((l) => l.includes('fwmark 0x5347 lookup 5347')).length, 1);
+  t.false((await inNs(ns, NFT, ['list', 'tables'])).includes('inet sandgate'));
+  const shown = await iptablesBackendShow(p, { netns: ns });
+  t.regex(shown, /^\[\d+:\d+\] -A SANDGATE-SBX -j NFQUEUE --queue-num 5347$/m);
+  t.regex(shown, /from all fwmark 0x5347 lookup 5347/);
+});
+
+test('unrelated rules before and after up survive up and down exactly', async (t) => {
+  const ns = await namespace(t);
+  const p = plan();
+  // Someone else's rules, Docker-style: a user chain, built-in rules and a NAT rule.
+  await inNs(ns, '/usr/sbin/iptables', ['-N', 'DOCKER-USER']);
+  await inNs(ns, '/usr/sbin/iptables', ['-A', 'DOCKER-USER', '-s', '10.99.0.0/16', '-j', 'RETURN']);
+  await inNs(ns, '/usr/sbin/iptables', ['-A', 'FORWARD', '-j', 'DOCKER-USER']);
+  await inNs(ns, '/usr/sbin/iptables', ['-A', 'INPUT', '-p', 'tcp', '--dport', '22', '-j', 'ACCEPT']);
+  await inNs(ns, '/usr/sbin/iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '10.99.0.0/16', '-j', 'MASQUERADE']);
+  await inNs(ns, '/usr/sbin/iptables', ['-t', 'mangle', '-A', 'PREROUTING', '-p', 'udp', '--dport', '4789', '-j', 'MARK', '--set-mark', '7']);
+  await inNs(ns, '/usr/sbin/ip6tables', ['-A', 'INPUT', '-p', 'tcp', '--dport', '22', '-j', 'ACCEPT']);
+  await inNs(ns, NFT, ['-f', '-'], 'table inet other {\n\tchain c {\n\t\ttype filter hook input priority 0; policy accept;\n\t}\n}\n');
+  const before = { v4: await save(ns), v6: await save(ns, true) };
+
+  await iptablesUp(p, { netns: ns });
+  // Ours come first in each built-in chain; theirs are all still there, in their order.
+  const up = await save(ns);
+  t.true(up.indexOf('-A INPUT -j SANDGATE-IN') < up.indexOf('-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT'));
+  for (const line of before.v4.split('\n').filter((l) => l.startsWith('-A'))) t.true(up.includes(line), line);
+  // Rules added by others while sandgate is up survive down too.
+  await inNs(ns, '/usr/sbin/iptables', ['-A', 'INPUT', '-p', 'tcp', '--dport', '2222', '-j', 'ACCEPT']);
+  await iptablesUp(p, { netns: ns }); // a reload: still one jump, theirs untouched
+  t.is(jumps(await save(ns), /^-A INPUT -j SANDGATE-IN$/).length, 1);
+  await iptablesDown(p, { netns: ns });
+  await inNs(ns, '/usr/sbin/iptables', ['-D', 'INPUT', '-p', 'tcp', '--dport', '2222', '-j', 'ACCEPT']);
+
+  t.is(await save(ns), before.v4);
+  t.is(await save(ns, true), before.v6);
+  t.true((await inNs(ns, NFT, ['list', 'tables'])).includes('table inet other'));
+  t.false((await inNs(ns, IP, ['-4', 'rule', 'show'])).includes('lookup 5347'));
+});
+
+test('switching backends leaves one ruleset; down of either removes everything', async (t) => {
+  const ns = await namespace(t);
+  const p = plan();
+  await nftUp(p, { netns: ns });
+  t.deepEqual(jumps(await save(ns), /^-A .*SANDGATE/), ['-A PREROUTING -j SANDGATE-Q', '-A SANDGATE-Q -m mark --mark 0x5349 -j NFQUEUE --queue-num 5347']);
+  await iptablesUp(p, { netns: ns });
+  t.false((await inNs(ns, NFT, ['list', 'tables'])).includes('inet sandgate'), 'the nft table went');
+  t.false((await save(ns)).includes('SANDGATE-Q'), 'the nft backend\'s queue chain went');
+  await nftUp(p, { netns: ns });
+  t.deepEqual(jumps(await save(ns), /SANDGATE-(PRE|SBX|NAT|IN|FWD)/), [], 'the iptables chains went');
+  t.true((await inNs(ns, NFT, ['list', 'tables'])).includes('inet sandgate'));
+  await iptablesDown(p, { netns: ns });
+  t.is((await inNs(ns, NFT, ['list', 'tables'])).trim(), '', 'no table of anyone left');
+  await iptablesUp(p, { netns: ns });
+  await nftDown(p, { netns: ns });
+  t.is((await inNs(ns, NFT, ['list', 'tables'])).trim(), '');
+  t.deepEqual(jumps(await save(ns), /SANDGATE/), []);
+});
+
+test('backend.ts: auto picks nft where nft works; show names the backend', async (t) => {
+  const ns = await namespace(t);
+  t.is(await resolveBackend('auto', { netns: ns }), 'nft');
+  t.is(await resolveBackend('iptables', { netns: ns }), 'iptables');
+  const p = plan();
+  await firewallUp(p, 'iptables', { netns: ns });
+  t.regex(await firewallShow(p, 'iptables', { netns: ns }), /^# backend: iptables\n# iptables: the iptables backend/);
+  await firewallDown(p, 'iptables', { netns: ns });
+  t.deepEqual(jumps(await save(ns), /SANDGATE/), []);
+});
