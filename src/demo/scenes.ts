@@ -161,7 +161,7 @@ export const SCENES: Scene[] = [
   },
   {
     id: 'placeholder-key',
-    title: 'The agent calls an LLM API with a placeholder key; the real key never enters the sandbox',
+    title: 'An agent calls an API with a placeholder key; the real key stays out',
     about: 'llm.example.test has a credential rule: sandgate terminates TLS with a certificate from its own CA (which the sandbox trusts), checks method and path, swaps the placeholder for the real key, and re-encrypts to the verified server. The key lives only in sandgate\'s process.',
     setup(s) {
       s.env.DEMO_LLM_KEY = REAL_KEY;
@@ -240,7 +240,7 @@ export const SCENES: Scene[] = [
   },
   {
     id: 'dns-exfiltration',
-    title: 'DNS answers only allowed names; an exfiltration query never leaves the host',
+    title: 'DNS: allowed names resolve; an exfiltration query never leaves',
     about: 'The agent encodes data in a DNS name under a domain it controls and sends the query to an outside resolver address. Every DNS packet from the sandbox, to any address, lands on sandgate\'s responder: allowed names are answered from sandgate\'s own resolution, anything else gets NXDOMAIN and is never forwarded.',
     async run(ctx) {
       const evil = ctx.server('evil');
@@ -263,7 +263,7 @@ export const SCENES: Scene[] = [
   {
     id: 'udp-icmp',
     title: 'UDP and ICMP (ping) go nowhere',
-    about: 'Only TCP (through sandgate) and DNS (to sandgate\'s resolver) leave a sandbox; its firewall drops everything else in the kernel. The same packets sent from sandgate\'s own namespace do arrive, so the drop is the gate\'s doing.',
+    about: 'Only TCP (through sandgate) and DNS (to sandgate\'s resolver) leave a sandbox by default. The first packet of any other flow is queued to sandgate, which decides by policy (here: no UDP or ICMP rule) and writes a "packet" audit line; the kernel drops it. The same packets sent from sandgate\'s own namespace do arrive, so the drop is the gate\'s doing.',
     async run(ctx) {
       const api = ctx.server('api');
       const evil = ctx.server('evil');
@@ -281,6 +281,9 @@ export const SCENES: Scene[] = [
       const arrived = await ctx.waitSeen('evil', (l) => typeof l.udp === 'object' && (l.udp as JsonLine).text === 'control', 2000);
       ctx.check(control.stdout.includes('sent') && arrived !== undefined, 'control: a datagram from the host namespace arrives', 'control datagram from the host namespace did not arrive');
       ctx.check(ctx.seen('evil', 'udp').filter(hasDatagramFrom(ctx.sandbox.ip)).length === 0, `the sandbox's datagram never reached ${evil.ip}`, `${evil.ip} received the sandbox's datagram`);
+      const udpLine = await ctx.audit((l) => l.event === 'packet' && l.proto === 'udp' && l.dst === `${evil.ip}:9999`, 2000);
+      if (udpLine) ctx.check(udpLine.decision === 'deny', 'audit: the UDP flow was decided and denied ("packet" line)', `the UDP flow's audit line says ${String(udpLine.decision)}`);
+      else ctx.skip('no "packet" audit line: the netfilter-queue binding is not built here, so the kernel dropped the flow unaudited');
       if (!p || PING === undefined) {
         ctx.skip('ping is not installed (Debian: apt-get install iputils-ping); ICMP not shown');
         return;

