@@ -2,9 +2,9 @@
 # The whole test suite (unit + namespace integration tests), from a fresh clone, as root.
 # Installs what it needs first (scripts/provision.sh). Ends with "N passed, N failed".
 #
-# Two passes: everything with the default firewall backend (auto = nft here), then the
-# firewall-dependent integration files again with SANDGATE_TEST_BACKEND=iptables (see
-# docs/testing.md for which files and why). Extra arguments go to the first pass only
+# Two passes: everything with the default firewall backend (auto = nft here), then every
+# integration file that runs sandgate again with SANDGATE_TEST_BACKEND=iptables (see
+# docs/testing.md). Extra arguments go to the first pass only
 # (e.g. one file); SANDGATE_SKIP_IPTABLES_PASS=1 skips the second.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,8 @@ passed=${passed:-0}; failed=${failed:-0}; skipped=${skipped:-0}
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi   # crash, uncaught error, timeout
 
 if [ "$#" -eq 0 ] && [ "${SANDGATE_SKIP_IPTABLES_PASS:-}" != 1 ]; then
-  # gate-lifecycle.test.ts asserts on the nft table by name, so it stays nft-only.
-  files=$(ls test/integration/gate-*.test.ts test/integration/dns*.test.ts | grep -v gate-lifecycle)
+  # Every file whose sandgate takes its config from test/helpers (baseConfig reads the backend).
+  files=$(grep -lE "baseConfig|auth-world" test/integration/*.test.ts)
   echo
   echo "== second pass: firewall backend iptables =="
   # shellcheck disable=SC2086
