@@ -3,7 +3,7 @@ import { loadConfigFile, ConfigError } from './config/load.js';
 import { createAudit, type Audit } from './audit/logger.js';
 import { buildRuntime, type Runtime } from './runtime.js';
 import { planFromConfig } from './firewall/from-config.js';
-import { firewallUp, resolveBackend } from './firewall/backend.js';
+import { dynamicUnsupported, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
 import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-gate.js';
 import { listenTransparent } from './net/transparent-listener.js';
 import { startDnsServer } from './dns/server.js';
@@ -15,6 +15,11 @@ import { initCa } from './tls/ca.js';
 import { LeafCache } from './tls/leaf-cache.js';
 import { createInterceptor } from './tls/intercept.js';
 import { tokenCacheStats } from './creds/credential.js';
+import { ConnRegistry } from './net/conn-registry.js';
+import { createControlService } from './control/service.js';
+import { startControlServer, type ControlServer } from './control/server.js';
+import { reloadConflict } from './control/registry.js';
+import { endAcceptedFlows } from './net/flows.js';
 
 /** Load-time errors of the runtime (secrets, upstream.caFile) name the config file too. */
 function inFile<T>(file: string, build: () => T): T {
@@ -45,7 +50,10 @@ export async function runDaemon(file: string): Promise<Daemon> {
   const { material: ca } = await initCa(config.tls.caDir);
   const leaves = await LeafCache.create(ca);
   const httpFront = createHttpFront();
-  const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), httpFront, intercept: createInterceptor({ leaves, front: httpFront }) };
+  // Open connections per sandbox, so removing a registered one closes what it has open.
+  const conns = new ConnRegistry(() => rt);
+  const track = conns.track.bind(conns);
+  const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), httpFront, intercept: createInterceptor({ leaves, front: httpFront, track: (sb, t, raw) => conns.handOver(sb, raw, t) }), conns };
   const servers: net.Server[] = [];
 
   servers.push(await listenTransparent(config.listen.address, config.listen.port, (s) => {
@@ -55,7 +63,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
     });
   }));
   // The DNS responder reads the current runtime per query (`() => rt`), so reloads reach it.
-  const dns = await startDnsServer({ runtime: () => rt, ifaces: gate.ifaces, address: config.listen.address, port: config.listen.dnsPort });
+  const dns = await startDnsServer({ runtime: () => rt, ifaces: gate.ifaces, address: config.listen.address, port: config.listen.dnsPort, track });
   // The queue reader starts before the rules that feed it. Without it (binding absent or the
   // queue taken), the kernel drops queued packets: fail closed, said once here.
   let packets: PacketGate | undefined;
@@ -74,14 +82,40 @@ export async function runDaemon(file: string): Promise<Daemon> {
   const backend = await resolveBackend(config.firewall.backend);
   const up = await firewallUp(planFromConfig(config), backend);
   for (const w of up.warnings) audit.write({ event: 'error', reason: w });
-  audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
-  audit.write({ event: 'ready', pid: process.pid, port: config.listen.port, dnsPort: config.listen.dnsPort, backend, packets: packets ? 'verdicts' : 'dropped' });
 
-  let reloading: Promise<void> | undefined;
+  // One queue for everything that changes the firewall or the runtime: SIGHUP reloads and
+  // control API changes never interleave (a reload re-creates the table from rt.dynamic).
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = queue.then(fn, fn);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+
+  // The control API (registered sandboxes), on a unix socket, once the firewall is in place.
+  let control: ControlServer | undefined;
+  if (config.listen.control !== false) {
+    const svc = createControlService({
+      runtime: () => rt,
+      swap: (next) => { rt = next; gate.ifaces.clear(); },
+      serial,
+      updateFirewall: (before, after) => firewallUpdateDynamic({ table: config.firewall.table }, backend, before, after),
+      ...(dynamicUnsupported(backend) !== undefined ? { unsupported: dynamicUnsupported(backend) } : {}),
+      conns,
+      endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
+    });
+    control = await startControlServer(config.listen.control, svc);
+  }
+  audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
+  audit.write({
+    event: 'ready', pid: process.pid, port: config.listen.port, dnsPort: config.listen.dnsPort, backend, packets: packets ? 'verdicts' : 'dropped',
+    ...(control ? { control: control.path } : {}),
+  });
+
   const reload = async (): Promise<void> => {
     try {
       const next = loadConfigFile(file);
-      for (const k of ['port', 'dnsPort', 'address'] as const) {
+      for (const k of ['port', 'dnsPort', 'address', 'control'] as const) {
         if (next.listen[k] !== rt.config.listen[k]) throw new SandgateError(`${file}: listen.${k} cannot change on reload (restart sandgate)`, 'CONFIG');
       }
       // A new table/mark/route table would be installed beside the old one, which nothing then removes.
@@ -90,13 +124,17 @@ export async function runDaemon(file: string): Promise<Daemon> {
       }
       if (next.log.file !== rt.config.log.file) throw new SandgateError(`${file}: log.file cannot change on reload (restart sandgate)`, 'CONFIG');
       if (next.tls.caDir !== rt.config.tls.caDir) throw new SandgateError(`${file}: tls.caDir cannot change on reload (restart sandgate)`, 'CONFIG');
+      // Registered sandboxes stay across a reload, so the new config must leave room for them.
+      const clash = reloadConflict(next, rt.dynamic);
+      if (clash !== undefined) throw new SandgateError(`${file}: ${clash} (remove it through the control API first)`, 'CONFIG');
       const nextRt = inFile(file, () => buildRuntime(next, audit, rt));
-      // One transaction (nft, or one restore per family): the old ruleset until the new one is whole.
-      const reup = await firewallUp(planFromConfig(next), backend);
+      // One transaction (nft, or one restore per family): the old ruleset until the new one is
+      // whole. With the control API the sets are re-created holding the registered sandboxes.
+      const reup = await firewallUp(planFromConfig(next, nextRt.dynamic), backend);
       for (const w of reup.warnings) audit.write({ event: 'error', reason: w });
       rt = nextRt;
       gate.ifaces.clear();
-      audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length });
+      audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length, registered: nextRt.dynamic.length });
     } catch (err) {
       const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
       audit.write({ event: 'config', action: 'rejected', file, reason });
@@ -105,12 +143,10 @@ export async function runDaemon(file: string): Promise<Daemon> {
 
   return {
     runtime: () => rt,
-    reload: () => {
-      reloading = (reloading ?? Promise.resolve()).then(reload);
-      return reloading;
-    },
+    reload: () => serial(reload),
     async stop() {
       packets?.close();
+      await control?.close();
       await Promise.all([...servers.map((s) => new Promise<void>((r) => s.close(() => r()))), dns.close()]);
       // Token caches (authService/oauth2 credentials): hit rate and call counts over the daemon's life.
       const tokenCache = tokenCacheStats(rt.credentials);

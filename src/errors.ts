@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'UPSTREAM_CONNECT'
   | 'UPSTREAM_TLS'
   | 'UPSTREAM_FORBIDDEN'
+  | 'REJECTED'      // the daemon refused a request (control API 4xx): bad or conflicting input
   | 'RUNTIME';
 
 export class SandgateError extends Error {
@@ -26,6 +27,6 @@ export class SandgateError extends Error {
 
 /** Exit codes (contract): 0 ok, 1 runtime failure, 2 bad usage or bad config. */
 export function exitCodeFor(err: unknown): number {
-  if (err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'USAGE' || err.code === 'SECRET')) return 2;
+  if (err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'USAGE' || err.code === 'SECRET' || err.code === 'REJECTED')) return 2;
   return 1;
 }

@@ -1,7 +1,7 @@
 import type { Config } from './config/types.js';
 import type { Audit } from './audit/logger.js';
 import { compilePolicies, type CompiledPolicies } from './policy/policy.js';
-import { SandboxTable } from './policy/sandboxes.js';
+import { SandboxTable, type SandboxSpec } from './policy/sandboxes.js';
 import { AddressGuard, UpstreamResolver } from './net/upstream.js';
 import { DnsAnswerLog } from './dns/answer-log.js';
 import type { CredentialSource } from './creds/credential.js';
@@ -16,7 +16,13 @@ import { createUpstreamTls, type UpstreamTls } from './http/upstream-tls.js';
 export interface Runtime {
   readonly config: Config;
   readonly policies: CompiledPolicies;
+  /** The config's sandboxes and the registered ones (`dynamic`), indexed for identification. */
   readonly sandboxes: SandboxTable;
+  /**
+   * Sandboxes registered through the control API, in registration order. Held in memory only:
+   * a reload keeps them (buildRuntime hands them on), a restart forgets them.
+   */
+  readonly dynamic: readonly SandboxSpec[];
   readonly resolver: UpstreamResolver;
   readonly guard: AddressGuard;
   readonly audit: Audit;
@@ -39,14 +45,21 @@ export interface Runtime {
   readonly peekTimeoutMs: number;
 }
 
+/**
+ * `previous`: the runtime being replaced (reload): caches and registered sandboxes carry over.
+ * A registered sandbox whose policy the new config no longer has makes this throw (the
+ * reload is rejected; src/control/registry.ts checks names and overlaps before that).
+ */
 export function buildRuntime(config: Config, audit: Audit, previous?: Runtime): Runtime {
   const policies = compilePolicies(config);
+  const dynamic = previous?.dynamic ?? [];
   const sameUpstream = previous && JSON.stringify(previous.config.upstream) === JSON.stringify(config.upstream);
   const credentials = loadCredentialSources(config, undefined, previous?.credentials);
   return {
     config,
     policies,
-    sandboxes: new SandboxTable(config.sandboxes, policies.byName),
+    sandboxes: new SandboxTable(config.sandboxes, policies.byName, dynamic),
+    dynamic,
     // Keep the resolver's cache across reloads that do not change how names resolve.
     resolver: sameUpstream && previous ? previous.resolver : new UpstreamResolver(config.upstream),
     guard: new AddressGuard(config.upstream.allowPrivate),
@@ -58,4 +71,13 @@ export function buildRuntime(config: Config, audit: Audit, previous?: Runtime): 
     upstreamTls: createUpstreamTls(config.upstream),
     peekTimeoutMs: 10_000,
   };
+}
+
+/**
+ * The same runtime with another set of registered sandboxes: a new SandboxTable, everything
+ * else shared. The daemon swaps it in with one assignment, so every reader (TCP listener, DNS
+ * responder, packet gate, interception) sees either the old set or the new one.
+ */
+export function withDynamicSandboxes(rt: Runtime, dynamic: readonly SandboxSpec[]): Runtime {
+  return { ...rt, dynamic, sandboxes: new SandboxTable(rt.config.sandboxes, rt.policies.byName, dynamic) };
 }

@@ -15,6 +15,8 @@ const USAGE = `usage: sandgate <command> [options]
   firewall render -c FILE        print the ruleset FILE implies without touching the system
   ca init [--dir DIR]            create the interception CA if absent
   ca cert [--dir DIR]            print the CA certificate (PEM)
+  sandbox add|set|rm|ls ...      register, change, remove, list sandboxes of the running daemon
+                                 (sandgate sandbox --help)
   demo                           a self-contained demonstration in throwaway namespaces
 `;
 
@@ -42,6 +44,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'check': return cmdCheck(configFlag(rest, 'check'));
       case 'firewall': return await cmdFirewall(rest);
       case 'ca': return await cmdCa(rest);
+      case 'sandbox': {
+        const { cmdSandbox } = await import('./sandbox.js');
+        return await cmdSandbox(rest);
+      }
       case 'demo': {
         const { runDemo } = await import('../demo/demo.js');
         return await runDemo(rest);

@@ -105,7 +105,16 @@ export interface DnsConfig {
 }
 
 export interface Config {
-  readonly listen: { readonly port: number; readonly dnsPort: number; readonly address: string };
+  readonly listen: {
+    readonly port: number;
+    readonly dnsPort: number;
+    readonly address: string;
+    /**
+     * The control API's unix socket (docs/control-api.md): an absolute path, default
+     * /run/sandgate/control.sock; `false` turns the control API off (static sandboxes only).
+     */
+    readonly control: string | false;
+  };
   readonly dns: DnsConfig;
   readonly log: { readonly file?: string; readonly level: string };
   readonly tls: { readonly caDir: string };

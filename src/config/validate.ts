@@ -25,6 +25,9 @@ const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const IFACE_GLOB = /^(?:[A-Za-z0-9_.-]{1,15}|[A-Za-z0-9_.-]{1,14}\*)$/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 §5.6.2 token (header names, methods)
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const USER = /^[\x20-\x7e]{1,128}$/;
+/** Where the control API listens unless listen.control says otherwise (docs/control-api.md). */
+export const DEFAULT_CONTROL_SOCKET = '/run/sandgate/control.sock';
 
 class Validator {
   problems: Problem[] = [];
@@ -77,11 +80,12 @@ class Validator {
   root(raw: unknown): Config {
     const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials'], ['sandboxes', 'policies']) ?? {};
 
-    const l = this.optObj(r.listen, ['listen'], ['port', 'dnsPort', 'address']);
+    const l = this.optObj(r.listen, ['listen'], ['port', 'dnsPort', 'address', 'control']);
     const listen = {
       port: l.port === undefined ? 15001 : this.port(l.port, ['listen', 'port']) ?? 15001,
       dnsPort: l.dnsPort === undefined ? 15053 : this.port(l.dnsPort, ['listen', 'dnsPort']) ?? 15053,
       address: l.address === undefined ? '0.0.0.0' : this.ipAddress(l.address, ['listen', 'address']) ?? '0.0.0.0',
+      control: this.controlPath(l.control),
     };
     if (listen.port === listen.dnsPort) this.fail(['listen', 'dnsPort'], 'must differ from listen.port');
 
@@ -161,6 +165,55 @@ class Validator {
         burst: this.int(au.burst, [...p, 'auditSampling', 'burst'], 1, 1_000_000, 200),
       },
     };
+  }
+
+  /**
+   * listen.control: an absolute path for the control API's unix socket, or false (no control
+   * API). A unix socket path holds at most 107 bytes (sun_path is 108 with the NUL, unix(7)).
+   */
+  private controlPath(v: unknown): string | false {
+    const p = ['listen', 'control'];
+    if (v === undefined || v === null) return DEFAULT_CONTROL_SOCKET;
+    if (v === false) return false;
+    if (typeof v !== 'string' || !v.startsWith('/')) {
+      this.fail(p, 'must be an absolute path for the control socket, or false to turn the control API off');
+      return false;
+    }
+    if (Buffer.byteLength(v) > 107) {
+      this.fail(p, 'is too long for a unix socket path (at most 107 bytes)');
+      return false;
+    }
+    if (v.endsWith('/')) {
+      this.fail(p, 'must name a socket file, not a directory');
+      return false;
+    }
+    return v;
+  }
+
+  /** One sandbox entry (config `sandboxes[i]`, or a control API request at path []). */
+  sandboxEntry(val: unknown, p: PathPart[], policies: Readonly<Record<string, unknown>>): SandboxConfig | undefined {
+    const s = this.obj(val, p, ['name', 'interface', 'cidr', 'policy', 'user'], ['name', 'policy']);
+    if (!s) return undefined;
+    const name = this.str(s.name, [...p, 'name'], NAME, 'a sandbox name matching [A-Za-z0-9_.-]{1,64}');
+    let iface: string | undefined;
+    if (s.interface !== undefined) iface = this.str(s.interface, [...p, 'interface'], IFACE_GLOB, 'an interface name, or a name prefix ending in one "*" (at most 15 characters in all)');
+    let cidr: string | undefined;
+    if (s.cidr !== undefined) {
+      if (typeof s.cidr !== 'string') this.fail([...p, 'cidr'], 'must be an IPv4 CIDR such as 10.77.0.0/24');
+      else {
+        const c = parseCidr(s.cidr);
+        if ('error' in c) this.fail([...p, 'cidr'], c.error);
+        else if (c.family !== 4) this.fail([...p, 'cidr'], 'must be an IPv4 CIDR (sandboxes\' IPv6 is dropped, not routed)');
+        else cidr = s.cidr;
+      }
+    }
+    if (s.interface === undefined && s.cidr === undefined) this.fail(p, 'needs "interface" or "cidr" (or both) to say whose traffic this is');
+    const policy = this.str(s.policy, [...p, 'policy']);
+    if (policy !== undefined && !Object.prototype.hasOwnProperty.call(policies, policy)) this.fail([...p, 'policy'], `unknown policy "${policy}" (not under policies)`);
+    let user: string | undefined;
+    if (s.user !== undefined) user = this.str(s.user, [...p, 'user'], USER, 'a user name of printable ASCII');
+    if (name === undefined || policy === undefined || (iface === undefined && cidr === undefined)) return undefined;
+    return { name, policy, ...(iface !== undefined ? { interface: iface } : {}), ...(cidr !== undefined ? { cidr } : {}), ...(user !== undefined ? { user } : {}) };
   }
 
   private oneOf<T extends string>(v: unknown, path: PathPart[], options: readonly T[]): T | undefined {
@@ -454,34 +507,27 @@ class Validator {
     const seen = new Set<string>();
     list.forEach((val, i) => {
       const p = ['sandboxes', i];
-      const s = this.obj(val, p, ['name', 'interface', 'cidr', 'policy', 'user'], ['name', 'policy']);
-      if (!s) return;
-      const name = this.str(s.name, [...p, 'name'], NAME, 'a sandbox name matching [A-Za-z0-9_.-]{1,64}');
-      if (name !== undefined && seen.has(name)) this.fail([...p, 'name'], `duplicate sandbox name "${name}"`);
-      if (name !== undefined) seen.add(name);
-      let iface: string | undefined;
-      if (s.interface !== undefined) iface = this.str(s.interface, [...p, 'interface'], IFACE_GLOB, 'an interface name, or a name prefix ending in one "*" (at most 15 characters in all)');
-      let cidr: string | undefined;
-      if (s.cidr !== undefined) {
-        if (typeof s.cidr !== 'string') this.fail([...p, 'cidr'], 'must be an IPv4 CIDR such as 10.77.0.0/24');
-        else {
-          const c = parseCidr(s.cidr);
-          if ('error' in c) this.fail([...p, 'cidr'], c.error);
-          else if (c.family !== 4) this.fail([...p, 'cidr'], 'must be an IPv4 CIDR (sandboxes\' IPv6 is dropped, not routed)');
-          else cidr = s.cidr;
-        }
+      const name = (val as Obj | null)?.name;
+      if (typeof name === 'string' && NAME.test(name)) {
+        if (seen.has(name)) this.fail([...p, 'name'], `duplicate sandbox name "${name}"`);
+        seen.add(name);
       }
-      if (s.interface === undefined && s.cidr === undefined) this.fail(p, 'needs "interface" or "cidr" (or both) to say whose traffic this is');
-      const policy = this.str(s.policy, [...p, 'policy']);
-      if (policy !== undefined && !policies[policy]) this.fail([...p, 'policy'], `unknown policy "${policy}" (not under policies)`);
-      let user: string | undefined;
-      if (s.user !== undefined) user = this.str(s.user, [...p, 'user'], /^[\x20-\x7e]{1,128}$/, 'a user name of printable ASCII');
-      if (name !== undefined && policy !== undefined && (iface !== undefined || cidr !== undefined)) {
-        out.push({ name, policy, ...(iface !== undefined ? { interface: iface } : {}), ...(cidr !== undefined ? { cidr } : {}), ...(user !== undefined ? { user } : {}) });
-      }
+      const entry = this.sandboxEntry(val, p, policies);
+      if (entry) out.push(entry);
     });
     return out;
   }
+}
+
+/**
+ * Checks one sandbox as the config would (name, interface glob, IPv4 CIDR, policy among
+ * `policies`, user): the control API registers sandboxes by the same rules as the file.
+ * Problem paths are relative to the entry ("cidr", "policy", ...).
+ */
+export function validateSandboxEntry(raw: unknown, policies: Readonly<Record<string, unknown>>): { sandbox?: SandboxConfig; problems: Problem[] } {
+  const v = new Validator();
+  const sandbox = v.sandboxEntry(raw, [], policies);
+  return v.problems.length === 0 && sandbox ? { sandbox, problems: [] } : { problems: v.problems };
 }
 
 /** 127.0.0.0/8 and ::1 (and ::ffff:127.x): the host itself, never routed off it. */

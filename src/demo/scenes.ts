@@ -16,7 +16,7 @@ import type { DemoServer, DemoWorld, ServerSpec } from './world.js';
 
 /** The sandgate config the demo writes (plain JSON, per shared/contract.md). */
 export interface DemoConfig {
-  listen: { port: number; dnsPort: number };
+  listen: { port: number; dnsPort: number; control: string };
   tls: { caDir: string };
   upstream: { hosts: Record<string, string>; allowPrivate: string[]; [k: string]: unknown };
   sandboxes: { name: string; interface?: string; cidr?: string; policy: string; user?: string }[];
@@ -108,7 +108,8 @@ export function baseConfig(world: DemoWorld): DemoConfig {
   for (const s of world.servers.values()) for (const n of s.names) hosts[n] = s.ip;
   const subnet = world.sandbox.ip.replace(/\.\d+$/, '.0/24');
   return {
-    listen: { port: 15001, dnsPort: 15053 },
+    // The control socket in the demo's own directory, never the system-wide default.
+    listen: { port: 15001, dnsPort: 15053, control: `${world.dir}/control.sock` },
     // sandgate's own interception CA, created on first use; not the demo public CA.
     tls: { caDir: `${world.dir}/sandgate-ca` },
     // The servers live on 10.77.x.2, private addresses sandgate refuses unless listed here.

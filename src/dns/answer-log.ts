@@ -80,6 +80,14 @@ export class DnsAnswerLog {
     return exp !== undefined && exp > this.now();
   }
 
+  /**
+   * Forgets what a sandbox was told (it was removed): a sandbox registered later under the
+   * same name must not inherit raw-TCP reachability from its predecessor's answers.
+   */
+  forget(sandbox: string): void {
+    this.bySandbox.delete(sandbox);
+  }
+
   /** Names currently held for a sandbox (for tests and diagnostics). */
   size(sandbox: string): number {
     return this.bySandbox.get(sandbox)?.size ?? 0;

@@ -11,6 +11,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Runtime } from '../runtime.js';
+import type { Sandbox } from '../policy/sandboxes.js';
 import { SandgateError } from '../errors.js';
 import { DnsResponder, UNKNOWN_SOURCE, type IfaceLookup } from './responder.js';
 import { TcpFrameReader, encodeTcpFrame, MAX_QUERY_SIZE } from './wire.js';
@@ -29,6 +30,11 @@ export interface DnsServerOptions {
   ifaces: IfaceLookup;
   address: string;
   port: number;
+  /**
+   * Registers a DNS-over-TCP connection as one of its sandbox's (src/net/conn-registry.ts), so
+   * removing the sandbox closes it; false: the sandbox is gone, the socket is already closed.
+   */
+  track?: (sandbox: Sandbox, socket: net.Socket) => boolean;
 }
 
 export interface DnsServer {
@@ -127,6 +133,7 @@ async function serveTcp(opts: DnsServerOptions, responder: DnsResponder, socket:
   const srcIp = socket.remoteAddress ?? '';
   const srcPort = socket.remotePort ?? 0;
   const sandbox = await responder.identify(rt, srcIp);
+  if (sandbox && opts.track && !opts.track(sandbox, socket)) return;
   const key = sandbox?.name ?? UNKNOWN_SOURCE;
   const count = open.get(key) ?? 0;
   if (count >= rt.config.dns.tcp.maxConnections) {

@@ -9,7 +9,8 @@
  */
 import type { FirewallPlan } from './plan.js';
 import { NFT, must, type ApplyOptions } from './exec.js';
-import { renderApplyScript, renderDeleteScript, validatePlan } from './render-nft.js';
+import type { SandboxMatch } from './plan.js';
+import { renderApplyScript, renderDeleteScript, renderSetChanges, validatePlan } from './render-nft.js';
 import { queueCompanionSpec } from './render-iptables.js';
 import { iptablesInstall, iptablesRemove, iptablesShow } from './apply-iptables.js';
 import { routingDown, routingShow, routingUp } from './routing.js';
@@ -82,4 +83,15 @@ export async function firewallShow(plan: FirewallPlan, options: ApplyOptions = {
   lines.push(...(await iptablesShow(plan, options, 'the NFQUEUE rule')));
   lines.push(...(await routingShow(plan, options)));
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Registers / removes sandboxes in the installed table: one `nft -f` transaction of element
+ * changes (render-nft.ts renderSetChanges), so the kernel applies all of it or none, and no
+ * other sandbox's packets or connections are touched. Nothing to change: no nft call.
+ */
+export async function nftUpdateSets(plan: Pick<FirewallPlan, 'table'>, before: readonly SandboxMatch[], after: readonly SandboxMatch[], options: ApplyOptions = {}): Promise<void> {
+  const script = renderSetChanges(plan.table, before, after);
+  if (script === '') return;
+  await must(`nft could not update the registered sandboxes in table inet ${plan.table}`, NFT, ['-f', '-'], options, script);
 }

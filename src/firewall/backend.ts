@@ -5,9 +5,9 @@
  * the same behaviour (docs/packets.md, docs/operations.md); `down` of either removes what
  * either could have left, so switching backends never leaves two rulesets running.
  */
-import type { FirewallPlan } from './plan.js';
+import { FirewallError, type FirewallPlan, type SandboxMatch } from './plan.js';
 import { NFT, run, type ApplyOptions } from './exec.js';
-import { firewallDown as nftDown, firewallShow as nftShow, firewallUp as nftUp, type UpResult } from './apply-nft.js';
+import { firewallDown as nftDown, firewallShow as nftShow, firewallUp as nftUp, nftUpdateSets, type UpResult } from './apply-nft.js';
 import { iptablesBackendShow, iptablesDown, iptablesUp } from './apply-iptables.js';
 
 export type BackendChoice = 'nft' | 'iptables' | 'auto';
@@ -31,4 +31,20 @@ export async function firewallDown(plan: FirewallPlan, backend: Backend, options
 export async function firewallShow(plan: FirewallPlan, backend: Backend, options: ApplyOptions = {}): Promise<string> {
   const header = `# backend: ${backend}\n`;
   return header + (backend === 'nft' ? await nftShow(plan, options) : await iptablesBackendShow(plan, options));
+}
+
+/** Why `backend` cannot hold registered sandboxes, or undefined when it can. */
+export function dynamicUnsupported(backend: Backend): string | undefined {
+  return backend === 'nft'
+    ? undefined
+    : 'registered sandboxes need the nft firewall backend (firewall.backend: nft); this sandgate runs the iptables backend';
+}
+
+/** Changes the registered sandboxes in place (one atomic transaction); nft only. */
+export async function firewallUpdateDynamic(
+  plan: Pick<FirewallPlan, 'table'>, backend: Backend, before: readonly SandboxMatch[], after: readonly SandboxMatch[], options: ApplyOptions = {},
+): Promise<void> {
+  const why = dynamicUnsupported(backend);
+  if (why !== undefined) throw new FirewallError(`${why}.`);
+  await nftUpdateSets(plan, before, after, options);
 }

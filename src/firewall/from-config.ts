@@ -1,8 +1,16 @@
 import type { Config } from '../config/types.js';
-import type { FirewallPlan } from './plan.js';
+import type { FirewallPlan, SandboxMatch } from './plan.js';
 
-/** The firewall plan a config implies (pure). */
-export function planFromConfig(config: Config): FirewallPlan {
+/** A sandbox's match fields only (config entries and registered sandboxes carry more). */
+export function matchOf(s: SandboxMatch): SandboxMatch {
+  return { name: s.name, ...(s.interface !== undefined ? { interface: s.interface } : {}), ...(s.cidr !== undefined ? { cidr: s.cidr } : {}) };
+}
+
+/**
+ * The firewall plan a config implies (pure). With the control API on (listen.control), the
+ * plan has a dynamic part: the sets for registered sandboxes, holding `registered`.
+ */
+export function planFromConfig(config: Config, registered: readonly SandboxMatch[] = []): FirewallPlan {
   return {
     table: config.firewall.table,
     tproxyPort: config.listen.port,
@@ -13,10 +21,7 @@ export function planFromConfig(config: Config): FirewallPlan {
     queueMark: config.firewall.queueMark,
     flowMark: config.firewall.flowMark,
     packetRate: { pps: config.packets.rateLimit.pps, burst: config.packets.rateLimit.burst },
-    sandboxes: config.sandboxes.map((s) => ({
-      name: s.name,
-      ...(s.interface !== undefined ? { interface: s.interface } : {}),
-      ...(s.cidr !== undefined ? { cidr: s.cidr } : {}),
-    })),
+    sandboxes: config.sandboxes.map(matchOf),
+    ...(config.listen.control !== false ? { dynamic: registered.map(matchOf) } : {}),
   };
 }

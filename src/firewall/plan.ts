@@ -37,6 +37,13 @@ export interface FirewallPlan {
   routeTable: number;
   sandboxes: SandboxMatch[];
   /**
+   * Sandboxes registered through the control API (nft backend). Absent: the ruleset has no
+   * dynamic part at all. Present (even empty): the ruleset declares the dyn_* sets and the
+   * constant rules that refer to them, and these sandboxes are the sets' elements, so
+   * registering or removing one is an element change, never a rule change (render-nft.ts).
+   */
+  dynamic?: SandboxMatch[];
+  /**
    * NFQUEUE number sandgate reads (0-65535; per network namespace). The first packet of every
    * new flow that is neither TCP nor DNS is queued there for a verdict (docs/packets.md).
    */

@@ -128,6 +128,11 @@ export function allChains(plan: Pick<FirewallPlan, 'table'>): { v4: Record<IptTa
 /** The full iptables backend for a plan. */
 export function iptablesSpec(plan: FirewallPlan): IptSpec {
   validatePlan(plan);
+  // The control API's sets exist in the nft backend only (docs/control-api.md): with this
+  // backend registration is refused, so a plan can only carry an empty list here.
+  if ((plan.dynamic?.length ?? 0) > 0) {
+    throw new FirewallError('invalid firewall plan: registered sandboxes need the nft backend (firewall.backend: nft)');
+  }
   const p = chainPrefix(plan);
   const mark = formatMark(plan.mark);
   const flow = formatMark(plan.flowMark);

@@ -36,6 +36,11 @@
  *   postrouting, priority srcnat: accepted flows are masqueraded, so they leave from the
  *     host's address like everything sandgate proxies.
  *
+ * Sandboxes registered through the control API (plan.dynamic; docs/control-api.md) are not
+ * rules but elements of four sets (DYN_SETS below), matched by a constant set of rules placed
+ * before the config's per-sandbox rules in each of these chains; registering or removing one is
+ * an element change (renderSetChanges), so the ruleset has the same size for any number of them.
+ *
  * IPv6 is never carried (docs/packets.md): neighbour solicitation/advertisement with the host
  * passes (so an attempt leaves the sandbox at all), router discovery and MLD are dropped
  * silently, everything else is queued (so sandgate writes a `packet` deny line), then dropped
@@ -175,6 +180,10 @@ export function validatePlan(plan: FirewallPlan): void {
   if (!Array.isArray(plan.sandboxes)) invalid('sandboxes must be an array');
   const seen = new Set<string>();
   for (const sandbox of plan.sandboxes) checkSandbox(sandbox, seen);
+  if (plan.dynamic !== undefined) {
+    if (!Array.isArray(plan.dynamic)) invalid('dynamic must be an array');
+    for (const sandbox of plan.dynamic) checkSandbox(sandbox, seen);
+  }
 }
 
 /** nft and `ip rule` both print marks in hex; rendering the same way keeps output comparable. */
@@ -228,6 +237,109 @@ function towardsExpr(sandbox: SandboxMatch): string {
   return sandbox.interface !== undefined ? `oifname "${sandbox.interface}"` : `ip daddr ${sandbox.cidr ?? ''}`;
 }
 
+/**
+ * Sandboxes registered through the control API live in four sets rather than in rules, so the
+ * ruleset is the same size with one of them or ten thousand, and registering or removing one
+ * is a single `add element` / `delete element` transaction (renderSetChanges):
+ *
+ *   dyn_pair        ifname . ipv4_addr   interface and cidr (both must match, as in a rule)
+ *   dyn_pair_iface  ifname               the interfaces dyn_pair names (IPv6, replies, and
+ *                                        sources outside the cidr, keyed by interface alone)
+ *   dyn_iface       ifname               interface only
+ *   dyn_addr4       ipv4_addr            cidr only
+ *
+ * All four are `flags interval`: for ipv4_addr that makes a cidr one element; for ifname it
+ * makes "sbx-*" (a prefix) a valid element (nft 1.0.6, checked here), and the kernel refuses
+ * overlapping elements, a second line of defence behind src/control/overlap.ts.
+ * The rules that use the sets come before the config's per-sandbox rules in every chain:
+ * registered sandboxes take precedence, so a config glob is the fallback for the rest.
+ */
+export const DYN_SETS = ['dyn_pair', 'dyn_pair_iface', 'dyn_iface', 'dyn_addr4'] as const;
+export type DynSet = (typeof DYN_SETS)[number];
+
+const DYN_TYPES: Record<DynSet, string> = {
+  dyn_pair: 'ifname . ipv4_addr',
+  dyn_pair_iface: 'ifname',
+  dyn_iface: 'ifname',
+  dyn_addr4: 'ipv4_addr',
+};
+
+/** The elements (nft text) of each set for a list of registered sandboxes, sorted. */
+export function dynamicElements(matches: readonly SandboxMatch[]): Record<DynSet, string[]> {
+  const out: Record<DynSet, Set<string>> = { dyn_pair: new Set(), dyn_pair_iface: new Set(), dyn_iface: new Set(), dyn_addr4: new Set() };
+  for (const m of matches) {
+    if (m.interface !== undefined && m.cidr !== undefined) {
+      out.dyn_pair.add(`"${m.interface}" . ${m.cidr}`);
+      out.dyn_pair_iface.add(`"${m.interface}"`);
+    } else if (m.interface !== undefined) {
+      out.dyn_iface.add(`"${m.interface}"`);
+    } else if (m.cidr !== undefined) {
+      out.dyn_addr4.add(m.cidr);
+    }
+  }
+  const sorted = (set: Set<string>): string[] => [...set].sort();
+  return { dyn_pair: sorted(out.dyn_pair), dyn_pair_iface: sorted(out.dyn_pair_iface), dyn_iface: sorted(out.dyn_iface), dyn_addr4: sorted(out.dyn_addr4) };
+}
+
+function dynSetDecl(name: DynSet, elements: readonly string[]): string {
+  const lines = [`\tset ${name} {`, `\t\ttype ${DYN_TYPES[name]}`, '\t\tflags interval'];
+  if (elements.length > 0) lines.push(`\t\telements = { ${elements.join(', ')} }`);
+  lines.push('\t}');
+  return lines.join('\n');
+}
+
+const DYN_NOTE = 'comment "registered sandboxes';
+
+/** Registered sandboxes' counterpart of perSandbox(): one rule per set, whatever its size. */
+function perDynamic(verdict: string): string[] {
+  return [
+    `iifname . ip saddr @dyn_pair ${verdict} ${DYN_NOTE}: interface and cidr"`,
+    `iifname @dyn_iface ${verdict} ${DYN_NOTE}: interface"`,
+    `ip saddr @dyn_addr4 ${verdict} ${DYN_NOTE}: cidr"`,
+  ];
+}
+
+/** Packets towards registered sandboxes, like towardsExpr(): by interface where they have one. */
+function towardsDynamic(verdict: string, note: string): string[] {
+  return [
+    `oifname @dyn_pair_iface ${verdict} ${DYN_NOTE}: ${note}"`,
+    `oifname @dyn_iface ${verdict} ${DYN_NOTE}: ${note}"`,
+    `ip daddr @dyn_addr4 ${verdict} ${DYN_NOTE}: ${note}"`,
+  ];
+}
+
+/** The registered sandboxes' interface sets: IPv6 is keyed by interface alone. */
+function dynIfaces(verdict: string, note: string): string[] {
+  return [`iifname @dyn_iface ${verdict} ${DYN_NOTE}: ${note}"`, `iifname @dyn_pair_iface ${verdict} ${DYN_NOTE}: ${note}"`];
+}
+
+/**
+ * One `nft -f` transaction that turns the sets for `before` into the sets for `after`: deletes
+ * first (an updated sandbox may re-add the same interface), then adds. Empty when nothing
+ * changes. Both lists are checked like a plan's sandboxes before any text is made.
+ */
+export function renderSetChanges(table: string, before: readonly SandboxMatch[], after: readonly SandboxMatch[]): string {
+  if (typeof table !== 'string' || !TABLE_RE.test(table)) invalid(`table ${JSON.stringify(table)} must match [A-Za-z][A-Za-z0-9_-]{0,63}`);
+  for (const list of [before, after]) {
+    const seen = new Set<string>();
+    for (const m of list) checkSandbox(m, seen);
+  }
+  const was = dynamicElements(before);
+  const now = dynamicElements(after);
+  const dels: string[] = [];
+  const adds: string[] = [];
+  for (const set of DYN_SETS) {
+    const old = new Set(was[set]);
+    const next = new Set(now[set]);
+    const gone = was[set].filter((e) => !next.has(e));
+    const added = now[set].filter((e) => !old.has(e));
+    if (gone.length > 0) dels.push(`delete element inet ${table} ${set} { ${gone.join(', ')} }`);
+    if (added.length > 0) adds.push(`add element inet ${table} ${set} { ${added.join(', ')} }`);
+  }
+  const lines = [...dels, ...adds];
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
 /** The full `table inet <table> { ... }` text. Deterministic: same plan, same text. */
 export function renderRuleset(plan: FirewallPlan): string {
   validatePlan(plan);
@@ -236,19 +348,27 @@ export function renderRuleset(plan: FirewallPlan): string {
   const queue = formatMark(plan.queueMark);
   const limit = `limit rate over ${plan.packetRate.pps}/second burst ${plan.packetRate.burst} packets`;
   const withIface = plan.sandboxes.filter((s) => s.interface !== undefined);
+  const dyn = plan.dynamic !== undefined;
+  /** The registered sandboxes' rules when the plan has a dynamic part, else nothing. */
+  const D = (rules: () => string[]): string[] => (dyn ? rules() : []);
+  const elements = dynamicElements(plan.dynamic ?? []);
   const sets = [
     // Per source address; bounded (size) and self-cleaning (timeout), so a sandbox cycling
     // through addresses cannot grow it without limit.
     '\tset packet_rate4 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 60s\n\t}',
+    ...D(() => DYN_SETS.map((name) => dynSetDecl(name, elements[name]))),
   ];
   const chains = [
     chain('pre_mangle', 'type filter hook prerouting priority mangle - 5; policy accept;', [
       // goto, not jump: a sandbox packet that sandbox_pre lets through (UDP for pre_nat) must
       // not fall back into the catch-all drops below.
+      ...D(() => perDynamic('goto sandbox_pre')),
       ...perSandbox(plan, 'goto sandbox_pre'),
       // IPv6 on a sandbox interface: `ip saddr` never matches it, so it lands here.
+      ...D(() => dynIfaces('meta nfproto ipv6 goto sandbox_pre6', 'IPv6')),
       ...withIface.map((s) => `iifname "${s.interface}" meta nfproto ipv6 goto sandbox_pre6 comment "sandbox ${s.name}"`),
       // After every sandbox's own rule, so sandboxes sharing an interface glob still match.
+      ...D(() => [`iifname @dyn_pair_iface counter drop ${DYN_NOTE}: a source outside its cidr"`]),
       ...plan.sandboxes
         .filter((s) => s.interface !== undefined && s.cidr !== undefined)
         .map((s) => `iifname "${s.interface}" counter drop comment "sandbox ${s.name}: a source outside its cidr"`),
@@ -275,15 +395,20 @@ export function renderRuleset(plan: FirewallPlan): string {
     chain('pre_verdict', 'type filter hook prerouting priority mangle + 5; policy accept;', [
       '# still marked for the queue: no NFQUEUE rule took it, so it was never decided',
       `meta mark ${queue} counter drop`,
+      ...D(() => dynIfaces(`${ND} accept`, 'neighbour discovery with the host')),
       ...withIface.map((s) => `iifname "${s.interface}" ${ND} accept comment "sandbox ${s.name}: neighbour discovery with the host"`),
+      ...D(() => dynIfaces('meta nfproto ipv6 counter drop', 'IPv6 is never carried')),
       ...withIface.map((s) => `iifname "${s.interface}" meta nfproto ipv6 counter drop comment "sandbox ${s.name}: IPv6 is never carried"`),
     ]),
     chain(
       'pre_nat',
       'type nat hook prerouting priority dstnat; policy accept;',
-      perSandbox(plan, `meta l4proto { tcp, udp } th dport 53 redirect to :${plan.dnsPort}`),
+      [
+        ...D(() => perDynamic(`meta l4proto { tcp, udp } th dport 53 redirect to :${plan.dnsPort}`)),
+        ...perSandbox(plan, `meta l4proto { tcp, udp } th dport 53 redirect to :${plan.dnsPort}`),
+      ],
     ),
-    chain('input', 'type filter hook input priority filter; policy accept;', perSandbox(plan, 'jump sandbox_in')),
+    chain('input', 'type filter hook input priority filter; policy accept;', [...D(() => perDynamic('jump sandbox_in')), ...perSandbox(plan, 'jump sandbox_in')]),
     chain('sandbox_in', undefined, [
       '# IPv6 reaches this far only as neighbour discovery (pre_verdict drops the rest)',
       `${ND} accept`,
@@ -296,8 +421,11 @@ export function renderRuleset(plan: FirewallPlan): string {
     ]),
     chain('forward', 'type filter hook forward priority filter; policy accept;', [
       // Forwarding would bypass sandgate: only flows its verdict accepted are forwarded.
+      ...D(() => perDynamic('goto sandbox_fwd')),
       ...perSandbox(plan, 'goto sandbox_fwd'),
+      ...D(() => towardsDynamic(`ct mark ${flow} accept`, 'replies of accepted flows')),
       ...plan.sandboxes.map((s) => `${towardsExpr(s)} ct mark ${flow} accept comment "sandbox ${s.name}: replies of accepted flows"`),
+      ...D(() => towardsDynamic('counter drop', 'nothing else is forwarded to it')),
       ...plan.sandboxes.map((s) => `${towardsExpr(s)} counter drop comment "sandbox ${s.name}: nothing else is forwarded to it"`),
     ]),
     chain('sandbox_fwd', undefined, [

@@ -11,6 +11,7 @@ import { serveHttp } from '../http/proxy.js';
 import { connectTcp, connectToHost } from './upstream.js';
 import { splice } from './splice.js';
 import type { RouteIfaceCache } from './route-iface.js';
+import type { ConnRegistry } from './conn-registry.js';
 
 export interface Gate {
   /** The current runtime (swapped on reload). */
@@ -19,6 +20,8 @@ export interface Gate {
   readonly httpFront: http.Server;
   /** TLS interception for hosts whose rule injects or checks requests (set once interception is enabled). */
   readonly intercept?: (socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule) => void;
+  /** Open connections per sandbox, closed when a registered sandbox is removed (src/control). */
+  readonly conns?: ConnRegistry;
 }
 
 /**
@@ -42,6 +45,11 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   if (!sandbox) {
     conn({ decision: 'deny', reason: 'source is not a configured sandbox' });
     socket.resetAndDestroy();
+    return;
+  }
+  // Same tick as identify(): a sandbox removed while the route lookup ran is caught here.
+  if (gate.conns && !gate.conns.track(sandbox, socket)) {
+    conn({ decision: 'deny', sandbox: sandbox.name, reason: 'the sandbox was removed' });
     return;
   }
   const info: ConnInfo = { rt, sandbox, src, dst, dstPort };

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { pooledReader, type PooledReader } from './pooled-read.js';
 
 export interface SpliceStats { bytesIn: number; bytesOut: number; ms: number; error?: string }
 
@@ -45,6 +46,28 @@ export function splice(client: net.Socket, upstream: net.Socket, head: Buffer | 
   upstream.once('end', maybeEnd);
   if (headLen > 0 && head) upstream.write(head);
   client.pipe(upstream);
-  upstream.pipe(client);
+  const reader = pooledReader(upstream);
+  if (reader) relayPooled(upstream, client, reader);
+  else upstream.pipe(client);
   client.resume();
+}
+
+/**
+ * What `from.pipe(to)` does (backpressure, end -> end), for a socket whose reads land in a reused
+ * buffer (pooled-read.ts): each chunk is written on at once, and if the write could not complete
+ * synchronously (it is still queued, referencing the buffer) the next read gets a new buffer.
+ */
+function relayPooled(from: net.Socket, to: net.Socket, reader: PooledReader): void {
+  const resume = (): void => { from.resume(); };
+  reader.attach(from, (chunk) => {
+    if (to.destroyed) return false;
+    const ok = to.write(chunk);
+    if (to.writableLength > 0) reader.retain();
+    if (!ok) {
+      to.once('drain', resume);
+      return false;
+    }
+    return true;
+  });
+  from.once('end', () => { if (!to.destroyed) to.end(); });
 }

@@ -3,6 +3,7 @@ import net from 'node:net';
 import type { Config } from '../config/types.js';
 import { SandgateError } from '../errors.js';
 import { inAny, parseCidr, parseHostPort, parseIp, FORBIDDEN_UPSTREAM, type Cidr } from '../util/ip.js';
+import { PooledReader, usePooledReader } from './pooled-read.js';
 
 const MIN_TTL_S = 5;
 const MAX_TTL_S = 300;
@@ -131,10 +132,16 @@ export class AddressGuard {
   }
 }
 
-/** Connect with a timeout; TCP_NODELAY on (testing-network.md: Nagle + delayed ACK cost ~45 ms per request). */
+/**
+ * Connect with a timeout; TCP_NODELAY on (testing-network.md: Nagle + delayed ACK cost ~45 ms per
+ * request). The socket's reads are pooled (pooled-read.ts): it is meant for splice(), which
+ * attaches the reader; it emits no 'data' events.
+ */
 export function connectTcp(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+    const reader = new PooledReader();
+    const s = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true, onread: reader.onread });
+    usePooledReader(s, reader);
     const timer = setTimeout(() => {
       s.destroy();
       reject(new SandgateError(`connect to ${address}:${port} timed out after ${timeoutMs} ms`, 'UPSTREAM_CONNECT'));

@@ -73,8 +73,7 @@ function endpoint(ip: string, port: number | undefined, family: 4 | 6): string {
 
 /** The sandbox an IPv6 packet came from: by interface only (sandbox cidrs are IPv4). */
 function sandboxByIface(rt: Runtime, iface: string | undefined): Sandbox | undefined {
-  if (iface === undefined) return undefined;
-  return rt.sandboxes.list.find((s) => s.iface !== undefined && s.iface(iface));
+  return rt.sandboxes.byIface(iface);
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {

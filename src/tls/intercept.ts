@@ -23,6 +23,11 @@ import type { LeafCache } from './leaf-cache.js';
 export interface InterceptorDeps {
   readonly leaves: LeafCache;
   readonly front: http.Server;
+  /**
+   * Registers the terminated TLS socket as the sandbox's open connection in place of the TCP
+   * socket under it (src/net/conn-registry.ts); false: the sandbox is gone, drop it.
+   */
+  readonly track?: (sandbox: ConnInfo['sandbox'], tlsSocket: net.Socket, tcpSocket: net.Socket) => boolean;
 }
 
 export type Interceptor = (socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule) => void;
@@ -64,6 +69,7 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
   t.once('secure', () => {
     secure = true;
     clearTimeout(timer);
+    if (deps.track && !deps.track(info.sandbox, t, socket)) return;
     t.setNoDelay(true);
     setConnInfo(t, { ...info, sni });
     rt.audit.write({ ...base, decision: 'allow', intercept: true, tlsVersion: t.getProtocol() ?? undefined });

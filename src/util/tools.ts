@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 const DIRS = ['/usr/sbin', '/sbin', '/usr/bin', '/bin'];
 const found = new Map<string, string>();
 
-export function tool(name: 'ip' | 'nft' | 'iptables' | 'iptables-restore' | 'sysctl' | 'curl'): string {
+export function tool(name: 'ip' | 'nft' | 'iptables' | 'iptables-restore' | 'sysctl' | 'curl' | 'conntrack'): string {
   let p = found.get(name);
   if (!p) {
     p = DIRS.map((d) => `${d}/${name}`).find((c) => existsSync(c)) ?? `/usr/sbin/${name}`;

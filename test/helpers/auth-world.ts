@@ -83,7 +83,7 @@ export async function createAuthWorld(names: string[], opts: { ttl?: number; sco
 export function authConfig(aw: AuthWorld, names: string[], allow: unknown[], credentials: Record<string, unknown>): Record<string, unknown> {
   const { w } = aw;
   return {
-    listen: { port: 15001, dnsPort: 15053 },
+    listen: { port: 15001, dnsPort: 15053, control: join(w.dir, 'control.sock') },
     tls: { caDir: join(w.dir, 'ca') },
     upstream: {
       hosts: { ...Object.fromEntries(names.map((n) => [n, w.a])), [AUTH_HOST]: w.topo.addr('auth') },

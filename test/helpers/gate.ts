@@ -56,6 +56,9 @@ export class LineLog {
 
 export interface Upstream { proc: ChildProcess; log: LineLog; port: number }
 
+/** A reload's outcome line (the control API writes `config` lines of its own: sandbox-added, ...). */
+const isReload = (l: Line): boolean => l.event === 'config' && (l.action === 'reloaded' || l.action === 'rejected');
+
 export async function startUpstream(topo: Topology, node: string, args: string[]): Promise<Upstream> {
   const proc = topo.spawn(topo.ns(node), process.execPath, [UPSTREAM, ...args]);
   const log = new LineLog();
@@ -93,12 +96,12 @@ export async function startGate(topo: Topology, dir: string, config: unknown, na
     stderr: () => err,
     async reload(next) {
       writeFileSync(configPath, JSON.stringify(next, null, 2));
-      const seen = log.lines.filter((l) => l.event === 'config' && l.action !== 'loaded').length;
+      const seen = log.lines.filter((l) => isReload(l)).length;
       reloads++;
       proc.kill('SIGHUP');
       const target = seen + 1;
-      return log.waitFor(() => log.lines.filter((l) => l.event === 'config' && l.action !== 'loaded').length >= target, 5000, `reload #${reloads}`)
-        .then(() => log.lines.filter((l) => l.event === 'config' && l.action !== 'loaded')[target - 1] as Line);
+      return log.waitFor(() => log.lines.filter((l) => isReload(l)).length >= target, 5000, `reload #${reloads}`)
+        .then(() => log.lines.filter((l) => isReload(l))[target - 1] as Line);
     },
   };
 }
@@ -170,7 +173,8 @@ export const TEST_BACKEND: string | undefined = process.env['SANDGATE_TEST_BACKE
 /** A config for the standard world; `policy` replaces the default allow list. */
 export function baseConfig(world: World, extra: { allow?: unknown[]; mode?: string; upstream?: Record<string, unknown>; sandbox?: Record<string, unknown>; log?: Record<string, unknown> } = {}): Record<string, unknown> {
   return {
-    listen: { port: 15001, dnsPort: 15053 },
+    // The control socket in the world's own directory: parallel test files never share one.
+    listen: { port: 15001, dnsPort: 15053, control: join(world.dir, 'control.sock') },
     tls: { caDir: join(world.dir, 'ca') },
     upstream: {
       hosts: Object.fromEntries(NAMES.map((n) => [n, world.a])),

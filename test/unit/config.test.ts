@@ -75,7 +75,7 @@ test('the contract\'s full example parses, without reading the secret (resolved 
   delete process.env.LLM_API_KEY;
   try {
     const c = parseConfig(CONTRACT_EXAMPLE, 'contract.yaml');
-    t.deepEqual(c.listen, { port: 15001, dnsPort: 15053, address: '0.0.0.0' });
+    t.deepEqual(c.listen, { port: 15001, dnsPort: 15053, address: '0.0.0.0', control: '/run/sandgate/control.sock' });
     t.is(c.log.file, '/var/log/sandgate/audit.log');
     t.is(c.tls.caDir, '/var/lib/sandgate');
     t.is(c.upstream.resolver, '10.78.0.2:53');
@@ -105,7 +105,7 @@ test('the same config written as JSON parses to the same result', (t) => {
 
 test('defaults are filled in, and the result is deeply frozen', (t) => {
   const c = parseConfig(MINIMAL, 'sg.yaml');
-  t.deepEqual(c.listen, { port: 15001, dnsPort: 15053, address: '0.0.0.0' });
+  t.deepEqual(c.listen, { port: 15001, dnsPort: 15053, address: '0.0.0.0', control: '/run/sandgate/control.sock' });
   t.deepEqual(c.log, { level: 'info' });
   t.is(c.log.file, undefined, 'audit goes to stdout by default');
   t.deepEqual(c.tls, { caDir: '/var/lib/sandgate' });
@@ -366,4 +366,14 @@ test('an alias bomb is refused instead of expanded', (t) => {
   for (let i = 1; i < 8; i++) lines.push(`${'abcdefgh'[i]}: &${'abcdefgh'[i]} [${Array(10).fill(`*${'abcdefgh'[i - 1]}`).join(', ')}]`);
   const p = only(lines.join('\n') + '\n');
   t.regex(p.message, /alias/i);
+});
+
+test('listen.control: an absolute socket path, false to turn the control API off; anything else is refused', (t) => {
+  t.is(parseConfig('listen:\n  control: /tmp/sg/control.sock\n' + MINIMAL, 'sg.yaml').listen.control, '/tmp/sg/control.sock');
+  t.is(parseConfig('listen:\n  control: false\n' + MINIMAL, 'sg.yaml').listen.control, false);
+  t.regex(only('listen:\n  control: run/control.sock\n' + MINIMAL).message, /absolute path for the control socket, or false/);
+  t.regex(only('listen:\n  control: true\n' + MINIMAL).message, /absolute path/);
+  t.regex(only('listen:\n  control: /run/sandgate/\n' + MINIMAL).message, /not a directory/);
+  t.regex(only(`listen:\n  control: /${'x'.repeat(120)}\n` + MINIMAL).message, /too long for a unix socket path/);
+  t.is(only('listen:\n  control: 5\n' + MINIMAL).path, 'listen.control');
 });

@@ -97,7 +97,7 @@ credentials:
   const policies = compilePolicies(config);
   const credentials = loadCredentials(config, { env: { SG_K: 'sk-real-secret' }, readFile: () => '' });
   const rt = { config, policies, credentials, requestRules: compileRequestRules(policies, credentials) } as unknown as Runtime;
-  const sandbox = { name: 's', policy: policies.byName.get('p')! };
+  const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return { info: (sni, port = 443) => ({ rt, sandbox, src: '10.77.1.2:1', dst: `10.77.2.2:${port}`, dstPort: port, ...(sni ? { sni } : {}) }) };
 }
 

@@ -1,0 +1,176 @@
+/**
+ * The control API: JSON over HTTP/1.1 on a unix socket (listen.control; docs/control-api.md).
+ *
+ *   GET    /sandboxes         every sandbox, the config's and the registered ones
+ *   GET    /sandboxes/NAME    one
+ *   POST   /sandboxes         register {name, interface?, address?|cidr?, policy, user?, labels?}
+ *   PUT    /sandboxes/NAME    change policy, user, labels or match of a registered one
+ *   DELETE /sandboxes/NAME    remove a registered one; its open connections are reset
+ *
+ * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
+ * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
+ * changed), 501 (iptables backend). Access control is the socket file itself: mode 0600 in a
+ * directory sandgate creates 0700, so only root (sandgate's user) can connect; it is a path in
+ * the host's file system, never an address a sandbox's network can reach.
+ */
+import http from 'node:http';
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import { SandgateError } from '../errors.js';
+import { isSandboxName, parseBody, type Outcome } from './registry.js';
+import type { ControlService } from './service.js';
+
+const MAX_BODY = 64 * 1024;
+
+export interface ControlServer {
+  readonly path: string;
+  close(): Promise<void>;
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+function sendOutcome<T>(res: http.ServerResponse, o: Outcome<T>, ok: (v: T) => [number, unknown]): void {
+  if (!o.ok) { send(res, o.status, { error: o.error }); return; }
+  const [status, body] = ok(o.value);
+  send(res, status, body);
+}
+
+function readBody(req: http.IncomingMessage): Promise<Outcome<Record<string, unknown>>> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) { over = true; return; }
+      if (!over) chunks.push(c);
+    });
+    req.on('end', () => {
+      if (over) resolve({ ok: false, status: 413, error: `the request body is larger than ${MAX_BODY} bytes` });
+      else resolve(parseBody(Buffer.concat(chunks).toString('utf8')));
+    });
+    req.on('error', () => resolve({ ok: false, status: 400, error: 'the request body could not be read' }));
+  });
+}
+
+async function route(svc: ControlService, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://control');
+  const parts = url.pathname.split('/').filter((p) => p !== '');
+  const method = req.method ?? 'GET';
+  if (parts[0] !== 'sandboxes' || parts.length > 2) {
+    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes and /sandboxes/NAME)` });
+    return;
+  }
+  if (parts.length === 1) {
+    if (method === 'GET') { send(res, 200, { sandboxes: svc.list() }); return; }
+    if (method === 'POST') {
+      const body = await readBody(req);
+      if (!body.ok) { send(res, body.status, { error: body.error }); return; }
+      const o = await svc.add(body.value);
+      if (o.ok) { send(res, 201, { sandbox: o.value }, { location: `/sandboxes/${encodeURIComponent(o.value.name)}` }); return; }
+      send(res, o.status, { error: o.error });
+      return;
+    }
+    send(res, 405, { error: `${method} is not allowed on /sandboxes (GET, POST)` }, { allow: 'GET, POST' });
+    return;
+  }
+  let name: string;
+  try {
+    name = decodeURIComponent(parts[1] ?? '');
+  } catch {
+    name = '';
+  }
+  if (!isSandboxName(name)) { send(res, 404, { error: `no sandbox named ${JSON.stringify(name)} (names match [A-Za-z0-9_.-]{1,64})` }); return; }
+  switch (method) {
+    case 'GET': sendOutcome(res, svc.get(name), (v) => [200, { sandbox: v }]); return;
+    case 'PUT': case 'PATCH': {
+      const body = await readBody(req);
+      if (!body.ok) { send(res, body.status, { error: body.error }); return; }
+      sendOutcome(res, await svc.update(name, body.value), (v) => { const { closed, ...sandbox } = v; return [200, { sandbox, closed }]; });
+      return;
+    }
+    case 'DELETE': sendOutcome(res, await svc.remove(name), (v) => [200, v]); return;
+    default: send(res, 405, { error: `${method} is not allowed on /sandboxes/NAME (GET, PUT, DELETE)` }, { allow: 'GET, PUT, DELETE' });
+  }
+}
+
+/** Whether something accepts connections on the unix socket at `path` now. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ path });
+    const done = (v: boolean): void => { clearTimeout(timer); s.destroy(); resolve(v); };
+    const timer = setTimeout(() => done(true), 1000); // a live but busy server: do not steal its path
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+function listenError(path: string, why: string): SandgateError {
+  return new SandgateError(`cannot listen on the control socket ${path} (listen.control): ${why}`, 'LISTEN');
+}
+
+/**
+ * Binds the control socket: its directory is created 0700 if missing; a socket file left by a
+ * sandgate that died is replaced, one something still answers on is not, and nothing that is not
+ * a socket is ever deleted. The socket is created 0600 (umask held for the synchronous bind, then
+ * chmod as well), so there is no moment when others could connect.
+ */
+export async function startControlServer(path: string, svc: ControlService): Promise<ControlServer> {
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw listenError(path, `cannot create its directory (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let stale = false;
+  try {
+    const st = lstatSync(path);
+    if (!st.isSocket()) throw listenError(path, 'the path exists and is not a socket (remove it or choose another path)');
+    if (await answers(path)) throw listenError(path, 'another process is serving it (is sandgate already running?)');
+    stale = true;
+  } catch (err) {
+    if (err instanceof SandgateError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw listenError(path, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
+  }
+  if (stale) unlinkSync(path);
+
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    route(svc, req, res).catch((err: Error) => {
+      if (!res.headersSent) send(res, 500, { error: `internal error: ${err.message}` });
+      else res.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(path, err.code ?? err.message)));
+    // The bind happens inside listen() (net.Server#listen for a pipe path), so the umask
+    // is only needed for this synchronous call.
+    const umask = process.umask(0o177);
+    try {
+      server.listen({ path, exclusive: true }, () => resolve());
+    } finally {
+      process.umask(umask);
+    }
+  });
+  chmodSync(path, 0o600);
+  const ino = lstatSync(path).ino;
+  server.on('error', () => { /* accept errors (EMFILE) are transient */ });
+
+  let closing: Promise<void> | undefined;
+  return {
+    path,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }).then(() => {
+        // Only our own socket file: never one a newer sandgate bound meanwhile.
+        try { if (lstatSync(path).ino === ino) unlinkSync(path); } catch { /* already gone */ }
+      });
+      return closing;
+    },
+  };
+}
