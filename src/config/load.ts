@@ -42,7 +42,7 @@ export function parseConfig(text: string, file: string): Config {
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: firstLine((err as Error).message) }]);
   }
   const { config, problems: found } = validateConfig(raw);
-  if (!config) throw new ConfigError(found.map((p) => locate(doc, lc, file, p)));
+  if (!config) throw new ConfigError(found.map((p) => locate(doc, lc, file, p)).sort((a, b) => a.line - b.line || a.col - b.col));
   return deepFreeze(config);
 }
 
