@@ -23,6 +23,8 @@
  *                 for bench.example.test, same header set, re-encrypting to nginx, verified).
  *   mitmproxy     firewall removed; wrk -> 10.77.1.13:443 (mitmdump in reverse mode with the same
  *                 certificate and the same header set by a one-line addon), if it runs.
+ *   sg-intercept-w the same with `workers: N` (--workers, default 2): a second sandgate, started
+ *               in place of the first whenever this target is measured (same firewall table)
  * HAProxy and mitmproxy are explicit targets (wrk dials their address; the sandbox's hosts file
  * maps the test name there), so they see the same bytes as sandgate without a firewall of
  * their own; sandgate's firewall is installed only while sandgate is measured.
@@ -47,6 +49,7 @@
  *
  * Usage: node scripts/bench.mjs [--quick] [--only SCENARIO,...] [--targets TARGET,...] [--rounds N]
  *        [--duration S] [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--dist DIR]
+ *        [--workers N]
  */
 import { spawnSync, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -81,13 +84,13 @@ const SG_DNS_PORT = 15053;
 /* ------------------------------------------------------------------------------------------ */
 
 const ALL_SCENARIOS = ['keepalive', 'latency', 'connclose', 'bulk', 'idle', 'dns'];
-const ALL_TARGETS = ['direct', 'sg-pass', 'sg-intercept', 'haproxy-tcp', 'haproxy-mitm', 'mitmproxy'];
+const ALL_TARGETS = ['direct', 'sg-pass', 'sg-intercept', 'sg-intercept-w', 'haproxy-tcp', 'haproxy-mitm', 'mitmproxy'];
 
 function usage(msg) {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(`usage: node scripts/bench.mjs [--quick] [--only ${ALL_SCENARIOS.join(',')}]
        [--targets ${ALL_TARGETS.join(',')}] [--rounds N] [--duration S]
-       [--idle-count N] [--profile] [--no-setup] [--out PREFIX]
+       [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--workers N]
   --quick        one round, 2 s per measurement (a smoke run; figures are rough)
   --only         scenarios to run (default: all)
   --targets      targets to run (default: all that start)
@@ -98,13 +101,14 @@ function usage(msg) {
   --no-setup     do not run scripts/bench-setup.sh first
   --out PREFIX   write PREFIX.json and PREFIX.md (default bench/results/latest)
   --dist DIR     the sandgate build to measure (default dist/, which \`npm run bench\` builds)
+  --workers N    workers of the sg-intercept-w target (sandgate's \`workers: N\`; default 2)
   --rerender F   rewrite F's markdown (F.json -> F.md) from its JSON, measuring nothing
 `);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const o = { quick: false, only: ALL_SCENARIOS, targets: ALL_TARGETS, rounds: undefined, duration: undefined, idleCount: 10000, profile: false, setup: true, out: join(ROOT, 'bench/results/latest') };
+  const o = { quick: false, only: ALL_SCENARIOS, targets: ALL_TARGETS, rounds: undefined, duration: undefined, idleCount: 10000, workers: 2, profile: false, setup: true, out: join(ROOT, 'bench/results/latest') };
   const list = (v, allowed, flag) => {
     if (!v) usage(`${flag} needs a value`);
     const items = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -125,6 +129,7 @@ function parseArgs(argv) {
       case '--rounds': o.rounds = Math.round(num(argv[++i], a)); break;
       case '--duration': o.duration = num(argv[++i], a); break;
       case '--idle-count': o.idleCount = Math.round(num(argv[++i], a)); break;
+      case '--workers': o.workers = Math.round(num(argv[++i], a)); if (o.workers < 2 || o.workers > 64) usage('--workers: 2 to 64'); break;
       case '--profile': o.profile = true; break;
       case '--no-setup': o.setup = false; break;
       case '--rerender': o.rerender = resolve(argv[++i] ?? usage('--rerender needs a value')); break;
@@ -489,16 +494,23 @@ class Bench {
         mkdirSync(this.profDir, { recursive: true });
         nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${this.profDir}`);
       }
-      const sg = this.start('sandgate', topo.hostNs, process.execPath, [...nodeArgs, CLI, 'run', '-c', this.sgConfigPath], env);
-      await waitFor(() => {
-        if (sg.exited()) throw new Error(`sandgate exited: ${sg.tail()}`);
-        return existsSync(this.auditFile) && readFileSync(this.auditFile, 'utf8').includes('"event":"ready"');
-      }, 15000, 'sandgate ready');
+      this.sgEnv = env;
+      this.sgVariants = { sandgate: { args: [...nodeArgs, CLI, 'run', '-c', this.sgConfigPath], audit: this.auditFile } };
+      await this.startSandgate('sandgate', env);
       this.state.fw = true;
-      const pid = () => sg.child.pid;
+      const pid = () => this.procs.sandgate.child.pid;
       const sgCa = join(this.dir, 'sg-ca', 'ca.pem');
-      def({ id: 'sg-pass', name: PASS_NAME, addr: UP, sandgate: true, forward: false, ca: this.pki.ca, intercepts: false, pid, label: 'sandgate passthrough' });
-      def({ id: 'sg-intercept', name: BENCH_NAME, addr: UP, sandgate: true, forward: false, ca: sgCa, intercepts: true, pid, label: 'sandgate intercept+inject' });
+      def({ id: 'sg-pass', name: PASS_NAME, addr: UP, sandgate: true, sgProc: 'sandgate', forward: false, ca: this.pki.ca, intercepts: false, pid, label: 'sandgate passthrough' });
+      def({ id: 'sg-intercept', name: BENCH_NAME, addr: UP, sandgate: true, sgProc: 'sandgate', forward: false, ca: sgCa, intercepts: true, pid, label: 'sandgate intercept+inject' });
+      if (wants('sg-intercept-w')) {
+        // The same config with `workers: N`, run instead of the first sandgate while this target is
+        // measured (activate() swaps them; both use one firewall table, one CA, one port).
+        const wConfig = join(this.dir, 'sandgate-w.json');
+        const wAudit = join(this.dir, 'audit-w.log');
+        writeFileSync(wConfig, JSON.stringify({ ...sandgateConf(this.dir, this.pki, wAudit), workers: this.o.workers }, null, 2));
+        this.sgVariants['sandgate-w'] = { args: [CLI, 'run', '-c', wConfig], audit: wAudit };
+        def({ id: 'sg-intercept-w', name: BENCH_NAME, addr: UP, sandgate: true, sgProc: 'sandgate-w', forward: false, ca: sgCa, intercepts: true, pid: () => this.procs['sandgate-w'].child.pid, label: `sandgate intercept+inject ×${this.o.workers} workers` });
+      }
     }
 
     // Check every target end to end (and that the intercepting ones inject the same header)
@@ -521,7 +533,7 @@ class Bench {
           throw new Error('bulk');
         }
       } catch {
-        const proc = { 'haproxy-tcp': 'haproxy', 'haproxy-mitm': 'haproxy', mitmproxy: 'mitmproxy', 'sg-pass': 'sandgate', 'sg-intercept': 'sandgate', direct: 'nginx' }[t.id];
+        const proc = { 'haproxy-tcp': 'haproxy', 'haproxy-mitm': 'haproxy', mitmproxy: 'mitmproxy', 'sg-pass': 'sandgate', 'sg-intercept': 'sandgate', 'sg-intercept-w': 'sandgate-w', direct: 'nginx' }[t.id];
         const why = last ? `curl exit ${last.code}: ${(last.stderr || last.stdout).trim().slice(0, 200)}` : 'no answer';
         this.skipped[t.id] = `sanity check failed (${why})${this.procs[proc]?.exited() ? `; process exited: ${this.procs[proc].tail().slice(-300)}` : ''}`;
         log(`skipping ${t.id}: ${this.skipped[t.id]}`);
@@ -549,9 +561,26 @@ class Bench {
     return /^Reused,/m.test(r.stdout) ? 'yes' : /^New,/m.test(r.stdout) ? 'no' : 'unknown';
   }
 
+  /** Starts one sandgate variant (`sandgate`, or `sandgate-w` with workers) and waits for its ready line. */
+  async startSandgate(label, env) {
+    const v = this.sgVariants[label];
+    const before = existsSync(v.audit) ? readFileSync(v.audit, 'utf8').split('"event":"ready"').length : 1;
+    const sg = this.start(label, this.topo.hostNs, process.execPath, v.args, env);
+    await waitFor(() => {
+      if (sg.exited()) throw new Error(`${label} exited: ${sg.tail()}`);
+      return existsSync(v.audit) && readFileSync(v.audit, 'utf8').split('"event":"ready"').length > before;
+    }, 20000, `${label} ready`);
+    this.sgRunning = label;
+  }
+
   /** Routes the sandbox's traffic to one target: firewall, forwarding and hosts file. */
   async activate(t) {
     const { topo } = this;
+    if (t.sgProc !== undefined && this.sgRunning !== t.sgProc) {
+      // SIGTERM leaves the firewall in place; the other sandgate re-creates the same table.
+      await this.stop(this.sgRunning);
+      await this.startSandgate(t.sgProc, this.sgEnv);
+    }
     if (this.state.fw !== undefined && this.state.fw !== t.sandgate) {
       // `sandgate firewall up|down -c FILE` (the documented commands) in the host namespace.
       const action = t.sandgate ? 'up' : 'down';
@@ -720,6 +749,7 @@ class Bench {
     this.cleaned = (async () => {
       // sandgate first, by pid, so --cpu-prof writes its profile on a clean exit.
       if (this.procs.sandgate) await this.stop('sandgate');
+      if (this.procs['sandgate-w']) await this.stop('sandgate-w');
       if (this.profDir && existsSync(this.profDir)) {
         const files = readdirSync(this.profDir).filter((f) => f.endsWith('.cpuprofile'));
         if (files.length > 0) {
@@ -745,7 +775,7 @@ function fmt(v, digits = 1) {
 }
 
 /** The HAProxy mode each target is compared with: the one doing the same job. */
-const REF = { 'sg-pass': 'haproxy-tcp', 'haproxy-tcp': 'haproxy-tcp', 'sg-intercept': 'haproxy-mitm', 'haproxy-mitm': 'haproxy-mitm', mitmproxy: 'haproxy-mitm' };
+const REF = { 'sg-pass': 'haproxy-tcp', 'haproxy-tcp': 'haproxy-tcp', 'sg-intercept': 'haproxy-mitm', 'sg-intercept-w': 'haproxy-mitm', 'haproxy-mitm': 'haproxy-mitm', mitmproxy: 'haproxy-mitm' };
 
 function summarise(results) {
   const groups = new Map();
@@ -797,6 +827,7 @@ function checkTargets(sum, idleCount) {
   const checks = [];
   const add = (what, value, goal, ok, unit = '×') => checks.push({ what, value, goal, ok: value == null ? null : ok(value), unit });
   add('intercept keep-alive req/s vs HAProxy MITM', ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'haproxy-mitm', 'rps')), '≥ 0.35 (stretch 0.5)', (v) => v >= 0.35);
+  add('intercept keep-alive req/s, N workers vs 1 (same run)', ratio(g('keepalive', 'sg-intercept-w', 'rps'), g('keepalive', 'sg-intercept', 'rps')), '> 1 where cores are spare (here wrk and nginx share them)', (v) => v > 1);
   add('intercept keep-alive req/s vs mitmproxy', ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'mitmproxy', 'rps')), '≥ 10', (v) => v >= 10);
   add('intercept keep-alive p99 at 50 connections', g('keepalive', 'sg-intercept', 'p99_ms'), '≤ 5 ms', (v) => v <= 5, 'ms');
   const lat = g('latency', 'sg-intercept', 'p50_ms');

@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import { loadConfigFile, ConfigError } from './config/load.js';
-import { createAudit, type Audit } from './audit/logger.js';
+import { createAudit, type PrimaryAudit } from './audit/logger.js';
 import { buildRuntime, type Runtime } from './runtime.js';
 import { planFromConfig } from './firewall/from-config.js';
 import { dynamicUnsupported, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
@@ -20,6 +20,19 @@ import { createControlService } from './control/service.js';
 import { startControlServer, type ControlServer } from './control/server.js';
 import { reloadConflict } from './control/registry.js';
 import { endAcceptedFlows } from './net/flows.js';
+import type { WorkerPool } from './cluster/primary.js';
+
+/**
+ * With workers, a sandbox's open connections are in the worker processes: closing them there
+ * too (src/cluster/primary.ts). The counts stay this process's own (DNS over TCP).
+ */
+class PoolConns extends ConnRegistry {
+  constructor(runtime: () => Runtime, private readonly pool: WorkerPool) { super(runtime); }
+  override close(name: string): number {
+    this.pool.close(name);
+    return super.close(name);
+  }
+}
 
 /** Load-time errors of the runtime (secrets, upstream.caFile) name the config file too. */
 function inFile<T>(file: string, build: () => T): T {
@@ -43,20 +56,26 @@ export interface Daemon {
  */
 export async function runDaemon(file: string): Promise<Daemon> {
   const config = loadConfigFile(file);
-  const audit: Audit = createAudit(config.log.file, config.log.level);
+  const audit: PrimaryAudit = createAudit(config.log.file, config.log.level);
   let rt = inFile(file, () => buildRuntime(config, audit));
   // The interception CA is created on first run (contract), so `ca cert` has something to hand
   // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
   const { material: ca } = await initCa(config.tls.caDir);
   const leaves = await LeafCache.create(ca);
   const httpFront = createHttpFront();
+  // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
+  // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
+  // Loaded only then: with the default (1) this process never touches node:cluster.
+  const pool = config.workers > 1
+    ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit })
+    : undefined;
   // Open connections per sandbox, so removing a registered one closes what it has open.
-  const conns = new ConnRegistry(() => rt);
+  const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
   const track = conns.track.bind(conns);
   const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), httpFront, intercept: createInterceptor({ leaves, front: httpFront, track: (sb, t, raw) => conns.handOver(sb, raw, t) }), conns };
   const servers: net.Server[] = [];
 
-  servers.push(await listenTransparent(config.listen.address, config.listen.port, (s) => {
+  servers.push(await listenTransparent(config.listen.address, config.listen.port, pool ? (s) => pool.dispatch(s) : (s) => {
     handleConnection(gate, s).catch((err: Error) => {
       rt.audit.write({ event: 'error', reason: `connection handler failed: ${err.message}` });
       s.destroy();
@@ -97,7 +116,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
   if (config.listen.control !== false) {
     const svc = createControlService({
       runtime: () => rt,
-      swap: (next) => { rt = next; gate.ifaces.clear(); },
+      swap: (next) => { rt = next; gate.ifaces.clear(); pool?.sandboxes(next); },
       serial,
       updateFirewall: (before, after) => firewallUpdateDynamic({ table: config.firewall.table }, backend, before, after),
       ...(dynamicUnsupported(backend) !== undefined ? { unsupported: dynamicUnsupported(backend) } : {}),
@@ -108,7 +127,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
   }
   audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
   audit.write({
-    event: 'ready', pid: process.pid, port: config.listen.port, dnsPort: config.listen.dnsPort, backend, packets: packets ? 'verdicts' : 'dropped',
+    event: 'ready', pid: process.pid, port: config.listen.port, ...(pool ? { workers: config.workers } : {}), dnsPort: config.listen.dnsPort, backend, packets: packets ? 'verdicts' : 'dropped',
     ...(control ? { control: control.path } : {}),
   });
 
@@ -122,6 +141,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
       for (const k of ['table', 'mark', 'routeTable', 'backend', 'queue', 'flowMark', 'queueMark'] as const) {
         if (next.firewall[k] !== rt.config.firewall[k]) throw new SandgateError(`${file}: firewall.${k} cannot change on reload (run "sandgate firewall down" with the old config, then restart)`, 'CONFIG');
       }
+      if (next.workers !== rt.config.workers) throw new SandgateError(`${file}: workers cannot change on reload (restart sandgate)`, 'CONFIG');
       if (next.log.file !== rt.config.log.file) throw new SandgateError(`${file}: log.file cannot change on reload (restart sandgate)`, 'CONFIG');
       if (next.tls.caDir !== rt.config.tls.caDir) throw new SandgateError(`${file}: tls.caDir cannot change on reload (restart sandgate)`, 'CONFIG');
       // Registered sandboxes stay across a reload, so the new config must leave room for them.
@@ -134,6 +154,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
       for (const w of reup.warnings) audit.write({ event: 'error', reason: w });
       rt = nextRt;
       gate.ifaces.clear();
+      pool?.reloaded(nextRt);
       audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length, registered: nextRt.dynamic.length });
     } catch (err) {
       const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
@@ -147,7 +168,10 @@ export async function runDaemon(file: string): Promise<Daemon> {
     async stop() {
       packets?.close();
       await control?.close();
-      await Promise.all([...servers.map((s) => new Promise<void>((r) => s.close(() => r()))), dns.close()]);
+      const closed = Promise.all([...servers.map((s) => new Promise<void>((r) => s.close(() => r()))), dns.close()]);
+      // Workers first: the listener's close waits for the connections they hold.
+      await pool?.stop();
+      await closed;
       // Token caches (authService/oauth2 credentials): hit rate and call counts over the daemon's life.
       const tokenCache = tokenCacheStats(rt.credentials);
       audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)', ...(tokenCache ? { tokenCache } : {}) });

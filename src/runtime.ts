@@ -45,16 +45,25 @@ export interface Runtime {
   readonly peekTimeoutMs: number;
 }
 
+export interface RuntimeOptions {
+  /**
+   * Replaces the loaded credential sources (a worker process routes token sources to the
+   * primary, src/cluster/worker.ts); static credentials are kept as loaded.
+   */
+  readonly credentials?: (loaded: ReadonlyMap<string, CredentialSource>) => ReadonlyMap<string, CredentialSource>;
+}
+
 /**
  * `previous`: the runtime being replaced (reload): caches and registered sandboxes carry over.
  * A registered sandbox whose policy the new config no longer has makes this throw (the
  * reload is rejected; src/control/registry.ts checks names and overlaps before that).
  */
-export function buildRuntime(config: Config, audit: Audit, previous?: Runtime): Runtime {
+export function buildRuntime(config: Config, audit: Audit, previous?: Runtime, opts: RuntimeOptions = {}): Runtime {
   const policies = compilePolicies(config);
   const dynamic = previous?.dynamic ?? [];
   const sameUpstream = previous && JSON.stringify(previous.config.upstream) === JSON.stringify(config.upstream);
-  const credentials = loadCredentialSources(config, undefined, previous?.credentials);
+  const loaded = loadCredentialSources(config, undefined, previous?.credentials);
+  const credentials = opts.credentials ? opts.credentials(loaded) : loaded;
   return {
     config,
     policies,

@@ -56,13 +56,40 @@ function mayNeedRedaction(fields: AuditFields): boolean {
   return false;
 }
 
-export function createAudit(file: string | undefined, level = 'info'): Audit {
+/** The daemon's audit: also takes whole lines formatted elsewhere (a worker's, see createLineAudit). */
+export interface PrimaryAudit extends Audit {
+  /** Appends `text`, one or more complete JSON lines each ending in "\n", to the same destination. */
+  raw(text: string): void;
+}
+
+export function createAudit(file: string | undefined, level = 'info'): PrimaryAudit {
   const dest = file
     ? pino.destination({ dest: file, mkdir: true, sync: false, minLength: 0 })
     : pino.destination({ dest: 1, sync: false, minLength: 0 });
+  const audit = auditOn(dest, level, undefined);
+  return {
+    ...audit,
+    // One writer (this process) appends to one buffer: a worker's lines land between ours, never inside one.
+    raw(text) { dest.write(text); },
+    flush() {
+      try { dest.flushSync(); } catch { /* not yet open or already closed */ }
+    },
+  };
+}
+
+/**
+ * An audit whose lines (formatted exactly as createAudit's, plus the `base` fields) go to `out`
+ * instead of a file: a worker process hands them to the primary, the one writer of the audit
+ * stream (src/cluster/worker.ts).
+ */
+export function createLineAudit(level: string, base: Record<string, unknown>, out: (line: string) => void): Audit {
+  return auditOn({ write: (s: string) => { out(s); return true; } }, level, base);
+}
+
+function auditOn(dest: pino.DestinationStream, level: string, base: Record<string, unknown> | undefined): Audit {
   const options = {
     level,
-    base: undefined,
+    base,
     timestamp: pino.stdTimeFunctions.isoTime,
     messageKey: 'msg',
     formatters: { level: (label: string) => ({ level: label }) },
@@ -75,8 +102,6 @@ export function createAudit(file: string | undefined, level = 'info'): Audit {
     write(fields) {
       (mayNeedRedaction(fields) ? logger : flat).info(fields);
     },
-    flush() {
-      try { dest.flushSync(); } catch { /* not yet open or already closed */ }
-    },
+    flush() { /* the destination's owner flushes */ },
   };
 }

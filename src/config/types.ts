@@ -138,6 +138,13 @@ export interface Config {
     readonly queueMark: number;
   };
   readonly packets: PacketsConfig;
+  /**
+   * Processes on the TCP data path (docs/performance.md, "1 vs N workers"): 1 (default) is one
+   * process doing everything; N > 1 forks N node:cluster workers for the transparent listener's
+   * connections while the primary keeps the firewall, DNS, packet gate, control API and audit.
+   * "auto" is resolved here to os.availableParallelism() (at most 64).
+   */
+  readonly workers: number;
   readonly sandboxes: readonly SandboxConfig[];
   readonly policies: Readonly<Record<string, PolicyConfig>>;
   readonly credentials: Readonly<Record<string, CredentialConfig>>;

@@ -2,6 +2,10 @@ import type { AllowRule, AuthServiceConfig, Config, CredentialConfig, OAuth2Conf
 import { hostPatternProblem, isHostName, normaliseHost } from '../policy/host-name.js';
 import { inAny, parseCidr, parseHostPort, parseIp, type Cidr } from '../util/ip.js';
 import net from 'node:net';
+import { availableParallelism } from 'node:os';
+
+/** `workers` upper bound: more processes than this only add IPC and memory on any host we know. */
+export const MAX_WORKERS = 64;
 
 export type PathPart = string | number;
 export interface Problem { path: PathPart[]; message: string; atKey?: boolean }
@@ -72,13 +76,22 @@ class Validator {
     return v;
   }
 
+  private workerCount(v: unknown): number {
+    if (v === undefined || v === null) return 1;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_WORKERS) {
+      this.fail(['workers'], `must be a whole number from 1 to ${MAX_WORKERS}, or "auto"`);
+      return 1;
+    }
+    return v;
+  }
+
   private list(v: unknown, path: PathPart[]): unknown[] | undefined {
     if (!Array.isArray(v)) return this.fail(path, 'must be a list');
     return v;
   }
 
   root(raw: unknown): Config {
-    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials'], ['sandboxes', 'policies']) ?? {};
+    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers'], ['sandboxes', 'policies']) ?? {};
 
     const l = this.optObj(r.listen, ['listen'], ['port', 'dnsPort', 'address', 'control']);
     const listen = {
@@ -123,7 +136,10 @@ class Validator {
 
     const dns = this.dns(r.dns);
 
-    return { listen, dns, packets, log, tls, upstream, firewall, sandboxes, policies, credentials };
+    // "auto": one worker per core the process may use (cgroup/affinity aware), capped like N.
+    const workers = r.workers === 'auto' ? Math.min(MAX_WORKERS, Math.max(1, availableParallelism())) : this.workerCount(r.workers);
+
+    return { listen, dns, packets, log, tls, upstream, firewall, sandboxes, policies, credentials, workers };
   }
 
   /** Packet-path limits; defaults documented in docs/packets.md. */

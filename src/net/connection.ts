@@ -22,6 +22,12 @@ export interface Gate {
   readonly intercept?: (socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule) => void;
   /** Open connections per sandbox, closed when a registered sandbox is removed (src/control). */
   readonly conns?: ConnRegistry;
+  /**
+   * Whether the DNS responder gave `sandbox` `ip` for `host` (raw TCP rules). Set in a worker
+   * process, which asks the primary (it runs the responder and holds the answer log); unset, the
+   * runtime's own log is read (src/cluster/worker.ts).
+   */
+  readonly answered?: (sandbox: string, host: string, ip: string) => Promise<boolean>;
 }
 
 /**
@@ -58,7 +64,7 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
 
   // Raw TCP: the destination must be an address sandgate itself resolved for a listed name.
   if (policy.tcpPorts.has(dstPort)) {
-    const rule = await matchTcpRule(rt, sandbox, dstIp, dstPort);
+    const rule = await matchTcpRule(gate, rt, sandbox, dstIp, dstPort);
     if (rule) return passRaw(rt, socket, ident, rule, dstIp, dstPort);
   }
   if (!policy.namedPorts.has(dstPort)) {
@@ -114,10 +120,10 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
  * sandbox dstIp for the rule's name (still within its TTL; it may since have rotated upstream),
  * or sandgate resolves the name to dstIp now.
  */
-async function matchTcpRule(rt: Runtime, sandbox: Sandbox, dstIp: string, dstPort: number): Promise<CompiledRule | undefined> {
+async function matchTcpRule(gate: Gate, rt: Runtime, sandbox: Sandbox, dstIp: string, dstPort: number): Promise<CompiledRule | undefined> {
   for (const rule of sandbox.policy.tcpRules) {
     if (!rule.ports.includes(dstPort)) continue;
-    if (rt.dnsAnswers.has(sandbox.name, rule.host, dstIp)) return rule;
+    if (gate.answered ? await gate.answered(sandbox.name, rule.host, dstIp) : rt.dnsAnswers.has(sandbox.name, rule.host, dstIp)) return rule;
     try {
       const addrs = await rt.resolver.resolve(rule.host);
       if (addrs.includes(dstIp)) return rule;

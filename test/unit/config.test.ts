@@ -377,3 +377,15 @@ test('listen.control: an absolute socket path, false to turn the control API off
   t.regex(only(`listen:\n  control: /${'x'.repeat(120)}\n` + MINIMAL).message, /too long for a unix socket path/);
   t.is(only('listen:\n  control: 5\n' + MINIMAL).path, 'listen.control');
 });
+
+test('workers: default 1, a whole number 1..64, or "auto" (the cores this process may use)', async (t) => {
+  const { availableParallelism } = await import('node:os');
+  t.is(parseConfig(MINIMAL, 'x.yaml').workers, 1);
+  t.is(parseConfig(`workers: 4\n${MINIMAL}`, 'x.yaml').workers, 4);
+  t.is(parseConfig(`workers: auto\n${MINIMAL}`, 'x.yaml').workers, Math.min(64, availableParallelism()));
+  for (const bad of ['0', '65', '1.5', 'two', '"3"']) {
+    const p = only(`workers: ${bad}\n${MINIMAL}`);
+    t.is(p.path, 'workers', bad);
+    t.regex(p.message, /whole number from 1 to 64, or "auto"/);
+  }
+});

@@ -1,0 +1,46 @@
+/**
+ * What the primary and its workers say to each other over the cluster IPC channel (`workers: N`,
+ * docs/performance.md "1 vs N workers"). Nothing here is per request except token acquisition
+ * for authService/oauth2 credentials and the batched audit text; raw-TCP rules ask about DNS
+ * answers once per connection.
+ */
+import type { Config } from '../config/types.js';
+import type { SandboxSpec } from '../policy/sandboxes.js';
+import type { Credential, TokenRequest } from '../creds/credential.js';
+
+/** Primary -> worker. */
+export type ToWorker =
+  /** First message: the config and the registered sandboxes; the worker answers `ready`. */
+  | { readonly t: 'init'; readonly config: Config; readonly dynamic: readonly SandboxSpec[] }
+  /** A SIGHUP reload was accepted: build the new runtime from this. */
+  | { readonly t: 'config'; readonly config: Config; readonly dynamic: readonly SandboxSpec[] }
+  /** The control API changed the registered sandboxes; `closes`: reset these sandboxes' connections. */
+  | { readonly t: 'sandboxes'; readonly dynamic: readonly SandboxSpec[]; readonly closes: readonly string[] }
+  /** One accepted transparent connection; the socket travels as the message's handle. */
+  | { readonly t: 'conn' }
+  | { readonly t: 'reply'; readonly n: number; readonly ok: true; readonly value: unknown }
+  | { readonly t: 'reply'; readonly n: number; readonly ok: false; readonly error: { readonly message: string; readonly retryable: boolean; readonly short: string } }
+  /** SIGTERM reached the primary: hand over pending audit lines and exit. */
+  | { readonly t: 'stop' };
+
+/** Questions a worker asks the primary, the keeper of the state they are about. */
+export type Question =
+  | { readonly kind: 'answered'; readonly sandbox: string; readonly host: string; readonly ip: string }
+  | { readonly kind: 'acquire'; readonly id: string; readonly req: TokenRequest }
+  | { readonly kind: 'reject'; readonly id: string; readonly req: TokenRequest; readonly used: Credential };
+
+/** Worker -> primary. */
+export type FromWorker =
+  /**
+   * The worker listens now; the primary sends `init`. (Not cluster's 'online': that comes before an
+   * ES module's top level has run, and a message emitted with no listener yet is lost.)
+   */
+  | { readonly t: 'hello' }
+  | { readonly t: 'ready' }
+  /** Whole audit lines, each ending in "\n", written by the primary as they are. */
+  | { readonly t: 'audit'; readonly text: string }
+  | { readonly t: 'ask'; readonly n: number; readonly q: Question };
+
+export function isFromWorker(m: unknown): m is FromWorker {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
