@@ -11,8 +11,9 @@
 import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
-import { createWorld, LineLog, ROOT, type Line, type World } from './gate.js';
+import { createWorld, ROOT, startFake, type Fake, type Line, type World } from './gate.js';
+
+export { startFake, type Fake };
 
 const HELPERS = join(ROOT, 'test/helpers');
 const hex = (): string => randomBytes(12).toString('hex');
@@ -24,20 +25,6 @@ export const REFRESH_TOKEN = `rtok_initial_${hex()}`;
 export const MINT_KEY = `mint-${hex()}`;
 export const AUTH_HOST = 'auth.internal.test';
 
-export interface Fake { proc: ChildProcess; log: LineLog; port: number }
-
-export async function startFake(w: World, node: string, script: string, args: string[]): Promise<Fake> {
-  const proc = w.topo.spawn(w.topo.ns(node), process.execPath, [join(HELPERS, script), ...args]);
-  const log = new LineLog();
-  log.attach(proc);
-  let err = '';
-  proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (d: string) => { err += d; });
-  const exited = new Promise<never>((_, rej) => proc.once('exit', (code) => rej(new Error(`${script} exited (${code}): ${err}`))));
-  const l = await Promise.race([log.waitFor((x) => typeof x.listening === 'number', 10000, `${script} in ${node}`), exited]);
-  exited.catch(() => {});
-  return { proc, log, port: l.listening as number };
-}
 
 export interface AuthWorld {
   w: World;

@@ -67,6 +67,22 @@ export async function startUpstream(topo: Topology, node: string, args: string[]
   return { proc, log, port: l.listening as number };
 }
 
+/** A fake service (test/helpers/<script>) in a namespace node; resolves once it prints {"listening":PORT}. */
+export interface Fake { proc: ChildProcess; log: LineLog; port: number }
+
+export async function startFake(w: { topo: Topology }, node: string, script: string, args: string[]): Promise<Fake> {
+  const proc = w.topo.spawn(w.topo.ns(node), process.execPath, [join(ROOT, 'test/helpers', script), ...args]);
+  const log = new LineLog();
+  log.attach(proc);
+  let err = '';
+  proc.stderr?.setEncoding('utf8');
+  proc.stderr?.on('data', (d: string) => { err += d; });
+  const exited = new Promise<never>((_, rej) => proc.once('exit', (code) => rej(new Error(`${script} exited (${code}): ${err}`))));
+  const l = await Promise.race([log.waitFor((x) => typeof x.listening === 'number', 10000, `${script} in ${node}`), exited]);
+  exited.catch(() => {});
+  return { proc, log, port: l.listening as number };
+}
+
 export interface Gate {
   proc: ChildProcess;
   log: LineLog;

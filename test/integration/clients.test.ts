@@ -12,9 +12,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { createWorld, startGate, baseConfig, LineLog, ROOT, type World, type Gate } from '../helpers/gate.js';
+import { createWorld, startGate, startFake, baseConfig, ROOT, type Fake, type World, type Gate } from '../helpers/gate.js';
 import type { ExecResult } from '../../src/net/topology.js';
 
 const HELPERS = join(ROOT, 'test/helpers');
@@ -42,21 +42,6 @@ const FORBIDDEN: { what: string; text: string }[] = [
 
 function assertNoSecret(t: ExecutionContext, captured: string, where: string): void {
   for (const f of FORBIDDEN) t.false(captured.includes(f.text), `the ${f.what} appears in ${where}`);
-}
-
-interface Fake { proc: ChildProcess; log: LineLog; port: number }
-
-async function startFake(w: World, node: string, script: string, args: string[]): Promise<Fake> {
-  const proc = w.topo.spawn(w.topo.ns(node), process.execPath, [join(HELPERS, script), ...args]);
-  const log = new LineLog();
-  log.attach(proc);
-  let err = '';
-  proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (d: string) => { err += d; });
-  const exited = new Promise<never>((_, rej) => proc.once('exit', (code) => rej(new Error(`${script} exited (${code}): ${err}`))));
-  const l = await Promise.race([log.waitFor((x) => typeof x.listening === 'number', 10000, `${script} in ${node}`), exited]);
-  exited.catch(() => {});
-  return { proc, log, port: l.listening as number };
 }
 
 /** Name resolution in a namespace via its own /etc/netns/NS/hosts (sandgate's DNS responder is another issue). */

@@ -6,7 +6,9 @@ import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { FirewallError, firewallDown, firewallShow, firewallUp } from '../../src/firewall/apply-nft.js';
-import { DEFAULT_PACKET_PLAN, type FirewallPlan } from '../../src/firewall/plan.js';
+import type { FirewallPlan } from '../../src/firewall/plan.js';
+import { sweepStale } from '../../src/net/topology.js';
+import { testPlan } from '../helpers/firewall-plan.js';
 import { renderApplyScript } from '../../src/firewall/render-nft.js';
 
 const IP = '/usr/sbin/ip';
@@ -37,41 +39,10 @@ async function namespace(t: ExecutionContext): Promise<string> {
   return ns;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+// Namespaces a crashed run of this file left behind (sg-<dead pid>-*).
+test.before(() => sweepStale());
 
-// Sweep what crashed runs of this file left behind: only sg-<pid>-fw-* of dead pids.
-test.before(async () => {
-  const { stdout } = await run(IP, ['netns', 'list']);
-  for (const line of stdout.split('\n')) {
-    const name = line.split(' ')[0] ?? '';
-    const match = /^sg-(\d+)-fw-\d+$/.exec(name);
-    if (match && !isAlive(Number(match[1]))) await run(IP, ['netns', 'del', name]).catch(() => {});
-  }
-});
-
-function plan(overrides: Partial<FirewallPlan> = {}): FirewallPlan {
-  return {
-    table: 'sandgate',
-    tproxyPort: 15001,
-    dnsPort: 15053,
-    mark: 0x5347,
-    routeTable: 5347,
-    ...DEFAULT_PACKET_PLAN,
-    sandboxes: [
-      { name: 'agent', interface: 'sbx-*' },
-      { name: 'net', cidr: '10.77.1.0/24' },
-      { name: 'both', interface: 'veth-b0', cidr: '10.77.2.0/28' },
-    ],
-    ...overrides,
-  };
-}
+const plan = testPlan;
 
 async function tables(ns: string): Promise<string[]> {
   return (await inNs(ns, NFT, ['list', 'tables'])).split('\n').filter((line) => line.trim() !== '');

@@ -9,7 +9,8 @@ import { promisify } from 'node:util';
 import { iptablesDown, iptablesUp, iptablesBackendShow } from '../../src/firewall/apply-iptables.js';
 import { firewallDown as nftDown, firewallUp as nftUp } from '../../src/firewall/apply-nft.js';
 import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../../src/firewall/backend.js';
-import { DEFAULT_PACKET_PLAN, type FirewallPlan } from '../../src/firewall/plan.js';
+import { sweepStale } from '../../src/net/topology.js';
+import { testPlan } from '../helpers/firewall-plan.js';
 import { EMPTY_STATE, iptablesSpec, renderRestoreUp } from '../../src/firewall/render-iptables.js';
 
 const IP = '/usr/sbin/ip';
@@ -38,36 +39,10 @@ async function namespace(t: ExecutionContext): Promise<string> {
   return ns;
 }
 
-test.before(async () => {
-  const { stdout } = await run(IP, ['netns', 'list']);
-  for (const line of stdout.split('\n')) {
-    const name = line.split(' ')[0] ?? '';
-    const match = /^sg-(\d+)-fi-\d+$/.exec(name);
-    if (!match) continue;
-    try {
-      process.kill(Number(match[1]), 0);
-    } catch {
-      await run(IP, ['netns', 'del', name]).catch(() => {});
-    }
-  }
-});
+// Namespaces a crashed run of this file left behind (sg-<dead pid>-*).
+test.before(() => sweepStale());
 
-function plan(overrides: Partial<FirewallPlan> = {}): FirewallPlan {
-  return {
-    table: 'sandgate',
-    tproxyPort: 15001,
-    dnsPort: 15053,
-    mark: 0x5347,
-    routeTable: 5347,
-    ...DEFAULT_PACKET_PLAN,
-    sandboxes: [
-      { name: 'agent', interface: 'sbx-*' },
-      { name: 'net', cidr: '10.77.1.0/24' },
-      { name: 'both', interface: 'veth-b0', cidr: '10.77.2.0/28' },
-    ],
-    ...overrides,
-  };
-}
+const plan = testPlan;
 
 /** iptables-save without counters and comments lines: what a rule set *is*. */
 async function save(ns: string, v6 = false): Promise<string> {
