@@ -9,7 +9,7 @@ import { LineLog, type Line } from './gate.js';
 
 /**
  * Records, one JSON line each, every TCP connection and UDP datagram on the given ports, on
- * IPv4 or IPv6: {kind, port, from, data}; echoes each datagram back ("ECHO <data>").
+ * IPv4 or IPv6: {kind, port, from, data} (kind tcp, tcp-data or udp); echoes each datagram back ("ECHO <data>").
  * Prints {"listening":[...]} once all are bound.
  */
 const RECORDER = `
@@ -22,6 +22,7 @@ const up = () => { if (--pending === 0) say({ listening: ports.map(Number) }); }
 for (const p of ports.map(Number)) {
   net.createServer((c) => {
     say({ kind: 'tcp', port: p, from: c.remoteAddress });
+    c.on('data', (d) => say({ kind: 'tcp-data', port: p, from: c.remoteAddress, data: String(d) }));
     c.on('error', () => {});
     c.end('HELLO-' + p + '\\n');
   }).listen({ host, port: p, ipv6Only: family === '6' }, up);

@@ -2,42 +2,14 @@
  * firewallUp / firewallDown / firewallShow against the real kernel, each test inside its
  * own throwaway network namespace (sg-<pid>-fw-<n>); the root namespace is never touched.
  */
-import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import test from 'ava';
 import { FirewallError, firewallDown, firewallShow, firewallUp } from '../../src/firewall/apply-nft.js';
 import type { FirewallPlan } from '../../src/firewall/plan.js';
 import { sweepStale } from '../../src/net/topology.js';
-import { testPlan } from '../helpers/firewall-plan.js';
+import { IP, NFT, inNs, testPlan, throwawayNamespaces } from '../helpers/firewall.js';
 import { renderApplyScript } from '../../src/firewall/render-nft.js';
 
-const IP = '/usr/sbin/ip';
-const NFT = '/usr/sbin/nft';
-const run = promisify(execFile);
-const PREFIX = `sg-${process.pid}-fw-`;
-let counter = 0;
-
-/** Runs a tool inside NS, optionally feeding stdin; resolves stdout, rejects on failure. */
-function inNs(ns: string, tool: string, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(IP, ['netns', 'exec', ns, tool, ...args], { encoding: 'utf8', timeout: 10_000 }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`${tool} ${args.join(' ')} in ${ns}: ${stderr.trim() || error.message}`));
-      else resolve(stdout);
-    });
-    child.stdin?.on('error', () => {}); // EPIPE when the tool never reads stdin
-    child.stdin?.end(input ?? '');
-  });
-}
-
-/** A fresh namespace, deleted when the test ends (pass or fail). */
-async function namespace(t: ExecutionContext): Promise<string> {
-  const ns = `${PREFIX}${++counter}`;
-  await run(IP, ['netns', 'add', ns]);
-  t.teardown(async () => {
-    await run(IP, ['netns', 'del', ns]).catch(() => {});
-  });
-  return ns;
-}
+const { prefix: PREFIX, namespace } = throwawayNamespaces('fw');
 
 // Namespaces a crashed run of this file left behind (sg-<dead pid>-*).
 test.before(() => sweepStale());

@@ -3,41 +3,15 @@
  * each test in its own throwaway namespace (sg-<pid>-fi-<n>); the root namespace is never
  * touched. Uses the host's `iptables` alternative (nf_tables flavour on Debian 12).
  */
-import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import test from 'ava';
 import { iptablesDown, iptablesUp, iptablesBackendShow } from '../../src/firewall/apply-iptables.js';
 import { firewallDown as nftDown, firewallUp as nftUp } from '../../src/firewall/apply-nft.js';
 import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../../src/firewall/backend.js';
 import { sweepStale } from '../../src/net/topology.js';
-import { testPlan } from '../helpers/firewall-plan.js';
+import { IP, NFT, inNs, testPlan, throwawayNamespaces } from '../helpers/firewall.js';
 import { EMPTY_STATE, iptablesSpec, renderRestoreUp } from '../../src/firewall/render-iptables.js';
 
-const IP = '/usr/sbin/ip';
-const NFT = '/usr/sbin/nft';
-const run = promisify(execFile);
-const PREFIX = `sg-${process.pid}-fi-`;
-let counter = 0;
-
-function inNs(ns: string, tool: string, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(IP, ['netns', 'exec', ns, tool, ...args], { encoding: 'utf8', timeout: 10_000 }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`${tool} ${args.join(' ')} in ${ns}: ${stderr.trim() || error.message}`));
-      else resolve(stdout);
-    });
-    child.stdin?.on('error', () => {});
-    child.stdin?.end(input ?? '');
-  });
-}
-
-async function namespace(t: ExecutionContext): Promise<string> {
-  const ns = `${PREFIX}${++counter}`;
-  await run(IP, ['netns', 'add', ns]);
-  t.teardown(async () => {
-    await run(IP, ['netns', 'del', ns]).catch(() => {});
-  });
-  return ns;
-}
+const { namespace } = throwawayNamespaces('fi');
 
 // Namespaces a crashed run of this file left behind (sg-<dead pid>-*).
 test.before(() => sweepStale());

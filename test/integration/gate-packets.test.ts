@@ -5,44 +5,15 @@
  * govern (the host namespace) does arrive, so "nothing arrived" means the gate stopped it.
  */
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
-import { createWorld, startGate, baseConfig, LineLog, type World, type Gate, type Line } from '../helpers/gate.js';
+import { createWorld, startGate, baseConfig, type World, type Gate } from '../helpers/gate.js';
+import { recorder as startRecorder, type Recorder } from '../helpers/packet-tools.js';
 
 let w: World;
 let g: Gate;
 const recorders: Recorder[] = [];
 
-/**
- * A listener that records, one JSON line each, every TCP connection and UDP datagram on the given
- * ports, on IPv4 or IPv6: {kind, port, from, data}. Prints {"listening":...} once all are bound.
- */
-const RECORDER = `
-const net = require('net'), dgram = require('dgram');
-const [family, ...ports] = process.argv.slice(1);
-const host = family === '6' ? '::' : '0.0.0.0';
-const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
-let pending = ports.length * 2;
-const up = () => { if (--pending === 0) say({ listening: ports.map(Number) }); };
-for (const p of ports.map(Number)) {
-  net.createServer((c) => {
-    say({ kind: 'tcp', port: p, from: c.remoteAddress });
-    c.on('data', (d) => say({ kind: 'tcp-data', port: p, from: c.remoteAddress, data: String(d) }));
-    c.on('error', () => {});
-    c.end('HELLO-' + p + '\\n');
-  }).listen({ host, port: p, ipv6Only: family === '6' }, up);
-  const u = dgram.createSocket(family === '6' ? 'udp6' : 'udp4');
-  u.on('message', (m, r) => say({ kind: 'udp', port: p, from: r.address, data: String(m) }));
-  u.bind(p, host, up);
-}`;
-
-interface Recorder { proc: ChildProcess; log: LineLog; hits(port: number, kind?: string): Line[] }
-
 async function recorder(ns: string, family: 4 | 6, ports: number[]): Promise<Recorder> {
-  const proc = w.topo.spawn(ns, process.execPath, ['-e', RECORDER, String(family), ...ports.map(String)]);
-  const log = new LineLog();
-  log.attach(proc);
-  await log.waitFor((l) => Array.isArray(l.listening), 5000, `recorder in ${ns}`);
-  const r = { proc, log, hits: (port: number, kind?: string) => log.lines.filter((l) => l.port === port && (kind === undefined || l.kind === kind)) };
+  const r = await startRecorder(w.topo, ns, family, ports);
   recorders.push(r);
   return r;
 }

@@ -1,22 +1,11 @@
 import test from 'ava';
-import { DEFAULT_PACKET_PLAN, FirewallError, type FirewallPlan, type SandboxMatch } from '../../src/firewall/plan.js';
+import { FirewallError, type FirewallPlan, type SandboxMatch } from '../../src/firewall/plan.js';
 import { dynamicElements, renderRuleset, renderSetChanges } from '../../src/firewall/render-nft.js';
 import { iptablesSpec } from '../../src/firewall/render-iptables.js';
+import { chainLines, testPlan } from '../helpers/firewall.js';
 
 function plan(sandboxes: SandboxMatch[], dynamic: SandboxMatch[] | undefined): FirewallPlan {
-  return { table: 'sandgate', tproxyPort: 15001, dnsPort: 15053, mark: 0x5347, routeTable: 5347, ...DEFAULT_PACKET_PLAN, sandboxes, ...(dynamic ? { dynamic } : {}) };
-}
-
-function chainLines(text: string, name: string): string[] {
-  const lines = text.split('\n');
-  const start = lines.findIndex((line) => line.trim() === `chain ${name} {`);
-  if (start === -1) throw new Error(`chain ${name} not rendered`);
-  const body: string[] = [];
-  for (const line of lines.slice(start + 1)) {
-    if (line.trim() === '}') break;
-    if (!line.trim().startsWith('#')) body.push(line.trim());
-  }
-  return body;
+  return testPlan({ sandboxes, ...(dynamic ? { dynamic } : {}) });
 }
 
 const STATIC: SandboxMatch[] = [{ name: 'agent', interface: 'sbx-sbx', cidr: '10.77.1.0/24' }];

@@ -1,22 +1,10 @@
 import test from 'ava';
-import { DEFAULT_PACKET_PLAN, FirewallError, type FirewallPlan, type SandboxMatch } from '../../src/firewall/plan.js';
+import { FirewallError, type FirewallPlan, type SandboxMatch } from '../../src/firewall/plan.js';
 import { renderApplyScript, renderDeleteScript, renderRuleset } from '../../src/firewall/render-nft.js';
+import { chainLines, testPlan } from '../helpers/firewall.js';
 
 function plan(sandboxes: SandboxMatch[], overrides: Partial<FirewallPlan> = {}): FirewallPlan {
-  return { table: 'sandgate', tproxyPort: 15001, dnsPort: 15053, mark: 0x5347, routeTable: 5347, ...DEFAULT_PACKET_PLAN, sandboxes, ...overrides };
-}
-
-/** The body lines of one chain, trimmed, without `#` comments. */
-function chainLines(text: string, name: string): string[] {
-  const lines = text.split('\n');
-  const start = lines.findIndex((line) => line.trim() === `chain ${name} {`);
-  if (start === -1) throw new Error(`chain ${name} not rendered`);
-  const body: string[] = [];
-  for (const line of lines.slice(start + 1)) {
-    if (line.trim() === '}') break;
-    if (!line.trim().startsWith('#')) body.push(line.trim());
-  }
-  return body;
+  return testPlan({ sandboxes, ...overrides });
 }
 
 test('one interface sandbox: every hook matches it by iifname', (t) => {
