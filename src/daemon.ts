@@ -8,7 +8,6 @@ import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-
 import { listenTransparent } from './net/transparent-listener.js';
 import { startDnsServer } from './dns/server.js';
 import { handleConnection, type Gate } from './net/connection.js';
-import { createHttpFront } from './http/proxy.js';
 import { RouteIfaceCache } from './net/route-iface.js';
 import { SandgateError } from './errors.js';
 import { initCa } from './tls/ca.js';
@@ -62,7 +61,6 @@ export async function runDaemon(file: string): Promise<Daemon> {
   // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
   const { material: ca } = await initCa(config.tls.caDir);
   const leaves = await LeafCache.create(ca);
-  const httpFront = createHttpFront();
   // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
   // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
   // Loaded only then: with the default (1) this process never touches node:cluster.
@@ -72,7 +70,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
   // Open connections per sandbox, so removing a registered one closes what it has open.
   const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
   const track = conns.track.bind(conns);
-  const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), httpFront, intercept: createInterceptor({ leaves, front: httpFront, track: (sb, t, raw) => conns.handOver(sb, raw, t) }), conns };
+  const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), intercept: createInterceptor({ leaves, track: (sb, t, raw) => conns.handOver(sb, raw, t) }), conns };
   const servers: net.Server[] = [];
 
   servers.push(await listenTransparent(config.listen.address, config.listen.port, pool ? (s) => pool.dispatch(s) : (s) => {

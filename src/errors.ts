@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'UPSTREAM_CONNECT'
   | 'UPSTREAM_TLS'
   | 'UPSTREAM_FORBIDDEN'
+  | 'UPSTREAM_REQUEST' // a request sandgate would send upstream is malformed (a header value with a line break)
   | 'REJECTED'      // the daemon refused a request (control API 4xx): bad or conflicting input
   | 'RUNTIME';
 

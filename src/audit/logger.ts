@@ -66,15 +66,51 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
   const dest = file
     ? pino.destination({ dest: file, mkdir: true, sync: false, minLength: 0 })
     : pino.destination({ dest: 1, sync: false, minLength: 0 });
-  const audit = auditOn(dest, level, undefined);
+  const batch = new TickBatch((text) => { dest.write(text); });
+  const audit = auditOn(batch, level, undefined);
   return {
     ...audit,
     // One writer (this process) appends to one buffer: a worker's lines land between ours, never inside one.
-    raw(text) { dest.write(text); },
+    raw(text) { batch.write(text); },
     flush() {
+      batch.flush();
       try { dest.flushSync(); } catch { /* not yet open or already closed */ }
     },
   };
+}
+
+/**
+ * Lines written within one event-loop turn go to the destination as one write at the end of the
+ * turn (setImmediate): under load a turn answers many requests, and each write to the file is a
+ * thread-pool round trip. A line waits at most for the rest of its turn; order is kept.
+ */
+class TickBatch implements pino.DestinationStream {
+  #lines: string[] = [];
+  #scheduled = false;
+  readonly #out: (text: string) => void;
+
+  constructor(out: (text: string) => void) {
+    this.#out = out;
+  }
+
+  write(line: string): boolean {
+    this.#lines.push(line);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flushLater);
+    }
+    return true;
+  }
+
+  readonly #flushLater = (): void => { this.flush(); };
+
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#lines.length === 0) return;
+    const text = this.#lines.length === 1 ? this.#lines[0] as string : this.#lines.join('');
+    this.#lines = [];
+    this.#out(text);
+  }
 }
 
 /**

@@ -21,7 +21,6 @@ import { createLineAudit, type Audit } from '../audit/logger.js';
 import { buildRuntime, withDynamicSandboxes, type Runtime } from '../runtime.js';
 import type { SandboxSpec } from '../policy/sandboxes.js';
 import { handleConnection, type Gate } from '../net/connection.js';
-import { createHttpFront } from '../http/proxy.js';
 import { RouteIfaceCache } from '../net/route-iface.js';
 import { loadCa } from '../tls/ca.js';
 import { LeafCache } from '../tls/leaf-cache.js';
@@ -170,12 +169,10 @@ export async function runWorker(): Promise<void> {
   const init = async (config: Config, dynamic: readonly SandboxSpec[]): Promise<void> => {
     rt = build(config, dynamic, undefined);
     const leaves = await LeafCache.create(await loadCa(config.tls.caDir));
-    const httpFront = createHttpFront();
     gate = {
       runtime: current,
       ifaces: new RouteIfaceCache(),
-      httpFront,
-      intercept: createInterceptor({ leaves, front: httpFront, track: (sb, t, raw) => conns.handOver(sb, raw, t) }),
+      intercept: createInterceptor({ leaves, track: (sb, t, raw) => conns.handOver(sb, raw, t) }),
       conns,
       answered: async (sandbox, host, ip) => {
         try {

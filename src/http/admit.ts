@@ -1,4 +1,3 @@
-import type http from 'node:http';
 import type { ConnInfo } from '../net/conn-info.js';
 import { who } from '../net/conn-info.js';
 import type { CompiledRule } from '../policy/policy.js';
@@ -37,9 +36,12 @@ export interface Refused {
 
 export type Admission = Admitted | Refused;
 
-function countRaw(raw: string[], name: string): number {
+function countRaw(raw: readonly string[], name: string): number {
   let n = 0;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === name) n++;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i] as string;
+    if (k.length === name.length && k.toLowerCase() === name) n++;
+  }
   return n;
 }
 
@@ -48,7 +50,17 @@ export function plainHttpUpstreamPort(dstPort: number): number {
   return dstPort === 80 ? 443 : dstPort;
 }
 
-export function admit(req: http.IncomingMessage, info: ConnInfo): Admission {
+/** What admission reads of a request: IncomingMessage has this shape, and so does the relay's. */
+export interface RequestHead {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  /** Names and values alternating, as sent. */
+  readonly rawHeaders: readonly string[];
+  /** The first Host field's value. */
+  readonly headers: { readonly host?: string | undefined };
+}
+
+export function admit(req: RequestHead, info: ConnInfo): Admission {
   const method = req.method ?? 'GET';
   const url = req.url ?? '/';
   const path = pathOnly(url);

@@ -5,7 +5,6 @@
  * credential can be had, the request fails closed: 503, never forwarded without it
  * (docs/auth-service.md, "Failure").
  */
-import type http from 'node:http';
 import { isTokenSource, type Credential, type TokenNet, type TokenRequest, type TokenSource } from '../creds/credential.js';
 import { asTokenError, type TokenError } from '../creds/token-error.js';
 import type { Runtime } from '../runtime.js';
@@ -81,11 +80,4 @@ export function refreshCredential(dyn: Dynamic, used: Credential): Promise<Crede
 /** The audit reason for a request that got no credential (names the credential and the cause, never a value). */
 export function unavailableReason(adm: Admitted, err: TokenError): string {
   return `credential ${adm.credential?.id ?? ''} unavailable: ${err.message}`;
-}
-
-/** 503 with a short JSON reason; the connection closes (a request body may be left unread). */
-export function credentialUnavailable(res: http.ServerResponse, err: TokenError): void {
-  const body = JSON.stringify({ error: 'credential unavailable', reason: err.short, by: 'sandgate' });
-  res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1', connection: 'close' });
-  res.end(body);
 }

@@ -46,7 +46,14 @@ function head(status: number, message: string, raw: readonly string[], needles: 
  * 401 to the upgrade drops the token and retries once with a fresh one: the upgrade request has no
  * body and nothing has reached the sandbox yet, so it can be replayed.
  */
-export function relayUpgrade(req: http.IncomingMessage, socket: net.Socket, clientHead: Buffer, adm: Admitted): void {
+/** The upgrade request as the relay parsed it. */
+export interface UpgradeRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: http.IncomingHttpHeaders;
+}
+
+export function relayUpgrade(req: UpgradeRequest, socket: net.Socket, clientHead: Buffer, adm: Admitted): void {
   const started = performance.now();
   const refused = (status: number, reason: string): void => {
     adm.info.rt.audit.write({
@@ -65,7 +72,7 @@ export function relayUpgrade(req: http.IncomingMessage, socket: net.Socket, clie
   });
 }
 
-function relayWith(req: http.IncomingMessage, socket: net.Socket, clientHead: Buffer, adm: Admitted, started: number, first: Credential | undefined, dyn: Dynamic | undefined): void {
+function relayWith(req: UpgradeRequest, socket: net.Socket, clientHead: Buffer, adm: Admitted, started: number, first: Credential | undefined, dyn: Dynamic | undefined): void {
   const { info, upstream: up } = adm;
   const { rt } = info;
   let cred = first;

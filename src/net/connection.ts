@@ -1,4 +1,3 @@
-import type http from 'node:http';
 import type net from 'node:net';
 import type { Runtime } from '../runtime.js';
 import type { Sandbox } from '../policy/sandboxes.js';
@@ -7,7 +6,7 @@ import type { AuditFields } from '../audit/logger.js';
 import { SandgateError } from '../errors.js';
 import { setConnInfo, who, type ConnInfo } from './conn-info.js';
 import { peek } from './peek.js';
-import { serveHttp } from '../http/proxy.js';
+import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from './upstream.js';
 import { splice } from './splice.js';
 import type { RouteIfaceCache } from './route-iface.js';
@@ -17,7 +16,6 @@ export interface Gate {
   /** The current runtime (swapped on reload). */
   runtime(): Runtime;
   readonly ifaces: RouteIfaceCache;
-  readonly httpFront: http.Server;
   /** TLS interception for hosts whose rule injects or checks requests (set once interception is enabled). */
   readonly intercept?: (socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule) => void;
   /** Open connections per sandbox, closed when a registered sandbox is removed (src/control). */
@@ -83,7 +81,7 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   }
   if (p.kind === 'http') {
     setConnInfo(socket, info);
-    serveHttp(gate.httpFront, socket, p.head);
+    serveHttp(socket, p.head);
     return;
   }
   const { hello } = p;

@@ -1,28 +1,27 @@
 /**
  * TLS interception toward the sandbox: sandgate terminates the sandbox's TLS with a leaf for the
  * SNI host (minted by LeafCache, signed by the interception CA the sandbox trusts), then hands the
- * decrypted stream to the same HTTP/1.1 front as plain HTTP (src/http/proxy.ts), where every
+ * decrypted stream to the same HTTP/1.1 relay as plain HTTP (src/http/relay.ts), where every
  * request is checked, gets its credential, and goes upstream over a new, verified TLS connection.
  *
  * Only hosts whose rule has inject, methods or paths come here; every other allowed host is an
  * SNI-checked passthrough, never decrypted (src/net/connection.ts).
  *
- * ALPN offers http/1.1 only: the front speaks HTTP/1.1, so a client that offers h2 and http/1.1
+ * ALPN offers http/1.1 only: the relay speaks HTTP/1.1, so a client that offers h2 and http/1.1
  * settles on http/1.1 (RFC 7301 §3.2), and one that offers only h2 fails the handshake rather than
  * speak a protocol sandgate would misparse.
  */
-import type http from 'node:http';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { ConnInfo } from '../net/conn-info.js';
 import { setConnInfo, who } from '../net/conn-info.js';
 import type { CompiledRule } from '../policy/policy.js';
 import { normaliseHost } from '../policy/host-name.js';
+import { serveHttp } from '../http/relay.js';
 import type { LeafCache } from './leaf-cache.js';
 
 export interface InterceptorDeps {
   readonly leaves: LeafCache;
-  readonly front: http.Server;
   /**
    * Registers the terminated TLS socket as the sandbox's open connection in place of the TCP
    * socket under it (src/net/conn-registry.ts); false: the sandbox is gone, drop it.
@@ -73,10 +72,10 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
     t.setNoDelay(true);
     setConnInfo(t, { ...info, sni });
     rt.audit.write({ ...base, decision: 'allow', intercept: true, tlsVersion: t.getProtocol() ?? undefined });
-    deps.front.emit('connection', t);
+    serveHttp(t, undefined);
   });
   t.on('error', (err: NodeJS.ErrnoException) => {
-    if (secure) return; // after the handshake the HTTP front owns the socket and its errors
+    if (secure) return; // after the handshake the relay owns the socket and its errors
     clearTimeout(timer);
     // Most often: the sandbox does not trust sandgate's CA (alert "unknown ca" / "bad certificate").
     rt.audit.write({ ...base, decision: 'allow', intercept: true, error: `TLS handshake with the sandbox failed (${err.code ?? err.message})` });

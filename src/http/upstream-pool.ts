@@ -1,0 +1,188 @@
+/**
+ * Upstream connections for the relay (src/http/relay.ts): raw sockets, TLS verified against the
+ * Runtime's trust (src/http/upstream-tls.ts) with the host name checked (RFC 9110 §4.3.4), kept
+ * alive and reused LIFO per (scheme, host, port), TLS sessions cached per host so a new
+ * connection resumes instead of a full handshake. Addresses come from sandgate's resolver
+ * through the SSRF guard (guardedLookup), never from the sandbox.
+ *
+ * One pool per UpstreamTls (so per config load): connections made under one trust setting are
+ * never reused under another.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { SandgateError } from '../errors.js';
+import type { Runtime } from '../runtime.js';
+import { guardedLookup } from './lookup.js';
+import type { UpstreamTls } from './upstream-tls.js';
+
+export interface Target {
+  readonly tls: boolean;
+  readonly host: string;
+  readonly port: number;
+}
+
+/** An upstream connection: whoever holds it gets its data and close events. */
+export interface PooledSocket {
+  readonly socket: net.Socket;
+  readonly key: string;
+  /** False for a connection that served requests before (a stale one may fail at first write). */
+  readonly reused: boolean;
+}
+
+const IDLE_MS = 30_000;
+const MAX_FREE_PER_KEY = 256;
+const MAX_SESSIONS = 256;
+
+export class UpstreamPool {
+  readonly #free = new Map<string, net.Socket[]>();
+  readonly #sessions = new Map<string, Buffer>();
+  readonly #tls: UpstreamTls;
+
+  constructor(upstreamTls: UpstreamTls) {
+    this.#tls = upstreamTls;
+  }
+
+  static keyOf(t: Target): string {
+    return `${t.tls ? 'https' : 'http'}://${t.host}:${t.port}`;
+  }
+
+  /** A free connection to `t`, if one is idle in the pool (most recently used first). */
+  take(t: Target): PooledSocket | undefined {
+    const key = UpstreamPool.keyOf(t);
+    const list = this.#free.get(key);
+    while (list !== undefined && list.length > 0) {
+      const s = list.pop() as net.Socket;
+      s.removeListener('close', onFreeClose);
+      s.removeListener('timeout', onFreeTimeout);
+      s.removeListener('data', onFreeData);
+      s.removeListener('error', ignore);
+      s.setTimeout(0);
+      if (s.destroyed || !s.readable || !s.writable) { s.destroy(); continue; }
+      return { socket: s, key, reused: true };
+    }
+    return undefined;
+  }
+
+  /**
+   * A new connection to `t`; `ready` once connected (and, for TLS, verified), or `failed` with an
+   * error whose code names the cause (UPSTREAM_CONNECT on timeout, UPSTREAM_FORBIDDEN from the
+   * SSRF guard, TLS verification codes). Returns a function that aborts the attempt.
+   */
+  connect(rt: Runtime, t: Target, ready: (p: PooledSocket) => void, failed: (err: NodeJS.ErrnoException) => void): () => void {
+    const key = UpstreamPool.keyOf(t);
+    const lookup = guardedLookup(rt);
+    let socket: net.Socket;
+    if (t.tls) {
+      const session = this.#sessions.get(key);
+      socket = tls.connect({
+        host: t.host, port: t.port, servername: t.host, lookup,
+        secureContext: this.#tls.context, ALPNProtocols: ['http/1.1'],
+        ...(session !== undefined ? { session } : {}),
+      });
+      socket.on('session', (s: Buffer) => { this.#remember(key, s); });
+    } else {
+      socket = net.connect({ host: t.host, port: t.port, lookup });
+    }
+    let done = false;
+    const ms = rt.config.upstream.connectTimeoutMs;
+    const timer = setTimeout(() => {
+      fail(new SandgateError(`connect to ${t.host}:${t.port} timed out after ${ms} ms`, 'UPSTREAM_CONNECT'));
+    }, ms);
+    const fail = (err: NodeJS.ErrnoException): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.removeListener('error', fail);
+      socket.on('error', () => undefined);
+      socket.destroy();
+      failed(err);
+    };
+    const closed = (): void => { fail(Object.assign(new Error('upstream closed the connection during setup'), { code: 'ECONNRESET' })); };
+    socket.on('error', fail);
+    socket.once('close', closed);
+    socket.once(t.tls ? 'secureConnect' : 'connect', () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.removeListener('error', fail);
+      socket.removeListener('close', closed);
+      socket.setNoDelay(true);
+      ready({ socket, key, reused: false });
+    });
+    return () => { if (!done) { done = true; clearTimeout(timer); socket.destroy(); } };
+  }
+
+  /** Give a connection back once its exchange is complete; it is closed if the pool is full. */
+  release(p: PooledSocket): void {
+    const s = p.socket;
+    if (s.destroyed || !s.readable || !s.writable) { s.destroy(); return; }
+    let list = this.#free.get(p.key);
+    if (list === undefined) { list = []; this.#free.set(p.key, list); }
+    if (list.length >= MAX_FREE_PER_KEY) { s.destroy(); return; }
+    // An idle connection's only events: the upstream closing it, or the idle timeout. The
+    // exchange that held it removed its own listeners.
+    s.on('error', ignore);
+    (s as FreeSocket)[POOL] = this;
+    (s as FreeSocket)[KEY] = p.key;
+    s.once('close', onFreeClose);
+    s.setTimeout(IDLE_MS);
+    s.once('timeout', onFreeTimeout);
+    // Bytes from an idle upstream are a protocol error: it may not answer what was never asked.
+    s.on('data', onFreeData);
+    s.resume();
+    list.push(s);
+  }
+
+  /** Close every idle connection (the config that made this pool was replaced, or shutdown). */
+  drain(): void {
+    for (const list of this.#free.values()) for (const s of list) s.destroy();
+    this.#free.clear();
+  }
+
+  /** Taken from the free list by the close handler. */
+  forget(s: net.Socket, key: string): void {
+    const list = this.#free.get(key);
+    if (list === undefined) return;
+    const i = list.indexOf(s);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.#free.delete(key);
+  }
+
+  #remember(key: string, session: Buffer): void {
+    if (!this.#sessions.has(key) && this.#sessions.size >= MAX_SESSIONS) {
+      const oldest = this.#sessions.keys().next().value;
+      if (oldest !== undefined) this.#sessions.delete(oldest);
+    }
+    this.#sessions.set(key, session);
+  }
+}
+
+const POOL = Symbol('pool');
+const KEY = Symbol('key');
+interface FreeSocket extends net.Socket { [POOL]?: UpstreamPool; [KEY]?: string }
+
+function onFreeClose(this: FreeSocket): void {
+  this[POOL]?.forget(this, this[KEY] ?? '');
+}
+
+function onFreeTimeout(this: FreeSocket): void {
+  this.destroy();
+}
+
+function onFreeData(this: FreeSocket): void {
+  this.destroy();
+}
+
+function ignore(): void { /* an idle connection's error: its close follows */ }
+
+const pools = new WeakMap<UpstreamTls, UpstreamPool>();
+
+/** The pool for this Runtime's upstream trust. */
+export function poolFor(rt: Runtime): UpstreamPool {
+  let p = pools.get(rt.upstreamTls);
+  if (p === undefined) {
+    p = new UpstreamPool(rt.upstreamTls);
+    pools.set(rt.upstreamTls, p);
+  }
+  return p;
+}
