@@ -33,6 +33,9 @@ class PoolConns extends ConnRegistry {
   }
 }
 
+/** How long a stop waits for open connections before resetting them. */
+const STOP_GRACE_MS = 2_000;
+
 /** Load-time errors of the runtime (secrets, upstream.caFile) name the config file too. */
 function inFile<T>(file: string, build: () => T): T {
   try {
@@ -169,10 +172,15 @@ export async function runDaemon(file: string): Promise<Daemon> {
       const closed = Promise.all([...servers.map((s) => new Promise<void>((r) => s.close(() => r()))), dns.close()]);
       // Workers first: the listener's close waits for the connections they hold.
       await pool?.stop();
+      // Requests in flight get a grace period; then whatever is still open (idle keep-alive
+      // connections, a sandbox that never hangs up) is reset, so a stop is bounded.
+      let reset = 0;
+      const grace = setTimeout(() => { reset = conns.closeAll(); }, STOP_GRACE_MS);
       await closed;
+      clearTimeout(grace);
       // Token caches (authService/oauth2 credentials): hit rate and call counts over the daemon's life.
       const tokenCache = tokenCacheStats(rt.credentials);
-      audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)', ...(tokenCache ? { tokenCache } : {}) });
+      audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)', ...(reset > 0 ? { connectionsReset: reset } : {}), ...(tokenCache ? { tokenCache } : {}) });
       audit.flush();
     },
   };

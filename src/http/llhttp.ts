@@ -59,9 +59,15 @@ export interface Head {
   readonly shouldKeepAlive: boolean;
 }
 
+/**
+ * What follows a head: 'body' (parsed as framed), 'none' (the message has no body: a response to
+ * HEAD, a 1xx) or 'raw' (the parser stops at the end of the head, execute() returns the head's
+ * length and the caller reads the body itself, then calls reset() before the next message).
+ */
+export type AfterHead = 'body' | 'none' | 'raw';
+
 export interface ParserEvents {
-  /** Return true to tell the parser the message has no body (a response to HEAD, a 1xx). */
-  onHead(head: Head): boolean;
+  onHead(head: Head): AfterHead;
   onBody(chunk: Buffer): void;
   onComplete(): void;
 }
@@ -69,12 +75,16 @@ export interface ParserEvents {
 /** A strict HTTP/1.1 parser for one connection's messages (requests or responses). */
 export class Parser {
   readonly #p: RawParser;
+  readonly #type: number;
+  readonly #maxHeaderSize: number;
   #extraHeaders: string[] = [];
   #extraUrl = '';
 
   constructor(kind: 'request' | 'response', maxHeaderSize: number, events: ParserEvents) {
     const p = new HTTPParser();
-    p.initialize(kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, maxHeaderSize, HTTPParser.kLenientNone);
+    this.#type = kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE;
+    this.#maxHeaderSize = maxHeaderSize;
+    p.initialize(this.#type, {}, maxHeaderSize, HTTPParser.kLenientNone);
     // More than 32 header fields arrive in pieces through kOnHeaders before kOnHeadersComplete.
     p[HTTPParser.kOnHeaders] = (headers: string[], url: string): void => {
       for (const h of headers) this.#extraHeaders.push(h);
@@ -89,16 +99,23 @@ export class Parser {
       }
       const u = this.#extraUrl + (url ?? '');
       this.#extraUrl = '';
-      const skipBody = events.onHead({
+      const after = events.onHead({
         versionMajor, versionMinor, rawHeaders,
         method: method !== undefined ? (METHODS[method] ?? '') : '',
         url: u, statusCode: statusCode ?? 0, statusMessage: statusMessage ?? '',
         upgrade, shouldKeepAlive,
       });
-      return skipBody ? 1 : 0;
+      // llhttp's on_headers_complete: 1 = no body; 2 = no body and stop, as for an upgrade.
+      return after === 'body' ? 0 : after === 'none' ? 1 : 2;
     };
     p[HTTPParser.kOnBody] = (chunk: Buffer): void => { events.onBody(chunk); };
-    p[HTTPParser.kOnMessageComplete] = (): void => { events.onComplete(); };
+    p[HTTPParser.kOnMessageComplete] = (): void => {
+      // Trailer fields arrive through kOnHeaders after the body: they are dropped, never carried
+      // over into the next message's head (node's own http clears them here too).
+      this.#extraHeaders = [];
+      this.#extraUrl = '';
+      events.onComplete();
+    };
     p[HTTPParser.kOnExecute] = undefined;
     p[HTTPParser.kOnMessageBegin] = undefined;
     this.#p = p;
@@ -107,6 +124,11 @@ export class Parser {
   /** Parse `data`: the bytes consumed, or the parse error. An upgrade stops at the end of its head. */
   execute(data: Buffer): number | ParseError {
     return this.#p.execute(data);
+  }
+
+  /** Ready for the next message after a 'raw' body the caller read itself. */
+  reset(): void {
+    this.#p.initialize(this.#type, {}, this.#maxHeaderSize, HTTPParser.kLenientNone);
   }
 
   /** The peer ended the stream: completes a close-delimited response, or reports a truncated message. */

@@ -35,9 +35,10 @@ import { getConnInfo, who, type ConnInfo } from '../net/conn-info.js';
 import { admit, type Admitted, type Refused } from './admit.js';
 import { MAX_REPLAY_BODY, refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
 import { HOP_BY_HOP } from './headers.js';
-import { Parser, type Head, type ParseError } from './llhttp.js';
+import { OutBuffer } from './out-buffer.js';
+import { Parser, type AfterHead, type Head, type ParseError } from './llhttp.js';
 import { Scrubber, scrubString } from './scrub.js';
-import { poolFor, type PooledSocket } from './upstream-pool.js';
+import { onRead, poolFor, type PooledSocket } from './upstream-pool.js';
 import { tlsFailure } from './upstream-tls.js';
 import { relayUpgrade } from './websocket.js';
 
@@ -50,7 +51,8 @@ const HEAD_MS = 30_000;
 const MAX_BUFFERED_BODY = 64 * 1024;
 /** Decoded response bytes queued toward the sandbox before the decoder is paused. */
 const MAX_QUEUED_OUT = 1024 * 1024;
-const STALE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+const STALE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
 const UNSAFE_VALUE = /[\r\n\0]/;
@@ -151,7 +153,7 @@ class Front {
   readonly socket: net.Socket;
   readonly info: ConnInfo;
   readonly #parser: Parser;
-  /** Requests parsed while another was in flight (pipelining). */
+  /** Requests parsed and not started yet: pipelined behind the current one, or parsed in this read. */
   readonly #queue: Incoming[] = [];
   /** The request whose body the parser is reading. */
   #parsing: Incoming | undefined;
@@ -159,7 +161,8 @@ class Front {
   closing = false;
   #headStart = 0;
   #peerEnded = false;
-  #corked = false;
+  /** Bytes toward the sandbox, copied and written once per turn. */
+  readonly #out: OutBuffer;
   /** Paused for the upstream's sake (backpressure); resumed on drain. */
   #readBlocked = false;
   /** The upstream connection feeding the current response: paused while the sandbox is not reading. */
@@ -169,8 +172,9 @@ class Front {
   constructor(socket: net.Socket, info: ConnInfo) {
     this.socket = socket;
     this.info = info;
+    this.#out = new OutBuffer(socket);
     this.#parser = new Parser('request', MAX_HEADER_SIZE, {
-      onHead: (h) => { this.#onHead(h); return false; },
+      onHead: (h) => { this.#onHead(h); return 'body'; },
       onBody: (c) => { this.#parsing?.body(c); },
       onComplete: () => {
         const p = this.#parsing;
@@ -208,9 +212,16 @@ class Front {
       this.#parsing = undefined;
       this.socket.removeAllListeners('data');
       this.socket.pause();
-      if (this.current === undefined && this.#queue.length === 0) this.#start(up);
-      else this.#queue.push(up);
+      this.#queue.push(up);
     }
+    // Requests start only once the parser has accepted everything read so far: llhttp reports a
+    // head before it has checked all of it (a bad Transfer-Encoding value fails after the head
+    // callback), and nothing of a request the parser rejects may go upstream.
+    if (this.current === undefined) {
+      const next = this.#queue.shift();
+      if (next !== undefined) this.#start(next);
+    }
+    this.#updateReading();
   }
 
   /** An upgrade request whose head was just parsed: started once the parser has stopped. */
@@ -220,12 +231,8 @@ class Front {
     if (this.closing) return;
     const inc = new Incoming(h);
     this.#parsing = inc;
-    if (inc.upgrade) { this.#upgrade = inc; return; }
-    if (this.current === undefined && this.#queue.length === 0) this.#start(inc);
-    else {
-      this.#queue.push(inc);
-      this.#updateReading();
-    }
+    if (inc.upgrade) this.#upgrade = inc;
+    else this.#queue.push(inc);
   }
 
   #start(inc: Incoming): void {
@@ -238,11 +245,18 @@ class Front {
     this.current = undefined;
     this.flushNow();
     if (!keepAlive || this.closing) { this.close(); return; }
+    // The next request starts in a microtask: after the upstream connection that carried this one
+    // is back in the pool (Attempt.finish), so a pipelined request can reuse it.
+    queueMicrotask(this.#startNext);
+  }
+
+  readonly #startNext = (): void => {
+    if (this.current !== undefined || this.closing) return;
     const next = this.#queue.shift();
     if (next !== undefined) this.#start(next);
     else if (this.#peerEnded) { this.close(); return; }
     if (this.current === undefined) this.#updateReading();
-  }
+  };
 
   /** Stop reading, send what is queued, close. */
   close(): void {
@@ -258,26 +272,27 @@ class Front {
    * Write toward the sandbox; writes within one event-loop turn leave together. Heads are
    * latin1: the parser hands header bytes over as latin1 strings, so they go back byte for byte.
    */
-  write(data: string | Buffer, encoding: BufferEncoding = 'latin1'): void {
-    if (!this.#corked) {
-      this.#corked = true;
-      this.socket.cork();
+  write(data: string | Buffer, encoding: 'latin1' | 'utf8' = 'latin1'): void {
+    this.#out.write(data, encoding);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
       setImmediate(this.#flushLater);
     }
-    if (typeof data === 'string') this.socket.write(data, encoding);
-    else this.socket.write(data);
   }
 
-  readonly #flushLater = (): void => { this.flushNow(); };
+  #flushScheduled = false;
+  readonly #flushLater = (): void => {
+    this.#flushScheduled = false;
+    this.flushNow();
+  };
 
   /**
-   * Uncork: the turn's writes leave as one. Backpressure is checked here, once per turn: if the
-   * sandbox is not keeping up, the upstream feeding it is paused until the socket drains.
+   * The turn's writes leave as one (src/http/out-buffer.ts). Backpressure is checked here, once
+   * per turn: if the sandbox is not keeping up, the upstream feeding it is paused until the
+   * socket drains.
    */
   flushNow(): void {
-    if (!this.#corked) return;
-    this.#corked = false;
-    this.socket.uncork();
+    this.#out.flush();
     if (this.#source !== undefined && !this.#sourcePaused && this.socket.writableNeedDrain) {
       this.#sourcePaused = true;
       this.#source.pause();
@@ -621,6 +636,8 @@ class Exchange {
     this.inc.take((c) => { this.bytesOut += c.length; this.#kept?.push(c); }, proceed);
   }
 
+  /** The upstream response's Content-Length (-1: none, or framed otherwise). */
+  upstreamLength = -1;
   #framing: Framing = 'none';
   #scrubber: Scrubber | undefined;
   #decoder: Transform | undefined;
@@ -629,6 +646,10 @@ class Exchange {
 
   #respond(a: Attempt, h: Head, bodyless: boolean): void {
     const facts = responseFacts(h.rawHeaders);
+    if (!bodyless && facts.length !== undefined && !facts.chunked) {
+      const n = Number(facts.length);
+      if (Number.isSafeInteger(n) && n >= 0) this.upstreamLength = n;
+    }
     const needles = this.#needles;
     const { inc, front } = this;
     this.#status = h.statusCode;
@@ -693,12 +714,17 @@ class Exchange {
 
   onResponseBody(chunk: Buffer): void {
     this.bytesIn += chunk.length;
-    if (this.#decoder !== undefined) { this.#decoder.write(chunk); return; }
+    // The decoder works asynchronously: it gets a copy (chunk is a view of a reused read buffer).
+    if (this.#decoder !== undefined) { this.#decoder.write(Buffer.from(chunk)); return; }
     this.#emit(chunk);
   }
 
   #emit(data: Buffer): void {
-    const out = this.#scrubber !== undefined ? this.#scrubber.push(data) : data;
+    this.#toSandbox(this.#scrubber !== undefined ? this.#scrubber.push(data) : data);
+  }
+
+  /** Body bytes already scrubbed, framed for the sandbox. */
+  #toSandbox(out: Buffer): void {
     if (out.length === 0) return;
     const { front } = this;
     if (this.#framing === 'chunked') {
@@ -717,8 +743,9 @@ class Exchange {
 
   #finishResponse(a: Attempt): void {
     if (this.#over) return;
+    // What the scrubber held back (it could have become a secret) and now cannot: sent as is.
     const rest = this.#scrubber?.end();
-    if (rest !== undefined && rest.length > 0) this.#emit(rest);
+    if (rest !== undefined) this.#toSandbox(rest);
     if (this.#framing === 'chunked') this.front.write(LAST_CHUNK);
     this.#over = true;
     this.log(this.#status);
@@ -739,16 +766,19 @@ class Exchange {
       this.#midBodyFailure(err.code === 'ERR_STREAM_PREMATURE_CLOSE' ? err.message : `response stream: ${err.code ?? err.message}`);
       return;
     }
-    // A pooled connection the upstream closed just as we reused it (RFC 9112 §9.3.1): retry once
-    // on a fresh one, but only when no body was sent (it cannot be replayed).
-    if (a !== undefined && a.mayRetry && a.pooled.reused && !a.responded && !this.inc.hasBody && STALE.has(err.code ?? '')) {
+    // A pooled connection the upstream closed (reset or FIN) just as we reused it (RFC 9112
+    // §9.3.1): retried once on a fresh one, but only an idempotent request (RFC 9110 §9.2.2: a
+    // proxy must not retry others, the upstream may have acted on it) without a body.
+    if (a !== undefined && a.mayRetry && a.pooled.reused && !a.responded && !this.inc.hasBody && IDEMPOTENT.has(this.inc.method) && STALE.has(err.code ?? '')) {
       this.#attempt = undefined;
       this.#send(false, undefined);
       return;
     }
     const up = (this.#adm as Admitted).upstream;
     const tlsReason = up.tls ? tlsFailure(err) : undefined;
-    const reason = tlsReason ?? (err instanceof SandgateError ? err.message : `upstream unreachable (${err.code ?? err.message})`);
+    const reason = tlsReason ?? (err instanceof SandgateError ? err.message
+      : (err.code ?? '').startsWith('HPE_') ? `upstream sent a malformed response (${err.code ?? ''})`
+        : `upstream unreachable (${err.code ?? err.message})`);
     // The SSRF guard refusing every address is a denial, as for passthrough (connection.ts).
     this.log(502, { reason, deny: err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN' });
     this.#badGateway(tlsReason ? 'the upstream\'s TLS certificate could not be verified' : 'upstream unreachable');
@@ -804,23 +834,43 @@ class UpstreamLink {
   readonly socket: net.Socket;
   readonly #parser: Parser;
   owner: Attempt | undefined;
+  /** The current response's body has a Content-Length: its bytes bypass the parser (no copies). */
+  #raw = false;
+  /** Set while the parser reports a 'raw' head; the body starts where execute() stopped. */
+  #rawNext = false;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
     this.#parser = new Parser('response', MAX_HEADER_SIZE, {
-      onHead: (h) => (this.owner === undefined ? true : this.owner.onHead(h)),
+      onHead: (h) => {
+        // A response while no request is outstanding: the upstream answered what was never asked.
+        if (this.owner === undefined) { socket.destroy(); return 'none'; }
+        const after = this.owner.onHead(h);
+        if (after === 'raw') this.#rawNext = true;
+        return after;
+      },
       onBody: (c) => { this.owner?.onBody(c); },
-      onComplete: () => { this.owner?.onComplete(); },
+      // A 'raw' head completes at once in llhttp; its body has not been read yet.
+      onComplete: () => { if (!this.#rawNext) this.owner?.onComplete(); },
     });
-    socket.on('data', (c: Buffer) => {
+    onRead(socket, (c: Buffer) => {
       const o = this.owner;
-      if (o === undefined) return; // idle in the pool: the pool closes a connection that speaks unasked
+      // Idle in the pool: an upstream may not answer what was never asked.
+      if (o === undefined) { socket.destroy(); return; }
+      if (this.#raw) { o.rawBody(c); return; }
       const r = this.#parser.execute(c);
-      if (typeof r !== 'number') o.malformed(r);
+      if (typeof r !== 'number') { o.malformed(r); return; }
+      if (this.#rawNext) {
+        this.#rawNext = false;
+        this.#parser.reset();
+        this.#raw = true;
+        if (r < c.length && this.owner === o) o.rawBody(c.subarray(r));
+      }
     });
     socket.on('end', () => {
       const o = this.owner;
       if (o === undefined) return;
+      if (this.#raw) { o.ended(undefined); return; }
       // A body delimited by the connection's close ends here; anything else is truncated.
       const err = this.#parser.finish();
       if (this.owner === o) o.ended(err);
@@ -835,6 +885,9 @@ class UpstreamLink {
       o?.onClose();
     });
   }
+
+  /** The raw body is complete: the next bytes are the next response's head. */
+  rawDone(): void { this.#raw = false; }
 
   static of(socket: net.Socket): UpstreamLink {
     let l = links.get(socket);
@@ -924,7 +977,7 @@ class Attempt {
     this.ex.upstreamFailed(this.#error ?? Object.assign(new Error('upstream closed before the response was complete'), { code: this.responded ? 'ERR_STREAM_PREMATURE_CLOSE' : 'ECONNRESET' }), this);
   }
 
-  onHead(h: Head): boolean {
+  onHead(h: Head): AfterHead {
     const status = h.statusCode;
     if (status >= 100 && status < 200) {
       // 1xx (RFC 9110 §15.2): informational, not relayed (sandgate answered any 100 itself);
@@ -932,15 +985,42 @@ class Attempt {
       if (status === 101) {
         this.destroy();
         this.ex.upstreamFailed(Object.assign(new Error('upstream switched protocols unasked'), { code: 'HPE_UNEXPECTED_101' }), this);
-        return true;
+        return 'none';
       }
       this.#mode = 'info';
-      return true;
+      return 'none';
     }
     this.responded = true;
     this.#keepAlive = h.shouldKeepAlive;
     this.#mode = this.ex.onResponseHead(this, h);
-    return this.#mode === 'skip';
+    if (this.#done || this.#mode === 'skip') return 'none';
+    // A body of known length is read without the parser: its bytes go on as slices of what the
+    // socket read, with no copy per chunk (llhttp's body callback copies each one).
+    const n = this.#mode === 'body' ? this.ex.upstreamLength : -1;
+    if (n > 0) {
+      this.#remaining = n;
+      return 'raw';
+    }
+    return 'body';
+  }
+
+  #remaining = 0;
+
+  /** Body bytes of a Content-Length response, read past the parser. */
+  rawBody(c: Buffer): void {
+    if (this.#done) return;
+    let chunk = c;
+    if (chunk.length > this.#remaining) {
+      // Bytes beyond the declared length belong to no request: the connection is not reused.
+      chunk = chunk.subarray(0, this.#remaining);
+      this.#keepAlive = false;
+    }
+    this.#remaining -= chunk.length;
+    if (chunk.length > 0) this.ex.onResponseBody(chunk);
+    if (this.#remaining === 0 && !this.#done) {
+      this.#link.rawDone();
+      this.onComplete();
+    }
   }
 
   onBody(c: Buffer): void {
@@ -960,8 +1040,16 @@ class Attempt {
     if (this.#done) return;
     this.#done = true;
     this.#detach();
-    if (this.#lastChunkDone && requestComplete && this.#sentAll && this.#keepAlive) poolFor(this.ex.front.info.rt).release(this.pooled);
-    else this.pooled.socket.destroy();
+    if (this.#lastChunkDone && requestComplete && this.#sentAll && this.#keepAlive) {
+      // Back to the pool only once the parser has finished with what this read brought: bytes
+      // after the response (an upstream answering twice) are unasked, close the connection
+      // (UpstreamLink), and must never be taken for the next request's answer.
+      const { pooled } = this;
+      const pool = poolFor(this.ex.front.info.rt);
+      queueMicrotask(() => { pool.release(pooled); });
+    } else {
+      this.pooled.socket.destroy();
+    }
   }
 
   destroy(): void {

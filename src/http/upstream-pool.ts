@@ -29,6 +29,31 @@ export interface PooledSocket {
   readonly reused: boolean;
 }
 
+/**
+ * Every upstream connection reads into this one buffer (net/tls `onread`): no buffer is allocated
+ * per read, so moving a large body makes no garbage (docs/performance.md). It is safe because
+ * every reader consumes a chunk synchronously, before the next read: the HTTP parser copies what
+ * it keeps, and the relay copies body bytes into its write buffer (src/http/out-buffer.ts).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+const sinks = new WeakMap<net.Socket, (chunk: Buffer) => void>();
+
+/**
+ * Where `socket`'s bytes go. `chunk` is a view of the shared read buffer, valid only during the
+ * call: keep a copy, never the view.
+ */
+export function onRead(socket: net.Socket, sink: (chunk: Buffer) => void): void {
+  sinks.set(socket, sink);
+}
+
+function deliver(socket: net.Socket, chunk: Buffer): void {
+  const sink = sinks.get(socket);
+  // Bytes before anyone asked (an upstream speaking first) answer no request: drop the connection.
+  if (sink === undefined) socket.destroy();
+  else sink(chunk);
+}
+
 const IDLE_MS = 30_000;
 const MAX_FREE_PER_KEY = 256;
 const MAX_SESSIONS = 256;
@@ -54,10 +79,10 @@ export class UpstreamPool {
       const s = list.pop() as net.Socket;
       s.removeListener('close', onFreeClose);
       s.removeListener('timeout', onFreeTimeout);
-      s.removeListener('data', onFreeData);
       s.removeListener('error', ignore);
       s.setTimeout(0);
       if (s.destroyed || !s.readable || !s.writable) { s.destroy(); continue; }
+      s.ref();
       return { socket: s, key, reused: true };
     }
     return undefined;
@@ -71,18 +96,31 @@ export class UpstreamPool {
   connect(rt: Runtime, t: Target, ready: (p: PooledSocket) => void, failed: (err: NodeJS.ErrnoException) => void): () => void {
     const key = UpstreamPool.keyOf(t);
     const lookup = guardedLookup(rt);
+    // Reads land in one shared buffer (READ_BUFFER) and go to whoever reads this socket (onRead).
+    const holder: { socket?: net.Socket } = {};
+    const onread = {
+      buffer: READ_BUFFER,
+      callback: (n: number, buf: Uint8Array): boolean => {
+        if (holder.socket !== undefined) deliver(holder.socket, Buffer.from(buf.buffer, buf.byteOffset, n));
+        return true;
+      },
+    };
     let socket: net.Socket;
     if (t.tls) {
       const session = this.#sessions.get(key);
-      socket = tls.connect({
-        host: t.host, port: t.port, servername: t.host, lookup,
+      // `onread` is honoured by tls.connect when it dials the socket itself (node lib/_tls_wrap.js);
+      // @types/node does not list it for TLS.
+      const opts: tls.ConnectionOptions & { onread: typeof onread } = {
+        host: t.host, port: t.port, servername: t.host, lookup, onread,
         secureContext: this.#tls.context, ALPNProtocols: ['http/1.1'],
         ...(session !== undefined ? { session } : {}),
-      });
+      };
+      socket = tls.connect(opts);
       socket.on('session', (s: Buffer) => { this.#remember(key, s); });
     } else {
-      socket = net.connect({ host: t.host, port: t.port, lookup });
+      socket = net.connect({ host: t.host, port: t.port, lookup, onread });
     }
+    holder.socket = socket;
     let done = false;
     const ms = rt.config.upstream.connectTimeoutMs;
     const timer = setTimeout(() => {
@@ -127,9 +165,13 @@ export class UpstreamPool {
     s.once('close', onFreeClose);
     s.setTimeout(IDLE_MS);
     s.once('timeout', onFreeTimeout);
-    // Bytes from an idle upstream are a protocol error: it may not answer what was never asked.
-    s.on('data', onFreeData);
+    // Bytes from an idle upstream are a protocol error (it may not answer what was never asked):
+    // its reader (src/http/relay.ts) closes it.
     s.resume();
+    // An idle connection does not keep the process alive (a stopping daemon exits with some in
+    // the pool), and TCP keep-alive notices a peer that vanished (as node's http.Agent does).
+    s.setKeepAlive(true, IDLE_MS);
+    s.unref();
     list.push(s);
   }
 
@@ -166,10 +208,6 @@ function onFreeClose(this: FreeSocket): void {
 }
 
 function onFreeTimeout(this: FreeSocket): void {
-  this.destroy();
-}
-
-function onFreeData(this: FreeSocket): void {
   this.destroy();
 }
 

@@ -54,6 +54,13 @@ export class ConnRegistry {
     return true;
   }
 
+  /** Resets every open connection (a stop whose grace period ran out); returns how many there were. */
+  closeAll(): number {
+    let n = 0;
+    for (const name of [...this.bySandbox.keys()]) n += this.close(name);
+    return n;
+  }
+
   /** Open connections of a sandbox. */
   count(name: string): number {
     return this.bySandbox.get(name)?.size ?? 0;

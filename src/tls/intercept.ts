@@ -81,5 +81,8 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
     rt.audit.write({ ...base, decision: 'allow', intercept: true, error: `TLS handshake with the sandbox failed (${err.code ?? err.message})` });
     t.destroy();
   });
+  // The sandbox hung up mid-handshake: the listener allows half-open connections, so nothing
+  // else would notice before the handshake timer.
+  t.once('end', () => { if (!secure) t.destroy(); });
   t.once('close', () => { clearTimeout(timer); if (!socket.destroyed) socket.destroy(); });
 }

@@ -7,7 +7,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createWorld, startGate, baseConfig, bodyOf, CLI, TEST_BACKEND, type World, type Gate, type Line } from '../helpers/gate.js';
+import { createWorld, startGate, baseConfig, bodyOf, CLI, LineLog, ROOT, TEST_BACKEND, type World, type Gate, type Line } from '../helpers/gate.js';
 
 let w: World;
 let g: Gate;
@@ -150,10 +150,28 @@ test.serial('SIGTERM: exits 0, the rules stay, requests fail', async (t) => {
   t.is(exit.code, 0);
   const stop = await g.log.waitFor((l) => l.event === 'stop', 1000, 'stop line');
   t.regex(String(stop.reason), /fail closed/);
+  t.is(stop.connectionsReset, undefined, 'the finished request left no connection open');
   t.true(await installed('sandgate'));
   const ip = await w.topo.exec(w.topo.hostNs, '/usr/sbin/ip', ['-4', 'rule', 'show']);
   t.regex(ip.stdout, /fwmark 0x5347 lookup 5347/);
   t.not((await get('api.example.test', '/stopped', 2000)).code, 0);
+});
+
+test.serial('SIGTERM with a connection the sandbox keeps open: reset after the grace period, the stop line counts it', async (t) => {
+  g = await startGate(w.topo, w.dir, baseConfig(w, { allow: ONLY_API }));
+  // One keep-alive TLS connection (passthrough) that the client never closes.
+  const hold = w.topo.spawn(w.sandbox, process.execPath, [join(ROOT, 'test/helpers/hold-client.mjs'), '--connect', w.a, '--host', 'api.example.test', '--ca', w.pki.caFile]);
+  const held = new LineLog();
+  held.attach(hold);
+  await held.waitFor((l) => l.event === 'response', 5000, 'the held connection\'s first response');
+  g.proc.kill('SIGTERM');
+  // A hang detector, not a speed check: without the reset the stop waits for the client forever.
+  const exit = await Promise.race([exitOf(g), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
+  t.not(exit, 'hung', 'sandgate did not exit while a sandbox connection stayed open');
+  const stop = await g.log.waitFor((l) => l.event === 'stop', 1000, 'stop line');
+  t.is(stop.connectionsReset, 1);
+  const closed = await held.waitFor((l) => l.event === 'closed', 5000, 'the held connection closing');
+  t.is(closed.responses, 1);
 });
 
 test.serial('audit to log.file: lines go to the file, none to stdout', async (t) => {
