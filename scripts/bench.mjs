@@ -102,13 +102,14 @@ function usage(msg) {
   --out PREFIX   write PREFIX.json and PREFIX.md (default bench/results/latest)
   --dist DIR     the sandgate build to measure (default dist/, which \`npm run bench\` builds)
   --workers N    workers of the sg-intercept-w target (sandgate's \`workers: N\`; default 2)
+  --node-args S  extra node options for sandgate, space-separated (e.g. "--max-semi-space-size=32")
   --rerender F   rewrite F's markdown (F.json -> F.md) from its JSON, measuring nothing
 `);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const o = { quick: false, only: ALL_SCENARIOS, targets: ALL_TARGETS, rounds: undefined, duration: undefined, idleCount: 10000, workers: 2, profile: false, setup: true, out: join(ROOT, 'bench/results/latest') };
+  const o = { nodeArgs: [], quick: false, only: ALL_SCENARIOS, targets: ALL_TARGETS, rounds: undefined, duration: undefined, idleCount: 10000, workers: 2, profile: false, setup: true, out: join(ROOT, 'bench/results/latest') };
   const list = (v, allowed, flag) => {
     if (!v) usage(`${flag} needs a value`);
     const items = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -131,6 +132,7 @@ function parseArgs(argv) {
       case '--idle-count': o.idleCount = Math.round(num(argv[++i], a)); break;
       case '--workers': o.workers = Math.round(num(argv[++i], a)); if (o.workers < 2 || o.workers > 64) usage('--workers: 2 to 64'); break;
       case '--profile': o.profile = true; break;
+      case '--node-args': o.nodeArgs = (argv[++i] ?? '').split(' ').filter(Boolean); break;
       case '--no-setup': o.setup = false; break;
       case '--rerender': o.rerender = resolve(argv[++i] ?? usage('--rerender needs a value')); break;
       case '--dist': DIST = resolve(argv[++i] ?? usage('--dist needs a value')); CLI = join(DIST, 'cli.js'); break;
@@ -488,7 +490,7 @@ class Bench {
 
     // sandgate: installs its firewall when it starts.
     if (wants('sg-pass') || wants('sg-intercept') || this.o.only.includes('dns')) {
-      const nodeArgs = [];
+      const nodeArgs = [...this.o.nodeArgs];
       if (this.o.profile) {
         this.profDir = join(this.dir, 'prof');
         mkdirSync(this.profDir, { recursive: true });

@@ -17,7 +17,8 @@ import { Transform, type TransformCallback } from 'node:stream';
  * typical traffic (an event ending in "\n\n") nothing is held at all.
  */
 export class Scrubber {
-  readonly #needles: readonly { bytes: Buffer; mask: Buffer }[];
+  readonly #needles: readonly Needle[];
+  readonly #scan: readonly Scan[];
   readonly #maxLen: number;
   /** Bytes that may start a needle (quick reject in the tail scan). */
   readonly #firstBytes: Uint8Array;
@@ -27,6 +28,7 @@ export class Scrubber {
   constructor(needles: readonly string[]) {
     const c = compile(needles);
     this.#needles = c.needles;
+    this.#scan = c.scan;
     this.#maxLen = c.maxLen;
     this.#firstBytes = c.firstBytes;
   }
@@ -36,13 +38,27 @@ export class Scrubber {
     if (this.#maxLen === 0) return chunk;
     let data = this.#carry.length > 0 ? Buffer.concat([this.#carry, chunk]) : chunk;
     let copied = this.#carry.length > 0;
-    for (const n of this.#needles) {
-      let at = data.indexOf(n.bytes);
+    // Only needles that contain no other needle are searched for: every occurrence of a longer
+    // one ("Bearer <secret>") contains a shorter one ("<secret>"), and is masked whole when found
+    // around it. One pass over the data per independent needle instead of one per needle.
+    for (const s of this.#scan) {
+      let at = data.indexOf(s.bytes);
       while (at >= 0) {
+        let hit: Needle = s;
+        let start = at;
+        for (const c of s.covers) {
+          const from = at - c.offset;
+          const end = from + c.needle.bytes.length;
+          if (from >= 0 && end <= data.length && data.compare(c.needle.bytes, 0, c.needle.bytes.length, from, end) === 0) {
+            hit = c.needle;
+            start = from;
+            break;
+          }
+        }
         // Never write into a buffer the caller still owns: copy once, on the first hit.
         if (!copied) { data = Buffer.from(data); copied = true; }
-        n.mask.copy(data, at);
-        at = data.indexOf(n.bytes, at + n.bytes.length);
+        hit.mask.copy(data, start);
+        at = data.indexOf(s.bytes, start + hit.bytes.length);
       }
     }
     const hold = this.#heldTail(data);
@@ -73,8 +89,19 @@ export class Scrubber {
 
 const EMPTY = Buffer.alloc(0);
 
+interface Needle {
+  readonly bytes: Buffer;
+  readonly mask: Buffer;
+}
+
+/** A needle searched for, and the longer needles that contain it (at `offset`), longest first. */
+interface Scan extends Needle {
+  readonly covers: readonly { readonly needle: Needle; readonly offset: number }[];
+}
+
 interface Compiled {
-  readonly needles: readonly { bytes: Buffer; mask: Buffer }[];
+  readonly needles: readonly Needle[];
+  readonly scan: readonly Scan[];
   readonly maxLen: number;
   /** Read-only once built: shared by every Scrubber for the same needles. */
   readonly firstBytes: Uint8Array;
@@ -94,7 +121,18 @@ function compile(needles: readonly string[]): Compiled {
   const list = uniq.map((n) => ({ bytes: Buffer.from(n, 'latin1'), mask: Buffer.from(maskFor(n.length), 'latin1') }));
   const firstBytes = new Uint8Array(256);
   for (const n of list) firstBytes[n.bytes[0] ?? 0] = 1;
-  c = { needles: list, maxLen: uniq[0]?.length ?? 0, firstBytes };
+  const scan: Scan[] = [];
+  for (const n of list) {
+    if (list.some((o) => o !== n && o.bytes.length < n.bytes.length && n.bytes.includes(o.bytes))) continue;
+    const covers: { needle: Needle; offset: number }[] = [];
+    for (const o of list) {
+      if (o.bytes.length <= n.bytes.length) continue;
+      for (let at = o.bytes.indexOf(n.bytes); at >= 0; at = o.bytes.indexOf(n.bytes, at + 1)) covers.push({ needle: o, offset: at });
+    }
+    covers.sort((x, y) => y.needle.bytes.length - x.needle.bytes.length);
+    scan.push({ ...n, covers });
+  }
+  c = { needles: list, scan, maxLen: uniq[0]?.length ?? 0, firstBytes };
   compiled.set(needles, c);
   return c;
 }

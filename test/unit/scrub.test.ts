@@ -108,3 +108,42 @@ test('scrubStream as a Transform', async (t) => {
   for await (const c of Readable.from(parts).pipe(scrubStream([SECRET]))) chunks.push(c as Buffer);
   t.is(Buffer.concat(chunks).toString(), `{"a":"${maskFor(SECRET.length)}"}`);
 });
+
+test('only needles that contain no other are searched for: whole texts get the longest-first masking; any split leaks nothing and keeps every other byte (3,000 random texts)', (t) => {
+  // Longer needles that contain a shorter one once, twice, and at the end; plus an independent one.
+  const s = 'tok-A1b2C3d4';
+  const needles = [s, `Bearer ${s}`, `${s}:${s}`, `key=${s}`, 'ZXhhbXBsZS1iYXNlNjQ='];
+  const reference = (text: string): string => {
+    let out = text;
+    for (const n of [...needles].sort((a, b) => b.length - a.length)) out = out.split(n).join(maskFor(n.length));
+    return out;
+  };
+  /** Positions of `text` inside some needle occurrence (the only bytes a scrubber may change). */
+  const secretAt = (text: string): boolean[] => {
+    const covered = new Array<boolean>(text.length).fill(false);
+    for (const n of needles) for (let at = text.indexOf(n); at >= 0; at = text.indexOf(n, at + 1)) covered.fill(true, at, at + n.length);
+    return covered;
+  };
+  let seed = 7;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+  const pieces = [...needles, 'Bearer ', 'tok-', 'tok-A1b2', ':', 'key=', 'ZXhh', 'x', ' ', '\n', '"'];
+  for (let i = 0; i < 3000; i++) {
+    let text = '';
+    for (let k = rnd(12); k >= 0; k--) text += pieces[rnd(pieces.length)];
+    const buf = Buffer.from(text);
+    const whole = run(needles, [buf]).all.toString();
+    if (whole !== reference(text)) { t.fail(`whole ${JSON.stringify(text)}: got ${JSON.stringify(whole)}`); return; }
+    const parts: Buffer[] = [];
+    let at = 0;
+    while (at < buf.length) { const n = 1 + rnd(9); parts.push(buf.subarray(at, at + n)); at += n; }
+    const got = run(needles, parts).all.toString();
+    const covered = secretAt(text);
+    const leak = needles.find((n) => got.includes(n));
+    const changed = [...text].findIndex((ch, j) => !covered[j] && got[j] !== ch);
+    if (got.length !== text.length || leak !== undefined || changed >= 0) {
+      t.fail(`text ${JSON.stringify(text)} split ${parts.map((p) => p.length).join(',')}: got ${JSON.stringify(got)}`);
+      return;
+    }
+  }
+  t.pass();
+});
