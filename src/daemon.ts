@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { loadConfigFile, ConfigError } from './config/load.js';
 import { createAudit, type PrimaryAudit } from './audit/logger.js';
@@ -63,12 +64,15 @@ export async function runDaemon(file: string): Promise<Daemon> {
   // The interception CA is created on first run (contract), so `ca cert` has something to hand
   // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
   const { material: ca } = await initCa(config.tls.caDir);
-  const leaves = await LeafCache.create(ca);
+  // One set of TLS session ticket keys for the daemon's life, shared with the workers: a ticket
+  // resumes in whichever process the sandbox's next connection lands. Never written anywhere.
+  const ticketKeys = randomBytes(48);
+  const leaves = await LeafCache.create(ca, { ticketKeys });
   // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
   // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
   // Loaded only then: with the default (1) this process never touches node:cluster.
   const pool = config.workers > 1
-    ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit })
+    ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit, ticketKeys })
     : undefined;
   // Open connections per sandbox, so removing a registered one closes what it has open.
   const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);

@@ -42,6 +42,8 @@ export interface PoolOptions {
   readonly count: number;
   readonly runtime: () => Runtime;
   readonly audit: PrimaryAudit;
+  /** TLS session ticket keys every worker's leaf contexts use (resumption across workers). */
+  readonly ticketKeys: Buffer;
   /** How long the first workers may take to report ready. */
   readonly startTimeoutMs?: number;
 }
@@ -127,7 +129,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
       switch (msg.t) {
         case 'hello': {
           const rt = opts.runtime();
-          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic });
+          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys });
           return;
         }
         case 'ready':

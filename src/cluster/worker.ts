@@ -166,9 +166,9 @@ export async function runWorker(): Promise<void> {
     return withDynamicSandboxes(base, sameSpecs(previous?.dynamic ?? [], dynamic));
   };
 
-  const init = async (config: Config, dynamic: readonly SandboxSpec[]): Promise<void> => {
+  const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer): Promise<void> => {
     rt = build(config, dynamic, undefined);
-    const leaves = await LeafCache.create(await loadCa(config.tls.caDir));
+    const leaves = await LeafCache.create(await loadCa(config.tls.caDir), { ticketKeys: Buffer.from(ticketKeys) });
     gate = {
       runtime: current,
       ifaces: new RouteIfaceCache(),
@@ -194,7 +194,7 @@ export async function runWorker(): Promise<void> {
   process.on('message', (m: ToWorker, handle?: unknown) => {
     switch (m.t) {
       case 'init':
-        init(m.config, m.dynamic).catch((err: Error) => {
+        init(m.config, m.dynamic, m.ticketKeys).catch((err: Error) => {
           process.stderr.write(`sandgate worker ${id}: ${err.message}\n`);
           process.exit(1);
         });

@@ -7,7 +7,7 @@
  * per-host key buys nothing here because the CA key, which signs them all, lives in the same
  * process anyway.
  */
-import { KeyObject } from 'node:crypto';
+import { KeyObject, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import { isHostName } from '../policy/host-name.js';
@@ -23,6 +23,12 @@ export interface LeafCacheOptions {
   renewBeforeMs?: number;
   /** Clock (ms since epoch) used for certificate dates and freshness; tests inject one. */
   now?: () => number;
+  /**
+   * TLS session ticket keys (48 bytes) for every leaf context. One set for all names and, with
+   * `workers`, for every process (the primary makes it), so a sandbox's ticket resumes wherever
+   * its next connection lands and whichever context serves it. Default: random, per cache.
+   */
+  ticketKeys?: Buffer;
 }
 
 export interface LeafCacheStats {
@@ -77,6 +83,7 @@ export class LeafCache {
   #misses = 0;
   #mints = 0;
   #evictions = 0;
+  readonly #ticketKeys: Buffer;
 
   /** The shared leaf key is generated on first use; `create` generates it up front instead. */
   constructor(ca: CaMaterial, opts: LeafCacheOptions = {}) {
@@ -88,6 +95,8 @@ export class LeafCache {
     if (!(renewBeforeMs >= 0 && renewBeforeMs < validityMs)) {
       throw new LeafError(`renewBeforeMs must be at least 0 and less than validityMs (${validityMs}), got ${renewBeforeMs}.`);
     }
+    if (opts.ticketKeys !== undefined && opts.ticketKeys.length !== 48) throw new LeafError(`ticketKeys must be 48 bytes, got ${opts.ticketKeys.length}.`);
+    this.#ticketKeys = opts.ticketKeys ?? randomBytes(48);
     this.#ca = ca;
     this.#max = max;
     this.#validityMs = validityMs;
@@ -199,6 +208,7 @@ export class LeafCache {
       cert: `${leafPem}${leafPem.endsWith('\n') ? '' : '\n'}${this.#ca.certPem}`,
       key: key.pem,
       minVersion: 'TLSv1.2',
+      ticketKeys: this.#ticketKeys,
     });
   }
 

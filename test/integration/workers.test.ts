@@ -146,6 +146,24 @@ test.serial('interception injects the static credential; the sandbox never sees 
   t.like(await g.log.waitFor((l) => l.event === 'http' && l.path === '/v1/chat'), { decision: 'allow', credential: 'llm', status: 200 });
 });
 
+test.serial('a TLS session ticket from one worker resumes on the other (shared ticket keys)', async (t) => {
+  const sess = join(aw.w.dir, 'llm.sess');
+  const ca = join(aw.w.dir, 'ca', 'ca.pem');
+  // The request and a short wait let the TLS 1.3 tickets (sent after the handshake) arrive.
+  const connect = (flag: '-sess_out' | '-sess_in', path: string): Promise<ExecResult> => aw.w.topo.exec(aw.ns.alice, '/bin/sh', ['-c',
+    `(printf 'GET ${path} HTTP/1.1\\r\\nHost: ${H.llm}:8444\\r\\n\\r\\n'; sleep 0.3) | /usr/bin/openssl s_client -connect ${aw.w.a}:8444 -servername ${H.llm} -CAfile ${ca} ${flag} ${sess} 2>&1`,
+  ], { timeoutMs: 10_000 });
+  const first = await connect('-sess_out', '/ticket-0');
+  t.regex(first.stdout, /^New,/m, first.stdout);
+  const reused: boolean[] = [];
+  for (let i = 1; i <= 4; i++) reused.push(/^Reused,/m.test((await connect('-sess_in', `/ticket-${i}`)).stdout));
+  t.deepEqual(reused, [true, true, true, true]);
+  // Round robin: the five connections were served by both workers.
+  await until(() => g.log.lines.filter((l) => l.event === 'http' && String(l.path).startsWith('/ticket-')).length >= 5, 5000, 'five http lines');
+  const by = new Set(g.log.lines.filter((l) => l.event === 'conn' && l.host === H.llm && l.intercept === true).slice(-5).map((l) => l.worker));
+  t.is(by.size, 2, `workers seen: ${[...by].join(',')}`);
+});
+
 test.serial('parallel connections are spread over both workers', async (t) => {
   const rs = await Promise.all(Array.from({ length: 12 }, (_, i) => curl(H.pass, 8443, `/spread-${i}`)));
   t.true(rs.every((r) => status(r) === 200), rs.map((r) => r.stderr).join(''));
