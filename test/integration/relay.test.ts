@@ -544,9 +544,16 @@ test.serial('an upstream that closes a kept-alive connection right after a respo
     { close: true },
   ]);
   const u1 = await upReq('/close-after/s1');
-  const u2 = await upReq('/echo/s2');
-  t.is(r.text, echoed(u1) + echoed(u2));
-  t.not(u2.conn, u1.conn);
+  // sandgate may notice the upstream's FIN before the next request (a fresh connection at once)
+  // or only when it reuses the connection (the request meets EOF and, being an idempotent GET
+  // without a body, is retried once on a fresh one). Either way the answer comes from a new
+  // connection, and the sandbox sees one clean response per request.
+  const answered = up.log.lines.filter((l) => (l.request as UpReq | undefined)?.path === '/echo/s2').map(asReq);
+  const fresh = answered.find((q) => q.conn !== u1.conn);
+  t.truthy(fresh, JSON.stringify(answered));
+  if (!fresh) return;
+  t.true(answered.length <= 2 && answered.every((q) => q === fresh || (q.conn === u1.conn && q.n === 2)), JSON.stringify(answered));
+  t.is(r.text, echoed(u1) + echoed(fresh));
 });
 
 test.serial('a stale pooled connection reset (RST) on reuse: a request without a body is retried once on a fresh connection', async (t) => {
