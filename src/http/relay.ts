@@ -8,10 +8,12 @@
  *
  * Only heads are turned into objects. Bodies cross as bytes: a Content-Length body as it came, a
  * chunked one re-framed by sandgate from what llhttp decoded (so the framing the upstream sees is
- * sandgate's, never the sandbox's: no smuggling through chunk extensions or odd sizes). Writes
- * are corked: a response's head and body leave in one TLS write, and a request's head and a body
- * that came with it in one. No IncomingMessage, ServerResponse, ClientRequest or Agent exists per
- * request; that was most of the CPU per intercepted request (docs/performance.md).
+ * sandgate's, never the sandbox's: no smuggling through chunk extensions or odd sizes). A
+ * Content-Length response body is read past the parser, as slices of the shared read buffer
+ * (upstream-pool.ts). Writes are batched: what goes to the sandbox in one event-loop turn (heads,
+ * bodies, framing) leaves in one write (out-buffer.ts), and a request's head and a body that came
+ * with it leave corked in one. No IncomingMessage, ServerResponse, ClientRequest or Agent exists
+ * per request; that was most of the CPU per intercepted request (docs/performance.md).
  *
  * Redirects are never followed: a 3xx is relayed as is, so the client decides, and its follow-up
  * request to another host gets that host's verdict and credential (none, for an unlisted host).
