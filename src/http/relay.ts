@@ -822,9 +822,6 @@ class Exchange {
     this.#abortConnect?.();
     this.#attempt?.destroy();
   }
-
-  get over(): boolean { return this.#over; }
-  get current(): Attempt | undefined { return this.#attempt; }
 }
 
 /**
