@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 
 /** RFC 9110 §7.6.1: hop-by-hop fields never cross a proxy; plus anything `Connection` names. */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -7,9 +7,7 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 ]);
 
 export function forwardHeaders(src: IncomingHttpHeaders, keepUpgrade = false): OutgoingHttpHeaders {
-  const named = new Set<string>();
-  const conn = src.connection;
-  if (typeof conn === 'string') for (const t of conn.split(',')) named.add(t.trim().toLowerCase());
+  const named = typeof src.connection === 'string' ? addConnectionTokens(undefined, src.connection) : new Set<string>();
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(src)) {
     if (v === undefined) continue;
@@ -40,4 +38,20 @@ export function hostFromHeader(value: string | undefined): string | undefined {
 export function pathOnly(url: string): string {
   const q = url.indexOf('?');
   return q < 0 ? url : url.slice(0, q);
+}
+
+/** Adds the tokens of one Connection field value (RFC 9110 §7.6.1) to `set` (made if undefined). */
+export function addConnectionTokens(set: Set<string> | undefined, value: string): Set<string> {
+  const s = set ?? new Set<string>();
+  for (const t of value.split(',')) s.add(t.trim().toLowerCase());
+  return s;
+}
+
+/**
+ * A whole response from sandgate itself: a JSON body (`by: "sandgate"` added) an agent can read.
+ * `extra`: more header lines, each ending in CRLF; `close` adds Connection: close.
+ */
+export function jsonResponse(status: number, body: Record<string, unknown>, close = true, extra = ''): string {
+  const text = JSON.stringify({ ...body, by: 'sandgate' });
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${extra}${close ? 'Connection: close\r\n' : ''}\r\n${text}`;
 }

@@ -25,7 +25,6 @@
  * (docs/auth-service.md).
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { STATUS_CODES } from 'node:http';
 import type net from 'node:net';
 import zlib from 'node:zlib';
 import type { Transform } from 'node:stream';
@@ -36,7 +35,7 @@ import type { AuditFields } from '../audit/logger.js';
 import { getConnInfo, who, type ConnInfo } from '../net/conn-info.js';
 import { admit, type Admitted, type Refused } from './admit.js';
 import { MAX_REPLAY_BODY, refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
-import { HOP_BY_HOP } from './headers.js';
+import { addConnectionTokens, HOP_BY_HOP, jsonResponse } from './headers.js';
 import { OutBuffer } from './out-buffer.js';
 import { Parser, type AfterHead, type Head, type ParseError } from './llhttp.js';
 import { Scrubber, scrubString } from './scrub.js';
@@ -82,6 +81,10 @@ class Incoming {
   /** Declared Content-Length (-1: none). */
   readonly length: number;
   readonly expectsContinue: boolean;
+  /** Fields the Connection header names (hop-by-hop too, RFC 9110 §7.6.1). */
+  readonly connectionNamed: Set<string> | undefined;
+  /** The first Upgrade field's value, lower-case ('' if none). */
+  readonly upgradeTo: string;
   /** Body bytes that arrived before anyone took them. */
   buffered: Buffer[] = [];
   bufferedBytes = 0;
@@ -102,10 +105,14 @@ class Incoming {
     let te: string | undefined;
     let length = -1;
     let expect = false;
+    let named: Set<string> | undefined;
+    let upgradeTo: string | undefined;
     const raw = h.rawHeaders;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const k = raw[i] as string;
       if (k.length === 4 && k.toLowerCase() === 'host') host ??= raw[i + 1];
+      else if (k.length === 10 && k.toLowerCase() === 'connection') named = addConnectionTokens(named, raw[i + 1] as string);
+      else if (k.length === 7 && upgradeTo === undefined && k.toLowerCase() === 'upgrade') upgradeTo = (raw[i + 1] as string).trim().toLowerCase();
       else if (k.length === 17 && k.toLowerCase() === 'transfer-encoding') te = raw[i + 1];
       else if (k.length === 14 && k.toLowerCase() === 'content-length') length = Number(raw[i + 1]);
       else if (k.length === 6 && k.toLowerCase() === 'expect') expect = (raw[i + 1] ?? '').trim().toLowerCase() === '100-continue';
@@ -115,6 +122,8 @@ class Incoming {
     this.length = length;
     this.hasBody = te !== undefined || length > 0;
     this.expectsContinue = expect;
+    this.connectionNamed = named;
+    this.upgradeTo = upgradeTo ?? '';
   }
 
   /** Route body bytes (and what was buffered) to `sink`; `done` once the body is complete. */
@@ -354,8 +363,7 @@ class Front {
 
   /** A whole response from sandgate itself (JSON body); `close` adds Connection: close. */
   respond(status: number, body: Record<string, unknown>, close = true, extra = ''): void {
-    const text = JSON.stringify({ ...body, by: 'sandgate' });
-    this.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${extra}${close ? 'Connection: close\r\n' : ''}\r\n${text}`, 'utf8');
+    this.write(jsonResponse(status, body, close, extra), 'utf8');
   }
 
   /** Hand the connection to the WebSocket relay (the upgrade request was admitted). */
@@ -427,7 +435,7 @@ class Exchange {
     this.#adm = adm;
     if (inc.upgrade) {
       // Only WebSocket (RFC 6455): h2c and other upgrades are not relayed.
-      const proto = (headerValue(inc.rawHeaders, 'upgrade') ?? '').trim().toLowerCase();
+      const proto = inc.upgradeTo;
       if (proto !== 'websocket') {
         this.#refuse({ ...adm, ok: false, status: 400, error: 'bad request', reason: `upgrade to "${proto}" is not supported (only websocket)`, host: adm.host });
         return;
@@ -517,7 +525,7 @@ class Exchange {
     const { inc } = this;
     const cred = this.#cred;
     const raw = inc.rawHeaders;
-    const named = connectionTokens(raw);
+    const named = inc.connectionNamed;
     const replaced = cred !== undefined ? credentialNames(cred) : undefined;
     const ph = cred?.placeholder;
     let out = `${inc.method} ${cred !== undefined ? injectQuery(inc.url, cred) : inc.url} HTTP/1.1\r\nHost: ${adm.upstream.hostHeader}\r\n`;
@@ -1076,7 +1084,7 @@ function responseFacts(raw: readonly string[]): ResponseFacts {
     const k = raw[i] as string;
     // Length first: most names are none of these, and lower-casing allocates.
     switch (k.length) {
-      case 10: if (k.toLowerCase() === 'connection') named = addTokens(named, raw[i + 1] as string); break;
+      case 10: if (k.toLowerCase() === 'connection') named = addConnectionTokens(named, raw[i + 1] as string); break;
       case 14: if (k.toLowerCase() === 'content-length') length = raw[i + 1]; break;
       case 16: if (k.toLowerCase() === 'content-encoding') encoding = (raw[i + 1] as string).trim().toLowerCase(); break;
       case 17: if (k.toLowerCase() === 'transfer-encoding') chunked = true; break;
@@ -1084,22 +1092,6 @@ function responseFacts(raw: readonly string[]): ResponseFacts {
     }
   }
   return { length, chunked, encoding, named };
-}
-
-function addTokens(set: Set<string> | undefined, value: string): Set<string> {
-  const s = set ?? new Set<string>();
-  for (const t of value.split(',')) s.add(t.trim().toLowerCase());
-  return s;
-}
-
-/** Tokens of every Connection field (RFC 9110 §7.6.1): the fields they name are hop-by-hop too. */
-function connectionTokens(raw: readonly string[]): Set<string> | undefined {
-  let named: Set<string> | undefined;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const k = raw[i] as string;
-    if (k.length === 10 && k.toLowerCase() === 'connection') named = addTokens(named, raw[i + 1] as string);
-  }
-  return named;
 }
 
 /** Lower-case names of the fields a credential sets (they replace what the sandbox sent), and Accept-Encoding. */
@@ -1119,11 +1111,6 @@ const credNames = new WeakMap<Credential, ReadonlySet<string>>();
 function headerLine(name: string, value: string): string {
   if (UNSAFE_VALUE.test(value)) throw new SandgateError(`header ${name} would carry a line break or NUL`, 'UPSTREAM_REQUEST');
   return `${name}: ${value}\r\n`;
-}
-
-function headerValue(raw: readonly string[], name: string): string | undefined {
-  for (let i = 0; i + 1 < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === name) return raw[i + 1];
-  return undefined;
 }
 
 /** Node's IncomingHttpHeaders shape from raw headers (for the WebSocket relay). */

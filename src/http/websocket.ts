@@ -6,17 +6,14 @@ import { injectHeaders, injectQuery, type Credential } from '../creds/credential
 import { asTokenError } from '../creds/token-error.js';
 import type { Admitted } from './admit.js';
 import { refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
-import { forwardHeaders } from './headers.js';
+import { forwardHeaders, jsonResponse } from './headers.js';
 import { guardedLookup } from './lookup.js';
 import { scrubStream, scrubString } from './scrub.js';
 import { tlsFailure } from './upstream-tls.js';
 
 /** A whole HTTP response written straight to a socket the HTTP server has let go of. */
 export function rawResponse(socket: net.Socket, status: number, body: Record<string, unknown>): void {
-  const text = JSON.stringify({ ...body, by: 'sandgate' });
-  if (socket.writable) {
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
-  }
+  if (socket.writable) socket.end(jsonResponse(status, body));
   socket.destroySoon();
 }
 
