@@ -55,3 +55,29 @@ export function jsonResponse(status: number, body: Record<string, unknown>, clos
   const text = JSON.stringify({ ...body, by: 'sandgate' });
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${extra}${close ? 'Connection: close\r\n' : ''}\r\n${text}`;
 }
+
+/**
+ * A response's transfer codings (RFC 9112 §6.1), all Transfer-Encoding fields joined, unless they
+ * are exactly one `chunked`: sandgate decodes chunked framing and nothing else, and drops the field
+ * as hop-by-hop, so a body under any other coding (gzip, deflate, compress, br, stacked, unknown)
+ * would reach the sandbox still encoded and unscrubbed. Such responses are refused (502).
+ * `undefined`: no Transfer-Encoding, or just chunked (any case).
+ */
+export function unrelayableTransferCoding(values: readonly string[]): string | undefined {
+  if (values.length === 0) return undefined;
+  const codings = values.join(',').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c.length > 0);
+  if (codings.length === 1 && codings[0] === 'chunked') return undefined;
+  return codings.join(', ') || '(empty)';
+}
+
+/**
+ * Whether a response field's name carries a secret (compared case-insensitively: field names are).
+ * Masking a name would not give a valid field name, so such a response is refused instead.
+ */
+export function nameCarriesSecret(raw: readonly string[], needles: readonly string[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = (raw[i] as string).toLowerCase();
+    for (const n of needles) if (n.length > 0 && k.includes(n.toLowerCase())) return true;
+  }
+  return false;
+}

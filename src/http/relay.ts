@@ -35,7 +35,7 @@ import type { AuditFields } from '../audit/logger.js';
 import { getConnInfo, who, type ConnInfo } from '../net/conn-info.js';
 import { admit, type Admitted, type Refused } from './admit.js';
 import { MAX_REPLAY_BODY, refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
-import { addConnectionTokens, HOP_BY_HOP, jsonResponse } from './headers.js';
+import { addConnectionTokens, HOP_BY_HOP, jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
 import { OutBuffer } from './out-buffer.js';
 import { Parser, type AfterHead, type Head, type ParseError } from './llhttp.js';
 import { Scrubber, scrubString } from './scrub.js';
@@ -392,6 +392,8 @@ class Front {
 interface ResponseFacts {
   readonly length: string | undefined;
   readonly chunked: boolean;
+  /** Transfer-Encoding values, in order (empty: none). */
+  readonly te: readonly string[];
   readonly encoding: string | undefined;
   /** Fields the Connection header names (RFC 9110 §7.6.1). */
   readonly named: Set<string> | undefined;
@@ -662,6 +664,13 @@ class Exchange {
     }
     const needles = this.#needles;
     const { inc, front } = this;
+    const refused = refusal(facts, h.rawHeaders, bodyless, needles);
+    if (refused !== undefined) {
+      a.destroy();
+      this.log(502, { reason: refused });
+      this.#badGateway('the upstream response cannot be relayed safely');
+      return;
+    }
     this.#status = h.statusCode;
     let framing: Framing = bodyless ? 'none' : facts.length !== undefined && !facts.chunked ? 'raw' : 'chunked';
     let decoding = false;
@@ -1078,6 +1087,7 @@ class Attempt {
 function responseFacts(raw: readonly string[]): ResponseFacts {
   let length: string | undefined;
   let chunked = false;
+  let te: string[] | undefined;
   let encoding: string | undefined;
   let named: Set<string> | undefined;
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -1087,11 +1097,24 @@ function responseFacts(raw: readonly string[]): ResponseFacts {
       case 10: if (k.toLowerCase() === 'connection') named = addConnectionTokens(named, raw[i + 1] as string); break;
       case 14: if (k.toLowerCase() === 'content-length') length = raw[i + 1]; break;
       case 16: if (k.toLowerCase() === 'content-encoding') encoding = (raw[i + 1] as string).trim().toLowerCase(); break;
-      case 17: if (k.toLowerCase() === 'transfer-encoding') chunked = true; break;
+      case 17: if (k.toLowerCase() === 'transfer-encoding') { chunked = true; (te ??= []).push(raw[i + 1] as string); } break;
       default: break;
     }
   }
-  return { length, chunked, encoding, named };
+  return { length, chunked, te: te ?? NONE, encoding, named };
+}
+
+const NONE: readonly string[] = [];
+
+/**
+ * Why a response head cannot be relayed (its body's transfer coding, or a secret in a field name),
+ * or undefined. For the audit line; the sandbox is told only that it was refused.
+ */
+function refusal(facts: ResponseFacts, raw: readonly string[], bodyless: boolean, needles: readonly string[] | undefined): string | undefined {
+  const coding = bodyless ? undefined : unrelayableTransferCoding(facts.te);
+  if (coding !== undefined) return `upstream sent Transfer-Encoding ${coding}, which sandgate does not relay`;
+  if (needles !== undefined && nameCarriesSecret(raw, needles)) return 'upstream sent a header field whose name carries the credential';
+  return undefined;
 }
 
 /** Lower-case names of the fields a credential sets (they replace what the sandbox sent), and Accept-Encoding. */

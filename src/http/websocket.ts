@@ -6,7 +6,7 @@ import { injectHeaders, injectQuery, type Credential } from '../creds/credential
 import { asTokenError } from '../creds/token-error.js';
 import type { Admitted } from './admit.js';
 import { refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
-import { forwardHeaders, jsonResponse } from './headers.js';
+import { forwardHeaders, jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
 import { guardedLookup } from './lookup.js';
 import { scrubStream, scrubString } from './scrub.js';
 import { tlsFailure } from './upstream-tls.js';
@@ -29,6 +29,27 @@ function head(status: number, message: string, raw: readonly string[], needles: 
   }
   if (drop) out += 'Connection: close\r\n';
   return out + '\r\n';
+}
+
+/**
+ * Why an upstream's answer to an upgrade request cannot be relayed, or undefined. Bodies here are
+ * relayed as Node's client decoded them (chunked framing only) and scrubbed as bytes, so a body
+ * under any other transfer or content coding would pass the scrubber still compressed.
+ */
+function notRelayable(raw: readonly string[], needles: readonly string[] | undefined, hasBody: boolean): string | undefined {
+  if (needles !== undefined && nameCarriesSecret(raw, needles)) return 'upstream sent a header field whose name carries the credential';
+  if (!hasBody) return undefined;
+  const te: string[] = [];
+  let ce: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const k = (raw[i] as string).toLowerCase();
+    if (k === 'transfer-encoding') te.push(raw[i + 1] as string);
+    else if (k === 'content-encoding') ce = (raw[i + 1] as string).trim().toLowerCase();
+  }
+  const coding = unrelayableTransferCoding(te);
+  if (coding !== undefined) return `upstream sent Transfer-Encoding ${coding}, which sandgate does not relay`;
+  if (needles !== undefined && ce !== undefined && ce !== '' && ce !== 'identity') return `upstream sent Content-Encoding ${ce} on an upgrade answer, which sandgate does not scrub`;
+  return undefined;
 }
 
 /**
@@ -155,6 +176,13 @@ function relayWith(req: UpgradeRequest, socket: net.Socket, clientHead: Buffer, 
         });
         return;
       }
+      const refused = notRelayable(upRes.rawHeaders, needles, true);
+      if (refused !== undefined) {
+        upRes.destroy();
+        log(502, { reason: refused });
+        rawResponse(socket, 502, { error: 'bad gateway', reason: 'the upstream response cannot be relayed safely' });
+        return;
+      }
       upRes.on('data', (c: Buffer) => { bytesIn += c.length; });
       socket.write(head(status, upRes.statusMessage ?? '', upRes.rawHeaders, needles, DROP_ON_CLOSE));
       const body = needles ? upRes.pipe(scrubStream(needles)) : upRes;
@@ -167,6 +195,13 @@ function relayWith(req: UpgradeRequest, socket: net.Socket, clientHead: Buffer, 
       upgraded = true;
       socket.removeListener('close', onSandboxClose);
       const status = upRes.statusCode ?? 101;
+      const refused = notRelayable(upRes.rawHeaders, needles, false);
+      if (refused !== undefined) {
+        upSock.destroy();
+        log(502, { reason: refused });
+        rawResponse(socket, 502, { error: 'bad gateway', reason: 'the upstream response cannot be relayed safely' });
+        return;
+      }
       upSock.setNoDelay(true);
       socket.setNoDelay(true);
       socket.write(head(status, upRes.statusMessage ?? 'Switching Protocols', upRes.rawHeaders, needles));

@@ -34,9 +34,17 @@
 //   /close-after/...     echo, then the connection is closed (no Connection: close said)
 //   /fin-next/...        echo; the next request on this connection gets a FIN and no answer
 //   /rst-next/...        echo; the next request on this connection gets a TCP RST and no answer
+//   /te/CODINGS/...      200 with "Transfer-Encoding: CODINGS" (URL-decoded) and the body
+//                        gzip("auth=" + the Authorization value), chunked when the last coding is
+//                        chunked, else close-delimited; just "chunked" (any case): the body "plain"
+//   /ce/...              200, Content-Encoding: gzip, Content-Length: the body gzip("auth=" + the
+//                        Authorization value)
+//   /secret-name/...     200 with a header field named "X-" + the bearer token (as sent, and
+//                        upper-cased with /secret-name/upper)
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 
 const args = process.argv.slice(2);
 const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
@@ -87,6 +95,29 @@ const scripts = {
   'close-after': (c, r) => { echo(c, r); c.sock.end(); },
   'fin-next': (c, r) => { echo(c, r); c.next = 'fin'; },
   'rst-next': (c, r) => { echo(c, r); c.next = 'rst'; },
+  te: (c, r) => {
+    const codings = decodeURIComponent(r.path.split('/')[2] ?? '');
+    const list = codings.split(',').map((x) => x.trim().toLowerCase());
+    const onlyChunked = list.length === 1 && list[0] === 'chunked';
+    const body = onlyChunked ? Buffer.from('plain') : gzipSync(`auth=${r.headers.authorization ?? ''}`);
+    c.send(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: ${codings}\r\n\r\n`);
+    if (list.at(-1) === 'chunked') {
+      c.sendBytes(Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]));
+    } else {
+      c.sendBytes(body);
+      c.sock.end();
+    }
+  },
+  ce: (c, r) => {
+    const body = gzipSync(`auth=${r.headers.authorization ?? ''}`);
+    c.send(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: ${body.length}\r\n\r\n`);
+    c.sendBytes(body);
+  },
+  'secret-name': (c, r) => {
+    const token = (r.headers.authorization ?? '').replace(/^Bearer /, '');
+    const name = r.path.split('/')[2] === 'upper' ? `X-${token}`.toUpperCase() : `X-${token}`;
+    c.send(`HTTP/1.1 200 OK\r\n${name}: 1\r\nContent-Length: 2\r\n\r\nok`);
+  },
 };
 
 /** Runs on a request's head, before its body: returns true if the request was dealt with. */
@@ -154,6 +185,7 @@ const server = net.createServer({ noDelay: true }, (raw) => {
   const sock = context ? new tls.TLSSocket(raw, { isServer: true, secureContext: context }) : raw;
   const c = { id: ++ids, raw, sock, count: 0, pending: Buffer.alloc(0), all: [], req: undefined, next: undefined, dead: false };
   c.send = (s) => { if (!sock.destroyed && sock.writable) sock.write(s, 'latin1'); };
+  c.sendBytes = (b) => { if (!sock.destroyed && sock.writable) sock.write(b); };
   const opened = () => say({ open: c.id, ...(context ? { sni: sock.servername || null } : {}) });
   if (context) sock.once('secure', opened); else opened();
   sock.on('data', (d) => { c.all.push(d); c.pending = Buffer.concat([c.pending, d]); pump(c); });

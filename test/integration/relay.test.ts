@@ -20,7 +20,7 @@ const PORT = 8443;
 const PLAIN_PORT = 8080;
 const CLIENT = join(ROOT, 'test/helpers/raw-client.mjs');
 const TAGS = ['pipe', 'chunk', 'smuggle', 'xchunked', 'front', 'other', 'many', 'old', 'cont', 'obs', 'closed', 'info', 'head',
-  'http10', 'trunc', 'bad', 'double', 'scrub', 'tail', 'early', 'stale', 'rst', 'fin', 'post', 'trail', 'rtrail'];
+  'http10', 'trunc', 'bad', 'double', 'scrub', 'tail', 'early', 'stale', 'rst', 'fin', 'post', 'trail', 'rtrail', 'te', 'name', 'ws'];
 const host = (tag: string): string => `${tag}.raw.example.test`;
 const PLAIN = 'plain.raw.example.test';
 
@@ -661,6 +661,77 @@ test.serial('plain HTTP (no interception): pipelined requests are relayed as sen
   const bad = await talk('', [{ write: `POST /echo/plain-3 HTTP/1.1\r\nHost: ${hostHeader}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n` }], { plain: true });
   t.is(bad.text, MALFORMED);
   t.like(await httpLine('/echo/plain-1'), { proto: 'http', status: 200, host: PLAIN });
+});
+
+const BAD_RESPONSE = own(502, 'Bad Gateway', { error: 'bad gateway', reason: 'the upstream response cannot be relayed safely' }, false);
+
+// BUG (src/http/relay.ts): sandgate dropped Transfer-Encoding as hop-by-hop and decoded only the
+// chunked framing, so a body under "gzip, chunked" reached the sandbox still gzipped, past the
+// scrubber, and the sandbox gunzipped the injected secret out of it.
+test.serial('a response under any transfer coding but chunked (gzip, x-gzip, deflate, compress, br, stacked, unknown, upper case, close-delimited) gets 502 and nothing of its body', async (t) => {
+  const codings = ['gzip, chunked', 'x-gzip, chunked', 'deflate, chunked', 'compress, chunked', 'br, chunked', 'gzip, gzip, chunked',
+    'foo, chunked', 'GZIP, CHUNKED', 'chunked, chunked', 'identity, chunked', 'gzip'];
+  const paths = codings.map((c, i) => `/te/${encodeURIComponent(c)}/t${i}`);
+  const r = await talk('te', [
+    { write: [...paths, `/te/${encodeURIComponent('Chunked')}/ok`].map((p) => req('GET', p, 'te')).join('') },
+    { until: '\r\n0\r\n\r\n' },
+    { close: true },
+  ]);
+  const res = responses(r.text);
+  t.is(res.length, codings.length + 1);
+  for (const [i, c] of codings.entries()) {
+    t.is(`${res[i]?.head ?? ''}${res[i]?.body ?? ''}`, BAD_RESPONSE, `Transfer-Encoding: ${c}`);
+    const line = await httpLine(paths[i] as string);
+    t.like(line, { status: 502, decision: 'allow', credential: 'k' });
+    t.is(line.reason, `upstream sent Transfer-Encoding ${c.toLowerCase()}, which sandgate does not relay`);
+  }
+  // "Chunked" alone, in any case, is the one coding sandgate relays (re-framed).
+  t.deepEqual(res[codings.length], { head: 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n', body: 'plain' });
+  noSecret(t, r.text, 'what the sandbox received');
+  t.false(r.text.includes('\x1f\x8b'), 'no gzip stream reached the sandbox');
+});
+
+test.serial('plain HTTP: a response under "gzip, chunked" gets 502 too (its body would reach the client mis-framed)', async (t) => {
+  const hostHeader = `${PLAIN}:${PLAIN_PORT}`;
+  const r = await talk('', [{ write: `GET /te/${encodeURIComponent('gzip, chunked')}/plain HTTP/1.1\r\nHost: ${hostHeader}\r\n\r\n` }, { until: '}' }, { close: true }], { plain: true });
+  t.is(r.text, BAD_RESPONSE);
+  t.like(await httpLine(`/te/${encodeURIComponent('gzip, chunked')}/plain`), { status: 502, proto: 'http' });
+});
+
+// BUG (src/http/relay.ts): response field values were scrubbed, names were not.
+test.serial('a response header field named with the secret (as sent or upper-cased) gets 502; the name never reaches the sandbox', async (t) => {
+  const r = await talk('name', [
+    { write: req('GET', '/secret-name/as-sent', 'name') + req('GET', '/secret-name/upper', 'name') + req('GET', '/echo/name-3', 'name') },
+    { until: 'GET /echo/name-3\n' },
+    { close: true },
+  ]);
+  t.is(r.text, BAD_RESPONSE + BAD_RESPONSE + echoed(await upReq('/echo/name-3')));
+  for (const p of ['/secret-name/as-sent', '/secret-name/upper']) {
+    t.like(await httpLine(p), { status: 502, reason: 'upstream sent a header field whose name carries the credential' });
+  }
+  noSecret(t, r.text.toLowerCase(), 'what the sandbox received (compared lower-cased)');
+  noSecret(t, r.text, 'what the sandbox received');
+});
+
+test.serial('an answer to a WebSocket upgrade under a transfer or content coding, or with the secret in a field name, gets 502 (that path does not decode bodies)', async (t) => {
+  const upgrade = (p: string): string => req('GET', p, 'ws', ['Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==']);
+  const cases: [string, string][] = [
+    [`/te/${encodeURIComponent('gzip, chunked')}/ws`, 'upstream sent Transfer-Encoding gzip, chunked, which sandgate does not relay'],
+    ['/ce/ws', 'upstream sent Content-Encoding gzip on an upgrade answer, which sandgate does not scrub'],
+    ['/secret-name/as-sent/ws', 'upstream sent a header field whose name carries the credential'],
+  ];
+  for (const [p, reason] of cases) {
+    const r = await talk('ws', [{ write: upgrade(p) }, { until: '}' }]);
+    t.is(r.text, own(502, 'Bad Gateway', { error: 'bad gateway', reason: 'the upstream response cannot be relayed safely' }, true), p);
+    t.like(await httpLine(p), { status: 502, reason });
+  }
+});
+
+test.serial('a gzip Content-Encoding on an ordinary response is decoded and scrubbed', async (t) => {
+  const r = await talk('ws', [{ write: req('GET', '/ce/plain', 'ws') }, { until: '\r\n0\r\n\r\n' }, { close: true }]);
+  const [res] = responses(r.text);
+  t.is(res?.body, `auth=${mask(AUTH)}`);
+  t.false(/content-encoding/i.test(res?.head ?? ''), 'the decoded body is not said to be encoded');
 });
 
 test.serial('nothing sandgate printed and nothing the sandbox received carries the secret', (t) => {
