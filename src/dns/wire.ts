@@ -40,17 +40,17 @@ export const EDNS_UDP_SIZE = 1232;
 /** RFC 1035 §4.2.1: plain UDP messages are limited to 512 bytes. */
 export const CLASSIC_UDP_SIZE = 512;
 
-const HEADER_LEN = 12;
+export const HEADER_LEN = 12;
 const MAX_NAME_WIRE = 255; // RFC 1035 §3.1, counting length octets and the final zero
 const MAX_LABEL = 63; // RFC 1035 §2.3.4
 const MAX_POINTER_JUMPS = 16;
 
 // Header flag bits (RFC 1035 §4.1.1).
-const FLAG_QR = 0x8000;
-const FLAG_AA = 0x0400;
-const FLAG_TC = 0x0200;
-const FLAG_RD = 0x0100;
-const FLAG_RA = 0x0080;
+export const FLAG_QR = 0x8000;
+export const FLAG_AA = 0x0400;
+export const FLAG_TC = 0x0200;
+export const FLAG_RD = 0x0100;
+export const FLAG_RA = 0x0080;
 
 // QTYPEs a stub resolver never sends to us: zone transfers are refused outright (RFC 5936 §4.2
 // lets a server refuse AXFR); OPT is a pseudo-RR that only lives in the additional section
@@ -100,7 +100,7 @@ export interface AnswerRecord {
 // ---------------------------------------------------------------------------------------------
 // Names
 
-type NameResult = { ok: true; name: string; next: number } | { ok: false; reason: string };
+export type NameResult = { ok: true; name: string; next: number } | { ok: false; reason: string };
 
 function isHostnameOctet(b: number): boolean {
   return (
@@ -120,7 +120,7 @@ function isHostnameOctet(b: number): boolean {
  * Label octets outside [A-Za-z0-9_-] fail with 'bad name': such a name can never be an allowed
  * host, and refusing it keeps raw bytes out of the audit log.
  */
-function readName(msg: Buffer, offset: number): NameResult {
+export function readName(msg: Buffer, offset: number): NameResult {
   const labels: string[] = [];
   let pos = offset;
   let runStart = offset;
@@ -165,7 +165,7 @@ function readName(msg: Buffer, offset: number): NameResult {
 }
 
 /** Encodes a dot-joined name without compression. Throws RangeError for a name parseQuery would reject. */
-function encodeName(name: string): Buffer {
+export function encodeName(name: string): Buffer {
   if (name === '') return Buffer.from([0]);
   const labels = name.split('.');
   const out = Buffer.allocUnsafe(name.length + 2);
@@ -303,7 +303,7 @@ function parseIPv4(address: string): [number, number, number, number] {
   return [p[0] as number, p[1] as number, p[2] as number, p[3] as number];
 }
 
-const OPT_RR_LEN = 11; // root name (1) + type, class (4) + ttl (4) + rdlength (2)
+export const OPT_RR_LEN = 11; // root name (1) + type, class (4) + ttl (4) + rdlength (2)
 const A_RR_LEN = 16; // pointer (2) + type, class (4) + ttl (4) + rdlength (2) + address (4)
 
 /**
@@ -413,136 +413,6 @@ export function buildError(msg: Buffer, rcode: number, id?: number): Buffer | un
   } catch {
     return undefined;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Decoding responses and encoding queries (for tests, integration checks and diagnostics)
-
-export interface ResourceRecord {
-  name: string;
-  type: number;
-  class: number;
-  ttl: number;
-  /** Dotted IPv4 for A records (class IN, 4-byte rdata); undefined otherwise. */
-  address?: string;
-  rdata: Buffer;
-}
-
-export interface ParsedResponse {
-  id: number;
-  flags: number;
-  qr: boolean;
-  opcode: number;
-  aa: boolean;
-  tc: boolean;
-  rd: boolean;
-  ra: boolean;
-  /** Full rcode: header bits, plus the OPT RR's extended bits when present (RFC 6891 §6.1.3). */
-  rcode: number;
-  questions: Question[];
-  answers: ResourceRecord[];
-  authority: ResourceRecord[];
-  additional: ResourceRecord[];
-  edns?: { udpSize: number; version: number; flags: number };
-}
-
-/**
- * Decodes a whole message (any section counts). Throws RangeError on malformed input: it is meant
- * for tests and diagnostics on messages we built, not for input from the sandbox.
- * Names are read with parseQuery's rules (backward pointers, [A-Za-z0-9_-] labels).
- */
-export function parseResponse(msg: Buffer): ParsedResponse {
-  if (msg.length < HEADER_LEN) throw new RangeError('truncated header');
-  const flags = msg.readUInt16BE(2);
-  const counts = [4, 6, 8, 10].map((o) => msg.readUInt16BE(o)) as [number, number, number, number];
-  let pos = HEADER_LEN;
-  const name = (): string => {
-    const nm = readName(msg, pos);
-    if (!nm.ok) throw new RangeError(`${nm.reason} at offset ${pos}`);
-    pos = nm.next;
-    return nm.name;
-  };
-  const questions: Question[] = [];
-  for (let i = 0; i < counts[0]; i++) {
-    const n = name();
-    if (pos + 4 > msg.length) throw new RangeError('truncated question');
-    questions.push({ name: n.toLowerCase(), type: msg.readUInt16BE(pos), class: msg.readUInt16BE(pos + 2), nameAsSent: n });
-    pos += 4;
-  }
-  const records = (count: number): ResourceRecord[] => {
-    const rrs: ResourceRecord[] = [];
-    for (let i = 0; i < count; i++) {
-      const n = name();
-      if (pos + 10 > msg.length) throw new RangeError('truncated record');
-      const type = msg.readUInt16BE(pos);
-      const klass = msg.readUInt16BE(pos + 2);
-      const ttl = msg.readUInt32BE(pos + 4);
-      const rdlen = msg.readUInt16BE(pos + 8);
-      if (pos + 10 + rdlen > msg.length) throw new RangeError('truncated rdata');
-      const rdata = msg.subarray(pos + 10, pos + 10 + rdlen);
-      const rr: ResourceRecord = { name: n.toLowerCase(), type, class: klass, ttl, rdata };
-      if (type === QTYPE.A && klass === QCLASS_IN && rdlen === 4) rr.address = Array.from(rdata).join('.');
-      rrs.push(rr);
-      pos += 10 + rdlen;
-    }
-    return rrs;
-  };
-  const answers = records(counts[1]);
-  const authority = records(counts[2]);
-  const additional = records(counts[3]);
-  if (pos !== msg.length) throw new RangeError('trailing bytes');
-  let rcode = flags & 0xf;
-  const res: ParsedResponse = {
-    id: msg.readUInt16BE(0),
-    flags,
-    qr: (flags & FLAG_QR) !== 0,
-    opcode: (flags >> 11) & 0xf,
-    aa: (flags & FLAG_AA) !== 0,
-    tc: (flags & FLAG_TC) !== 0,
-    rd: (flags & FLAG_RD) !== 0,
-    ra: (flags & FLAG_RA) !== 0,
-    rcode,
-    questions,
-    answers,
-    authority,
-    additional,
-  };
-  const opt = additional.find((rr) => rr.type === QTYPE.OPT);
-  if (opt) {
-    rcode |= (opt.ttl >>> 24) << 4;
-    res.rcode = rcode;
-    res.edns = { udpSize: opt.class, version: (opt.ttl >>> 16) & 0xff, flags: opt.ttl & 0xffff };
-  }
-  return res;
-}
-
-/**
- * Encodes a standard query (RD set unless told otherwise; an OPT RR when `edns` is given).
- * Throws RangeError for a name parseQuery would reject.
- */
-export function buildQuery(
-  id: number,
-  name: string,
-  type: number,
-  opts: { rd?: boolean; edns?: { udpSize: number }; class?: number } = {},
-): Buffer {
-  const qname = encodeName(name.endsWith('.') ? name.slice(0, -1) : name);
-  const out = Buffer.alloc(HEADER_LEN + qname.length + 4 + (opts.edns ? OPT_RR_LEN : 0));
-  out.writeUInt16BE(id & 0xffff, 0);
-  out.writeUInt16BE((opts.rd ?? true) ? FLAG_RD : 0, 2);
-  out.writeUInt16BE(1, 4);
-  out.writeUInt16BE(opts.edns ? 1 : 0, 10);
-  let pos = HEADER_LEN + qname.copy(out, HEADER_LEN);
-  pos = out.writeUInt16BE(type & 0xffff, pos);
-  pos = out.writeUInt16BE((opts.class ?? QCLASS_IN) & 0xffff, pos);
-  if (opts.edns) {
-    out[pos++] = 0;
-    pos = out.writeUInt16BE(QTYPE.OPT, pos);
-    pos = out.writeUInt16BE(opts.edns.udpSize & 0xffff, pos);
-    pos = out.writeUInt32BE(0, pos);
-    out.writeUInt16BE(0, pos);
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

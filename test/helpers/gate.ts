@@ -2,11 +2,19 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createTopology, sweepStale, type Topology, type TopologySpec, type ExecResult } from '../../src/net/topology.js';
 import { createTestPki, type TestPki } from './certs.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * Node arguments for a script run in a sandbox with DNS wire helpers: `[...WIRE_NODE_ARGS, WIRE_PRELUDE + code]`.
+ * The script sees `wire`: sandgate's codec as built (dist/dns/wire.js) plus the test-only client
+ * half (test/helpers/dns-client.ts, loaded through tsx).
+ */
+export const WIRE_NODE_ARGS: readonly string[] = ['--import', pathToFileURL(join(ROOT, 'node_modules/tsx/dist/loader.mjs')).href, '--input-type=module', '-e'];
+export const WIRE_PRELUDE = `const wire = { ...(await import(${JSON.stringify(join(ROOT, 'dist/dns/wire.js'))})), ...(await import(${JSON.stringify(join(ROOT, 'test/helpers/dns-client.ts'))})) };\n`;
 export const CLI = join(ROOT, 'dist/cli.js');
 const UPSTREAM = join(ROOT, 'test/helpers/upstream-server.mjs');
 

@@ -1,13 +1,11 @@
 import test from 'ava';
-import { join } from 'node:path';
-import { createWorld, startGate, startUpstream, baseConfig, ROOT, type World, type Gate } from '../helpers/gate.js';
+import { createWorld, startGate, startUpstream, baseConfig, WIRE_NODE_ARGS, WIRE_PRELUDE, type World, type Gate } from '../helpers/gate.js';
 
 // Rate limiting, audit sampling, raw TCP rules honouring the responder's answers, and the
 // responder's throughput. Serial: each test reconfigures the one sandgate (SIGHUP).
 
 let w: World;
 let g: Gate;
-const WIRE = join(ROOT, 'dist/dns/wire.js');
 
 function cfg(dbAt: string, dns: Record<string, unknown>): Record<string, unknown> {
   return {
@@ -31,7 +29,7 @@ test.after.always(async () => {
 });
 
 async function inSandbox(code: string, timeoutMs = 20000): Promise<any> {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['--input-type=module', '-e', `const wire = await import(${JSON.stringify(WIRE)});\n${code}`], { timeoutMs });
+  const r = await w.topo.exec(w.sandbox, process.execPath, [...WIRE_NODE_ARGS, WIRE_PRELUDE + code], { timeoutMs });
   try {
     return JSON.parse(r.stdout);
   } catch {

@@ -1,6 +1,5 @@
 import test from 'ava';
-import { join } from 'node:path';
-import { createWorld, startGate, startFakeResolver, baseConfig, bodyOf, ROOT, type World, type Gate, type Upstream } from '../helpers/gate.js';
+import { createWorld, startGate, startFakeResolver, baseConfig, bodyOf, WIRE_NODE_ARGS, WIRE_PRELUDE, type World, type Gate, type Upstream } from '../helpers/gate.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { compilePolicies } from '../../src/policy/policy.js';
 
@@ -12,7 +11,6 @@ let w: World;
 let g: Gate;
 let resolver: Upstream;
 let config: Record<string, unknown>;
-const WIRE = join(ROOT, 'dist/dns/wire.js');
 
 const ALLOW = [
   { host: 'api.example.test' },
@@ -66,7 +64,7 @@ async function dig(args: string[]): Promise<Dig> {
 
 /** Runs an ES module in the sandbox with sandgate's wire codec as `wire`; returns its stdout parsed as JSON. */
 async function inSandbox(code: string, timeoutMs = 15000): Promise<any> {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['--input-type=module', '-e', `const wire = await import(${JSON.stringify(WIRE)});\n${code}`], { timeoutMs });
+  const r = await w.topo.exec(w.sandbox, process.execPath, [...WIRE_NODE_ARGS, WIRE_PRELUDE + code], { timeoutMs });
   try {
     return JSON.parse(r.stdout);
   } catch {

@@ -7,7 +7,8 @@ import type { UpstreamResolver } from '../../src/net/upstream.js';
 import { SandgateError } from '../../src/errors.js';
 import { hostMatches } from '../../src/policy/host-name.js';
 import { DnsResponder, qtypeName, MIN_ANSWER_TTL_S, MAX_ANSWER_TTL_S } from '../../src/dns/responder.js';
-import { QTYPE, RCODE, EXTENDED_RCODE, buildQuery, parseResponse } from '../../src/dns/wire.js';
+import { QTYPE, RCODE, EXTENDED_RCODE } from '../../src/dns/wire.js';
+import { buildQuery, parseResponse } from '../helpers/dns-client.js';
 
 const SBX = '10.77.1.2';
 

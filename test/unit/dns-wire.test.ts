@@ -9,14 +9,13 @@ import {
   parseQuery,
   buildResponse,
   buildError,
-  buildQuery,
-  parseResponse,
   encodeTcpFrame,
   TcpFrameReader,
   type AnswerRecord,
   type ParseResult,
   type Query,
 } from '../../src/dns/wire.js';
+import { buildQuery, parseResponse } from '../helpers/dns-client.js';
 
 // ---------------------------------------------------------------------------------------------
 // An independent byte-level query builder, so the codec is checked against hand-made wire bytes
