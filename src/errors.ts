@@ -15,6 +15,10 @@ export type ErrorCode =
   | 'UPSTREAM_FORBIDDEN'
   | 'UPSTREAM_REQUEST' // a request sandgate would send upstream is malformed (a header value with a line break)
   | 'REJECTED'      // the daemon refused a request (control API 4xx): bad or conflicting input
+  | 'TLS_LEAF'      // a leaf certificate could not be issued for a name (src/tls/leaf-cache.ts)
+  | 'TOKEN'         // a token source could not produce a credential (src/creds/token-error.ts)
+  | 'TOPOLOGY'      // network namespaces for the demo or tests could not be built
+  | 'DEMO'          // the demo could not set itself up
   | 'RUNTIME';
 
 export class SandgateError extends Error {

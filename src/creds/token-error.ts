@@ -1,16 +1,17 @@
+import { SandgateError } from '../errors.js';
 /**
  * Why a token could not be obtained. `message` goes to the audit line: it names the credential's
  * service and what went wrong (status, timeout, connection error, which field was bad) and never
  * carries a token, a key or a response body. The sandbox only ever sees `short`.
  */
-export class TokenError extends Error {
+export class TokenError extends SandgateError {
   /** Worth another try (connection refused, timeout, 5xx, 429); a 4xx or a malformed answer is not. */
   readonly retryable: boolean;
   /** For the sandbox's 503 body: no internal detail. */
   readonly short: string;
 
   constructor(message: string, retryable: boolean, short = 'the credential for this request could not be obtained') {
-    super(message);
+    super(message, 'TOKEN');
     this.name = 'TokenError';
     this.retryable = retryable;
     this.short = short;

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { createTopology, namespaceExists, type Topology } from '../net/topology.js';
 import { createDemoPki } from './demo-pki.js';
 import { JsonLines } from './json-lines.js';
+import { SandgateError } from '../errors.js';
 
 /** A fake upstream: its topology node, the names it serves, and whether the policy lists it. */
 export interface ServerSpec {
@@ -74,9 +75,9 @@ export interface DemoWorld {
   teardown(): Promise<TeardownReport>;
 }
 
-export class DemoSetupError extends Error {
+export class DemoSetupError extends SandgateError {
   constructor(message: string) {
-    super(message);
+    super(message, 'DEMO');
     this.name = 'DemoSetupError';
   }
 }

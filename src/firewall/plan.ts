@@ -1,3 +1,4 @@
+import { SandgateError } from '../errors.js';
 /**
  * The firewall plan: everything the ruleset and the policy routing depend on, decided once
  * from the validated config. Backend-neutral: `render-nft.ts` and `render-iptables.ts` turn it
@@ -85,11 +86,10 @@ export const DEFAULT_PACKET_PLAN: Pick<FirewallPlan, 'queueNum' | 'queueMark' | 
  * Any failure to render, install, remove or read the firewall. The message is one
  * sentence; where nft or ip failed it ends with the tool's own first stderr line.
  */
-export class FirewallError extends Error {
-  readonly code = 'FIREWALL' as const;
+export class FirewallError extends SandgateError {
   override readonly name = 'FirewallError';
 
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(message, 'FIREWALL', options);
   }
 }

@@ -14,6 +14,7 @@ import { spawn as spawnChild, execFileSync, type ChildProcess } from 'node:child
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { SandgateError } from '../errors.js';
 
 /** Absolute path: node_modules/.bin may shadow system tools under npm (see common brief). */
 const IP = '/usr/sbin/ip';
@@ -78,13 +79,12 @@ export interface Topology {
   destroy(): Promise<void>;
 }
 
-export class TopologyError extends Error {
-  readonly code = 'TOPOLOGY';
+export class TopologyError extends SandgateError {
   constructor(
     readonly step: string,
     detail: string,
   ) {
-    super(`topology: ${step} failed: ${detail}`);
+    super(`topology: ${step} failed: ${detail}`, 'TOPOLOGY');
     this.name = 'TopologyError';
   }
 }

@@ -11,6 +11,7 @@ import { KeyObject, X509Certificate as NodeX509Certificate, createPrivateKey, ra
 import { link, lstat, mkdir, open, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomSerialHex, webcrypto, x509 } from './x509.js';
+import { SandgateError } from '../errors.js';
 
 export const CA_CERT_FILE = 'ca.pem';
 export const CA_KEY_FILE = 'ca.key';
@@ -40,10 +41,9 @@ export interface CaMaterial {
   readonly notAfter: Date;
 }
 
-export class CaError extends Error {
-  readonly code = 'CA' as const;
+export class CaError extends SandgateError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(message, 'CA', options);
     this.name = 'CaError';
   }
 }

@@ -13,6 +13,7 @@ import tls from 'node:tls';
 import { isHostName } from '../policy/host-name.js';
 import type { CaMaterial } from './ca.js';
 import { randomSerialHex, webcrypto, x509 } from './x509.js';
+import { SandgateError } from '../errors.js';
 
 export interface LeafCacheOptions {
   /** Most contexts kept; the least recently used is dropped beyond it. Default 1024. */
@@ -42,10 +43,9 @@ export interface LeafCacheStats {
   evictions: number;
 }
 
-export class LeafError extends Error {
-  readonly code = 'TLS_LEAF' as const;
+export class LeafError extends SandgateError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(message, 'TLS_LEAF', options);
     this.name = 'LeafError';
   }
 }
