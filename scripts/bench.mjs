@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 /**
  * `npm run bench`: sandgate side by side with the physical limit and with the proxies people would
- * otherwise use, in one run, interleaved and repeated (issue 6). docs/performance.md explains the
+ * otherwise use, in one run, interleaved and repeated. docs/performance.md explains the
  * figures; this header explains what each measurement is.
  *
- * Topology (src/net/topology.ts, all in namespaces made here; the root namespace is never touched):
+ * Topology (src/demo/topology.ts, all in namespaces made here; the root namespace is never touched):
  *
  *   sandbox ns "sbx" 10.77.1.2 --veth-- host ns 10.77.1.1 | 10.77.2.1 --veth-- upstream ns "up" 10.77.2.2
  *   (wrk, node clients)                 (sandgate, HAProxy, mitmproxy)        (nginx, HTTPS :443)
@@ -925,7 +925,7 @@ function markdown(report) {
     }
   }
   if (report.checks.length) {
-    L.push('', '## Issue 6 targets (this run)', '', '| target | value | goal | met |', '| --- | ---: | --- | --- |');
+    L.push('', '## Targets (this run)', '', '| target | value | goal | met |', '| --- | ---: | --- | --- |');
     for (const c of report.checks) L.push(`| ${c.what} | ${c.value == null ? 'not measured' : c.unit === '×' ? `${c.value.toFixed(2)}×` : `${fmt(c.value, c.unit === 'MiB' ? 0 : 2)} ${c.unit}`} | ${c.goal} | ${c.ok == null ? '–' : c.ok ? 'yes' : '**no**'} |`);
   }
   const errs = report.results.filter((r) => r.error);
@@ -968,7 +968,7 @@ async function main() {
   for (const tool of [WRK, TIMEOUT, '/usr/sbin/nginx', '/usr/bin/openssl']) {
     if (!existsSync(tool)) { process.stderr.write(`bench: ${tool} is missing (scripts/bench-setup.sh installs it)\n`); process.exit(1); }
   }
-  const { createTopology, sweepStale } = await import(join(DIST, 'net/topology.js'));
+  const { createTopology, sweepStale } = await import(join(DIST, 'demo/topology.js'));
 
   const bench = new Bench(o);
   let interrupted = false;

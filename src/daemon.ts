@@ -61,7 +61,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
   const config = loadConfigFile(file);
   const audit: PrimaryAudit = createAudit(config.log.file, config.log.level);
   let rt = inFile(file, () => buildRuntime(config, audit));
-  // The interception CA is created on first run (contract), so `ca cert` has something to hand
+  // The interception CA is created on first run, so `ca cert` has something to hand
   // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
   const { material: ca } = await initCa(config.tls.caDir);
   // One set of TLS session ticket keys for the daemon's life, shared with the workers: a ticket

@@ -30,7 +30,7 @@ export class SandgateError extends Error {
   }
 }
 
-/** Exit codes (contract): 0 ok, 1 runtime failure, 2 bad usage or bad config. */
+/** Exit codes (docs/operations.md): 0 ok, 1 runtime failure, 2 bad usage or bad config. */
 export function exitCodeFor(err: unknown): number {
   if (err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'USAGE' || err.code === 'SECRET' || err.code === 'REJECTED')) return 2;
   return 1;

@@ -3,7 +3,7 @@ import pino, { type Logger } from 'pino';
 export type AuditEvent = 'ready' | 'conn' | 'close' | 'http' | 'dns' | 'packet' | 'config' | 'error' | 'stop';
 export type Decision = 'allow' | 'deny' | 'would-deny';
 
-/** The audit line's fields (shared/contract.md); every key optional but `event`. */
+/** The audit line's fields (docs/operations.md); every key optional but `event`. */
 export interface AuditFields {
   event: AuditEvent;
   decision?: Decision;

@@ -1,6 +1,6 @@
 /**
  * `sandgate sandbox add|set|rm|ls`: the control API from the command line (docs/control-api.md).
- * Exit codes (contract): 0 ok; 1 the daemon could not be reached or failed (5xx); 2 bad usage,
+ * Exit codes (docs/control-api.md): 0 ok; 1 the daemon could not be reached or failed (5xx); 2 bad usage,
  * or the daemon refused the request (4xx: invalid, unknown, conflicting).
  */
 import { parseArgs } from 'node:util';

@@ -6,7 +6,7 @@ import { validateConfig, type PathPart, type Problem } from './validate.js';
 
 export interface Located { file: string; line: number; col: number; path: string; message: string }
 
-/** "FILE:LINE:COL: key.path: message" (contract: `sandgate check`). */
+/** "FILE:LINE:COL: key.path: message" (`sandgate check`, docs/policy.md). */
 export function formatLocated(p: Located): string {
   return `${p.file}:${p.line}:${p.col}: ${p.path || '(root)'}: ${p.message}`;
 }

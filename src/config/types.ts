@@ -1,5 +1,5 @@
 /**
- * The validated, frozen configuration. Shapes follow shared/contract.md; defaults are filled in
+ * The validated, frozen configuration. Shapes are documented in docs/policy.md; defaults are filled in
  * by the validator so nothing downstream needs to know them.
  */
 export type Protocol = 'tls' | 'tcp';   // 'tls' = TLS by SNI or plain HTTP by Host (auto-detected)

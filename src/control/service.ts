@@ -67,7 +67,7 @@ function view(spec: SandboxSpec, source: SandboxView['source'], connections: num
   };
 }
 
-/** Audit fields of a registry change (contract: event `config`). */
+/** Audit fields of a registry change (event `config`, docs/control-api.md). */
 function auditFields(spec: SandboxSpec): Record<string, unknown> {
   return {
     sandbox: spec.name,

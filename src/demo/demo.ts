@@ -11,7 +11,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SandgateError } from '../errors.js';
-import { sweepStale, type ExecResult } from '../net/topology.js';
+import { sweepStale, type ExecResult } from './topology.js';
 import { tool } from '../util/tools.js';
 import type { JsonLine } from './json-lines.js';
 import { auditOneLiner, auditTable, fit, isDecision, makeStyle, para, wrap, type Style } from './render.js';

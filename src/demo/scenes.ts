@@ -10,11 +10,11 @@
  */
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import type { ExecResult } from '../net/topology.js';
+import type { ExecResult } from './topology.js';
 import type { JsonLine } from './json-lines.js';
 import type { DemoServer, DemoWorld, ServerSpec } from './world.js';
 
-/** The sandgate config the demo writes (plain JSON, per shared/contract.md). */
+/** The sandgate config the demo writes (plain JSON; docs/policy.md). */
 export interface DemoConfig {
   listen: { port: number; dnsPort: number; control: string };
   tls: { caDir: string };

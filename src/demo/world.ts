@@ -1,5 +1,5 @@
 /**
- * The demo's world: throwaway network namespaces (src/net/topology.ts), a demo PKI, fake upstream
+ * The demo's world: throwaway network namespaces (src/demo/topology.ts), a demo PKI, fake upstream
  * servers and one sandgate process, plus the idempotent teardown that removes all of it.
  *
  * Shape (addresses from the topology: host side .1, node side .2 of 10.77.<subnet>.0/24):
@@ -8,7 +8,7 @@
  *                                                                                 --veth-- upstream "evil" 10.77.3.2
  *
  * The host namespace has no route anywhere else, so nothing the demo does can reach the machine's
- * own network (shared/testing-network.md).
+ * own network (docs/testing.md).
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -16,7 +16,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createTopology, namespaceExists, type Topology } from '../net/topology.js';
+import { createTopology, namespaceExists, type Topology } from './topology.js';
 import { createDemoPki } from './demo-pki.js';
 import { JsonLines } from './json-lines.js';
 import { SandgateError } from '../errors.js';

@@ -12,7 +12,7 @@ const NEGATIVE_TTL_S = 5;
 const STATIC_TTL_S = 60;
 /**
  * Cache entries (positive and negative) kept at most. A wildcard rule lets a sandbox ask for
- * unboundedly many distinct allowed names, so the cache must not grow with them (issue 4).
+ * unboundedly many distinct allowed names, so the cache must not grow with them.
  */
 const MAX_CACHE_ENTRIES = 10_000;
 

@@ -23,7 +23,7 @@ export function isHostName(name: string): boolean {
 }
 
 /**
- * Pattern semantics (contract): "api.example.test" matches exactly that name; "*.example.test"
+ * Pattern semantics (docs/policy.md): "api.example.test" matches exactly that name; "*.example.test"
  * matches any name below example.test (one or more labels), never the apex itself.
  */
 export function hostMatches(pattern: string, host: string): boolean {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createTopology, sweepStale, type Topology, type TopologySpec, type ExecResult } from '../../src/net/topology.js';
+import { createTopology, sweepStale, type Topology, type TopologySpec, type ExecResult } from '../../src/demo/topology.js';
 import { createTestPki, type TestPki } from './certs.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');

@@ -4,7 +4,7 @@
  * probe, and a bounded UDP flood. Everything runs inside the test's own namespaces.
  */
 import type { ChildProcess } from 'node:child_process';
-import type { Topology } from '../../src/net/topology.js';
+import type { Topology } from '../../src/demo/topology.js';
 import { LineLog, type Line } from './gate.js';
 
 /**

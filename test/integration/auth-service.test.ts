@@ -1,5 +1,5 @@
 /**
- * authService credentials end to end (issue 5, items 2 and 3): a real sandgate, two sandboxes
+ * authService credentials end to end: a real sandgate, two sandboxes
  * acting for two users, a fake auth service in its own namespace minting tokens that live 1 s
  * (and counting its calls, with who asked), and a fake API that accepts only live tokens of the
  * right user. Each test uses its own API host name, so its cache key is its own.
@@ -10,7 +10,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import { ROOT, startGate, type Gate, type Line } from '../helpers/gate.js';
-import type { ExecResult } from '../../src/net/topology.js';
+import type { ExecResult } from '../../src/demo/topology.js';
 import { apiRequests, authConfig, authUrl, calls, createAuthWorld, load, NEVER_LOGGED, secretEnv, SERVICE_KEY, type AuthWorld } from '../helpers/auth-world.js';
 
 const CURL = '/usr/bin/curl';

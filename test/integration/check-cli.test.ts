@@ -1,6 +1,6 @@
 /**
  * The CLI as operators meet it: `node dist/cli.js check|firewall ...` as a child process, exit
- * codes and output lines per the contract. Everything that touches the kernel (firewall up,
+ * codes and output lines as docs/policy.md and docs/operations.md state them. Everything that touches the kernel (firewall up,
  * show, down; run) happens inside a throwaway namespace made here (sg-<pid>-cli), never in the
  * root namespace.
  */
@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from '../helpers/gate.js';
-import { sweepStale } from '../../src/net/topology.js';
+import { sweepStale } from '../../src/demo/topology.js';
 
 const IP = '/usr/sbin/ip';
 const NFT = '/usr/sbin/nft';

@@ -1,5 +1,5 @@
 /**
- * Real clients nobody here wrote (issue 3): git over smart HTTP, the `openai` npm SDK, the `ws`
+ * Real clients nobody here wrote: git over smart HTTP, the `openai` npm SDK, the `ws`
  * WebSocket client and curl, each in the sandbox namespace with no real credential, talking through
  * sandgate's interception to fake upstreams that insist on the real one. After each exchange the
  * test greps every byte the sandbox received, and every audit/stderr line of sandgate, for the
@@ -15,7 +15,7 @@ import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, sta
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createWorld, startGate, startFake, baseConfig, ROOT, type Fake, type World, type Gate } from '../helpers/gate.js';
-import type { ExecResult } from '../../src/net/topology.js';
+import type { ExecResult } from '../../src/demo/topology.js';
 
 const HELPERS = join(ROOT, 'test/helpers');
 const GIT = '/usr/bin/git';

@@ -1,5 +1,5 @@
 /**
- * The control API (issue 5 item 1, and item 3's "a removed sandbox loses access at once"), end to
+ * The control API (including "a removed sandbox loses access at once"), end to
  * end: a real sandgate in the host namespace with its control socket in the world's directory;
  * a second sandbox namespace "two" (host interface sbx-two) that the config does not name but
  * for a catch-all `sbx-*` whose policy allows nothing. Registering "two" carves it out of the
@@ -13,7 +13,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createWorld, startGate, baseConfig, bodyOf, LineLog, CLI, ROOT, TEST_BACKEND, type World, type Gate, type Line } from '../helpers/gate.js';
 import { controlRequest } from '../../src/control/client.js';
-import type { ExecResult } from '../../src/net/topology.js';
+import type { ExecResult } from '../../src/demo/topology.js';
 import { recorder, type Recorder } from '../helpers/packet-tools.js';
 
 const NFT = '/usr/sbin/nft';

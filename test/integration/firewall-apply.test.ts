@@ -5,7 +5,7 @@
 import test from 'ava';
 import { FirewallError, firewallDown, firewallShow, firewallUp } from '../../src/firewall/apply-nft.js';
 import type { FirewallPlan } from '../../src/firewall/plan.js';
-import { sweepStale } from '../../src/net/topology.js';
+import { sweepStale } from '../../src/demo/topology.js';
 import { IP, NFT, inNs, testPlan, throwawayNamespaces } from '../helpers/firewall.js';
 import { renderApplyScript } from '../../src/firewall/render-nft.js';
 

@@ -7,7 +7,7 @@ import test from 'ava';
 import { iptablesDown, iptablesUp, iptablesBackendShow } from '../../src/firewall/apply-iptables.js';
 import { firewallDown as nftDown, firewallUp as nftUp } from '../../src/firewall/apply-nft.js';
 import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../../src/firewall/backend.js';
-import { sweepStale } from '../../src/net/topology.js';
+import { sweepStale } from '../../src/demo/topology.js';
 import { IP, NFT, inNs, testPlan, throwawayNamespaces } from '../helpers/firewall.js';
 import { EMPTY_STATE, iptablesSpec, renderRestoreUp } from '../../src/firewall/render-iptables.js';
 

@@ -1,5 +1,5 @@
 /**
- * TLS interception and credential injection (issue 3), end to end: a real sandgate in the host
+ * TLS interception and credential injection, end to end: a real sandgate in the host
  * namespace, clients in the sandbox namespace trusting sandgate's CA, fake upstreams that check
  * the real credential and echo what they received. Every byte a client received is scanned for
  * the secrets, and so is everything sandgate printed.
@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createWorld, startGate, startUpstream, baseConfig, NAMES, ROOT, CLI, type World, type Gate, type Upstream, type Line } from '../helpers/gate.js';
-import type { ExecResult } from '../../src/net/topology.js';
+import type { ExecResult } from '../../src/demo/topology.js';
 
 const CURL = '/usr/bin/curl';
 const hex = (): string => randomBytes(12).toString('hex');

@@ -1,6 +1,6 @@
 /**
  * The namespace topology builder, against the real kernel (runs as root). All traffic stays on
- * addresses assigned here, inside namespaces made here (shared/testing-network.md).
+ * addresses assigned here, inside namespaces made here (docs/testing.md).
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
@@ -13,7 +13,7 @@ import {
   sweepStale,
   TopologyError,
   type Topology,
-} from '../../src/net/topology.js';
+} from '../../src/demo/topology.js';
 
 const IP = '/usr/sbin/ip';
 const NODE = process.execPath;

@@ -1,5 +1,5 @@
 /**
- * `workers: 2` end to end (issue 6 item 2): the primary keeps the listener, firewall, DNS,
+ * `workers: 2` end to end: the primary keeps the listener, firewall, DNS,
  * control API, token caches and the audit stream; two worker processes run the TCP data path.
  * One sandgate for the file; tests are serial and match audit lines by unique paths or names.
  *
@@ -12,7 +12,7 @@ import test from 'ava';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGate, startUpstream, type Gate, type Line, type Upstream } from '../helpers/gate.js';
-import type { ExecResult } from '../../src/net/topology.js';
+import type { ExecResult } from '../../src/demo/topology.js';
 import { controlRequest } from '../../src/control/client.js';
 import { LineLog, ROOT, TEST_BACKEND } from '../helpers/gate.js';
 import { apiRequests, authConfig, authUrl, calls, createAuthWorld, load, NEVER_LOGGED, secretEnv, type AuthWorld } from '../helpers/auth-world.js';

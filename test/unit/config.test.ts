@@ -1,8 +1,8 @@
 import test from 'ava';
 import { ConfigError, formatLocated, parseConfig, type Located } from '../../src/config/load.js';
 
-/** The contract's full example (shared/contract.md), verbatim apart from this comment. */
-const CONTRACT_EXAMPLE = `listen:
+/** The full example of docs/policy.md's first published form, verbatim apart from this comment. */
+const FIRST_EXAMPLE = `listen:
   port: 15001              # transparent TCP listener (TPROXY target) on the host
   dnsPort: 15053           # DNS responder; sandbox DNS (UDP and TCP 53, any address) lands here
 log:
@@ -70,11 +70,11 @@ function only(text: string): Located {
   return list[0]!;
 }
 
-test('the contract\'s full example parses, without reading the secret (resolved only at run time)', (t) => {
+test('the first published full example parses, without reading the secret (resolved only at run time)', (t) => {
   const saved = process.env.LLM_API_KEY;
   delete process.env.LLM_API_KEY;
   try {
-    const c = parseConfig(CONTRACT_EXAMPLE, 'contract.yaml');
+    const c = parseConfig(FIRST_EXAMPLE, 'first-example.yaml');
     t.deepEqual(c.listen, { port: 15001, dnsPort: 15053, address: '0.0.0.0', control: '/run/sandgate/control.sock' });
     t.is(c.log.file, '/var/log/sandgate/audit.log');
     t.is(c.tls.caDir, '/var/lib/sandgate');

@@ -6,7 +6,7 @@
  * node side .2). Nothing is routed between links: sandgate proxies, so forwarding stays off in
  * the host namespace and a sandbox can reach an upstream only through sandgate.
  *
- * Safety (see shared/testing-network.md): every interface is created directly inside a namespace
+ * Safety (docs/testing.md): every interface is created directly inside a namespace
  * made here (`ip -n HOST link add ... peer ... netns NODE`), so the root namespace's interfaces,
  * routes and sysctls are never touched; the only sysctls written are inside the host namespace.
  */
