@@ -10,6 +10,7 @@ import { listenTransparent } from './net/transparent-listener.js';
 import { startDnsServer } from './dns/server.js';
 import { handleConnection, type Gate } from './net/connection.js';
 import { RouteIfaceCache } from './net/route-iface.js';
+import { restartNeeded } from './config/restart.js';
 import { SandgateError } from './errors.js';
 import { initCa } from './tls/ca.js';
 import { LeafCache } from './tls/leaf-cache.js';
@@ -139,16 +140,8 @@ export async function runDaemon(file: string): Promise<Daemon> {
   const reload = async (): Promise<void> => {
     try {
       const next = loadConfigFile(file);
-      for (const k of ['port', 'dnsPort', 'address', 'control'] as const) {
-        if (next.listen[k] !== rt.config.listen[k]) throw new SandgateError(`${file}: listen.${k} cannot change on reload (restart sandgate)`, 'CONFIG');
-      }
-      // A new table/mark/route table would be installed beside the old one, which nothing then removes.
-      for (const k of ['table', 'mark', 'routeTable', 'backend', 'queue', 'flowMark', 'queueMark'] as const) {
-        if (next.firewall[k] !== rt.config.firewall[k]) throw new SandgateError(`${file}: firewall.${k} cannot change on reload (run "sandgate firewall down" with the old config, then restart)`, 'CONFIG');
-      }
-      if (next.workers !== rt.config.workers) throw new SandgateError(`${file}: workers cannot change on reload (restart sandgate)`, 'CONFIG');
-      if (next.log.file !== rt.config.log.file) throw new SandgateError(`${file}: log.file cannot change on reload (restart sandgate)`, 'CONFIG');
-      if (next.tls.caDir !== rt.config.tls.caDir) throw new SandgateError(`${file}: tls.caDir cannot change on reload (restart sandgate)`, 'CONFIG');
+      const restart = restartNeeded(rt.config, next);
+      if (restart !== undefined) throw new SandgateError(`${file}: ${restart}`, 'CONFIG');
       // Registered sandboxes stay across a reload, so the new config must leave room for them.
       const clash = reloadConflict(next, rt.dynamic);
       if (clash !== undefined) throw new SandgateError(`${file}: ${clash} (remove it through the control API first)`, 'CONFIG');

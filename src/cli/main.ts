@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { SandgateError, exitCodeFor } from '../errors.js';
+import { DEFAULT_CA_DIR } from '../config/defaults.js';
 import { loadConfigFile, ConfigError, formatLocated } from '../config/load.js';
 import { planFromConfig } from '../firewall/from-config.js';
 import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../firewall/backend.js';
@@ -108,7 +109,7 @@ async function cmdCa(args: string[]): Promise<number> {
   } catch (err) {
     usage(`ca: ${(err as Error).message}`);
   }
-  const dir = values.dir ?? (values.config ? loadConfigFile(values.config).tls.caDir : '/var/lib/sandgate');
+  const dir = values.dir ?? (values.config ? loadConfigFile(values.config).tls.caDir : DEFAULT_CA_DIR);
   const { initCa, loadCa } = await import('../tls/ca.js');
   if (action === 'init') {
     const { created } = await initCa(dir);

@@ -1,4 +1,5 @@
 import { SandgateError } from '../errors.js';
+import { DEFAULTS } from '../config/defaults.js';
 /**
  * The firewall plan: everything the ruleset and the policy routing depend on, decided once
  * from the validated config. Backend-neutral: `render-nft.ts` and `render-iptables.ts` turn it
@@ -65,14 +66,13 @@ export interface FirewallPlan {
   packetRate: { pps: number; burst: number };
 }
 
-export const DEFAULT_TABLE = 'sandgate';
-/** 0x5347 is "SG" in ASCII: easy to spot in `ip rule` and `nft list` output. */
-export const DEFAULT_MARK = 0x5347;
-export const DEFAULT_ROUTE_TABLE = 5347;
-export const DEFAULT_QUEUE_NUM = 5347;
-export const DEFAULT_FLOW_MARK = 0x5348;
-export const DEFAULT_QUEUE_MARK = 0x5349;
-export const DEFAULT_PACKET_RATE = { pps: 100, burst: 200 } as const;
+export const DEFAULT_TABLE = DEFAULTS.firewall.table;
+export const DEFAULT_MARK = DEFAULTS.firewall.mark;
+export const DEFAULT_ROUTE_TABLE = DEFAULTS.firewall.routeTable;
+export const DEFAULT_QUEUE_NUM = DEFAULTS.firewall.queue;
+export const DEFAULT_FLOW_MARK = DEFAULTS.firewall.flowMark;
+export const DEFAULT_QUEUE_MARK = DEFAULTS.firewall.queueMark;
+export const DEFAULT_PACKET_RATE = DEFAULTS.packets.rateLimit;
 
 /** The packet-path part of a plan with its defaults (tests and callers that only care about TCP). */
 export const DEFAULT_PACKET_PLAN: Pick<FirewallPlan, 'queueNum' | 'queueMark' | 'flowMark' | 'packetRate'> = {

@@ -1,0 +1,39 @@
+/**
+ * Every default of the config file, in one place: the validator fills them in, and the CLI, the
+ * firewall plan and the docs' tables read them from here (docs/policy.md lists them).
+ */
+import { availableParallelism } from 'node:os';
+
+/** `workers` upper bound: more processes than this only add IPC and memory on any host we know. */
+export const MAX_WORKERS = 64;
+
+/** Where the control API listens unless listen.control says otherwise (docs/control-api.md). */
+export const DEFAULT_CONTROL_SOCKET = '/run/sandgate/control.sock';
+
+/** Where the interception CA lives unless tls.caDir says otherwise. */
+export const DEFAULT_CA_DIR = '/var/lib/sandgate';
+
+export const DEFAULTS = {
+  listen: { port: 15001, dnsPort: 15053, address: '0.0.0.0', control: DEFAULT_CONTROL_SOCKET },
+  log: { level: 'info' },
+  tls: { caDir: DEFAULT_CA_DIR },
+  upstream: { connectTimeoutMs: 5000 },
+  /** 0x5347 is "SG" in ASCII: easy to spot in `ip rule` and `nft list` output. */
+  firewall: {
+    table: 'sandgate', mark: 0x5347, routeTable: 5347, backend: 'auto', queue: 5347, flowMark: 0x5348, queueMark: 0x5349,
+  },
+  packets: { rateLimit: { pps: 100, burst: 200 }, auditSampling: { linesPerSecond: 20, burst: 50 } },
+  dns: {
+    rateLimit: { qps: 200, burst: 400 },
+    tcp: { idleTimeoutMs: 10_000, maxConnections: 16 },
+    auditSampling: { linesPerSecond: 50, burst: 200 },
+  },
+  /** authService and oauth2 token requests. */
+  tokenTimeoutMs: 2000,
+  workers: 1,
+} as const;
+
+/** `workers: auto`: one worker per core the process may use (cgroup/affinity aware), capped. */
+export function autoWorkers(): number {
+  return Math.min(MAX_WORKERS, Math.max(1, availableParallelism()));
+}
