@@ -83,7 +83,7 @@ export class LeafCache {
   #misses = 0;
   #mints = 0;
   #evictions = 0;
-  readonly #ticketKeys: Buffer;
+  #ticketKeys: Buffer;
 
   /** The shared leaf key is generated on first use; `create` generates it up front instead. */
   constructor(ca: CaMaterial, opts: LeafCacheOptions = {}) {
@@ -125,6 +125,19 @@ export class LeafCache {
 
   stats(): LeafCacheStats {
     return { hits: this.#hits, misses: this.#misses, mints: this.#mints, evictions: this.#evictions };
+  }
+
+  /**
+   * New TLS session ticket keys for every context, cached and minted from now on (forward
+   * secrecy: a ticket key that leaks later opens only the tickets of its own period). Node takes one
+   * key set per context, so tickets issued under the old keys no longer resume: their clients make
+   * one full handshake. Tickets live 300 s (Node's default session timeout), so a rotation costs a
+   * full handshake only to clients that resumed within the last five minutes before it.
+   */
+  rotateTicketKeys(keys: Buffer): void {
+    if (keys.length !== 48) throw new LeafError(`ticketKeys must be 48 bytes, got ${keys.length}.`);
+    this.#ticketKeys = keys;
+    for (const e of this.#entries.values()) setTicketKeys(e.ctx, keys);
   }
 
   /**
@@ -170,14 +183,17 @@ export class LeafCache {
     // only (RFC 6125 §6.4.4); the CN is there for humans reading the certificate.
     const fitsCn = host.length <= MAX_CN_LENGTH;
     let ctx: tls.SecureContext;
+    const keys = this.#ticketKeys;
     try {
-      ctx = await this.#issue(host, key, now, notAfter, fitsCn);
+      ctx = await this.#issue(host, key, now, notAfter, fitsCn, keys);
     } catch (err) {
       // WebCrypto and OpenSSL failures (DOMException, plain objects) become one typed error.
       const detail = err instanceof Error ? err.message : String(err);
       throw new LeafError(`cannot issue a certificate for ${host}: ${detail}`, { cause: err });
     }
     this.#mints++;
+    // Keys rotated while this leaf was being minted: it must not keep the old ones.
+    if (keys !== this.#ticketKeys) setTicketKeys(ctx, this.#ticketKeys);
     // Serve the entry until renewBeforeMs before expiry, but for at least half its lifetime, so a
     // leaf cut short by the CA's own expiry is still cached rather than re-minted on every call.
     const lifetime = notAfter - now;
@@ -185,7 +201,7 @@ export class LeafCache {
     return ctx;
   }
 
-  async #issue(host: string, key: LeafKey, now: number, notAfter: number, fitsCn: boolean): Promise<tls.SecureContext> {
+  async #issue(host: string, key: LeafKey, now: number, notAfter: number, fitsCn: boolean, ticketKeys: Buffer): Promise<tls.SecureContext> {
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: randomSerialHex(),
       ...(fitsCn ? { subject: [{ CN: [host] }] } : {}),
@@ -208,7 +224,7 @@ export class LeafCache {
       cert: `${leafPem}${leafPem.endsWith('\n') ? '' : '\n'}${this.#ca.certPem}`,
       key: key.pem,
       minVersion: 'TLSv1.2',
-      ticketKeys: this.#ticketKeys,
+      ticketKeys,
     });
   }
 
@@ -242,6 +258,11 @@ async function generateLeafKey(): Promise<LeafKey> {
     spki: await webcrypto.subtle.exportKey('spki', pair.publicKey),
     pem: KeyObject.from(pair.privateKey).export({ type: 'pkcs8', format: 'pem' }).toString(),
   };
+}
+
+/** Node's native context takes new keys for the handshakes that start after this call. */
+function setTicketKeys(ctx: tls.SecureContext, keys: Buffer): void {
+  (ctx.context as { setTicketKeys(k: Buffer): void }).setTicketKeys(keys);
 }
 
 /** Why `host` cannot be put in a leaf, or undefined. */

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -298,4 +298,57 @@ test('mint time over 50 hosts (logged, not asserted)', async (t) => {
   const mean = (performance.now() - start) / n;
   t.log(`mean mint time over ${n} hosts: ${mean.toFixed(2)} ms`);
   t.is(cache.stats().mints, n);
+});
+
+/**
+ * A server as the interceptor runs one (src/tls/intercept.ts: the leaf's own context, no
+ * SNICallback) answering "hi" to every connection, and a client that keeps the TLS 1.3 ticket it
+ * is sent and reports whether it resumed.
+ */
+async function startTicketServer(t: ExecutionContext, cache: LeafCache, host: string): Promise<number> {
+  const server = net.createServer((raw) => {
+    cache.get(host).then((ctx) => {
+      const s = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
+      s.on('error', () => undefined);
+      s.on('secure', () => s.end('hi'));
+    }, () => raw.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return (server.address() as AddressInfo).port;
+}
+
+function resume(port: number, host: string, session: Buffer | undefined): Promise<{ reused: boolean; session: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let ticket: Buffer | undefined;
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: host, ca: ca.certPem, ...(session ? { session } : {}) });
+    socket.on('session', (s: Buffer) => { ticket ??= s; });
+    socket.on('data', () => undefined);
+    socket.on('end', () => {
+      const reused = socket.isSessionReused();
+      socket.destroy();
+      // A resumed handshake brings no new ticket (OpenSSL's default): the one used still holds.
+      const next = ticket ?? (reused ? session : undefined);
+      if (next === undefined) reject(new Error('no session ticket arrived'));
+      else resolve({ reused, session: next });
+    });
+    socket.on('error', reject);
+  });
+}
+
+test('rotated ticket keys: a ticket from before the rotation no longer resumes; one issued after does, on cached and new leaves alike', async (t) => {
+  const cache = await LeafCache.create(ca, { ticketKeys: randomBytes(48) });
+  const port = await startTicketServer(t, cache, 'rotate.example.test');
+  const first = await resume(port, 'rotate.example.test', undefined);
+  t.false(first.reused);
+  t.true((await resume(port, 'rotate.example.test', first.session)).reused, 'resumes before the rotation');
+  cache.rotateTicketKeys(randomBytes(48));
+  const after = await resume(port, 'rotate.example.test', first.session);
+  t.false(after.reused, 'a ticket under the old keys is refused by the cached leaf');
+  t.true((await resume(port, 'rotate.example.test', after.session)).reused, 'a ticket under the new keys resumes');
+  // A leaf minted after the rotation uses the new keys too.
+  const other = await startTicketServer(t, cache, 'rotate2.example.test');
+  const o1 = await resume(other, 'rotate2.example.test', undefined);
+  t.true((await resume(other, 'rotate2.example.test', o1.session)).reused);
+  t.throws(() => cache.rotateTicketKeys(Buffer.alloc(47)), { instanceOf: LeafError });
 });
