@@ -163,14 +163,24 @@ class Validator {
   /** DNS responder limits; defaults documented in docs/dns.md. */
   private dns(raw: unknown): Config['dns'] {
     const p = ['dns'];
-    const d = this.optObj(raw, p, ['rateLimit', 'tcp', 'auditSampling']);
+    const d = this.optObj(raw, p, ['rateLimit', 'sourceRateLimit', 'tcp', 'auditSampling']);
     const rl = this.optObj(d.rateLimit, [...p, 'rateLimit'], ['qps', 'burst']);
+    const src = this.optObj(d.sourceRateLimit, [...p, 'sourceRateLimit'], ['pps', 'burst']);
     const tcp = this.optObj(d.tcp, [...p, 'tcp'], ['idleTimeoutMs', 'maxConnections']);
     const au = this.optObj(d.auditSampling, [...p, 'auditSampling'], ['linesPerSecond', 'burst']);
+    const rateLimit = {
+      qps: this.int(rl.qps, [...p, 'rateLimit', 'qps'], 1, 1_000_000, 200),
+      burst: this.int(rl.burst, [...p, 'rateLimit', 'burst'], 1, 1_000_000, 400),
+    };
     return {
-      rateLimit: {
-        qps: this.int(rl.qps, [...p, 'rateLimit', 'qps'], 1, 1_000_000, 200),
-        burst: this.int(rl.burst, [...p, 'rateLimit', 'burst'], 1, 1_000_000, 400),
+      rateLimit,
+      // The firewall's per-source limit follows the responder's unless set: five times over it,
+      // so a sandbox somewhat over its budget still gets REFUSED (and an audit line) rather than
+      // silence, and DNS over TCP (a few packets per query) fits. 1,000,000 is the most
+      // iptables' hashlimit takes ("Rate too fast" above it).
+      sourceRateLimit: {
+        pps: this.int(src.pps, [...p, 'sourceRateLimit', 'pps'], 1, 1_000_000, Math.min(1_000_000, 5 * rateLimit.qps)),
+        burst: this.int(src.burst, [...p, 'sourceRateLimit', 'burst'], 1, 1_000_000, Math.min(1_000_000, 5 * rateLimit.burst)),
       },
       tcp: {
         idleTimeoutMs: this.int(tcp.idleTimeoutMs, [...p, 'tcp', 'idleTimeoutMs'], 100, 300_000, 10_000),
