@@ -66,11 +66,20 @@ async function victim(count: number, window: number, maxLost: number): Promise<{
   }
 }
 
+/** UDP datagrams the host namespace's sockets dropped for a full receive queue (/proc/net/snmp Udp RcvbufErrors). */
+async function rcvbufErrors(): Promise<number> {
+  const r = await w.topo.exec(w.topo.hostNs, 'cat', ['/proc/net/snmp']);
+  const udp = r.stdout.split('\n').filter((l) => l.startsWith('Udp: '));
+  const names = (udp[0] ?? '').split(/\s+/);
+  return Number((udp[1] ?? '').split(/\s+/)[names.indexOf('RcvbufErrors')] ?? NaN);
+}
+
 test.serial('a flood of random names from one sandbox: another sandbox\'s queries are still answered within 1 s', async (t) => {
   const before = await victim(50, 4, 1);
   t.is(before.answered, 50, `without a flood: ${JSON.stringify(before)}`);
 
   // At most 5 s, as fast as one process sends, to sandbox one's host-side address (redirected).
+  const dropsBefore = await rcvbufErrors();
   const flood = w.topo.spawn(w.sandbox, process.execPath, [FLOOD, '--server', '10.77.1.1', '--suffix', 'flood.evil.test', '--seconds', '5']);
   const log = new LineLog();
   log.attach(flood);
@@ -83,10 +92,20 @@ test.serial('a flood of random names from one sandbox: another sandbox\'s querie
   flood.kill('SIGTERM');
   await exited;
   const stats = await log.waitFor((l) => typeof l.sent === 'number', 1000, 'the flood\'s summary');
-  t.log(`flood: ${stats.sent} queries in ${stats.seconds} s (${stats.pps}/s), ${stats.answers} answers read by the flooder; victim: ${JSON.stringify(during)}`);
+  const drops = (await rcvbufErrors()) - dropsBefore;
+  t.log(`flood: ${stats.sent} queries in ${stats.seconds} s (${stats.pps}/s), ${stats.answers} answers read by the flooder; ` +
+    `victim: ${JSON.stringify(during)}; datagrams dropped at full receive queues in sandgate's namespace: ${drops}`);
 
   t.true(floodStillRunning, 'the victim finished while the flood was still going (else this test showed nothing)');
   t.is(during.bad, 0, 'every answer the victim got is a NOERROR with one address');
   t.true(during.answered >= 198, `at least 99% of 200 answered within 1 s each: ${JSON.stringify(during)}`);
   t.is(g.proc.exitCode, null, 'sandgate is still running');
+});
+
+test.serial('the responder\'s UDP socket gets a receive buffer above the kernel default (the ready line says how large)', async (t) => {
+  const ready = await g.log.waitFor((l) => l.event === 'ready');
+  const dflt = Number((await w.topo.exec(w.topo.hostNs, 'cat', ['/proc/sys/net/core/rmem_default'])).stdout.trim());
+  t.log(`dnsRecvBuffer ${String(ready.dnsRecvBuffer)} bytes; net.core.rmem_default ${dflt}`);
+  t.is(typeof ready.dnsRecvBuffer, 'number');
+  t.true(Number(ready.dnsRecvBuffer) > dflt);
 });
