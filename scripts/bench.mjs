@@ -8,6 +8,7 @@
  *
  *   sandbox ns "sbx" 10.77.1.2 --veth-- host ns 10.77.1.1 | 10.77.2.1 --veth-- upstream ns "up" 10.77.2.2
  *   (wrk, node clients)                 (sandgate, HAProxy, mitmproxy)        (nginx, HTTPS :443)
+ *   sandbox ns "fl" 10.77.3.2 --veth-- host ns 10.77.3.1   (the DNS flood of the dnsflood scenario)
  *
  * Targets (what the sandbox's traffic goes through; exactly one is active at a time):
  *   direct        wrk -> 10.77.2.2 routed by the host namespace (ip_forward=1 there, sandgate's
@@ -42,6 +43,11 @@
  *               intercepting targets and held idle: the proxy's RSS (summed over its processes).
  *   dns         a node UDP client in the sandbox, 32 queries in flight, for an allowed and for a
  *               denied name: answers/s (sandgate only; it is the DNS responder).
+ *   dnsflood    one sandbox's DNS flood against another's queries, with sandgate's default dns
+ *               limits (reloaded in for the scenario): a well-behaved client in "sbx" (150
+ *               queries/s, below dns.rateLimit) measured twice in the same run, once alone and
+ *               once while sandbox "fl" (10.77.3.2) sends random names as fast as one process
+ *               can (bench/lib/dns-flood.mjs): answers/s, lost (unanswered after 1 s), p50/p99.
  *
  * Every round runs every scenario over every target, target order and scenario order rotated per
  * round; the report gives medians and the spread (min-max) and ratios to direct and to HAProxy.
@@ -83,7 +89,7 @@ const SG_DNS_PORT = 15053;
 /* Options                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-const ALL_SCENARIOS = ['keepalive', 'latency', 'connclose', 'bulk', 'idle', 'dns'];
+const ALL_SCENARIOS = ['keepalive', 'latency', 'connclose', 'bulk', 'idle', 'dns', 'dnsflood'];
 const ALL_TARGETS = ['direct', 'sg-pass', 'sg-intercept', 'sg-intercept-w', 'haproxy-tcp', 'haproxy-mitm', 'mitmproxy'];
 
 function usage(msg) {
@@ -382,7 +388,10 @@ function sandgateConf(dir, pki, auditFile) {
       caFile: pki.ca,
       allowPrivate: ['10.77.0.0/16'],
     },
-    sandboxes: [{ name: 'bench', interface: 'sbx-*', cidr: '10.77.1.0/24', policy: 'bench' }],
+    sandboxes: [
+      { name: 'bench', interface: 'sbx-sbx', cidr: '10.77.1.0/24', policy: 'bench' },
+      { name: 'flood', interface: 'sbx-fl', cidr: '10.77.3.0/24', policy: 'bench' },
+    ],
     policies: { bench: { allow: [{ host: BENCH_NAME, inject: 'bench' }, { host: PASS_NAME }] } },
     credentials: { bench: { secret: { env: 'BENCH_KEY' } } },
   };
@@ -489,7 +498,7 @@ class Bench {
     }
 
     // sandgate: installs its firewall when it starts.
-    if (wants('sg-pass') || wants('sg-intercept') || this.o.only.includes('dns')) {
+    if (wants('sg-pass') || wants('sg-intercept') || this.o.only.includes('dns') || this.o.only.includes('dnsflood')) {
       const nodeArgs = [...this.o.nodeArgs];
       if (this.o.profile) {
         this.profDir = join(this.dir, 'prof');
@@ -682,6 +691,60 @@ class Bench {
     this.results.push(row);
   }
 
+  /**
+   * The victim's answers/s alone and under another sandbox's flood, same run, with the default dns
+   * limits: the bench's own config lifts them (the dns scenario measures the responder's
+   * throughput from one source), so they are reloaded out for this scenario and back in after.
+   */
+  async measureDnsFlood(round) {
+    const t = this.targets['sg-intercept'] ?? this.targets['sg-pass'];
+    await this.activate(t);
+    const p = this.procs[this.sgRunning];
+    const reload = async (conf) => {
+      const v = this.sgVariants[this.sgRunning];
+      const before = existsSync(v.audit) ? readFileSync(v.audit, 'utf8').split('"action":"reloaded"').length : 1;
+      writeFileSync(this.sgRunning === 'sandgate' ? this.sgConfigPath : join(this.dir, 'sandgate-w.json'), JSON.stringify(conf, null, 2));
+      p.child.kill('SIGHUP');
+      await waitFor(() => readFileSync(v.audit, 'utf8').split('"action":"reloaded"').length > before, 10000, 'sandgate reloaded');
+    };
+    const conf = JSON.parse(readFileSync(this.sgRunning === 'sandgate' ? this.sgConfigPath : join(this.dir, 'sandgate-w.json'), 'utf8'));
+    const { dns: _lifted, ...defaults } = conf;
+    await reload(defaults);
+    const seconds = this.o.duration;
+    const victim = async () => {
+      const r = await this.topo.exec(this.topo.ns('sbx'), TIMEOUT, ['-k', '5', String(Math.ceil(seconds + 15)), process.execPath, join(LIB, 'dns-load.mjs'),
+        '--server', HOST_SBX, '--port', '53', '--name', BENCH_NAME, '--seconds', String(seconds), '--window', '4', '--pace-qps', '150', '--timeout-ms', '1000'], { timeoutMs: (seconds + 25) * 1000 });
+      try { return JSON.parse(r.stdout.trim().split('\n').pop()); } catch { return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` }; }
+    };
+    try {
+      for (const flooded of [false, true]) {
+        let flood;
+        let floodOut = '';
+        if (flooded) {
+          flood = this.start('dns-flood', this.topo.ns('fl'), process.execPath, [join(LIB, 'dns-flood.mjs'), '--server', this.topo.hostAddr('fl'), '--suffix', 'flood.denied.test', '--seconds', String(seconds + 5)]);
+          flood.child.stdout.on('data', (d) => { floodOut += d; });
+          await waitFor(() => floodOut.includes('"flooding":true') || flood.exited(), 10000, 'the flood to start');
+          await sleep(300);
+        }
+        const d = await victim();
+        const row = { round, scenario: flooded ? 'dnsflood-flooded' : 'dnsflood-alone', target: 'sandgate' };
+        if (flood) {
+          await this.stop('dns-flood');
+          const last = floodOut.trim().split('\n').pop();
+          try { row.floodPps = JSON.parse(last).pps; } catch { row.error = `dns-flood: ${flood.tail().slice(0, 300)}`; }
+        }
+        if (d.error) row.error = d.error;
+        else {
+          Object.assign(row, { qps: d.qps, sent: d.sent, answered: d.answered, lost: d.lost, rcodes: d.rcodes, p50_ms: d.p50_us / 1000, p99_ms: d.p99_us / 1000 });
+          log(`${row.scenario.padEnd(16)} sandgate ${fmt(d.qps, 0).padStart(6)} answers/s of ${d.sent} sent, lost ${d.lost}, p50 ${fmt(row.p50_ms, 2)} ms p99 ${fmt(row.p99_ms, 2)} ms${row.floodPps ? `; flood ${fmt(row.floodPps, 0)} queries/s` : ''}`);
+        }
+        this.results.push(row);
+      }
+    } finally {
+      await reload(conf);
+    }
+  }
+
   /** N idle TLS connections through an intercepting target; the proxy's RSS before and while they are held. */
   async measureIdle(t) {
     await this.activate(t);
@@ -743,6 +806,7 @@ class Bench {
       if (o.only.includes('dns') && hasSg) {
         for (const kind of rotate(['allowed', 'denied'], round)) await this.measureDns(round, kind);
       }
+      if (o.only.includes('dnsflood') && hasSg) await this.measureDnsFlood(round);
     }
   }
 
@@ -924,6 +988,16 @@ function markdown(report) {
       L.push(`| ${k === 'dns-allowed' ? `allowed (${BENCH_NAME}, A from upstream.hosts)` : `denied (${DENIED_NAME}, NXDOMAIN)`} | ${cell(m.qps)} | ${cell(m.p50_ms, 2)} | ${cell(m.p99_ms, 2)} | ${cell(m.proxyCpuUsPerReq, 1)} |`);
     }
   }
+  const flood = ['dnsflood-alone', 'dnsflood-flooded'].filter((k) => s[k]?.sandgate);
+  if (flood.length) {
+    L.push('', '## DNS under another sandbox\'s flood (default dns limits; victim paced at 150 queries/s, 4 in flight)', '', '| victim | answers/s | lost (per run, median) | p50 ms | p99 ms | flood queries/s |', '| --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const k of flood) {
+      const m = s[k].sandgate;
+      const rows = report.results.filter((r) => r.scenario === k && !r.error);
+      const med = (xs) => (xs.length ? xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
+      L.push(`| ${k === 'dnsflood-alone' ? 'alone' : 'during the flood'} | ${cell(m.qps)} | ${med(rows.map((r) => r.lost)) ?? '–'} of ${med(rows.map((r) => r.sent)) ?? '–'} | ${cell(m.p50_ms, 2)} | ${cell(m.p99_ms, 2)} | ${k === 'dnsflood-alone' ? '–' : fmt(med(rows.map((r) => r.floodPps)), 0)} |`);
+    }
+  }
   if (report.checks.length) {
     L.push('', '## Targets (this run)', '', '| target | value | goal | met |', '| --- | ---: | --- | --- |');
     for (const c of report.checks) L.push(`| ${c.what} | ${c.value == null ? 'not measured' : c.unit === '×' ? `${c.value.toFixed(2)}×` : `${fmt(c.value, c.unit === 'MiB' ? 0 : 2)} ${c.unit}`} | ${c.goal} | ${c.ok == null ? '–' : c.ok ? 'yes' : '**no**'} |`);
@@ -987,7 +1061,7 @@ async function main() {
   try {
     const swept = await sweepStale();
     if (swept.length) log(`removed stale namespaces: ${swept.join(', ')}`);
-    bench.topo = await createTopology({ prefix: `sg-${process.pid}-bench-`, sandboxes: [{ name: 'sbx', subnet: 1 }], upstreams: [{ name: 'up', subnet: 2 }] });
+    bench.topo = await createTopology({ prefix: `sg-${process.pid}-bench-`, sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'fl', subnet: 3 }], upstreams: [{ name: 'up', subnet: 2 }] });
     log(`topology ${bench.topo.prefix}*, temp dir ${bench.dir}`);
     await bench.setup();
     log(`targets: ${Object.keys(bench.targets).join(', ')}; scenarios: ${o.only.join(', ')}; ${o.rounds} round(s) × ${o.duration} s`);

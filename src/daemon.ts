@@ -133,7 +133,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
   }
   audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
   audit.write({
-    event: 'ready', pid: process.pid, port: config.listen.port, ...(pool ? { workers: config.workers } : {}), dnsPort: config.listen.dnsPort, backend, packets: packets ? 'verdicts' : 'dropped',
+    event: 'ready', pid: process.pid, port: config.listen.port, ...(pool ? { workers: config.workers } : {}), dnsPort: config.listen.dnsPort, dnsRecvBuffer: dns.udpRecvBuffer, backend, packets: packets ? 'verdicts' : 'dropped',
     ...(control ? { control: control.path } : {}),
   });
 

@@ -3,10 +3,12 @@
  * A small closed-loop DNS load client (UDP): keeps --window queries for --name (type A) in flight
  * against --server:--port for --seconds, and counts answers by RCODE. A query unanswered after
  * --timeout-ms counts as lost and its slot is reused. Bounded in time; used by scripts/bench.mjs.
+ * With --pace-qps N the client is open-loop instead: N queries per second (a well-behaved
+ * sandbox below its limits), still at most --window in flight.
  *
  * stdout: one JSON line {"sent","answered","lost","seconds","qps","rcodes":{...},"p50_us","p99_us"}.
  *
- * Usage: node dns-load.mjs --server IP --port 53 --name HOST [--seconds 5] [--window 32] [--timeout-ms 1000]
+ * Usage: node dns-load.mjs --server IP --port 53 --name HOST [--seconds 5] [--window 32] [--timeout-ms 1000] [--pace-qps N]
  */
 import dgram from 'node:dgram';
 
@@ -18,6 +20,7 @@ const name = args.get('name');
 const seconds = Number(args.get('seconds') ?? 5);
 const window = Number(args.get('window') ?? 32);
 const timeoutMs = Number(args.get('timeout-ms') ?? 1000);
+const paceQps = Number(args.get('pace-qps') ?? 0);
 
 /** A standard query, RD set, one question (RFC 1035 §4.1). Bytes 0-1 (the id) are filled per send. */
 function query(host) {
@@ -61,25 +64,36 @@ sock.on('message', (msg) => {
   if (lat.length < 200000) lat.push(Number(process.hrtime.bigint() - t) / 1000);
   const rc = msg[3] & 0x0f;
   rcodes[rc] = (rcodes[rc] ?? 0) + 1;
-  send();
+  if (!paceQps) send();
 });
 
 sock.bind(0, () => {
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < window; i++) send();
+  let pacer;
+  if (paceQps) {
+    // Every 10 ms, the queries due by now by the clock (timers drift), if a slot is free.
+    let paced = 0;
+    pacer = setInterval(() => {
+      const due = Math.floor((Number(process.hrtime.bigint() - t0) / 1e9) * paceQps);
+      for (; paced < due; paced++) if (inflight.size < window) send();
+    }, 10);
+  } else {
+    for (let i = 0; i < window; i++) send();
+  }
   const sweep = setInterval(() => {
     const now = process.hrtime.bigint();
     for (const [id, t] of inflight) {
       if (Number(now - t) / 1e6 > timeoutMs) {
         inflight.delete(id);
         lost++;
-        send();
+        if (!paceQps) send();
       }
     }
   }, 100);
   setTimeout(() => {
     running = false;
     clearInterval(sweep);
+    clearInterval(pacer);
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     lat.sort((a, b) => a - b);
     const pct = (p) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]) : null);

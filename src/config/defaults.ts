@@ -25,6 +25,8 @@ export const DEFAULTS = {
   packets: { rateLimit: { pps: 100, burst: 200 }, auditSampling: { linesPerSecond: 20, burst: 50 } },
   dns: {
     rateLimit: { qps: 200, burst: 400 },
+    /** Unset, dns.sourceRateLimit follows dns.rateLimit: sourceRateFor() (so 1000/2000 by default). */
+    sourceRateLimit: { pps: 1000, burst: 2000 },
     tcp: { idleTimeoutMs: 10_000, maxConnections: 16 },
     auditSampling: { linesPerSecond: 50, burst: 200 },
   },
@@ -32,6 +34,16 @@ export const DEFAULTS = {
   tokenTimeoutMs: 2000,
   workers: 1,
 } as const;
+
+/**
+ * The firewall's per-source DNS limit when dns.sourceRateLimit is unset: five times the
+ * responder's, so a sandbox somewhat over its budget still gets REFUSED (and an audit line) rather
+ * than silence, and DNS over TCP (a few packets per query) fits. 1,000,000 is the most iptables'
+ * hashlimit takes ("Rate too fast" above it).
+ */
+export function sourceRateFor(rateLimit: { readonly qps: number; readonly burst: number }): { pps: number; burst: number } {
+  return { pps: Math.min(1_000_000, 5 * rateLimit.qps), burst: Math.min(1_000_000, 5 * rateLimit.burst) };
+}
 
 /** `workers: auto`: one worker per core the process may use (cgroup/affinity aware), capped. */
 export function autoWorkers(): number {

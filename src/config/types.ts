@@ -98,6 +98,12 @@ export interface CredentialConfig {
 export interface DnsConfig {
   /** Token bucket: sustained queries per second, and how many may arrive at once. Over it: REFUSED. */
   readonly rateLimit: { readonly qps: number; readonly burst: number };
+  /**
+   * Enforced by the firewall, per source address, before a packet reaches the responder's one
+   * socket: packets to port 53 (UDP datagrams and TCP segments) per second, and the burst. Over
+   * it the kernel drops them. Defaults to five times rateLimit (at most 1,000,000 each).
+   */
+  readonly sourceRateLimit: { readonly pps: number; readonly burst: number };
   /** DNS over TCP: a connection idle this long is closed; at most maxConnections open at once. */
   readonly tcp: { readonly idleTimeoutMs: number; readonly maxConnections: number };
   /** `dns` audit lines written individually (token bucket); the rest are counted in summary lines. */

@@ -18,6 +18,15 @@ import { TcpFrameReader, encodeTcpFrame, MAX_QUERY_SIZE } from './wire.js';
 
 /** UDP queries being answered at once, over all sandboxes; past this, datagrams are dropped (clients retry). */
 const MAX_PENDING_UDP = 4096;
+/**
+ * Receive buffer asked for on the UDP socket (SO_RCVBUF). Every sandbox's datagrams queue on this
+ * one socket, and the firewall lets each source send a burst (dns.sourceRateLimit.burst, 2,000
+ * by default) before its rate applies; the default buffer (net.core.rmem_default, 212,992 bytes)
+ * holds only about 300 small datagrams, so one source's burst would overflow it and take other
+ * sandboxes' queries down with it. 4 MiB holds several bursts. The kernel caps the request at
+ * net.core.rmem_max (socket(7)), silently; the size obtained is in the `ready` audit line.
+ */
+export const UDP_RECV_BUFFER = 4 * 1024 * 1024;
 /** Queries read ahead on one TCP connection before reading pauses (RFC 7766 §6.2.1.1 pipelining). */
 const MAX_PIPELINE = 32;
 /** TCP connections over all sources, a backstop behind the per-sandbox limit. */
@@ -39,6 +48,8 @@ export interface DnsServerOptions {
 
 export interface DnsServer {
   readonly responder: DnsResponder;
+  /** The UDP socket's receive buffer as the kernel granted it (bytes; see UDP_RECV_BUFFER). */
+  readonly udpRecvBuffer: number;
   /** Stops both sockets, drops open TCP connections, writes pending burst/summary lines. */
   close(): Promise<void>;
 }
@@ -58,6 +69,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   let closing: Promise<void> | undefined;
   return {
     responder,
+    udpRecvBuffer: udp.getRecvBufferSize(),
     close() {
       closing ??= (async () => {
         clearInterval(timer);
@@ -79,7 +91,7 @@ function listenError(opts: DnsServerOptions, proto: string, err: NodeJS.ErrnoExc
 
 function bindUdp(opts: DnsServerOptions, responder: DnsResponder): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const udp = dgram.createSocket({ type: net.isIPv6(opts.address) ? 'udp6' : 'udp4' });
+    const udp = dgram.createSocket({ type: net.isIPv6(opts.address) ? 'udp6' : 'udp4', recvBufferSize: UDP_RECV_BUFFER });
     let pending = 0;
     udp.on('message', (msg, rinfo) => {
       if (pending >= MAX_PENDING_UDP) return;

@@ -21,6 +21,7 @@ export function planFromConfig(config: Config, registered: readonly SandboxMatch
     queueMark: config.firewall.queueMark,
     flowMark: config.firewall.flowMark,
     packetRate: { pps: config.packets.rateLimit.pps, burst: config.packets.rateLimit.burst },
+    dnsRate: { pps: config.dns.sourceRateLimit.pps, burst: config.dns.sourceRateLimit.burst },
     sandboxes: config.sandboxes.map(matchOf),
     ...(config.listen.control !== false ? { dynamic: registered.map(matchOf) } : {}),
   };

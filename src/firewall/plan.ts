@@ -64,6 +64,12 @@ export interface FirewallPlan {
   flowMark: number;
   /** Per-source-address budget of queued packets; over it, the kernel drops (never queues). */
   packetRate: { pps: number; burst: number };
+  /**
+   * Per-source-address budget of packets to port 53 (UDP and TCP), enforced before the redirect
+   * to the DNS responder; over it the kernel drops them, so one source cannot overflow the
+   * responder's one socket for everyone (docs/dns.md).
+   */
+  dnsRate: { pps: number; burst: number };
 }
 
 export const DEFAULT_TABLE = DEFAULTS.firewall.table;
@@ -73,13 +79,16 @@ export const DEFAULT_QUEUE_NUM = DEFAULTS.firewall.queue;
 export const DEFAULT_FLOW_MARK = DEFAULTS.firewall.flowMark;
 export const DEFAULT_QUEUE_MARK = DEFAULTS.firewall.queueMark;
 export const DEFAULT_PACKET_RATE = DEFAULTS.packets.rateLimit;
+/** The config's default dns.sourceRateLimit (five times the default dns.rateLimit). */
+export const DEFAULT_DNS_RATE = DEFAULTS.dns.sourceRateLimit;
 
-/** The packet-path part of a plan with its defaults (tests and callers that only care about TCP). */
-export const DEFAULT_PACKET_PLAN: Pick<FirewallPlan, 'queueNum' | 'queueMark' | 'flowMark' | 'packetRate'> = {
+/** The packet-path and DNS-rate part of a plan with its defaults (tests and callers that only care about TCP). */
+export const DEFAULT_PACKET_PLAN: Pick<FirewallPlan, 'queueNum' | 'queueMark' | 'flowMark' | 'packetRate' | 'dnsRate'> = {
   queueNum: DEFAULT_QUEUE_NUM,
   queueMark: DEFAULT_QUEUE_MARK,
   flowMark: DEFAULT_FLOW_MARK,
   packetRate: { ...DEFAULT_PACKET_RATE },
+  dnsRate: { ...DEFAULT_DNS_RATE },
 };
 
 /**

@@ -18,9 +18,10 @@
  *
  * IPv4 (iptables):
  *   mangle PREROUTING -> P-PRE: per sandbox -> P-SBX: rpfilter (strict reverse path), DNS
- *     returns (nat redirects it), TCP -> TPROXY (mark), a flow sandgate accepted (connmark)
- *     returns, over the per-source rate -> DROP, else NFQUEUE (no --queue-bypass: with no
- *     reader the kernel drops). A source outside an interface+cidr sandbox's cidr -> DROP.
+ *     over its per-source rate (hashlimit, plan.dnsRate; render-nft.ts says why here) -> DROP,
+ *     other DNS returns (nat redirects it), TCP -> TPROXY (mark), a flow sandgate accepted
+ *     (connmark) returns, over the per-source rate -> DROP, else NFQUEUE (no --queue-bypass:
+ *     with no reader the kernel drops). A source outside an interface+cidr sandbox's cidr -> DROP.
  *   nat PREROUTING -> P-NAT: DNS (UDP/TCP 53, any address) -> REDIRECT to the responder.
  *   nat POSTROUTING -> P-POST: accepted flows -> MASQUERADE.
  *   filter INPUT -> P-IN -> P-SBXIN: only TPROXY'd TCP (mark) and redirected DNS (ctstate
@@ -142,6 +143,9 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
   // name keeps the parameters it was created with as long as any rule uses it, so a reload
   // with another rate must use another name: the name is a hash of prefix and rate.
   const hashName = `sg-${fnv1a(`${p}|${pps}|${burst}`)}`;
+  // DNS: one table for UDP and TCP (two rules naming it share it), so a source has one budget.
+  const dns = plan.dnsRate;
+  const dnsLimit = `-m hashlimit --hashlimit-above ${dns.pps}/sec --hashlimit-burst ${dns.burst} --hashlimit-mode srcip --hashlimit-name sg-${fnv1a(`${p}|dns|${dns.pps}|${dns.burst}`)}-d --hashlimit-htable-expire 60000 -j DROP`;
   const withIface = plan.sandboxes.filter((s) => s.interface !== undefined);
 
   const v4: IptTableSpec[] = [
@@ -162,6 +166,8 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
           name: `${p}-SBX`,
           rules: [
             '-m rpfilter --invert -j DROP',
+            `-p tcp -m tcp --dport 53 ${dnsLimit}`,
+            `-p udp -m udp --dport 53 ${dnsLimit}`,
             '-p tcp -m tcp --dport 53 -j RETURN',
             '-p udp -m udp --dport 53 -j RETURN',
             `-p tcp -j TPROXY --on-port ${plan.tproxyPort} --on-ip 0.0.0.0 --tproxy-mark ${mark}/0xffffffff`,

@@ -13,6 +13,12 @@
  *     marked queueMark for a verdict, within a per-source rate limit (over it: dropped).
  *     A packet that arrives on a sandbox's interface but is not S (its interface AND cidr did
  *     not both match: an IPv4 source outside the cidr) is dropped right after.
+ *     DNS over its per-source rate (dns_rate4, plan.dnsRate) is dropped before the return: every
+ *     sandbox's DNS ends in the responder's one socket, so a flood must die here, before it
+ *     fills that socket's receive queue and the kernel drops other sandboxes' queries with it.
+ *     Here and not in pre_nat: a nat chain sees only the first packet of a conntrack flow, and a
+ *     flood from one source port is one flow. After the reverse-path check, so only addresses
+ *     routed back to the sandbox's interface can become elements.
  *   prerouting, priority mangle (-150): not ours. The kernel here has no nft `queue`
  *     (CONFIG_NFT_QUEUE is off), so one iptables rule (render-iptables.ts
  *     renderQueueCompanion) queues packets marked queueMark with xt NFQUEUE, without
@@ -177,6 +183,9 @@ export function validatePlan(plan: FirewallPlan): void {
   const rate = plan.packetRate as { pps?: unknown; burst?: unknown } | undefined;
   checkU32(rate?.pps, 'packetRate.pps', 1);
   checkU32(rate?.burst, 'packetRate.burst', 1);
+  const dnsRate = plan.dnsRate as { pps?: unknown; burst?: unknown } | undefined;
+  checkU32(dnsRate?.pps, 'dnsRate.pps', 1);
+  checkU32(dnsRate?.burst, 'dnsRate.burst', 1);
   if (!Array.isArray(plan.sandboxes)) invalid('sandboxes must be an array');
   const seen = new Set<string>();
   for (const sandbox of plan.sandboxes) checkSandbox(sandbox, seen);
@@ -347,6 +356,7 @@ export function renderRuleset(plan: FirewallPlan): string {
   const flow = formatMark(plan.flowMark);
   const queue = formatMark(plan.queueMark);
   const limit = `limit rate over ${plan.packetRate.pps}/second burst ${plan.packetRate.burst} packets`;
+  const dnsLimit = `limit rate over ${plan.dnsRate.pps}/second burst ${plan.dnsRate.burst} packets`;
   const withIface = plan.sandboxes.filter((s) => s.interface !== undefined);
   const dyn = plan.dynamic !== undefined;
   /** The registered sandboxes' rules when the plan has a dynamic part, else nothing. */
@@ -356,6 +366,7 @@ export function renderRuleset(plan: FirewallPlan): string {
     // Per source address; bounded (size) and self-cleaning (timeout), so a sandbox cycling
     // through addresses cannot grow it without limit.
     '\tset packet_rate4 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 60s\n\t}',
+    '\tset dns_rate4 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 60s\n\t}',
     ...D(() => DYN_SETS.map((name) => dynSetDecl(name, elements[name]))),
   ];
   const chains = [
@@ -378,7 +389,8 @@ export function renderRuleset(plan: FirewallPlan): string {
       'meta nfproto ipv6 goto sandbox_pre6',
       '# strict reverse path: a sandbox cannot claim another sandbox\'s (or anyone\'s) address',
       'fib saddr . iif oif missing drop',
-      '# DNS is redirected in pre_nat (mangle runs before dstnat)',
+      '# DNS is redirected in pre_nat (mangle runs before dstnat), within a per-source rate',
+      `meta l4proto { tcp, udp } th dport 53 update @dns_rate4 { ip saddr ${dnsLimit} } counter drop`,
       'meta l4proto { tcp, udp } th dport 53 return',
       `meta l4proto tcp tproxy ip to :${plan.tproxyPort} meta mark set ${mark} accept`,
       '# neither TCP nor DNS: a later packet of a flow sandgate accepted passes',

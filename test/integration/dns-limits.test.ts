@@ -1,11 +1,13 @@
 import test from 'ava';
-import { createWorld, startGate, startUpstream, baseConfig, WIRE_NODE_ARGS, WIRE_PRELUDE, type World, type Gate } from '../helpers/gate.js';
+import { createWorld, startGate, startUpstream, baseConfig, CLI, WIRE_NODE_ARGS, WIRE_PRELUDE, type World, type Gate } from '../helpers/gate.js';
 
 // Rate limiting, audit sampling, raw TCP rules honouring the responder's answers, and the
 // responder's throughput. Serial: each test reconfigures the one sandgate (SIGHUP).
 
 let w: World;
 let g: Gate;
+/** The responder's limit under test; the firewall's per-source limit well above it (its own test below). */
+const LIMIT_50 = { rateLimit: { qps: 50, burst: 50 }, sourceRateLimit: { pps: 1000, burst: 1000 } };
 
 function cfg(dbAt: string, dns: Record<string, unknown>): Record<string, unknown> {
   return {
@@ -20,7 +22,7 @@ function cfg(dbAt: string, dns: Record<string, unknown>): Record<string, unknown
 test.before(async () => {
   w = await createWorld(undefined, { https: false });
   await startUpstream(w.topo, 'a', ['--name', 'a-db', '--port', '5432', '--banner', 'db-on-a']);
-  g = await startGate(w.topo, w.dir, cfg(w.b, { rateLimit: { qps: 50, burst: 50 } }));
+  g = await startGate(w.topo, w.dir, cfg(w.b, LIMIT_50));
 });
 
 test.after.always(async () => {
@@ -70,14 +72,14 @@ test.serial('raw TCP rules accept the addresses the responder handed this sandbo
   // db.example.test is at b: a connection to a:5432 matches no rule.
   t.is(await connectDb(w.a), 'ECONNRESET');
   // The name moves to a; the sandbox looks it up and is told a.
-  await g.reload(cfg(w.a, { rateLimit: { qps: 50, burst: 50 } }));
+  await g.reload(cfg(w.a, LIMIT_50));
   const r = await inSandbox(`
     const dns = await import('node:dns');
     console.log(JSON.stringify(await dns.promises.lookup('db.example.test', { all: true })));`);
   t.deepEqual(r, [{ address: w.a, family: 4 }]);
   // The name moves back to b (sandgate itself now resolves it to b), but the sandbox still holds
   // the answer it was given, within its TTL: that address stays reachable on the rule's port.
-  await g.reload(cfg(w.b, { rateLimit: { qps: 50, burst: 50 } }));
+  await g.reload(cfg(w.b, LIMIT_50));
   t.is(await connectDb(w.a), 'db-on-a');
   const line = await g.log.waitFor((l) => l.event === 'conn' && l.dst === `${w.a}:5432` && l.decision === 'allow');
   t.like(line, { proto: 'tcp', host: 'db.example.test', rule: 'policies.default.allow[1]' });
@@ -95,6 +97,40 @@ test.serial('rate limit: a burst over the limit is REFUSED, and the audit has on
   t.regex(String(line.reason), /rate limit/);
   await new Promise((res) => setTimeout(res, 1500));
   t.is(g.log.lines.filter((l) => l.event === 'dns' && typeof l.refused === 'number').length, 1, 'one line per burst');
+});
+
+/** Packets the firewall's per-source DNS limit has dropped so far (nft or iptables counters, via `sandgate firewall show`). */
+async function kernelDnsDrops(): Promise<number> {
+  const r = await w.topo.exec(w.topo.hostNs, process.execPath, [CLI, 'firewall', 'show', '-c', g.configPath], { timeoutMs: 15_000 });
+  if (r.code !== 0) throw new Error(`firewall show failed (${r.code}): ${r.stderr}`);
+  let n = 0;
+  for (const line of r.stdout.split('\n')) {
+    const nft = /update @dns_rate4 .* counter packets (\d+) /.exec(line);
+    const ipt = /^\[(\d+):\d+\] .*--dport 53 -m hashlimit .* -j DROP$/.exec(line.trim());
+    n += Number(nft?.[1] ?? ipt?.[1] ?? 0);
+  }
+  return n;
+}
+
+test.serial('the firewall\'s per-source limit: a burst within dns.sourceRateLimit.burst is all answered, past it the kernel drops', async (t) => {
+  await g.reload(cfg(w.b, { rateLimit: { qps: 1_000_000, burst: 1_000_000 }, sourceRateLimit: { pps: 100, burst: 500 } }));
+  // A new rate makes a new set (nft: the table is replaced) or hashlimit table (iptables: a new
+  // name), whose buckets start full.
+  const before = await kernelDnsDrops();
+  // 400 queries, 50 in flight (the responder keeps up; its socket never fills): within the burst.
+  const within = await blast(400, 50, '"api.example.test"');
+  t.deepEqual(within.rcodes, { 0: 400 }, JSON.stringify(within));
+  t.is(await kernelDnsDrops(), before, 'nothing dropped within the burst allowance');
+  // Right after, 1,000 more sent at once: past what is left of the burst, so the kernel drops some.
+  const past = await inSandbox(`
+    const dgram = await import('node:dgram');
+    const s = dgram.createSocket('udp4'); let replies = 0;
+    s.on('message', () => { replies++; });
+    s.bind(0, () => { for (let i = 0; i < 1000; i++) s.send(wire.buildQuery(i, 'api.example.test', 1), 53, '10.77.1.1'); setTimeout(() => { console.log(JSON.stringify({ replies })); process.exit(0); }, 1000); });`);
+  const dropped = (await kernelDnsDrops()) - before;
+  t.log(`past the burst: 1000 sent at once, ${past.replies} answered, ${dropped} dropped by the firewall`);
+  t.true(dropped > 0, `dropped: ${dropped}`);
+  t.true(past.replies + dropped <= 1000);
 });
 
 test.serial('audit sampling: a flood of denied names writes bounded lines and summaries that account for every query', async (t) => {

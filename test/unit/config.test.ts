@@ -1,5 +1,6 @@
 import test from 'ava';
 import { ConfigError, formatLocated, parseConfig, type Located } from '../../src/config/load.js';
+import { planFromConfig } from '../../src/firewall/from-config.js';
 
 /** The full example of docs/policy.md's first published form, verbatim apart from this comment. */
 const FIRST_EXAMPLE = `listen:
@@ -291,6 +292,20 @@ test('ports out of range', (t) => {
   t.deepEqual([l.path, l.line, l.col], ['listen.port', 2, 9]);
   const empty = only(MINIMAL + '        ports: []\n');
   t.is(empty.path, 'policies.default.allow[0].ports');
+});
+
+test('dns.sourceRateLimit: five times dns.rateLimit unless set (at most 1,000,000), and the firewall plan carries it', (t) => {
+  const dflt = parseConfig(MINIMAL, 'sg.yaml');
+  t.deepEqual(dflt.dns.rateLimit, { qps: 200, burst: 400 });
+  t.deepEqual(dflt.dns.sourceRateLimit, { pps: 1000, burst: 2000 });
+  t.deepEqual(planFromConfig(dflt).dnsRate, { pps: 1000, burst: 2000 });
+  const followed = parseConfig(`${MINIMAL}dns:\n  rateLimit: { qps: 300000, burst: 7 }\n`, 'sg.yaml');
+  t.deepEqual(followed.dns.sourceRateLimit, { pps: 1_000_000, burst: 35 });
+  const set = parseConfig(`${MINIMAL}dns:\n  rateLimit: { qps: 10, burst: 10 }\n  sourceRateLimit: { pps: 5000, burst: 6000 }\n`, 'sg.yaml');
+  t.deepEqual(set.dns.sourceRateLimit, { pps: 5000, burst: 6000 });
+  t.deepEqual(planFromConfig(set).dnsRate, { pps: 5000, burst: 6000 });
+  t.is(only(`${MINIMAL}dns:\n  sourceRateLimit: { pps: 1000001 }\n`).path, 'dns.sourceRateLimit.pps');
+  t.is(only(`${MINIMAL}dns:\n  sourceRateLimit: { qps: 5 }\n`).path, 'dns.sourceRateLimit.qps');
 });
 
 test('listen.port and listen.dnsPort must differ', (t) => {

@@ -121,6 +121,7 @@ test('dns config: documented defaults', (t) => {
   const { config } = validateConfig(MIN);
   t.deepEqual(config?.dns, {
     rateLimit: { qps: 200, burst: 400 },
+    sourceRateLimit: { pps: 1000, burst: 2000 },
     tcp: { idleTimeoutMs: 10_000, maxConnections: 16 },
     auditSampling: { linesPerSecond: 50, burst: 200 },
   });

@@ -66,6 +66,16 @@ test('the dynamic part: four interval sets, and set rules before the config\'s i
   ]);
 });
 
+test('registered sandboxes meet the DNS rate limit: each of their IPv4 rules in pre_mangle leads to sandbox_pre, which drops DNS over the rate before the redirect', (t) => {
+  const text = renderRuleset(plan(STATIC, []));
+  const dynV4 = chainLines(text, 'pre_mangle').filter((l) => l.includes('@dyn_') && !l.includes('ipv6') && !l.includes('drop'));
+  t.is(dynV4.length, 3);
+  t.true(dynV4.every((l) => l.includes(' goto sandbox_pre ')));
+  const pre = chainLines(text, 'sandbox_pre');
+  const limit = pre.findIndex((l) => l.startsWith('meta l4proto { tcp, udp } th dport 53 update @dns_rate4 { ip saddr limit rate over '));
+  t.true(limit >= 0 && limit < pre.indexOf('meta l4proto { tcp, udp } th dport 53 return'));
+});
+
 test('registered sandboxes are elements, never rules: the rules are the same for 0, 1 and 1000', (t) => {
   const rules = (text: string): string => text.split('\n').filter((l) => !l.includes('elements = ')).join('\n');
   const none = renderRuleset(plan(STATIC, []));

@@ -23,7 +23,7 @@ function rules(spec: IptSpec, family: 'v4' | 'v6', chain: string): readonly stri
   throw new Error(`no chain ${chain}`);
 }
 
-test('mangle: per-sandbox goto, then rpfilter, DNS returns, TPROXY, accepted flows, rate limit, NFQUEUE without bypass', (t) => {
+test('mangle: per-sandbox goto, then rpfilter, DNS over its rate dropped, DNS returns, TPROXY, accepted flows, rate limit, NFQUEUE without bypass', (t) => {
   const spec = iptablesSpec(plan([{ name: 'agent', interface: 'sbx-*', cidr: '10.77.1.0/24' }, { name: 'net', cidr: '10.77.5.0/24' }]));
   t.deepEqual(rules(spec, 'v4', 'SANDGATE-PRE'), [
     '-i sbx-+ -s 10.77.1.0/24 -m comment --comment "sandbox agent" -g SANDGATE-SBX',
@@ -31,16 +31,33 @@ test('mangle: per-sandbox goto, then rpfilter, DNS returns, TPROXY, accepted flo
     '-i sbx-+ -m comment --comment "sandbox agent: a source outside its cidr" -j DROP',
   ]);
   const sbx = rules(spec, 'v4', 'SANDGATE-SBX');
-  t.deepEqual(sbx.slice(0, 5), [
-    '-m rpfilter --invert -j DROP',
+  t.is(sbx[0], '-m rpfilter --invert -j DROP');
+  // DNS: one hashlimit table (the same name) for UDP and TCP, per source address, before the returns.
+  const dnsLimit = /^-p (tcp|udp) -m \1 --dport 53 -m hashlimit --hashlimit-above 1000\/sec --hashlimit-burst 2000 --hashlimit-mode srcip --hashlimit-name (sg-[0-9a-z]+-d) --hashlimit-htable-expire 60000 -j DROP$/;
+  t.is(dnsLimit.exec(sbx[1] ?? '')?.[1], 'tcp');
+  t.is(dnsLimit.exec(sbx[2] ?? '')?.[1], 'udp');
+  t.is(dnsLimit.exec(sbx[1] ?? '')?.[2], dnsLimit.exec(sbx[2] ?? '')?.[2]);
+  t.deepEqual(sbx.slice(3, 7), [
     '-p tcp -m tcp --dport 53 -j RETURN',
     '-p udp -m udp --dport 53 -j RETURN',
     '-p tcp -j TPROXY --on-port 15001 --on-ip 0.0.0.0 --tproxy-mark 0x5347/0xffffffff',
     '-m connmark --mark 0x5348 -j RETURN',
   ]);
-  t.regex(sbx[5] ?? '', /^-m hashlimit --hashlimit-above 100\/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name sg-[0-9a-z]+-4 .* -j DROP$/);
-  t.is(sbx[6], '-j NFQUEUE --queue-num 5347');
-  t.is(sbx.length, 7);
+  t.regex(sbx[7] ?? '', /^-m hashlimit --hashlimit-above 100\/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name sg-[0-9a-z]+-4 .* -j DROP$/);
+  t.is(sbx[8], '-j NFQUEUE --queue-num 5347');
+  t.is(sbx.length, 9);
+});
+
+test('DNS rate: from the plan, and a new hashlimit name when it changes (a table keeps the parameters it was made with)', (t) => {
+  const dnsRule = (p: FirewallPlan): string => rules(iptablesSpec(p), 'v4', 'SANDGATE-SBX')[2] ?? '';
+  const a = dnsRule(plan([]));
+  const b = dnsRule(plan([], { dnsRate: { pps: 7, burst: 9 } }));
+  t.regex(b, /--hashlimit-above 7\/sec --hashlimit-burst 9 --hashlimit-mode srcip /);
+  t.not(/hashlimit-name (\S+)/.exec(a)?.[1], /hashlimit-name (\S+)/.exec(b)?.[1]);
+  // Never the packet path's table, even at the same rate.
+  const same = plan([], { dnsRate: { pps: 100, burst: 200 } });
+  t.not(/hashlimit-name (\S+)/.exec(dnsRule(same))?.[1]?.replace(/-d$/, ''), /hashlimit-name (\S+)/.exec(rules(iptablesSpec(same), 'v4', 'SANDGATE-SBX')[7] ?? '')?.[1]?.replace(/-4$/, ''));
+  t.throws(() => iptablesSpec(plan([], { dnsRate: { pps: 0, burst: 1 } })), { instanceOf: FirewallError, message: /dnsRate.pps/ });
 });
 
 test('nat, filter: DNS redirect, masquerade of accepted flows, input and forward only RETURN what the nft ruleset accepts', (t) => {
@@ -107,8 +124,8 @@ test('chain prefix: the table upper-cased, short enough for 28-character chain n
   t.throws(() => chainPrefix({ table: 'a'.repeat(22) }), { instanceOf: FirewallError, message: /too long for the iptables backend/ });
   for (const names of Object.values(allChains({ table: 'a'.repeat(21) }).v4)) for (const n of names) t.true(n.length <= 28, n);
   // The hashlimit name changes with the rate: an existing table keeps its old parameters otherwise.
-  const a = rules(iptablesSpec(plan([])), 'v4', 'SANDGATE-SBX')[5];
-  const b = rules(iptablesSpec(plan([], { packetRate: { pps: 5, burst: 5 } })), 'v4', 'SANDGATE-SBX')[5];
+  const a = rules(iptablesSpec(plan([])), 'v4', 'SANDGATE-SBX')[7];
+  const b = rules(iptablesSpec(plan([], { packetRate: { pps: 5, burst: 5 } })), 'v4', 'SANDGATE-SBX')[7];
   t.not(/hashlimit-name (\S+)/.exec(a ?? '')?.[1], /hashlimit-name (\S+)/.exec(b ?? '')?.[1]);
   t.throws(() => iptablesSpec(plan([{ name: 'x"y', interface: 'sbx0' }])), { instanceOf: FirewallError });
 });

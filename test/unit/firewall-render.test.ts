@@ -32,17 +32,25 @@ test('one interface sandbox: every hook matches it by iifname', (t) => {
   ]);
 });
 
-test('sandbox_pre: v6 aside, anti-spoofing, DNS skipped, TCP tproxied, accepted flows pass, the rest queued within the rate', (t) => {
+test('sandbox_pre: v6 aside, anti-spoofing, DNS over its per-source rate dropped, the rest skipped, TCP tproxied, accepted flows pass, the rest queued within the rate', (t) => {
   const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }]));
   t.deepEqual(chainLines(text, 'sandbox_pre'), [
     'meta nfproto ipv6 goto sandbox_pre6',
     'fib saddr . iif oif missing drop',
+    'meta l4proto { tcp, udp } th dport 53 update @dns_rate4 { ip saddr limit rate over 1000/second burst 2000 packets } counter drop',
     'meta l4proto { tcp, udp } th dport 53 return',
     'meta l4proto tcp tproxy ip to :15001 meta mark set 0x5347 accept',
     'ct mark 0x5348 return',
     'update @packet_rate4 { ip saddr limit rate over 100/second burst 200 packets } counter drop',
     'meta mark set 0x5349',
   ]);
+});
+
+test('DNS rate: a bounded, self-cleaning per-source set; the rate from the plan', (t) => {
+  const text = renderRuleset(plan([{ name: 'agent', interface: 'sbx-*' }], { dnsRate: { pps: 7, burst: 9 } }));
+  t.true(text.includes('\tset dns_rate4 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 60s\n\t}'));
+  t.true(text.includes('th dport 53 update @dns_rate4 { ip saddr limit rate over 7/second burst 9 packets } counter drop'));
+  throwsInvalid(t, plan([], { dnsRate: { pps: 1, burst: 0 } }), /dnsRate.burst/);
 });
 
 test('IPv6: neighbour discovery with the host passes, RD/MLD dropped silently, the rest queued (rate-limited) and then dropped whatever the verdict', (t) => {

@@ -1,6 +1,6 @@
 /** The small sections: listen, log, tls, firewall, packets, dns, workers. Defaults: ../defaults.ts. */
 import type { Config } from '../types.js';
-import { autoWorkers, DEFAULTS, MAX_WORKERS } from '../defaults.js';
+import { autoWorkers, DEFAULTS, MAX_WORKERS, sourceRateFor } from '../defaults.js';
 import type { Reader } from './reader.js';
 
 export function listen(v: Reader, raw: unknown): Config['listen'] {
@@ -95,14 +95,21 @@ export function packets(v: Reader, raw: unknown): Config['packets'] {
 export function dns(v: Reader, raw: unknown): Config['dns'] {
   const p = ['dns'];
   const d = DEFAULTS.dns;
-  const o = v.optObj(raw, p, ['rateLimit', 'tcp', 'auditSampling']);
+  const o = v.optObj(raw, p, ['rateLimit', 'sourceRateLimit', 'tcp', 'auditSampling']);
   const rl = v.optObj(o.rateLimit, [...p, 'rateLimit'], ['qps', 'burst']);
+  const src = v.optObj(o.sourceRateLimit, [...p, 'sourceRateLimit'], ['pps', 'burst']);
   const tcp = v.optObj(o.tcp, [...p, 'tcp'], ['idleTimeoutMs', 'maxConnections']);
   const au = v.optObj(o.auditSampling, [...p, 'auditSampling'], ['linesPerSecond', 'burst']);
+  const rateLimit = {
+    qps: v.int(rl.qps, [...p, 'rateLimit', 'qps'], 1, 1_000_000, d.rateLimit.qps),
+    burst: v.int(rl.burst, [...p, 'rateLimit', 'burst'], 1, 1_000_000, d.rateLimit.burst),
+  };
+  const derived = sourceRateFor(rateLimit);
   return {
-    rateLimit: {
-      qps: v.int(rl.qps, [...p, 'rateLimit', 'qps'], 1, 1_000_000, d.rateLimit.qps),
-      burst: v.int(rl.burst, [...p, 'rateLimit', 'burst'], 1, 1_000_000, d.rateLimit.burst),
+    rateLimit,
+    sourceRateLimit: {
+      pps: v.int(src.pps, [...p, 'sourceRateLimit', 'pps'], 1, 1_000_000, derived.pps),
+      burst: v.int(src.burst, [...p, 'sourceRateLimit', 'burst'], 1, 1_000_000, derived.burst),
     },
     tcp: {
       idleTimeoutMs: v.int(tcp.idleTimeoutMs, [...p, 'tcp', 'idleTimeoutMs'], 100, 300_000, d.tcp.idleTimeoutMs),
