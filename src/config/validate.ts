@@ -30,6 +30,7 @@ const IFACE_GLOB = /^(?:[A-Za-z0-9_.-]{1,15}|[A-Za-z0-9_.-]{1,14}\*)$/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 §5.6.2 token (header names, methods)
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const USER = /^[\x20-\x7e]{1,128}$/;
+const ECH_CHOICES = ['allow', 'refuse'] as const;
 /** Where the control API listens unless listen.control says otherwise (docs/control-api.md). */
 export const DEFAULT_CONTROL_SOCKET = '/run/sandgate/control.sock';
 
@@ -109,8 +110,11 @@ class Validator {
       level: lg.level === undefined ? 'info' : this.oneOf(lg.level, ['log', 'level'], levels) ?? 'info',
     };
 
-    const t = this.optObj(r.tls, ['tls'], ['caDir']);
-    const tls = { caDir: t.caDir === undefined ? '/var/lib/sandgate' : this.str(t.caDir, ['tls', 'caDir']) ?? '' };
+    const t = this.optObj(r.tls, ['tls'], ['caDir', 'ech']);
+    const tls = {
+      caDir: t.caDir === undefined ? '/var/lib/sandgate' : this.str(t.caDir, ['tls', 'caDir']) ?? '',
+      ech: t.ech === undefined ? 'allow' as const : this.oneOf(t.ech, ['tls', 'ech'], ECH_CHOICES) ?? 'allow',
+    };
 
     const upstream = this.upstream(r.upstream);
 
@@ -462,7 +466,7 @@ class Validator {
   }
 
   private rule(raw: unknown, p: PathPart[], credentials: Record<string, CredentialConfig>): AllowRule | undefined {
-    const r = this.obj(raw, p, ['host', 'ports', 'protocol', 'inject', 'methods', 'paths', 'plainHttp'], ['host']);
+    const r = this.obj(raw, p, ['host', 'ports', 'protocol', 'inject', 'methods', 'paths', 'plainHttp', 'ech'], ['host']);
     if (!r) return undefined;
     let host: string | undefined;
     if (typeof r.host !== 'string') this.fail([...p, 'host'], 'must be a host name such as api.example.com or *.example.com');
@@ -499,7 +503,9 @@ class Validator {
       if (typeof r.plainHttp !== 'boolean') this.fail([...p, 'plainHttp'], 'must be true or false');
       else plainHttp = r.plainHttp;
     }
+    const ech = r.ech === undefined ? undefined : this.oneOf(r.ech, [...p, 'ech'], ECH_CHOICES);
     const intercepted = inject !== undefined || methods !== undefined || paths !== undefined;
+    if (protocol === 'tcp' && r.ech !== undefined) this.fail([...p, 'ech'], 'only applies to TLS rules (a raw TCP rule never reads a ClientHello)');
     if (protocol === 'tcp' && (intercepted || plainHttp)) this.fail([...p, 'protocol'], 'a raw TCP rule cannot inject, check methods/paths or use plainHttp (those need TLS interception)');
     if (plainHttp && !intercepted) this.fail([...p, 'plainHttp'], 'only applies to an intercepted host (one with inject, methods or paths)');
     // plainHttp means "http://host/ works": without explicit ports, port 80 joins the default 443
@@ -513,6 +519,7 @@ class Validator {
       ...(methods !== undefined ? { methods } : {}),
       ...(paths !== undefined ? { paths } : {}),
       ...(plainHttp !== undefined ? { plainHttp } : {}),
+      ...(ech !== undefined ? { ech } : {}),
     };
   }
 
