@@ -124,7 +124,7 @@ test('report mode: a denial becomes would-deny with the same reason; allows are 
 test('ECH: the outer SNI decides; a rule refusing ECH denies it, naming the rule; report mode makes it would-deny', (t) => {
   t.is(P.decide('api.example.test', 443, 'tls', true).decision, 'allow', 'ech defaults to allow');
   t.false(P.decide('api.example.test', 443, 'tls').rule?.refuseEch);
-  t.is(P.decide('evil.example.test', 443, 'tls', true).reason, 'evil.example.test:443 is not allowed');
+  t.deepEqual(P.decide('evil.example.test', 443, 'tls', true), { decision: 'deny', reason: 'evil.example.test:443 is not allowed' });
   const strict = new Policy('s', 'enforce', [rule('api.example.test', { ech: 'refuse' }), rule('open.example.test')]);
   t.deepEqual(strict.decide('api.example.test', 443, 'tls', true), {
     decision: 'deny', reason: 'encrypted ClientHello (ECH) is refused for api.example.test (policies.s.allow[0], ech: refuse)',
