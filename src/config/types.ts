@@ -4,6 +4,11 @@
  */
 export type Protocol = 'tls' | 'tcp';   // 'tls' = TLS by SNI or plain HTTP by Host (auto-detected)
 export type Mode = 'enforce' | 'report';
+/**
+ * What to do with a ClientHello carrying encrypted_client_hello (0xfe0d): decide on its outer SNI
+ * like any other (`allow`), or deny it (`refuse`). docs/threat-model.md, "ECH".
+ */
+export type EchChoice = 'allow' | 'refuse';
 
 export interface AllowRule {
   readonly host: string;                 // normalised: lowercase, no trailing dot; may start with "*."
@@ -14,6 +19,8 @@ export interface AllowRule {
   readonly paths?: readonly string[];
   /** Lets the sandbox speak plain HTTP to this intercepted host; sandgate upgrades to TLS upstream. */
   readonly plainHttp?: boolean;
+  /** Overrides `tls.ech` for this rule (TLS rules only). */
+  readonly ech?: EchChoice;
 }
 
 /**
@@ -123,7 +130,11 @@ export interface Config {
   };
   readonly dns: DnsConfig;
   readonly log: { readonly file?: string; readonly level: string };
-  readonly tls: { readonly caDir: string };
+  readonly tls: {
+    readonly caDir: string;
+    /** Default for every TLS allow rule without its own `ech`; default `allow`. */
+    readonly ech: EchChoice;
+  };
   readonly upstream: {
     readonly resolver?: string;
     readonly hosts: Readonly<Record<string, readonly string[]>>;

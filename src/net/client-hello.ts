@@ -17,7 +17,10 @@ export type HelloResult =
       kind: 'hello';
       sni: string | undefined;
       alpn: string[];
+      /** An encrypted_client_hello extension (0xfe0d) is present: real ECH or GREASE, indistinguishable by design. */
       ech: boolean;
+      /** The old encrypted SNI extension (0xffce) is present. */
+      esni: boolean;
       legacyVersion: number;
       supportedVersions: number[];
       length: number;
@@ -239,6 +242,7 @@ function parseBody(r: Reader, length: number): HelloResult {
     sni: undefined,
     alpn: [],
     ech: false,
+    esni: false,
     legacyVersion,
     supportedVersions: [],
     length,
@@ -281,9 +285,13 @@ function parseBody(r: Reader, length: number): HelloResult {
         break;
       }
       case ExtensionType.encryptedClientHello:
+        // Reported, not judged: clients without an ECH config send a GREASE extension of this
+        // type (draft-ietf-tls-esni §6.2, "GREASE ECH"), built to look like real ECH on the wire.
+        hello.ech = true;
+        break;
       case ExtensionType.esni:
         // The outer SNI is then a cover name, not the real target; the caller denies.
-        hello.ech = true;
+        hello.esni = true;
         break;
       default:
         break;

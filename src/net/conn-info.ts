@@ -11,6 +11,8 @@ export interface ConnInfo {
   readonly dstPort: number;
   /** SNI when the connection was TLS (intercepted); requests must name this host. */
   readonly sni?: string;
+  /** The ClientHello carried encrypted_client_hello (0xfe0d): shown as `ech: true` on its conn line. */
+  readonly ech?: boolean;
 }
 
 const infos = new WeakMap<net.Socket, ConnInfo>();

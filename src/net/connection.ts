@@ -85,32 +85,34 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     return;
   }
   const { hello } = p;
-  if (hello.ech) {
-    // ECH hides the real server name inside; the outer SNI is not the destination (RFC 9849-draft §6).
-    conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: 'encrypted ClientHello (ECH) is not allowed' });
+  // The ESNI drafts (never widely deployed) put the real name in that extension and a cover name in SNI.
+  if (hello.esni) {
+    conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: 'encrypted SNI (ESNI) is not allowed' });
     socket.resetAndDestroy();
     return;
   }
-  const verdict = policy.decide(hello.sni, dstPort, 'tls');
+  // ECH (GREASE or real, indistinguishable) is decided on the outer SNI; its presence is recorded.
+  const tlsIdent = hello.ech ? { ...ident, ech: true } : ident;
+  const verdict = policy.decide(hello.sni, dstPort, 'tls', hello.ech);
   if (verdict.decision !== 'allow') {
     if (verdict.decision === 'deny') {
-      conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: verdict.reason });
+      conn({ ...tlsIdent, decision: 'deny', proto: 'tls', host: hello.sni, reason: verdict.reason });
       socket.resetAndDestroy();
       return;
     }
-    if (hello.sni === undefined) return reportOriginal(rt, socket, ident, 'tls', undefined, verdict.reason, dstIp, dstPort, p.head);
-    return passTls(rt, socket, ident, hello.sni, dstPort, p.head, { decision: 'would-deny', reason: verdict.reason });
+    if (hello.sni === undefined) return reportOriginal(rt, socket, tlsIdent, 'tls', undefined, verdict.reason, dstIp, dstPort, p.head);
+    return passTls(rt, socket, tlsIdent, hello.sni, dstPort, p.head, { decision: 'would-deny', reason: verdict.reason });
   }
   if (verdict.rule.intercept) {
     if (!gate.intercept) {
-      conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, rule: verdict.rule.id, reason: 'interception is not enabled' });
+      conn({ ...tlsIdent, decision: 'deny', proto: 'tls', host: hello.sni, rule: verdict.rule.id, reason: 'interception is not enabled' });
       socket.resetAndDestroy();
       return;
     }
-    gate.intercept(socket, p.head, { ...info, sni: hello.sni as string }, verdict.rule);
+    gate.intercept(socket, p.head, { ...info, sni: hello.sni as string, ...(hello.ech ? { ech: true } : {}) }, verdict.rule);
     return;
   }
-  return passTls(rt, socket, ident, hello.sni as string, dstPort, p.head, { decision: 'allow', rule: verdict.rule.id });
+  return passTls(rt, socket, tlsIdent, hello.sni as string, dstPort, p.head, { decision: 'allow', rule: verdict.rule.id });
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { AllowRule, Config, Mode, SandboxConfig } from '../config/types.js';
+import type { AllowRule, Config, EchChoice, Mode, SandboxConfig } from '../config/types.js';
 import { hostMatches } from './host-name.js';
 
 /** A rule with what the data path needs precomputed. */
@@ -7,6 +7,8 @@ export interface CompiledRule extends AllowRule {
   readonly id: string;
   /** TLS is terminated for this host (inject, methods or paths present). */
   readonly intercept: boolean;
+  /** A ClientHello with encrypted_client_hello is denied under this rule (its `ech`, else `tls.ech`). */
+  readonly refuseEch: boolean;
 }
 
 export type Kind = 'tls' | 'http' | 'tcp';
@@ -31,7 +33,8 @@ export class Policy {
   /** Exact names of `protocol: udp` rules: answerable by DNS, never matched by find(). */
   private readonly udpHosts: ReadonlySet<string>;
 
-  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udpHosts: Iterable<string> = []) {
+  /** `ech`: the config's `tls.ech`, for rules that do not set their own. */
+  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udpHosts: Iterable<string> = [], ech: EchChoice = 'allow') {
     this.name = name;
     this.mode = mode;
     this.udpHosts = new Set(udpHosts);
@@ -41,6 +44,7 @@ export class Policy {
       ...r,
       id: `policies.${name}.allow[${i}]`,
       intercept: r.inject !== undefined || r.methods !== undefined || r.paths !== undefined,
+      refuseEch: (r.ech ?? ech) === 'refuse',
     }));
     for (const r of this.rules) {
       for (const p of r.ports) (r.protocol === 'tcp' ? tcp : named).add(p);
@@ -74,9 +78,14 @@ export class Policy {
     return false;
   }
 
-  decide(host: string | undefined, port: number, kind: Kind): Verdict {
+  /**
+   * `ech`: the ClientHello carried encrypted_client_hello. The outer SNI decides either way (GREASE
+   * and real ECH look alike on the wire); a rule with `refuseEch` turns the allow into a denial.
+   */
+  decide(host: string | undefined, port: number, kind: Kind, ech = false): Verdict {
     if (host !== undefined) {
       const rule = this.find(host, port, kind);
+      if (rule && ech && rule.refuseEch) return this.denied(`encrypted ClientHello (ECH) is refused for ${host} (${rule.id}, ech: refuse)`);
       if (rule) return { decision: 'allow', rule };
     }
     const reason = host === undefined ? (kind === 'tls' ? 'no SNI' : 'no host') : `${host}:${port} is not allowed`;
@@ -97,7 +106,7 @@ export function compilePolicies(config: Config): CompiledPolicies {
   const byName = new Map<string, Policy>();
   for (const [name, p] of Object.entries(config.policies)) {
     const udpHosts = (p.udp ?? []).flatMap((r) => (r.host !== undefined ? [r.host] : []));
-    byName.set(name, new Policy(name, p.mode, p.allow, udpHosts));
+    byName.set(name, new Policy(name, p.mode, p.allow, udpHosts, config.tls.ech));
   }
   let anyIntercept = false;
   for (const p of byName.values()) if (p.rules.some((r) => r.intercept)) anyIntercept = true;

@@ -43,7 +43,7 @@ export function createInterceptor(deps: InterceptorDeps): Interceptor {
 async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer, info: ConnInfo, rule: CompiledRule): Promise<void> {
   const { rt } = info;
   const sni = normaliseHost(info.sni ?? '');
-  const base = { event: 'conn' as const, ...who(info), proto: 'tls' as const, host: sni, rule: rule.id };
+  const base = { event: 'conn' as const, ...who(info), ...(info.ech ? { ech: true } : {}), proto: 'tls' as const, host: sni, rule: rule.id };
   let ctx: tls.SecureContext;
   try {
     ctx = deps.leaves.peek(sni) ?? await deps.leaves.get(sni);

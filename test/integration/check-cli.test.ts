@@ -19,7 +19,7 @@ let dir: string;
 
 interface Result { code: number; stdout: string; stderr: string }
 
-function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<Result> {
+function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<Result> {
   return new Promise((resolve) => {
     execFile(cmd, args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1;

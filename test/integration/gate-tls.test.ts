@@ -1,14 +1,37 @@
 import test from 'ava';
 import net from 'node:net';
-import { createWorld, startGate, baseConfig, bodyOf, type World, type Gate } from '../helpers/gate.js';
+import { randomBytes } from 'node:crypto';
+import { createWorld, startGate, baseConfig, bodyOf, NAMES, type World, type Gate, type Line } from '../helpers/gate.js';
 
 // One world and one sandgate for this file; the tests below are independent requests into it.
 let w: World;
 let g: Gate;
 
+/**
+ * The standard allow list plus what the ECH tests need: an intercepted host and a host whose
+ * rule refuses ECH. `echDefault` is the global tls.ech (one serial test switches it).
+ */
+function config(echDefault?: 'allow' | 'refuse'): Record<string, unknown> {
+  const base = baseConfig(w, {
+    allow: [
+      { host: 'api.example.test' },
+      { host: 'plain.example.test', ports: [80] },
+      { host: '*.wild.example.test' },
+      { host: 'icpt.example.test', inject: 'k' },
+      { host: 'strict.example.test', ech: 'refuse' },
+    ],
+    upstream: { hosts: Object.fromEntries([...NAMES, 'icpt.example.test', 'strict.example.test'].map((n) => [n, w.a])) },
+  });
+  return {
+    ...base,
+    tls: { ...(base.tls as Record<string, unknown>), ...(echDefault ? { ech: echDefault } : {}) },
+    credentials: { k: { secret: { env: 'SG_TEST_K' } } },
+  };
+}
+
 test.before(async () => {
   w = await createWorld();
-  g = await startGate(w.topo, w.dir, baseConfig(w));
+  g = await startGate(w.topo, w.dir, config(), 'sandgate.json', { env: { SG_TEST_K: `k-${randomBytes(8).toString('hex')}` } });
 });
 
 test.after.always(async () => {
@@ -152,6 +175,142 @@ test('a socket that connects and says nothing does not hold anything open foreve
     setTimeout(() => { console.log('alive'); s.destroy(); }, 500);`], { timeoutMs: 5000 });
   t.regex(s.stdout, /alive/);
   t.notRegex(s.stdout, /DATA/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Encrypted ClientHello. A crafted TLS 1.2 ClientHello (ECDHE-ECDSA, P-256: what the test PKI and
+// sandgate's CA issue) that an OpenSSL server answers up to ServerHelloDone, so the test sees which
+// certificate answered (in TLS 1.2 it is sent in clear) without completing a handshake.
+
+const u16 = (n: number): Buffer => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
+const vec16 = (b: Buffer): Buffer => Buffer.concat([u16(b.length), b]);
+const ext = (type: number, data: Buffer): Buffer => Buffer.concat([u16(type), vec16(data)]);
+
+/**
+ * encrypted_client_hello as a client without an ECH config sends it (GREASE, draft-ietf-tls-esni
+ * §6.2): ECHClientHello type outer(0), HPKE KDF/AEAD, a config_id, a 32-byte enc, a random payload.
+ */
+const ECH_GREASE = ext(0xfe0d, Buffer.concat([Buffer.from([0]), u16(1), u16(1), randomBytes(1), vec16(randomBytes(32)), vec16(randomBytes(144))]));
+const ESNI = ext(0xffce, randomBytes(64));
+
+function tls12Hello(sni: string, extra: Buffer[]): Buffer {
+  const exts = Buffer.concat([
+    ext(0, vec16(Buffer.concat([Buffer.from([0]), vec16(Buffer.from(sni))]))), // RFC 6066 §3 server_name
+    ext(10, vec16(u16(0x0017))), // supported_groups: secp256r1
+    ext(11, Buffer.from([1, 0])), // ec_point_formats: uncompressed
+    ext(13, vec16(u16(0x0403))), // signature_algorithms: ecdsa_secp256r1_sha256
+    ...extra,
+  ]);
+  const body = Buffer.concat([u16(0x0303), randomBytes(32), Buffer.from([0]), vec16(Buffer.from([0xc0, 0x2b, 0xc0, 0x2c])), Buffer.from([1, 0]), vec16(exts)]);
+  const hs = Buffer.concat([Buffer.from([1, body.length >> 16, (body.length >> 8) & 0xff, body.length & 0xff]), body]);
+  return Buffer.concat([Buffer.from([0x16, 3, 1]), u16(hs.length), hs]);
+}
+
+/**
+ * Sends `hello` from the sandbox to (addr, 443) and reads handshake records up to ServerHelloDone.
+ * how: "hello-done", or what ended it first (an error code, "closed"; "timeout" is a hang detector).
+ */
+async function sendHello(addr: string, hello: Buffer): Promise<{ how: string; types: number[]; bytes: Buffer; src: string }> {
+  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+    const s = require('net').connect(443, '${addr}', () => s.write(Buffer.from('${hello.toString('base64')}', 'base64')));
+    let got = Buffer.alloc(0), hs = Buffer.alloc(0), types = [], done = false, port = 0;
+    s.on('connect', () => { port = s.localPort; });
+    const timer = setTimeout(() => end('timeout'), 4000);
+    const end = (how) => { if (done) return; done = true; clearTimeout(timer); console.log(JSON.stringify({ how, types, port, bytes: got.toString('base64') })); s.destroy(); };
+    s.on('data', (d) => {
+      got = Buffer.concat([got, d]);
+      // Records (RFC 5246 §6.2.1): handshake ones (22) carry messages (type u8, length u24).
+      hs = Buffer.alloc(0);
+      for (let i = 0; i + 5 <= got.length; ) { const n = got.readUInt16BE(i + 3); if (got[i] === 22) hs = Buffer.concat([hs, got.subarray(i + 5, i + 5 + n)]); i += 5 + n; }
+      types = [];
+      for (let j = 0; j + 4 <= hs.length; ) { types.push(hs[j]); j += 4 + hs.readUIntBE(j + 1, 3); }
+      if (types.includes(14)) end('hello-done');
+    });
+    s.on('error', (e) => end(e.code));
+    s.on('close', () => end('closed'));`], { timeoutMs: 8000 });
+  const out = JSON.parse(r.stdout.trim() || '{}') as { how?: string; types?: number[]; bytes?: string; port?: number };
+  return { how: out.how ?? `no output: ${r.stderr}`, types: out.types ?? [], bytes: Buffer.from(out.bytes ?? '', 'base64'), src: `${w.topo.addr('sbx')}:${out.port ?? 0}` };
+}
+
+/** The conn line of the connection sendHello made (its source port tells it from every other). */
+const connLine = (r: { src: string }, pred: (l: Line) => boolean = () => true): Promise<Line> =>
+  g.log.waitFor((l) => l.event === 'conn' && l.src === r.src && pred(l), 5000, `conn line for ${r.src}`);
+
+test('an ECH (GREASE) hello to an allowed name passes through to that name\'s upstream; the audit says ech: true', async (t) => {
+  const r = await sendHello(w.b, tls12Hello('api.example.test', [ECH_GREASE]));
+  t.is(r.how, 'hello-done');
+  t.deepEqual(r.types.slice(0, 2), [2, 11], 'ServerHello, Certificate');
+  t.true(r.bytes.includes('sandgate test root'), 'the upstream\'s own certificate (test PKI), not sandgate\'s');
+  const line = await connLine(r, (l) => l.decision === 'allow');
+  t.is(line.host, 'api.example.test');
+  t.is(line.dst, `${w.b}:443`);
+  t.is(line.ech, true);
+  t.is(line.rule, 'policies.default.allow[0]');
+  t.is(line.upstream, `${w.a}:443`, 'the name\'s upstream, not the dialled address');
+});
+
+test('a hello without ECH has no ech field in its audit line', async (t) => {
+  const r = await sendHello(w.a, tls12Hello('x.wild.example.test', []));
+  t.is(r.how, 'hello-done');
+  const line = await connLine(r, (l) => l.decision === 'allow');
+  t.false('ech' in line);
+});
+
+test('an ECH (GREASE) hello to an intercepted name is terminated by sandgate as any other (the extension is ignored)', async (t) => {
+  const r = await sendHello(w.a, tls12Hello('icpt.example.test', [ECH_GREASE]));
+  t.is(r.how, 'hello-done');
+  t.true(r.bytes.includes('sandgate interception CA'), 'sandgate\'s leaf for the outer name');
+  t.false(r.bytes.includes('sandgate test root'));
+  // The interception line is written once the handshake completes; a denial would come at once.
+  t.falsy(g.log.find((l) => l.event === 'conn' && l.src === r.src && l.decision === 'deny'));
+});
+
+test('an ECH hello to an unlisted name is denied on its outer SNI, with ech: true', async (t) => {
+  const r = await sendHello(w.b, tls12Hello('evil.example.test', [ECH_GREASE]));
+  t.regex(r.how, /ECONNRESET|closed/);
+  t.deepEqual(r.types, []);
+  const line = await connLine(r);
+  t.like(line, { decision: 'deny', host: 'evil.example.test', ech: true });
+  t.is(line.reason, 'evil.example.test:443 is not allowed');
+});
+
+test('a rule with ech: refuse denies an ECH hello (and allows the same name without ECH)', async (t) => {
+  const r = await sendHello(w.a, tls12Hello('strict.example.test', [ECH_GREASE]));
+  t.regex(r.how, /ECONNRESET|closed/);
+  t.deepEqual(r.types, []);
+  const line = await connLine(r);
+  t.like(line, { decision: 'deny', host: 'strict.example.test', ech: true });
+  t.is(line.reason, 'encrypted ClientHello (ECH) is refused for strict.example.test (policies.default.allow[4], ech: refuse)');
+  const plain = await sendHello(w.a, tls12Hello('strict.example.test', []));
+  t.is(plain.how, 'hello-done');
+  const allowed = await connLine(plain);
+  t.is(allowed.decision, 'allow');
+  t.false('ech' in allowed);
+});
+
+test('an ESNI (0xffce) hello is denied even to an allowed name', async (t) => {
+  const r = await sendHello(w.a, tls12Hello('api.example.test', [ESNI]));
+  t.regex(r.how, /ECONNRESET|closed/);
+  t.deepEqual(r.types, []);
+  const line = await connLine(r);
+  t.like(line, { decision: 'deny', host: 'api.example.test', reason: 'encrypted SNI (ESNI) is not allowed' });
+});
+
+// Serial tests run before the concurrent ones, so the switch back is in place before they start.
+test.serial('global tls.ech: refuse denies ECH to every rule without its own ech, passthrough and intercepted', async (t) => {
+  t.is((await g.reload(config('refuse'))).action, 'reloaded');
+  try {
+    for (const host of ['api.example.test', 'icpt.example.test']) {
+      const r = await sendHello(w.a, tls12Hello(host, [ECH_GREASE]));
+      t.regex(r.how, /ECONNRESET|closed/, host);
+      const line = await connLine(r);
+      t.like(line, { decision: 'deny', host, ech: true });
+      t.regex(String(line.reason), /^encrypted ClientHello \(ECH\) is refused for /);
+    }
+    t.is((await sendHello(w.a, tls12Hello('api.example.test', []))).how, 'hello-done', 'without ECH the host is still allowed');
+  } finally {
+    t.is((await g.reload(config())).action, 'reloaded');
+  }
 });
 
 void net;

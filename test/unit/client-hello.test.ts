@@ -209,10 +209,21 @@ test('duplicate extensions are invalid', (t) => {
   t.is(reasonOf(parseClientHello(hello({ extensions: [[0x1234, Buffer.alloc(0)], [0x1234, Buffer.alloc(1)]] }))), 'duplicate extension');
 });
 
-test('ECH and the old ESNI extension are flagged', (t) => {
-  t.true(mustHello(t, parseClientHello(hello({ extensions: [sniExt('public.example'), [0xfe0d, Buffer.alloc(40, 7)]] }))).ech);
-  t.true(mustHello(t, parseClientHello(hello({ extensions: [[0xffce, Buffer.alloc(40, 7)]] }))).ech);
-  t.false(mustHello(t, parseClientHello(hello())).ech);
+test('ECH (0xfe0d) and the old ESNI (0xffce) are flagged apart; an ECH hello keeps its outer SNI', (t) => {
+  const ech = mustHello(t, parseClientHello(hello({ extensions: [sniExt('public.example'), [0xfe0d, Buffer.alloc(40, 7)]] })));
+  t.true(ech.ech);
+  t.false(ech.esni);
+  t.is(ech.sni, 'public.example', 'the outer SNI is what the policy decides on');
+  const esni = mustHello(t, parseClientHello(hello({ extensions: [[0xffce, Buffer.alloc(40, 7)]] })));
+  t.true(esni.esni);
+  t.false(esni.ech);
+  const plain = mustHello(t, parseClientHello(hello()));
+  t.false(plain.ech);
+  t.false(plain.esni);
+});
+
+test('an ECH extension is still subject to the duplicate rule', (t) => {
+  t.is(reasonOf(parseClientHello(hello({ extensions: [sniExt('a.example'), [0xfe0d, Buffer.alloc(8)], [0xfe0d, Buffer.alloc(8)]] }))), 'duplicate extension');
 });
 
 test('SNI is lowercased and a trailing dot removed', (t) => {
@@ -250,7 +261,7 @@ test('no server_name extension, or no extensions at all, gives sni undefined', (
   t.deepEqual(noSni.alpn, ['http/1.1']);
   t.deepEqual(noSni.supportedVersions, [0x0304, 0x0303]);
   const old = mustHello(t, parseClientHello(hello({ legacyVersion: 0x0301, extensions: null })));
-  t.deepEqual(old, { kind: 'hello', sni: undefined, alpn: [], ech: false, legacyVersion: 0x0301, supportedVersions: [], length: old.length });
+  t.deepEqual(old, { kind: 'hello', sni: undefined, alpn: [], ech: false, esni: false, legacyVersion: 0x0301, supportedVersions: [], length: old.length });
   t.is(mustHello(t, parseClientHello(hello({ extensions: [] }))).sni, undefined);
 });
 

@@ -109,7 +109,7 @@ test('defaults are filled in, and the result is deeply frozen', (t) => {
   t.deepEqual(c.listen, { port: 15001, dnsPort: 15053, address: '0.0.0.0', control: '/run/sandgate/control.sock' });
   t.deepEqual(c.log, { level: 'info' });
   t.is(c.log.file, undefined, 'audit goes to stdout by default');
-  t.deepEqual(c.tls, { caDir: '/var/lib/sandgate' });
+  t.deepEqual(c.tls, { caDir: '/var/lib/sandgate', ech: 'allow' });
   t.deepEqual(c.upstream, { hosts: {}, allowPrivate: [], connectTimeoutMs: 5000 });
   t.deepEqual(c.firewall, { table: 'sandgate', mark: 0x5347, routeTable: 5347, backend: 'auto', queue: 5347, flowMark: 0x5348, queueMark: 0x5349 });
   t.deepEqual(c.packets, { rateLimit: { pps: 100, burst: 200 }, auditSampling: { linesPerSecond: 20, burst: 50 } });
@@ -323,6 +323,20 @@ test('a raw TCP rule cannot be a wildcard or inject', (t) => {
   t.regex(inject.message, /cannot inject/);
   const methods = only(MINIMAL + '        protocol: tcp\n        methods: [GET]\n');
   t.is(methods.path, 'policies.default.allow[0].protocol');
+});
+
+test('tls.ech and a rule\'s ech: allow or refuse, at FILE:LINE:COL otherwise; not on raw TCP rules', (t) => {
+  const ok = parseConfig('tls:\n  ech: refuse\n' + MINIMAL + '        ech: allow\n', 'sg.yaml');
+  t.is(ok.tls.ech, 'refuse');
+  t.is(ok.policies.default!.allow[0]!.ech, 'allow');
+  t.is(parseConfig(MINIMAL, 'sg.yaml').policies.default!.allow[0]!.ech, undefined, 'absent: the global default applies');
+  const global = only('tls:\n  ech: deny\n' + MINIMAL);
+  t.is(formatLocated(global), 'sg.yaml:2:8: tls.ech: must be one of: allow, refuse');
+  const rule = only(MINIMAL + '        ech: false\n');
+  t.is(formatLocated(rule), 'sg.yaml:9:14: policies.default.allow[0].ech: must be one of: allow, refuse');
+  const tcp = only(MINIMAL + '        protocol: tcp\n        ports: [5432]\n        ech: refuse\n');
+  t.is(tcp.path, 'policies.default.allow[0].ech');
+  t.regex(tcp.message, /only applies to TLS rules/);
 });
 
 test('a protocol other than tls, tcp or udp', (t) => {

@@ -121,6 +121,35 @@ test('report mode: a denial becomes would-deny with the same reason; allows are 
   t.deepEqual(P.denied('x'), { decision: 'deny', reason: 'x' });
 });
 
+test('ECH: the outer SNI decides; a rule refusing ECH denies it, naming the rule; report mode makes it would-deny', (t) => {
+  t.is(P.decide('api.example.test', 443, 'tls', true).decision, 'allow', 'ech defaults to allow');
+  t.false(P.decide('api.example.test', 443, 'tls').rule?.refuseEch);
+  t.deepEqual(P.decide('evil.example.test', 443, 'tls', true), { decision: 'deny', reason: 'evil.example.test:443 is not allowed' });
+  const strict = new Policy('s', 'enforce', [rule('api.example.test', { ech: 'refuse' }), rule('open.example.test')]);
+  t.deepEqual(strict.decide('api.example.test', 443, 'tls', true), {
+    decision: 'deny', reason: 'encrypted ClientHello (ECH) is refused for api.example.test (policies.s.allow[0], ech: refuse)',
+  });
+  t.is(strict.decide('api.example.test', 443, 'tls', false).decision, 'allow', 'without ECH the rule allows');
+  t.is(strict.decide('open.example.test', 443, 'tls', true).decision, 'allow');
+  // The global default (tls.ech) applies to rules without their own; a rule's own `ech: allow` wins.
+  const global = new Policy('g', 'enforce', [rule('api.example.test'), rule('open.example.test', { ech: 'allow' })], [], 'refuse');
+  t.is(global.decide('api.example.test', 443, 'tls', true).decision, 'deny');
+  t.is(global.decide('open.example.test', 443, 'tls', true).decision, 'allow');
+  const report = new Policy('r', 'report', [rule('api.example.test', { ech: 'refuse' })]);
+  t.is(report.decide('api.example.test', 443, 'tls', true).decision, 'would-deny');
+});
+
+test('tls.ech and a rule\'s ech compile into the Policy', (t) => {
+  const compiled = compilePolicies(parseConfig(`tls: { ech: refuse }
+sandboxes: [{name: a, cidr: 10.0.0.0/8, policy: p}]
+policies:
+  p:
+    allow: [{host: a.example.test}, {host: b.example.test, ech: allow}]
+`, 'c.yaml')).byName.get('p')!;
+  t.true(compiled.decide('a.example.test', 443, 'tls').rule?.refuseEch);
+  t.false(compiled.decide('b.example.test', 443, 'tls').rule?.refuseEch);
+});
+
 test('coversName: any rule naming the host, any port or kind (what DNS may answer)', (t) => {
   t.true(P.coversName('db.example.test'));
   t.true(P.coversName('plain.example.test'));

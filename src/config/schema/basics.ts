@@ -49,9 +49,14 @@ export function log(v: Reader, raw: unknown): Config['log'] {
   };
 }
 
+export const ECH_CHOICES = ['allow', 'refuse'] as const;
+
 export function tls(v: Reader, raw: unknown): Config['tls'] {
-  const t = v.optObj(raw, ['tls'], ['caDir']);
-  return { caDir: t.caDir === undefined ? DEFAULTS.tls.caDir : v.str(t.caDir, ['tls', 'caDir']) ?? '' };
+  const t = v.optObj(raw, ['tls'], ['caDir', 'ech']);
+  return {
+    caDir: t.caDir === undefined ? DEFAULTS.tls.caDir : v.str(t.caDir, ['tls', 'caDir']) ?? '',
+    ech: t.ech === undefined ? DEFAULTS.tls.ech : v.oneOf(t.ech, ['tls', 'ech'], ECH_CHOICES) ?? DEFAULTS.tls.ech,
+  };
 }
 
 export function firewall(v: Reader, raw: unknown): Config['firewall'] {

@@ -2,6 +2,7 @@
 import type { AllowRule, CredentialConfig, PolicyConfig, UdpRule } from '../types.js';
 import { hostPatternProblem, normaliseHost } from '../../policy/host-name.js';
 import { parseCidr } from '../../util/ip.js';
+import { ECH_CHOICES } from './basics.js';
 import { NAME, TOKEN, type Obj, type PathPart, type Reader } from './reader.js';
 
 export function policies(v: Reader, raw: unknown, credentials: Record<string, CredentialConfig>): Record<string, PolicyConfig> {
@@ -65,7 +66,7 @@ function udpRule(v: Reader, r: Obj, p: PathPart[], id: string): UdpRule | undefi
 }
 
 function readRule(v: Reader, raw: unknown, p: PathPart[], credentials: Record<string, CredentialConfig>): AllowRule | undefined {
-  const r = v.obj(raw, p, ['host', 'ports', 'protocol', 'inject', 'methods', 'paths', 'plainHttp'], ['host']);
+  const r = v.obj(raw, p, ['host', 'ports', 'protocol', 'inject', 'methods', 'paths', 'plainHttp', 'ech'], ['host']);
   if (!r) return undefined;
   let host: string | undefined;
   if (typeof r.host !== 'string') v.fail([...p, 'host'], 'must be a host name such as api.example.com or *.example.com');
@@ -102,7 +103,9 @@ function readRule(v: Reader, raw: unknown, p: PathPart[], credentials: Record<st
     if (typeof r.plainHttp !== 'boolean') v.fail([...p, 'plainHttp'], 'must be true or false');
     else plainHttp = r.plainHttp;
   }
+  const ech = r.ech === undefined ? undefined : v.oneOf(r.ech, [...p, 'ech'], ECH_CHOICES);
   const intercepted = inject !== undefined || methods !== undefined || paths !== undefined;
+  if (protocol === 'tcp' && r.ech !== undefined) v.fail([...p, 'ech'], 'only applies to TLS rules (a raw TCP rule never reads a ClientHello)');
   if (protocol === 'tcp' && (intercepted || plainHttp)) v.fail([...p, 'protocol'], 'a raw TCP rule cannot inject, check methods/paths or use plainHttp (those need TLS interception)');
   if (plainHttp && !intercepted) v.fail([...p, 'plainHttp'], 'only applies to an intercepted host (one with inject, methods or paths)');
   // plainHttp means "http://host/ works": without explicit ports, port 80 joins the default 443
@@ -116,5 +119,6 @@ function readRule(v: Reader, raw: unknown, p: PathPart[], credentials: Record<st
     ...(methods !== undefined ? { methods } : {}),
     ...(paths !== undefined ? { paths } : {}),
     ...(plainHttp !== undefined ? { plainHttp } : {}),
+    ...(ech !== undefined ? { ech } : {}),
   };
 }
