@@ -50,6 +50,8 @@ function inFile<T>(file: string, build: () => T): T {
 export interface Daemon {
   readonly runtime: () => Runtime;
   reload(): Promise<void>;
+  /** Reopens log.file at its path (SIGUSR1, after logrotate moved it). */
+  reopenLog(): void;
   stop(): Promise<void>;
 }
 
@@ -170,6 +172,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
   return {
     runtime: () => rt,
     reload: () => serial(reload),
+    reopenLog: () => { audit.reopen(); },
     async stop() {
       packets?.close();
       await control?.close();

@@ -125,6 +125,9 @@ async function cmdCa(args: string[]): Promise<number> {
 async function cmdRun(file: string): Promise<number | undefined> {
   const daemon = await runDaemon(file);
   process.on('SIGHUP', () => { void daemon.reload(); });
+  // logrotate's postrotate: reopen log.file at its path. A listener also keeps Node from
+  // starting its inspector on SIGUSR1 (its default), which no gate should ever do.
+  process.on('SIGUSR1', () => { daemon.reopenLog(); });
   let stopping = false;
   const stop = (): void => {
     if (stopping) return;
