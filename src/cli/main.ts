@@ -17,6 +17,9 @@ const USAGE = `usage: sandgate <command> [options]
   ca cert [--dir DIR]            print the CA certificate (PEM)
   sandbox add|set|rm|ls ...      register, change, remove, list sandboxes of the running daemon
                                  (sandgate sandbox --help)
+  health [--socket PATH | -c FILE] [--json]
+                                 exit 0 when the running daemon's firewall is in place and its
+                                 listeners accept, 1 otherwise
   demo                           a self-contained demonstration in throwaway namespaces
 `;
 
@@ -47,6 +50,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'sandbox': {
         const { cmdSandbox } = await import('./sandbox.js');
         return await cmdSandbox(rest);
+      }
+      case 'health': {
+        const { cmdHealth } = await import('./health.js');
+        return await cmdHealth(rest);
       }
       case 'demo': {
         const { runDemo } = await import('../demo/demo.js');

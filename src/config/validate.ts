@@ -91,7 +91,7 @@ class Validator {
   }
 
   root(raw: unknown): Config {
-    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers'], ['sandboxes', 'policies']) ?? {};
+    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers', 'metrics'], ['sandboxes', 'policies']) ?? {};
 
     const l = this.optObj(r.listen, ['listen'], ['port', 'dnsPort', 'address', 'control']);
     const listen = {
@@ -139,7 +139,22 @@ class Validator {
     // "auto": one worker per core the process may use (cgroup/affinity aware), capped like N.
     const workers = r.workers === 'auto' ? Math.min(MAX_WORKERS, Math.max(1, availableParallelism())) : this.workerCount(r.workers);
 
-    return { listen, dns, packets, log, tls, upstream, firewall, sandboxes, policies, credentials, workers };
+    const metrics = this.metrics(r.metrics, listen);
+
+    return { listen, dns, packets, log, tls, upstream, firewall, sandboxes, policies, credentials, workers, ...(metrics ? { metrics } : {}) };
+  }
+
+  /** `metrics: { listen: "IP:PORT" }`: the Prometheus endpoint; absent means off. */
+  private metrics(raw: unknown, listen: { port: number; dnsPort: number }): Config['metrics'] {
+    if (raw === undefined) return undefined;
+    const p = ['metrics'];
+    const m = this.obj(raw, p, ['listen'], ['listen']);
+    if (!m || m.listen === undefined) return undefined;
+    // The port is required: no well-known default should open a listener by surprise.
+    const hp = typeof m.listen === 'string' && /:\d+$/.test(m.listen) ? parseHostPort(m.listen, 0) : undefined;
+    if (!hp) return this.fail([...p, 'listen'], 'must be "IP:PORT" (IPv6 as "[IP]:PORT"), e.g. "127.0.0.1:9464"');
+    if (hp.port === listen.port || hp.port === listen.dnsPort) return this.fail([...p, 'listen'], `port ${hp.port} is sandgate's own listen.port or listen.dnsPort`);
+    return { address: hp.host, port: hp.port };
   }
 
   /** Packet-path limits; defaults documented in docs/packets.md. */

@@ -39,6 +39,8 @@ export interface DnsServerOptions {
 
 export interface DnsServer {
   readonly responder: DnsResponder;
+  /** Both sockets are bound and open (for health). */
+  listening(): boolean;
   /** Stops both sockets, drops open TCP connections, writes pending burst/summary lines. */
   close(): Promise<void>;
 }
@@ -55,9 +57,12 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
   const timer = setInterval(() => responder.tick(), TICK_MS);
   timer.unref();
+  let udpOpen = true;
+  udp.once('close', () => { udpOpen = false; });
   let closing: Promise<void> | undefined;
   return {
     responder,
+    listening: () => udpOpen && tcp.server.listening,
     close() {
       closing ??= (async () => {
         clearInterval(timer);
