@@ -69,7 +69,7 @@ export class AuditMetrics {
       labelNames: ['sandbox', 'direction'], registers,
     });
     this.#upstreamErrors = new Counter({
-      name: 'sandgate_upstream_errors_total', help: 'Allowed connections or requests that failed upstream (conn and http lines with error, close lines with an upstream error)',
+      name: 'sandgate_upstream_errors_total', help: 'Allowed connections or requests that failed upstream (conn lines with error, http lines with error but status 499, close lines with an upstream error)',
       labelNames: ['kind', 'sandbox'], registers,
     });
     this.#dnsAnswers = new Counter({
@@ -104,7 +104,8 @@ export class AuditMetrics {
         return;
       case 'http':
         this.#bytesOf(sandbox, f);
-        if (typeof f.error === 'string') this.#upstreamErrors.inc({ kind: 'http', sandbox });
+        // 499: the sandbox went away mid-request (the relay's `sandbox closed the connection`).
+        if (typeof f.error === 'string' && f.status !== 499) this.#upstreamErrors.inc({ kind: 'http', sandbox });
         if (typeof f.ms === 'number' && f.decision !== undefined && DECISIONS.has(f.decision)) this.#latency.observe({ decision: f.decision }, num(f.ms) / 1000);
         return;
       case 'dns':

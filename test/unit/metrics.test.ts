@@ -66,6 +66,7 @@ test('upstream errors: conn and http lines with error, close lines whose error i
     { event: 'close', sandbox: 'agent', proto: 'tcp', error: 'upstream: ECONNRESET' },
     { event: 'close', sandbox: 'agent', proto: 'tcp', error: 'sandbox: ETIMEDOUT' },
     { event: 'http', sandbox: 'agent', decision: 'allow', status: 502, error: 'upstream reset' },
+    { event: 'http', sandbox: 'agent', decision: 'allow', status: 499, error: 'sandbox closed the connection' },
     { event: 'error', reason: 'connection handler failed: x' },
     { event: 'config', action: 'rejected' },
     { event: 'config', action: 'reloaded' },
