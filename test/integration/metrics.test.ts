@@ -140,6 +140,18 @@ test.serial('after allowed and denied traffic, the counters match the audit line
   t.is(s.get('sandgate_open_connections')?.get('sandbox="agent"'), 0);
 });
 
+test.serial('metrics cannot change on reload: the reload is rejected (and counted), the endpoint stays', async (t) => {
+  const r = await g!.reload(config({ metrics: { listen: `0.0.0.0:${PORT + 1}` } }));
+  t.is(r.action, 'rejected', JSON.stringify(r));
+  t.regex(String(r.reason), /metrics cannot change on reload/);
+  t.is(r.level, 'warn');
+  const back = await g!.reload(config());
+  t.is(back.action, 'reloaded', JSON.stringify(back));
+  const s = await scrape();
+  t.is(s.get('sandgate_config_reloads_total')?.get('result="rejected"'), 1);
+  t.is(s.get('sandgate_config_reloads_total')?.get('result="reloaded"'), 1);
+});
+
 test.serial('sandgate health: exit 0 while the firewall is in place; 1 naming the firewall once it is gone (and then a sandbox reaches the port)', async (t) => {
   const ok = await health(g!);
   t.is(ok.code, 0, ok.stdout + ok.stderr);
