@@ -4,7 +4,7 @@ import { loadConfigFile, ConfigError } from './config/load.js';
 import { createAudit, type PrimaryAudit } from './audit/logger.js';
 import { buildRuntime, type Runtime } from './runtime.js';
 import { planFromConfig } from './firewall/from-config.js';
-import { dynamicUnsupported, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
+import { dynamicUnsupported, firewallMissing, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
 import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-gate.js';
 import { listenTransparent } from './net/transparent-listener.js';
 import { startDnsServer } from './dns/server.js';
@@ -20,6 +20,8 @@ import { ConnRegistry } from './net/conn-registry.js';
 import { createControlService } from './control/service.js';
 import { startControlServer, type ControlServer } from './control/server.js';
 import { reloadConflict } from './control/registry.js';
+import { checkHealth, type HealthReport } from './control/health.js';
+import type { MetricsListener } from './metrics/server.js';
 import { endAcceptedFlows } from './net/flows.js';
 import type { WorkerPool } from './cluster/primary.js';
 
@@ -51,6 +53,8 @@ function inFile<T>(file: string, build: () => T): T {
 export interface Daemon {
   readonly runtime: () => Runtime;
   reload(): Promise<void>;
+  /** Reopens log.file at its path (SIGUSR1, after logrotate moved it). */
+  reopenLog(): void;
   stop(): Promise<void>;
 }
 
@@ -61,6 +65,16 @@ export interface Daemon {
 export async function runDaemon(file: string): Promise<Daemon> {
   const config = loadConfigFile(file);
   const audit: PrimaryAudit = createAudit(config.log.file, config.log.level);
+  // Metrics (opt-in; prom-client is loaded only then) count the audit lines as they are written,
+  // from the first one on; the gauges read the runtime when scraped (src/metrics/).
+  const metrics = config.metrics
+    ? (await import('./metrics/server.js')).createMetrics({
+      runtime: () => rt,
+      openConnections: (name) => conns.count(name),
+      ...(config.workers > 1 ? { workersReady: () => pool?.ready() ?? 0 } : {}),
+    })
+    : undefined;
+  if (metrics) audit.observe((f) => { metrics.observe(f); });
   let rt = inFile(file, () => buildRuntime(config, audit));
   // The interception CA is created on first run, so `ca cert` has something to hand
   // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
@@ -117,6 +131,20 @@ export async function runDaemon(file: string): Promise<Daemon> {
     return next;
   };
 
+  let metricsListener: MetricsListener | undefined;
+  if (metrics && config.metrics) metricsListener = await metrics.listen(config.metrics.address, config.metrics.port);
+  const endpoint = (address: string, port: number): string => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+  const health = (): Promise<HealthReport> => checkHealth({
+    backend,
+    firewallMissing: () => firewallMissing(planFromConfig(rt.config, rt.dynamic), backend),
+    listeners: () => [
+      { name: 'tcp', address: endpoint(config.listen.address, config.listen.port), up: servers.every((s) => s.listening) },
+      { name: 'dns', address: endpoint(config.listen.address, config.listen.dnsPort), up: dns.listening() },
+      ...(metricsListener && config.metrics ? [{ name: 'metrics', address: endpoint(config.metrics.address, config.metrics.port), up: metricsListener.listening() }] : []),
+    ],
+    ...(pool ? { workers: () => ({ ready: pool.ready(), expected: config.workers }) } : {}),
+  });
+
   // The control API (registered sandboxes), on a unix socket, once the firewall is in place.
   let control: ControlServer | undefined;
   if (config.listen.control !== false) {
@@ -129,12 +157,13 @@ export async function runDaemon(file: string): Promise<Daemon> {
       conns,
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
     });
-    control = await startControlServer(config.listen.control, svc);
+    control = await startControlServer(config.listen.control, svc, health);
   }
   audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
   audit.write({
     event: 'ready', pid: process.pid, port: config.listen.port, ...(pool ? { workers: config.workers } : {}), dnsPort: config.listen.dnsPort, dnsRecvBuffer: dns.udpRecvBuffer, backend, packets: packets ? 'verdicts' : 'dropped',
     ...(control ? { control: control.path } : {}),
+    ...(config.metrics ? { metrics: endpoint(config.metrics.address, config.metrics.port) } : {}),
   });
 
   const reload = async (): Promise<void> => {
@@ -163,9 +192,11 @@ export async function runDaemon(file: string): Promise<Daemon> {
   return {
     runtime: () => rt,
     reload: () => serial(reload),
+    reopenLog: () => { audit.reopen(); },
     async stop() {
       packets?.close();
       await control?.close();
+      await metricsListener?.close();
       const closed = Promise.all([...servers.map((s) => new Promise<void>((r) => s.close(() => r()))), dns.close()]);
       // Workers first: the listener's close waits for the connections they hold.
       await pool?.stop();

@@ -27,10 +27,33 @@ export interface AuditFields {
 }
 
 export interface Audit {
+  /**
+   * Writes one line. Audit lines (every decision, config change, ready, stop) are always written
+   * at level `info`, whatever `log.level` says; operational ones (operationalLevel()) carry their
+   * own level, are written only when `log.level` lets that level through, and with a log file
+   * also go to stderr.
+   */
   write(fields: AuditFields): void;
   flush(): void;
+  /** The operational logger (honours `log.level`). */
   readonly logger: Logger;
 }
+
+export type OperationalLevel = 'error' | 'warn';
+
+/**
+ * Which lines are operational messages rather than audit records, and at which level: a handler
+ * failure or a problem the daemon reports about itself (`error`), a rejected reload (`warn`).
+ * Everything else is the audit trail, which a log level must never silence.
+ */
+export function operationalLevel(fields: AuditFields): OperationalLevel | undefined {
+  if (fields.event === 'error') return 'error';
+  if (fields.event === 'config' && fields.action === 'rejected') return 'warn';
+  return undefined;
+}
+
+/** Called with every line as it is written (metrics count from the same objects the log holds). */
+export type AuditObserver = (fields: AuditFields) => void;
 
 /**
  * Header and token fields are redacted by pino wherever they would appear, as a second line of
@@ -60,6 +83,13 @@ function mayNeedRedaction(fields: AuditFields): boolean {
 export interface PrimaryAudit extends Audit {
   /** Appends `text`, one or more complete JSON lines each ending in "\n", to the same destination. */
   raw(text: string): void;
+  /**
+   * Reopens `log.file` at its path (after logrotate renamed it; SIGUSR1): lines waiting in the
+   * batch go to the old file first, nothing is lost. A no-op when the log is stdout.
+   */
+  reopen(): void;
+  /** Sets the one observer of every line written (own and workers'); undefined removes it. */
+  observe(fn: AuditObserver | undefined): void;
 }
 
 export function createAudit(file: string | undefined, level = 'info'): PrimaryAudit {
@@ -67,7 +97,8 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
     ? pino.destination({ dest: file, mkdir: true, sync: false, minLength: 0 })
     : pino.destination({ dest: 1, sync: false, minLength: 0 });
   const batch = new LineBatch((text) => { dest.write(text); });
-  const audit = auditOn(batch, level, undefined);
+  let observer: AuditObserver | undefined;
+  const audit = auditOn(batch, level, undefined, { stderr: file !== undefined, observe: (f) => observer?.(f) });
   const flush = (): void => {
     batch.flush();
     try { dest.flushSync(); } catch { /* not yet open, already closed, or a write in flight */ }
@@ -77,9 +108,34 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
   return {
     ...audit,
     // One writer (this process) appends to one buffer: a worker's lines land between ours, never inside one.
-    raw(text) { batch.write(text); },
+    raw(text) {
+      batch.write(text);
+      if (observer) observeText(text, observer);
+    },
     flush,
+    reopen() {
+      if (file === undefined) return;
+      // What the batch holds was written before the rename: it belongs in the old file. A write
+      // still in flight finishes there too (sonic-boom reopens once it completes, buffering meanwhile).
+      batch.flush();
+      dest.reopen();
+    },
+    observe(fn) { observer = fn; },
   };
+}
+
+/** A worker's lines, as the primary receives them, back into objects for the observer. */
+function observeText(text: string, fn: AuditObserver): void {
+  let start = 0;
+  for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+    const line = text.slice(start, nl);
+    start = nl + 1;
+    try {
+      fn(JSON.parse(line) as AuditFields);
+    } catch {
+      /* not a JSON line: nothing to count */
+    }
+  }
 }
 
 /**
@@ -131,27 +187,45 @@ class LineBatch implements pino.DestinationStream {
 /**
  * An audit whose lines (formatted exactly as createAudit's, plus the `base` fields) go to `out`
  * instead of a file: a worker process hands them to the primary, the one writer of the audit
- * stream (src/cluster/worker.ts).
+ * stream (src/cluster/worker.ts). `stderr`: operational lines also go to this process's stderr
+ * (a worker inherits the primary's).
  */
-export function createLineAudit(level: string, base: Record<string, unknown>, out: (line: string) => void): Audit {
-  return auditOn({ write: (s: string) => { out(s); return true; } }, level, base);
+export function createLineAudit(level: string, base: Record<string, unknown>, out: (line: string) => void, opts: { stderr?: boolean } = {}): Audit {
+  return auditOn({ write: (s: string) => { out(s); return true; } }, level, base, { stderr: opts.stderr === true });
 }
 
-function auditOn(dest: pino.DestinationStream, level: string, base: Record<string, unknown> | undefined): Audit {
+interface AuditOnOptions {
+  /** Operational lines also go to stderr (the log itself is a file). */
+  readonly stderr: boolean;
+  readonly observe?: AuditObserver;
+}
+
+function auditOn(dest: pino.DestinationStream, level: string, base: Record<string, unknown> | undefined, opts: AuditOnOptions): Audit {
   const options = {
-    level,
     base,
     timestamp: pino.stdTimeFunctions.isoTime,
     messageKey: 'msg',
     formatters: { level: (label: string) => ({ level: label }) },
   };
-  const logger = pino({ ...options, redact: { paths: REDACT, censor: '[redacted]' } }, dest);
+  const redact = { paths: REDACT, censor: '[redacted]' };
+  // Audit lines: level `info`, always written (log.level governs operational lines only).
+  const logger = pino({ ...options, level: 'info', redact }, dest);
   // Same options and destination, no redactor: lines stay in order (both append to one buffer).
-  const flat = pino(options, dest);
+  const flat = pino({ ...options, level: 'info' }, dest);
+  // Operational lines: log.level applies; with a log file, each also goes to stderr, where
+  // systemd's journal (or whoever started sandgate) sees it.
+  const opsDest: pino.DestinationStream = opts.stderr
+    ? { write: (s: string) => { dest.write(s); process.stderr.write(s); } }
+    : dest;
+  const ops = pino({ ...options, level, redact }, opsDest);
   return {
-    logger,
+    logger: ops,
     write(fields) {
-      (mayNeedRedaction(fields) ? logger : flat).info(fields);
+      // Counted whether or not log.level lets an operational line through.
+      opts.observe?.(fields);
+      const op = operationalLevel(fields);
+      if (op === undefined) (mayNeedRedaction(fields) ? logger : flat).info(fields);
+      else if (ops.isLevelEnabled(op)) ops[op](fields);
     },
     flush() { /* the destination's owner flushes */ },
   };

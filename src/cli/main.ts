@@ -18,6 +18,9 @@ const USAGE = `usage: sandgate <command> [options]
   ca cert [--dir DIR]            print the CA certificate (PEM)
   sandbox add|set|rm|ls ...      register, change, remove, list sandboxes of the running daemon
                                  (sandgate sandbox --help)
+  health [--socket PATH | -c FILE] [--json]
+                                 exit 0 when the running daemon's firewall is in place and its
+                                 listeners accept, 1 otherwise
   demo                           a self-contained demonstration in throwaway namespaces
 `;
 
@@ -48,6 +51,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'sandbox': {
         const { cmdSandbox } = await import('./sandbox.js');
         return await cmdSandbox(rest);
+      }
+      case 'health': {
+        const { cmdHealth } = await import('./health.js');
+        return await cmdHealth(rest);
       }
       case 'demo': {
         const { runDemo } = await import('../demo/demo.js');
@@ -126,6 +133,9 @@ async function cmdCa(args: string[]): Promise<number> {
 async function cmdRun(file: string): Promise<number | undefined> {
   const daemon = await runDaemon(file);
   process.on('SIGHUP', () => { void daemon.reload(); });
+  // logrotate's postrotate: reopen log.file at its path. A listener also keeps Node from
+  // starting its inspector on SIGUSR1 (its default), which no gate should ever do.
+  process.on('SIGUSR1', () => { daemon.reopenLog(); });
   let stopping = false;
   const stop = (): void => {
     if (stopping) return;

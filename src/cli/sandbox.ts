@@ -49,9 +49,14 @@ function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: st
 }
 
 function socketPath(action: string, values: { socket?: string; config?: string }): string {
-  if (values.socket !== undefined && values.config !== undefined) usage(`sandbox ${action}: give --socket or -c, not both`);
+  return controlSocketPath(`sandbox ${action}`, values, usage);
+}
+
+/** The control socket from --socket PATH, or -c FILE's listen.control, or the default. `what` prefixes usage errors. */
+export function controlSocketPath(what: string, values: { socket?: string; config?: string }, bad: (message: string) => never): string {
+  if (values.socket !== undefined && values.config !== undefined) bad(`${what}: give --socket or -c, not both`);
   if (values.socket !== undefined) {
-    if (values.socket === '') usage(`sandbox ${action}: --socket needs a path`);
+    if (values.socket === '') bad(`${what}: --socket needs a path`);
     return values.socket;
   }
   if (values.config !== undefined) {

@@ -36,6 +36,8 @@ export interface WorkerPool {
   close(name: string): void;
   /** Workers hand over their last audit lines and exit; kill what has not after a while. */
   stop(): Promise<void>;
+  /** How many workers are ready to take connections now. */
+  ready(): number;
 }
 
 export interface PoolOptions {
@@ -212,6 +214,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     close(name) {
       schedule(pending?.rt ?? opts.runtime()).closes.push(name);
     },
+    ready: () => ready.length,
     async stop() {
       stopping = true;
       const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());

@@ -143,7 +143,7 @@ export async function runWorker(): Promise<void> {
   const id = cluster.worker.id;
   // The primary owns the signals: a SIGHUP/SIGTERM/SIGINT sent to the whole process group must
   // not end (or reload) a worker behind the primary's back.
-  for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT'] as const) process.on(sig, () => { /* the primary decides */ });
+  for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT', 'SIGUSR1'] as const) process.on(sig, () => { /* the primary decides */ });
   const batch = auditBatcher();
   const asker = new Asker();
   let audit: Audit | undefined;
@@ -156,7 +156,7 @@ export async function runWorker(): Promise<void> {
   const conns = new ConnRegistry(current);
 
   const build = (config: Config, dynamic: readonly SandboxSpec[], previous: Runtime | undefined): Runtime => {
-    audit ??= createLineAudit(config.log.level, { worker: id }, batch.out);
+    audit ??= createLineAudit(config.log.level, { worker: id }, batch.out, { stderr: config.log.file !== undefined });
     const remote = (loaded: ReadonlyMap<string, CredentialSource>): ReadonlyMap<string, CredentialSource> => {
       const out = new Map<string, CredentialSource>();
       for (const [k, c] of loaded) out.set(k, isTokenSource(c) ? (c instanceof RemoteTokenSource ? c : new RemoteTokenSource(c, asker, tokenTimeoutMs(config, k))) : c);

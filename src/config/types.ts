@@ -162,6 +162,11 @@ export interface Config {
    * "auto" is resolved here to os.availableParallelism() (at most 64).
    */
   readonly workers: number;
+  /**
+   * The opt-in Prometheus endpoint (docs/operations.md): `GET /metrics` on this address and
+   * port of the host. Absent: no metrics listener.
+   */
+  readonly metrics?: { readonly address: string; readonly port: number };
   readonly sandboxes: readonly SandboxConfig[];
   readonly policies: Readonly<Record<string, PolicyConfig>>;
   readonly credentials: Readonly<Record<string, CredentialConfig>>;

@@ -6,7 +6,7 @@
  * policies that name them, policies before the sandboxes that use them).
  */
 import type { Config, SandboxConfig } from './types.js';
-import { dns, firewall, listen, log, packets, tls, workers } from './schema/basics.js';
+import { dns, firewall, listen, log, metrics, packets, tls, workers } from './schema/basics.js';
 import { credentials } from './schema/credentials.js';
 import { policies } from './schema/policies.js';
 import { Reader, type PathPart, type Problem } from './schema/reader.js';
@@ -16,7 +16,7 @@ import { upstream } from './schema/upstream.js';
 export type { PathPart, Problem } from './schema/reader.js';
 export { DEFAULT_CONTROL_SOCKET, MAX_WORKERS } from './defaults.js';
 
-const SECTIONS = ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers'];
+const SECTIONS = ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers', 'metrics'];
 
 /** Returns the config only when there are no problems. */
 export function validateConfig(raw: unknown): { config?: Config; problems: Problem[] } {
@@ -30,8 +30,10 @@ function root(v: Reader, raw: unknown): Config {
   const up = upstream(v, r.upstream);
   const creds = credentials(v, r.credentials, up);
   const pols = policies(v, r.policies, creds);
+  const ports = listen(v, r.listen);
+  const m = metrics(v, r.metrics, ports);
   return {
-    listen: listen(v, r.listen),
+    listen: ports,
     dns: dns(v, r.dns),
     packets: packets(v, r.packets),
     log: log(v, r.log),
@@ -42,6 +44,7 @@ function root(v: Reader, raw: unknown): Config {
     policies: pols,
     credentials: creds,
     workers: workers(v, r.workers),
+    ...(m ? { metrics: m } : {}),
   };
 }
 

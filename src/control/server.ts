@@ -6,6 +6,8 @@
  *   POST   /sandboxes         register {name, interface?, address?|cidr?, policy, user?, labels?}
  *   PUT    /sandboxes/NAME    change policy, user, labels or match of a registered one
  *   DELETE /sandboxes/NAME    remove a registered one; its open connections are reset
+ *   GET    /health            readiness: 200 when the firewall is in place and the listeners
+ *                             accept, 503 otherwise (health.ts)
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
@@ -20,6 +22,7 @@ import { dirname } from 'node:path';
 import { SandgateError } from '../errors.js';
 import { isSandboxName, parseBody, type Outcome } from './registry.js';
 import type { ControlService } from './service.js';
+import type { HealthReport } from './health.js';
 
 const MAX_BODY = 64 * 1024;
 
@@ -58,12 +61,18 @@ function readBody(req: http.IncomingMessage): Promise<Outcome<Record<string, unk
   });
 }
 
-async function route(svc: ControlService, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function route(svc: ControlService, health: (() => Promise<HealthReport>) | undefined, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter((p) => p !== '');
   const method = req.method ?? 'GET';
+  if (health && parts.length === 1 && parts[0] === 'health') {
+    if (method !== 'GET') { send(res, 405, { error: `${method} is not allowed on /health (GET)` }, { allow: 'GET' }); return; }
+    const report = await health();
+    send(res, report.status === 'ok' ? 200 : 503, report);
+    return;
+  }
   if (parts[0] !== 'sandboxes' || parts.length > 2) {
-    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes and /sandboxes/NAME)` });
+    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME and /health)` });
     return;
   }
   if (parts.length === 1) {
@@ -120,7 +129,7 @@ function listenError(path: string, why: string): SandgateError {
  * a socket is ever deleted. The socket is created 0600 (umask held for the synchronous bind, then
  * chmod as well), so there is no moment when others could connect.
  */
-export async function startControlServer(path: string, svc: ControlService): Promise<ControlServer> {
+export async function startControlServer(path: string, svc: ControlService, health?: () => Promise<HealthReport>): Promise<ControlServer> {
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   } catch (err) {
@@ -139,7 +148,7 @@ export async function startControlServer(path: string, svc: ControlService): Pro
   if (stale) unlinkSync(path);
 
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    route(svc, req, res).catch((err: Error) => {
+    route(svc, health, req, res).catch((err: Error) => {
       if (!res.headersSent) send(res, 500, { error: `internal error: ${err.message}` });
       else res.destroy();
     });

@@ -101,6 +101,8 @@ export class DnsResponder {
   private readonly now: () => number;
   private readonly limiter = new KeyedRateLimiter<BurstMeta>();
   private readonly sampler = new AuditSampler();
+  /** Queries being answered, by transport, source and exact bytes -> copies in flight (see handle()). */
+  private readonly inflight = new Map<string, number>();
 
   constructor(deps: ResponderDeps) {
     this.deps = deps;
@@ -118,14 +120,35 @@ export class DnsResponder {
   /**
    * Answers one query message. Undefined means "send nothing" (the input was itself a response,
    * or too short to carry an id). Never throws for anything the sandbox sends.
+   *
+   * A stub resolver that hears nothing within its timeout sends the identical message again from
+   * the same socket (glibc every `timeout` seconds, musl more often), often while sandgate is
+   * still waiting on its own resolver: such a retransmission is the same query, so it is answered
+   * (and rate-limited) as usual but writes no audit line of its own: one line per sandbox query,
+   * not per datagram. Only queries in flight are matched, so this holds at most what is being
+   * answered; the resolver asks upstream once for both (UpstreamResolver's in-flight lookups).
    */
   async handle(msg: Buffer, srcIp: string, srcPort: number, transport: Transport): Promise<Buffer | undefined> {
+    const key = `${transport} ${srcIp} ${srcPort} ${msg.toString('latin1')}`;
+    const copies = this.inflight.get(key) ?? 0;
+    this.inflight.set(key, copies + 1);
+    try {
+      return await this.answer(msg, srcIp, srcPort, transport, copies > 0);
+    } finally {
+      const n = (this.inflight.get(key) ?? 1) - 1;
+      if (n <= 0) this.inflight.delete(key);
+      else this.inflight.set(key, n);
+    }
+  }
+
+  private async answer(msg: Buffer, srcIp: string, srcPort: number, transport: Transport, retransmission: boolean): Promise<Buffer | undefined> {
     const rt = this.deps.runtime();
+    const audit = (key: string, now: number, line: Line): void => { if (!retransmission) this.audit(rt, key, now, line); };
     const src = `${srcIp}:${srcPort}`;
     const sandbox = await this.identify(rt, srcIp);
     const now = this.now();
     if (!sandbox) {
-      this.audit(rt, UNKNOWN_SOURCE, now, { src, decision: 'deny', reason: 'source is not a configured sandbox', rcode: 'REFUSED' });
+      audit(UNKNOWN_SOURCE, now, { src, decision: 'deny', reason: 'source is not a configured sandbox', rcode: 'REFUSED' });
       return buildError(msg, RCODE.REFUSED);
     }
     const ident = { sandbox: sandbox.name, ...(sandbox.user !== undefined ? { user: sandbox.user } : {}), src };
@@ -142,7 +165,7 @@ export class DnsResponder {
 
     const parsed = parseQuery(msg);
     if (!parsed.ok) {
-      this.audit(rt, sandbox.name, now, { ...ident, decision: 'deny', reason: `malformed query (${parsed.reason})`, rcode: rcodeName(parsed.rcode) });
+      audit(sandbox.name, now, { ...ident, decision: 'deny', reason: `malformed query (${parsed.reason})`, rcode: rcodeName(parsed.rcode) });
       return buildError(msg, parsed.rcode, parsed.id);
     }
     const q = parsed.query;
@@ -153,7 +176,7 @@ export class DnsResponder {
 
     if (q.edns && q.edns.version > 0) {
       // RFC 6891 §6.1.3: only EDNS version 0 exists.
-      this.audit(rt, sandbox.name, now, { ...ident, host, qtype, decision: 'deny', reason: `EDNS version ${q.edns.version} not supported`, rcode: 'BADVERS' });
+      audit(sandbox.name, now, { ...ident, host, qtype, decision: 'deny', reason: `EDNS version ${q.edns.version} not supported`, rcode: 'BADVERS' });
       return reply(EXTENDED_RCODE.BADVERS);
     }
 
@@ -167,7 +190,7 @@ export class DnsResponder {
       const d = policy.denied(`${host === '' ? 'the root' : host} is not allowed`);
       if (d.decision === 'deny') {
         // The query goes nowhere: not to the resolver, not to any cache lookup that could miss.
-        this.audit(rt, sandbox.name, now, { ...ident, host, qtype, decision: 'deny', reason: d.reason, rcode: 'NXDOMAIN' });
+        audit(sandbox.name, now, { ...ident, host, qtype, decision: 'deny', reason: d.reason, rcode: 'NXDOMAIN' });
         return reply(RCODE.NXDOMAIN);
       }
       decision = d.decision;
@@ -176,14 +199,15 @@ export class DnsResponder {
     const base: Line = { ...ident, host, qtype, decision, ...(rule !== undefined ? { rule } : {}), ...(reason !== undefined ? { reason } : {}) };
 
     if (q.question.type !== QTYPE.A || host === '') {
-      this.audit(rt, sandbox.name, now, { ...base, rcode: 'NOERROR', answers: [] });
+      audit(sandbox.name, now, { ...base, rcode: 'NOERROR', answers: [] });
       return reply(RCODE.NOERROR);
     }
-    return this.answerA(rt, sandbox, host, base, reply);
+    return this.answerA(rt, sandbox, host, base, reply, audit);
   }
 
   private async answerA(
     rt: Runtime, sandbox: Sandbox, host: string, base: Line, reply: (rcode: number, answers?: AnswerRecord[]) => Buffer,
+    audit: (key: string, now: number, line: Line) => void,
   ): Promise<Buffer> {
     let addrs: readonly string[];
     let ttl: number;
@@ -193,7 +217,7 @@ export class DnsResponder {
       const code = failureCode(err);
       // NXDOMAIN and NODATA are answers, not failures: pass them on so clients stop retrying.
       const rcode = code === 'ENOTFOUND' ? RCODE.NXDOMAIN : code === 'ENODATA' ? RCODE.NOERROR : RCODE.SERVFAIL;
-      this.audit(rt, sandbox.name, this.now(), { ...base, rcode: rcodeName(rcode), error: `cannot resolve ${host} (${code ?? 'error'})` });
+      audit(sandbox.name, this.now(), { ...base, rcode: rcodeName(rcode), error: `cannot resolve ${host} (${code ?? 'error'})` });
       return reply(rcode);
     }
     ttl = Math.min(MAX_ANSWER_TTL_S, Math.max(MIN_ANSWER_TTL_S, Math.round(ttl)));
@@ -208,7 +232,7 @@ export class DnsResponder {
       else usable.push(a);
     }
     if (usable.length > 0) rt.dnsAnswers.record(sandbox.name, host, usable, ttl);
-    this.audit(rt, sandbox.name, this.now(), {
+    audit(sandbox.name, this.now(), {
       ...base, rcode: 'NOERROR', answers: usable, ttl, ...(usable.length === 0 && guarded ? { error: guarded } : {}),
     });
     return reply(RCODE.NOERROR, usable.map((address) => ({ type: QTYPE.A, ttl, address })));

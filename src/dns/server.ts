@@ -50,6 +50,8 @@ export interface DnsServer {
   readonly responder: DnsResponder;
   /** The UDP socket's receive buffer as the kernel granted it (bytes; see UDP_RECV_BUFFER). */
   readonly udpRecvBuffer: number;
+  /** Both sockets are bound and open (for health). */
+  listening(): boolean;
   /** Stops both sockets, drops open TCP connections, writes pending burst/summary lines. */
   close(): Promise<void>;
 }
@@ -66,10 +68,13 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
   const timer = setInterval(() => responder.tick(), TICK_MS);
   timer.unref();
+  let udpOpen = true;
+  udp.once('close', () => { udpOpen = false; });
   let closing: Promise<void> | undefined;
   return {
     responder,
     udpRecvBuffer: udp.getRecvBufferSize(),
+    listening: () => udpOpen && tcp.server.listening,
     close() {
       closing ??= (async () => {
         clearInterval(timer);

@@ -24,6 +24,7 @@ import {
   allChains,
   chainPrefix,
   iptablesSpec,
+  missingFrom,
   parseIptablesSave,
   renderRestoreDown,
   renderRestoreUp,
@@ -31,7 +32,7 @@ import {
   type IptState,
   type IptTable,
 } from './render-iptables.js';
-import { routingDown, routingShow, routingUp } from './routing.js';
+import { routingDown, routingMissing, routingShow, routingUp } from './routing.js';
 
 type Family = 'v4' | 'v6';
 const SAVE = { v4: IPTABLES_SAVE, v6: IP6TABLES_SAVE } as const;
@@ -186,4 +187,13 @@ export async function iptablesBackendShow(plan: FirewallPlan, options: ApplyOpti
   const lines = await iptablesShow(plan, options, 'the iptables backend');
   lines.push(...(await routingShow(plan, options)));
   return `${lines.join('\n')}\n`;
+}
+
+/** What of the plan's iptables ruleset and policy routing is not installed (empty: all of it is). */
+export async function iptablesMissing(plan: FirewallPlan, options: ApplyOptions = {}): Promise<string[]> {
+  const spec = iptablesSpec(plan);
+  const out: string[] = [];
+  for (const family of ['v4', 'v6'] as const) out.push(...missingFrom(spec[family], await state(family, options), NAME[family]));
+  out.push(...(await routingMissing(plan, options)));
+  return out;
 }

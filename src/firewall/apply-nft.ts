@@ -13,7 +13,7 @@ import type { SandboxMatch } from './plan.js';
 import { renderApplyScript, renderDeleteScript, renderSetChanges, validatePlan } from './render-nft.js';
 import { queueCompanionSpec } from './render-iptables.js';
 import { iptablesInstall, iptablesRemove, iptablesShow } from './apply-iptables.js';
-import { routingDown, routingShow, routingUp } from './routing.js';
+import { routingDown, routingMissing, routingShow, routingUp } from './routing.js';
 
 export { FirewallError } from './plan.js';
 export type { ApplyOptions } from './exec.js';
@@ -64,6 +64,14 @@ export async function nftTableExists(plan: Pick<FirewallPlan, 'table'>, options:
   // matching on nft's error wording.
   const tables = await must('nft could not list tables', NFT, ['list', 'tables', 'inet'], options);
   return tables.split('\n').some((line) => line.trim() === `table inet ${plan.table}`);
+}
+
+/** What of the plan's nft table and policy routing is not installed (empty: all of it is). */
+export async function nftMissing(plan: FirewallPlan, options: ApplyOptions = {}): Promise<string[]> {
+  const out: string[] = [];
+  if (!(await nftTableExists(plan, options))) out.push(`nft table inet ${plan.table} is not installed`);
+  out.push(...(await routingMissing(plan, options)));
+  return out;
 }
 
 /**

@@ -7,8 +7,8 @@
  */
 import { FirewallError, type FirewallPlan, type SandboxMatch } from './plan.js';
 import { NFT, run, type ApplyOptions } from './exec.js';
-import { firewallDown as nftDown, firewallShow as nftShow, firewallUp as nftUp, nftUpdateSets, type UpResult } from './apply-nft.js';
-import { iptablesBackendShow, iptablesDown, iptablesUp } from './apply-iptables.js';
+import { firewallDown as nftDown, firewallShow as nftShow, firewallUp as nftUp, nftMissing, nftUpdateSets, type UpResult } from './apply-nft.js';
+import { iptablesBackendShow, iptablesDown, iptablesMissing, iptablesUp } from './apply-iptables.js';
 
 export type BackendChoice = 'nft' | 'iptables' | 'auto';
 export type Backend = 'nft' | 'iptables';
@@ -31,6 +31,11 @@ export async function firewallDown(plan: FirewallPlan, backend: Backend, options
 export async function firewallShow(plan: FirewallPlan, backend: Backend, options: ApplyOptions = {}): Promise<string> {
   const header = `# backend: ${backend}\n`;
   return header + (backend === 'nft' ? await nftShow(plan, options) : await iptablesBackendShow(plan, options));
+}
+
+/** What of the plan's ruleset and policy routing is not in place (empty: all of it is); for health. */
+export async function firewallMissing(plan: FirewallPlan, backend: Backend, options: ApplyOptions = {}): Promise<string[]> {
+  return backend === 'nft' ? nftMissing(plan, options) : iptablesMissing(plan, options);
 }
 
 /** Why `backend` cannot hold registered sandboxes, or undefined when it can. */

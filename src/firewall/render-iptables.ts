@@ -315,6 +315,19 @@ export function parseIptablesSave(text: string): IptState {
 }
 
 /**
+ * What of `tables` (one family's part of a spec) `state` lacks: each chain, and each built-in's
+ * jump to it, one sentence per missing piece; empty when the ruleset is in place. For health.
+ */
+export function missingFrom(tables: readonly IptTableSpec[], state: IptState, family: string): string[] {
+  const out: string[] = [];
+  for (const t of tables) {
+    for (const c of t.chains) if (!state.chains.has(`${t.table}/${c.name}`)) out.push(`${family} ${t.table} chain ${c.name} is missing`);
+    for (const j of t.jumps) if ((state.jumps.get(`${t.table}/${j.from}/${j.to}`) ?? 0) === 0) out.push(`${family} ${t.table} ${j.from} has no jump to ${j.to}`);
+  }
+  return out;
+}
+
+/**
  * `--noflush` restore text that installs (or replaces) the tables' chains and adds each
  * missing jump. Chains are declared before the jumps that name them, as restore requires.
  */

@@ -121,6 +121,14 @@ export async function routingDown(plan: FirewallPlan, options: ApplyOptions): Pr
   }
 }
 
+/** What of the policy routing TPROXY needs is absent: the fwmark rule, the local route. */
+export async function routingMissing(plan: FirewallPlan, options: ApplyOptions): Promise<string[]> {
+  const out: string[] = [];
+  if ((await listOurRules(plan, options)).length === 0) out.push(`ip rule fwmark ${formatMark(plan.mark)} lookup ${plan.routeTable} is missing`);
+  if (!(await listTableRoutes(plan, options)).some(isOurRoute)) out.push(`route local 0.0.0.0/0 dev lo table ${plan.routeTable} is missing`);
+  return out;
+}
+
 /** `# ip rule` and `# ip route` sections of `firewall show`. */
 export async function routingShow(plan: FirewallPlan, options: ApplyOptions): Promise<string[]> {
   const lines: string[] = [];

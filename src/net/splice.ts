@@ -1,6 +1,9 @@
 import type net from 'node:net';
 import { pooledReader, type PooledReader } from './pooled-read.js';
 
+/** Error codes of a peer that hung up: RST received (RFC 9293 §3.10.7.4), or a write after it did. */
+const HANGUP = new Set(['ECONNRESET', 'EPIPE']);
+
 export interface SpliceStats { bytesIn: number; bytesOut: number; ms: number; error?: string }
 
 /**
@@ -9,7 +12,8 @@ export interface SpliceStats { bytesIn: number; bytesOut: number; ms: number; er
  * - half-close: both sockets are allowHalfOpen, so an `end` from one side becomes an `end`
  *   (FIN) on the other while the opposite direction keeps flowing;
  * - errors: an error or reset on either side destroys both at once (the sandbox sees a reset
- *   when the upstream resets, and vice versa), and no timeouts apply to an established stream.
+ *   when the upstream resets, and vice versa), and no timeouts apply to an established stream;
+ *   `error` names the upstream's failures and the sandbox's other than hanging up (HANGUP).
  * `head` is what was already read from the client while peeking (the ClientHello).
  * bytesOut = sandbox -> upstream, bytesIn = upstream -> sandbox (the sandbox's point of view).
  */
@@ -28,8 +32,10 @@ export function splice(client: net.Socket, upstream: net.Socket, head: Buffer | 
       });
     }
   };
-  const fail = (side: string) => (err: NodeJS.ErrnoException): void => {
-    error ??= `${side}: ${err.code ?? err.message}`;
+  const fail = (side: 'sandbox' | 'upstream') => (err: NodeJS.ErrnoException): void => {
+    // A sandbox that hangs up with a reset (unread data at close, SO_LINGER 0) or goes away while
+    // bytes are still on their way to it is closing, not failing: the close line has no error.
+    if (!(side === 'sandbox' && HANGUP.has(err.code ?? ''))) error ??= `${side}: ${err.code ?? err.message}`;
     if (!client.destroyed) client.resetAndDestroy();
     if (!upstream.destroyed) upstream.resetAndDestroy();
   };

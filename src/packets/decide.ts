@@ -8,7 +8,8 @@
  *    destination is in its cidr, or is an address sandgate answered or resolves for its host.
  *  - ICMP and every other protocol: no rule can allow them.
  * Whatever a rule says, the host's own addresses and ranges the SSRF guard refuses
- * (upstream.allowPrivate) are denied, as for TCP. In report mode a policy denial becomes
+ * (upstream.allowPrivate) are denied, as for TCP; a packet no rule allows is denied for that
+ * reason first. In report mode a policy denial becomes
  * `would-deny` and the packet passes.
  */
 import type { Config } from '../config/types.js';
@@ -147,11 +148,19 @@ export async function decidePacket(ctx: DecideContext, h: PacketHeader): Promise
   } else {
     reason = `${h.proto} is not allowed`;
   }
+  // The SSRF guard's reason only applies to a packet that would otherwise pass (a matching
+  // rule, or report mode); one that no rule allows is denied for that reason, whatever its
+  // address: an ICMP echo to a private address is "icmp is not allowed", not a remark about
+  // upstream.allowPrivate.
   const guard = rt.guard.check(h.dst);
-  if (guard !== undefined) return deny(guard, sandbox);
-  if (rule) return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'allow', rule: rule.id } };
+  if (rule) {
+    if (guard !== undefined) return deny(guard, sandbox);
+    return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'allow', rule: rule.id } };
+  }
   const d = sandbox.policy.denied(reason);
-  return { accept: d.decision === 'would-deny', what, line: { ...base, ...who(sandbox), decision: d.decision, reason: d.reason } };
+  if (d.decision === 'deny') return deny(d.reason, sandbox);
+  if (guard !== undefined) return deny(guard, sandbox);
+  return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'would-deny', reason: d.reason } };
 }
 
 function who(sandbox: Sandbox | undefined): { sandbox?: string; user?: string } {

@@ -1,7 +1,8 @@
 // A fake upstream for integration tests, run inside an upstream namespace with plain `node`.
 // Modes (argv): --name NAME --port N [--tls CERT KEY] [--banner TEXT] [--udp]
 //   http(s): answers every request with JSON {server, host, method, path, headers}
-//   --banner: raw TCP, the server speaks first (like SSH/SMTP), then echoes
+//   --banner: raw TCP, the server speaks first (like SSH/SMTP), then echoes; a line "reset"
+//             makes it reset the connection (RST) instead
 //   --udp: records datagrams; prints one JSON line per datagram on stdout
 // Credential checks and echoes (for interception tests), http(s) mode:
 //   --expect-auth VALUE   requests whose Authorization is not exactly VALUE get 401 JSON
@@ -41,7 +42,11 @@ if (args.includes('--udp')) {
   s.bind(port, host, () => say({ listening: s.address().port }));
 } else if (opt('--banner') !== undefined) {
   const banner = opt('--banner');
-  const s = net.createServer((c) => { c.write(banner + '\n'); c.pipe(c); c.on('error', () => {}); });
+  const s = net.createServer((c) => {
+    c.write(banner + '\n');
+    c.on('error', () => {});
+    c.on('data', (d) => { if (String(d).trim() === 'reset') c.resetAndDestroy(); else c.write(d); });
+  });
   s.listen(port, host, () => say({ listening: s.address().port }));
 } else {
   const expectAuth = opt('--expect-auth');

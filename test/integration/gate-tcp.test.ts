@@ -82,6 +82,37 @@ test.serial('raw TCP to the right address on an unlisted port (a:2223) is reset'
   t.is(line.decision, 'deny');
 });
 
+/**
+ * Connects from the sandbox, waits for the banner, then either resets the connection itself
+ * (`hangup`: RST, as clients that close with unread data or SO_LINGER 0 do) or asks the upstream
+ * to reset it (`upstream`). Prints the client's local port, then "done".
+ */
+async function resetBy(who: 'hangup' | 'upstream'): Promise<number> {
+  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+    const s = require('net').connect(2222, '${w.a}');
+    s.setTimeout(3000, () => { console.log('timeout'); s.destroy(); });
+    s.on('error', () => {});
+    s.once('data', () => {
+      console.log(s.localPort);
+      if (${JSON.stringify(who)} === 'hangup') s.resetAndDestroy();
+      else s.write('reset\\n');
+    });
+    s.on('close', () => console.log('done'));`], { timeoutMs: 6000 });
+  const port = Number(r.stdout.split('\n')[0]);
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`sandbox client failed: ${r.stdout}${r.stderr}`);
+  return port;
+}
+
+test.serial('a sandbox that hangs up with a reset is a normal close, not an error; an upstream reset is one', async (t) => {
+  const mine = await resetBy('hangup');
+  const line = await g.log.waitFor((l) => l.event === 'close' && l.src === `10.77.1.2:${mine}`, 5000, 'close line of the hang-up');
+  t.is(line.error, undefined, JSON.stringify(line));
+  t.true(Number(line.bytesIn) > 0, 'the banner went through');
+  const theirs = await resetBy('upstream');
+  const up = await g.log.waitFor((l) => l.event === 'close' && l.src === `10.77.1.2:${theirs}`, 5000, 'close line of the upstream reset');
+  t.is(up.error, 'upstream: ECONNRESET', JSON.stringify(up));
+});
+
 test.serial('a private upstream is refused unless allowPrivate covers it, then allowed once it does', async (t) => {
   // allowPrivate lists b's subnet only: a (10.77.2.2) is in 10.0.0.0/8 and not listed.
   const r1 = await g.reload(config({ allowPrivate: ['10.77.3.0/24'] }));

@@ -418,3 +418,19 @@ test('workers: default 1, a whole number 1..64, or "auto" (the cores this proces
     t.regex(p.message, /whole number from 1 to 64, or "auto"/);
   }
 });
+
+test('metrics: off by default; listen "IP:PORT" (port required); errors located at the key', (t) => {
+  t.is(parseConfig(MINIMAL, 'sg.yaml').metrics, undefined);
+  t.deepEqual(parseConfig(`metrics:\n  listen: 127.0.0.1:9464\n${MINIMAL}`, 'sg.yaml').metrics, { address: '127.0.0.1', port: 9464 });
+  t.deepEqual(parseConfig(`metrics:\n  listen: "[::1]:9464"\n${MINIMAL}`, 'sg.yaml').metrics, { address: '::1', port: 9464 });
+  for (const bad of ['127.0.0.1', 'localhost:9464', '127.0.0.1:0', '127.0.0.1:70000', '9464']) {
+    const p = only(`metrics:\n  listen: "${bad}"\n${MINIMAL}`);
+    t.deepEqual([p.path, p.line, p.col], ['metrics.listen', 2, 11], bad);
+    t.regex(p.message, /IP:PORT/);
+  }
+  const clash = only(`metrics:\n  listen: 0.0.0.0:15053\n${MINIMAL}`);
+  t.deepEqual([clash.path, clash.line], ['metrics.listen', 2]);
+  t.regex(clash.message, /listen\.dnsPort/);
+  t.true(problems(`metrics:\n  listn: 127.0.0.1:9464\n${MINIMAL}`).some((p) => p.path === 'metrics.listn' && p.line === 2));
+  t.is(formatLocated(only(`metrics: {}\n${MINIMAL}`)), 'sg.yaml:1:10: metrics: missing required key "listen"');
+});

@@ -272,3 +272,31 @@ test('fuzz: random and mutated messages never throw; every reply parses and echo
   for (const name of h.asked) t.true(name === 'api.example.test' || name.endsWith('.wild.example.test'), name);
   t.is((await h.ask('api.example.test')).rcode, RCODE.NOERROR);
 });
+
+test('a retransmitted query (same source, same bytes) while the first is being answered is answered too, with no audit line of its own', async (t) => {
+  const h = harness();
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  const resolver = h.rt.resolver as unknown as { resolveWithTtl(host: string): Promise<{ addrs: string[]; ttl: number }> };
+  const answer = resolver.resolveWithTtl.bind(resolver);
+  resolver.resolveWithTtl = async (host) => { await held; return answer(host); };
+  // A stub resolver retransmits the identical datagram (same id, same socket) on its timeout.
+  const msg = buildQuery(77, 'api.example.test', QTYPE.A);
+  const first = h.responder.handle(msg, SBX, 40000, 'udp');
+  const again = h.responder.handle(Buffer.from(msg), SBX, 40000, 'udp');
+  const third = h.responder.handle(Buffer.from(msg), SBX, 40000, 'udp');
+  // Another socket asking the same thing is another query.
+  const elsewhere = h.responder.handle(Buffer.from(msg), SBX, 40001, 'udp');
+  release();
+  const replies = await Promise.all([first, again, third, elsewhere]);
+  for (const r of replies) {
+    const p = parseResponse(r as Buffer);
+    t.is(p.id, 77);
+    t.deepEqual(p.answers.map((a) => a.address), ["10.77.2.2"]);
+  }
+  t.is(h.lines.filter((l) => l.event === 'dns').length, 2, JSON.stringify(h.lines));
+  t.is(h.asked.length, 4, "each copy is answered (the real resolver asks upstream once for them)");
+  // Once answered, the same query again is a new query (the reply may have been lost): a new line.
+  await h.responder.handle(Buffer.from(msg), SBX, 40000, 'udp');
+  t.is(h.lines.filter((l) => l.event === 'dns').length, 3);
+});

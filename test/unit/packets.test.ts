@@ -132,6 +132,25 @@ test('decide: guarded ranges denied even when a rule lists them; unknown sources
   t.false(report6.accept, 'IPv6 is never carried, report mode or not');
 });
 
+test('decide: a packet no rule allows is denied for that reason, not the SSRF guard\'s, even to a guarded address; report mode still meets the guard', async (t) => {
+  const c = ctx('sbx-1');
+  // 192.168.5.5 is private and not in allowPrivate: the guard would refuse it, but ICMP is
+  // denied by the policy whatever the address.
+  const ping = await decidePacket(c, parsePacket(ipv4(1, [10, 77, 1, 2], [192, 168, 5, 5], [8, 0, 0, 0]))!);
+  t.false(ping.accept);
+  t.like(ping.line, { decision: 'deny', proto: 'icmp', reason: 'icmp is not allowed' });
+  t.false(String(ping.line.reason).includes('allowPrivate'));
+  const gre = await decidePacket(c, parsePacket(ipv4(47, [10, 77, 1, 2], [127, 0, 0, 1], [0, 0, 0, 0]))!);
+  t.like(gre.line, { decision: 'deny', reason: 'IP protocol 47 is not allowed' });
+  const udpOff = await decidePacket(c, parsePacket(ipv4(17, [10, 77, 1, 2], [192, 168, 5, 5], udp(1, 9)))!);
+  t.like(udpOff.line, { decision: 'deny', reason: 'udp 192.168.5.5:9 is not allowed' });
+  // Report mode would let it pass: there the guard's refusal is the reason it does not.
+  const report = await decidePacket(ctx('obs-1'), parsePacket(ipv4(1, [10, 88, 0, 2], [192, 168, 5, 5], [8, 0, 0, 0]))!);
+  t.false(report.accept);
+  t.like(report.line, { decision: 'deny', sandbox: 'watcher' });
+  t.true(String(report.line.reason).includes('upstream.allowPrivate'));
+});
+
 test('audit sampling: repeats once per window, distinct lines within the bucket, the rest summarised and counted', (t) => {
   const s = new PacketAuditSampler();
   const spec = { rate: 10, burst: 3 };

@@ -1,6 +1,7 @@
 /** The small sections: listen, log, tls, firewall, packets, dns, workers. Defaults: ../defaults.ts. */
 import type { Config } from '../types.js';
 import { autoWorkers, DEFAULTS, MAX_WORKERS, sourceRateFor } from '../defaults.js';
+import { parseHostPort } from '../../util/ip.js';
 import type { Reader } from './reader.js';
 
 export function listen(v: Reader, raw: unknown): Config['listen'] {
@@ -136,4 +137,17 @@ export function workers(v: Reader, raw: unknown): number {
     return DEFAULTS.workers;
   }
   return raw;
+}
+
+/** `metrics: { listen: "IP:PORT" }`: the Prometheus endpoint; absent means off. */
+export function metrics(v: Reader, raw: unknown, ports: { port: number; dnsPort: number }): Config['metrics'] {
+  if (raw === undefined) return undefined;
+  const p = ['metrics'];
+  const m = v.obj(raw, p, ['listen'], ['listen']);
+  if (!m || m.listen === undefined) return undefined;
+  // The port is required: no well-known default should open a listener by surprise.
+  const hp = typeof m.listen === 'string' && /:\d+$/.test(m.listen) ? parseHostPort(m.listen, 0) : undefined;
+  if (!hp) return v.fail([...p, 'listen'], 'must be "IP:PORT" (IPv6 as "[IP]:PORT"), e.g. "127.0.0.1:9464"');
+  if (hp.port === ports.port || hp.port === ports.dnsPort) return v.fail([...p, 'listen'], `port ${hp.port} is sandgate's own listen.port or listen.dnsPort`);
+  return { address: hp.host, port: hp.port };
 }
