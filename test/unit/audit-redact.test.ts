@@ -4,23 +4,33 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAudit } from '../../src/audit/logger.js';
 
-/** Writes lines through createAudit to a file and returns them parsed (pino writes asynchronously). */
-async function lines(write: (a: ReturnType<typeof createAudit>) => void): Promise<Record<string, unknown>[]> {
+/**
+ * Writes lines through createAudit to a file and returns them parsed once `count` whole lines are
+ * there (pino writes asynchronously; a loaded machine may take a while: waits up to 10 s).
+ */
+async function lines(count: number, write: (a: ReturnType<typeof createAudit>) => void): Promise<Record<string, unknown>[]> {
   const dir = mkdtempSync(join(tmpdir(), 'sg-audit-'));
   try {
     const file = join(dir, 'audit.log');
     const a = createAudit(file);
     write(a);
-    await new Promise((r) => setTimeout(r, 50));
-    a.flush();
-    return readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const whole = (): string[] => {
+      let text = '';
+      try { text = readFileSync(file, 'utf8'); } catch { /* not created yet */ }
+      return text.split('\n').slice(0, -1);
+    };
+    for (const deadline = Date.now() + 10_000; whole().length < count && Date.now() < deadline;) {
+      a.flush();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return whole().map((l) => JSON.parse(l) as Record<string, unknown>);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
 test('flat lines are written unchanged and in order; sensitive keys and nested objects are still redacted', async (t) => {
-  const out = await lines((a) => {
+  const out = await lines(6, (a) => {
     a.write({ event: 'http', host: 'api.example.test', status: 200, bytesIn: 17 });
     a.write({ event: 'http', token: 'sk-live-123', host: 'x' });
     a.write({ event: 'http', headers: { authorization: 'Bearer sk-live-456', accept: '*/*' } });
