@@ -24,6 +24,9 @@
  *                 for bench.example.test, same header set, re-encrypting to nginx, verified).
  *   mitmproxy     firewall removed; wrk -> 10.77.1.13:443 (mitmdump in reverse mode with the same
  *                 certificate and the same header set by a one-line addon), if it runs.
+ *   sg-intercept-cmp the same from another build of sandgate (--compare DIR, e.g. the main branch's
+ *               dist/), started in place of the first whenever this target is measured: an old and
+ *               a new build measured in one run, interleaved (only with --compare)
  *   sg-intercept-w the same with `workers: N` (--workers, default 2): a second sandgate, started
  *               in place of the first whenever this target is measured (same firewall table)
  * HAProxy and mitmproxy are explicit targets (wrk dials their address; the sandbox's hosts file
@@ -55,7 +58,7 @@
  *
  * Usage: node scripts/bench.mjs [--quick] [--only SCENARIO,...] [--targets TARGET,...] [--rounds N]
  *        [--duration S] [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--dist DIR]
- *        [--workers N]
+ *        [--workers N] [--compare DIR]
  */
 import { spawnSync, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -90,13 +93,13 @@ const SG_DNS_PORT = 15053;
 /* ------------------------------------------------------------------------------------------ */
 
 const ALL_SCENARIOS = ['keepalive', 'latency', 'connclose', 'bulk', 'idle', 'dns', 'dnsflood'];
-const ALL_TARGETS = ['direct', 'sg-pass', 'sg-intercept', 'sg-intercept-w', 'haproxy-tcp', 'haproxy-mitm', 'mitmproxy'];
+const ALL_TARGETS = ['direct', 'sg-pass', 'sg-intercept', 'sg-intercept-cmp', 'sg-intercept-w', 'haproxy-tcp', 'haproxy-mitm', 'mitmproxy'];
 
 function usage(msg) {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(`usage: node scripts/bench.mjs [--quick] [--only ${ALL_SCENARIOS.join(',')}]
        [--targets ${ALL_TARGETS.join(',')}] [--rounds N] [--duration S]
-       [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--workers N]
+       [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--workers N] [--compare DIR]
   --quick        one round, 2 s per measurement (a smoke run; figures are rough)
   --only         scenarios to run (default: all)
   --targets      targets to run (default: all that start)
@@ -108,6 +111,8 @@ function usage(msg) {
   --out PREFIX   write PREFIX.json and PREFIX.md (default bench/results/latest)
   --dist DIR     the sandgate build to measure (default dist/, which \`npm run bench\` builds)
   --workers N    workers of the sg-intercept-w target (sandgate's \`workers: N\`; default 2)
+  --compare DIR  also measure the build in DIR (its cli.js) as target sg-intercept-cmp, interleaved
+                 with sg-intercept (e.g. --only keepalive --targets sg-intercept,sg-intercept-cmp)
   --node-args S  extra node options for sandgate, space-separated (e.g. "--max-semi-space-size=32")
   --rerender F   rewrite F's markdown (F.json -> F.md) from its JSON, measuring nothing
 `);
@@ -136,6 +141,7 @@ function parseArgs(argv) {
       case '--rounds': o.rounds = Math.round(num(argv[++i], a)); break;
       case '--duration': o.duration = num(argv[++i], a); break;
       case '--idle-count': o.idleCount = Math.round(num(argv[++i], a)); break;
+      case '--compare': o.compare = resolve(argv[++i] ?? usage('--compare needs a value')); break;
       case '--workers': o.workers = Math.round(num(argv[++i], a)); if (o.workers < 2 || o.workers > 64) usage('--workers: 2 to 64'); break;
       case '--profile': o.profile = true; break;
       case '--node-args': o.nodeArgs = (argv[++i] ?? '').split(' ').filter(Boolean); break;
@@ -146,6 +152,12 @@ function parseArgs(argv) {
       case '-h': case '--help': usage(); break;
       default: usage(`unknown argument ${a}`);
     }
+  }
+  if (o.compare === undefined) {
+    if (argv.includes('--targets') && o.targets.includes('sg-intercept-cmp')) usage('--targets sg-intercept-cmp needs --compare DIR');
+    o.targets = o.targets.filter((t) => t !== 'sg-intercept-cmp');
+  } else if (!existsSync(join(o.compare, 'cli.js'))) {
+    usage(`--compare: ${join(o.compare, 'cli.js')} is missing`);
   }
   o.rounds ??= o.quick ? 1 : 3;
   o.duration ??= o.quick ? 2 : 5;
@@ -379,7 +391,9 @@ backend nginx_tls
 
 function sandgateConf(dir, pki, auditFile) {
   return {
-    listen: { port: SG_PORT, dnsPort: SG_DNS_PORT },
+    // The control socket in the bench's own directory: the default path is shared with any other
+    // sandgate on the host.
+    listen: { port: SG_PORT, dnsPort: SG_DNS_PORT, control: join(dir, 'control.sock') },
     log: { file: auditFile, level: 'info' },
     tls: { caDir: join(dir, 'sg-ca') },
     dns: { rateLimit: { qps: 1_000_000, burst: 1_000_000 } },
@@ -498,7 +512,7 @@ class Bench {
     }
 
     // sandgate: installs its firewall when it starts.
-    if (wants('sg-pass') || wants('sg-intercept') || this.o.only.includes('dns') || this.o.only.includes('dnsflood')) {
+    if (wants('sg-pass') || wants('sg-intercept') || wants('sg-intercept-cmp') || this.o.only.includes('dns') || this.o.only.includes('dnsflood')) {
       const nodeArgs = [...this.o.nodeArgs];
       if (this.o.profile) {
         this.profDir = join(this.dir, 'prof');
@@ -513,6 +527,12 @@ class Bench {
       const sgCa = join(this.dir, 'sg-ca', 'ca.pem');
       def({ id: 'sg-pass', name: PASS_NAME, addr: UP, sandgate: true, sgProc: 'sandgate', forward: false, ca: this.pki.ca, intercepts: false, pid, label: 'sandgate passthrough' });
       def({ id: 'sg-intercept', name: BENCH_NAME, addr: UP, sandgate: true, sgProc: 'sandgate', forward: false, ca: sgCa, intercepts: true, pid, label: 'sandgate intercept+inject' });
+      if (wants('sg-intercept-cmp')) {
+        // The other build, same config, options, firewall table, CA and port; activate() swaps it
+        // in place of the first whenever this target is measured.
+        this.sgVariants['sandgate-cmp'] = { args: [...nodeArgs, join(this.o.compare, 'cli.js'), 'run', '-c', this.sgConfigPath], audit: this.auditFile };
+        def({ id: 'sg-intercept-cmp', name: BENCH_NAME, addr: UP, sandgate: true, sgProc: 'sandgate-cmp', forward: false, ca: sgCa, intercepts: true, pid: () => this.procs['sandgate-cmp'].child.pid, label: `sandgate intercept+inject (${this.o.compare})` });
+      }
       if (wants('sg-intercept-w')) {
         // The same config with `workers: N`, run instead of the first sandgate while this target is
         // measured (activate() swaps them; both use one firewall table, one CA, one port).
@@ -544,7 +564,7 @@ class Bench {
           throw new Error('bulk');
         }
       } catch {
-        const proc = { 'haproxy-tcp': 'haproxy', 'haproxy-mitm': 'haproxy', mitmproxy: 'mitmproxy', 'sg-pass': 'sandgate', 'sg-intercept': 'sandgate', 'sg-intercept-w': 'sandgate-w', direct: 'nginx' }[t.id];
+        const proc = { 'haproxy-tcp': 'haproxy', 'haproxy-mitm': 'haproxy', mitmproxy: 'mitmproxy', 'sg-pass': 'sandgate', 'sg-intercept': 'sandgate', 'sg-intercept-w': 'sandgate-w', 'sg-intercept-cmp': 'sandgate-cmp', direct: 'nginx' }[t.id];
         const why = last ? `curl exit ${last.code}: ${(last.stderr || last.stdout).trim().slice(0, 200)}` : 'no answer';
         this.skipped[t.id] = `sanity check failed (${why})${this.procs[proc]?.exited() ? `; process exited: ${this.procs[proc].tail().slice(-300)}` : ''}`;
         log(`skipping ${t.id}: ${this.skipped[t.id]}`);
@@ -587,10 +607,12 @@ class Bench {
   /** Routes the sandbox's traffic to one target: firewall, forwarding and hosts file. */
   async activate(t) {
     const { topo } = this;
+    let started = false;
     if (t.sgProc !== undefined && this.sgRunning !== t.sgProc) {
       // SIGTERM leaves the firewall in place; the other sandgate re-creates the same table.
       await this.stop(this.sgRunning);
       await this.startSandgate(t.sgProc, this.sgEnv);
+      started = true;
     }
     if (this.state.fw !== undefined && this.state.fw !== t.sandgate) {
       // `sandgate firewall up|down -c FILE` (the documented commands) in the host namespace.
@@ -606,6 +628,7 @@ class Bench {
     }
     // `ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts for each command it runs.
     writeFileSync(`/etc/netns/${topo.ns('sbx')}/hosts`, `127.0.0.1\tlocalhost\n${t.addr}\t${t.name}\n`);
+    return started;
   }
 
   /** nginx's accepted-connection counter (stub_status), or null. */
@@ -628,8 +651,10 @@ class Bench {
   }
 
   async measureWrk(round, scName, sc, t) {
-    await this.activate(t);
-    await this.wrk(t, sc, this.o.warmup);
+    // A sandgate just swapped in (sg-intercept-w, sg-intercept-cmp) is cold: V8 is still compiling
+    // its hot paths on background threads, whose CPU counts as the process's. It warms up longer.
+    const started = await this.activate(t);
+    await this.wrk(t, sc, started ? Math.max(this.o.warmup, this.o.quick ? 2 : 4) : this.o.warmup);
     const pid = t.pid();
     const upPid = this.procs.nginx.child.pid;
     const a0 = await this.upstreamAccepts();
@@ -816,6 +841,7 @@ class Bench {
       // sandgate first, by pid, so --cpu-prof writes its profile on a clean exit.
       if (this.procs.sandgate) await this.stop('sandgate');
       if (this.procs['sandgate-w']) await this.stop('sandgate-w');
+      if (this.procs['sandgate-cmp']) await this.stop('sandgate-cmp');
       if (this.profDir && existsSync(this.profDir)) {
         const files = readdirSync(this.profDir).filter((f) => f.endsWith('.cpuprofile'));
         if (files.length > 0) {
@@ -841,7 +867,7 @@ function fmt(v, digits = 1) {
 }
 
 /** The HAProxy mode each target is compared with: the one doing the same job. */
-const REF = { 'sg-pass': 'haproxy-tcp', 'haproxy-tcp': 'haproxy-tcp', 'sg-intercept': 'haproxy-mitm', 'sg-intercept-w': 'haproxy-mitm', 'haproxy-mitm': 'haproxy-mitm', mitmproxy: 'haproxy-mitm' };
+const REF = { 'sg-pass': 'haproxy-tcp', 'haproxy-tcp': 'haproxy-tcp', 'sg-intercept': 'haproxy-mitm', 'sg-intercept-w': 'haproxy-mitm', 'sg-intercept-cmp': 'haproxy-mitm', 'haproxy-mitm': 'haproxy-mitm', mitmproxy: 'haproxy-mitm' };
 
 function summarise(results) {
   const groups = new Map();
@@ -894,6 +920,7 @@ function checkTargets(sum, idleCount) {
   const add = (what, value, goal, ok, unit = '×') => checks.push({ what, value, goal, ok: value == null ? null : ok(value), unit });
   add('intercept keep-alive req/s vs HAProxy MITM', ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'haproxy-mitm', 'rps')), '≥ 0.35 (stretch 0.5)', (v) => v >= 0.35);
   add('intercept keep-alive req/s, N workers vs 1 (same run)', ratio(g('keepalive', 'sg-intercept-w', 'rps'), g('keepalive', 'sg-intercept', 'rps')), '> 1 where cores are spare (here wrk and nginx share them)', (v) => v > 1);
+  add('intercept keep-alive CPU µs/req, this build vs --compare build (same run)', ratio(g('keepalive', 'sg-intercept', 'proxyCpuUsPerReq'), g('keepalive', 'sg-intercept-cmp', 'proxyCpuUsPerReq')), '≤ 1.05 for a change that must not cost more than 5 %', (v) => v <= 1.05);
   add('intercept keep-alive req/s vs mitmproxy', ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'mitmproxy', 'rps')), '≥ 10', (v) => v >= 10);
   add('intercept keep-alive p99 at 50 connections', g('keepalive', 'sg-intercept', 'p99_ms'), '≤ 5 ms', (v) => v <= 5, 'ms');
   const lat = g('latency', 'sg-intercept', 'p50_ms');
