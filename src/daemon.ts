@@ -21,6 +21,8 @@ import { startControlServer, type ControlServer } from './control/server.js';
 import { reloadConflict } from './control/registry.js';
 import { endAcceptedFlows } from './net/flows.js';
 import type { WorkerPool } from './cluster/primary.js';
+import { proveAlone } from './preflight.js';
+import { pathProblems } from './config/paths.js';
 
 /**
  * With workers, a sandbox's open connections are in the worker processes: closing them there
@@ -59,8 +61,13 @@ export interface Daemon {
  */
 export async function runDaemon(file: string): Promise<Daemon> {
   const config = loadConfigFile(file);
+  // Unusable paths fail here, named by key, before a log file or the kernel is touched.
+  const paths = pathProblems(config);
+  if (paths.length > 0) throw new SandgateError(paths.map((p) => `${file}: ${p.key}: ${p.message}`).join('; '), 'CONFIG');
   const audit: PrimaryAudit = createAudit(config.log.file, config.log.level);
   let rt = inFile(file, () => buildRuntime(config, audit));
+  // Nothing below may touch the kernel while another sandgate serves these sandboxes.
+  await proveAlone(config, file);
   // The interception CA is created on first run (contract), so `ca cert` has something to hand
   // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
   const { material: ca } = await initCa(config.tls.caDir);

@@ -6,12 +6,18 @@ import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../firew
 import { renderRuleset } from '../firewall/render-nft.js';
 import { EMPTY_STATE, chainPrefix, iptablesSpec, renderRestoreUp } from '../firewall/render-iptables.js';
 import { runDaemon } from '../daemon.js';
+import type { Config } from '../config/types.js';
+import { pathProblems } from '../config/paths.js';
+import { loadCredentialSources } from '../creds/secrets.js';
+import { createUpstreamTls } from '../http/upstream-tls.js';
 
 const USAGE = `usage: sandgate <command> [options]
 
   run -c FILE                    run the gate in the foreground (firewall, listeners, audit)
-  check -c FILE                  validate FILE; exit 2 with FILE:LINE:COL: key: message lines
+  check -c FILE [--offline]      validate FILE and what run needs (writable paths, upstream.caFile,
+                                 secret sources; --offline skips secrets); exit 2 with one line each
   firewall up|down|show -c FILE  install, remove or print the firewall rules for FILE's sandboxes
+                                 (up/down refuse while a sandgate serves FILE; --force overrides)
   firewall render -c FILE        print the ruleset FILE implies without touching the system
   ca init [--dir DIR]            create the interception CA if absent
   ca cert [--dir DIR]            print the CA certificate (PEM)
@@ -25,14 +31,21 @@ function usage(message: string): never {
 }
 
 function configFlag(args: string[], command: string): string {
-  let values;
+  return configAndFlags(args, command, []).config;
+}
+
+/** -c FILE plus the boolean flags `extra` names. */
+function configAndFlags(args: string[], command: string, booleans: readonly string[]): { config: string; flags: ReadonlySet<string> } {
+  let values: Record<string, string | boolean | undefined>;
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { config: { type: 'string', short: 'c' } };
+  for (const b of booleans) options[b] = { type: 'boolean' };
   try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, allowPositionals: false, strict: true }));
+    ({ values } = parseArgs({ args, options, allowPositionals: false, strict: true }));
   } catch (err) {
     usage(`${command}: ${(err as Error).message}`);
   }
-  if (!values.config) usage(`${command}: missing -c FILE (the config file)`);
-  return values.config;
+  if (typeof values.config !== 'string' || values.config === '') usage(`${command}: missing -c FILE (the config file)`);
+  return { config: values.config, flags: new Set(booleans.filter((b) => values[b] === true)) };
 }
 
 /** Returns the exit code (undefined for a long-running command that keeps the process alive). */
@@ -41,7 +54,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
   try {
     switch (command) {
       case 'run': return await cmdRun(configFlag(rest, 'run'));
-      case 'check': return cmdCheck(configFlag(rest, 'check'));
+      case 'check': return cmdCheck(rest);
       case 'firewall': return await cmdFirewall(rest);
       case 'ca': return await cmdCa(rest);
       case 'sandbox': {
@@ -68,8 +81,31 @@ export async function main(argv: string[]): Promise<number | undefined> {
   }
 }
 
-function cmdCheck(file: string): number {
+/**
+ * Everything `run` needs before it touches the system: the config, the paths it writes, the
+ * upstream CA file and (unless --offline, for checking configs away from the host) every
+ * credential's secret source. One line per problem, exit 2.
+ */
+function cmdCheck(args: string[]): number {
+  const { config: file, flags } = configAndFlags(args, 'check', ['offline']);
   const config = loadConfigFile(file);
+  const problems = pathProblems(config).map((p) => `${file}: ${p.key}: ${p.message}`);
+  try {
+    createUpstreamTls(config.upstream);
+  } catch (err) {
+    problems.push(`${file}: ${(err as Error).message}`);
+  }
+  if (!flags.has('offline')) {
+    try {
+      loadCredentialSources(config);
+    } catch (err) {
+      problems.push(`${file}: ${(err as Error).message}`);
+    }
+  }
+  if (problems.length > 0) {
+    for (const p of problems) process.stderr.write(`${p}\n`);
+    return 2;
+  }
   process.stdout.write(`${file}: ok (${config.sandboxes.length} sandboxes, ${Object.keys(config.policies).length} policies)\n`);
   return 0;
 }
@@ -77,8 +113,12 @@ function cmdCheck(file: string): number {
 async function cmdFirewall(args: string[]): Promise<number> {
   const [action, ...rest] = args;
   if (!action || !['up', 'down', 'show', 'render'].includes(action)) usage('firewall: expected up, down, show or render');
-  const config = loadConfigFile(configFlag(rest, `firewall ${action}`));
+  const flags = configAndFlags(rest, `firewall ${action}`, action === 'up' || action === 'down' ? ['force'] : []);
+  const config = loadConfigFile(flags.config);
   const plan = planFromConfig(config);
+  // up would empty a live daemon's sets (registered sandboxes) and down would open its
+  // sandboxes' way out of nothing: both wait until it is stopped, unless --force (recovery).
+  if ((action === 'up' || action === 'down') && !flags.flags.has('force')) await refuseWhileServed(config, action);
   // render touches nothing, so `auto` is not probed there: it prints nft unless iptables is configured.
   const backend = action === 'render' ? (config.firewall.backend === 'iptables' ? 'iptables' : 'nft') : await resolveBackend(config.firewall.backend);
   const what = backend === 'nft' ? `table inet ${plan.table}` : `iptables chains ${chainPrefix(plan)}-*`;
@@ -98,6 +138,17 @@ async function cmdFirewall(args: string[]): Promise<number> {
     }
   }
   return 0;
+}
+
+async function refuseWhileServed(config: Config, action: string): Promise<void> {
+  const { socketAnswers, listeningPorts } = await import('../preflight.js');
+  const control = config.listen.control;
+  if (control !== false && await socketAnswers(control)) {
+    throw new SandgateError(`firewall ${action}: a sandgate answers on the control socket ${control}; stop it first, or give --force (nothing was changed)`, 'RUNTIME');
+  }
+  if (listeningPorts().has(config.listen.port)) {
+    throw new SandgateError(`firewall ${action}: something listens on listen.port ${config.listen.port} (a running sandgate?); stop it first, or give --force (nothing was changed)`, 'RUNTIME');
+  }
 }
 
 async function cmdCa(args: string[]): Promise<number> {
