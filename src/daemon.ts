@@ -21,6 +21,7 @@ import { startControlServer, type ControlServer } from './control/server.js';
 import { reloadConflict } from './control/registry.js';
 import { endAcceptedFlows } from './net/flows.js';
 import type { WorkerPool } from './cluster/primary.js';
+import type { Config } from './config/types.js';
 import { proveAlone } from './preflight.js';
 import { pathProblems } from './config/paths.js';
 
@@ -65,6 +66,19 @@ export async function runDaemon(file: string): Promise<Daemon> {
   const paths = pathProblems(config);
   if (paths.length > 0) throw new SandgateError(paths.map((p) => `${file}: ${p.key}: ${p.message}`).join('; '), 'CONFIG');
   const audit: PrimaryAudit = createAudit(config.log.file, config.log.level);
+  try {
+    return await startDaemon(file, config, audit);
+  } catch (err) {
+    // One audit line for the failure too (the one-line message goes to stderr from the CLI),
+    // written before the process exits: the log may be a file that is still opening.
+    const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
+    audit.write({ event: 'error', reason: `start-up failed: ${reason}` });
+    await audit.settle();
+    throw err;
+  }
+}
+
+async function startDaemon(file: string, config: Config, audit: PrimaryAudit): Promise<Daemon> {
   let rt = inFile(file, () => buildRuntime(config, audit));
   // Nothing below may touch the kernel while another sandgate serves these sandboxes.
   await proveAlone(config, file);

@@ -60,6 +60,8 @@ function mayNeedRedaction(fields: AuditFields): boolean {
 export interface PrimaryAudit extends Audit {
   /** Appends `text`, one or more complete JSON lines each ending in "\n", to the same destination. */
   raw(text: string): void;
+  /** Resolves once the destination is open and every line written so far is on it (before an early exit). */
+  settle(): Promise<void>;
 }
 
 export function createAudit(file: string | undefined, level = 'info'): PrimaryAudit {
@@ -74,8 +76,21 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
   };
   // Whatever way the process ends (a startup failure exits at once), waiting lines are written.
   process.once('exit', flush);
+  // A file opens asynchronously; until it has, flushSync throws (and pino's own exit hook with
+  // it). A start-up failure waits for this before the process exits.
+  let opened: Promise<void> | undefined;
+  const open = (): Promise<void> => {
+    opened ??= (dest as unknown as { fd: number }).fd >= 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => { dest.once('ready', () => resolve()); dest.once('error', () => resolve()); });
+    return opened;
+  };
   return {
     ...audit,
+    async settle() {
+      await open();
+      flush();
+    },
     // One writer (this process) appends to one buffer: a worker's lines land between ours, never inside one.
     raw(text) { batch.write(text); },
     flush,

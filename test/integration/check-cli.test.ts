@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from '../helpers/gate.js';
@@ -348,4 +348,35 @@ test.serial('run with a caDir under /proc fails at once with exit 2, before touc
   t.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
   noStack(t, r);
   t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '');
+});
+
+test.serial('start-up failures with log.file set: one stderr line, the exit code, an audit error line, no stack', async (t) => {
+  const cases: [string, string, number, RegExp][] = [
+    // Fails at once, while the log file is still opening.
+    ['missing-secret', WITH_SECRET('env: SG_CHECK_UNSET_SECRET').replace('listen:\n', 'listen:\n  control: false\n'), 2, /credentials\.llm\.secret: environment variable SG_CHECK_UNSET_SECRET is not set/],
+    // Fails later, part-way through start-up.
+    ['dns-port-taken', OK_NO_CONTROL.replace('dnsPort: 15053', 'dnsPort: 15098'), 1, /15098.*listen\.dnsPort.*EADDRINUSE/],
+  ];
+  const blocker = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e',
+    "require('dgram').createSocket('udp4').bind(15098, () => require('net').createServer().listen(15098, () => console.log('up')))"]);
+  try {
+    await new Promise((resolve, reject) => { blocker.stdout.once('data', resolve); blocker.once('exit', reject); });
+    for (const [name, text, code, re] of cases) {
+      const log = join(dir, `logs-${name}`, 'audit.log');
+      const f = file(`start-${name}.yaml`, `tls:\n  caDir: ${join(dir, 'ca')}\nlog:\n  file: ${log}\n` + text);
+      const r = await run(IP, ['netns', 'exec', NS, process.execPath, CLI, 'run', '-c', f], 20_000);
+      t.is(r.code, code, `${name}: exit code (-1 = still running after 20 s): ${r.stderr}`);
+      t.is(r.stderr.trimEnd().split('\n').length, 1, `${name}: ${r.stderr}`);
+      t.regex(r.stderr, new RegExp(`^sandgate: .*${re.source}`), name);
+      noStack(t, r);
+      t.notRegex(r.stderr, /sonic boom/);
+      const lines = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const err = lines.filter((l) => l.event === 'error' && String(l.reason).startsWith('start-up failed: '));
+      t.is(err.length, 1, `${name}: ${JSON.stringify(lines)}`);
+      t.regex(String(err[0]?.reason), re, name);
+    }
+  } finally {
+    blocker.kill('SIGKILL');
+    await inNs(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', file('start-down.yaml', OK_NO_CONTROL)]);
+  }
 });
