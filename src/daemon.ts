@@ -16,7 +16,8 @@ import { LeafCache } from './tls/leaf-cache.js';
 import { createInterceptor } from './tls/intercept.js';
 import { tokenCacheStats } from './creds/credential.js';
 import { ConnRegistry } from './net/conn-registry.js';
-import { createControlService } from './control/service.js';
+import { createControlService, type ReloadResult } from './control/service.js';
+import type { Outcome } from './control/registry.js';
 import { startControlServer, type ControlServer } from './control/server.js';
 import { reloadConflict } from './control/registry.js';
 import { endAcceptedFlows } from './net/flows.js';
@@ -148,6 +149,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       ...(dynamicUnsupported(backend) !== undefined ? { unsupported: dynamicUnsupported(backend) } : {}),
       conns,
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
+      reload: () => serial(reload),
     });
     control = await startControlServer(config.listen.control, svc);
   }
@@ -157,7 +159,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     ...(control ? { control: control.path } : {}),
   });
 
-  const reload = async (): Promise<void> => {
+  const reload = async (): Promise<Outcome<ReloadResult>> => {
     try {
       const next = loadConfigFile(file);
       for (const k of ['port', 'dnsPort', 'address', 'control'] as const) {
@@ -182,15 +184,18 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       gate.ifaces.clear();
       pool?.reloaded(nextRt);
       audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length, registered: nextRt.dynamic.length });
+      return { ok: true, value: { file, sandboxes: next.sandboxes.length, policies: Object.keys(next.policies).length, registered: nextRt.dynamic.length } };
     } catch (err) {
       const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
       audit.write({ event: 'config', action: 'rejected', file, reason });
+      // A config the daemon refuses is the caller's to fix (400); a firewall that failed is not (500).
+      return { ok: false, status: err instanceof ConfigError || (err instanceof SandgateError && err.code === 'CONFIG') || err instanceof SandgateError && err.code === 'SECRET' ? 400 : 500, error: reason };
     }
   };
 
   return {
     runtime: () => rt,
-    reload: () => serial(reload),
+    reload: async () => { await serial(reload); },
     async stop() {
       packets?.close();
       await control?.close();

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SandgateError, exitCodeFor } from '../errors.js';
 import { loadConfigFile, ConfigError, formatLocated } from '../config/load.js';
@@ -21,6 +22,10 @@ const USAGE = `usage: sandgate <command> [options]
   firewall render -c FILE        print the ruleset FILE implies without touching the system
   ca init [--dir DIR]            create the interception CA if absent
   ca cert [--dir DIR]            print the CA certificate (PEM)
+  reload [-c FILE | --socket PATH]
+                                 make the running daemon re-read its config (as SIGHUP) and print
+                                 what it loaded, or why it refused (exit 2; the old config stays)
+  --version                      print sandgate's version
   sandbox add|set|rm|ls ...      register, change, remove, list sandboxes of the running daemon
                                  (sandgate sandbox --help)
   demo                           a self-contained demonstration in throwaway namespaces
@@ -57,6 +62,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'check': return cmdCheck(rest);
       case 'firewall': return await cmdFirewall(rest);
       case 'ca': return await cmdCa(rest);
+      case 'reload': return await cmdReload(rest);
+      case '--version': case 'version':
+        process.stdout.write(`sandgate ${packageVersion()}\n`);
+        return 0;
       case 'sandbox': {
         const { cmdSandbox } = await import('./sandbox.js');
         return await cmdSandbox(rest);
@@ -149,6 +158,35 @@ async function refuseWhileServed(config: Config, action: string): Promise<void> 
   if (listeningPorts().has(config.listen.port)) {
     throw new SandgateError(`firewall ${action}: something listens on listen.port ${config.listen.port} (a running sandgate?); stop it first, or give --force (nothing was changed)`, 'RUNTIME');
   }
+}
+
+/** The version in the package.json shipped beside dist/ (and src/ in development). */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
+
+/** `sandgate reload`: POST /reload on the control socket; exit 0 reloaded, 2 refused, 1 unreachable/failed. */
+async function cmdReload(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { socket: { type: 'string' }, config: { type: 'string', short: 'c' } }, allowPositionals: false, strict: true }));
+  } catch (err) {
+    usage(`reload: ${(err as Error).message}`);
+  }
+  const { socketPath, expectOk } = await import('./sandbox.js');
+  const { controlRequest } = await import('../control/client.js');
+  const path = socketPath('reload', values);
+  let out;
+  try {
+    out = expectOk(await controlRequest(path, 'POST', '/reload'));
+  } catch (err) {
+    if (err instanceof SandgateError && err.code === 'REJECTED') throw new SandgateError(`reload refused, the running config stays: ${err.message}`, 'REJECTED');
+    throw err;
+  }
+  const r = out.reloaded as { file: string; sandboxes: number; policies: number; registered: number };
+  process.stdout.write(`reloaded ${r.file}: ${r.sandboxes} sandboxes, ${r.policies} policies, ${r.registered} registered\n`);
+  return 0;
 }
 
 async function cmdCa(args: string[]): Promise<number> {

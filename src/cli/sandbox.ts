@@ -48,7 +48,7 @@ function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: st
   }
 }
 
-function socketPath(action: string, values: { socket?: string; config?: string }): string {
+export function socketPath(action: string, values: { socket?: string; config?: string }): string {
   if (values.socket !== undefined && values.config !== undefined) usage(`sandbox ${action}: give --socket or -c, not both`);
   if (values.socket !== undefined) {
     if (values.socket === '') usage(`sandbox ${action}: --socket needs a path`);
@@ -79,7 +79,7 @@ function labelsOf(action: string, list: string[] | undefined): Record<string, st
 }
 
 /** 2xx: the body; 4xx: REJECTED (exit 2); anything else: RUNTIME (exit 1). The daemon's sentence either way. */
-function expectOk(r: ControlResponse): Record<string, unknown> {
+export function expectOk(r: ControlResponse): Record<string, unknown> {
   if (r.status >= 200 && r.status < 300) return r.body;
   const error = typeof r.body.error === 'string' ? r.body.error : `HTTP ${r.status}`;
   throw new SandgateError(error, r.status >= 400 && r.status < 500 ? 'REJECTED' : 'RUNTIME');

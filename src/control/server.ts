@@ -6,6 +6,8 @@
  *   POST   /sandboxes         register {name, interface?, address?|cidr?, policy, user?, labels?}
  *   PUT    /sandboxes/NAME    change policy, user, labels or match of a registered one
  *   DELETE /sandboxes/NAME    remove a registered one; its open connections are reset
+ *   POST   /reload            re-read the config file (as SIGHUP): 200 with what it loaded, or
+ *                             400 with why it was rejected (the old config stays)
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
@@ -62,8 +64,13 @@ async function route(svc: ControlService, req: http.IncomingMessage, res: http.S
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter((p) => p !== '');
   const method = req.method ?? 'GET';
+  if (parts.length === 1 && parts[0] === 'reload') {
+    if (method !== 'POST') { send(res, 405, { error: `${method} is not allowed on /reload (POST)` }, { allow: 'POST' }); return; }
+    sendOutcome(res, await svc.reload(), (v) => [200, { reloaded: v }]);
+    return;
+  }
   if (parts[0] !== 'sandboxes' || parts.length > 2) {
-    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes and /sandboxes/NAME)` });
+    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME and /reload)` });
     return;
   }
   if (parts.length === 1) {

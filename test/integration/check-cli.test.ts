@@ -9,7 +9,7 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI } from '../helpers/gate.js';
+import { CLI, ROOT } from '../helpers/gate.js';
 import { sweepStale } from '../../src/net/topology.js';
 
 const IP = '/usr/sbin/ip';
@@ -378,5 +378,14 @@ test.serial('start-up failures with log.file set: one stderr line, the exit code
   } finally {
     blocker.kill('SIGKILL');
     await inNs(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', file('start-down.yaml', OK_NO_CONTROL)]);
+  }
+});
+
+test('--version prints the version from package.json', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  for (const flag of ['--version', 'version']) {
+    const r = await cli([flag]);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout, `sandgate ${pkg.version}\n`);
   }
 });
