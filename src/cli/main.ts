@@ -25,6 +25,12 @@ const USAGE = `usage: sandgate <command> [options]
   reload [-c FILE | --socket PATH]
                                  make the running daemon re-read its config (as SIGHUP) and print
                                  what it loaded, or why it refused (exit 2; the old config stays)
+  wait-ready [-c FILE | --socket PATH] [--timeout S]
+                                 wait until the daemon serves (its control socket answers); exit 1
+                                 after S seconds (default 30)
+  install-service [-c FILE] [--unit-dir DIR] [--print]
+                                 write the systemd unit (DIR default /etc/systemd/system) running
+                                 this sandgate with FILE (default /etc/sandgate/sandgate.yaml)
   --version                      print sandgate's version
   sandbox add|set|rm|ls ...      register, change, remove, list sandboxes of the running daemon
                                  (sandgate sandbox --help)
@@ -63,6 +69,8 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'firewall': return await cmdFirewall(rest);
       case 'ca': return await cmdCa(rest);
       case 'reload': return await cmdReload(rest);
+      case 'wait-ready': return await cmdWaitReady(rest);
+      case 'install-service': return await cmdInstallService(rest);
       case '--version': case 'version':
         process.stdout.write(`sandgate ${packageVersion()}\n`);
         return 0;
@@ -186,6 +194,70 @@ async function cmdReload(args: string[]): Promise<number> {
   }
   const r = out.reloaded as { file: string; sandboxes: number; policies: number; registered: number };
   process.stdout.write(`reloaded ${r.file}: ${r.sandboxes} sandboxes, ${r.policies} policies, ${r.registered} registered\n`);
+  return 0;
+}
+
+/**
+ * `sandgate wait-ready`: polls the control socket until the daemon answers GET /sandboxes (it
+ * binds the socket only once firewall and listeners are up). The unit's ExecStartPost.
+ */
+async function cmdWaitReady(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { socket: { type: 'string' }, config: { type: 'string', short: 'c' }, timeout: { type: 'string' } }, allowPositionals: false, strict: true }));
+  } catch (err) {
+    usage(`wait-ready: ${(err as Error).message}`);
+  }
+  const seconds = values.timeout === undefined ? 30 : Number(values.timeout);
+  if (!Number.isFinite(seconds) || seconds <= 0) usage(`wait-ready: --timeout needs a number of seconds, got ${JSON.stringify(values.timeout)}`);
+  const { socketPath } = await import('./sandbox.js');
+  const { controlRequest } = await import('../control/client.js');
+  const path = socketPath('wait-ready', { ...(values.socket !== undefined ? { socket: values.socket } : {}), ...(values.config !== undefined ? { config: values.config } : {}) });
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    try {
+      const r = await controlRequest(path, 'GET', '/sandboxes');
+      if (r.status === 200) {
+        process.stdout.write(`sandgate is serving (control socket ${path})\n`);
+        return 0;
+      }
+    } catch { /* not there yet */ }
+    if (Date.now() >= deadline) throw new SandgateError(`wait-ready: no sandgate answered on ${path} within ${seconds} s`, 'RUNTIME');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** `sandgate install-service`: the unit for this node and this sandgate (src/cli/service-unit.ts). */
+async function cmdInstallService(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'unit-dir': { type: 'string' }, print: { type: 'boolean' } }, allowPositionals: false, strict: true }));
+  } catch (err) {
+    usage(`install-service: ${(err as Error).message}`);
+  }
+  const { renderUnit, DEFAULT_UNIT_PATHS } = await import('./service-unit.js');
+  const { resolve, join } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const { mkdirSync, renameSync, writeFileSync } = await import('node:fs');
+  const unit = renderUnit({
+    node: process.execPath,
+    cli: fileURLToPath(new URL('../cli.js', import.meta.url)),
+    config: values.config !== undefined ? resolve(values.config) : DEFAULT_UNIT_PATHS.config,
+  });
+  if (values.print === true) {
+    process.stdout.write(unit);
+    return 0;
+  }
+  const dir = values['unit-dir'] ?? '/etc/systemd/system';
+  const target = join(dir, 'sandgate.service');
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(`${target}.tmp`, unit, { mode: 0o644 });
+    renameSync(`${target}.tmp`, target);
+  } catch (err) {
+    throw new SandgateError(`install-service: cannot write ${target} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 'RUNTIME');
+  }
+  process.stdout.write(`installed ${target}\nnext: systemctl daemon-reload && systemctl enable --now sandgate\n`);
   return 0;
 }
 
