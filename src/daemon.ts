@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { loadConfigFile, ConfigError } from './config/load.js';
 import { createAudit, type PrimaryAudit } from './audit/logger.js';
-import { buildRuntime, type Runtime } from './runtime.js';
+import { buildRuntime, withDynamicSandboxes, type Runtime } from './runtime.js';
+import { readState, stateFilePath, writeState } from './control/state-file.js';
+import { mkdirSync } from 'node:fs';
 import { planFromConfig } from './firewall/from-config.js';
 import { dynamicUnsupported, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
 import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-gate.js';
@@ -126,7 +128,17 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     audit.write({ event: 'error', reason: `packet verdicts are off: ${packetsOff}; the kernel drops every packet that is neither TCP nor DNS, without audit lines` });
   }
   const backend = await resolveBackend(config.firewall.backend);
-  const up = await firewallUp(planFromConfig(config), backend);
+  // Sandboxes registered before a restart are in the sets from the first packet on.
+  if (config.listen.control !== false && dynamicUnsupported(backend) === undefined) {
+    const restored = readState(config);
+    for (const reason of restored.skipped) audit.write({ event: 'error', reason });
+    if (restored.specs.length > 0) {
+      rt = withDynamicSandboxes(rt, restored.specs);
+      pool?.sandboxes(rt);
+      audit.write({ event: 'config', action: 'restored', file: stateFilePath(config), registered: restored.specs.length });
+    }
+  }
+  const up = await firewallUp(planFromConfig(config, rt.dynamic), backend);
   for (const w of up.warnings) audit.write({ event: 'error', reason: w });
 
   // One queue for everything that changes the firewall or the runtime: SIGHUP reloads and
@@ -138,12 +150,23 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     return next;
   };
 
+  // Each applied change rewrites the state file; a failure to write it loses nothing now, but
+  // the change would not survive a restart, so it is said.
+  const persist = (next: Runtime): void => {
+    try {
+      mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+      writeState(config, next.dynamic);
+    } catch (err) {
+      audit.write({ event: 'error', reason: `registered sandboxes could not be saved to ${stateFilePath(config)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); they are lost on restart` });
+    }
+  };
+
   // The control API (registered sandboxes), on a unix socket, once the firewall is in place.
   let control: ControlServer | undefined;
   if (config.listen.control !== false) {
     const svc = createControlService({
       runtime: () => rt,
-      swap: (next) => { rt = next; gate.ifaces.clear(); pool?.sandboxes(next); },
+      swap: (next) => { rt = next; gate.ifaces.clear(); pool?.sandboxes(next); persist(next); },
       serial,
       updateFirewall: (before, after) => firewallUpdateDynamic({ table: config.firewall.table }, backend, before, after),
       ...(dynamicUnsupported(backend) !== undefined ? { unsupported: dynamicUnsupported(backend) } : {}),
@@ -172,6 +195,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       if (next.workers !== rt.config.workers) throw new SandgateError(`${file}: workers cannot change on reload (restart sandgate)`, 'CONFIG');
       if (next.log.file !== rt.config.log.file) throw new SandgateError(`${file}: log.file cannot change on reload (restart sandgate)`, 'CONFIG');
       if (next.tls.caDir !== rt.config.tls.caDir) throw new SandgateError(`${file}: tls.caDir cannot change on reload (restart sandgate)`, 'CONFIG');
+      if (next.stateDir !== rt.config.stateDir) throw new SandgateError(`${file}: stateDir cannot change on reload (restart sandgate)`, 'CONFIG');
       // Registered sandboxes stay across a reload, so the new config must leave room for them.
       const clash = reloadConflict(next, rt.dynamic);
       if (clash !== undefined) throw new SandgateError(`${file}: ${clash} (remove it through the control API first)`, 'CONFIG');

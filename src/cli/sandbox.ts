@@ -1,7 +1,8 @@
 /**
  * `sandgate sandbox add|set|rm|ls`: the control API from the command line (docs/control-api.md).
  * Exit codes (contract): 0 ok; 1 the daemon could not be reached or failed (5xx); 2 bad usage,
- * or the daemon refused the request (4xx: invalid, unknown, conflicting).
+ * or the daemon refused the request (4xx: invalid, unknown, conflicting). `rm` of an unknown
+ * name is 0 (the sandbox is not there, as asked) unless --strict.
  */
 import { parseArgs } from 'node:util';
 import { SandgateError } from '../errors.js';
@@ -15,7 +16,8 @@ export const SANDBOX_USAGE = `usage: sandgate sandbox <action> [options]
                                  register a sandbox with the running daemon
   sandbox set NAME [--policy P] [--interface IF] [--cidr C | --address A] [--user U] [--label k=v]...
                                  change a registered sandbox (a new match replaces the old one)
-  sandbox rm NAME                remove a registered sandbox; its open connections are reset
+  sandbox rm NAME [--strict]     remove a registered sandbox; its open connections are reset. An
+                                 unknown NAME is not an error (exit 0) unless --strict (exit 2)
   sandbox ls [--json]            list every sandbox (from the config and registered)
 
   Each takes --socket PATH (the control socket) or -c FILE (read listen.control from the config);
@@ -133,9 +135,15 @@ export async function cmdSandbox(args: string[]): Promise<number> {
       return 0;
     }
     case 'rm': {
-      const { values, positionals } = parse(action, rest, COMMON);
+      const { values, positionals } = parse(action, rest, { ...COMMON, strict: { type: 'boolean' } });
       const name = oneName(action, positionals);
-      const out = expectOk(await controlRequest(socketPath(action, values), 'DELETE', `/sandboxes/${encodeURIComponent(name)}`));
+      const r = await controlRequest(socketPath(action, values), 'DELETE', `/sandboxes/${encodeURIComponent(name)}`);
+      // Removing what is not there leaves the wanted state: success, so orchestrators can retry.
+      if (r.status === 404 && values.strict !== true) {
+        process.stdout.write(`no sandbox named ${name} is registered; nothing to remove\n`);
+        return 0;
+      }
+      const out = expectOk(r);
       process.stdout.write(`removed sandbox ${name} (${String(out.closed ?? 0)} open connections reset)\n`);
       return 0;
     }

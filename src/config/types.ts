@@ -118,6 +118,11 @@ export interface Config {
   readonly dns: DnsConfig;
   readonly log: { readonly file?: string; readonly level: string };
   readonly tls: { readonly caDir: string };
+  /**
+   * Directory of sandgate's state: registered.json, the sandboxes registered through the control
+   * API (src/control/state-file.ts). Default: tls.caDir.
+   */
+  readonly stateDir: string;
   readonly upstream: {
     readonly resolver?: string;
     readonly hosts: Readonly<Record<string, readonly string[]>>;

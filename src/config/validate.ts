@@ -91,7 +91,7 @@ class Validator {
   }
 
   root(raw: unknown): Config {
-    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers'], ['sandboxes', 'policies']) ?? {};
+    const r = this.obj(raw ?? {}, [], ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers', 'stateDir'], ['sandboxes', 'policies']) ?? {};
 
     const l = this.optObj(r.listen, ['listen'], ['port', 'dnsPort', 'address', 'control']);
     const listen = {
@@ -111,6 +111,8 @@ class Validator {
 
     const t = this.optObj(r.tls, ['tls'], ['caDir']);
     const tls = { caDir: t.caDir === undefined ? '/var/lib/sandgate' : this.str(t.caDir, ['tls', 'caDir']) ?? '' };
+    // Where registered sandboxes are kept across restarts; beside the CA unless said otherwise.
+    const stateDir = r.stateDir === undefined ? tls.caDir : this.str(r.stateDir, ['stateDir']) ?? '';
 
     const upstream = this.upstream(r.upstream);
 
@@ -139,7 +141,7 @@ class Validator {
     // "auto": one worker per core the process may use (cgroup/affinity aware), capped like N.
     const workers = r.workers === 'auto' ? Math.min(MAX_WORKERS, Math.max(1, availableParallelism())) : this.workerCount(r.workers);
 
-    return { listen, dns, packets, log, tls, upstream, firewall, sandboxes, policies, credentials, workers };
+    return { listen, dns, packets, log, tls, stateDir, upstream, firewall, sandboxes, policies, credentials, workers };
   }
 
   /** Packet-path limits; defaults documented in docs/packets.md. */
