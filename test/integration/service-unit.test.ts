@@ -45,6 +45,9 @@ test('install-service writes a unit that systemd-analyze verify accepts without 
   const v = await run(ANALYZE, ['verify', unit]);
   t.is(v.code, 0, v.stderr);
   t.is(v.stdout + v.stderr, '', 'no warnings (an unknown or misspelt key would be one)');
+  const printed = await run(process.execPath, [CLI, 'install-service', '--print', '-c', config]);
+  t.is(printed.code, 0, printed.stderr);
+  t.is(printed.stdout, text, '--print writes the same unit to stdout');
   // The check would catch a misspelt key: the same unit with one is not silent.
   writeFileSync(join(dir, 'units', 'bad.service'), text.replace('ProtectSystem=strict', 'ProtectSystm=strict'));
   const bad = await run(ANALYZE, ['verify', join(dir, 'units', 'bad.service')]);
