@@ -17,9 +17,9 @@
  */
 import http from 'node:http';
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import net from 'node:net';
 import { dirname } from 'node:path';
 import { SandgateError } from '../errors.js';
+import { socketAnswers } from '../preflight.js';
 import { isSandboxName, parseBody, type Outcome } from './registry.js';
 import type { ControlService } from './service.js';
 
@@ -106,17 +106,6 @@ async function route(svc: ControlService, req: http.IncomingMessage, res: http.S
   }
 }
 
-/** Whether something accepts connections on the unix socket at `path` now. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ path });
-    const done = (v: boolean): void => { clearTimeout(timer); s.destroy(); resolve(v); };
-    const timer = setTimeout(() => done(true), 1000); // a live but busy server: do not steal its path
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
-
 function listenError(path: string, why: string): SandgateError {
   return new SandgateError(`cannot listen on the control socket ${path} (listen.control): ${why}`, 'LISTEN');
 }
@@ -137,7 +126,7 @@ export async function startControlServer(path: string, svc: ControlService): Pro
   try {
     const st = lstatSync(path);
     if (!st.isSocket()) throw listenError(path, 'the path exists and is not a socket (remove it or choose another path)');
-    if (await answers(path)) throw listenError(path, 'another process is serving it (is sandgate already running?)');
+    if (await socketAnswers(path)) throw listenError(path, 'another process is serving it (is sandgate already running?)');
     stale = true;
   } catch (err) {
     if (err instanceof SandgateError) throw err;
