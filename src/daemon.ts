@@ -129,10 +129,13 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   }
   const backend = await resolveBackend(config.firewall.backend);
   // Sandboxes registered before a restart are in the sets from the first packet on.
-  if (config.listen.control !== false && dynamicUnsupported(backend) === undefined) {
+  if (config.listen.control !== false) {
     const restored = readState(config);
     for (const reason of restored.skipped) audit.write({ event: 'error', reason });
-    if (restored.specs.length > 0) {
+    const why = dynamicUnsupported(backend);
+    if (restored.specs.length > 0 && why !== undefined) {
+      audit.write({ event: 'error', reason: `${restored.specs.length} registered sandboxes in ${stateFilePath(config)} not restored: ${why}` });
+    } else if (restored.specs.length > 0) {
       rt = withDynamicSandboxes(rt, restored.specs);
       pool?.sandboxes(rt);
       audit.write({ event: 'config', action: 'restored', file: stateFilePath(config), registered: restored.specs.length });
@@ -213,7 +216,8 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
       audit.write({ event: 'config', action: 'rejected', file, reason });
       // A config the daemon refuses is the caller's to fix (400); a firewall that failed is not (500).
-      return { ok: false, status: err instanceof ConfigError || (err instanceof SandgateError && err.code === 'CONFIG') || err instanceof SandgateError && err.code === 'SECRET' ? 400 : 500, error: reason };
+      const refused = err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'SECRET');
+      return { ok: false, status: refused ? 400 : 500, error: reason };
     }
   };
 
