@@ -19,7 +19,13 @@ let dir: string;
 
 interface Result { code: number; stdout: string; stderr: string }
 
-function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<Result> {
+/**
+ * A hang detector, not a speed limit: this file starts some 30 CLI processes at once, and on a
+ * shared 2-core machine under load a single one has been seen to need more than 15 s.
+ */
+const HANG_MS = 60_000;
+
+function run(cmd: string, args: string[], timeoutMs = HANG_MS): Promise<Result> {
   return new Promise((resolve) => {
     execFile(cmd, args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1;
@@ -282,7 +288,7 @@ test('run on a broken config exits 2 before installing anything', async (t) => {
 });
 
 /** `check`/`run` with this environment (the test's own, plus `env`). */
-function cliEnv(args: string[], env: Record<string, string | undefined>, timeoutMs = 15_000): Promise<Result> {
+function cliEnv(args: string[], env: Record<string, string | undefined>, timeoutMs = HANG_MS): Promise<Result> {
   return new Promise((resolve) => {
     execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1;
