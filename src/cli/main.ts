@@ -184,7 +184,7 @@ async function cmdReload(args: string[]): Promise<number> {
   }
   const { socketPath, expectOk } = await import('./sandbox.js');
   const { controlRequest } = await import('../control/client.js');
-  const path = socketPath('reload', values);
+  const path = socketPath('reload', values, 'reload');
   let out;
   try {
     out = expectOk(await controlRequest(path, 'POST', '/reload'));
@@ -212,7 +212,7 @@ async function cmdWaitReady(args: string[]): Promise<number> {
   if (!Number.isFinite(seconds) || seconds <= 0) usage(`wait-ready: --timeout needs a number of seconds, got ${JSON.stringify(values.timeout)}`);
   const { socketPath } = await import('./sandbox.js');
   const { controlRequest } = await import('../control/client.js');
-  const path = socketPath('wait-ready', { ...(values.socket !== undefined ? { socket: values.socket } : {}), ...(values.config !== undefined ? { config: values.config } : {}) });
+  const path = socketPath('wait-ready', { ...(values.socket !== undefined ? { socket: values.socket } : {}), ...(values.config !== undefined ? { config: values.config } : {}) }, 'wait-ready');
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     try {

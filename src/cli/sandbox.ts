@@ -50,10 +50,15 @@ function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: st
   }
 }
 
-export function socketPath(action: string, values: { socket?: string; config?: string }): string {
-  if (values.socket !== undefined && values.config !== undefined) usage(`sandbox ${action}: give --socket or -c, not both`);
+/** `command`: how usage errors name the command (`reload`, `wait-ready` use this too). */
+export function socketPath(action: string, values: { socket?: string; config?: string }, command = `sandbox ${action}`): string {
+  const bad = (m: string): never => {
+    if (command === `sandbox ${action}`) usage(m);
+    throw new SandgateError(m, 'USAGE');
+  };
+  if (values.socket !== undefined && values.config !== undefined) bad(`${command}: give --socket or -c, not both`);
   if (values.socket !== undefined) {
-    if (values.socket === '') usage(`sandbox ${action}: --socket needs a path`);
+    if (values.socket === '') bad(`${command}: --socket needs a path`);
     return values.socket;
   }
   if (values.config !== undefined) {

@@ -180,6 +180,11 @@ test('usage errors exit 2 with a sentence naming the command or flag', async (t)
     [['firewall'], /firewall: expected/],
     [['ca', 'burn'], /ca: expected init or cert/],
     [['ca', 'init', '--bogus'], /ca:.*--bogus/],
+    [['reload', '--socket', 'a.sock', '-c', 'x.yaml'], /^sandgate: reload: give --socket or -c, not both$/m],
+    [['reload', 'extra'], /reload:.*extra/],
+    [['wait-ready', '--timeout', 'soon'], /wait-ready: --timeout needs a number of seconds, got "soon"/],
+    [['install-service', '--bogus'], /install-service:.*--bogus/],
+    [['firewall', 'show', '--force', '-c', 'x.yaml'], /firewall show:.*--force/],
   ];
   for (const [args, re] of cases) {
     const r = await cli(args);
