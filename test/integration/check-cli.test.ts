@@ -400,3 +400,23 @@ test('--version prints the version from package.json', async (t) => {
     t.is(r.stdout, `sandgate ${pkg.version}\n`);
   }
 });
+
+test.serial('firewall up/down refuse while something listens on listen.port (control API off); --force goes ahead', async (t) => {
+  const f = file('fw-busy.yaml', OK_NO_CONTROL);
+  const listener = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e', "require('net').createServer().listen(15001, () => console.log('up'))"]);
+  try {
+    await new Promise((resolve, reject) => { listener.stdout.once('data', resolve); listener.once('exit', reject); });
+    for (const action of ['up', 'down']) {
+      const r = await inNs(process.execPath, [CLI, 'firewall', action, '-c', f]);
+      t.is(r.code, 1, r.stderr);
+      t.is(r.stderr, `sandgate: firewall ${action}: something listens on listen.port 15001 (a running sandgate?); stop it first, or give --force (nothing was changed)\n`);
+    }
+    t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '', 'the refused up installed nothing');
+    const forced = await inNs(process.execPath, [CLI, 'firewall', 'up', '--force', '-c', f]);
+    t.is(forced.code, 0, forced.stderr);
+    t.regex((await inNs(NFT, ['list', 'tables'])).stdout, /table inet sgcli/);
+  } finally {
+    listener.kill('SIGKILL');
+    await inNs(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', f]);
+  }
+});
