@@ -385,6 +385,8 @@ test.serial('start-up failures with log.file set: one stderr line, the exit code
       const err = lines.filter((l) => l.event === 'error' && String(l.reason).startsWith('start-up failed: '));
       t.is(err.length, 1, `${name}: ${JSON.stringify(lines)}`);
       t.regex(String(err[0]?.reason), re, name);
+      // Both fail before the firewall: the listeners are bound first, the secrets read before that.
+      t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '', `${name}: no table installed`);
     }
   } finally {
     blocker.kill('SIGKILL');
