@@ -23,6 +23,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# systemd-analyze verifies the shipped unit (test/integration/service-unit.test.ts); its package
+# is systemd, installed only where the tool is missing (a container without it).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "provision: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

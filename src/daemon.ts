@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { loadConfigFile, ConfigError } from './config/load.js';
 import { createAudit, type PrimaryAudit } from './audit/logger.js';
-import { buildRuntime, type Runtime } from './runtime.js';
+import { buildRuntime, withDynamicSandboxes, type Runtime } from './runtime.js';
+import { readState, stateFilePath, writeState } from './control/state-file.js';
+import { mkdirSync } from 'node:fs';
 import { planFromConfig } from './firewall/from-config.js';
 import { dynamicUnsupported, firewallMissing, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
 import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-gate.js';
@@ -17,13 +19,17 @@ import { LeafCache } from './tls/leaf-cache.js';
 import { createInterceptor } from './tls/intercept.js';
 import { tokenCacheStats } from './creds/credential.js';
 import { ConnRegistry } from './net/conn-registry.js';
-import { createControlService } from './control/service.js';
+import { createControlService, type ReloadResult } from './control/service.js';
+import type { Outcome } from './control/registry.js';
 import { startControlServer, type ControlServer } from './control/server.js';
 import { reloadConflict } from './control/registry.js';
 import { checkHealth, type HealthReport } from './control/health.js';
 import type { MetricsListener } from './metrics/server.js';
 import { endAcceptedFlows } from './net/flows.js';
 import type { WorkerPool } from './cluster/primary.js';
+import type { Config } from './config/types.js';
+import { proveAlone } from './preflight.js';
+import { pathProblems } from './config/paths.js';
 
 /**
  * With workers, a sandbox's open connections are in the worker processes: closing them there
@@ -64,7 +70,23 @@ export interface Daemon {
  */
 export async function runDaemon(file: string): Promise<Daemon> {
   const config = loadConfigFile(file);
+  // Unusable paths fail here, named by key, before a log file or the kernel is touched.
+  const paths = pathProblems(config);
+  if (paths.length > 0) throw new SandgateError(paths.map((p) => `${file}: ${p.key}: ${p.message}`).join('; '), 'CONFIG');
   const audit: PrimaryAudit = createAudit(config.log.file, config.log.level);
+  try {
+    return await startDaemon(file, config, audit);
+  } catch (err) {
+    // One audit line for the failure too (the one-line message goes to stderr from the CLI),
+    // written before the process exits: the log may be a file that is still opening.
+    const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
+    audit.write({ event: 'error', reason: `start-up failed: ${reason}` });
+    await audit.settle();
+    throw err;
+  }
+}
+
+async function startDaemon(file: string, config: Config, audit: PrimaryAudit): Promise<Daemon> {
   // Metrics (opt-in; prom-client is loaded only then) count the audit lines as they are written,
   // from the first one on; the gauges read the runtime when scraped (src/metrics/).
   const metrics = config.metrics
@@ -76,6 +98,8 @@ export async function runDaemon(file: string): Promise<Daemon> {
     : undefined;
   if (metrics) audit.observe((f) => { metrics.observe(f); });
   let rt = inFile(file, () => buildRuntime(config, audit));
+  // Nothing below may touch the kernel while another sandgate serves these sandboxes.
+  await proveAlone(config, file);
   // The interception CA is created on first run, so `ca cert` has something to hand
   // to sandboxes even before any rule intercepts. One leaf cache for the daemon's lifetime.
   const { material: ca } = await initCa(config.tls.caDir);
@@ -119,7 +143,20 @@ export async function runDaemon(file: string): Promise<Daemon> {
     audit.write({ event: 'error', reason: `packet verdicts are off: ${packetsOff}; the kernel drops every packet that is neither TCP nor DNS, without audit lines` });
   }
   const backend = await resolveBackend(config.firewall.backend);
-  const up = await firewallUp(planFromConfig(config), backend);
+  // Sandboxes registered before a restart are in the sets from the first packet on.
+  if (config.listen.control !== false) {
+    const restored = readState(config);
+    for (const reason of restored.skipped) audit.write({ event: 'error', reason });
+    const why = dynamicUnsupported(backend);
+    if (restored.specs.length > 0 && why !== undefined) {
+      audit.write({ event: 'error', reason: `${restored.specs.length} registered sandboxes in ${stateFilePath(config)} not restored: ${why}` });
+    } else if (restored.specs.length > 0) {
+      rt = withDynamicSandboxes(rt, restored.specs);
+      pool?.sandboxes(rt);
+      audit.write({ event: 'config', action: 'restored', file: stateFilePath(config), registered: restored.specs.length });
+    }
+  }
+  const up = await firewallUp(planFromConfig(config, rt.dynamic), backend);
   for (const w of up.warnings) audit.write({ event: 'error', reason: w });
 
   // One queue for everything that changes the firewall or the runtime: SIGHUP reloads and
@@ -145,17 +182,29 @@ export async function runDaemon(file: string): Promise<Daemon> {
     ...(pool ? { workers: () => ({ ready: pool.ready(), expected: config.workers }) } : {}),
   });
 
+  // Each applied change rewrites the state file; a failure to write it loses nothing now, but
+  // the change would not survive a restart, so it is said.
+  const persist = (next: Runtime): void => {
+    try {
+      mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+      writeState(config, next.dynamic);
+    } catch (err) {
+      audit.write({ event: 'error', reason: `registered sandboxes could not be saved to ${stateFilePath(config)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); they are lost on restart` });
+    }
+  };
+
   // The control API (registered sandboxes), on a unix socket, once the firewall is in place.
   let control: ControlServer | undefined;
   if (config.listen.control !== false) {
     const svc = createControlService({
       runtime: () => rt,
-      swap: (next) => { rt = next; gate.ifaces.clear(); pool?.sandboxes(next); },
+      swap: (next) => { rt = next; gate.ifaces.clear(); pool?.sandboxes(next); persist(next); },
       serial,
       updateFirewall: (before, after) => firewallUpdateDynamic({ table: config.firewall.table }, backend, before, after),
       ...(dynamicUnsupported(backend) !== undefined ? { unsupported: dynamicUnsupported(backend) } : {}),
       conns,
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
+      reload: () => serial(reload),
     });
     control = await startControlServer(config.listen.control, svc, health);
   }
@@ -166,7 +215,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
     ...(config.metrics ? { metrics: endpoint(config.metrics.address, config.metrics.port) } : {}),
   });
 
-  const reload = async (): Promise<void> => {
+  const reload = async (): Promise<Outcome<ReloadResult>> => {
     try {
       const next = loadConfigFile(file);
       const restart = restartNeeded(rt.config, next);
@@ -183,15 +232,19 @@ export async function runDaemon(file: string): Promise<Daemon> {
       gate.ifaces.clear();
       pool?.reloaded(nextRt);
       audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length, registered: nextRt.dynamic.length });
+      return { ok: true, value: { file, sandboxes: next.sandboxes.length, policies: Object.keys(next.policies).length, registered: nextRt.dynamic.length } };
     } catch (err) {
       const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
       audit.write({ event: 'config', action: 'rejected', file, reason });
+      // A config the daemon refuses is the caller's to fix (400); a firewall that failed is not (500).
+      const refused = err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'SECRET');
+      return { ok: false, status: refused ? 400 : 500, error: reason };
     }
   };
 
   return {
     runtime: () => rt,
-    reload: () => serial(reload),
+    reload: async () => { await serial(reload); },
     reopenLog: () => { audit.reopen(); },
     async stop() {
       packets?.close();

@@ -90,6 +90,8 @@ export interface PrimaryAudit extends Audit {
   reopen(): void;
   /** Sets the one observer of every line written (own and workers'); undefined removes it. */
   observe(fn: AuditObserver | undefined): void;
+  /** Resolves once the destination is open and every line written so far is on it (before an early exit). */
+  settle(): Promise<void>;
 }
 
 export function createAudit(file: string | undefined, level = 'info'): PrimaryAudit {
@@ -105,8 +107,21 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
   };
   // Whatever way the process ends (a startup failure exits at once), waiting lines are written.
   process.once('exit', flush);
+  // A file opens asynchronously; until it has, flushSync throws (and pino's own exit hook with
+  // it). A start-up failure waits for this before the process exits.
+  let opened: Promise<void> | undefined;
+  const open = (): Promise<void> => {
+    opened ??= (dest as unknown as { fd: number }).fd >= 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => { dest.once('ready', () => resolve()); dest.once('error', () => resolve()); });
+    return opened;
+  };
   return {
     ...audit,
+    async settle() {
+      await open();
+      flush();
+    },
     // One writer (this process) appends to one buffer: a worker's lines land between ours, never inside one.
     raw(text) {
       batch.write(text);

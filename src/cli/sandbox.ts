@@ -1,7 +1,8 @@
 /**
  * `sandgate sandbox add|set|rm|ls`: the control API from the command line (docs/control-api.md).
  * Exit codes (docs/control-api.md): 0 ok; 1 the daemon could not be reached or failed (5xx); 2 bad usage,
- * or the daemon refused the request (4xx: invalid, unknown, conflicting).
+ * or the daemon refused the request (4xx: invalid, unknown, conflicting). `rm` of an unknown
+ * name is 0 (the sandbox is not there, as asked) unless --strict.
  */
 import { parseArgs } from 'node:util';
 import { SandgateError } from '../errors.js';
@@ -15,7 +16,8 @@ export const SANDBOX_USAGE = `usage: sandgate sandbox <action> [options]
                                  register a sandbox with the running daemon
   sandbox set NAME [--policy P] [--interface IF] [--cidr C | --address A] [--user U] [--label k=v]...
                                  change a registered sandbox (a new match replaces the old one)
-  sandbox rm NAME                remove a registered sandbox; its open connections are reset
+  sandbox rm NAME [--strict]     remove a registered sandbox; its open connections are reset. An
+                                 unknown NAME is not an error (exit 0) unless --strict (exit 2)
   sandbox ls [--json]            list every sandbox (from the config and registered)
 
   Each takes --socket PATH (the control socket) or -c FILE (read listen.control from the config);
@@ -48,8 +50,13 @@ function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: st
   }
 }
 
-function socketPath(action: string, values: { socket?: string; config?: string }): string {
-  return controlSocketPath(`sandbox ${action}`, values, usage);
+/** `command`: how usage errors name the command (`reload`, `wait-ready` use this too). */
+export function socketPath(action: string, values: { socket?: string; config?: string }, command = `sandbox ${action}`): string {
+  const bad = (m: string): never => {
+    if (command === `sandbox ${action}`) usage(m);
+    throw new SandgateError(m, 'USAGE');
+  };
+  return controlSocketPath(command, values, bad);
 }
 
 /** The control socket from --socket PATH, or -c FILE's listen.control, or the default. `what` prefixes usage errors. */
@@ -84,7 +91,7 @@ function labelsOf(action: string, list: string[] | undefined): Record<string, st
 }
 
 /** 2xx: the body; 4xx: REJECTED (exit 2); anything else: RUNTIME (exit 1). The daemon's sentence either way. */
-function expectOk(r: ControlResponse): Record<string, unknown> {
+export function expectOk(r: ControlResponse): Record<string, unknown> {
   if (r.status >= 200 && r.status < 300) return r.body;
   const error = typeof r.body.error === 'string' ? r.body.error : `HTTP ${r.status}`;
   throw new SandgateError(error, r.status >= 400 && r.status < 500 ? 'REJECTED' : 'RUNTIME');
@@ -138,9 +145,15 @@ export async function cmdSandbox(args: string[]): Promise<number> {
       return 0;
     }
     case 'rm': {
-      const { values, positionals } = parse(action, rest, COMMON);
+      const { values, positionals } = parse(action, rest, { ...COMMON, strict: { type: 'boolean' } });
       const name = oneName(action, positionals);
-      const out = expectOk(await controlRequest(socketPath(action, values), 'DELETE', `/sandboxes/${encodeURIComponent(name)}`));
+      const r = await controlRequest(socketPath(action, values), 'DELETE', `/sandboxes/${encodeURIComponent(name)}`);
+      // Removing what is not there leaves the wanted state: success, so orchestrators can retry.
+      if (r.status === 404 && values.strict !== true) {
+        process.stdout.write(`no sandbox named ${name} is registered; nothing to remove\n`);
+        return 0;
+      }
+      const out = expectOk(r);
       process.stdout.write(`removed sandbox ${name} (${String(out.closed ?? 0)} open connections reset)\n`);
       return 0;
     }

@@ -22,6 +22,7 @@ export const RESTART_KEYS: readonly RestartKey[] = [
   { path: 'metrics', get: (c) => (c.metrics ? `${c.metrics.address}:${c.metrics.port}` : undefined), hint: RESTART },
   { path: 'log.file', get: (c) => c.log.file, hint: RESTART },
   { path: 'tls.caDir', get: (c) => c.tls.caDir, hint: RESTART },
+  { path: 'stateDir', get: (c) => c.stateDir, hint: RESTART },
 ];
 
 /** Why `next` cannot be applied by a reload of `prev` ("KEY cannot change on reload (HINT)"), or undefined. */

@@ -135,6 +135,11 @@ export interface Config {
     /** Default for every TLS allow rule without its own `ech`; default `allow`. */
     readonly ech: EchChoice;
   };
+  /**
+   * Directory of sandgate's state: registered.json, the sandboxes registered through the control
+   * API (src/control/state-file.ts). Default: tls.caDir.
+   */
+  readonly stateDir: string;
   readonly upstream: {
     readonly resolver?: string;
     readonly hosts: Readonly<Record<string, readonly string[]>>;

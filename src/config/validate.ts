@@ -16,7 +16,7 @@ import { upstream } from './schema/upstream.js';
 export type { PathPart, Problem } from './schema/reader.js';
 export { DEFAULT_CONTROL_SOCKET, MAX_WORKERS } from './defaults.js';
 
-const SECTIONS = ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers', 'metrics'];
+const SECTIONS = ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers', 'metrics', 'stateDir'];
 
 /** Returns the config only when there are no problems. */
 export function validateConfig(raw: unknown): { config?: Config; problems: Problem[] } {
@@ -32,12 +32,15 @@ function root(v: Reader, raw: unknown): Config {
   const pols = policies(v, r.policies, creds);
   const ports = listen(v, r.listen);
   const m = metrics(v, r.metrics, ports);
+  const t = tls(v, r.tls);
   return {
     listen: ports,
     dns: dns(v, r.dns),
     packets: packets(v, r.packets),
     log: log(v, r.log),
-    tls: tls(v, r.tls),
+    tls: t,
+    // Where registered sandboxes are kept across restarts; beside the CA unless said otherwise.
+    stateDir: r.stateDir === undefined ? t.caDir : v.str(r.stateDir, ['stateDir']) ?? '',
     upstream: up,
     firewall: firewall(v, r.firewall),
     sandboxes: sandboxes(v, r.sandboxes, pols),

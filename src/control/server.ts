@@ -8,6 +8,8 @@
  *   DELETE /sandboxes/NAME    remove a registered one; its open connections are reset
  *   GET    /health            readiness: 200 when the firewall is in place and the listeners
  *                             accept, 503 otherwise (health.ts)
+ *   POST   /reload            re-read the config file (as SIGHUP): 200 with what it loaded, or
+ *                             400 with why it was rejected (the old config stays)
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
@@ -17,9 +19,9 @@
  */
 import http from 'node:http';
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import net from 'node:net';
 import { dirname } from 'node:path';
 import { SandgateError } from '../errors.js';
+import { socketAnswers } from '../preflight.js';
 import { isSandboxName, parseBody, type Outcome } from './registry.js';
 import type { ControlService } from './service.js';
 import type { HealthReport } from './health.js';
@@ -71,8 +73,13 @@ async function route(svc: ControlService, health: (() => Promise<HealthReport>) 
     send(res, report.status === 'ok' ? 200 : 503, report);
     return;
   }
+  if (parts.length === 1 && parts[0] === 'reload') {
+    if (method !== 'POST') { send(res, 405, { error: `${method} is not allowed on /reload (POST)` }, { allow: 'POST' }); return; }
+    sendOutcome(res, await svc.reload(), (v) => [200, { reloaded: v }]);
+    return;
+  }
   if (parts[0] !== 'sandboxes' || parts.length > 2) {
-    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME and /health)` });
+    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health and /reload)` });
     return;
   }
   if (parts.length === 1) {
@@ -108,17 +115,6 @@ async function route(svc: ControlService, health: (() => Promise<HealthReport>) 
   }
 }
 
-/** Whether something accepts connections on the unix socket at `path` now. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ path });
-    const done = (v: boolean): void => { clearTimeout(timer); s.destroy(); resolve(v); };
-    const timer = setTimeout(() => done(true), 1000); // a live but busy server: do not steal its path
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
-
 function listenError(path: string, why: string): SandgateError {
   return new SandgateError(`cannot listen on the control socket ${path} (listen.control): ${why}`, 'LISTEN');
 }
@@ -139,7 +135,7 @@ export async function startControlServer(path: string, svc: ControlService, heal
   try {
     const st = lstatSync(path);
     if (!st.isSocket()) throw listenError(path, 'the path exists and is not a socket (remove it or choose another path)');
-    if (await answers(path)) throw listenError(path, 'another process is serving it (is sandgate already running?)');
+    if (await socketAnswers(path)) throw listenError(path, 'another process is serving it (is sandgate already running?)');
     stale = true;
   } catch (err) {
     if (err instanceof SandgateError) throw err;

@@ -44,6 +44,16 @@ export interface ControlDeps {
   conns: ConnRegistry;
   /** Ends the flows the packet path accepted for these sandboxes (src/net/flows.ts); never throws. */
   endFlows?(specs: readonly SandboxSpec[]): Promise<void>;
+  /** Re-reads the config file, as SIGHUP does (POST /reload). */
+  reload?(): Promise<Outcome<ReloadResult>>;
+}
+
+/** What an accepted reload loaded. */
+export interface ReloadResult {
+  file: string;
+  sandboxes: number;
+  policies: number;
+  registered: number;
 }
 
 export interface ControlService {
@@ -52,6 +62,7 @@ export interface ControlService {
   add(body: Record<string, unknown>): Promise<Outcome<SandboxView>>;
   update(name: string, body: Record<string, unknown>): Promise<Outcome<SandboxView & { closed: number }>>;
   remove(name: string): Promise<Outcome<{ removed: string; closed: number }>>;
+  reload(): Promise<Outcome<ReloadResult>>;
 }
 
 function view(spec: SandboxSpec, source: SandboxView['source'], connections: number): SandboxView {
@@ -258,6 +269,10 @@ export function createControlService(deps: ControlDeps): ControlService {
           };
         },
       }) as Promise<Outcome<SandboxView & { closed: number }>>;
+    },
+
+    reload() {
+      return deps.reload ? deps.reload() : Promise.resolve({ ok: false, status: 501, error: 'this sandgate cannot reload through the control API' });
     },
 
     remove(name) {

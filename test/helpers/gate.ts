@@ -112,8 +112,16 @@ export async function startGate(topo: Topology, dir: string, config: unknown, na
   proc.stderr?.setEncoding('utf8');
   proc.stderr?.on('data', (d: string) => { err += d; });
   const exited = new Promise<never>((_, rej) => proc.once('exit', (code) => rej(new Error(`sandgate exited (${code}) before ready: ${err}`))));
-  await Promise.race([log.waitFor((l) => l.event === 'ready', 10000, 'ready'), exited]);
-  exited.catch(() => {});
+  try {
+    await Promise.race([log.waitFor((l) => l.event === 'ready', 10000, 'ready'), exited]);
+  } catch (err) {
+    // A gate that is still starting would otherwise keep the world's control socket and ports,
+    // and the next test's gate would (rightly) refuse to run beside it.
+    proc.kill('SIGKILL');
+    throw err;
+  } finally {
+    exited.catch(() => {});
+  }
   let reloads = 0;
   return {
     proc, log, configPath,

@@ -6,10 +6,10 @@
  */
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI } from '../helpers/gate.js';
+import { CLI, ROOT } from '../helpers/gate.js';
 import { sweepStale } from '../../src/demo/topology.js';
 
 const IP = '/usr/sbin/ip';
@@ -19,7 +19,13 @@ let dir: string;
 
 interface Result { code: number; stdout: string; stderr: string }
 
-function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<Result> {
+/**
+ * A hang detector, not a speed limit: this file starts some 30 CLI processes at once, and on a
+ * shared 2-core machine under load a single one has been seen to need more than 15 s.
+ */
+const HANG_MS = 60_000;
+
+function run(cmd: string, args: string[], timeoutMs = HANG_MS): Promise<Result> {
   return new Promise((resolve) => {
     execFile(cmd, args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1;
@@ -53,6 +59,13 @@ policies:
     allow:
       - host: api.example.test
 `;
+
+/**
+ * OK without the control API, for what touches the kernel: the default socket path is shared by
+ * every network namespace on this machine, and run / firewall up refuse while a sandgate answers
+ * there (test/integration/run-alone.test.ts).
+ */
+const OK_NO_CONTROL = OK.replace('dnsPort: 15053\n', 'dnsPort: 15053\n  control: false\n');
 
 /** No "    at fn (file:line)" frames, no "Error:" class dumps. */
 function noStack(t: { notRegex: (s: string, re: RegExp, m?: string) => void }, r: Result): void {
@@ -167,6 +180,11 @@ test('usage errors exit 2 with a sentence naming the command or flag', async (t)
     [['firewall'], /firewall: expected/],
     [['ca', 'burn'], /ca: expected init or cert/],
     [['ca', 'init', '--bogus'], /ca:.*--bogus/],
+    [['reload', '--socket', 'a.sock', '-c', 'x.yaml'], /^sandgate: reload: give --socket or -c, not both$/m],
+    [['reload', 'extra'], /reload:.*extra/],
+    [['wait-ready', '--timeout', 'soon'], /wait-ready: --timeout needs a number of seconds, got "soon"/],
+    [['install-service', '--bogus'], /install-service:.*--bogus/],
+    [['firewall', 'show', '--force', '-c', 'x.yaml'], /firewall show:.*--force/],
   ];
   for (const [args, re] of cases) {
     const r = await cli(args);
@@ -207,7 +225,7 @@ test('firewall render on a broken config: exit 2 with the located line', async (
 });
 
 test.serial('firewall up / show / down inside a namespace; down leaves nothing behind', async (t) => {
-  const f = file('fw.yaml', OK);
+  const f = file('fw.yaml', OK_NO_CONTROL);
   const up = await inNs(process.execPath, [CLI, 'firewall', 'up', '-c', f]);
   t.is(up.code, 0, up.stderr);
   t.regex(up.stdout, /firewall installed: table inet sgcli, 1 sandboxes/);
@@ -246,7 +264,7 @@ test.serial('firewall up / show / down inside a namespace; down leaves nothing b
 });
 
 test.serial('run that fails part-way through startup (dnsPort taken) exits 1 with one line, and does not hang', async (t) => {
-  const f = file('run-busy.yaml', OK.replace('listen:\n', `tls:\n  caDir: ${join(dir, 'ca')}\nlisten:\n`).replace('dnsPort: 15053', 'dnsPort: 15099'));
+  const f = file('run-busy.yaml', OK_NO_CONTROL.replace('listen:\n', `tls:\n  caDir: ${join(dir, 'ca')}\nlisten:\n`).replace('dnsPort: 15053', 'dnsPort: 15099'));
   // Something else holds the DNS port (UDP and TCP), inside the throwaway namespace.
   const blocker = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e',
     "require('dgram').createSocket('udp4').bind(15099, () => require('net').createServer().listen(15099, () => console.log('up')))"]);
@@ -272,4 +290,135 @@ test('run on a broken config exits 2 before installing anything', async (t) => {
   t.regex(r.stderr, /:11:\d+: sandboxes\[0\]\.policy: unknown policy "strict"/);
   noStack(t, r);
   t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '');
+});
+
+/** `check`/`run` with this environment (the test's own, plus `env`). */
+function cliEnv(args: string[], env: Record<string, string | undefined>, timeoutMs = HANG_MS): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const WITH_SECRET = (source: string): string => `${OK}        inject: llm\ncredentials:\n  llm:\n    secret:\n      ${source}\n`;
+
+test('check: an unset secret variable is exit 2 naming the key and variable; --offline skips secrets', async (t) => {
+  const f = file('secret-env.yaml', WITH_SECRET('env: SG_CHECK_UNSET_SECRET'));
+  const r = await cliEnv(['check', '-c', f], { SG_CHECK_UNSET_SECRET: undefined });
+  t.is(r.code, 2, r.stdout);
+  t.is(r.stderr, `${f}: credentials.llm.secret: environment variable SG_CHECK_UNSET_SECRET is not set\n`);
+  noStack(t, r);
+  const offline = await cliEnv(['check', '--offline', '-c', f], { SG_CHECK_UNSET_SECRET: undefined });
+  t.is(offline.code, 0, offline.stderr);
+  const set = await cliEnv(['check', '-c', f], { SG_CHECK_UNSET_SECRET: 'sk-long-enough-secret' });
+  t.is(set.code, 0, set.stderr);
+  const short = await cliEnv(['check', '-c', f], { SG_CHECK_UNSET_SECRET: 'sh0rt' });
+  t.is(short.code, 2);
+  t.regex(short.stderr, /credentials\.llm\.secret: environment variable SG_CHECK_UNSET_SECRET is shorter than 8 characters/);
+  t.notRegex(short.stderr, /sh0rt/, 'the value itself is never printed');
+});
+
+test('check: a missing secret file is exit 2 naming the file', async (t) => {
+  const missing = join(dir, 'no-such-secret');
+  const f = file('secret-file.yaml', WITH_SECRET(`file: ${missing}`));
+  const r = await cli(['check', '-c', f]);
+  t.is(r.code, 2);
+  t.is(r.stderr, `${f}: credentials.llm.secret: cannot read ${missing} (ENOENT)\n`);
+  writeFileSync(missing, 'sk-from-a-file-0123\n');
+  t.is((await cli(['check', '-c', f])).code, 0);
+});
+
+test('check: a caDir or log directory that cannot be written or created is exit 2 naming the key', async (t) => {
+  const blocker = file('a-plain-file', 'x');
+  const cases: [string, string, RegExp][] = [
+    ['ca-proc', `tls:\n  caDir: /proc/sandgate-ca\n`, /: tls\.caDir: \/proc\/sandgate-ca is on the kernel's proc file system/],
+    ['ca-under-file', `tls:\n  caDir: ${blocker}/ca\n`, /: tls\.caDir: .*a-plain-file is not a directory, so .* cannot be created/],
+    ['log-under-file', `log:\n  file: ${blocker}/logs/audit.log\n`, /: log\.file: .*a-plain-file is not a directory/],
+    ['log-is-dir', `log:\n  file: ${dir}\n`, /: log\.file: .* is a directory/],
+    ['log-sys', `log:\n  file: /sys/sandgate.log\n`, /: log\.file: \/sys is on the kernel's sysfs file system/],
+  ];
+  for (const [name, extra, re] of cases) {
+    const f = file(`${name}.yaml`, extra + OK);
+    const r = await cli(['check', '-c', f]);
+    t.is(r.code, 2, name);
+    t.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+    t.regex(r.stderr, re, name);
+    noStack(t, r);
+  }
+  // A directory that does not exist yet but can be created is fine.
+  t.is((await cli(['check', '-c', file('ca-new.yaml', `tls:\n  caDir: ${join(dir, 'new', 'ca')}\n` + OK)])).code, 0);
+});
+
+test.serial('run with a caDir under /proc fails at once with exit 2, before touching the firewall', async (t) => {
+  const f = file('run-proc.yaml', `tls:\n  caDir: /proc/sandgate-ca\n` + OK);
+  const r = await run(IP, ['netns', 'exec', NS, process.execPath, CLI, 'run', '-c', f], 20_000);
+  t.is(r.code, 2, `exit code (-1 = still running after 20 s: a hang): ${r.stderr}`);
+  t.regex(r.stderr, /^.*: tls\.caDir: \/proc\/sandgate-ca is on the kernel's proc file system/);
+  t.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+  noStack(t, r);
+  t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '');
+});
+
+test.serial('start-up failures with log.file set: one stderr line, the exit code, an audit error line, no stack', async (t) => {
+  const cases: [string, string, number, RegExp][] = [
+    // Fails at once, while the log file is still opening.
+    ['missing-secret', WITH_SECRET('env: SG_CHECK_UNSET_SECRET').replace('listen:\n', 'listen:\n  control: false\n'), 2, /credentials\.llm\.secret: environment variable SG_CHECK_UNSET_SECRET is not set/],
+    // Fails later, part-way through start-up.
+    ['dns-port-taken', OK_NO_CONTROL.replace('dnsPort: 15053', 'dnsPort: 15098'), 1, /15098.*listen\.dnsPort.*EADDRINUSE/],
+  ];
+  const blocker = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e',
+    "require('dgram').createSocket('udp4').bind(15098, () => require('net').createServer().listen(15098, () => console.log('up')))"]);
+  try {
+    await new Promise((resolve, reject) => { blocker.stdout.once('data', resolve); blocker.once('exit', reject); });
+    for (const [name, text, code, re] of cases) {
+      const log = join(dir, `logs-${name}`, 'audit.log');
+      const f = file(`start-${name}.yaml`, `tls:\n  caDir: ${join(dir, 'ca')}\nlog:\n  file: ${log}\n` + text);
+      const r = await run(IP, ['netns', 'exec', NS, process.execPath, CLI, 'run', '-c', f], 20_000);
+      t.is(r.code, code, `${name}: exit code (-1 = still running after 20 s): ${r.stderr}`);
+      t.is(r.stderr.trimEnd().split('\n').length, 1, `${name}: ${r.stderr}`);
+      t.regex(r.stderr, new RegExp(`^sandgate: .*${re.source}`), name);
+      noStack(t, r);
+      t.notRegex(r.stderr, /sonic boom/);
+      const lines = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const err = lines.filter((l) => l.event === 'error' && String(l.reason).startsWith('start-up failed: '));
+      t.is(err.length, 1, `${name}: ${JSON.stringify(lines)}`);
+      t.regex(String(err[0]?.reason), re, name);
+      // Both fail before the firewall: the listeners are bound first, the secrets read before that.
+      t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '', `${name}: no table installed`);
+    }
+  } finally {
+    blocker.kill('SIGKILL');
+    await inNs(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', file('start-down.yaml', OK_NO_CONTROL)]);
+  }
+});
+
+test('--version prints the version from package.json', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  for (const flag of ['--version', 'version']) {
+    const r = await cli([flag]);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout, `sandgate ${pkg.version}\n`);
+  }
+});
+
+test.serial('firewall up/down refuse while something listens on listen.port (control API off); --force goes ahead', async (t) => {
+  const f = file('fw-busy.yaml', OK_NO_CONTROL);
+  const listener = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e', "require('net').createServer().listen(15001, () => console.log('up'))"]);
+  try {
+    await new Promise((resolve, reject) => { listener.stdout.once('data', resolve); listener.once('exit', reject); });
+    for (const action of ['up', 'down']) {
+      const r = await inNs(process.execPath, [CLI, 'firewall', action, '-c', f]);
+      t.is(r.code, 1, r.stderr);
+      t.is(r.stderr, `sandgate: firewall ${action}: something listens on listen.port 15001 (a running sandgate?); stop it first, or give --force (nothing was changed)\n`);
+    }
+    t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '', 'the refused up installed nothing');
+    const forced = await inNs(process.execPath, [CLI, 'firewall', 'up', '--force', '-c', f]);
+    t.is(forced.code, 0, forced.stderr);
+    t.regex((await inNs(NFT, ['list', 'tables'])).stdout, /table inet sgcli/);
+  } finally {
+    listener.kill('SIGKILL');
+    await inNs(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', f]);
+  }
 });

@@ -9,7 +9,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import http from 'node:http';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createWorld, startGate, baseConfig, bodyOf, LineLog, CLI, ROOT, TEST_BACKEND, type World, type Gate, type Line } from '../helpers/gate.js';
 import { controlRequest } from '../../src/control/client.js';
@@ -218,9 +218,17 @@ nftTest('misuse gets one clear sentence and a 4xx, and changes nothing', async (
   const dup = await cli(['sandbox', 'add', 'agent', '--policy', 'default', '--address', '10.77.9.2', '--socket', sock]);
   t.is(dup.code, 2);
   t.is(dup.stderr, 'sandgate: a sandbox named "agent" already exists (from the config)\n');
+  // rm of an unknown name: the wanted state already holds (exit 0, said so); --strict: exit 2.
   const ghost = await cli(['sandbox', 'rm', 'ghost', '--socket', sock]);
-  t.is(ghost.code, 2);
-  t.is(ghost.stderr, 'sandgate: no sandbox named "ghost"\n');
+  t.is(ghost.code, 0, ghost.stderr);
+  t.is(ghost.stdout, 'no sandbox named ghost is registered; nothing to remove\n');
+  const strict = await cli(['sandbox', 'rm', 'ghost', '--strict', '--socket', sock]);
+  t.is(strict.code, 2);
+  t.is(strict.stderr, 'sandgate: no sandbox named "ghost"\n');
+  // A config sandbox is still refused: it is there, and rm cannot remove it.
+  const cfgRm = await cli(['sandbox', 'rm', 'agent', '--socket', sock]);
+  t.is(cfgRm.code, 2);
+  t.regex(cfgRm.stderr, /comes from the config file/);
   const down = await cli(['sandbox', 'ls', '--socket', join(w.dir, 'nobody.sock')]);
   t.is(down.code, 1);
   t.regex(down.stderr, /^sandgate: cannot reach sandgate's control socket .*nobody\.sock \(ENOENT\): is sandgate running/);
@@ -423,13 +431,40 @@ if (TEST_BACKEND === 'iptables') test.serial('with the iptables backend, registr
   t.not((await curlTwo('https://x.wild.example.test/iptables')).code, 0, 'still under the catch-all');
 });
 
-test.serial('a restart forgets registrations (memory only) and replaces the stale socket a killed sandgate left', async (t) => {
-  if (TEST_BACKEND !== 'iptables') t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO })).status, 201);
+test.serial('a restart keeps registrations (the state file) and replaces the stale socket a killed sandgate left', async (t) => {
+  const state = join(w.dir, 'ca', 'registered.json');
+  if (TEST_BACKEND !== 'iptables') {
+    t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO, labels: { run: '7' } })).status, 201);
+    const saved = JSON.parse(readFileSync(state, 'utf8')) as { version: number; sandboxes: unknown[] };
+    t.deepEqual(saved, { version: 1, sandboxes: [{ name: 'two', policy: 'two', interface: 'sbx-two', user: 'bob', labels: { run: '7' } }] });
+    t.is(statSync(state).mode & 0o777, 0o600);
+  }
   g.proc.kill('SIGKILL');
   await new Promise((r) => g.proc.once('exit', r));
   t.true(statSync(sock).isSocket(), 'the killed sandgate left its socket file');
   g = await startGate(w.topo, w.dir, config, 'restarted.json', { env: { SG_TEST_LLM: LLM } });
   t.is(statSync(sock).mode & 0o777, 0o600);
+  if (TEST_BACKEND === 'iptables') {
+    t.deepEqual(await names(), ['agent', 'unregistered']);
+    return;
+  }
+  // Restored before the firewall opened: listed, in the sets, and served on the first request.
+  t.deepEqual(await names(), ['agent', 'unregistered', 'two']);
+  const restored = g.log.find((l) => l.event === 'config' && l.action === 'restored');
+  t.like(restored, { file: state, registered: 1 });
+  t.true(g.log.lines.indexOf(restored!) < g.log.lines.findIndex((l) => l.event === 'ready'));
+  t.regex(await nft(['list', 'set', 'inet', 'sandgate', 'dyn_iface']), /elements = \{ "sbx-two" \}/);
+  const r = await curlTwo('https://x.wild.example.test/restarted');
+  t.is(r.code, 0, r.stderr);
+  t.is(bodyOf(r)?.server, 'a');
+  t.like((await controlRequest(sock, 'GET', '/sandboxes/two')).body.sandbox as Record<string, unknown>, { user: 'bob', labels: { run: '7' } });
+
+  // Removed, then restarted: gone for good (the file says so too).
+  t.is((await controlRequest(sock, 'DELETE', '/sandboxes/two')).status, 200);
+  t.deepEqual(JSON.parse(readFileSync(state, 'utf8')), { version: 1, sandboxes: [] });
+  g.proc.kill('SIGKILL');
+  await new Promise((r2) => g.proc.once('exit', r2));
+  g = await startGate(w.topo, w.dir, config, 'restarted-again.json', { env: { SG_TEST_LLM: LLM } });
   t.deepEqual(await names(), ['agent', 'unregistered']);
-  t.not((await curlTwo('https://x.wild.example.test/restarted')).code, 0, 'under the catch-all again until re-registered');
+  t.not((await curlTwo('https://x.wild.example.test/removed')).code, 0, 'under the catch-all again');
 });

@@ -14,6 +14,7 @@ const svc: ControlService = {
   add: async () => ({ ok: false, status: 409, error: 'no' }),
   update: async () => ({ ok: false, status: 409, error: 'no' }),
   remove: async () => ({ ok: false, status: 409, error: 'no' }),
+  reload: async () => ({ ok: false, status: 400, error: 'no' }),
 };
 
 let dir: string;

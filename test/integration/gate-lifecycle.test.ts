@@ -112,6 +112,39 @@ test.serial('SIGHUP with an invalid config: rejected with the located reason, th
   t.is(g.proc.exitCode, null);
 });
 
+/** `sandgate ARGS` from the host namespace (the control socket is a file; any namespace reaches it). */
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return w.topo.exec(w.topo.hostNs, process.execPath, [CLI, ...args], { timeoutMs: 15_000 });
+}
+
+test.serial('sandgate reload: prints what the daemon loaded, or why it refused (exit 2, the old config stays)', async (t) => {
+  writeFileSync(g.configPath, JSON.stringify(baseConfig(w, { allow: ONLY_API }), null, 2));
+  const ok = await cli(['reload', '-c', g.configPath]);
+  t.is(ok.code, 0, ok.stderr);
+  t.is(ok.stdout, `reloaded ${g.configPath}: 1 sandboxes, 1 policies, 0 registered\n`);
+  t.not((await get('evil.example.test', '/reload-cli')).code, 0, 'evil is no longer allowed');
+  const line = await g.log.waitFor((l) => l.event === 'config' && l.action === 'reloaded' && reloads(g).indexOf(l) === reloads(g).length - 1);
+  t.is(line.file, g.configPath);
+
+  writeFileSync(g.configPath, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), sandboxes: [{ name: 'agent', cidr: '10.77.1.0/33', policy: 'default' }] }, null, 2));
+  const bad = await cli(['reload', '--socket', join(w.dir, 'control.sock')]);
+  t.is(bad.code, 2, bad.stderr);
+  t.is(bad.stdout, '');
+  t.is(bad.stderr.trimEnd().split('\n').length, 1, bad.stderr);
+  t.regex(bad.stderr, /^sandgate: reload refused, the running config stays: .*:\d+:\d+: sandboxes\[0\]\.cidr: .*invalid prefix length/);
+  const api = await get('api.example.test', '/after-refused');
+  t.is(api.code, 0, api.stderr);
+  t.not((await get('evil.example.test', '/after-refused')).code, 0, 'the refused config did not apply');
+
+  // No daemon on the socket: exit 1 with one sentence.
+  const none = await cli(['reload', '--socket', join(w.dir, 'nobody.sock')]);
+  t.is(none.code, 1);
+  t.regex(none.stderr, /^sandgate: cannot reach sandgate's control socket .*nobody\.sock \(ENOENT\)/);
+  // SIGHUP stays: restore the good config that way.
+  const again = await g.reload(baseConfig(w, { allow: API_AND_EVIL }));
+  t.is(again.action, 'reloaded');
+});
+
 test.serial('report mode: an unlisted SNI gets through, logged as would-deny', async (t) => {
   const line = await g.reload(baseConfig(w, { allow: ONLY_API, mode: 'report' }));
   t.is(line.action, 'reloaded', JSON.stringify(line));
