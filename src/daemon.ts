@@ -80,7 +80,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
     // One audit line for the failure too (the one-line message goes to stderr from the CLI),
     // written before the process exits: the log may be a file that is still opening.
     const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
-    audit.write({ event: 'error', reason: `start-up failed: ${reason}` });
+    audit.writeLogOnly({ event: 'error', reason: `start-up failed: ${reason}` });
     await audit.settle();
     throw err;
   }

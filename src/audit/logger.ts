@@ -92,6 +92,11 @@ export interface PrimaryAudit extends Audit {
   observe(fn: AuditObserver | undefined): void;
   /** Resolves once the destination is open and every line written so far is on it (before an early exit). */
   settle(): Promise<void>;
+  /**
+   * Writes a line like write(), but never mirrors it to stderr: for the start-up failure, whose
+   * message the CLI prints to stderr itself (one line there, not two).
+   */
+  writeLogOnly(fields: AuditFields): void;
 }
 
 export function createAudit(file: string | undefined, level = 'info'): PrimaryAudit {
@@ -101,6 +106,7 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
   const batch = new LineBatch((text) => { dest.write(text); });
   let observer: AuditObserver | undefined;
   const audit = auditOn(batch, level, undefined, { stderr: file !== undefined, observe: (f) => observer?.(f) });
+  const logOnly = file !== undefined ? auditOn(batch, level, undefined, { stderr: false, observe: (f) => observer?.(f) }) : audit;
   const flush = (): void => {
     batch.flush();
     try { dest.flushSync(); } catch { /* not yet open, already closed, or a write in flight */ }
@@ -136,6 +142,7 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
       dest.reopen();
     },
     observe(fn) { observer = fn; },
+    writeLogOnly(fields) { logOnly.write(fields); },
   };
 }
 

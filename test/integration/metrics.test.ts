@@ -162,7 +162,8 @@ test.serial('sandgate health: exit 0 while the firewall is in place; 1 naming th
   t.is(json.status, 'ok');
   t.true(json.checks.some((c) => c.name === 'firewall' && c.ok));
 
-  const down = await inHost(process.execPath, [CLI, 'firewall', 'down', '-c', g!.configPath]);
+  // --force: the daemon still answers on its control socket (firewall down refuses otherwise).
+  const down = await inHost(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', g!.configPath]);
   t.is(down.code, 0, down.stderr);
   const failing = await health(g!);
   t.is(failing.code, 1, failing.stdout + failing.stderr);
