@@ -85,6 +85,8 @@ test('an allowed name gets sandgate\'s A answer with a clamped TTL, and the answ
   t.false(h.rt.dnsAnswers.has('other', 'api.example.test', '10.77.2.3'), 'answers are per sandbox');
   const line = h.lines.find((l) => l.event === 'dns');
   t.like(line, { event: 'dns', proto: 'dns', decision: 'allow', sandbox: 'agent', user: 'alice', src: `${SBX}:40000`, host: 'api.example.test', qtype: 'A', rcode: 'NOERROR', rule: 'policies.default.allow[0]' });
+  t.deepEqual(line?.answers, ['10.77.2.2', '10.77.2.3']);
+  t.is(line?.ttl, MAX_ANSWER_TTL_S);
 });
 
 test('a short upstream TTL is raised to the minimum', async (t) => {
