@@ -98,6 +98,10 @@ test.serial('SIGHUP with an invalid config: rejected with the located reason, th
   const port = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), listen: { port: 15002, dnsPort: 15053 } }));
   t.is(port.action, 'rejected');
   t.regex(String(port.reason), /listen\.port cannot change on reload/);
+  const logFile = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), log: { file: join(w.dir, 'other-audit.log') } }));
+  t.is(logFile.action, 'rejected');
+  t.regex(String(logFile.reason), /log\.file cannot change on reload/);
+  t.false(existsSync(join(w.dir, 'other-audit.log')));
   // Another nft table name would leave the old table installed with nothing to remove it.
   const table = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), firewall: { table: 'other' } }));
   t.is(table.action, 'rejected');
