@@ -131,7 +131,6 @@ test('TCP to the host\'s own address on a listed port goes through the policy, n
 
 test('packet marks set inside the sandbox (SO_MARK: the TPROXY, accepted-flow and queue marks) open nothing', async (t) => {
   const [rb, rh] = await Promise.all([recorder(w.topo.ns('b'), 4, [5305]), recorder(w.topo.hostNs, 4, [5306])]);
-  // Control: the same marked datagrams from the host namespace arrive.
   const send = (ns: string, addr: string, port: number, tag: string): Promise<unknown> => w.topo.exec(ns, 'python3', ['-c', `
 import socket
 for mark in (0x5347, 0x5348, 0x5349):
@@ -141,8 +140,10 @@ for mark in (0x5347, 0x5348, 0x5349):
         s.sendto(b'${tag}', ('${addr}', ${port}))
     s.close()
 print('sent')`], { timeoutMs: 4000 });
-  await send(w.topo.hostNs, w.b, 5305, 'control');
-  await rb.log.waitFor((l) => l.kind === 'udp' && l.data === 'control', 3000, 'control datagram at b');
+  // Control: datagrams from the host namespace arrive (unmarked: there the TPROXY mark would
+  // route them to the host itself).
+  await sendUdp(w.topo.hostNs, w.b, 5305, 'control');
+  await rb.log.waitFor((l) => l.kind === 'udp' && l.data === 'control', 10000, 'control datagram at b');
   const sent = await Promise.all([send(w.sandbox, w.b, 5305, 'marked'), send(w.sandbox, w.topo.hostAddr('sbx'), 5306, 'marked')]) as { stdout: string }[];
   for (const r of sent) t.regex(r.stdout, /sent/, 'the sandbox may set marks on its own sockets');
   await settle();
