@@ -63,8 +63,17 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
     requestCert: false,
   });
   let secure = false;
+  let failed = false;
+  /** A handshake that did not complete gets one audit line, however it ended. */
+  const fail = (why: string): void => {
+    if (secure || failed) return;
+    failed = true;
+    clearTimeout(timer);
+    rt.audit.write({ ...base, decision: 'allow', intercept: true, error: `TLS handshake with the sandbox failed (${why})` });
+    t.destroy();
+  };
   // The handshake is bounded like the peek; an established stream has no timeout.
-  const timer = setTimeout(() => { if (!secure) t.destroy(); }, rt.peekTimeoutMs);
+  const timer = setTimeout(() => fail(`not completed within ${rt.peekTimeoutMs} ms`), rt.peekTimeoutMs);
   t.once('secure', () => {
     secure = true;
     clearTimeout(timer);
@@ -74,15 +83,12 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
     rt.audit.write({ ...base, decision: 'allow', intercept: true, tlsVersion: t.getProtocol() ?? undefined });
     serveHttp(t, undefined);
   });
-  t.on('error', (err: NodeJS.ErrnoException) => {
-    if (secure) return; // after the handshake the relay owns the socket and its errors
-    clearTimeout(timer);
-    // Most often: the sandbox does not trust sandgate's CA (alert "unknown ca" / "bad certificate").
-    rt.audit.write({ ...base, decision: 'allow', intercept: true, error: `TLS handshake with the sandbox failed (${err.code ?? err.message})` });
-    t.destroy();
-  });
-  // The sandbox hung up mid-handshake: the listener allows half-open connections, so nothing
-  // else would notice before the handshake timer.
-  t.once('end', () => { if (!secure) t.destroy(); });
+  // After the handshake the relay owns the socket and its errors. Before it, most often: the
+  // sandbox does not trust sandgate's CA (alert "unknown ca" / "bad certificate").
+  t.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
+  // The sandbox hung up mid-handshake (a Node client that rejects the certificate closes without
+  // an alert): the listener allows half-open connections, so nothing else would notice before
+  // the handshake timer.
+  t.once('end', () => fail('the sandbox closed the connection'));
   t.once('close', () => { clearTimeout(timer); if (!socket.destroyed) socket.destroy(); });
 }

@@ -41,10 +41,15 @@
 //                        Authorization value)
 //   /secret-name/...     200 with a header field named "X-" + the bearer token (as sent, and
 //                        upper-cased with /secret-name/upper)
+//   /ce-as/FIELDS/...    200 with one Content-Encoding field per "|"-separated entry of FIELDS
+//                        (URL-decoded), Content-Length, and the body "auth=" + the Authorization
+//                        value encoded by every coding listed, in order (RFC 9110 §8.4); codings
+//                        zlib has no encoder for (compress, zstd...) leave the bytes as they are
+//   /secret-status/...   200 whose reason phrase carries the Authorization value
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { gzipSync } from 'node:zlib';
+import { gzipSync, deflateSync, brotliCompressSync } from 'node:zlib';
 
 const args = process.argv.slice(2);
 const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
@@ -118,6 +123,15 @@ const scripts = {
     const name = r.path.split('/')[2] === 'upper' ? `X-${token}`.toUpperCase() : `X-${token}`;
     c.send(`HTTP/1.1 200 OK\r\n${name}: 1\r\nContent-Length: 2\r\n\r\nok`);
   },
+  'ce-as': (c, r) => {
+    const fields = decodeURIComponent(r.path.split('/')[2] ?? '').split('|');
+    const encoders = { gzip: gzipSync, 'x-gzip': gzipSync, deflate: deflateSync, br: brotliCompressSync };
+    let body = Buffer.from(`auth=${r.headers.authorization ?? ''}`);
+    for (const coding of fields.join(',').split(',').map((x) => x.trim().toLowerCase())) body = encoders[coding]?.(body) ?? body;
+    c.send(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n${fields.map((f) => `Content-Encoding: ${f}\r\n`).join('')}Content-Length: ${body.length}\r\n\r\n`);
+    c.sendBytes(body);
+  },
+  'secret-status': (c, r) => { c.send(`HTTP/1.1 200 OK ${r.headers.authorization ?? ''}\r\nContent-Length: 2\r\n\r\nok`); },
 };
 
 /** Runs on a request's head, before its body: returns true if the request was dealt with. */

@@ -7,7 +7,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createWorld, startGate, baseConfig, bodyOf, CLI, LineLog, ROOT, TEST_BACKEND, type World, type Gate, type Line } from '../helpers/gate.js';
+import { createWorld, startGate, startFakeResolver, baseConfig, bodyOf, CLI, LineLog, ROOT, TEST_BACKEND, type World, type Gate, type Line } from '../helpers/gate.js';
 
 let w: World;
 let g: Gate;
@@ -98,6 +98,10 @@ test.serial('SIGHUP with an invalid config: rejected with the located reason, th
   const port = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), listen: { port: 15002, dnsPort: 15053 } }));
   t.is(port.action, 'rejected');
   t.regex(String(port.reason), /listen\.port cannot change on reload/);
+  const logFile = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), log: { file: join(w.dir, 'other-audit.log') } }));
+  t.is(logFile.action, 'rejected');
+  t.regex(String(logFile.reason), /log\.file cannot change on reload/);
+  t.false(existsSync(join(w.dir, 'other-audit.log')));
   // Another nft table name would leave the old table installed with nothing to remove it.
   const table = await reloadText(g, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), firewall: { table: 'other' } }));
   t.is(table.action, 'rejected');
@@ -173,6 +177,21 @@ test.serial('fail closed: SIGKILL leaves the rules, and the allowed request now 
   t.not(r.code, 0, 'no sandgate: nothing gets through');
   t.true(await installed('sandgate'));
   t.is(upstreamA.log.lines.length, seen, 'a saw no request');
+  // DNS is still redirected to sandgate's closed port, even to a resolver that answers (on b):
+  // the sandbox gets no answer, and the resolver sees no query.
+  const resolver = await startFakeResolver(w.topo, 'b', ['--answer', `api.example.test=${w.a}`]);
+  try {
+    const control = await w.topo.exec(w.topo.hostNs, 'dig', ['+tries=1', '+time=2', `@${w.b}`, 'api.example.test'], { timeoutMs: 6000 });
+    t.regex(control.stdout, /status: NOERROR/, 'control: the resolver answers the host namespace');
+    const asked = resolver.log.lines.length;
+    for (const server of [w.topo.hostAddr('sbx'), w.b]) {
+      const dig = await w.topo.exec(w.sandbox, 'dig', ['+tries=1', '+time=1', `@${server}`, 'api.example.test'], { timeoutMs: 6000 });
+      t.notRegex(dig.stdout, /status: |ANSWER SECTION/, `@${server}: ${dig.stdout}`);
+    }
+    t.is(resolver.log.lines.length, asked, 'the resolver saw nothing from the sandbox');
+  } finally {
+    resolver.proc.kill('SIGKILL');
+  }
 });
 
 test.serial('SIGTERM: exits 0, the rules stay, requests fail', async (t) => {

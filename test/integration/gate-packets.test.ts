@@ -129,6 +129,29 @@ test('TCP to the host\'s own address on a listed port goes through the policy, n
   t.is(JSON.parse(r.stdout).server, 'a');
 });
 
+test('packet marks set inside the sandbox (SO_MARK: the TPROXY, accepted-flow and queue marks) open nothing', async (t) => {
+  const [rb, rh] = await Promise.all([recorder(w.topo.ns('b'), 4, [5305]), recorder(w.topo.hostNs, 4, [5306])]);
+  const send = (ns: string, addr: string, port: number, tag: string): Promise<unknown> => w.topo.exec(ns, 'python3', ['-c', `
+import socket
+for mark in (0x5347, 0x5348, 0x5349):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, 36, mark)  # SO_MARK
+    for _ in range(3):
+        s.sendto(b'${tag}', ('${addr}', ${port}))
+    s.close()
+print('sent')`], { timeoutMs: 4000 });
+  // Control: datagrams from the host namespace arrive (unmarked: there the TPROXY mark would
+  // route them to the host itself).
+  await sendUdp(w.topo.hostNs, w.b, 5305, 'control');
+  await rb.log.waitFor((l) => l.kind === 'udp' && l.data === 'control', 10000, 'control datagram at b');
+  const sent = await Promise.all([send(w.sandbox, w.b, 5305, 'marked'), send(w.sandbox, w.topo.hostAddr('sbx'), 5306, 'marked')]) as { stdout: string }[];
+  for (const r of sent) t.regex(r.stdout, /sent/, 'the sandbox may set marks on its own sockets');
+  await settle();
+  t.deepEqual(rb.hits(5305).filter((l) => l.data === 'marked'), [], 'b received nothing');
+  t.deepEqual(rh.hits(5306).filter((l) => l.data === 'marked'), [], 'the host received nothing');
+  await g.log.waitFor((l) => l.event === 'packet' && l.decision === 'deny' && l.dst === `${w.b}:5305`, 3000, 'the marked datagrams met the packet verdict');
+});
+
 test('spoofed source: an address from another subnet added inside the sandbox gets nowhere', async (t) => {
   const spoof = '10.77.3.50'; // b's subnet: the host routes it to up-b, not back to the sandbox
   const add = await w.topo.exec(w.sandbox, '/usr/sbin/ip', ['addr', 'add', `${spoof}/32`, 'dev', 'eth0']);

@@ -313,4 +313,32 @@ test.serial('global tls.ech: refuse denies ECH to every rule without its own ech
   }
 });
 
+test('a silent socket and a stalled ClientHello are reset at the 10 s peek timeout; a hello announcing more than 16 KiB at once', async (t) => {
+  // Each client prints its port and what happened; the process limit (20 s) only detects a hang.
+  const probe = (write: string): Promise<{ stdout: string }> => w.topo.exec(w.sandbox, process.execPath, ['-e', `
+    const s = require('net').connect(443, '${w.a}', () => { console.log('port', s.localPort); const b = Buffer.from('${write}', 'hex'); if (b.length) s.write(b); });
+    s.on('data', () => console.log('DATA'));
+    s.on('error', (e) => console.log('error', e.code));
+    s.on('close', () => console.log('closed'));`], { timeoutMs: 20000 });
+  const [silent, stalled, huge] = await Promise.all([
+    probe(''),
+    // A handshake record header announcing 300 bytes, then nothing more.
+    probe('1603010130'),
+    // A record of 16 KiB whose ClientHello says it is 16 MiB long: invalid as soon as that is known.
+    probe('16030140000100ffff0303'),
+  ]);
+  const lineOf = async (r: { stdout: string }): Promise<Line> => {
+    const port = /port (\d+)/.exec(r.stdout)?.[1];
+    return g.log.waitFor((l) => l.event === 'conn' && l.src === `${w.topo.addr('sbx')}:${port}`, 5000, `the conn line of port ${port}`);
+  };
+  for (const [what, r] of [['silent', silent], ['stalled', stalled], ['huge', huge]] as const) {
+    t.regex(r.stdout, /closed/, `${what}: ${r.stdout}`);
+    t.notRegex(r.stdout, /DATA/, what);
+  }
+  for (const r of [silent, stalled]) t.like(await lineOf(r), { decision: 'deny', reason: 'no ClientHello or request within 10000 ms' });
+  const h = await lineOf(huge);
+  t.is(h.decision, 'deny');
+  t.regex(String(h.reason), /^bad ClientHello: /);
+});
+
 void net;

@@ -293,6 +293,52 @@ test.serial('keep-alive and pipelining: several requests on one TLS connection, 
   t.is(((await upLine(up.llm!, '/t12/p2')).request as Line).auth, 'ok');
 });
 
+// BUG (src/tls/intercept.ts): a handshake that ended without an error event (the client hung up,
+// as a Node client that rejects the certificate does, or stalled past the timer) left no line.
+test.serial('the handshake: TLS version audited; a client offering only h2, not trusting the CA, or stalling gets one error line', async (t) => {
+  const hello = (opts: string): Promise<ExecResult> => w.topo.exec(w.sandbox, process.execPath, ['-e', `
+    const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ${opts} }, () => { console.log('connected', s.alpnProtocol); s.end(); });
+    s.on('error', (e) => console.log('error', e.code));`], { timeoutMs: 8000 });
+  const before = g.log.lines.length;
+  const since = (): Line[] => g.log.lines.slice(before).filter((l) => l.event === 'conn' && l.host === 'llm.example.test');
+  const ok = await hello(`ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2', 'http/1.1']`);
+  t.regex(ok.stdout, /connected http\/1\.1/, ok.stdout + ok.stderr);
+  const secured = (): Line | undefined => since().find((l) => l.tlsVersion !== undefined);
+  await g.log.waitFor(() => secured() !== undefined, 5000, 'the conn line of the completed handshake');
+  t.like(secured(), { decision: 'allow', intercept: true });
+  t.regex(String(secured()?.tlsVersion), /^TLSv1\.[23]$/);
+
+  const h2 = await hello(`ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2']`);
+  t.regex(h2.stdout, /error ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL/, h2.stdout + h2.stderr);
+  // Node rejects the certificate after its side of the handshake and hangs up without an alert.
+  const node = await hello('');
+  t.regex(node.stdout, /error SELF_SIGNED_CERT_IN_CHAIN/, node.stdout + node.stderr);
+  // curl (OpenSSL) sends an "unknown ca" alert.
+  const c = await w.topo.exec(w.sandbox, CURL, ['-sS', '--max-time', '5', 'https://llm.example.test:8443/t16/untrusted'], { timeoutMs: 8000 });
+  t.not(c.code, 0);
+  // A client whose bytes after the ClientHello never arrive: the handshake timer (10 s) ends it.
+  const stall = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+    const { Duplex } = require('stream');
+    const raw = require('net').connect(8443, 'llm.example.test');
+    let writes = 0;
+    const lossy = new Duplex({ read() {}, write(c, e, cb) { if (writes++ === 0) raw.write(c); cb(); } });
+    raw.on('data', (d) => lossy.push(d));
+    raw.on('close', () => { console.log('closed'); lossy.push(null); });
+    raw.on('error', () => {});
+    const s = require('tls').connect({ socket: lossy, servername: 'llm.example.test', rejectUnauthorized: false });
+    s.on('error', () => {});`], { timeoutMs: 20000 });
+  t.regex(stall.stdout, /closed/, 'sandgate closed the stalled handshake');
+  const failed = (): Line[] => since().filter((l) => l.error !== undefined);
+  await g.log.waitFor(() => failed().length >= 4, 5000, 'four handshake error lines');
+  t.deepEqual(failed().map((l) => l.error), [
+    'TLS handshake with the sandbox failed (ERR_SSL_NO_APPLICATION_PROTOCOL)',
+    'TLS handshake with the sandbox failed (the sandbox closed the connection)',
+    'TLS handshake with the sandbox failed (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA)',
+    'TLS handshake with the sandbox failed (not completed within 10000 ms)',
+  ]);
+  noSecret(t, h2.stdout + node.stdout + c.stdout + c.stderr, 'the failed handshakes');
+});
+
 test.serial('Expect: 100-continue: admitted requests get 100 then the body goes up; denied ones never send it', async (t) => {
   const body = join(w.dir, 'body.bin');
   writeFileSync(body, randomBytes(256 * 1024));

@@ -70,3 +70,7 @@ test('authService and oauth2 mistakes are named by key', (t) => {
   t.regex(one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, scope: "a\\"b" }'), /^credentials\.c\.oauth2\.scope: .* scope tokens/);
   t.is(one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, clientAuth: jwt }'), 'credentials.c.oauth2.clientAuth: must be one of: basic, body');
 });
+
+test('format cannot be combined with basic (Basic builds the header value itself)', (t) => {
+  t.is(one('secret: { env: K }\nbasic: { username: u }\nformat: "token {secret}"'), 'credentials.c.format: cannot be combined with "basic" (Basic builds the header value itself)');
+});

@@ -85,6 +85,8 @@ test('an allowed name gets sandgate\'s A answer with a clamped TTL, and the answ
   t.false(h.rt.dnsAnswers.has('other', 'api.example.test', '10.77.2.3'), 'answers are per sandbox');
   const line = h.lines.find((l) => l.event === 'dns');
   t.like(line, { event: 'dns', proto: 'dns', decision: 'allow', sandbox: 'agent', user: 'alice', src: `${SBX}:40000`, host: 'api.example.test', qtype: 'A', rcode: 'NOERROR', rule: 'policies.default.allow[0]' });
+  t.deepEqual(line?.answers, ['10.77.2.2', '10.77.2.3']);
+  t.is(line?.ttl, MAX_ANSWER_TTL_S);
 });
 
 test('a short upstream TTL is raised to the minimum', async (t) => {
@@ -108,9 +110,9 @@ test('unlisted names are NXDOMAIN for every type, and the resolver is never aske
   t.like(line, { decision: 'deny', host: 'secret-data.evil.test', rcode: 'NXDOMAIN', reason: 'secret-data.evil.test is not allowed' });
 });
 
-test('AAAA, HTTPS, SVCB, TXT, MX, ANY for an allowed name: empty NOERROR, nothing forwarded', async (t) => {
+test('AAAA, HTTPS, SVCB, TXT, MX, ANY, CNAME, PTR... for an allowed name: empty NOERROR, nothing forwarded', async (t) => {
   const h = harness();
-  for (const type of [QTYPE.AAAA, QTYPE.HTTPS, QTYPE.SVCB, QTYPE.TXT, QTYPE.MX, QTYPE.ANY, QTYPE.NULL, QTYPE.SRV]) {
+  for (const type of [QTYPE.AAAA, QTYPE.HTTPS, QTYPE.SVCB, QTYPE.TXT, QTYPE.MX, QTYPE.ANY, QTYPE.NULL, QTYPE.SRV, QTYPE.CNAME, QTYPE.PTR]) {
     const r = await h.ask('api.example.test', type);
     t.is(r.rcode, RCODE.NOERROR, qtypeName(type));
     t.is(r.answers.length, 0, qtypeName(type));
@@ -205,6 +207,28 @@ test('rate limit: over the bucket -> REFUSED; one audit line per burst with the 
   h.clock.t += 1500;
   h.responder.tick();
   t.is(h.lines.filter((l) => l.refused !== undefined).length, 2);
+});
+
+test('a message with QR=1 (a response) gets no reply at all', async (t) => {
+  const h = harness();
+  const msg = buildQuery(9, 'api.example.test', QTYPE.A);
+  msg[2] = (msg[2] as number) | 0x80;
+  t.is(await h.responder.handle(msg, SBX, 40000, 'udp'), undefined);
+  t.deepEqual(h.asked, []);
+});
+
+test('rate limit: a malformed datagram costs a token like a query (it is taken before parsing), and report mode is limited too', async (t) => {
+  const h = harness({ dns: { rateLimit: { qps: 1, burst: 5 } } });
+  for (let i = 0; i < 5; i++) {
+    const reply = await h.responder.handle(Buffer.from([0x12, i, 0x01, 0x00]), SBX, 40000, 'udp');
+    t.is(reply === undefined ? undefined : parseResponse(reply).rcode, RCODE.FORMERR);
+  }
+  t.is((await h.ask('api.example.test')).rcode, RCODE.REFUSED, 'the bucket is empty');
+  const report = harness({ dns: { rateLimit: { qps: 1, burst: 3 } }, policies: { default: { mode: 'report', allow: [] }, narrow: { allow: [] } } });
+  const rcodes: number[] = [];
+  for (let i = 0; i < 6; i++) rcodes.push((await report.ask(`n${i}.unlisted.test`)).rcode);
+  t.deepEqual(rcodes, [RCODE.NOERROR, RCODE.NOERROR, RCODE.NOERROR, RCODE.REFUSED, RCODE.REFUSED, RCODE.REFUSED]);
+  t.deepEqual(report.asked, ['n0.unlisted.test', 'n1.unlisted.test', 'n2.unlisted.test'], 'refused queries are not resolved');
 });
 
 test('a sustained flood is reported every 10 s, not once per query', async (t) => {

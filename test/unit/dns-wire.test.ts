@@ -194,6 +194,7 @@ const hostile: Case[] = [
   ['oversize (4097 bytes)', Buffer.concat([rawQuery('a.test'), Buffer.alloc(4097 - rawQuery('a.test').length)]), RCODE.FORMERR, 'oversize'],
   ['class CH (version.bind)', Buffer.from([...header(), ...question('version.bind', QTYPE.TXT, 3)]), RCODE.REFUSED, 'unsupported class'],
   ['AXFR', rawQuery('example.test', 252), RCODE.REFUSED, 'zone transfer'],
+  ['IXFR', rawQuery('example.test', 251), RCODE.REFUSED, 'zone transfer'],
 ];
 
 for (const [title, msg, rcode, reason] of hostile) {

@@ -42,6 +42,8 @@ test('checkRequest: methods, then paths (400 for ambiguous paths, 403 for unlist
   t.is(checkRequest(r, 'GET', '/v1/models'), undefined);
   t.is(checkRequest(r, 'GET', '/v1/%6dodels'), undefined);
   t.like(checkRequest(r, 'DELETE', '/v1/models'), { status: 403 });
+  t.like(checkRequest(r, 'HEAD', '/v1/models'), { status: 403 }, 'GET does not imply HEAD');
+  t.like(checkRequest(r, 'get', '/v1/models'), { status: 403 }, 'methods are exact, upper-case');
   t.regex(checkRequest(r, 'DELETE', '/v1/models')?.reason ?? '', /method DELETE is not allowed here \(allowed: GET, POST\)/);
   t.like(checkRequest(r, 'GET', '/admin'), { status: 403, reason: 'path /admin is not allowed here (allowed: /v1/**)' });
   t.like(checkRequest(r, 'GET', '/v1/../admin'), { status: 400 });
