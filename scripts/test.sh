@@ -18,8 +18,10 @@ trap 'rm -f "$out"' EXIT
 npx ava --verbose "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 
-count() { grep -Eo "^[[:space:]]*[0-9]+ tests? $1" "$out" | grep -Eo '[0-9]+' | tail -1; }
-passed=$(count passed); failed=$(count failed); skipped=$(count skipped)
+count() { grep -aEo "^[[:space:]]*[0-9]+ tests? $1" "$out" | grep -Eo '[0-9]+' | tail -1; }
+# ava prints "N tests passed" only when nothing failed: count the passing tests' own lines instead.
+passes() { grep -acE '^[[:space:]]*✔' "$out"; }
+passed=$(passes); failed=$(count failed); skipped=$(count skipped)
 passed=${passed:-0}; failed=${failed:-0}; skipped=${skipped:-0}
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi   # crash, uncaught error, timeout
 
@@ -31,7 +33,7 @@ if [ "$#" -eq 0 ] && [ "${SANDGATE_SKIP_IPTABLES_PASS:-}" != 1 ]; then
   # shellcheck disable=SC2086
   SANDGATE_TEST_BACKEND=iptables npx ava --verbose $files 2>&1 | tee "$out"
   status2=${PIPESTATUS[0]}
-  p2=$(count passed); f2=$(count failed); s2=$(count skipped)
+  p2=$(passes); f2=$(count failed); s2=$(count skipped)
   p2=${p2:-0}; f2=${f2:-0}; s2=${s2:-0}
   if [ "$status2" -ne 0 ] && [ "$f2" -eq 0 ]; then f2=1; fi
   passed=$((passed + p2)); failed=$((failed + f2)); skipped=$((skipped + s2))
