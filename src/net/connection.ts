@@ -4,7 +4,7 @@ import type { Sandbox } from '../policy/sandboxes.js';
 import type { CompiledRule } from '../policy/policy.js';
 import type { AuditFields } from '../audit/logger.js';
 import { SandgateError } from '../errors.js';
-import { setConnInfo, who, type ConnInfo } from './conn-info.js';
+import { who, type ConnInfo } from './conn-info.js';
 import { peek } from './peek.js';
 import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from './upstream.js';
@@ -80,8 +80,7 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     return;
   }
   if (p.kind === 'http') {
-    setConnInfo(socket, info);
-    serveHttp(socket, p.head);
+    serveHttp(socket, info, p.head);
     return;
   }
   const { hello } = p;
