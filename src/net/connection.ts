@@ -6,6 +6,7 @@ import type { AuditFields } from '../audit/logger.js';
 import { SandgateError } from '../errors.js';
 import { who, type ConnInfo } from './conn-info.js';
 import { peek } from './peek.js';
+import { classify } from './classify.js';
 import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from './upstream.js';
 import { splice } from './splice.js';
@@ -74,42 +75,27 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   }
 
   const p = await peek(socket, rt.peekTimeoutMs);
-  if (p.kind === 'reject') {
-    conn({ ...ident, decision: 'deny', reason: p.reason });
-    socket.resetAndDestroy();
-    return;
-  }
-  if (p.kind === 'http') {
-    serveHttp(socket, info, p.head);
-    return;
-  }
-  const { hello } = p;
-  if (hello.ech) {
-    // ECH hides the real server name inside; the outer SNI is not the destination (RFC 9849-draft §6).
-    conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: 'encrypted ClientHello (ECH) is not allowed' });
-    socket.resetAndDestroy();
-    return;
-  }
-  const verdict = policy.decide(hello.sni, dstPort, 'tls');
-  if (verdict.decision !== 'allow') {
-    if (verdict.decision === 'deny') {
-      conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: verdict.reason });
+  const route = classify(info, p, gate.intercept !== undefined);
+  switch (route.kind) {
+    case 'deny':
+      conn({ ...ident, decision: 'deny', proto: route.proto, host: route.host, rule: route.rule, reason: route.reason });
       socket.resetAndDestroy();
       return;
-    }
-    if (hello.sni === undefined) return reportOriginal(rt, socket, ident, 'tls', undefined, verdict.reason, dstIp, dstPort, p.head);
-    return passTls(rt, socket, ident, hello.sni, dstPort, p.head, { decision: 'would-deny', reason: verdict.reason });
-  }
-  if (verdict.rule.intercept) {
-    if (!gate.intercept) {
-      conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, rule: verdict.rule.id, reason: 'interception is not enabled' });
-      socket.resetAndDestroy();
+    case 'http':
+      serveHttp(socket, info, p.head);
       return;
+    case 'raw':
+      return reportOriginal(rt, socket, ident, 'tls', undefined, route.reason, dstIp, dstPort, p.head);
+    case 'passthrough':
+      return passTls(rt, socket, ident, route.host, dstPort, p.head, route.decision === 'allow' ? { decision: 'allow', rule: route.rule } : { decision: 'would-deny', reason: route.reason });
+    case 'intercept':
+      gate.intercept?.(socket, p.head, { ...info, sni: route.sni }, route.rule);
+      return;
+    default: {
+      const never: never = route;
+      return never;
     }
-    gate.intercept(socket, p.head, { ...info, sni: hello.sni as string }, verdict.rule);
-    return;
   }
-  return passTls(rt, socket, ident, hello.sni as string, dstPort, p.head, { decision: 'allow', rule: verdict.rule.id });
 }
 
 /**
