@@ -4,7 +4,7 @@
  * the sandbox ended or closed, the idle timer); what it decides goes out through SandboxIo
  * (src/http/io.ts), which the socket shell (src/http/relay.ts) carries out.
  */
-import type { ConnInfo } from '../net/conn-info.js';
+import { who, type ConnInfo } from '../net/conn-info.js';
 import type { Admitted } from './admit.js';
 import { MAX_HEADER_SIZE } from './attempt.js';
 import { Exchange, type ExchangeConn } from './exchange.js';
@@ -13,7 +13,6 @@ import { httpLine } from './http-audit.js';
 import { Incoming } from './incoming.js';
 import type { SandboxIo } from './io.js';
 import { Parser, type Head, type ParseError } from './llhttp.js';
-import { who } from '../net/conn-info.js';
 
 /** A request head must be complete this long after its first byte (slow-header attacks). */
 export const HEAD_MS = 30_000;
