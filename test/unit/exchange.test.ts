@@ -425,3 +425,26 @@ test('the credential replaces what the sandbox sent under its name, never duplic
   p.send(req('GET', '/c', API, ['authorization: Bearer mine', 'Accept-Encoding: gzip', 'X-Keep: 1']));
   t.is(p.ready().sent, `GET /c HTTP/1.1\r\nHost: ${API}\r\nX-Keep: 1\r\nauthorization: ${AUTH}\r\nAccept-Encoding: identity\r\n\r\n`);
 });
+
+test('the sandbox finishing sending (half-close) with a request in flight: it is answered, then the connection closes', async (t) => {
+  const w = playWorld();
+  const p = w.play({ sni: API });
+  p.send(req('GET', '/fin', API));
+  p.conn.ended();
+  t.false(p.closedGracefully, 'not while the request is in flight');
+  p.ready().answer(ok('last words'));
+  await settle();
+  t.is(p.take(), ok('last words'));
+  t.true(p.closedGracefully);
+});
+
+test('the keep-alive timer drops an idle connection, never one with a request in flight', (t) => {
+  const w = playWorld();
+  const p = w.play({ sni: API });
+  p.send(req('GET', '/slow-upstream', API));
+  p.conn.idle();
+  t.false(p.destroyed);
+  const q = w.play({ sni: API });
+  q.conn.idle();
+  t.true(q.destroyed);
+});
