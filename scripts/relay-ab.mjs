@@ -6,14 +6,35 @@
  * request (client and upstream cost the same for both, so a difference is the relay's). On a
  * shared, noisy machine the alternation is what makes the two comparable: both see the same noise.
  *
- * Usage: node scripts/relay-ab.mjs OLD_DIST NEW_DIST [BURSTS=10] [REQUESTS_PER_BURST=4000]
+ * With --credential the rule injects a static credential and sandgate speaks verified TLS to the
+ * upstream (a `plainHttp` rule; a throwaway certificate made with openssl): the intercepted
+ * path's head building, injection and scrubbing, without the TLS toward the client.
+ *
+ * Usage: node scripts/relay-ab.mjs [--credential] OLD_DIST NEW_DIST [BURSTS=10] [REQUESTS_PER_BURST=4000]
  * (each DIST a `npm run build` output whose node_modules resolve, e.g. a worktree's dist/).
  */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
-const [, , oldDist, newDist, burstsArg, reqsArg] = process.argv;
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+const args = process.argv.slice(2);
+const CREDENTIAL = args[0] === '--credential';
+if (CREDENTIAL) args.shift();
+const [oldDist, newDist, burstsArg, reqsArg] = args;
+const dir = mkdtempSync(join(tmpdir(), 'sg-relay-ab-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+const CERT = join(dir, 'cert.pem');
+const KEY = join(dir, 'key.pem');
+if (CREDENTIAL) {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-subj', '/CN=up.test',
+    '-addext', 'subjectAltName=DNS:up.test', '-days', '1', '-nodes', '-keyout', KEY, '-out', CERT], { stdio: 'ignore' });
+  process.env.SG_AB_KEY = 'sk-ab-0123456789abcdef';
+}
 const BURSTS = Number(burstsArg ?? 10), REQS = Number(reqsArg ?? 4000), CONNS = 20;
 
-const upstream = net.createServer((s) => {
+const serve = (s) => {
   s.setNoDelay(true);
   let buf = '';
   const body = 'hello, small body';
@@ -23,7 +44,8 @@ const upstream = net.createServer((s) => {
     let i;
     while ((i = buf.indexOf('\r\n\r\n')) >= 0) { buf = buf.slice(i + 4); s.write(res); }
   });
-});
+};
+const upstream = CREDENTIAL ? tls.createServer({ key: readFileSync(KEY), cert: readFileSync(CERT) }, serve) : net.createServer(serve);
 await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
 const UP = upstream.address().port;
 
@@ -38,8 +60,9 @@ sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
 policies:
   p:
     allow:
-      - { host: up.test, ports: [${UP}] }
-upstream: { hosts: { up.test: [127.0.0.1] }, allowPrivate: [127.0.0.0/8] }
+      - { host: up.test, ports: [${UP}]${CREDENTIAL ? ', inject: k, plainHttp: true' : ''} }
+upstream: { hosts: { up.test: [127.0.0.1] }, allowPrivate: [127.0.0.0/8]${CREDENTIAL ? `, caFile: ${CERT}` : ''} }
+${CREDENTIAL ? 'credentials:\n  k: { secret: { env: SG_AB_KEY } }' : ''}
 `, 'ab.yaml');
   let lines = 0;
   const rt = buildRuntime(config, createLineAudit('info', {}, () => { lines++; }));
