@@ -13,10 +13,10 @@ import { startDnsServer } from './dns/server.js';
 import { handleConnection, type Gate } from './net/connection.js';
 import { RouteIfaceCache } from './net/route-iface.js';
 import { restartNeeded } from './config/restart.js';
+import { createDataPlane } from './net/data-plane.js';
 import { SandgateError } from './errors.js';
 import { initCa } from './tls/ca.js';
 import { LeafCache } from './tls/leaf-cache.js';
-import { createInterceptor } from './tls/intercept.js';
 import { tokenCacheStats } from './creds/credential.js';
 import { ConnRegistry } from './net/conn-registry.js';
 import { createControlService, type ReloadResult } from './control/service.js';
@@ -116,15 +116,10 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // Open connections per sandbox, so removing a registered one closes what it has open.
   const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
   const track = conns.track.bind(conns);
-  const gate: Gate = { runtime: () => rt, ifaces: new RouteIfaceCache(), intercept: createInterceptor({ leaves, track: (sb, t, raw) => conns.handOver(sb, raw, t) }), conns };
+  const gate = createDataPlane({ runtime: () => rt, leaves, conns });
   const servers: net.Server[] = [];
 
-  servers.push(await listenTransparent(config.listen.address, config.listen.port, pool ? (s) => pool.dispatch(s) : (s) => {
-    handleConnection(gate, s).catch((err: Error) => {
-      rt.audit.write({ event: 'error', reason: `connection handler failed: ${err.message}` });
-      s.destroy();
-    });
-  }));
+  servers.push(await listenTransparent(config.listen.address, config.listen.port, pool ? (s) => pool.dispatch(s) : (s) => { gate.accept(s); }));
   // The DNS responder reads the current runtime per query (`() => rt`), so reloads reach it.
   const dns = await startDnsServer({ runtime: () => rt, ifaces: gate.ifaces, address: config.listen.address, port: config.listen.dnsPort, track });
   // The queue reader starts before the rules that feed it. Without it (binding absent or the

@@ -20,11 +20,9 @@ import type { Config } from '../config/types.js';
 import { createLineAudit, type Audit } from '../audit/logger.js';
 import { buildRuntime, withDynamicSandboxes, type Runtime } from '../runtime.js';
 import type { SandboxSpec } from '../policy/sandboxes.js';
-import { handleConnection, type Gate } from '../net/connection.js';
-import { RouteIfaceCache } from '../net/route-iface.js';
+import { createDataPlane, type DataPlane } from '../net/data-plane.js';
 import { loadCa } from '../tls/ca.js';
 import { LeafCache } from '../tls/leaf-cache.js';
-import { createInterceptor } from '../tls/intercept.js';
 import { ConnRegistry } from '../net/conn-registry.js';
 import { isTokenSource, type Credential, type CredentialSource, type TokenRequest, type TokenSource } from '../creds/credential.js';
 import { TokenError } from '../creds/token-error.js';
@@ -148,7 +146,7 @@ export async function runWorker(): Promise<void> {
   const asker = new Asker();
   let audit: Audit | undefined;
   let rt: Runtime | undefined;
-  let gate: Gate | undefined;
+  let gate: DataPlane | undefined;
   const current = (): Runtime => {
     if (!rt) throw new Error('worker runtime not initialised');
     return rt;
@@ -169,10 +167,9 @@ export async function runWorker(): Promise<void> {
   const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer): Promise<void> => {
     rt = build(config, dynamic, undefined);
     const leaves = await LeafCache.create(await loadCa(config.tls.caDir), { ticketKeys: Buffer.from(ticketKeys) });
-    gate = {
+    gate = createDataPlane({
       runtime: current,
-      ifaces: new RouteIfaceCache(),
-      intercept: createInterceptor({ leaves, track: (sb, t, raw) => conns.handOver(sb, raw, t) }),
+      leaves,
       conns,
       answered: async (sandbox, host, ip) => {
         try {
@@ -181,7 +178,7 @@ export async function runWorker(): Promise<void> {
           return false; // no answer: not known to have been answered (fail closed)
         }
       },
-    };
+    });
     send({ t: 'ready' });
   };
 
@@ -208,10 +205,7 @@ export async function runWorker(): Promise<void> {
         // child_process with the defaults; TCP_NODELAY, a socket option, came over with the fd.
         socket.allowHalfOpen = true;
         if (!g || !rt) { socket.resetAndDestroy(); return; }
-        handleConnection(g, socket).catch((err: Error) => {
-          current().audit.write({ event: 'error', reason: `connection handler failed: ${err.message}` });
-          socket.destroy();
-        });
+        g.accept(socket);
         return;
       }
       case 'config':

@@ -1,4 +1,3 @@
-import type { OutgoingHttpHeaders } from 'node:http';
 import type { Agent as HttpsAgent } from 'node:https';
 import type { LookupFunction } from 'node:net';
 import type { CredentialConfig } from '../config/types.js';
@@ -7,7 +6,7 @@ import type { CredentialConfig } from '../config/types.js';
  * A credential ready for the data path: the secret is resolved and every derived string
  * (header value, Basic form, needles to scrub) is computed once at load.
  *
- * How it is injected (docs/interception.md, "Injection"):
+ * How it is injected (docs/interception.md, "Injection"; src/http/request-head.ts does it):
  * - `query: NAME` set: the query parameter NAME is set to the secret (replacing any the sandbox
  *   sent); no header is added.
  * - otherwise the header `header` (default Authorization) is set to `format` with {secret}
@@ -156,29 +155,6 @@ export type CredentialSource = Credential | TokenSource;
 
 export function isTokenSource(c: CredentialSource): c is TokenSource {
   return 'acquire' in c;
-}
-
-type Headers = OutgoingHttpHeaders;
-
-/**
- * Inject into request headers (a fresh object the caller owns, lower-case keys): placeholder
- * replacement first, then the credential header is set, replacing whatever was there.
- */
-export function injectHeaders(headers: Headers, cred: Credential): void {
-  const ph = cred.placeholder;
-  if (ph !== undefined) {
-    for (const [k, v] of Object.entries(headers)) {
-      if (typeof v === 'string') {
-        if (v.includes(ph)) headers[k] = v.split(ph).join(cred.secret);
-      } else if (Array.isArray(v)) {
-        if (v.some((x) => x.includes(ph))) headers[k] = v.map((x) => x.split(ph).join(cred.secret));
-      }
-    }
-  }
-  if (cred.value !== undefined) headers[cred.header] = cred.value;
-  // Keys are lower-case here (forwardHeaders copies IncomingMessage.headers), so setting the
-  // lower-case name replaces what the sandbox sent.
-  if (cred.headers !== undefined) for (const [k, v] of cred.headers) headers[k] = v;
 }
 
 /** The request target with the credential's query parameter set (query mode), else unchanged. */

@@ -45,14 +45,21 @@ export function tokenRequest(adm: Admitted): TokenRequest {
   };
 }
 
+/** Told the request's credential, or why none can be had. */
+export interface CredentialWaiter {
+  /** `cred`: undefined when there is none to inject; `dyn`: set for a token source. */
+  credentialReady(cred: Credential | undefined, dyn: Dynamic | undefined): void;
+  credentialFailed(err: TokenError): void;
+}
+
 /**
- * Call `ready` with the request's credential (undefined: none to inject), synchronously when no
- * wait is needed; or `failed` with why none could be had.
+ * Tell `waiter` the request's credential, synchronously when no wait is needed (a static one, a
+ * token-cache hit), or why none could be had.
  */
-export function withCredential(adm: Admitted, ready: (cred: Credential | undefined, dyn: Dynamic | undefined) => void, failed: (err: TokenError) => void): void {
+export function withCredential(adm: Admitted, waiter: CredentialWaiter): void {
   const src = adm.credential;
   if (src === undefined || !isTokenSource(src)) {
-    ready(src, undefined);
+    waiter.credentialReady(src, undefined);
     return;
   }
   const dyn: Dynamic = { src, req: tokenRequest(adm), net: tokenNet(adm.info.rt) };
@@ -60,11 +67,11 @@ export function withCredential(adm: Admitted, ready: (cred: Credential | undefin
   try {
     got = src.acquire(dyn.req, dyn.net);
   } catch (err) {
-    failed(asTokenError(err));
+    waiter.credentialFailed(asTokenError(err));
     return;
   }
-  if (got instanceof Promise) got.then((c) => ready(c, dyn), (err: unknown) => failed(asTokenError(err)));
-  else ready(got, dyn);
+  if (got instanceof Promise) got.then((c) => { waiter.credentialReady(c, dyn); }, (err: unknown) => { waiter.credentialFailed(asTokenError(err)); });
+  else waiter.credentialReady(got, dyn);
 }
 
 /** After an upstream 401: drop the token `used` (unless a newer one replaced it already) and get the next one. */

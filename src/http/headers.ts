@@ -1,24 +1,10 @@
-import { STATUS_CODES, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 
 /** RFC 9110 §7.6.1: hop-by-hop fields never cross a proxy; plus anything `Connection` names. */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
   'proxy-authorization', 'proxy-authenticate',
 ]);
-
-export function forwardHeaders(src: IncomingHttpHeaders, keepUpgrade = false): OutgoingHttpHeaders {
-  const named = typeof src.connection === 'string' ? addConnectionTokens(undefined, src.connection) : new Set<string>();
-  const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(src)) {
-    if (v === undefined) continue;
-    if (HOP_BY_HOP.has(k) || named.has(k)) {
-      if (keepUpgrade && (k === 'upgrade' || k === 'connection')) out[k] = v;
-      continue;
-    }
-    out[k] = v;
-  }
-  return out as OutgoingHttpHeaders;
-}
 
 /** Host header -> normalised host name (port stripped, lowercase, no trailing dot). */
 export function hostFromHeader(value: string | undefined): string | undefined {

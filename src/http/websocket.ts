@@ -2,12 +2,15 @@ import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
 import { SandgateError } from '../errors.js';
-import { injectHeaders, injectQuery, type Credential } from '../creds/credential.js';
+import type { Credential } from '../creds/credential.js';
 import { asTokenError } from '../creds/token-error.js';
 import type { Admitted } from './admit.js';
 import { refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
-import { forwardHeaders, jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
+import { jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
+import { httpLine } from './http-audit.js';
+import type { UpgradeHandover } from './io.js';
 import { guardedLookup } from './lookup.js';
+import { requestTarget, upgradeFields } from './request-head.js';
 import { scrubStream, scrubString } from './scrub.js';
 import { tlsFailure } from './upstream-tls.js';
 
@@ -64,33 +67,29 @@ function notRelayable(raw: readonly string[], needles: readonly string[] | undef
  * 401 to the upgrade drops the token and retries once with a fresh one: the upgrade request has no
  * body and nothing has reached the sandbox yet, so it can be replayed.
  */
-/** The upgrade request as the relay parsed it. */
-export interface UpgradeRequest {
-  readonly method: string;
-  readonly url: string;
-  readonly headers: http.IncomingHttpHeaders;
-}
-
-export function relayUpgrade(req: UpgradeRequest, socket: net.Socket, clientHead: Buffer, adm: Admitted): void {
+export function relayUpgrade(req: UpgradeHandover, socket: net.Socket): void {
+  const { adm } = req;
   const started = performance.now();
   const refused = (status: number, reason: string): void => {
-    adm.info.rt.audit.write({
-      ...adm.base, host: adm.host, decision: adm.decision, websocket: true,
-      ...(adm.rule ? { rule: adm.rule.id } : {}),
-      ...(adm.credential ? { credential: adm.credential.id } : {}),
+    adm.info.rt.audit.write(httpLine(adm.base, {
+      host: adm.host, decision: adm.decision, websocket: true, rule: adm.rule?.id, credential: adm.credential?.id,
       status, ms: Math.round(performance.now() - started), reason,
-    });
+    }));
   };
-  withCredential(adm, (cred, dyn) => {
-    if (socket.destroyed) { refused(499, 'sandbox closed the connection while its credential was fetched'); return; }
-    relayWith(req, socket, clientHead, adm, started, cred, dyn);
-  }, (err) => {
-    refused(socket.destroyed ? 499 : 503, unavailableReason(adm, err));
-    rawResponse(socket, 503, { error: 'credential unavailable', reason: err.short });
+  withCredential(adm, {
+    credentialReady(cred, dyn) {
+      if (socket.destroyed) { refused(499, 'sandbox closed the connection while its credential was fetched'); return; }
+      relayWith(req, socket, started, cred, dyn);
+    },
+    credentialFailed(err) {
+      refused(socket.destroyed ? 499 : 503, unavailableReason(adm, err));
+      rawResponse(socket, 503, { error: 'credential unavailable', reason: err.short });
+    },
   });
 }
 
-function relayWith(req: UpgradeRequest, socket: net.Socket, clientHead: Buffer, adm: Admitted, started: number, first: Credential | undefined, dyn: Dynamic | undefined): void {
+function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, first: Credential | undefined, dyn: Dynamic | undefined): void {
+  const { adm, rest: clientHead } = req;
   const { info, upstream: up } = adm;
   const { rt } = info;
   let cred = first;
@@ -102,29 +101,24 @@ function relayWith(req: UpgradeRequest, socket: net.Socket, clientHead: Buffer, 
   const log = (status: number, extra: { reason?: string; error?: string; deny?: boolean } = {}): void => {
     if (logged) return;
     logged = true;
-    const reason = extra.reason ?? adm.reason;
-    rt.audit.write({
-      ...adm.base, host: adm.host, decision: extra.deny ? 'deny' : adm.decision, websocket: true,
-      ...(adm.rule ? { rule: adm.rule.id } : {}),
-      ...(cred ? { credential: cred.id } : {}),
-      ...(rejected !== undefined ? { tokenRejected: rejected } : {}),
+    rt.audit.write(httpLine(adm.base, {
+      host: adm.host, decision: extra.deny ? 'deny' : adm.decision, websocket: true,
+      rule: adm.rule?.id, credential: cred?.id, tokenRejected: rejected,
       status, bytesIn, bytesOut, ms: Math.round(performance.now() - started),
-      ...(reason !== undefined ? { reason: needles ? scrubString(reason, needles) : reason } : {}),
-      ...(extra.error !== undefined ? { error: needles ? scrubString(extra.error, needles) : extra.error } : {}),
-    });
+      reason: extra.reason ?? adm.reason, error: extra.error, needles,
+    }));
   };
 
   const open = (): void => {
-    const headers = forwardHeaders(req.headers, true);
-    headers.connection = 'Upgrade';
-    headers.upgrade = 'websocket';
-    headers.host = up.hostHeader;
-    let target = req.url ?? '/';
-    if (cred) {
-      injectHeaders(headers, cred);
-      target = injectQuery(target, cred);
-      delete headers['sec-websocket-extensions'];
+    let headers: string[];
+    try {
+      headers = upgradeFields(req, up.hostHeader, cred);
+    } catch (err) {
+      log(502, { reason: (err as Error).message });
+      rawResponse(socket, 502, { error: 'bad gateway', reason: 'sandgate could not build the upstream request' });
+      return;
     }
+    const target = requestTarget(req.url, cred);
     const opts: https.RequestOptions = {
       host: up.host, port: up.port, method: req.method, path: target, headers, setHost: false,
       lookup: guardedLookup(rt),

@@ -1,8 +1,7 @@
-import type net from 'node:net';
 import type { Runtime } from '../runtime.js';
 import type { Sandbox } from '../policy/sandboxes.js';
 
-/** Per-connection facts, attached to the sandbox-side socket via a WeakMap (no ad-hoc socket props). */
+/** Per-connection facts, handed to whatever serves the connection (src/http/relay.ts, src/tls/intercept.ts). */
 export interface ConnInfo {
   readonly rt: Runtime;
   readonly sandbox: Sandbox;
@@ -13,16 +12,6 @@ export interface ConnInfo {
   readonly sni?: string;
   /** The ClientHello carried encrypted_client_hello (0xfe0d): shown as `ech: true` on its conn line. */
   readonly ech?: boolean;
-}
-
-const infos = new WeakMap<net.Socket, ConnInfo>();
-
-export function setConnInfo(socket: net.Socket, info: ConnInfo): void {
-  infos.set(socket, info);
-}
-
-export function getConnInfo(socket: net.Socket): ConnInfo | undefined {
-  return infos.get(socket);
 }
 
 /** Audit fields every line about this connection carries. */

@@ -4,8 +4,9 @@ import type { Sandbox } from '../policy/sandboxes.js';
 import type { CompiledRule } from '../policy/policy.js';
 import type { AuditFields } from '../audit/logger.js';
 import { SandgateError } from '../errors.js';
-import { setConnInfo, who, type ConnInfo } from './conn-info.js';
+import { who, type ConnInfo } from './conn-info.js';
 import { peek } from './peek.js';
+import { classify } from './classify.js';
 import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from './upstream.js';
 import { splice } from './splice.js';
@@ -74,45 +75,30 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   }
 
   const p = await peek(socket, rt.peekTimeoutMs);
-  if (p.kind === 'reject') {
-    conn({ ...ident, decision: 'deny', reason: p.reason });
-    socket.resetAndDestroy();
-    return;
-  }
-  if (p.kind === 'http') {
-    setConnInfo(socket, info);
-    serveHttp(socket, p.head);
-    return;
-  }
-  const { hello } = p;
-  // The ESNI drafts (never widely deployed) put the real name in that extension and a cover name in SNI.
-  if (hello.esni) {
-    conn({ ...ident, decision: 'deny', proto: 'tls', host: hello.sni, reason: 'encrypted SNI (ESNI) is not allowed' });
-    socket.resetAndDestroy();
-    return;
-  }
-  // ECH (GREASE or real, indistinguishable) is decided on the outer SNI; its presence is recorded.
-  const tlsIdent = hello.ech ? { ...ident, ech: true } : ident;
-  const verdict = policy.decide(hello.sni, dstPort, 'tls', hello.ech);
-  if (verdict.decision !== 'allow') {
-    if (verdict.decision === 'deny') {
-      conn({ ...tlsIdent, decision: 'deny', proto: 'tls', host: hello.sni, reason: verdict.reason });
+  const route = classify(info, p, gate.intercept !== undefined);
+  // A ClientHello carrying encrypted_client_hello is said so on its lines (decided on the outer SNI).
+  const ech = p.kind === 'tls' && p.hello.ech;
+  const tlsIdent = ech ? { ...ident, ech: true } : ident;
+  switch (route.kind) {
+    case 'deny':
+      conn({ ...tlsIdent, decision: 'deny', proto: route.proto, host: route.host, rule: route.rule, reason: route.reason });
       socket.resetAndDestroy();
       return;
-    }
-    if (hello.sni === undefined) return reportOriginal(rt, socket, tlsIdent, 'tls', undefined, verdict.reason, dstIp, dstPort, p.head);
-    return passTls(rt, socket, tlsIdent, hello.sni, dstPort, p.head, { decision: 'would-deny', reason: verdict.reason });
-  }
-  if (verdict.rule.intercept) {
-    if (!gate.intercept) {
-      conn({ ...tlsIdent, decision: 'deny', proto: 'tls', host: hello.sni, rule: verdict.rule.id, reason: 'interception is not enabled' });
-      socket.resetAndDestroy();
+    case 'http':
+      serveHttp(socket, info, p.head);
       return;
+    case 'raw':
+      return reportOriginal(rt, socket, tlsIdent, 'tls', undefined, route.reason, dstIp, dstPort, p.head);
+    case 'passthrough':
+      return passTls(rt, socket, tlsIdent, route.host, dstPort, p.head, route.decision === 'allow' ? { decision: 'allow', rule: route.rule } : { decision: 'would-deny', reason: route.reason });
+    case 'intercept':
+      gate.intercept?.(socket, p.head, { ...info, sni: route.sni, ...(ech ? { ech: true } : {}) }, route.rule);
+      return;
+    default: {
+      const never: never = route;
+      return never;
     }
-    gate.intercept(socket, p.head, { ...info, sni: hello.sni as string, ...(hello.ech ? { ech: true } : {}) }, verdict.rule);
-    return;
   }
-  return passTls(rt, socket, tlsIdent, hello.sni as string, dstPort, p.head, { decision: 'allow', rule: verdict.rule.id });
 }
 
 /**

@@ -14,7 +14,7 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { ConnInfo } from '../net/conn-info.js';
-import { setConnInfo, who } from '../net/conn-info.js';
+import { who } from '../net/conn-info.js';
 import type { CompiledRule } from '../policy/policy.js';
 import { normaliseHost } from '../policy/host-name.js';
 import { serveHttp } from '../http/relay.js';
@@ -79,9 +79,8 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
     clearTimeout(timer);
     if (deps.track && !deps.track(info.sandbox, t, socket)) return;
     t.setNoDelay(true);
-    setConnInfo(t, { ...info, sni });
     rt.audit.write({ ...base, decision: 'allow', intercept: true, tlsVersion: t.getProtocol() ?? undefined });
-    serveHttp(t, undefined);
+    serveHttp(t, { ...info, sni }, undefined);
   });
   // After the handshake the relay owns the socket and its errors. Before it, most often: the
   // sandbox does not trust sandgate's CA (alert "unknown ca" / "bad certificate").

@@ -1,28 +1,32 @@
 import test from 'ava';
-import type { OutgoingHttpHeaders } from 'node:http';
-import { compileCredential, injectHeaders, injectQuery, withQueryParam } from '../../src/creds/credential.js';
+import { compileCredential, injectQuery, withQueryParam } from '../../src/creds/credential.js';
+import { requestHead } from '../../src/http/request-head.js';
 import { loadCredentials } from '../../src/creds/secrets.js';
 import { parseConfig } from '../../src/config/load.js';
 import { SandgateError, exitCodeFor } from '../../src/errors.js';
 import type { CredentialConfig } from '../../src/config/types.js';
 
 const SECRET = 'sk-real-0123456789';
+/** The fields requestHead (src/http/request-head.ts) sends upstream, as [name, value] pairs after Host. */
+function injected(fields: [string, string][], cred: ReturnType<typeof compileCredential>): [string, string][] {
+  const raw = fields.flat();
+  const head = requestHead({ method: 'GET', url: '/', rawHeaders: raw, connectionNamed: undefined }, 'api', cred);
+  return head.split('\r\n').slice(2, -2).map((l) => { const i = l.indexOf(': '); return [l.slice(0, i), l.slice(i + 2)] as [string, string]; });
+}
+
 const cfg = (c: Partial<CredentialConfig>): CredentialConfig => ({ secret: { env: 'X' }, header: 'Authorization', format: 'Bearer {secret}', ...c });
 
 test('default form: Authorization: Bearer {secret}, replacing what the sandbox sent (never duplicated)', (t) => {
   const cred = compileCredential('llm', cfg({}), SECRET);
-  const h: OutgoingHttpHeaders = { host: 'api', authorization: 'Bearer sandbox-junk', accept: '*/*' };
-  injectHeaders(h, cred);
-  t.deepEqual(h, { host: 'api', authorization: `Bearer ${SECRET}`, accept: '*/*' });
-  t.is(Object.keys(h).filter((k) => k.toLowerCase() === 'authorization').length, 1);
+  const h = injected([['Authorization', 'Bearer sandbox-junk'], ['accept', '*/*']], cred);
+  t.deepEqual(h, [['accept', '*/*'], ['authorization', `Bearer ${SECRET}`], ['Accept-Encoding', 'identity']]);
+  t.is(h.filter(([k]) => k.toLowerCase() === 'authorization').length, 1);
 });
 
 test('custom header and format; the header name is matched case-insensitively', (t) => {
   const cred = compileCredential('k', cfg({ header: 'X-Api-Key', format: 'key={secret};v=1' }), SECRET);
   t.is(cred.header, 'x-api-key');
-  const h: OutgoingHttpHeaders = { 'x-api-key': 'mine' };
-  injectHeaders(h, cred);
-  t.deepEqual(h, { 'x-api-key': `key=${SECRET};v=1` });
+  t.deepEqual(injected([['X-API-Key', 'mine']], cred), [['x-api-key', `key=${SECRET};v=1`], ['Accept-Encoding', 'identity']]);
 });
 
 test('a secret with $ patterns is inserted literally', (t) => {
@@ -36,32 +40,32 @@ test('Basic form: base64(username:secret), and the base64 is a needle to scrub',
   t.is(cred.value, `Basic ${b64}`);
   t.true(cred.needles.includes(b64));
   t.true(cred.needles.includes(SECRET));
-  const h: OutgoingHttpHeaders = { authorization: 'Basic Zm9vOmJhcg==' };
-  injectHeaders(h, cred);
-  t.is(h.authorization, `Basic ${b64}`);
+  t.deepEqual(injected([['authorization', 'Basic Zm9vOmJhcg==']], cred), [['authorization', `Basic ${b64}`], ['Accept-Encoding', 'identity']]);
 });
 
 test('placeholder: replaced in every header value; the credential header is still set', (t) => {
   const cred = compileCredential('llm', cfg({ placeholder: 'sk-placeholder' }), SECRET);
-  const h: OutgoingHttpHeaders = {
-    authorization: 'Bearer sk-placeholder',
-    'x-other': 'token=sk-placeholder; again=sk-placeholder',
-    cookie: ['a=sk-placeholder', 'b=1'],
-    'content-length': 3,
-  };
-  injectHeaders(h, cred);
-  t.is(h.authorization, `Bearer ${SECRET}`);
-  t.is(h['x-other'], `token=${SECRET}; again=${SECRET}`);
-  t.deepEqual(h.cookie, [`a=${SECRET}`, 'b=1']);
-  t.is(h['content-length'], 3);
+  const h = injected([
+    ['Authorization', 'Bearer sk-placeholder'],
+    ['X-Other', 'token=sk-placeholder; again=sk-placeholder'],
+    ['Cookie', 'a=sk-placeholder'],
+    ['Cookie', 'b=1'],
+    ['Content-Length', '3'],
+  ], cred);
+  t.deepEqual(h, [
+    ['X-Other', `token=${SECRET}; again=${SECRET}`],
+    ['Cookie', `a=${SECRET}`],
+    ['Cookie', 'b=1'],
+    ['Content-Length', '3'],
+    ['authorization', `Bearer ${SECRET}`],
+    ['Accept-Encoding', 'identity'],
+  ]);
 });
 
 test('query form: the parameter is set, every copy the sandbox sent is dropped, no header is added', (t) => {
   const cred = compileCredential('q', cfg({ query: 'key' }), SECRET);
   t.is(cred.value, undefined);
-  const h: OutgoingHttpHeaders = { authorization: 'Bearer mine' };
-  injectHeaders(h, cred);
-  t.deepEqual(h, { authorization: 'Bearer mine' });
+  t.deepEqual(injected([['Authorization', 'Bearer mine']], cred), [['Authorization', 'Bearer mine'], ['Accept-Encoding', 'identity']]);
   t.is(injectQuery('/v1/x', cred), `/v1/x?key=${SECRET}`);
   t.is(injectQuery('/v1/x?a=1&key=junk&b=%20&k%65y=2&key', cred), `/v1/x?a=1&b=%20&key=${SECRET}`);
   t.is(injectQuery('/v1/x?', cred), `/v1/x?key=${SECRET}`);

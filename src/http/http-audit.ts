@@ -1,0 +1,41 @@
+/**
+ * The one builder of `http` audit lines: every request (answered, refused, failed, a WebSocket
+ * upgrade) is one line of this shape. One object literal of a fixed shape, absent fields
+ * undefined (the JSON line omits them): it runs once per request, and conditional spreads would
+ * build a new hidden class each time.
+ */
+import type { AuditFields, Decision } from '../audit/logger.js';
+import { scrubString } from './scrub.js';
+
+/** What one line says about a request beyond the fields every line about it carries (`base`). */
+export interface HttpLineFacts {
+  readonly host: string | undefined;
+  readonly decision: Decision;
+  readonly status: number;
+  readonly ms?: number | undefined;
+  readonly rule?: string | undefined;
+  readonly credential?: string | undefined;
+  readonly tokenRejected?: 'retried' | 'relayed' | undefined;
+  /** Set when sandgate itself spoke TLS upstream for a plain-HTTP request. */
+  readonly upstream?: string | undefined;
+  readonly websocket?: true | undefined;
+  readonly bytesIn?: number | undefined;
+  readonly bytesOut?: number | undefined;
+  readonly reason?: string | undefined;
+  readonly error?: string | undefined;
+  /** The credential's needles: a reason or error quoting the upstream is scrubbed of them. */
+  readonly needles?: readonly string[] | undefined;
+}
+
+/** `base`: event, who, proto, method, path (src/http/admit.ts). */
+export function httpLine(base: AuditFields, f: HttpLineFacts): AuditFields {
+  const needles = f.needles;
+  return {
+    event: base.event, sandbox: base.sandbox, user: base.user, src: base.src, dst: base.dst, proto: base.proto, method: base.method, path: base.path,
+    host: f.host, decision: f.decision,
+    rule: f.rule, credential: f.credential, tokenRejected: f.tokenRejected, upstream: f.upstream, websocket: f.websocket,
+    status: f.status, bytesIn: f.bytesIn, bytesOut: f.bytesOut, ms: f.ms,
+    reason: f.reason !== undefined && needles !== undefined ? scrubString(f.reason, needles) : f.reason,
+    error: f.error !== undefined && needles !== undefined ? scrubString(f.error, needles) : f.error,
+  };
+}

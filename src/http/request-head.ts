@@ -1,0 +1,126 @@
+/**
+ * The one place a request's fields are rewritten for the upstream, for ordinary requests
+ * (src/http/exchange.ts) and WebSocket upgrades (src/http/websocket.ts) alike: Host set to the
+ * upstream's, hop-by-hop fields and those Connection names dropped (RFC 9110 §7.6.1), Expect
+ * dropped (sandgate answers 100-continue itself), the credential injected (docs/interception.md):
+ * its placeholder replaced in every value, the fields it sets replacing the sandbox's (never
+ * duplicating them), its query parameter set.
+ */
+import { SandgateError } from '../errors.js';
+import { injectQuery, type Credential } from '../creds/credential.js';
+import { HOP_BY_HOP } from './headers.js';
+
+/** What the builder reads of a request as the sandbox sent it. */
+export interface RequestFields {
+  readonly method: string;
+  readonly url: string;
+  /** Names and values alternating, as sent. */
+  readonly rawHeaders: readonly string[];
+  /** Fields the Connection header names (lower-case), if any. */
+  readonly connectionNamed: ReadonlySet<string> | undefined;
+}
+
+const UNSAFE_VALUE = /[\r\n\0]/;
+
+/** Receives the fields in the order they go upstream. */
+interface FieldSink {
+  field(name: string, value: string): void;
+}
+
+/** The head as text (the relay writes it as is); one instance, reused: building is synchronous. */
+class TextSink implements FieldSink {
+  text = '';
+  field(name: string, value: string): void { this.text += `${name}: ${value}\r\n`; }
+}
+
+/** The fields as a flat name/value list (node's http.request takes that shape). */
+class ListSink implements FieldSink {
+  readonly list: string[] = [];
+  field(name: string, value: string): void { this.list.push(name, value); }
+}
+
+const text = new TextSink();
+
+/** Lower-case names of the fields a credential sets (they replace what the sandbox sent), and Accept-Encoding. */
+function credentialNames(cred: Credential): ReadonlySet<string> {
+  const known = credNames.get(cred);
+  if (known !== undefined) return known;
+  const n = new Set(['accept-encoding']);
+  if (cred.value !== undefined) n.add(cred.header.toLowerCase());
+  if (cred.headers !== undefined) for (const [k] of cred.headers) n.add(k.toLowerCase());
+  credNames.set(cred, n);
+  return n;
+}
+
+const credNames = new WeakMap<Credential, ReadonlySet<string>>();
+
+/** A value sandgate put there (a secret, a token) must not end the line or the head. */
+function checked(name: string, value: string): string {
+  if (UNSAFE_VALUE.test(value)) throw new SandgateError(`header ${name} would carry a line break or NUL`, 'UPSTREAM_REQUEST');
+  return value;
+}
+
+/**
+ * The fields, in order: the sandbox's (minus those dropped or replaced), then Transfer-Encoding
+ * (`keepTe`), then `extra` (name, value pairs), then the credential's. Throws UPSTREAM_REQUEST if
+ * an injected value carries CR, LF or NUL.
+ */
+function emitFields(req: RequestFields, hostHeader: string, cred: Credential | undefined, keepTe: boolean, drop: string | undefined, extra: readonly string[], sink: FieldSink): void {
+  const raw = req.rawHeaders;
+  const named = req.connectionNamed;
+  const replaced = cred !== undefined ? credentialNames(cred) : undefined;
+  const ph = cred?.placeholder;
+  sink.field('Host', hostHeader);
+  let te: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const k = raw[i] as string;
+    const l = k.toLowerCase();
+    if (l === 'transfer-encoding') te = raw[i + 1];
+    if (l === 'host' || l === 'expect' || l === drop || HOP_BY_HOP.has(l) || named?.has(l) === true || replaced?.has(l) === true) continue;
+    const v = raw[i + 1] as string;
+    if (ph !== undefined && cred !== undefined && v.includes(ph)) sink.field(k, checked(k, v.split(ph).join(cred.secret)));
+    else sink.field(k, v);
+  }
+  // Transfer-Encoding is hop-by-hop, but a chunked body keeps its framing (re-encoded by
+  // sandgate): without it the body's bytes would parse as further requests upstream.
+  if (keepTe && te !== undefined) sink.field('Transfer-Encoding', te);
+  for (let i = 0; i + 1 < extra.length; i += 2) sink.field(extra[i] as string, extra[i + 1] as string);
+  if (cred !== undefined) {
+    if (cred.value !== undefined) sink.field(cred.header, checked(cred.header, cred.value));
+    if (cred.headers !== undefined) for (const [k, v] of cred.headers) sink.field(k, checked(k, v));
+    // Scrubbing reads the body's bytes: ask for it unencoded (RFC 9110 §12.5.3). An upstream
+    // that encodes anyway is decoded (src/http/exchange.ts) or refused.
+    sink.field('Accept-Encoding', 'identity');
+  }
+}
+
+const NO_EXTRA: readonly string[] = [];
+
+/** The request target toward the upstream (the credential's query parameter set). */
+export function requestTarget(url: string, cred: Credential | undefined): string {
+  return cred !== undefined ? injectQuery(url, cred) : url;
+}
+
+/** An ordinary request's head toward the upstream, as HTTP/1.1 text (latin1, as parsed). */
+export function requestHead(req: RequestFields, hostHeader: string, cred: Credential | undefined): string {
+  text.text = `${req.method} ${requestTarget(req.url, cred)} HTTP/1.1\r\n`;
+  try {
+    emitFields(req, hostHeader, cred, true, undefined, NO_EXTRA, text);
+    return text.text + '\r\n';
+  } finally {
+    text.text = '';
+  }
+}
+
+const UPGRADE: readonly string[] = ['Connection', 'Upgrade', 'Upgrade', 'websocket'];
+
+/**
+ * A WebSocket upgrade request's fields (flat name/value list). With a credential,
+ * Sec-WebSocket-Extensions is not forwarded, so permessage-deflate (RFC 7692) is never negotiated
+ * and the scrubber sees every frame's payload.
+ */
+export function upgradeFields(req: RequestFields, hostHeader: string, cred: Credential | undefined): string[] {
+  const sink = new ListSink();
+  emitFields(req, hostHeader, cred, false, cred !== undefined ? 'sec-websocket-extensions' : undefined, UPGRADE, sink);
+  return sink.list;
+}

@@ -1,0 +1,54 @@
+/**
+ * What to do with an accepted connection once its first bytes are known: a pure decision on the
+ * connection's facts (who, where) and what the peek found, carried out by src/net/connection.ts.
+ * Raw TCP rules are decided before any byte is read (server-speaks-first protocols), so they are
+ * not this function's concern; neither is the per-request decision of plain HTTP
+ * (src/http/admit.ts).
+ */
+import type { CompiledRule } from '../policy/policy.js';
+import type { ConnInfo } from './conn-info.js';
+import type { Peeked } from './peek.js';
+
+export type Route =
+  /** Reset, nothing sent upstream; the `conn` line says why. */
+  | { readonly kind: 'deny'; readonly proto: 'tls' | undefined; readonly host: string | undefined; readonly rule: string | undefined; readonly reason: string }
+  /** Plain HTTP: every request is decided on its own Host (src/http/relay.ts). */
+  | { readonly kind: 'http' }
+  /** Report mode with no name to go by: relayed to the original destination, behind the SSRF guard. */
+  | { readonly kind: 'raw'; readonly reason: string }
+  /** TLS relayed unopened to the SNI host as sandgate resolves it. */
+  | { readonly kind: 'passthrough'; readonly host: string; readonly decision: 'allow'; readonly rule: string }
+  | { readonly kind: 'passthrough'; readonly host: string; readonly decision: 'would-deny'; readonly reason: string }
+  /** TLS terminated with sandgate's CA: requests are checked and get their credential. */
+  | { readonly kind: 'intercept'; readonly sni: string; readonly rule: CompiledRule };
+
+function deny(reason: string, proto?: 'tls', host?: string, rule?: string): Route {
+  return { kind: 'deny', proto, host, rule, reason };
+}
+
+/**
+ * The route of a connection to a named port (TLS or HTTP) once peeked. `intercepting`: whether
+ * interception is enabled (a CA and leaf cache exist).
+ */
+export function classify(info: ConnInfo, p: Peeked, intercepting: boolean): Route {
+  if (p.kind === 'reject') return deny(p.reason);
+  if (p.kind === 'http') return { kind: 'http' };
+  const { hello } = p;
+  // The ESNI drafts (never widely deployed) put the real name in that extension and a cover name in SNI.
+  if (hello.esni) return deny('encrypted SNI (ESNI) is not allowed', 'tls', hello.sni);
+  // ECH (GREASE or real, indistinguishable by design) is decided on the outer SNI; a rule or the
+  // global tls.ech may refuse it (docs/threat-model.md).
+  const verdict = info.sandbox.policy.decide(hello.sni, info.dstPort, 'tls', hello.ech);
+  if (verdict.decision !== 'allow') {
+    if (verdict.decision === 'deny') return deny(verdict.reason, 'tls', hello.sni);
+    if (hello.sni === undefined) return { kind: 'raw', reason: verdict.reason };
+    return { kind: 'passthrough', host: hello.sni, decision: 'would-deny', reason: verdict.reason };
+  }
+  // An allowed verdict always has a name: the policy never allows a ClientHello without SNI.
+  const sni = hello.sni as string;
+  if (verdict.rule.intercept) {
+    if (!intercepting) return deny('interception is not enabled', 'tls', hello.sni, verdict.rule.id);
+    return { kind: 'intercept', sni, rule: verdict.rule };
+  }
+  return { kind: 'passthrough', host: sni, decision: 'allow', rule: verdict.rule.id };
+}
