@@ -22,6 +22,16 @@ export type Framing = 'none' | 'raw' | 'chunked' | 'close';
 
 const NONE: readonly string[] = [];
 
+/** `list` (codings so far, normalised: lower case, ", "-separated, no empties) with `value`'s appended. */
+export function addCodings(list: string | undefined, value: string): string {
+  let out = list ?? '';
+  for (const c of value.split(',')) {
+    const t = c.trim().toLowerCase();
+    if (t.length > 0) out = out.length > 0 ? `${out}, ${t}` : t;
+  }
+  return out;
+}
+
 /** Response head facts: framing, coding, and the fields Connection names (hop-by-hop too). */
 export function responseFacts(raw: readonly string[]): ResponseFacts {
   let length: string | undefined;
@@ -35,7 +45,8 @@ export function responseFacts(raw: readonly string[]): ResponseFacts {
     switch (k.length) {
       case 10: if (k.toLowerCase() === 'connection') named = addConnectionTokens(named, raw[i + 1] as string); break;
       case 14: if (k.toLowerCase() === 'content-length') length = raw[i + 1]; break;
-      case 16: if (k.toLowerCase() === 'content-encoding') encoding = (raw[i + 1] as string).trim().toLowerCase(); break;
+      // Every field counts: codings split over several fields are one list (RFC 9110 §5.3, §8.4).
+      case 16: if (k.toLowerCase() === 'content-encoding') encoding = addCodings(encoding, raw[i + 1] as string); break;
       case 17: if (k.toLowerCase() === 'transfer-encoding') { chunked = true; (te ??= []).push(raw[i + 1] as string); } break;
       default: break;
     }

@@ -11,6 +11,7 @@ import { httpLine } from './http-audit.js';
 import type { UpgradeHandover } from './io.js';
 import { guardedLookup } from './lookup.js';
 import { requestTarget, upgradeFields } from './request-head.js';
+import { addCodings } from './response-head.js';
 import { scrubStream, scrubString } from './scrub.js';
 import { tlsFailure } from './upstream-tls.js';
 
@@ -47,7 +48,7 @@ function notRelayable(raw: readonly string[], needles: readonly string[] | undef
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const k = (raw[i] as string).toLowerCase();
     if (k === 'transfer-encoding') te.push(raw[i + 1] as string);
-    else if (k === 'content-encoding') ce = (raw[i + 1] as string).trim().toLowerCase();
+    else if (k === 'content-encoding') ce = addCodings(ce, raw[i + 1] as string);
   }
   const coding = unrelayableTransferCoding(te);
   if (coding !== undefined) return `upstream sent Transfer-Encoding ${coding}, which sandgate does not relay`;
