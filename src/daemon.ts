@@ -105,14 +105,22 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   const { material: ca } = await initCa(config.tls.caDir);
   // One set of TLS session ticket keys for the daemon's life, shared with the workers: a ticket
   // resumes in whichever process the sandbox's next connection lands. Never written anywhere.
-  const ticketKeys = randomBytes(48);
+  // Replaced every tls.ticketKeyRotationMs (forward secrecy for resumed sessions): a ticket key that
+  // leaks opens only its own period's tickets. Never written anywhere.
+  let ticketKeys = randomBytes(48);
   const leaves = await LeafCache.create(ca, { ticketKeys });
   // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
   // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
   // Loaded only then: with the default (1) this process never touches node:cluster.
   const pool = config.workers > 1
-    ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit, ticketKeys })
+    ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit, ticketKeys: () => ticketKeys })
     : undefined;
+  const rotation = setInterval(() => {
+    ticketKeys = randomBytes(48);
+    leaves.rotateTicketKeys(ticketKeys);
+    pool?.ticketKeys(ticketKeys);
+  }, config.tls.ticketKeyRotationMs);
+  rotation.unref();
   // Open connections per sandbox, so removing a registered one closes what it has open.
   const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
   const track = conns.track.bind(conns);
@@ -242,6 +250,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     reload: async () => { await serial(reload); },
     reopenLog: () => { audit.reopen(); },
     async stop() {
+      clearInterval(rotation);
       packets?.close();
       await control?.close();
       await metricsListener?.close();

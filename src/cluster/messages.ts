@@ -12,6 +12,8 @@ import type { Credential, TokenRequest } from '../creds/credential.js';
 export type ToWorker =
   /** First message: the config and the registered sandboxes; the worker answers `ready`. */
   | { readonly t: 'init'; readonly config: Config; readonly dynamic: readonly SandboxSpec[]; readonly ticketKeys: Buffer }
+  /** New TLS session ticket keys (rotation): every leaf context takes them. */
+  | { readonly t: 'ticketKeys'; readonly keys: Buffer }
   /** A SIGHUP reload was accepted: build the new runtime from this. */
   | { readonly t: 'config'; readonly config: Config; readonly dynamic: readonly SandboxSpec[] }
   /** The control API changed the registered sandboxes; `closes`: reset these sandboxes' connections. */

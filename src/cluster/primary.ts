@@ -38,14 +38,16 @@ export interface WorkerPool {
   stop(): Promise<void>;
   /** How many workers are ready to take connections now. */
   ready(): number;
+  /** Every worker takes these TLS session ticket keys (rotation); a worker started later gets them at init. */
+  ticketKeys(keys: Buffer): void;
 }
 
 export interface PoolOptions {
   readonly count: number;
   readonly runtime: () => Runtime;
   readonly audit: PrimaryAudit;
-  /** TLS session ticket keys every worker's leaf contexts use (resumption across workers). */
-  readonly ticketKeys: Buffer;
+  /** The TLS session ticket keys in force, for every worker's leaf contexts (resumption across workers). */
+  readonly ticketKeys: () => Buffer;
   /** How long the first workers may take to report ready. */
   readonly startTimeoutMs?: number;
 }
@@ -131,7 +133,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
       switch (msg.t) {
         case 'hello': {
           const rt = opts.runtime();
-          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys });
+          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys() });
           return;
         }
         case 'ready':
@@ -207,6 +209,9 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     },
     reloaded(rt) {
       broadcast({ t: 'config', config: rt.config, dynamic: rt.dynamic });
+    },
+    ticketKeys(keys) {
+      broadcast({ t: 'ticketKeys', keys });
     },
     sandboxes(rt) {
       schedule(rt);

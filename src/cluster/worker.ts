@@ -164,9 +164,10 @@ export async function runWorker(): Promise<void> {
     return withDynamicSandboxes(base, sameSpecs(previous?.dynamic ?? [], dynamic));
   };
 
+  let leaves: LeafCache | undefined;
   const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer): Promise<void> => {
     rt = build(config, dynamic, undefined);
-    const leaves = await LeafCache.create(await loadCa(config.tls.caDir), { ticketKeys: Buffer.from(ticketKeys) });
+    leaves = await LeafCache.create(await loadCa(config.tls.caDir), { ticketKeys: Buffer.from(ticketKeys) });
     gate = createDataPlane({
       runtime: current,
       leaves,
@@ -208,6 +209,10 @@ export async function runWorker(): Promise<void> {
         g.accept(socket);
         return;
       }
+      case 'ticketKeys':
+        // Buffers cross the IPC channel as JSON ({type, data}); Buffer.from takes that form back.
+        leaves?.rotateTicketKeys(Buffer.from(m.keys));
+        return;
       case 'config':
         try {
           rt = build(m.config, m.dynamic, rt);

@@ -16,7 +16,8 @@ export const DEFAULT_CA_DIR = '/var/lib/sandgate';
 export const DEFAULTS = {
   listen: { port: 15001, dnsPort: 15053, address: '0.0.0.0', control: DEFAULT_CONTROL_SOCKET },
   log: { level: 'info' },
-  tls: { caDir: DEFAULT_CA_DIR, ech: 'allow' },
+  /** Session ticket keys are replaced this often (forward secrecy for resumed sessions). */
+  tls: { caDir: DEFAULT_CA_DIR, ech: 'allow', ticketKeyRotationMs: 3_600_000 },
   upstream: { connectTimeoutMs: 5000 },
   /** 0x5347 is "SG" in ASCII: easy to spot in `ip rule` and `nft list` output. */
   firewall: {

@@ -22,6 +22,7 @@ export const RESTART_KEYS: readonly RestartKey[] = [
   { path: 'metrics', get: (c) => (c.metrics ? `${c.metrics.address}:${c.metrics.port}` : undefined), hint: RESTART },
   { path: 'log.file', get: (c) => c.log.file, hint: RESTART },
   { path: 'tls.caDir', get: (c) => c.tls.caDir, hint: RESTART },
+  { path: 'tls.ticketKeyRotationMs', get: (c) => c.tls.ticketKeyRotationMs, hint: RESTART },
   { path: 'stateDir', get: (c) => c.stateDir, hint: RESTART },
 ];
 

@@ -134,6 +134,8 @@ export interface Config {
     readonly caDir: string;
     /** Default for every TLS allow rule without its own `ech`; default `allow`. */
     readonly ech: EchChoice;
+    /** How often the TLS session ticket keys of intercepted connections are replaced (default 1 h). */
+    readonly ticketKeyRotationMs: number;
   };
   /**
    * Directory of sandgate's state: registered.json, the sandboxes registered through the control

@@ -53,10 +53,11 @@ export function log(v: Reader, raw: unknown): Config['log'] {
 export const ECH_CHOICES = ['allow', 'refuse'] as const;
 
 export function tls(v: Reader, raw: unknown): Config['tls'] {
-  const t = v.optObj(raw, ['tls'], ['caDir', 'ech']);
+  const t = v.optObj(raw, ['tls'], ['caDir', 'ech', 'ticketKeyRotationMs']);
   return {
     caDir: t.caDir === undefined ? DEFAULTS.tls.caDir : v.str(t.caDir, ['tls', 'caDir']) ?? '',
     ech: t.ech === undefined ? DEFAULTS.tls.ech : v.oneOf(t.ech, ['tls', 'ech'], ECH_CHOICES) ?? DEFAULTS.tls.ech,
+    ticketKeyRotationMs: v.int(t.ticketKeyRotationMs, ['tls', 'ticketKeyRotationMs'], 1000, 86_400_000, DEFAULTS.tls.ticketKeyRotationMs),
   };
 }
 
