@@ -109,7 +109,7 @@ test('defaults are filled in, and the result is deeply frozen', (t) => {
   t.deepEqual(c.listen, { port: 15001, dnsPort: 15053, address: '0.0.0.0', control: '/run/sandgate/control.sock' });
   t.deepEqual(c.log, { level: 'info' });
   t.is(c.log.file, undefined, 'audit goes to stdout by default');
-  t.deepEqual(c.tls, { caDir: '/var/lib/sandgate', ech: 'allow' });
+  t.deepEqual(c.tls, { caDir: '/var/lib/sandgate', ech: 'allow', ticketKeyRotationMs: 3_600_000 });
   t.deepEqual(c.upstream, { hosts: {}, allowPrivate: [], connectTimeoutMs: 5000 });
   t.deepEqual(c.firewall, { table: 'sandgate', mark: 0x5347, routeTable: 5347, backend: 'auto', queue: 5347, flowMark: 0x5348, queueMark: 0x5349 });
   t.deepEqual(c.packets, { rateLimit: { pps: 100, burst: 200 }, auditSampling: { linesPerSecond: 20, burst: 50 } });
