@@ -992,7 +992,7 @@ function markdown(report) {
     ['p50 ms', (m) => cell(m.p50_ms, 3)], ['p99 ms', (m) => cell(m.p99_ms, 3)], ['added p50 vs direct, ms', (m, t) => (t === 'direct' ? '–' : fmt(m.addedP50Ms, 3))], ['req/s', (m) => cell(m.rps)],
   ]);
   section('New TLS connection per request (wrk -t2 -c50, Connection: close)', 'connclose', [
-    ['conn/s', (m) => cell(m.rps)], ['resumes', (m, t) => report.resumption?.[t] ?? '–'], ['p99 ms', (m) => cell(m.p99_ms, 2)], ['proxy CPU µs/conn', (m) => cell(m.proxyCpuUsPerReq, 0)],
+    ['conn/s', (m) => cell(m.rps)], ['resumes', (_m, t) => report.resumption?.[t] ?? '–'], ['p99 ms', (m) => cell(m.p99_ms, 2)], ['proxy CPU µs/conn', (m) => cell(m.proxyCpuUsPerReq, 0)],
     ['nginx CPU µs/conn', (m) => cell(m.upstreamCpuUsPerReq, 0)], ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 2)], ['×direct', (m) => r2(m.ratio?.toDirect)], ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
     ['CPU/conn ×HAProxy', (m) => r2(m.ratio?.cpuPerConnToHaproxy)],
   ]);
@@ -1084,7 +1084,6 @@ async function main() {
 
   const t0 = Date.now();
   const loadBefore = loadavg().map((x) => Number(x.toFixed(2)));
-  let report;
   try {
     const swept = await sweepStale();
     if (swept.length) log(`removed stale namespaces: ${swept.join(', ')}`);
@@ -1105,7 +1104,7 @@ async function main() {
   if (interrupted) return;
 
   const summary = summarise(bench.results);
-  report = {
+  const report = {
     meta: {
       date: new Date().toISOString(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '?', kernel: release(), node: process.version,
       rounds: o.rounds, duration: o.duration, warmup: o.warmup, quick: o.quick, scenarios: o.only, idleCount: o.idleCount,

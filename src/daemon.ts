@@ -10,8 +10,6 @@ import { dynamicUnsupported, firewallMissing, firewallUp, firewallUpdateDynamic,
 import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-gate.js';
 import { listenTransparent } from './net/transparent-listener.js';
 import { startDnsServer } from './dns/server.js';
-import { handleConnection, type Gate } from './net/connection.js';
-import { RouteIfaceCache } from './net/route-iface.js';
 import { restartNeeded } from './config/restart.js';
 import { createDataPlane } from './net/data-plane.js';
 import { SandgateError } from './errors.js';

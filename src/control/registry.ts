@@ -184,7 +184,7 @@ export function lookup(state: RegistryState, name: string): Outcome<SandboxSpec>
  */
 export function reloadConflict(config: Config, dynamic: readonly SandboxSpec[]): string | undefined {
   for (const s of dynamic) {
-    if (!Object.prototype.hasOwnProperty.call(config.policies, s.policy)) return `registered sandbox "${s.name}" uses policy "${s.policy}", which the new config does not have`;
+    if (!Object.hasOwn(config.policies, s.policy)) return `registered sandbox "${s.name}" uses policy "${s.policy}", which the new config does not have`;
     if (config.sandboxes.some((c) => c.name === s.name)) return `the new config names a sandbox "${s.name}", which is already registered through the control API`;
     const why = findConflict(s, [], config.sandboxes);
     if (why) return `registered sandbox "${s.name}": ${why}`;

@@ -388,7 +388,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     // A pooled connection the upstream closed (reset or FIN) just as we reused it (RFC 9112
     // §9.3.1): retried once on a fresh one, but only an idempotent request (RFC 9110 §9.2.2: a
     // proxy must not retry others, the upstream may have acted on it) without a body.
-    if (a !== undefined && a.mayRetry && a.reused && !a.responded && !this.inc.hasBody && IDEMPOTENT.has(this.inc.method) && STALE.has(err.code ?? '')) {
+    if (a?.mayRetry && a.reused && !a.responded && !this.inc.hasBody && IDEMPOTENT.has(this.inc.method) && STALE.has(err.code ?? '')) {
       this.#attempt = undefined;
       this.#send(false, undefined);
       return;

@@ -179,7 +179,7 @@ export class SandboxConn implements ExchangeConn {
       reason: status === 408 ? 'request head not complete in time' : `malformed request (${code})`,
     }));
     const cur = this.current;
-    if (cur !== undefined && cur.headSent) { this.io.destroy(); return; }
+    if (cur?.headSent) { this.io.destroy(); return; }
     cur?.abort();
     this.current = undefined;
     const error = status === 431 ? 'request header fields too large' : status === 408 ? 'request timeout' : 'malformed request';

@@ -4,7 +4,6 @@ import type net from 'node:net';
 import { SandgateError } from '../errors.js';
 import type { Credential } from '../creds/credential.js';
 import { asTokenError } from '../creds/token-error.js';
-import type { Admitted } from './admit.js';
 import { refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
 import { jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
 import { httpLine } from './http-audit.js';

@@ -150,7 +150,7 @@ export class SandboxTable {
   byIface(iface: string | undefined): Sandbox | undefined {
     if (iface === undefined) return undefined;
     const pair = this.pairExact.get(iface)?.[0] ?? this.pairGlob.find((s) => s.iface?.(iface) === true);
-    return pair ?? this.registeredByIface(iface) ?? this.staticList.find((s) => s.iface !== undefined && s.iface(iface));
+    return pair ?? this.registeredByIface(iface) ?? this.staticList.find((s) => s.iface?.(iface));
   }
 
   private registeredByIface(iface: string | undefined): Sandbox | undefined {

@@ -39,7 +39,11 @@ export class LineLog {
         let line: Line;
         try { line = JSON.parse(text) as Line; } catch { continue; }
         this.lines.push(line);
-        this.waiters = this.waiters.filter((w) => (w.pred(line) ? (w.resolve(line), false) : true));
+        this.waiters = this.waiters.filter((w) => {
+          if (!w.pred(line)) return true;
+          w.resolve(line);
+          return false;
+        });
       }
     });
   }

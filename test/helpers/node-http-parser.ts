@@ -4,7 +4,7 @@
  * pinned a build of its own. Node is making the binding internal; when it is gone, `available` is
  * false and the comparison is skipped.
  */
-import type { AfterHead, Head, ParseError, ParserEvents } from '../../src/http/llhttp.js';
+import type { ParseError, ParserEvents } from '../../src/http/llhttp.js';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -33,7 +33,7 @@ interface RawParser {
 
 function binding(): { HTTPParser: ParserBinding; methods: string[] } | undefined {
   try {
-    return require('_http_common') as { HTTPParser: ParserBinding; methods: string[] };
+    return require('node:_http_common') as { HTTPParser: ParserBinding; methods: string[] };
   } catch {
     return undefined;
   }

@@ -67,7 +67,7 @@ if (args.includes('--udp')) {
     }
     return undefined;
   };
-  const special = (req, res, url, body) => {
+  const special = (_req, res, url, body) => {
     const p = url.pathname;
     if (p.startsWith('/_sg/bytes/')) {
       let left = Number(p.slice('/_sg/bytes/'.length));

@@ -37,7 +37,7 @@ const ws = new WebSocket(opt('--url'), {
 });
 const textOut = `ping-${process.pid}`;
 const binOut = Buffer.from([0, 1, 2, 253, 254, 255]);
-ws.on('unexpected-response', (req, res) => {
+ws.on('unexpected-response', (_req, res) => {
   out.status = res.statusCode;
   res.on('data', () => {});
   res.on('end', () => { out.error = `unexpected response ${res.statusCode}`; finish(); });

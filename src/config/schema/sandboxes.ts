@@ -27,7 +27,7 @@ export function sandboxEntry(v: Reader, val: unknown, p: PathPart[], policies: R
   }
   if (s.interface === undefined && s.cidr === undefined) v.fail(p, 'needs "interface" or "cidr" (or both) to say whose traffic this is');
   const policy = v.str(s.policy, [...p, 'policy']);
-  if (policy !== undefined && !Object.prototype.hasOwnProperty.call(policies, policy)) v.fail([...p, 'policy'], `unknown policy "${policy}" (not under policies)`);
+  if (policy !== undefined && !Object.hasOwn(policies, policy)) v.fail([...p, 'policy'], `unknown policy "${policy}" (not under policies)`);
   let user: string | undefined;
   if (s.user !== undefined) user = v.str(s.user, [...p, 'user'], USER, 'a user name of printable ASCII');
   if (name === undefined || policy === undefined || (iface === undefined && cidr === undefined)) return undefined;
