@@ -261,6 +261,8 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       const grace = setTimeout(() => { reset = conns.closeAll(); }, STOP_GRACE_MS);
       await closed;
       clearTimeout(grace);
+      // The connections reset above write their last lines (a stream cut off mid-response) as they close.
+      await conns.settled();
       // Token caches (authService/oauth2 credentials): hit rate and call counts over the daemon's life.
       const tokenCache = tokenCacheStats(rt.credentials);
       audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)', ...(reset > 0 ? { connectionsReset: reset } : {}), ...(tokenCache ? { tokenCache } : {}) });

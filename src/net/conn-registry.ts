@@ -16,6 +16,8 @@ import type { Sandbox } from '../policy/sandboxes.js';
 
 export class ConnRegistry {
   private readonly bySandbox = new Map<string, Set<net.Socket>>();
+  /** Sockets close() destroyed that have not emitted 'close' yet (see settled()). */
+  private readonly closing = new Set<Promise<void>>();
 
   constructor(private readonly runtime: () => Runtime) {}
 
@@ -72,8 +74,24 @@ export class ConnRegistry {
     if (!set) return 0;
     this.bySandbox.delete(name);
     const n = set.size;
-    for (const s of set) destroy(s);
+    for (const s of set) {
+      if (!s.closed) {
+        const p = new Promise<void>((resolve) => s.once('close', () => resolve()));
+        this.closing.add(p);
+        void p.then(() => this.closing.delete(p));
+      }
+      destroy(s);
+    }
     return n;
+  }
+
+  /**
+   * Resolves once every socket close() destroyed has emitted 'close', so whatever runs on that
+   * event (the relay's last audit line for a request cut off) has run: a stop waits for this
+   * before its own last line and the flush.
+   */
+  async settled(): Promise<void> {
+    await Promise.all([...this.closing]);
   }
 }
 

@@ -226,6 +226,30 @@ test.serial('SIGTERM with a connection the sandbox keeps open: reset after the g
   t.is(closed.responses, 1);
 });
 
+test.serial('SIGTERM with an intercepted SSE stream in flight: the request still gets its http line, saying it was cut off', async (t) => {
+  const config = {
+    ...baseConfig(w, { allow: [{ host: 'api.example.test', inject: 'k' }], upstream: { caFile: w.pki.caFile } }),
+    credentials: { k: { secret: { env: 'SG_TEST_SSE_K' } } },
+  };
+  g.proc.kill('SIGKILL'); // whichever gate ran before (run alone, the file's first one)
+  await exitOf(g);
+  g = await startGate(w.topo, w.dir, config, 'sse.json', { env: { SG_TEST_SSE_K: 'sk-sse-shutdown-0123456789' } });
+  const hold = w.topo.spawn(w.sandbox, process.execPath, [join(ROOT, 'test/helpers/hold-client.mjs'), '--connect', w.a, '--host', 'api.example.test',
+    '--ca', join(w.dir, 'ca', 'ca.pem'), '--path', '/_sg/sse?n=1000&interval=100', '--stream']);
+  const held = new LineLog();
+  held.attach(hold);
+  await held.waitFor((l) => l.event === 'chunk', 5000, 'the first event of the stream');
+  g.proc.kill('SIGTERM');
+  const exit = await Promise.race([exitOf(g), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
+  t.not(exit, 'hung');
+  const line = await g.log.waitFor((l) => l.event === 'http' && String(l.path) === '/_sg/sse', 1000, 'the SSE request\'s http line');
+  t.like(line, { decision: 'allow', status: 200, credential: 'k' });
+  t.truthy(line.error, 'the line says the stream was cut off');
+  t.true(Number(line.bytesIn) > 0);
+  const stop = g.log.find((l) => l.event === 'stop');
+  t.is(stop?.connectionsReset, 1);
+});
+
 test.serial('audit to log.file: lines go to the file, none to stdout', async (t) => {
   const logFile = join(w.dir, 'logs', 'audit.log');
   const cfgPath = join(w.dir, 'file-log.json');
