@@ -160,6 +160,28 @@ test('registered sandboxes in ipsets: up fills them and the rules name them, a c
   await nftDown(p, o);
 });
 
+test('ipsets: 64 interface-only registered sandboxes at most (hash:net,iface keeps one network\'s interfaces in one bucket); a failed change is undone', async (t) => {
+  const ns = await namespace(t);
+  const o = { netns: ns };
+  const count = async (name: string): Promise<number> => (await inNs(ns, '/usr/sbin/ipset', ['save', name])).split('\n').filter((l) => l.startsWith('add ')).length;
+  const ifs = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ({ name: `i${from + i}`, interface: `vm${from + i}` }));
+  const p = plan({ dynamic: [] });
+  await iptablesUp(p, o);
+  await firewallUpdateDynamic(p, 'iptables', [], ifs(0, 64), o);
+  t.is(await count('SANDGATE-IF4'), 64);
+  await t.throwsAsync(firewallUpdateDynamic(p, 'iptables', ifs(0, 64), [...ifs(0, 64), ...ifs(64, 66)], o), { message: /^ipset could not update the registered sandboxes in sets SANDGATE-\*: .*Hash is full/ });
+  t.is(await count('SANDGATE-IF4'), 64, 'the 65th was refused');
+  // The same for interface+cidr sandboxes' interfaces: the 65th pair's PAIR4 element goes in
+  // (first line), its PAIRIF4 element fails (second line); the first line is undone.
+  const pairs = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ({ name: `p${from + i}`, interface: `tap${from + i}`, cidr: `10.50.${from + i}.0/24` }));
+  await firewallUpdateDynamic(p, 'iptables', ifs(0, 64), [...ifs(0, 64), ...pairs(0, 64)], o);
+  t.is(await count('SANDGATE-PAIR4'), 64);
+  await t.throwsAsync(firewallUpdateDynamic(p, 'iptables', [...ifs(0, 64), ...pairs(0, 64)], [...ifs(0, 64), ...pairs(0, 65)], o), { message: /Hash is full/ });
+  t.is(await count('SANDGATE-PAIRIF4'), 64);
+  t.is(await count('SANDGATE-PAIR4'), 64, 'what the failed change had added was taken back');
+  await iptablesDown(p, o);
+});
+
 test('backend.ts: auto picks nft where nft works; show names the backend', async (t) => {
   const ns = await namespace(t);
   t.is(await resolveBackend('auto', { netns: ns }), 'nft');
