@@ -123,6 +123,7 @@ test('registered sandboxes in ipsets: up fills them and the rules name them, a c
   const ALL = ['SANDGATE-ADDR4', 'SANDGATE-IF4', 'SANDGATE-IF6', 'SANDGATE-PAIR4', 'SANDGATE-PAIRIF4', 'SANDGATE-PAIRIF6'];
   const d = [{ name: 'd1', interface: 'sbx-tw*' }, { name: 'd2', interface: 'tap0', cidr: '10.9.1.0/24' }, { name: 'd3', cidr: '10.9.9.9/32' }];
   const p = plan({ dynamic: d });
+  t.true((await iptablesMissing(p, o)).includes('ipset SANDGATE-IF4 is missing'), 'health names a missing set');
   await iptablesUp(p, o);
   t.deepEqual(await sets(), ALL, 'no temporaries left behind');
   t.deepEqual(await members('SANDGATE-IF4'), ['0.0.0.0/0,sbx-tw wildcard']);
