@@ -11,13 +11,14 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Runtime: nftables (firewall), iptables (the iptables backend, and the nft backend's NFQUEUE
-# rule), iproute2 (policy routing, namespaces), openssl (test PKI).
+# rule), ipset (the iptables backend's sets of registered sandboxes), iproute2 (policy routing,
+# namespaces), openssl (test PKI).
 # The optional nfqueue binding (packet verdicts, docs/packets.md) is built by node-gyp against
 # libnetfilter-queue: libnetfilter-queue-dev, make, g++ (python3 runs node-gyp's gyp).
 # Tests and demo: curl, dig (dnsutils), ping, git (smart-HTTP client test), python3 (urllib test),
 # chromium + libnss3-tools (certutil) for the headless-browser test (test/integration/browser.test.ts).
 # Bench: wrk, nginx, haproxy, mitmproxy are installed by scripts/bench.sh, not here.
-PACKAGES=(nftables iptables iproute2 ca-certificates openssl curl dnsutils iputils-ping git python3 conntrack procps chromium libnss3-tools
+PACKAGES=(nftables iptables ipset iproute2 ca-certificates openssl curl dnsutils iputils-ping git python3 conntrack procps chromium libnss3-tools
   libnetfilter-queue-dev make g++)
 missing=()
 for p in "${PACKAGES[@]}"; do

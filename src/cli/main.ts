@@ -7,6 +7,7 @@ import { planFromConfig } from '../firewall/from-config.js';
 import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../firewall/backend.js';
 import { renderRuleset } from '../firewall/render-nft.js';
 import { EMPTY_STATE, chainPrefix, iptablesSpec, renderRestoreUp } from '../firewall/render-iptables.js';
+import { renderIpsetUp } from '../firewall/render-ipset.js';
 import { runDaemon } from '../daemon.js';
 import type { Config } from '../config/types.js';
 import { pathProblems } from '../config/paths.js';
@@ -159,6 +160,8 @@ async function cmdFirewall(args: string[]): Promise<number> {
     default: {
       if (backend === 'nft') { process.stdout.write(renderRuleset(plan)); break; }
       const spec = iptablesSpec(plan);
+      const sets = renderIpsetUp(chainPrefix(plan), plan);
+      if (sets !== '') process.stdout.write(`# ipset -exist restore\n${sets}`);
       process.stdout.write(`# iptables-restore --noflush\n${renderRestoreUp(spec.v4, EMPTY_STATE)}# ip6tables-restore --noflush\n${renderRestoreUp(spec.v6, EMPTY_STATE)}`);
     }
   }

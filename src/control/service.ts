@@ -37,9 +37,9 @@ export interface ControlDeps {
   swap(next: Runtime): void;
   /** Runs `fn` after every earlier change and reload has finished. */
   serial<T>(fn: () => Promise<T>): Promise<T>;
-  /** One atomic change of the firewall's sets; throws (nothing changed) on failure. */
+  /** One change of the firewall's sets (nft: atomic; iptables: undone on failure); throws (nothing changed) on failure. */
   updateFirewall(before: readonly SandboxMatch[], after: readonly SandboxMatch[]): Promise<void>;
-  /** Why this daemon cannot register sandboxes at all (the iptables backend), if so. */
+  /** Why this daemon cannot register sandboxes at all, if so (firewall/backend.ts dynamicUnsupported). */
   unsupported?: string;
   conns: ConnRegistry;
   /** Ends the flows the packet path accepted for these sandboxes (src/net/flows.ts); never throws. */

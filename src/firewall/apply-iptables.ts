@@ -5,15 +5,23 @@
  *
  * Used two ways: as the whole firewall (the iptables backend: iptablesUp/Down/BackendShow)
  * and by the nft backend for its single NFQUEUE rule (iptablesInstall/Remove/Show).
+ *
+ * The iptables backend's registered sandboxes live in ipsets (render-ipset.ts), applied with
+ * `ipset -exist restore` (input on stdin). Sets come before the rules that name them
+ * (iptables-restore refuses a rule naming a set that does not exist) and go after them
+ * (`ipset destroy` fails while a rule references the set).
  */
 import { existsSync } from 'node:fs';
-import type { FirewallPlan } from './plan.js';
+import type { FirewallPlan, SandboxMatch } from './plan.js';
+import { FirewallError } from './plan.js';
 import {
   IP6TABLES_RESTORE,
   IP6TABLES_SAVE,
+  IPSET,
   IPTABLES_RESTORE,
   IPTABLES_SAVE,
   NFT,
+  firstLine,
   must,
   run,
   type ApplyOptions,
@@ -32,6 +40,7 @@ import {
   type IptState,
   type IptTable,
 } from './render-iptables.js';
+import { allIpsets, ipsetNames, parseIpsetNames, renderIpsetChanges, renderIpsetDestroy, renderIpsetUp } from './render-ipset.js';
 import { routingDown, routingMissing, routingShow, routingUp } from './routing.js';
 
 type Family = 'v4' | 'v6';
@@ -58,6 +67,8 @@ export interface RemoveOptions {
   missingToolIsOk?: boolean;
   /** Leave the nft backend's NFQUEUE chain alone. */
   keepQueueCompanion?: boolean;
+  /** Leave the registered sandboxes' ipsets alone (the iptables backend's own `up`). */
+  keepSets?: boolean;
 }
 
 /** Removes jumps to, and then, every chain of ours (both families). */
@@ -79,6 +90,39 @@ export async function iptablesRemove(plan: Pick<FirewallPlan, 'table'>, options:
       await dropEmptyNftTables(family, Object.keys(byTable) as IptTable[], options);
     }
   }
+  // Only now: while a rule of ours names a set, `ipset destroy` fails.
+  if (opts.keepSets !== true) await ipsetRemove(chainPrefix(plan), options);
+}
+
+/** Our sets that exist here (the ipset tool absent: none can). */
+async function ipsetsPresent(prefix: string, options: ApplyOptions): Promise<string[]> {
+  if (!existsSync(IPSET)) return [];
+  const listed = parseIpsetNames(await must('ipset could not list sets', IPSET, ['list', '-n'], options));
+  const ours = new Set(allIpsets(prefix));
+  return listed.filter((n) => ours.has(n));
+}
+
+/** Destroys every set of ours, a crashed run's temporaries included; the rules naming them must be gone. */
+async function ipsetRemove(prefix: string, options: ApplyOptions): Promise<void> {
+  const script = renderIpsetDestroy(await ipsetsPresent(prefix, options));
+  if (script !== '') await must('ipset could not destroy sandgate\'s sets', IPSET, ['restore'], options, script);
+}
+
+/**
+ * Registers / removes sandboxes in the installed sets (render-ipset.ts renderIpsetChanges: adds,
+ * then deletes). ipset restore stops at the first failing line and keeps what came before, so
+ * on failure the lines already applied are undone (best effort) before the error is thrown:
+ * the caller then keeps its runtime, and the sets match it again.
+ */
+export async function iptablesUpdateSets(plan: Pick<FirewallPlan, 'table'>, before: readonly SandboxMatch[], after: readonly SandboxMatch[], options: ApplyOptions = {}): Promise<void> {
+  const prefix = chainPrefix(plan);
+  const script = renderIpsetChanges(prefix, before, after);
+  if (script === '') return;
+  const result = await run(IPSET, ['-exist', 'restore'], options, script);
+  if (result.ok) return;
+  await run(IPSET, ['-exist', 'restore'], options, renderIpsetChanges(prefix, after, before));
+  const detail = firstLine(result.stderr) || result.failure;
+  throw new FirewallError(`ipset could not update the registered sandboxes in sets ${prefix}-*: ${detail.replace(/\.$/, '')}.`);
 }
 
 /**
@@ -166,11 +210,17 @@ export async function nftRemoveIfPresent(plan: Pick<FirewallPlan, 'table'>, opti
  */
 export async function iptablesUp(plan: FirewallPlan, options: ApplyOptions = {}): Promise<{ warnings: string[] }> {
   const spec = iptablesSpec(plan); // throws on an invalid plan before any I/O
+  const prefix = chainPrefix(plan);
+  const sets = renderIpsetUp(prefix, plan);
+  // The sets first: the rules name them. Each is filled aside and swapped in whole.
+  if (sets !== '') await must('ipset could not create the registered sandboxes\' sets', IPSET, ['-exist', 'restore'], options, sets);
   await iptablesInstall(spec, options);
   await routingUp(plan, options);
   await nftRemoveIfPresent(plan, options);
-  const queueChain = `${chainPrefix(plan)}-Q`;
-  await iptablesRemove(plan, options, { keep: (c) => c !== queueChain });
+  const queueChain = `${prefix}-Q`;
+  await iptablesRemove(plan, options, { keep: (c) => c !== queueChain, keepSets: true });
+  // No dynamic part now (control API off): an earlier run's sets, which no rule names any more.
+  if (plan.dynamic === undefined) await ipsetRemove(prefix, options);
   return { warnings: [] };
 }
 
@@ -185,6 +235,7 @@ export async function iptablesDown(plan: FirewallPlan, options: ApplyOptions = {
 export async function iptablesBackendShow(plan: FirewallPlan, options: ApplyOptions = {}): Promise<string> {
   validatePlan(plan);
   const lines = await iptablesShow(plan, options, 'the iptables backend');
+  lines.push(...(await ipsetShow(chainPrefix(plan), options)));
   lines.push(...(await routingShow(plan, options)));
   return `${lines.join('\n')}\n`;
 }
@@ -194,6 +245,22 @@ export async function iptablesMissing(plan: FirewallPlan, options: ApplyOptions 
   const spec = iptablesSpec(plan);
   const out: string[] = [];
   for (const family of ['v4', 'v6'] as const) out.push(...missingFrom(spec[family], await state(family, options), NAME[family]));
+  if (plan.dynamic !== undefined) {
+    const present = new Set(await ipsetsPresent(chainPrefix(plan), options));
+    for (const name of Object.values(ipsetNames(chainPrefix(plan)))) if (!present.has(name)) out.push(`ipset ${name} is missing`);
+  }
   out.push(...(await routingMissing(plan, options)));
   return out;
+}
+
+/** `# ipset` section of `firewall show`: the registered sandboxes' sets as `ipset save` prints them. */
+async function ipsetShow(prefix: string, options: ApplyOptions): Promise<string[]> {
+  const lines = [`# ipset: registered sandboxes (sets ${prefix}-*)`];
+  const present = existsSync(IPSET) ? await run(IPSET, ['list', '-n'], options) : undefined;
+  if (present === undefined || !present.ok) return [...lines, `# (ipset unavailable${present ? `: ${present.failure}` : ''})`];
+  const ours = new Set(allIpsets(prefix));
+  const names = parseIpsetNames(present.stdout).filter((n) => ours.has(n));
+  if (names.length === 0) return [...lines, '# (none)'];
+  for (const name of names) lines.push(...(await must(`ipset could not list set ${name}`, IPSET, ['save', name], options)).trimEnd().split('\n'));
+  return lines;
 }

@@ -5,10 +5,10 @@
  * the same behaviour (docs/packets.md, docs/operations.md); `down` of either removes what
  * either could have left, so switching backends never leaves two rulesets running.
  */
-import { FirewallError, type FirewallPlan, type SandboxMatch } from './plan.js';
+import type { FirewallPlan, SandboxMatch } from './plan.js';
 import { NFT, run, type ApplyOptions } from './exec.js';
 import { firewallDown as nftDown, firewallShow as nftShow, firewallUp as nftUp, nftMissing, nftUpdateSets, type UpResult } from './apply-nft.js';
-import { iptablesBackendShow, iptablesDown, iptablesMissing, iptablesUp } from './apply-iptables.js';
+import { iptablesBackendShow, iptablesDown, iptablesMissing, iptablesUp, iptablesUpdateSets } from './apply-iptables.js';
 
 export type BackendChoice = 'nft' | 'iptables' | 'auto';
 export type Backend = 'nft' | 'iptables';
@@ -38,18 +38,22 @@ export async function firewallMissing(plan: FirewallPlan, backend: Backend, opti
   return backend === 'nft' ? nftMissing(plan, options) : iptablesMissing(plan, options);
 }
 
-/** Why `backend` cannot hold registered sandboxes, or undefined when it can. */
-export function dynamicUnsupported(backend: Backend): string | undefined {
-  return backend === 'nft'
-    ? undefined
-    : 'registered sandboxes need the nft firewall backend (firewall.backend: nft); this sandgate runs the iptables backend';
+/**
+ * Why `backend` cannot hold registered sandboxes, or undefined when it can. Both can now: nft in
+ * sets of its table, iptables in ipsets (render-ipset.ts); kept as the one place that would say
+ * so for a backend that cannot.
+ */
+export function dynamicUnsupported(_backend: Backend): string | undefined {
+  return undefined;
 }
 
-/** Changes the registered sandboxes in place (one atomic transaction); nft only. */
+/**
+ * Changes the registered sandboxes in place: nft in one atomic transaction of set elements,
+ * iptables as ipset element changes ordered to fail closed (render-ipset.ts).
+ */
 export async function firewallUpdateDynamic(
   plan: Pick<FirewallPlan, 'table'>, backend: Backend, before: readonly SandboxMatch[], after: readonly SandboxMatch[], options: ApplyOptions = {},
 ): Promise<void> {
-  const why = dynamicUnsupported(backend);
-  if (why !== undefined) throw new FirewallError(`${why}.`);
-  await nftUpdateSets(plan, before, after, options);
+  if (backend === 'nft') await nftUpdateSets(plan, before, after, options);
+  else await iptablesUpdateSets(plan, before, after, options);
 }

@@ -20,6 +20,8 @@ export const IPTABLES_RESTORE = '/usr/sbin/iptables-restore';
 export const IPTABLES_SAVE = '/usr/sbin/iptables-save';
 export const IP6TABLES_RESTORE = '/usr/sbin/ip6tables-restore';
 export const IP6TABLES_SAVE = '/usr/sbin/ip6tables-save';
+/** The iptables backend's sets of registered sandboxes (Debian package ipset). */
+export const IPSET = '/usr/sbin/ipset';
 
 export type Tool =
   | typeof NFT
@@ -28,7 +30,8 @@ export type Tool =
   | typeof IPTABLES_RESTORE
   | typeof IPTABLES_SAVE
   | typeof IP6TABLES_RESTORE
-  | typeof IP6TABLES_SAVE;
+  | typeof IP6TABLES_SAVE
+  | typeof IPSET;
 
 const DEFAULT_TIMEOUT_MS = 15_000;
 /** `ip netns` names are file names under /run/netns: no '/', and not "." or "..". */

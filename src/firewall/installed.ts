@@ -5,10 +5,11 @@
  * a second sandgate cannot replace or shadow a live one.
  *
  * The parsers are pure (text in, description out); `installedRulesets` only runs `nft list` and
- * `iptables-save`. A ruleset counts as sandgate's when it has both a TPROXY rule and rules
+ * `iptables-save` (and `ipset save`: the iptables backend's registered sandboxes). A ruleset counts as sandgate's when it has both a TPROXY rule and rules
  * commented "sandbox NAME" (render-nft.ts / render-iptables.ts write both).
  */
-import { IPTABLES_SAVE, NFT, run, type ApplyOptions } from './exec.js';
+import { existsSync } from 'node:fs';
+import { IPSET, IPTABLES_SAVE, NFT, run, type ApplyOptions } from './exec.js';
 
 export interface InstalledRuleset {
   /** `table inet NAME` (nft backend) or `iptables chains PREFIX-*` (iptables backend). */
@@ -51,8 +52,14 @@ export function parseNftTable(name: string, text: string): InstalledRuleset | un
   return { what: `table inet ${name}`, name, backend: 'nft', tproxyPort: Number(port[1]), interfaces: uniq(interfaces), cidrs: uniq(cidrs) };
 }
 
-/** `iptables-save -t mangle` -> one description per sandgate chain prefix (PREFIX-PRE, PREFIX-SBX). */
-export function parseIptablesMangle(text: string): InstalledRuleset[] {
+/** Registered sandboxes' elements in `ipset save` output: "add PREFIX-KIND ELEMENT [wildcard]" (render-ipset.ts). */
+const IPSET_ADD = /^add ([A-Za-z][A-Za-z0-9_-]*)-(?:PAIR4|PAIRIF4|IF4|ADDR4|PAIRIF6|IF6) (\S+)( wildcard)?$/;
+
+/**
+ * `iptables-save -t mangle` -> one description per sandgate chain prefix (PREFIX-PRE, PREFIX-SBX),
+ * with the registered sandboxes of `ipsetSave` (`ipset save` output) added to their prefix's.
+ */
+export function parseIptablesMangle(text: string, ipsetSave = ''): InstalledRuleset[] {
   const byPrefix = new Map<string, { port?: number; interfaces: string[]; cidrs: string[]; sandboxes: boolean }>();
   const entry = (p: string) => {
     let e = byPrefix.get(p);
@@ -73,6 +80,14 @@ export function parseIptablesMangle(text: string): InstalledRuleset[] {
       const s = /(?:^| )-s (\S+)/.exec(rest);
       if (s?.[1] !== undefined) e.cidrs.push(s[1].replace(/\/32$/, ''));
     }
+  }
+  for (const line of ipsetSave.split('\n')) {
+    const m = IPSET_ADD.exec(line.trim());
+    if (!m || m[1] === undefined || m[2] === undefined) continue;
+    const e = entry(m[1]);
+    const [net, iface] = m[2].split(',');
+    if (iface !== undefined) e.interfaces.push(m[3] !== undefined ? `${iface}*` : iface);
+    if (net !== undefined && net !== '0.0.0.0/0' && net !== '::/0') e.cidrs.push(net.replace(/\/32$/, ''));
   }
   const out: InstalledRuleset[] = [];
   for (const [p, e] of byPrefix) {
@@ -99,6 +114,7 @@ export async function installedRulesets(options: ApplyOptions = {}): Promise<Ins
     }
   }
   const mangle = await run(IPTABLES_SAVE, ['-t', 'mangle'], options);
-  if (mangle.ok) out.push(...parseIptablesMangle(mangle.stdout));
+  const sets = existsSync(IPSET) ? await run(IPSET, ['save'], options) : undefined;
+  if (mangle.ok) out.push(...parseIptablesMangle(mangle.stdout, sets?.ok === true ? sets.stdout : ''));
   return out;
 }

@@ -34,9 +34,15 @@
  *   the rest is queued (rate-limited) for an audit line; filter INPUT (but for that neighbour
  *   discovery) and FORWARD drop everything from (and forwarded to) a sandbox interface,
  *   whatever the verdict was.
+ *
+ * Sandboxes registered through the control API (plan.dynamic; docs/control-api.md) are not
+ * rules but elements of ipsets (render-ipset.ts), matched with `-m set --match-set` by a
+ * constant set of rules placed before the config's per-sandbox rules wherever those are, exactly
+ * where render-nft.ts puts its dyn_* set rules; so the rules are the same for any number of them.
  */
 import { FirewallError, type FirewallPlan, type SandboxMatch } from './plan.js';
 import { formatMark, validatePlan } from './render-nft.js';
+import { ipsetNames, type IpsetKind } from './render-ipset.js';
 
 export type IptTable = 'mangle' | 'nat' | 'filter';
 
@@ -129,12 +135,26 @@ export function allChains(plan: Pick<FirewallPlan, 'table'>): { v4: Record<IptTa
 /** The full iptables backend for a plan. */
 export function iptablesSpec(plan: FirewallPlan): IptSpec {
   validatePlan(plan);
-  // The control API's sets exist in the nft backend only (docs/control-api.md): with this
-  // backend registration is refused, so a plan can only carry an empty list here.
-  if ((plan.dynamic?.length ?? 0) > 0) {
-    throw new FirewallError('invalid firewall plan: registered sandboxes need the nft backend (firewall.backend: nft)');
-  }
   const p = chainPrefix(plan);
+  const sets = ipsetNames(p);
+  /** The registered sandboxes' rules when the plan has a dynamic part, else nothing. */
+  const D = (rules: () => string[]): string[] => (plan.dynamic !== undefined ? rules() : []);
+  const inSet = (kind: IpsetKind, dirs: string, note: string, tail: string): string =>
+    `-m set --match-set ${sets[kind]} ${dirs} ${comment(`registered sandboxes: ${note}`)} ${tail}`;
+  /** render-nft.ts perDynamic(): one rule per set, whatever its size. */
+  const perDynamic = (tail: string): string[] => [
+    inSet('PAIR4', 'src,src', 'interface and cidr', tail),
+    inSet('IF4', 'src,src', 'interface', tail),
+    inSet('ADDR4', 'src', 'cidr', tail),
+  ];
+  /** render-nft.ts towardsDynamic(): by interface where they have one (dst,dst: -o). */
+  const towardsDynamic = (note: string, tail: string): string[] => [
+    inSet('PAIRIF4', 'dst,dst', note, tail),
+    inSet('IF4', 'dst,dst', note, tail),
+    inSet('ADDR4', 'dst', note, tail),
+  ];
+  /** render-nft.ts dynIfaces() for IPv6: keyed by interface alone. */
+  const dynIfaces6 = (dirs: string, note: string, tail: string): string[] => [inSet('IF6', dirs, note, tail), inSet('PAIRIF6', dirs, note, tail)];
   const mark = formatMark(plan.mark);
   const flow = formatMark(plan.flowMark);
   const { pps, burst } = plan.packetRate;
@@ -156,7 +176,10 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
         {
           name: `${p}-PRE`,
           rules: [
+            ...D(() => perDynamic(`-g ${p}-SBX`)),
             ...perSandbox(plan, `-g ${p}-SBX`),
+            // After every sandbox's own rule, so sandboxes sharing an interface glob still match.
+            ...D(() => [inSet('PAIRIF4', 'src,src', 'a source outside its cidr', '-j DROP')]),
             ...plan.sandboxes
               .filter((s) => s.interface !== undefined && s.cidr !== undefined)
               .map((s) => `-i ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}: a source outside its cidr`)} -j DROP`),
@@ -188,7 +211,9 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
         {
           name: `${p}-NAT`,
           rules: [
+            ...D(() => perDynamic(`-p udp -m udp --dport 53 -j REDIRECT --to-ports ${plan.dnsPort}`)),
             ...perSandbox(plan, `-p udp -m udp --dport 53 -j REDIRECT --to-ports ${plan.dnsPort}`),
+            ...D(() => perDynamic(`-p tcp -m tcp --dport 53 -j REDIRECT --to-ports ${plan.dnsPort}`)),
             ...perSandbox(plan, `-p tcp -m tcp --dport 53 -j REDIRECT --to-ports ${plan.dnsPort}`),
           ],
         },
@@ -202,7 +227,7 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
         { from: 'FORWARD', to: `${p}-FWD` },
       ],
       chains: [
-        { name: `${p}-IN`, rules: perSandbox(plan, `-g ${p}-SBXIN`) },
+        { name: `${p}-IN`, rules: [...D(() => perDynamic(`-g ${p}-SBXIN`)), ...perSandbox(plan, `-g ${p}-SBXIN`)] },
         {
           name: `${p}-SBXIN`,
           rules: [
@@ -215,7 +240,9 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
         {
           name: `${p}-FWD`,
           rules: [
+            ...D(() => perDynamic(`-g ${p}-SBXFWD`)),
             ...perSandbox(plan, `-g ${p}-SBXFWD`),
+            ...D(() => towardsDynamic('only replies of accepted flows', `-m connmark ! --mark ${flow} -j DROP`)),
             ...plan.sandboxes.map((s) => `${towardsArgs(s)} -m connmark ! --mark ${flow} ${comment(`sandbox ${s.name}: only replies of accepted flows`)} -j DROP`),
           ],
         },
@@ -237,7 +264,13 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
       table: 'mangle',
       jumps: [{ from: 'PREROUTING', to: `${p}-PRE` }],
       chains: [
-        { name: `${p}-PRE`, rules: withIface.map((s) => `-i ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}`)} -g ${p}-SBX`) },
+        {
+          name: `${p}-PRE`,
+          rules: [
+            ...D(() => dynIfaces6('src,src', 'IPv6', `-g ${p}-SBX`)),
+            ...withIface.map((s) => `-i ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}`)} -g ${p}-SBX`),
+          ],
+        },
         {
           name: `${p}-SBX`,
           rules: [
@@ -261,16 +294,21 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
         {
           name: `${p}-IN`,
           rules: [
+            ...D(() => ND.flatMap((nd) => dynIfaces6('src,src', 'neighbour discovery with the host', `${nd} -j RETURN`))),
             ...withIface.flatMap((s) => ND.map((nd) => `-i ${ipIface(s.interface ?? '')} ${nd} ${comment(`sandbox ${s.name}: neighbour discovery with the host`)} -j RETURN`)),
+            ...D(() => dynIfaces6('src,src', 'IPv6 is never carried', '-j DROP')),
             ...withIface.map((s) => `-i ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}: IPv6 is never carried`)} -j DROP`),
           ],
         },
         {
           name: `${p}-FWD`,
-          rules: withIface.flatMap((s) => [
-            `-i ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}: IPv6 is never carried`)} -j DROP`,
-            `-o ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}: IPv6 is never carried`)} -j DROP`,
-          ]),
+          rules: [
+            ...D(() => [...dynIfaces6('src,src', 'IPv6 is never carried', '-j DROP'), ...dynIfaces6('dst,dst', 'IPv6 is never carried', '-j DROP')]),
+            ...withIface.flatMap((s) => [
+              `-i ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}: IPv6 is never carried`)} -j DROP`,
+              `-o ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}: IPv6 is never carried`)} -j DROP`,
+            ]),
+          ],
         },
       ],
     },

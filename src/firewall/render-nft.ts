@@ -131,7 +131,8 @@ function checkCidr(cidr: unknown, sandbox: string): void {
   }
 }
 
-function checkSandbox(sandbox: SandboxMatch, seen: Set<string>): void {
+/** Checks one sandbox's match fields (and that its name is not in `seen`, which it joins). */
+export function checkSandbox(sandbox: SandboxMatch, seen: Set<string>): void {
   const { name } = sandbox;
   if (typeof name !== 'string' || !NAME_RE.test(name)) {
     invalid(`sandbox name ${JSON.stringify(name)} must match [A-Za-z0-9_.-]{1,64}`);

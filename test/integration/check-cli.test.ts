@@ -217,6 +217,19 @@ test('firewall render prints the ruleset without touching the system', async (t)
   t.is(c.code, 0, c.stderr);
 });
 
+test('firewall render with the iptables backend prints the ipsets first, then the chains that name them', async (t) => {
+  const r = await cli(['firewall', 'render', '-c', file('render-ipt.yaml', OK.replace('  table: sgcli\n', '  table: sgcli\n  backend: iptables\n'))]);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.stdout.startsWith('# ipset -exist restore\ncreate SGCLI-PAIR4 hash:net,iface family inet\n'), r.stdout.slice(0, 200));
+  t.true(r.stdout.indexOf('# iptables-restore --noflush\n') > r.stdout.indexOf('swap SGCLI-IF6-T SGCLI-IF6\n'));
+  t.regex(r.stdout, /-A SGCLI-PRE -m set --match-set SGCLI-IF4 src,src /);
+  // The control API off: no sets, no set rules.
+  const off = await cli(['firewall', 'render', '-c', file('render-ipt-off.yaml', OK_NO_CONTROL.replace('  table: sgcli\n', '  table: sgcli\n  backend: iptables\n'))]);
+  t.is(off.code, 0, off.stderr);
+  t.true(off.stdout.startsWith('# iptables-restore --noflush\n'));
+  t.false(off.stdout.includes('--match-set'));
+});
+
 test('firewall render on a broken config: exit 2 with the located line', async (t) => {
   const f = file('render-bad.yaml', OK.replace('10.77.1.0/24', '10.77.1.0/40'));
   const r = await cli(['firewall', 'render', '-c', f]);

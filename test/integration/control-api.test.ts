@@ -7,7 +7,7 @@
  *
  * Serial: one sandgate, and each test leaves the registry as it found it.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import http from 'node:http';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,13 +28,6 @@ let echo: Recorder | undefined;
 
 const TWO = { name: 'two', interface: 'sbx-two', policy: 'two', user: 'bob' };
 
-/**
- * Registered sandboxes live in nft sets; the iptables backend has none, so there registration
- * is refused (the last test) and these are not run (scripts/test.sh's iptables pass).
- */
-function nftTest(title: string, fn: (t: ExecutionContext) => Promise<void>): void {
-  if (TEST_BACKEND !== 'iptables') test.serial(title, fn);
-}
 
 test.before(async () => {
   w = await createWorld({ sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'two', subnet: 4 }] });
@@ -101,11 +94,40 @@ async function nft(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** The registered sandboxes as the firewall holds them: the four sets' listings. */
+const IPSET = '/usr/sbin/ipset';
+const IPTABLES = TEST_BACKEND === 'iptables';
+
+async function ipset(args: string[]): Promise<string> {
+  const r = await w.topo.exec(w.topo.hostNs, IPSET, args);
+  if (r.code !== 0) throw new Error(`ipset ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The registered sandboxes as the firewall holds them: the sets' listings (nft sets, or ipsets). */
 async function dynSets(): Promise<string> {
   const out: string[] = [];
-  for (const set of ['dyn_pair', 'dyn_pair_iface', 'dyn_iface', 'dyn_addr4']) out.push(await nft(['list', 'set', 'inet', 'sandgate', set]));
+  if (IPTABLES) for (const set of ['PAIR4', 'PAIRIF4', 'IF4', 'ADDR4', 'PAIRIF6', 'IF6']) out.push(await ipset(['save', `SANDGATE-${set}`]));
+  else for (const set of ['dyn_pair', 'dyn_pair_iface', 'dyn_iface', 'dyn_addr4']) out.push(await nft(['list', 'set', 'inet', 'sandgate', set]));
   return out.join('');
+}
+
+type Kind = 'iface' | 'pair' | 'addr4';
+/** One kind's elements, the same way for both backends: "sbx-two", "sbx-two . 10.77.4.0/24", "10.200.0.1/32". */
+async function elements(kind: Kind): Promise<string[]> {
+  if (IPTABLES) {
+    const set = { iface: 'IF4', pair: 'PAIR4', addr4: 'ADDR4' }[kind];
+    return (await ipset(['save', `SANDGATE-${set}`])).split('\n').filter((l) => l.startsWith('add ')).map((l) => {
+      const e = l.split(' ')[2] ?? '';
+      if (kind === 'addr4') return e;
+      const [net, iface] = e.split(',');
+      const dev = / wildcard$/.test(l) ? `${iface}*` : iface; // a glob is a prefix with the wildcard flag
+      return kind === 'iface' ? `${dev}` : `${dev} . ${net}`;
+    }).sort();
+  }
+  const set = { iface: 'dyn_iface', pair: 'dyn_pair', addr4: 'dyn_addr4' }[kind];
+  const m = /elements = \{([^}]*)\}/.exec(await nft(['list', 'set', 'inet', 'sandgate', set]));
+  if (!m) return [];
+  return (m[1] ?? '').split(',').map((e) => e.trim().replace(/"/g, '').replace(/\\\*/g, '*')).filter((e) => e !== '').sort();
 }
 
 async function names(): Promise<string[]> {
@@ -142,7 +164,7 @@ test.serial('the control socket is created 0600 in a 0700 directory; ls shows th
   t.deepEqual((JSON.parse(json.stdout) as { name: string }[]).map((s) => s.name), ['agent', 'unregistered']);
 });
 
-nftTest('unregistered, "two" is reset by the catch-all; registered, it talks as soon as `sandbox add` returns', async (t) => {
+test.serial('unregistered, "two" is reset by the catch-all; registered, it talks as soon as `sandbox add` returns', async (t) => {
   const before = await curlTwo('https://x.wild.example.test/before');
   t.not(before.code, 0, 'reset before registration');
   const deny = await g.log.waitFor((l) => l.event === 'conn' && l.sandbox === 'unregistered' && l.decision === 'deny');
@@ -163,7 +185,7 @@ nftTest('unregistered, "two" is reset by the catch-all; registered, it talks as 
   t.is(conn.rule, 'policies.two.allow[0]');
   const added = await g.log.waitFor(configLine('sandbox-added', 'two'));
   t.like(added, { policy: 'two', user: 'bob', match: { name: 'two', interface: 'sbx-two' }, labels: { team: 'research', run: '42' } });
-  t.regex(await nft(['list', 'set', 'inet', 'sandgate', 'dyn_iface']), /elements = \{ "sbx-two" \}/);
+  t.deepEqual(await elements('iface'), ['sbx-two']);
 
   // DNS from the registered sandbox is its own policy's: listed name answered, others NXDOMAIN.
   const dig = await w.topo.exec(w.topo.ns('two'), 'dig', ['+short', '+time=2', '+tries=1', '@10.77.4.1', 'x.wild.example.test']);
@@ -176,7 +198,7 @@ nftTest('unregistered, "two" is reset by the catch-all; registered, it talks as 
   t.like(ls.body.sandbox as Record<string, unknown>, { name: 'two', source: 'api', policy: 'two', user: 'bob', interface: 'sbx-two', labels: { team: 'research', run: '42' } });
 });
 
-nftTest('misuse gets one clear sentence and a 4xx, and changes nothing', async (t) => {
+test.serial('misuse gets one clear sentence and a 4xx, and changes nothing', async (t) => {
   const sets = await dynSets();
   const list = await controlRequest(sock, 'GET', '/sandboxes');
   const cases: [string, () => Promise<{ status: number; body: Record<string, unknown> }>, number, RegExp][] = [
@@ -239,7 +261,7 @@ nftTest('misuse gets one clear sentence and a 4xx, and changes nothing', async (
   t.deepEqual(await names(), ['agent', 'unregistered', 'two']);
 });
 
-nftTest('a labels-only update keeps connections; a policy update applies at once', async (t) => {
+test.serial('a labels-only update keeps connections; a policy update applies at once', async (t) => {
   const labels = await controlRequest(sock, 'PUT', '/sandboxes/two', { labels: { team: 'ops' } });
   t.is(labels.status, 200, JSON.stringify(labels.body));
   t.is(labels.body.closed, 0);
@@ -254,7 +276,7 @@ nftTest('a labels-only update keeps connections; a policy update applies at once
   t.truthy(g.log.find(configLine('sandbox-updated', 'two')));
 });
 
-nftTest('sandbox rm resets its open connections at once (passthrough stream, intercepted keep-alive), and new ones', async (t) => {
+test.serial('sandbox rm resets its open connections at once (passthrough stream, intercepted keep-alive), and new ones', async (t) => {
   // A passthrough TLS stream that would run for 20 s, and an intercepted connection idling in
   // keep-alive (sandgate's front keeps those 60 s): only the removal can end them now.
   const stream = hold(['--host', 'x.wild.example.test', '--ca', w.pki.caFile, '--path', '/_sg/sse?n=200&interval=100', '--stream']);
@@ -294,11 +316,11 @@ nftTest('sandbox rm resets its open connections at once (passthrough stream, int
   const after = await curlTwo('https://x.wild.example.test/after-rm');
   t.not(after.code, 0);
   t.is(w.upstreams[0]!.log.lines.length, seen, 'upstream a saw nothing');
-  t.regex(await nft(['list', 'set', 'inet', 'sandgate', 'dyn_iface']), /^(?![\s\S]*elements)/);
+  t.deepEqual(await elements('iface'), []);
   t.deepEqual(await names(), ['agent', 'unregistered']);
 });
 
-nftTest('sandbox rm ends its accepted UDP flows too: the next datagram is a new flow, denied', async (t) => {
+test.serial('sandbox rm ends its accepted UDP flows too: the next datagram is a new flow, denied', async (t) => {
   // Accepted flows are forwarded, so forwarding is on in this test's host namespace, for this test only.
   const sysctl = (v: number) => w.topo.exec(w.topo.hostNs, '/usr/sbin/sysctl', ['-q', '-w', `net.ipv4.ip_forward=${v}`]);
   t.is((await sysctl(1)).code, 0);
@@ -331,11 +353,11 @@ nftTest('sandbox rm ends its accepted UDP flows too: the next datagram is a new 
   }
 });
 
-nftTest('a reload keeps registered sandboxes; without the catch-all an unregistered sandbox reaches nothing; a clashing config is rejected', async (t) => {
+test.serial('a reload keeps registered sandboxes; without the catch-all an unregistered sandbox reaches nothing; a clashing config is rejected', async (t) => {
   t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO, cidr: '10.77.4.0/24' })).status, 201);
   const noCatchAll = { ...config, sandboxes: (config.sandboxes as unknown[]).slice(0, 1) };
   t.is((await g.reload(noCatchAll)).registered, 1);
-  t.regex(await nft(['list', 'set', 'inet', 'sandgate', 'dyn_pair']), /elements = \{ "sbx-two" \. 10\.77\.4\.0\/24 \}/);
+  t.deepEqual(await elements('pair'), ['sbx-two . 10.77.4.0/24']);
   const r = await curlTwo('https://x.wild.example.test/after-reload');
   t.is(r.code, 0, r.stderr);
 
@@ -355,8 +377,15 @@ nftTest('a reload keeps registered sandboxes; without the catch-all an unregiste
   t.is((await g.reload(config)).action, 'reloaded');
 });
 
-nftTest('1,000 registered sandboxes: the ruleset stays the same size; add and remove latency', async (t) => {
+test.serial('1,000 registered sandboxes: the ruleset stays the same size; add and remove latency', async (t) => {
+  /** The ruleset's size: nft's table without set elements, or sandgate's iptables chains (both families). */
   const table = async (): Promise<{ lines: number; rules: number }> => {
+    if (IPTABLES) {
+      const saved: string[] = [];
+      for (const tool of ['/usr/sbin/iptables-save', '/usr/sbin/ip6tables-save']) saved.push((await w.topo.exec(w.topo.hostNs, tool, [])).stdout);
+      const ours = saved.join('\n').split('\n').filter((l) => /^(:|-A )SANDGATE-|^-A \S+ -j SANDGATE-/.test(l));
+      return { lines: ours.length, rules: ours.filter((l) => l.startsWith('-A ')).length };
+    }
     const text = await nft(['-t', '-a', 'list', 'table', 'inet', 'sandgate']);
     return { lines: text.trimEnd().split('\n').length, rules: text.split('\n').filter((l) => /# handle \d+$/.test(l) && !/^\s*(chain|set|table) /.test(l)).length };
   };
@@ -393,9 +422,8 @@ nftTest('1,000 registered sandboxes: the ruleset stays the same size; add and re
   const seqAdd = await run(add, 201, 1, SEQ + 1, 1);
   const concAdd = await run(add, 201, SEQ + 1, N, CONC);
   const full = await table();
-  t.deepEqual(full, one, `nft list table with 1 and ${N} registered sandboxes`);
-  const elems = JSON.parse(await nft(['-j', 'list', 'set', 'inet', 'sandgate', 'dyn_addr4'])) as { nftables: { set?: { elem?: unknown[] } }[] };
-  t.is(elems.nftables.find((e) => e.set)?.set?.elem?.length, N);
+  t.deepEqual(full, one, `the ruleset with 1 and ${N} registered sandboxes`);
+  t.is((await elements('addr4')).length, N);
   t.is((await names()).length, N + 2);
   // Identification with a thousand registered: a sandbox still talks (the config's here).
   const r = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/with-1000']);
@@ -404,7 +432,7 @@ nftTest('1,000 registered sandboxes: the ruleset stays the same size; add and re
   const seqRm = await run(rm, 200, 0, SEQ, 1);
   const concRm = await run(rm, 200, SEQ, N, CONC);
   t.deepEqual(await names(), ['agent', 'unregistered']);
-  t.notRegex(await nft(['list', 'set', 'inet', 'sandgate', 'dyn_addr4']), /elements/);
+  t.deepEqual(await elements('addr4'), []);
   t.deepEqual(await table(), one);
 
   const pct = (xs: number[], p: number): string => {
@@ -413,47 +441,44 @@ nftTest('1,000 registered sandboxes: the ruleset stays the same size; add and re
   };
   const stats = (what: string, x: { ms: number[]; wall: number }): string =>
     `${what}: median ${pct(x.ms, 50)} ms, p99 ${pct(x.ms, 99)} ms, max ${pct(x.ms, 100)} ms (${x.ms.length} in ${(x.wall / 1000).toFixed(2)} s = ${Math.round((x.ms.length * 1000) / x.wall)}/s)`;
-  t.log(`nft -t list table: ${full.lines} lines, ${full.rules} rules with 1 registered sandbox and with ${N}`);
+  t.log(`${IPTABLES ? 'iptables-save (sandgate\'s chains)' : 'nft -t list table'}: ${full.lines} lines, ${full.rules} rules with 1 registered sandbox and with ${N}`);
   t.log(stats('add, one at a time', { ms: [...first.ms, ...seqAdd.ms], wall: first.wall + seqAdd.wall }));
   t.log(stats(`add, ${CONC} clients at once (up to ${N})`, concAdd));
   t.log(stats(`remove, one at a time (from ${N})`, seqRm));
   t.log(stats(`remove, ${CONC} clients at once`, concRm));
 });
 
-if (TEST_BACKEND === 'iptables') test.serial('with the iptables backend, registration is refused with one sentence and changes nothing', async (t) => {
-  const r = await controlRequest(sock, 'POST', '/sandboxes', { ...TWO });
-  t.is(r.status, 501);
-  t.regex(String(r.body.error), /^registered sandboxes need the nft firewall backend \(firewall\.backend: nft\); this sandgate runs the iptables backend$/);
-  const add = await cli(['sandbox', 'add', 'two', '--policy', 'two', '--interface', 'sbx-two', '--socket', sock]);
-  t.is(add.code, 1);
-  t.regex(add.stderr, /^sandgate: registered sandboxes need the nft firewall backend/);
-  t.deepEqual(await names(), ['agent', 'unregistered']);
-  t.not((await curlTwo('https://x.wild.example.test/iptables')).code, 0, 'still under the catch-all');
+// iptables backend only: nft 1.0.6 cannot delete a prefix element ("sbx-tw*") from an interval
+// ifname set ("element does not exist"), so under nft a registered glob cannot be removed yet.
+if (IPTABLES) test.serial('an interface glob registers and is removed (an ipset element with the wildcard flag)', async (t) => {
+  t.not((await curlTwo('https://x.wild.example.test/glob-before')).code, 0, 'under the catch-all first');
+  t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO, interface: 'sbx-tw*' })).status, 201);
+  t.deepEqual(await elements('iface'), ['sbx-tw*']);
+  const r = await curlTwo('https://x.wild.example.test/glob');
+  t.is(r.code, 0, r.stderr);
+  t.is(bodyOf(r)?.server, 'a');
+  t.is((await controlRequest(sock, 'DELETE', '/sandboxes/two')).status, 200);
+  t.deepEqual(await elements('iface'), []);
+  t.not((await curlTwo('https://x.wild.example.test/glob-after')).code, 0, 'under the catch-all again');
 });
 
 test.serial('a restart keeps registrations (the state file) and replaces the stale socket a killed sandgate left', async (t) => {
   const state = join(w.dir, 'ca', 'registered.json');
-  if (TEST_BACKEND !== 'iptables') {
-    t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO, labels: { run: '7' } })).status, 201);
-    const saved = JSON.parse(readFileSync(state, 'utf8')) as { version: number; sandboxes: unknown[] };
-    t.deepEqual(saved, { version: 1, sandboxes: [{ name: 'two', policy: 'two', interface: 'sbx-two', user: 'bob', labels: { run: '7' } }] });
-    t.is(statSync(state).mode & 0o777, 0o600);
-  }
+  t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO, labels: { run: '7' } })).status, 201);
+  const saved = JSON.parse(readFileSync(state, 'utf8')) as { version: number; sandboxes: unknown[] };
+  t.deepEqual(saved, { version: 1, sandboxes: [{ name: 'two', policy: 'two', interface: 'sbx-two', user: 'bob', labels: { run: '7' } }] });
+  t.is(statSync(state).mode & 0o777, 0o600);
   g.proc.kill('SIGKILL');
   await new Promise((r) => g.proc.once('exit', r));
   t.true(statSync(sock).isSocket(), 'the killed sandgate left its socket file');
   g = await startGate(w.topo, w.dir, config, 'restarted.json', { env: { SG_TEST_LLM: LLM } });
   t.is(statSync(sock).mode & 0o777, 0o600);
-  if (TEST_BACKEND === 'iptables') {
-    t.deepEqual(await names(), ['agent', 'unregistered']);
-    return;
-  }
   // Restored before the firewall opened: listed, in the sets, and served on the first request.
   t.deepEqual(await names(), ['agent', 'unregistered', 'two']);
   const restored = g.log.find((l) => l.event === 'config' && l.action === 'restored');
   t.like(restored, { file: state, registered: 1 });
   t.true(g.log.lines.indexOf(restored!) < g.log.lines.findIndex((l) => l.event === 'ready'));
-  t.regex(await nft(['list', 'set', 'inet', 'sandgate', 'dyn_iface']), /elements = \{ "sbx-two" \}/);
+  t.deepEqual(await elements('iface'), ['sbx-two']);
   const r = await curlTwo('https://x.wild.example.test/restarted');
   t.is(r.code, 0, r.stderr);
   t.is(bodyOf(r)?.server, 'a');

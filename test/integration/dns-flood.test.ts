@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
-import { createWorld, startGate, baseConfig, LineLog, ROOT, TEST_BACKEND, WIRE_NODE_ARGS, WIRE_PRELUDE, type World, type Gate } from '../helpers/gate.js';
+import { createWorld, startGate, baseConfig, LineLog, ROOT, WIRE_NODE_ARGS, WIRE_PRELUDE, type World, type Gate } from '../helpers/gate.js';
 import { controlRequest } from '../../src/control/client.js';
 
 // One sandbox's DNS flood must not starve another sandbox's queries (docs/dns.md, "Floods").
@@ -115,16 +115,14 @@ test.serial('a flood of random names from one sandbox: another sandbox\'s querie
   await floodWhileAsking(t, 'sbx');
 });
 
-// Registered sandboxes are nft set elements (docs/control-api.md); the iptables backend refuses them.
-if (TEST_BACKEND !== 'iptables') {
-  test.serial('the same flood from a sandbox registered through the control API', async (t) => {
-    const r = await controlRequest(join(w.dir, 'control.sock'), 'POST', '/sandboxes', { name: 'registered', interface: w.topo.hostIface('reg'), address: w.topo.addr('reg'), policy: 'default' });
-    t.is(r.status, 201, JSON.stringify(r.body));
-    await floodWhileAsking(t, 'reg');
-    const line = g.log.lines.find((l) => l.event === 'dns' && l.sandbox === 'registered');
-    t.truthy(line, 'the flood was answered as the registered sandbox\'s');
-  });
-}
+// Registered sandboxes are set elements under both backends (nft sets, ipsets): the same limit applies.
+test.serial('the same flood from a sandbox registered through the control API', async (t) => {
+  const r = await controlRequest(join(w.dir, 'control.sock'), 'POST', '/sandboxes', { name: 'registered', interface: w.topo.hostIface('reg'), address: w.topo.addr('reg'), policy: 'default' });
+  t.is(r.status, 201, JSON.stringify(r.body));
+  await floodWhileAsking(t, 'reg');
+  const line = g.log.lines.find((l) => l.event === 'dns' && l.sandbox === 'registered');
+  t.truthy(line, 'the flood was answered as the registered sandbox\'s');
+});
 
 test.serial('the responder\'s UDP socket gets a receive buffer above the kernel default (the ready line says how large)', async (t) => {
   const ready = await g.log.waitFor((l) => l.event === 'ready');

@@ -4,9 +4,9 @@
  * touched. Uses the host's `iptables` alternative (nf_tables flavour on Debian 12).
  */
 import test from 'ava';
-import { iptablesDown, iptablesUp, iptablesBackendShow } from '../../src/firewall/apply-iptables.js';
+import { iptablesDown, iptablesUp, iptablesBackendShow, iptablesMissing } from '../../src/firewall/apply-iptables.js';
 import { firewallDown as nftDown, firewallUp as nftUp } from '../../src/firewall/apply-nft.js';
-import { firewallDown, firewallShow, firewallUp, resolveBackend } from '../../src/firewall/backend.js';
+import { firewallDown, firewallShow, firewallUp, firewallUpdateDynamic, resolveBackend } from '../../src/firewall/backend.js';
 import { sweepStale } from '../../src/demo/topology.js';
 import { IP, NFT, inNs, testPlan, throwawayNamespaces } from '../helpers/firewall.js';
 import { EMPTY_STATE, iptablesSpec, renderRestoreUp } from '../../src/firewall/render-iptables.js';
@@ -112,6 +112,75 @@ test('switching backends leaves one ruleset; down of either removes everything',
   await nftDown(p, { netns: ns });
   t.is((await inNs(ns, NFT, ['list', 'tables'])).trim(), '');
   t.deepEqual(jumps(await save(ns), /SANDGATE/), []);
+});
+
+test('registered sandboxes in ipsets: up fills them and the rules name them, a change edits elements, and down, an up without the control API and a switch to nft destroy them (a crashed up\'s temporaries too)', async (t) => {
+  const ns = await namespace(t);
+  const o = { netns: ns };
+  const IPSET = '/usr/sbin/ipset';
+  const sets = async (): Promise<string[]> => (await inNs(ns, IPSET, ['list', '-n'])).split('\n').filter((l) => l !== '').sort();
+  const members = async (name: string): Promise<string[]> => (await inNs(ns, IPSET, ['save', name])).split('\n').filter((l) => l.startsWith('add ')).map((l) => l.slice(`add ${name} `.length)).sort();
+  const ALL = ['SANDGATE-ADDR4', 'SANDGATE-IF4', 'SANDGATE-IF6', 'SANDGATE-PAIR4', 'SANDGATE-PAIRIF4', 'SANDGATE-PAIRIF6'];
+  const d = [{ name: 'd1', interface: 'sbx-tw*' }, { name: 'd2', interface: 'tap0', cidr: '10.9.1.0/24' }, { name: 'd3', cidr: '10.9.9.9/32' }];
+  const p = plan({ dynamic: d });
+  t.true((await iptablesMissing(p, o)).includes('ipset SANDGATE-IF4 is missing'), 'health names a missing set');
+  await iptablesUp(p, o);
+  t.deepEqual(await sets(), ALL, 'no temporaries left behind');
+  t.deepEqual(await members('SANDGATE-IF4'), ['0.0.0.0/0,sbx-tw wildcard']);
+  t.deepEqual(await members('SANDGATE-IF6'), ['::/0,sbx-tw wildcard']);
+  t.deepEqual(await members('SANDGATE-PAIR4'), ['10.9.1.0/24,tap0']);
+  t.deepEqual(await members('SANDGATE-PAIRIF6'), ['::/0,tap0']);
+  t.deepEqual(await members('SANDGATE-ADDR4'), ['10.9.9.9']);
+  const v4 = await save(ns);
+  t.true(v4.includes('-A SANDGATE-PRE -m set --match-set SANDGATE-PAIR4 src,src -m comment --comment "registered sandboxes: interface and cidr" -g SANDGATE-SBX'), v4);
+  t.true((await save(ns, true)).includes('-A SANDGATE-PRE -m set --match-set SANDGATE-IF6 src,src'));
+  t.deepEqual(await iptablesMissing(p, o), []);
+
+  // A change edits elements in place; the rules stay as they were.
+  await firewallUpdateDynamic(p, 'iptables', d, [d[2]!, { name: 'd4', interface: 'vm0' }], o);
+  t.deepEqual(await members('SANDGATE-IF4'), ['0.0.0.0/0,vm0']);
+  t.deepEqual(await members('SANDGATE-PAIR4'), []);
+  t.deepEqual(await members('SANDGATE-PAIRIF4'), []);
+  t.is(await save(ns), v4);
+  // up again (a reload) makes the sets exactly the plan's, while the rules name them.
+  await iptablesUp(p, o);
+  t.deepEqual(await members('SANDGATE-IF4'), ['0.0.0.0/0,sbx-tw wildcard']);
+
+  // A crashed up's temporary set, then down: rules first, then every set of ours.
+  await inNs(ns, IPSET, ['create', 'SANDGATE-IF4-T', 'hash:net,iface']);
+  await iptablesDown(p, o);
+  t.deepEqual(await sets(), []);
+  t.deepEqual(jumps(await save(ns), /SANDGATE/), []);
+  // An earlier run's sets go when the control API is off (no dynamic part), and on a switch to nft.
+  await iptablesUp(p, o);
+  await iptablesUp(plan(), o);
+  t.deepEqual(await sets(), []);
+  await iptablesUp(p, o);
+  await nftUp(p, o);
+  t.deepEqual(await sets(), []);
+  await nftDown(p, o);
+});
+
+test('ipsets: 64 interface-only registered sandboxes at most (hash:net,iface keeps one network\'s interfaces in one bucket); a failed change is undone', async (t) => {
+  const ns = await namespace(t);
+  const o = { netns: ns };
+  const count = async (name: string): Promise<number> => (await inNs(ns, '/usr/sbin/ipset', ['save', name])).split('\n').filter((l) => l.startsWith('add ')).length;
+  const ifs = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ({ name: `i${from + i}`, interface: `vm${from + i}` }));
+  const p = plan({ dynamic: [] });
+  await iptablesUp(p, o);
+  await firewallUpdateDynamic(p, 'iptables', [], ifs(0, 64), o);
+  t.is(await count('SANDGATE-IF4'), 64);
+  await t.throwsAsync(firewallUpdateDynamic(p, 'iptables', ifs(0, 64), [...ifs(0, 64), ...ifs(64, 66)], o), { message: /^ipset could not update the registered sandboxes in sets SANDGATE-\*: .*Hash is full/ });
+  t.is(await count('SANDGATE-IF4'), 64, 'the 65th was refused');
+  // The same for interface+cidr sandboxes' interfaces: the 65th pair's PAIR4 element goes in
+  // (first line), its PAIRIF4 element fails (second line); the first line is undone.
+  const pairs = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ({ name: `p${from + i}`, interface: `tap${from + i}`, cidr: `10.50.${from + i}.0/24` }));
+  await firewallUpdateDynamic(p, 'iptables', ifs(0, 64), [...ifs(0, 64), ...pairs(0, 64)], o);
+  t.is(await count('SANDGATE-PAIR4'), 64);
+  await t.throwsAsync(firewallUpdateDynamic(p, 'iptables', [...ifs(0, 64), ...pairs(0, 64)], [...ifs(0, 64), ...pairs(0, 65)], o), { message: /Hash is full/ });
+  t.is(await count('SANDGATE-PAIRIF4'), 64);
+  t.is(await count('SANDGATE-PAIR4'), 64, 'what the failed change had added was taken back');
+  await iptablesDown(p, o);
 });
 
 test('backend.ts: auto picks nft where nft works; show names the backend', async (t) => {

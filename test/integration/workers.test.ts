@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { startGate, startUpstream, type Gate, type Line, type Upstream } from '../helpers/gate.js';
 import type { ExecResult } from '../../src/demo/topology.js';
 import { controlRequest } from '../../src/control/client.js';
-import { LineLog, ROOT, TEST_BACKEND } from '../helpers/gate.js';
+import { LineLog, ROOT } from '../helpers/gate.js';
 import { apiRequests, authConfig, authUrl, calls, createAuthWorld, load, NEVER_LOGGED, secretEnv, type AuthWorld } from '../helpers/auth-world.js';
 
 const CURL = '/usr/bin/curl';
@@ -252,8 +252,7 @@ test.serial('raw TCP: a worker asks the primary\'s DNS answer log (the name has 
   t.is(new Set(lines.map((l) => l.worker)).size, 2, 'both workers asked');
 });
 
-// The iptables backend has no control API (registered sandboxes need nft sets): 501 there.
-(TEST_BACKEND === 'iptables' ? test.serial.skip : test.serial)('sandbox rm through the control API closes an open connection a worker holds', async (t) => {
+test.serial('sandbox rm through the control API closes an open connection a worker holds', async (t) => {
   const add = await controlRequest(sock, 'POST', '/sandboxes', { name: 'two', interface: aw.w.topo.hostIface('bob'), cidr: '10.77.8.0/24', policy: 'default', user: 'bob' });
   t.is(add.status, 201, JSON.stringify(add.body));
   // An intercepted connection idling in keep-alive: only the removal can end it now.

@@ -120,7 +120,63 @@ test('renderSetChanges checks what it splices in', (t) => {
   t.throws(() => renderRuleset(plan(STATIC, [{ name: 'agent', cidr: '10.9.0.0/24' }])), { instanceOf: FirewallError, message: /appears twice/ });
 });
 
-test('the iptables backend has no sets: a plan with registered sandboxes is refused', (t) => {
-  t.notThrows(() => iptablesSpec(plan(STATIC, [])));
-  t.throws(() => iptablesSpec(plan(STATIC, MANY(1))), { instanceOf: FirewallError, message: /need the nft backend/ });
+test('the iptables backend: the same places as nft\'s set rules, as `-m set --match-set`, before the config\'s rules', (t) => {
+  const spec = iptablesSpec(plan(STATIC, MANY(3)));
+  const rules = (family: 'v4' | 'v6', chain: string): readonly string[] => {
+    for (const tb of spec[family]) for (const c of tb.chains) if (c.name === chain) return c.rules;
+    throw new Error(`no chain ${chain}`);
+  };
+  const R = (set: string, dirs: string, note: string, tail: string): string => `-m set --match-set SANDGATE-${set} ${dirs} -m comment --comment "registered sandboxes: ${note}" ${tail}`;
+  const per = (tail: string): string[] => [R('PAIR4', 'src,src', 'interface and cidr', tail), R('IF4', 'src,src', 'interface', tail), R('ADDR4', 'src', 'cidr', tail)];
+  t.deepEqual(rules('v4', 'SANDGATE-PRE'), [
+    ...per('-g SANDGATE-SBX'),
+    '-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" -g SANDGATE-SBX',
+    R('PAIRIF4', 'src,src', 'a source outside its cidr', '-j DROP'),
+    '-i sbx-sbx -m comment --comment "sandbox agent: a source outside its cidr" -j DROP',
+  ]);
+  const udp = '-p udp -m udp --dport 53 -j REDIRECT --to-ports 15053';
+  const tcp = '-p tcp -m tcp --dport 53 -j REDIRECT --to-ports 15053';
+  t.deepEqual(rules('v4', 'SANDGATE-NAT'), [
+    ...per(udp), `-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" ${udp}`,
+    ...per(tcp), `-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" ${tcp}`,
+  ]);
+  t.deepEqual(rules('v4', 'SANDGATE-IN'), [...per('-g SANDGATE-SBXIN'), '-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" -g SANDGATE-SBXIN']);
+  const replies = '-m connmark ! --mark 0x5348 -j DROP';
+  t.deepEqual(rules('v4', 'SANDGATE-FWD'), [
+    ...per('-g SANDGATE-SBXFWD'),
+    '-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" -g SANDGATE-SBXFWD',
+    R('PAIRIF4', 'dst,dst', 'only replies of accepted flows', replies),
+    R('IF4', 'dst,dst', 'only replies of accepted flows', replies),
+    R('ADDR4', 'dst', 'only replies of accepted flows', replies),
+    '-o sbx-sbx -m connmark ! --mark 0x5348 -m comment --comment "sandbox agent: only replies of accepted flows" -j DROP',
+  ]);
+  // IPv6: by interface alone, both interface sets; queued for an audit line, then dropped.
+  t.deepEqual(rules('v6', 'SANDGATE-PRE'), [
+    R('IF6', 'src,src', 'IPv6', '-g SANDGATE-SBX'),
+    R('PAIRIF6', 'src,src', 'IPv6', '-g SANDGATE-SBX'),
+    '-i sbx-sbx -m comment --comment "sandbox agent" -g SANDGATE-SBX',
+  ]);
+  const nd = (type: number): string => `-p ipv6-icmp -m icmp6 --icmpv6-type ${type} -m hl --hl-eq 255 -j RETURN`;
+  t.deepEqual(rules('v6', 'SANDGATE-IN').filter((r) => r.includes('registered')), [
+    R('IF6', 'src,src', 'neighbour discovery with the host', nd(135)),
+    R('PAIRIF6', 'src,src', 'neighbour discovery with the host', nd(135)),
+    R('IF6', 'src,src', 'neighbour discovery with the host', nd(136)),
+    R('PAIRIF6', 'src,src', 'neighbour discovery with the host', nd(136)),
+    R('IF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+    R('PAIRIF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+  ]);
+  t.deepEqual(rules('v6', 'SANDGATE-FWD').filter((r) => r.includes('registered')), [
+    R('IF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+    R('PAIRIF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+    R('IF6', 'dst,dst', 'IPv6 is never carried', '-j DROP'),
+    R('PAIRIF6', 'dst,dst', 'IPv6 is never carried', '-j DROP'),
+  ]);
+  // The shared chains (DNS rate limit, TPROXY, the packet path) are the config sandboxes' own.
+  t.true(rules('v4', 'SANDGATE-SBX').some((r) => r.includes('--dport 53 -m hashlimit')));
+});
+
+test('the iptables backend: registered sandboxes are set elements, never rules; no dynamic part, no set rules', (t) => {
+  const all = (p: FirewallPlan): string => JSON.stringify(iptablesSpec(p));
+  t.is(all(plan(STATIC, MANY(1000))), all(plan(STATIC, [])));
+  t.false(all(plan(STATIC, undefined)).includes('--match-set'));
 });

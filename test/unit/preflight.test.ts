@@ -47,6 +47,26 @@ test('parseIptablesMangle reads the chain prefix, port and matches', (t) => {
   t.deepEqual(r[0]!.cidrs, ['10.77.1.0/24', '10.8.0.5']);
 });
 
+test('parseIptablesMangle adds the registered sandboxes of the prefix\'s ipsets (globs as wildcard elements)', (t) => {
+  const text = [
+    '*mangle', '-A SANDGATE-PRE -i sbx-sbx -m comment --comment "sandbox agent" -g SANDGATE-SBX',
+    '-A SANDGATE-SBX -p tcp -j TPROXY --on-port 15001 --on-ip 0.0.0.0 --tproxy-mark 0x5347/0xffffffff', 'COMMIT',
+  ].join('\n');
+  const sets = [
+    'create SANDGATE-IF4 hash:net,iface family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1',
+    'add SANDGATE-IF4 0.0.0.0/0,sbx-tw wildcard',
+    'add SANDGATE-PAIR4 10.9.1.0/24,tap0',
+    'add SANDGATE-ADDR4 10.8.0.5',
+    'add SANDGATE-IF6 ::/0,sbx-tw wildcard',
+    'add OTHER-IF4 0.0.0.0/0,nope',
+    'add SANDGATE-IF4-T 0.0.0.0/0,temp',
+  ].join('\n');
+  const r = parseIptablesMangle(text, sets);
+  t.is(r.length, 1, 'a prefix with no TPROXY chain is not a ruleset');
+  t.deepEqual(r[0]!.interfaces, ['sbx-sbx', 'sbx-tw*', 'tap0']);
+  t.deepEqual(r[0]!.cidrs, ['10.8.0.5', '10.9.1.0/24']);
+});
+
 test('parseListening keeps LISTEN sockets only', (t) => {
   const text = '  sl  local_address rem_address   st\n   0: 00000000:3A99 00000000:0000 0A 0\n   1: 0100007F:1F90 0100007F:C000 01 0\n';
   t.deepEqual([...parseListening(text)], [15001]);
