@@ -212,7 +212,7 @@ export class DnsResponder {
     let addrs: readonly string[];
     let ttl: number;
     try {
-      ({ addrs, ttl } = await rt.resolver.resolveWithTtl(host));
+      ({ addrs, ttl } = await rt.upstream.resolver.resolveWithTtl(host));
     } catch (err) {
       const code = failureCode(err);
       // NXDOMAIN and NODATA are answers, not failures: pass them on so clients stop retrying.
@@ -227,7 +227,7 @@ export class DnsResponder {
     let guarded: string | undefined;
     for (const a of addrs) {
       if (!isIPv4(a)) continue;
-      const why = rt.guard.check(a);
+      const why = rt.upstream.guard.check(a);
       if (why) guarded ??= why;
       else usable.push(a);
     }

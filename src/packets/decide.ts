@@ -91,10 +91,10 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined>
 
 async function hostHas(ctx: DecideContext, sandbox: Sandbox, host: string, ip: string): Promise<boolean> {
   if (ctx.rt.dnsAnswers.has(sandbox.name, host, ip)) return true;
-  const cached = ctx.rt.resolver.peek(host);
+  const cached = ctx.rt.upstream.resolver.peek(host);
   if (cached) return cached.includes(ip);
   try {
-    const addrs = await withTimeout(ctx.rt.resolver.resolve(host), ctx.resolveTimeoutMs);
+    const addrs = await withTimeout(ctx.rt.upstream.resolver.resolve(host), ctx.resolveTimeoutMs);
     return addrs?.includes(ip) ?? false;
   } catch {
     return false; // unresolvable: this rule cannot match
@@ -152,7 +152,7 @@ export async function decidePacket(ctx: DecideContext, h: PacketHeader): Promise
   // rule, or report mode); one that no rule allows is denied for that reason, whatever its
   // address: an ICMP echo to a private address is "icmp is not allowed", not a remark about
   // upstream.allowPrivate.
-  const guard = rt.guard.check(h.dst);
+  const guard = rt.upstream.guard.check(h.dst);
   if (rule) {
     if (guard !== undefined) return deny(guard, sandbox);
     return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'allow', rule: rule.id } };

@@ -14,7 +14,7 @@ import { compileRequestRules } from '../../src/http/request-rules.js';
 import { UpstreamReader } from '../../src/http/attempt.js';
 import { SandboxConn } from '../../src/http/sandbox-conn.js';
 import type { DecodeSink, Decoder, SandboxIo, UpgradeHandover, UpstreamIo, UpstreamWaiter } from '../../src/http/io.js';
-import type { Target } from '../../src/http/upstream-pool.js';
+import type { Target } from '../../src/upstream/pool.js';
 import type { CredentialSource } from '../../src/creds/credential.js';
 import type { AuditFields } from '../../src/audit/logger.js';
 
@@ -185,7 +185,7 @@ credentials:
   const audit = { write(f: AuditFields) { lines.push(JSON.parse(JSON.stringify(f)) as Line); }, flush() { /* kept */ }, logger: undefined };
   const rt = {
     config, policies, credentials, requestRules: rules, audit,
-    guard: { check: () => undefined }, upstreamTls: { agent: undefined },
+    upstream: { guard: { check: () => undefined } }, tokenNet: { guard: { check: () => undefined } },
   } as unknown as Runtime;
   const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return {
