@@ -5,7 +5,6 @@ import { SandboxTable, type SandboxSpec } from './policy/sandboxes.js';
 import { DnsAnswerLog } from './dns/answer-log.js';
 import type { CredentialSource, TokenNet } from './creds/credential.js';
 import { loadCredentialSources } from './creds/secrets.js';
-import { compileRequestRules, type RequestRules } from './http/request-rules.js';
 import { buildUpstream, tokenNetOf, type Upstream } from './upstream/upstream.js';
 
 /**
@@ -38,8 +37,6 @@ export interface Runtime {
    * reloads that leave them unchanged).
    */
   readonly credentials: ReadonlyMap<string, CredentialSource>;
-  /** Per intercepted rule (by rule id): compiled method/path checks and its credential. */
-  readonly requestRules: ReadonlyMap<string, RequestRules>;
   /** How long a connection may take to show its first bytes (ClientHello / request head). */
   readonly peekTimeoutMs: number;
 }
@@ -75,7 +72,6 @@ export function buildRuntime(config: Config, audit: Audit, previous?: Runtime, o
     audit,
     dnsAnswers: previous?.dnsAnswers ?? new DnsAnswerLog(),
     credentials,
-    requestRules: compileRequestRules(policies, credentials),
     peekTimeoutMs: 10_000,
   };
 }

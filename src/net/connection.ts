@@ -102,13 +102,13 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
 }
 
 /**
- * The tcp rule for this port whose host has dstIp: either sandgate's DNS responder gave this
- * sandbox dstIp for the rule's name (still within its TTL; it may since have rotated upstream),
- * or sandgate resolves the name to dstIp now.
+ * The tcp rule for this port whose host has dstIp. Which rules could match is the policy's
+ * (tcpRulesFor); whether a rule's name has dstIp is I/O: either sandgate's DNS responder gave
+ * this sandbox dstIp for the rule's name (still within its TTL; it may since have rotated
+ * upstream), or sandgate resolves the name to dstIp now.
  */
 async function matchTcpRule(gate: Gate, rt: Runtime, sandbox: Sandbox, dstIp: string, dstPort: number): Promise<CompiledRule | undefined> {
-  for (const rule of sandbox.policy.tcpRules) {
-    if (!rule.ports.includes(dstPort)) continue;
+  for (const rule of sandbox.policy.tcpRulesFor(dstPort)) {
     if (gate.answered ? await gate.answered(sandbox.name, rule.host, dstIp) : rt.dnsAnswers.has(sandbox.name, rule.host, dstIp)) return rule;
     try {
       const addrs = await rt.upstream.resolver.resolve(rule.host);
