@@ -2,12 +2,10 @@ import type { Config } from './config/types.js';
 import type { Audit } from './audit/logger.js';
 import { compilePolicies, type CompiledPolicies } from './policy/policy.js';
 import { SandboxTable, type SandboxSpec } from './policy/sandboxes.js';
-import { AddressGuard, UpstreamResolver } from './net/upstream.js';
 import { DnsAnswerLog } from './dns/answer-log.js';
-import type { CredentialSource } from './creds/credential.js';
+import type { CredentialSource, TokenNet } from './creds/credential.js';
 import { loadCredentialSources } from './creds/secrets.js';
-import { compileRequestRules, type RequestRules } from './http/request-rules.js';
-import { createUpstreamTls, type UpstreamTls } from './http/upstream-tls.js';
+import { buildUpstream, tokenNetOf, type Upstream } from './upstream/upstream.js';
 
 /**
  * Everything the data path reads, built once per config load and never mutated. SIGHUP builds a
@@ -23,8 +21,10 @@ export interface Runtime {
    * a reload keeps them (buildRuntime hands them on), a restart forgets them.
    */
   readonly dynamic: readonly SandboxSpec[];
-  readonly resolver: UpstreamResolver;
-  readonly guard: AddressGuard;
+  /** Resolver, SSRF guard, guarded lookup, upstream TLS trust and the relay's pool (src/upstream/). */
+  readonly upstream: Upstream;
+  /** How token sources reach their services under this Runtime (built from `upstream`). */
+  readonly tokenNet: TokenNet;
   readonly audit: Audit;
   /**
    * Addresses the DNS responder gave each sandbox per name (raw TCP rules accept those). Mutable
@@ -37,10 +37,6 @@ export interface Runtime {
    * reloads that leave them unchanged).
    */
   readonly credentials: ReadonlyMap<string, CredentialSource>;
-  /** Per intercepted rule (by rule id): compiled method/path checks and its credential. */
-  readonly requestRules: ReadonlyMap<string, RequestRules>;
-  /** Trust roots and keep-alive pool for TLS to intercepted upstreams. */
-  readonly upstreamTls: UpstreamTls;
   /** How long a connection may take to show its first bytes (ClientHello / request head). */
   readonly peekTimeoutMs: number;
 }
@@ -61,7 +57,9 @@ export interface RuntimeOptions {
 export function buildRuntime(config: Config, audit: Audit, previous?: Runtime, opts: RuntimeOptions = {}): Runtime {
   const policies = compilePolicies(config);
   const dynamic = previous?.dynamic ?? [];
-  const sameUpstream = previous && JSON.stringify(previous.config.upstream) === JSON.stringify(config.upstream);
+  // The resolver (and its cache) carries over when `upstream` is unchanged; TLS trust and pool
+  // are rebuilt, so a SIGHUP picks up a rotated upstream.caFile (src/upstream/upstream.ts).
+  const upstream = buildUpstream(config.upstream, previous && { cfg: previous.config.upstream, upstream: previous.upstream });
   const loaded = loadCredentialSources(config, undefined, previous?.credentials);
   const credentials = opts.credentials ? opts.credentials(loaded) : loaded;
   return {
@@ -69,15 +67,11 @@ export function buildRuntime(config: Config, audit: Audit, previous?: Runtime, o
     policies,
     sandboxes: new SandboxTable(config.sandboxes, policies.byName, dynamic),
     dynamic,
-    // Keep the resolver's cache across reloads that do not change how names resolve.
-    resolver: sameUpstream && previous ? previous.resolver : new UpstreamResolver(config.upstream),
-    guard: new AddressGuard(config.upstream.allowPrivate),
+    upstream,
+    tokenNet: tokenNetOf(upstream),
     audit,
     dnsAnswers: previous?.dnsAnswers ?? new DnsAnswerLog(),
     credentials,
-    requestRules: compileRequestRules(policies, credentials),
-    // Rebuilt on every load, so a SIGHUP also picks up a rotated upstream.caFile.
-    upstreamTls: createUpstreamTls(config.upstream),
     peekTimeoutMs: 10_000,
   };
 }

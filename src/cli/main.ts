@@ -12,7 +12,7 @@ import { runDaemon } from '../daemon.js';
 import type { Config } from '../config/types.js';
 import { pathProblems } from '../config/paths.js';
 import { loadCredentialSources } from '../creds/secrets.js';
-import { createUpstreamTls } from '../http/upstream-tls.js';
+import { createUpstreamTls } from '../upstream/tls.js';
 
 const USAGE = `usage: sandgate <command> [options]
 

@@ -21,7 +21,6 @@ import type { PrimaryAudit } from '../audit/logger.js';
 import type { Runtime } from '../runtime.js';
 import { isTokenSource, type Credential } from '../creds/credential.js';
 import { asTokenError, TokenError } from '../creds/token-error.js';
-import { tokenNet } from '../http/credential-step.js';
 import { SandgateError } from '../errors.js';
 import { isFromWorker, type FromWorker, type Question, type ToWorker } from './messages.js';
 
@@ -93,7 +92,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
         if (src === undefined || !isTokenSource(src)) { fail(new TokenError(`credential ${q.id} is not a token source here`, false)); return; }
         let got: Credential | Promise<Credential>;
         try {
-          got = src.acquire(q.req, tokenNet(rt));
+          got = src.acquire(q.req, rt.tokenNet);
         } catch (err) {
           fail(err);
           return;
@@ -109,7 +108,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
         if (src === undefined || !isTokenSource(src)) return;
         let cur: Credential | Promise<Credential>;
         try {
-          cur = src.acquire(q.req, tokenNet(rt));
+          cur = src.acquire(q.req, rt.tokenNet);
         } catch {
           return;
         }

@@ -14,7 +14,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { SandgateError } from '../errors.js';
-import { tlsFailure } from '../http/upstream-tls.js';
+import { tlsFailure } from '../upstream/tls.js';
 import type { TokenNet } from './credential.js';
 import { TokenError } from './token-error.js';
 

@@ -22,8 +22,6 @@
 import { isIPv4 } from 'node:net';
 import type { Runtime } from '../runtime.js';
 import type { Sandbox } from '../policy/sandboxes.js';
-import type { Policy } from '../policy/policy.js';
-import { hostMatches } from '../policy/host-name.js';
 import type { AuditFields, Decision } from '../audit/logger.js';
 import {
   QTYPE, RCODE, EXTENDED_RCODE, parseQuery, buildResponse, buildError,
@@ -71,19 +69,6 @@ export function qtypeName(type: number): string {
 
 function rcodeName(rcode: number): string {
   return RCODE_NAMES.get(rcode) ?? String(rcode);
-}
-
-/**
- * The rule a covered name falls under, for the audit line only (the decision is coversName's):
- * an exact rule first, else the longest matching wildcard, as Policy.find orders them.
- */
-function coveringRule(policy: Policy, name: string): string | undefined {
-  let best: { host: string; id: string } | undefined;
-  for (const r of policy.rules) {
-    if (r.host === name) return r.id;
-    if (hostMatches(r.host, name) && (!best || r.host.length > best.host.length)) best = r;
-  }
-  return best?.id;
 }
 
 /** c-ares' code for a failed lookup (UpstreamResolver puts it on the error's cause). */
@@ -185,7 +170,8 @@ export class DnsResponder {
     let rule: string | undefined;
     let reason: string | undefined;
     if (host !== '' && policy.coversName(host)) {
-      rule = coveringRule(policy, host);
+      // For the audit line only (the decision is coversName's), in Policy.find's order.
+      rule = policy.nameRule(host)?.id;
     } else {
       const d = policy.denied(`${host === '' ? 'the root' : host} is not allowed`);
       if (d.decision === 'deny') {
@@ -212,7 +198,7 @@ export class DnsResponder {
     let addrs: readonly string[];
     let ttl: number;
     try {
-      ({ addrs, ttl } = await rt.resolver.resolveWithTtl(host));
+      ({ addrs, ttl } = await rt.upstream.resolver.resolveWithTtl(host));
     } catch (err) {
       const code = failureCode(err);
       // NXDOMAIN and NODATA are answers, not failures: pass them on so clients stop retrying.
@@ -227,7 +213,7 @@ export class DnsResponder {
     let guarded: string | undefined;
     for (const a of addrs) {
       if (!isIPv4(a)) continue;
-      const why = rt.guard.check(a);
+      const why = rt.upstream.guard.check(a);
       if (why) guarded ??= why;
       else usable.push(a);
     }

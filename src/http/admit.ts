@@ -1,9 +1,8 @@
 import type { ConnInfo } from '../net/conn-info.js';
 import { who } from '../net/conn-info.js';
-import type { CompiledRule } from '../policy/policy.js';
+import type { CompiledRule, RequestFacts } from '../policy/policy.js';
 import type { CredentialSource } from '../creds/credential.js';
 import type { AuditFields } from '../audit/logger.js';
-import { checkRequest } from './request-rules.js';
 import { hostFromHeader, pathOnly } from './headers.js';
 
 /**
@@ -85,39 +84,19 @@ export function admit(req: RequestHead, info: ConnInfo): Admission {
     return refuse(403, 'denied', `Host ${host} does not match the TLS server name ${info.sni} (domain fronting)`, host);
   }
 
-  const policy = info.sandbox.policy;
-  const verdict = policy.decide(host, info.dstPort, 'http');
-  if (verdict.decision === 'deny') return refuse(403, 'denied', `host ${host} on port ${info.dstPort} is not allowed by policy`, host);
+  // Host, port, methods, paths, plainHttp: the policy decides on the request's facts.
+  const facts: RequestFacts = { host, port: info.dstPort, method, path, intercepted };
+  const verdict = info.sandbox.policy.requestVerdict(facts);
+  if (verdict.decision === 'deny') return refuse(verdict.status, verdict.status === 400 ? 'bad request' : 'denied', verdict.reason, host);
   const hostHeader = req.headers.host ?? host;
-  if (verdict.decision !== 'allow') {
-    return { ok: true, info, base, host, decision: 'would-deny', reason: verdict.reason, rule: undefined, credential: undefined, upstream: { tls: false, host, port: info.dstPort, hostHeader } };
-  }
-  const rule = verdict.rule;
-  const rules = rule.intercept ? info.rt.requestRules.get(rule.id) : undefined;
-  if (!intercepted) {
-    if (!rule.intercept) {
-      return { ok: true, info, base, host, decision: 'allow', reason: undefined, rule, credential: undefined, upstream: { tls: false, host, port: info.dstPort, hostHeader } };
-    }
-    // Intercepted hosts carry credentials: plain HTTP to them only where the rule opts in, and
-    // then sandgate itself speaks verified TLS upstream.
-    if (!rules?.plainHttp) return refuse(403, 'denied', `host ${host} requires TLS`, host);
-  }
-  let decision: 'allow' | 'would-deny' = 'allow';
-  let reason: string | undefined;
-  if (rules) {
-    const c = checkRequest(rules, method, path);
-    if (c) {
-      if (c.status === 400) return refuse(400, 'bad request', c.reason, host);
-      const d = policy.denied(c.reason);
-      if (d.decision === 'deny') return refuse(403, 'denied', c.reason, host);
-      decision = 'would-deny';
-      reason = c.reason;
-    }
+  const { decision, reason, rule } = verdict;
+  if (rule === undefined || (!intercepted && !rule.intercept)) {
+    return { ok: true, info, base, host, decision, reason, rule, credential: undefined, upstream: { tls: false, host, port: info.dstPort, hostHeader } };
   }
   const port = intercepted ? info.dstPort : plainHttpUpstreamPort(info.dstPort);
   return {
     ok: true, info, base, host, decision, reason, rule,
-    credential: rules?.credential,
+    credential: rule.intercept && rule.inject !== undefined ? info.rt.credentials.get(rule.inject) : undefined,
     upstream: {
       tls: true, host, port,
       // Plain HTTP upgraded by sandgate: the Host the TLS origin expects (RFC 9110 §7.2).

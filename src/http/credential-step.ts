@@ -7,9 +7,7 @@
  */
 import { isTokenSource, type Credential, type TokenNet, type TokenRequest, type TokenSource } from '../creds/credential.js';
 import { asTokenError, type TokenError } from '../creds/token-error.js';
-import type { Runtime } from '../runtime.js';
 import type { Admitted } from './admit.js';
-import { guardedLookup } from './lookup.js';
 
 /** A token source and the request it was asked for (to drop and refresh the token after a 401). */
 export interface Dynamic {
@@ -20,18 +18,6 @@ export interface Dynamic {
 
 /** Bodies up to this size are kept while they stream upstream, so a 401 can be retried with a new token. */
 export const MAX_REPLAY_BODY = 64 * 1024;
-
-const nets = new WeakMap<Runtime, TokenNet>();
-
-/** How token sources reach their services under this Runtime: upstream resolver, SSRF guard, upstream TLS trust. */
-export function tokenNet(rt: Runtime): TokenNet {
-  let n = nets.get(rt);
-  if (n === undefined) {
-    n = { lookup: guardedLookup(rt), guard: rt.guard, httpsAgent: rt.upstreamTls.agent };
-    nets.set(rt, n);
-  }
-  return n;
-}
 
 /** What the token service is told: this request's own sandbox and user (never another connection's). */
 export function tokenRequest(adm: Admitted): TokenRequest {
@@ -62,7 +48,7 @@ export function withCredential(adm: Admitted, waiter: CredentialWaiter): void {
     waiter.credentialReady(src, undefined);
     return;
   }
-  const dyn: Dynamic = { src, req: tokenRequest(adm), net: tokenNet(adm.info.rt) };
+  const dyn: Dynamic = { src, req: tokenRequest(adm), net: adm.info.rt.tokenNet };
   let got: Credential | Promise<Credential>;
   try {
     got = src.acquire(dyn.req, dyn.net);

@@ -28,7 +28,7 @@ import type { Head } from './llhttp.js';
 import { requestHead } from './request-head.js';
 import { codingToDecode, decodable, declaredLength, refusal, responseFacts, responseHead, type Framing } from './response-head.js';
 import { Scrubber } from './scrub.js';
-import { tlsFailure } from './upstream-tls.js';
+import { tlsFailure } from '../upstream/tls.js';
 
 const STALE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);

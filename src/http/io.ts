@@ -6,7 +6,7 @@
  */
 import type { ConnInfo } from '../net/conn-info.js';
 import type { Admitted } from './admit.js';
-import type { Target } from './upstream-pool.js';
+import type { Target } from '../upstream/pool.js';
 import type { UpstreamReader } from './attempt.js';
 
 /** The sandbox's side of one connection. */

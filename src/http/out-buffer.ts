@@ -5,7 +5,7 @@ import type net from 'node:net';
  * chunk framing) is copied into one buffer and leaves as one socket write at the end of the turn:
  * one TLS record batch and one write(2) instead of one per piece, and no JS object per piece.
  *
- * Copying is what lets the upstream side read into a single reused buffer (upstream-pool.ts,
+ * Copying is what lets the upstream side read into a single reused buffer (src/upstream/pool.ts,
  * `onread`): a chunk handed to write() is referenced until the write completes, so without the
  * copy every read would need a fresh buffer. Fresh buffers are what drove V8's major collections
  * at hundreds of MB/s (external memory; docs/performance.md). A memcpy of 16 KiB costs about a

@@ -7,7 +7,7 @@
  *
  * Writes are batched: what goes to the sandbox in one event-loop turn (heads, bodies, framing)
  * leaves in one write (out-buffer.ts), and a request's head and a body that came with it leave
- * corked in one. Upstream connections read into one shared buffer (upstream-pool.ts); a
+ * corked in one. Upstream connections read into one shared buffer (src/upstream/pool.ts); a
  * Content-Length response body crosses as slices of it. No IncomingMessage, ServerResponse,
  * ClientRequest or Agent exists per request (docs/performance.md).
  */
@@ -18,7 +18,7 @@ import { UpstreamReader } from './attempt.js';
 import type { DecodeSink, Decoder, SandboxIo, UpgradeHandover, UpstreamIo, UpstreamWaiter } from './io.js';
 import { OutBuffer } from './out-buffer.js';
 import { SandboxConn } from './sandbox-conn.js';
-import { onRead, poolFor, type PooledSocket, type Target, type UpstreamPool } from './upstream-pool.js';
+import { onRead, type PooledSocket, type Target, type UpstreamPool } from '../upstream/pool.js';
 import { relayUpgrade } from './websocket.js';
 
 /** A connection with no request in flight is closed after this long without a byte. */
@@ -130,13 +130,13 @@ class FrontShell implements SandboxIo {
   }
 
   connect(info: ConnInfo, target: Target, waiter: UpstreamWaiter): (() => void) | undefined {
-    const pool = poolFor(info.rt);
+    const pool = info.rt.upstream.pool;
     const pooled = pool.take(target);
     if (pooled !== undefined) {
       waiter.upstreamReady(UpstreamShell.of(pooled, pool), true);
       return undefined;
     }
-    return pool.connect(info.rt, target, (p) => { waiter.upstreamReady(UpstreamShell.of(p, pool), p.reused); }, (err) => { waiter.upstreamFailed(err, undefined); });
+    return pool.connect(target, (p) => { waiter.upstreamReady(UpstreamShell.of(p, pool), p.reused); }, (err) => { waiter.upstreamFailed(err, undefined); });
   }
 
   decoder(coding: string, sink: DecodeSink): Decoder {

@@ -8,11 +8,10 @@ import { refreshCredential, unavailableReason, withCredential, type Dynamic } fr
 import { jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
 import { httpLine } from './http-audit.js';
 import type { UpgradeHandover } from './io.js';
-import { guardedLookup } from './lookup.js';
 import { requestTarget, upgradeFields } from './request-head.js';
 import { addCodings } from './response-head.js';
 import { scrubStream, scrubString } from './scrub.js';
-import { tlsFailure } from './upstream-tls.js';
+import { tlsFailure } from '../upstream/tls.js';
 
 /** A whole HTTP response written straight to a socket the HTTP server has let go of. */
 export function rawResponse(socket: net.Socket, status: number, body: Record<string, unknown>): void {
@@ -121,9 +120,9 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
     const target = requestTarget(req.url, cred);
     const opts: https.RequestOptions = {
       host: up.host, port: up.port, method: req.method, path: target, headers, setHost: false,
-      lookup: guardedLookup(rt),
+      lookup: rt.upstream.lookup,
       agent: false, // an upgraded connection is never pooled
-      ...(up.tls ? { servername: up.host, secureContext: rt.upstreamTls.context, ALPNProtocols: ['http/1.1'] } : {}),
+      ...(up.tls ? { servername: up.host, secureContext: rt.upstream.tls.context, ALPNProtocols: ['http/1.1'] } : {}),
     };
     const upReq = up.tls ? https.request(opts) : http.request(opts);
     let upgraded = false;

@@ -8,7 +8,7 @@ import { who, type ConnInfo } from './conn-info.js';
 import { peek } from './peek.js';
 import { classify } from './classify.js';
 import { serveHttp } from '../http/relay.js';
-import { connectTcp, connectToHost } from './upstream.js';
+import { connectTcp, connectToHost } from '../upstream/connect.js';
 import { splice } from './splice.js';
 import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
@@ -102,16 +102,16 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
 }
 
 /**
- * The tcp rule for this port whose host has dstIp: either sandgate's DNS responder gave this
- * sandbox dstIp for the rule's name (still within its TTL; it may since have rotated upstream),
- * or sandgate resolves the name to dstIp now.
+ * The tcp rule for this port whose host has dstIp. Which rules could match is the policy's
+ * (tcpRulesFor); whether a rule's name has dstIp is I/O: either sandgate's DNS responder gave
+ * this sandbox dstIp for the rule's name (still within its TTL; it may since have rotated
+ * upstream), or sandgate resolves the name to dstIp now.
  */
 async function matchTcpRule(gate: Gate, rt: Runtime, sandbox: Sandbox, dstIp: string, dstPort: number): Promise<CompiledRule | undefined> {
-  for (const rule of sandbox.policy.tcpRules) {
-    if (!rule.ports.includes(dstPort)) continue;
+  for (const rule of sandbox.policy.tcpRulesFor(dstPort)) {
     if (gate.answered ? await gate.answered(sandbox.name, rule.host, dstIp) : rt.dnsAnswers.has(sandbox.name, rule.host, dstIp)) return rule;
     try {
-      const addrs = await rt.resolver.resolve(rule.host);
+      const addrs = await rt.upstream.resolver.resolve(rule.host);
       if (addrs.includes(dstIp)) return rule;
     } catch {
       /* unresolvable: this rule cannot match */
@@ -133,7 +133,7 @@ async function passTls(
 ): Promise<void> {
   const started = performance.now();
   try {
-    const { socket: up, address } = await connectToHost(host, port, rt.resolver, rt.guard, rt.config.upstream.connectTimeoutMs);
+    const { socket: up, address } = await connectToHost(host, port, rt.upstream.resolver, rt.upstream.guard, rt.config.upstream.connectTimeoutMs);
     rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, upstream: `${address}:${port}`, ms: Math.round(performance.now() - started) });
     relay(rt, socket, up, head, ident, 'tls', host);
   } catch (err) {
@@ -150,7 +150,7 @@ async function passTls(
 
 async function passRaw(rt: Runtime, socket: net.Socket, ident: Ident, rule: CompiledRule, dstIp: string, dstPort: number): Promise<void> {
   const started = performance.now();
-  const why = rt.guard.check(dstIp);
+  const why = rt.upstream.guard.check(dstIp);
   if (why) {
     rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto: 'tcp', host: rule.host, reason: why });
     socket.resetAndDestroy();
@@ -171,7 +171,7 @@ async function reportOriginal(
   rt: Runtime, socket: net.Socket, ident: Ident, proto: 'tls' | 'tcp', host: string | undefined, reason: string,
   dstIp: string, dstPort: number, head?: Buffer,
 ): Promise<void> {
-  const why = rt.guard.check(dstIp);
+  const why = rt.upstream.guard.check(dstIp);
   if (why) {
     rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto, host, reason: why });
     socket.resetAndDestroy();

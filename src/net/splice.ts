@@ -1,5 +1,5 @@
 import type net from 'node:net';
-import { pooledReader, type PooledReader } from './pooled-read.js';
+import { pooledReader, type PooledReader } from '../upstream/pooled-read.js';
 
 /** Error codes of a peer that hung up: RST received (RFC 9293 §3.10.7.4), or a write after it did. */
 const HANGUP = new Set(['ECONNRESET', 'EPIPE']);
@@ -60,7 +60,7 @@ export function splice(client: net.Socket, upstream: net.Socket, head: Buffer | 
 
 /**
  * What `from.pipe(to)` does (backpressure, end -> end), for a socket whose reads land in a reused
- * buffer (pooled-read.ts): each chunk is written on at once, and if the write could not complete
+ * buffer (src/upstream/pooled-read.ts): each chunk is written on at once, and if the write could not complete
  * synchronously (it is still queued, referencing the buffer) the next read gets a new buffer.
  */
 function relayPooled(from: net.Socket, to: net.Socket, reader: PooledReader): void {

@@ -1,6 +1,6 @@
 /**
  * The verdict for one queued packet (docs/packets.md). The data path only looks things up:
- * rules are compiled once per config (compileUdpRules), names come from sandgate's own DNS
+ * rules are compiled once per config (Policy.udpRules), names come from sandgate's own DNS
  * answers or its resolver's cache, and only a cache miss costs one lookup.
  *
  *  - IPv6: always denied; sandgate never carries it (the firewall drops it again afterwards).
@@ -12,45 +12,15 @@
  * reason first. In report mode a policy denial becomes
  * `would-deny` and the packet passes.
  */
-import type { Config } from '../config/types.js';
 import type { Runtime } from '../runtime.js';
 import type { Sandbox } from '../policy/sandboxes.js';
-import { cidrContains, parseCidr, parseIp, type Cidr } from '../util/ip.js';
+import type { CompiledUdpRule } from '../policy/policy.js';
+import { cidrContains, parseIp } from '../util/ip.js';
 import type { PacketHeader } from './ip-header.js';
 import type { PacketLine } from './packet-audit.js';
 
-export interface CompiledUdpRule {
-  readonly id: string;
-  readonly host?: string;
-  readonly cidr?: Cidr;
-  readonly ports: ReadonlySet<number>;
-}
-
-/** policy name -> its udp rules, in config order. */
-export type UdpRules = ReadonlyMap<string, readonly CompiledUdpRule[]>;
-
-export function compileUdpRules(config: Config): UdpRules {
-  const out = new Map<string, CompiledUdpRule[]>();
-  for (const [name, policy] of Object.entries(config.policies)) {
-    out.set(
-      name,
-      (policy.udp ?? []).map((r) => {
-        const cidr = r.cidr !== undefined ? parseCidr(r.cidr) : undefined;
-        return {
-          id: r.id,
-          ...(r.host !== undefined ? { host: r.host } : {}),
-          ...(cidr !== undefined && !('error' in cidr) ? { cidr } : {}),
-          ports: new Set(r.ports),
-        };
-      }),
-    );
-  }
-  return out;
-}
-
 export interface DecideContext {
   readonly rt: Runtime;
-  readonly rules: UdpRules;
   /** Host-side interface the packet arrived on (undefined when unknown). */
   readonly iface: string | undefined;
   /** Is `ip` one of the gate host's own addresses? */
@@ -91,10 +61,10 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined>
 
 async function hostHas(ctx: DecideContext, sandbox: Sandbox, host: string, ip: string): Promise<boolean> {
   if (ctx.rt.dnsAnswers.has(sandbox.name, host, ip)) return true;
-  const cached = ctx.rt.resolver.peek(host);
+  const cached = ctx.rt.upstream.resolver.peek(host);
   if (cached) return cached.includes(ip);
   try {
-    const addrs = await withTimeout(ctx.rt.resolver.resolve(host), ctx.resolveTimeoutMs);
+    const addrs = await withTimeout(ctx.rt.upstream.resolver.resolve(host), ctx.resolveTimeoutMs);
     return addrs?.includes(ip) ?? false;
   } catch {
     return false; // unresolvable: this rule cannot match
@@ -105,7 +75,7 @@ async function matchUdp(ctx: DecideContext, sandbox: Sandbox, h: PacketHeader): 
   if (h.dstPort === undefined) return undefined;
   const ip = parseIp(h.dst);
   if (!ip) return undefined;
-  for (const rule of ctx.rules.get(sandbox.policy.name) ?? []) {
+  for (const rule of sandbox.policy.udpRules) {
     if (!rule.ports.has(h.dstPort)) continue;
     if (rule.cidr !== undefined && cidrContains(rule.cidr, ip)) return rule;
     if (rule.host !== undefined && (await hostHas(ctx, sandbox, rule.host, h.dst))) return rule;
@@ -152,7 +122,7 @@ export async function decidePacket(ctx: DecideContext, h: PacketHeader): Promise
   // rule, or report mode); one that no rule allows is denied for that reason, whatever its
   // address: an ICMP echo to a private address is "icmp is not allowed", not a remark about
   // upstream.allowPrivate.
-  const guard = rt.guard.check(h.dst);
+  const guard = rt.upstream.guard.check(h.dst);
   if (rule) {
     if (guard !== undefined) return deny(guard, sandbox);
     return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'allow', rule: rule.id } };

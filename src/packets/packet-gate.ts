@@ -15,9 +15,8 @@
  */
 import os from 'node:os';
 import type { Runtime } from '../runtime.js';
-import type { Config } from '../config/types.js';
 import { parsePacket } from './ip-header.js';
-import { compileUdpRules, decidePacket, type UdpRules } from './decide.js';
+import { decidePacket } from './decide.js';
 import { PacketAuditSampler } from './packet-audit.js';
 import { IfNames } from './if-names.js';
 
@@ -92,12 +91,6 @@ export function startPacketGate(opts: PacketGateOptions): PacketGate {
   const local = new LocalAddrs();
   const sampler = new PacketAuditSampler();
   const stats: PacketGateStats = { verdicts: 0, accepted: 0, dropped: 0, shed: 0, pending: 0 };
-  let compiled: { config: Config; rules: UdpRules } | undefined;
-
-  const rulesFor = (rt: Runtime): UdpRules => {
-    if (compiled?.config !== rt.config) compiled = { config: rt.config, rules: compileUdpRules(rt.config) };
-    return compiled.rules;
-  };
 
   const verdict = (packet: NfPacket, accept: boolean): void => {
     stats.verdicts++;
@@ -124,7 +117,7 @@ export function startPacketGate(opts: PacketGateOptions): PacketGate {
     }
     const iface = names.name(packet.info.indev) ?? (packet.info.indev_name && packet.info.indev_name !== '*' ? packet.info.indev_name : undefined);
     stats.pending++;
-    decidePacket({ rt, rules: rulesFor(rt), iface, isLocal: (ip) => local.has(ip), resolveTimeoutMs: RESOLVE_TIMEOUT_MS }, header)
+    decidePacket({ rt, iface, isLocal: (ip) => local.has(ip), resolveTimeoutMs: RESOLVE_TIMEOUT_MS }, header)
       .then(
         (v) => {
           verdict(packet, v.accept);

@@ -1,5 +1,7 @@
-import type { AllowRule, Config, EchChoice, Mode, SandboxConfig } from '../config/types.js';
+import type { AllowRule, Config, EchChoice, Mode, SandboxConfig, UdpRule } from '../config/types.js';
+import { parseCidr, type Cidr } from '../util/ip.js';
 import { hostMatches } from './host-name.js';
+import { checkRequest, compileRequestChecks, type RequestChecks } from './request-rules.js';
 
 /** A rule with what the data path needs precomputed. */
 export interface CompiledRule extends AllowRule {
@@ -9,6 +11,16 @@ export interface CompiledRule extends AllowRule {
   readonly intercept: boolean;
   /** A ClientHello with encrypted_client_hello is denied under this rule (its `ech`, else `tls.ech`). */
   readonly refuseEch: boolean;
+  /** Per-request method/path checks: set for intercepted rules (empty checks when neither is listed). */
+  readonly checks: RequestChecks | undefined;
+}
+
+/** A `protocol: udp` rule, compiled for the packet path (src/packets/decide.ts). */
+export interface CompiledUdpRule {
+  readonly id: string;
+  readonly host?: string;
+  readonly cidr?: Cidr;
+  readonly ports: ReadonlySet<number>;
 }
 
 export type Kind = 'tls' | 'http' | 'tcp';
@@ -17,8 +29,31 @@ export type Denial = { readonly decision: 'deny' | 'would-deny'; readonly reason
 export type Verdict = { readonly decision: 'allow'; readonly rule: CompiledRule } | Denial;
 
 /**
+ * The facts of one HTTP request, as every request decision reads them (one value, built once by
+ * src/http/admit.ts): the name from Host (normalised), the connection's destination port, the
+ * method and the origin-form path without its query, and whether sandgate terminated TLS for it.
+ */
+export interface RequestFacts {
+  readonly host: string;
+  readonly port: number;
+  readonly method: string;
+  readonly path: string;
+  readonly intercepted: boolean;
+}
+
+/**
+ * A request's verdict. `deny` carries the status the sandbox gets (403, or 400 for a path that
+ * cannot be matched unambiguously); `would-deny` (report mode) passes, with or without a rule.
+ */
+export type RequestVerdict =
+  | { readonly decision: 'allow'; readonly rule: CompiledRule; readonly reason?: undefined; readonly status?: undefined }
+  | { readonly decision: 'would-deny'; readonly rule: CompiledRule | undefined; readonly reason: string; readonly status?: undefined }
+  | { readonly decision: 'deny'; readonly status: 400 | 403; readonly reason: string; readonly rule?: undefined };
+
+/**
  * One policy, compiled once at load: exact names in a Map, wildcards sorted longest suffix first,
- * per-port indexes. decide() is pure and allocation-free on the allow path.
+ * per-port indexes, per-rule request checks, the udp rules. Every decision about what a sandbox
+ * may reach is a method here, pure; the I/O (DNS answers, resolving) stays with the callers.
  */
 export class Policy {
   readonly name: string;
@@ -30,24 +65,43 @@ export class Policy {
   readonly namedPorts: ReadonlySet<number>;
   readonly tcpPorts: ReadonlySet<number>;
   readonly tcpRules: readonly CompiledRule[];
+  /** Per port: the raw TCP rules listing it, in config order. */
+  private readonly tcpByPort = new Map<number, CompiledRule[]>();
   /** Exact names of `protocol: udp` rules: answerable by DNS, never matched by find(). */
   private readonly udpHosts: ReadonlySet<string>;
+  /** The `protocol: udp` rules, in config order. */
+  readonly udpRules: readonly CompiledUdpRule[];
+  /** The allow verdict of each rule for requestVerdict(), built once (no object per request). */
+  private readonly requestAllowed = new Map<CompiledRule, RequestVerdict>();
 
-  /** `ech`: the config's `tls.ech`, for rules that do not set their own. */
-  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udpHosts: Iterable<string> = [], ech: EchChoice = 'allow') {
+  /** `udp`: the policy's `udp` rules; `ech`: the config's `tls.ech`, for rules that do not set their own. */
+  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udp: readonly UdpRule[] = [], ech: EchChoice = 'allow') {
     this.name = name;
     this.mode = mode;
-    this.udpHosts = new Set(udpHosts);
+    this.udpHosts = new Set(udp.flatMap((r) => (r.host !== undefined ? [r.host] : [])));
+    this.udpRules = udp.map(compileUdpRule);
     const named = new Set<number>();
     const tcp = new Set<number>();
-    this.rules = allow.map((r, i) => ({
-      ...r,
-      id: `policies.${name}.allow[${i}]`,
-      intercept: r.inject !== undefined || r.methods !== undefined || r.paths !== undefined,
-      refuseEch: (r.ech ?? ech) === 'refuse',
-    }));
+    this.rules = allow.map((r, i) => {
+      const intercept = r.inject !== undefined || r.methods !== undefined || r.paths !== undefined;
+      return {
+        ...r,
+        id: `policies.${name}.allow[${i}]`,
+        intercept,
+        refuseEch: (r.ech ?? ech) === 'refuse',
+        checks: intercept ? compileRequestChecks(r) : undefined,
+      };
+    });
     for (const r of this.rules) {
-      for (const p of r.ports) (r.protocol === 'tcp' ? tcp : named).add(p);
+      this.requestAllowed.set(r, { decision: 'allow', rule: r });
+      for (const p of r.ports) {
+        (r.protocol === 'tcp' ? tcp : named).add(p);
+        if (r.protocol === 'tcp') {
+          const list = this.tcpByPort.get(p) ?? [];
+          list.push(r);
+          this.tcpByPort.set(p, list);
+        }
+      }
       if (r.host.startsWith('*.')) this.wildcards.push(r);
       else {
         const list = this.exact.get(r.host) ?? [];
@@ -64,18 +118,69 @@ export class Policy {
 
   /** First rule covering (host, port) for the given kind; exact names before wildcards. */
   find(host: string, port: number, kind: Kind): CompiledRule | undefined {
+    return this.first(host, port, kind);
+  }
+
+  /**
+   * The rule a name falls under at any port and of any kind, in find()'s order (exact names in
+   * config order, then the longest matching wildcard): what DNS names on its audit line.
+   * Undefined for a name only a udp rule lists (those are not CompiledRules).
+   */
+  nameRule(host: string): CompiledRule | undefined {
+    return this.first(host, 0, undefined);
+  }
+
+  /**
+   * The one ordering of every name lookup: exact names in config order, then wildcards longest
+   * first (config order among equals: the sort is stable). `kind` undefined: any port, any kind.
+   */
+  private first(host: string, port: number, kind: Kind | undefined): CompiledRule | undefined {
     const wantTcp = kind === 'tcp';
     const exact = this.exact.get(host);
-    if (exact) for (const r of exact) if ((r.protocol === 'tcp') === wantTcp && r.ports.includes(port)) return r;
-    for (const r of this.wildcards) if ((r.protocol === 'tcp') === wantTcp && r.ports.includes(port) && hostMatches(r.host, host)) return r;
+    if (exact) for (const r of exact) if (kind === undefined || ((r.protocol === 'tcp') === wantTcp && r.ports.includes(port))) return r;
+    for (const r of this.wildcards) if ((kind === undefined || ((r.protocol === 'tcp') === wantTcp && r.ports.includes(port))) && hostMatches(r.host, host)) return r;
     return undefined;
   }
 
   /** Any rule (any port, any kind) naming this host: used by DNS (a name is answerable if reachable at all). */
   coversName(host: string): boolean {
-    if (this.exact.has(host) || this.udpHosts.has(host)) return true;
-    for (const r of this.wildcards) if (hostMatches(r.host, host)) return true;
-    return false;
+    return this.udpHosts.has(host) || this.nameRule(host) !== undefined;
+  }
+
+  /**
+   * The raw TCP rules that could match a connection to `port`, in config order: the caller then
+   * checks each rule's name against the destination address (DNS answers, resolver: I/O).
+   */
+  tcpRulesFor(port: number): readonly CompiledRule[] {
+    return this.tcpByPort.get(port) ?? NONE;
+  }
+
+  /**
+   * One HTTP request (plain, or inside TLS sandgate terminated): the host and port against the
+   * rules, then, for an intercepted rule, plain HTTP only where it opts in (`plainHttp`, never
+   * relaxed in report mode), then its methods and paths (a 400 for a path that cannot be
+   * matched unambiguously, never relaxed either).
+   */
+  requestVerdict(f: RequestFacts): RequestVerdict {
+    const rule = this.find(f.host, f.port, 'http');
+    if (rule === undefined) {
+      const d = this.denied(`${f.host}:${f.port} is not allowed`);
+      if (d.decision === 'deny') return { decision: 'deny', status: 403, reason: `host ${f.host} on port ${f.port} is not allowed by policy` };
+      return { decision: 'would-deny', rule: undefined, reason: d.reason };
+    }
+    // Intercepted hosts carry credentials: plain HTTP to them only where the rule opts in, and
+    // then sandgate itself speaks verified TLS upstream.
+    if (!f.intercepted && rule.intercept && rule.plainHttp !== true) return { decision: 'deny', status: 403, reason: `host ${f.host} requires TLS` };
+    if (rule.checks !== undefined) {
+      const c = checkRequest(rule.checks, f.method, f.path);
+      if (c !== undefined) {
+        if (c.status === 400) return { decision: 'deny', status: 400, reason: c.reason };
+        const d = this.denied(c.reason);
+        if (d.decision === 'deny') return { decision: 'deny', status: 403, reason: c.reason };
+        return { decision: 'would-deny', rule, reason: c.reason };
+      }
+    }
+    return this.requestAllowed.get(rule) as RequestVerdict;
   }
 
   /**
@@ -97,6 +202,18 @@ export class Policy {
   }
 }
 
+const NONE: readonly CompiledRule[] = Object.freeze([]);
+
+function compileUdpRule(r: UdpRule): CompiledUdpRule {
+  const cidr = r.cidr !== undefined ? parseCidr(r.cidr) : undefined;
+  return {
+    id: r.id,
+    ...(r.host !== undefined ? { host: r.host } : {}),
+    ...(cidr !== undefined && !('error' in cidr) ? { cidr } : {}),
+    ports: new Set(r.ports),
+  };
+}
+
 export interface CompiledPolicies {
   readonly byName: ReadonlyMap<string, Policy>;
   readonly anyIntercept: boolean;
@@ -105,8 +222,7 @@ export interface CompiledPolicies {
 export function compilePolicies(config: Config): CompiledPolicies {
   const byName = new Map<string, Policy>();
   for (const [name, p] of Object.entries(config.policies)) {
-    const udpHosts = (p.udp ?? []).flatMap((r) => (r.host !== undefined ? [r.host] : []));
-    byName.set(name, new Policy(name, p.mode, p.allow, udpHosts, config.tls.ech));
+    byName.set(name, new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech));
   }
   let anyIntercept = false;
   for (const p of byName.values()) if (p.rules.some((r) => r.intercept)) anyIntercept = true;

@@ -10,11 +10,10 @@ import type { Line } from './gate.js';
 import { parseConfig } from '../../src/config/load.js';
 import { compilePolicies } from '../../src/policy/policy.js';
 import { loadCredentials } from '../../src/creds/secrets.js';
-import { compileRequestRules } from '../../src/http/request-rules.js';
 import { UpstreamReader } from '../../src/http/attempt.js';
 import { SandboxConn } from '../../src/http/sandbox-conn.js';
 import type { DecodeSink, Decoder, SandboxIo, UpgradeHandover, UpstreamIo, UpstreamWaiter } from '../../src/http/io.js';
-import type { Target } from '../../src/http/upstream-pool.js';
+import type { Target } from '../../src/upstream/pool.js';
 import type { CredentialSource } from '../../src/creds/credential.js';
 import type { AuditFields } from '../../src/audit/logger.js';
 
@@ -166,26 +165,23 @@ policies:
   p:
     allow:
       - { host: ${API}, inject: k, ports: [443] }
-      - { host: token.example.test, inject: k, ports: [443] }
+      - { host: token.example.test, inject: t, ports: [443] }
       - { host: ${OPEN}, ports: [80] }
 ${o.extraAllow ?? ''}
 credentials:
   k: { secret: { env: SG_K } }
+  t: { secret: { env: SG_K } }
 `, 'play.yaml');
   const policies = compilePolicies(config);
-  const credentials = loadCredentials(config, { env: { SG_K: SECRET }, readFile: () => '' });
-  const rules = compileRequestRules(policies, credentials);
-  if (o.source !== undefined) {
-    const id = 'policies.p.allow[1]';
-    const r = rules.get(id);
-    if (r === undefined) throw new Error('no rule for token.example.test');
-    (rules as Map<string, typeof r>).set(id, { ...r, credential: o.source });
-  }
+  const loaded = loadCredentials(config, { env: { SG_K: SECRET }, readFile: () => '' });
+  // token.example.test injects `t`: the static `k` unless a source is given.
+  const credentials = new Map<string, CredentialSource>(loaded);
+  credentials.set('t', o.source ?? (loaded.get('k') as CredentialSource));
   const lines: Line[] = [];
   const audit = { write(f: AuditFields) { lines.push(JSON.parse(JSON.stringify(f)) as Line); }, flush() { /* kept */ }, logger: undefined };
   const rt = {
-    config, policies, credentials, requestRules: rules, audit,
-    guard: { check: () => undefined }, upstreamTls: { agent: undefined },
+    config, policies, credentials, audit,
+    upstream: { guard: { check: () => undefined } }, tokenNet: { guard: { check: () => undefined } },
   } as unknown as Runtime;
   const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return {

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { validateConfig } from '../../src/config/validate.js';
 import { buildRuntime, type Runtime } from '../../src/runtime.js';
 import type { Audit, AuditFields } from '../../src/audit/logger.js';
-import type { UpstreamResolver } from '../../src/net/upstream.js';
+import type { UpstreamResolver } from '../../src/upstream/resolver.js';
 import { SandgateError } from '../../src/errors.js';
 import { hostMatches } from '../../src/policy/host-name.js';
 import { DnsResponder, qtypeName, MIN_ANSWER_TTL_S, MAX_ANSWER_TTL_S } from '../../src/dns/responder.js';
@@ -56,7 +56,8 @@ function harness(overrides: Record<string, unknown> = {}, upstream: Upstream = {
       return u;
     },
   } as unknown as UpstreamResolver;
-  const rt: Runtime = { ...buildRuntime(config, audit), resolver };
+  const base = buildRuntime(config, audit);
+  const rt: Runtime = { ...base, upstream: { ...base.upstream, resolver } };
   const clock = { t: 1000 };
   const responder = new DnsResponder({
     runtime: () => rt,
@@ -301,7 +302,7 @@ test('a retransmitted query (same source, same bytes) while the first is being a
   const h = harness();
   let release!: () => void;
   const held = new Promise<void>((r) => { release = r; });
-  const resolver = h.rt.resolver as unknown as { resolveWithTtl(host: string): Promise<{ addrs: string[]; ttl: number }> };
+  const resolver = h.rt.upstream.resolver as unknown as { resolveWithTtl(host: string): Promise<{ addrs: string[]; ttl: number }> };
   const answer = resolver.resolveWithTtl.bind(resolver);
   resolver.resolveWithTtl = async (host) => { await held; return answer(host); };
   // A stub resolver retransmits the identical datagram (same id, same socket) on its timeout.

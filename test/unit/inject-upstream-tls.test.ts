@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createUpstreamTls, tlsFailure } from '../../src/http/upstream-tls.js';
+import { createUpstreamTls, tlsFailure } from '../../src/upstream/tls.js';
 import { SandgateError } from '../../src/errors.js';
 
 const base = { hosts: {}, allowPrivate: [], connectTimeoutMs: 1000 };

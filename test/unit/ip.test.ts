@@ -1,6 +1,6 @@
 import test from 'ava';
 import { FORBIDDEN_UPSTREAM, cidrContains, inAny, parseCidr, parseHostPort, parseIp, type Cidr } from '../../src/util/ip.js';
-import { AddressGuard } from '../../src/net/upstream.js';
+import { AddressGuard } from '../../src/upstream/address-guard.js';
 
 function cidr(text: string): Cidr {
   const c = parseCidr(text);

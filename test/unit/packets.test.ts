@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { parsePacket } from '../../src/packets/ip-header.js';
-import { compileUdpRules, decidePacket, type DecideContext } from '../../src/packets/decide.js';
+import { decidePacket, type DecideContext } from '../../src/packets/decide.js';
 import { PacketAuditSampler } from '../../src/packets/packet-audit.js';
 import { parseConfig } from '../../src/config/load.js';
 import { buildRuntime } from '../../src/runtime.js';
@@ -94,7 +94,7 @@ const silent: Audit = { write() {}, flush() {}, logger: undefined as never };
 function ctx(iface: string | undefined, local: string[] = []): DecideContext {
   const config = parseConfig(CONFIG, 'sg.yaml');
   const rt = buildRuntime(config, silent);
-  return { rt, rules: compileUdpRules(config), iface, isLocal: (ip) => local.includes(ip), resolveTimeoutMs: 500 };
+  return { rt, iface, isLocal: (ip) => local.includes(ip), resolveTimeoutMs: 500 };
 }
 
 test('decide: udp by cidr and by host name, port must match; ICMP, IPv6 and local addresses denied', async (t) => {

@@ -255,3 +255,65 @@ test('globPredicate', (t) => {
   t.true(globPredicate('eth0')('eth0'));
   t.false(globPredicate('eth0')('eth00'));
 });
+
+test('the DNS covering rule (nameRule) and find() agree: exact before wildcard, longest wildcard first, config order among equals', (t) => {
+  const p = new Policy('o', 'enforce', [
+    rule('*.example.test'),                                          // [0]
+    rule('*.api.example.test', { ports: [8443] }),                   // [1] longer, another port
+    rule('deep.api.example.test', { ports: [5432], protocol: 'tcp' }), // [2] exact, raw TCP
+    rule('*.api.example.test', { ports: [443, 8443] }),              // [3] same wildcard, later
+    rule('deep.api.example.test', { ports: [8443] }),                // [4] exact, later
+  ]);
+  // Names where the rule find() picks is the same at every port it covers: nameRule must name it.
+  const agree: [string, number, string][] = [
+    ['x.example.test', 443, 'policies.o.allow[0]'],            // only the short wildcard
+    ['x.api.example.test', 8443, 'policies.o.allow[1]'],       // longest wildcard, first in config order
+    ['deep.api.example.test', 5432, 'policies.o.allow[2]'],    // exact beats every wildcard
+  ];
+  for (const [host, port, id] of agree) {
+    const kind = port === 5432 ? 'tcp' : 'tls';
+    t.is(p.find(host, port, kind)?.id, id, `find ${host}:${port}`);
+    t.is(p.nameRule(host)?.id, id, `nameRule ${host}`);
+  }
+  // Any port, any kind: the exact name wins even over a longer-listed wildcard on the asked port.
+  t.is(p.find('deep.api.example.test', 8443, 'tls')?.id, 'policies.o.allow[4]');
+  t.is(p.nameRule('api.example.test')?.id, 'policies.o.allow[0]', 'the apex of *.api.example.test falls under *.example.test');
+  t.is(p.nameRule('example.test'), undefined);
+  t.false(p.coversName('example.test'));
+  t.true(p.coversName('x.api.example.test'));
+});
+
+test('nameRule keeps find()\'s order whatever the config order of the wildcards', (t) => {
+  for (const allow of [[rule('*.wild.example.test'), rule('*.x.wild.example.test')], [rule('*.x.wild.example.test'), rule('*.wild.example.test')]]) {
+    const p = new Policy('w', 'enforce', allow);
+    t.is(p.nameRule('y.x.wild.example.test')?.host, '*.x.wild.example.test');
+    t.is(p.nameRule('y.x.wild.example.test'), p.find('y.x.wild.example.test', 443, 'tls'));
+  }
+});
+
+test('tcpRulesFor: the raw TCP rules listing a port, in config order (the addresses are checked by the caller)', (t) => {
+  const p = new Policy('t', 'enforce', [
+    rule('a.example.test', { ports: [22, 5432], protocol: 'tcp' }),
+    rule('b.example.test', { ports: [5432], protocol: 'tcp' }),
+    rule('c.example.test', { ports: [5432] }), // TLS on that port: not a raw TCP rule
+  ]);
+  t.deepEqual(p.tcpRulesFor(5432).map((r) => r.host), ['a.example.test', 'b.example.test']);
+  t.deepEqual(p.tcpRulesFor(22).map((r) => r.host), ['a.example.test']);
+  t.deepEqual(p.tcpRulesFor(443), []);
+});
+
+test('udp rules are compiled with the policy: cidr parsed, ports as a set, names answerable by DNS', (t) => {
+  const p = new Policy('u', 'enforce', [], [
+    { id: 'policies.u.udp[0]', host: 'ntp.example.test', ports: [123] },
+    { id: 'policies.u.udp[1]', cidr: '10.9.0.0/16', ports: [53, 5353] },
+  ]);
+  t.is(p.udpRules.length, 2);
+  t.like(p.udpRules[0], { id: 'policies.u.udp[0]', host: 'ntp.example.test' });
+  t.true(p.udpRules[0]!.ports.has(123));
+  t.is(p.udpRules[0]!.cidr, undefined);
+  t.like(p.udpRules[1]!.cidr, { text: '10.9.0.0/16' });
+  t.deepEqual([...p.udpRules[1]!.ports], [53, 5353]);
+  t.true(p.coversName('ntp.example.test'));
+  t.is(p.nameRule('ntp.example.test'), undefined, 'a udp rule is not an allow rule: DNS names none on its line');
+  t.is(p.find('ntp.example.test', 123, 'tls'), undefined);
+});

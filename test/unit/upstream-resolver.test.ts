@@ -1,11 +1,11 @@
 /**
- * sandgate's own resolver (src/net/upstream.ts) against a fake DNS server on loopback: its cache
+ * sandgate's own resolver (src/upstream/resolver.ts) against a fake DNS server on loopback: its cache
  * must stay bounded whatever names a sandbox makes it resolve (a wildcard rule allows unboundedly
  * many), and answers keep their remaining lifetime.
  */
 import test from 'ava';
 import dgram from 'node:dgram';
-import { UpstreamResolver } from '../../src/net/upstream.js';
+import { UpstreamResolver } from '../../src/upstream/resolver.js';
 import { RCODE, buildResponse, parseQuery } from '../../src/dns/wire.js';
 
 /** Answers every A query with 10.0.0.1 (TTL 60); counts the queries. */

@@ -1,19 +1,17 @@
 /**
  * Upstream connections for the relay (src/http/relay.ts): raw sockets, TLS verified against the
- * Runtime's trust (src/http/upstream-tls.ts) with the host name checked (RFC 9110 §4.3.4), kept
+ * Runtime's trust (src/upstream/tls.ts) with the host name checked (RFC 9110 §4.3.4), kept
  * alive and reused LIFO per (scheme, host, port), TLS sessions cached per host so a new
  * connection resumes instead of a full handshake. Addresses come from sandgate's resolver
- * through the SSRF guard (guardedLookup), never from the sandbox.
+ * through the SSRF guard (lookup.ts), never from the sandbox.
  *
- * One pool per UpstreamTls (so per config load): connections made under one trust setting are
- * never reused under another.
+ * One pool per UpstreamTls, built with it (src/upstream/upstream.ts, so once per config load):
+ * connections made under one trust setting are never reused under another.
  */
-import net from 'node:net';
+import net, { type LookupFunction } from 'node:net';
 import tls from 'node:tls';
 import { SandgateError } from '../errors.js';
-import type { Runtime } from '../runtime.js';
-import { guardedLookup } from './lookup.js';
-import type { UpstreamTls } from './upstream-tls.js';
+import type { UpstreamTls } from './tls.js';
 
 export interface Target {
   readonly tls: boolean;
@@ -62,9 +60,14 @@ export class UpstreamPool {
   readonly #free = new Map<string, net.Socket[]>();
   readonly #sessions = new Map<string, Buffer>();
   readonly #tls: UpstreamTls;
+  readonly #lookup: LookupFunction;
+  readonly #connectTimeoutMs: number;
 
-  constructor(upstreamTls: UpstreamTls) {
+  /** `lookup`: sandgate's resolver then the SSRF guard (lookup.ts); `connectTimeoutMs`: upstream.connectTimeoutMs. */
+  constructor(upstreamTls: UpstreamTls, lookup: LookupFunction, connectTimeoutMs: number) {
     this.#tls = upstreamTls;
+    this.#lookup = lookup;
+    this.#connectTimeoutMs = connectTimeoutMs;
   }
 
   static keyOf(t: Target): string {
@@ -93,9 +96,9 @@ export class UpstreamPool {
    * error whose code names the cause (UPSTREAM_CONNECT on timeout, UPSTREAM_FORBIDDEN from the
    * SSRF guard, TLS verification codes). Returns a function that aborts the attempt.
    */
-  connect(rt: Runtime, t: Target, ready: (p: PooledSocket) => void, failed: (err: NodeJS.ErrnoException) => void): () => void {
+  connect(t: Target, ready: (p: PooledSocket) => void, failed: (err: NodeJS.ErrnoException) => void): () => void {
     const key = UpstreamPool.keyOf(t);
-    const lookup = guardedLookup(rt);
+    const lookup = this.#lookup;
     // Reads land in one shared buffer (READ_BUFFER) and go to whoever reads this socket (onRead).
     const holder: { socket?: net.Socket } = {};
     const onread = {
@@ -122,7 +125,7 @@ export class UpstreamPool {
     }
     holder.socket = socket;
     let done = false;
-    const ms = rt.config.upstream.connectTimeoutMs;
+    const ms = this.#connectTimeoutMs;
     const timer = setTimeout(() => {
       fail(new SandgateError(`connect to ${t.host}:${t.port} timed out after ${ms} ms`, 'UPSTREAM_CONNECT'));
     }, ms);
@@ -212,15 +215,3 @@ function onFreeTimeout(this: FreeSocket): void {
 }
 
 function ignore(): void { /* an idle connection's error: its close follows */ }
-
-const pools = new WeakMap<UpstreamTls, UpstreamPool>();
-
-/** The pool for this Runtime's upstream trust. */
-export function poolFor(rt: Runtime): UpstreamPool {
-  let p = pools.get(rt.upstreamTls);
-  if (p === undefined) {
-    p = new UpstreamPool(rt.upstreamTls);
-    pools.set(rt.upstreamTls, p);
-  }
-  return p;
-}

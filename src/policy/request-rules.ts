@@ -1,35 +1,21 @@
-import type { CompiledPolicies, CompiledRule } from '../policy/policy.js';
-import type { CredentialSource } from '../creds/credential.js';
+import type { AllowRule } from '../config/types.js';
 
 /**
- * What an intercepted rule checks and injects per request, compiled once per config load: method
- * sets, path globs as anchored RegExps, the resolved credential. The data path only looks these
- * up by rule id.
+ * What an intercepted rule checks per request, compiled once per config load (by Policy, into
+ * CompiledRule.checks): the method set, path globs as anchored RegExps. The data path only runs them.
  */
-export interface RequestRules {
+export interface RequestChecks {
   readonly methods: ReadonlySet<string> | undefined;
   readonly paths: readonly RegExp[] | undefined;
   /** The globs as written, for the denial reason. */
   readonly pathGlobs: readonly string[] | undefined;
-  readonly credential: CredentialSource | undefined;
-  readonly plainHttp: boolean;
 }
 
-export function compileRequestRules(policies: CompiledPolicies, credentials: ReadonlyMap<string, CredentialSource>): ReadonlyMap<string, RequestRules> {
-  const out = new Map<string, RequestRules>();
-  for (const policy of policies.byName.values()) {
-    for (const rule of policy.rules) if (rule.intercept) out.set(rule.id, compileRule(rule, credentials));
-  }
-  return out;
-}
-
-function compileRule(rule: CompiledRule, credentials: ReadonlyMap<string, CredentialSource>): RequestRules {
+export function compileRequestChecks(rule: AllowRule): RequestChecks {
   return {
     methods: rule.methods ? new Set(rule.methods.map((m) => m.toUpperCase())) : undefined,
     paths: rule.paths ? rule.paths.map(compileGlob) : undefined,
     pathGlobs: rule.paths,
-    credential: rule.inject !== undefined ? credentials.get(rule.inject) : undefined,
-    plainHttp: rule.plainHttp === true,
   };
 }
 
@@ -99,7 +85,7 @@ export function normalisePath(raw: string): PathResult {
 export type Check = { readonly status: 400 | 403; readonly reason: string } | undefined;
 
 /** Methods and paths of one request against a rule; undefined when allowed. */
-export function checkRequest(rules: RequestRules, method: string, path: string): Check {
+export function checkRequest(rules: RequestChecks, method: string, path: string): Check {
   if (rules.methods && !rules.methods.has(method)) {
     return { status: 403, reason: `method ${method} is not allowed here (allowed: ${[...rules.methods].join(', ')})` };
   }
