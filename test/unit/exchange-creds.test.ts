@@ -285,10 +285,9 @@ class MixedCaseTokens extends Tokens {
   override token(i: number): string { return `Tok-${i}-AbCdEf0123456789XyZ`; }
 }
 
-// BUG: the refusal reasons quote the upstream's codings lower-cased (addCodings,
-// unrelayableTransferCoding), and the audit line's scrubbing is case-sensitive: an upstream that
-// echoes the token into Content-Encoding or Transfer-Encoding puts it, lower-cased, in the log.
-test.failing('a token echoed into Content-Encoding or Transfer-Encoding never reaches the audit line, not even lower-cased', (t) => {
+// The refusal reasons quote the upstream's codings lower-cased (addCodings,
+// unrelayableTransferCoding): a case-sensitive scrub of the audit line missed an echoed token there.
+test('a token echoed into Content-Encoding or Transfer-Encoding never reaches the audit line, not even lower-cased', (t) => {
   for (const field of ['Content-Encoding', 'Transfer-Encoding']) {
     const src = new MixedCaseTokens();
     const w = playWorld({ source: src });
