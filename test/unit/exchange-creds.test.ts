@@ -300,3 +300,26 @@ test('a token echoed into Content-Encoding or Transfer-Encoding never reaches th
     t.false(line.includes(tok.toLowerCase()), `${field}: ${line}`);
   }
 });
+
+// BUG: the decoder ends asynchronously, and an upstream that closes right after a complete encoded
+// response (Connection: close, an HTTP/1.0 server) is taken for one that closed mid-body: the
+// sandbox gets the response cut short (no last chunk, the connection dropped) and the audit line an error.
+test.failing('an upstream closing right after a complete encoded response, before its decoding ends: the sandbox still gets it whole', async (t) => {
+  for (const framing of ['Content-Length: 4\r\n\r\nGZGZ', 'Transfer-Encoding: chunked\r\n\r\n4\r\nGZGZ\r\n0\r\n\r\n']) {
+    const w = playWorld();
+    const p = w.play({ sni: API });
+    p.send(req('GET', '/gz-close', API));
+    const u = p.ready();
+    u.answer(`HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n${framing}`);
+    u.reader.end();
+    u.reader.closed();
+    const d = p.decoders[0];
+    d?.sink.decoded(Buffer.from('plain'));
+    d?.sink.decodedEnd();
+    await settle();
+    t.is(p.take(), 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nplain\r\n0\r\n\r\n', framing);
+    t.false(p.destroyed, 'the sandbox\'s connection is not dropped');
+    t.is(w.http()[0]?.error, undefined);
+    t.false(u.released);
+  }
+});
