@@ -165,12 +165,15 @@ export class Attempt implements BodySink {
 
   ended(err: ParseError | undefined): void {
     if (this.#done) return;
+    // The response is complete and only its decoding is still running: the close cuts nothing short.
+    if (this.#lastChunkDone && err === undefined) { this.#keepAlive = false; return; }
     this.destroy();
     this.ex.upstreamFailed(err ?? failure('upstream closed before the response was complete', 'ERR_STREAM_PREMATURE_CLOSE'), this);
   }
 
   onClose(): void {
     if (this.#done) return;
+    if (this.#lastChunkDone) { this.#keepAlive = false; return; }
     this.#done = true;
     this.#detach();
     this.ex.upstreamFailed(this.#error ?? failure('upstream closed before the response was complete', this.responded ? 'ERR_STREAM_PREMATURE_CLOSE' : 'ECONNRESET'), this);
