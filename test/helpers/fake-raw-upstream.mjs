@@ -46,6 +46,8 @@
 //                        value encoded by every coding listed, in order (RFC 9110 §8.4); codings
 //                        zlib has no encoder for (compress, zstd...) leave the bytes as they are
 //   /secret-status/...   200 whose reason phrase carries the Authorization value
+//   /secret-bytes/...    200, Content-Length, body "<" + the Authorization value + ">", written one
+//                        byte per write (each a TLS record of its own)
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
@@ -132,6 +134,11 @@ const scripts = {
     c.sendBytes(body);
   },
   'secret-status': (c, r) => { c.send(`HTTP/1.1 200 OK ${r.headers.authorization ?? ''}\r\nContent-Length: 2\r\n\r\nok`); },
+  'secret-bytes': (c, r) => {
+    const body = `<${r.headers.authorization ?? ''}>`;
+    c.send(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`);
+    for (const ch of body) c.send(ch);
+  },
 };
 
 /** Runs on a request's head, before its body: returns true if the request was dealt with. */

@@ -21,7 +21,7 @@ const PLAIN_PORT = 8080;
 const CLIENT = join(ROOT, 'test/helpers/raw-client.mjs');
 const TAGS = ['pipe', 'chunk', 'smuggle', 'xchunked', 'front', 'other', 'many', 'old', 'cont', 'obs', 'closed', 'info', 'head',
   'http10', 'trunc', 'bad', 'double', 'scrub', 'tail', 'early', 'stale', 'rst', 'fin', 'post', 'trail', 'rtrail', 'te', 'name', 'ws',
-  'chsize', 'verbs', 'cenc', 'status', 'connlen'];
+  'chsize', 'verbs', 'cenc', 'status', 'connlen', 'bytes'];
 const host = (tag: string): string => `${tag}.raw.example.test`;
 const PLAIN = 'plain.raw.example.test';
 
@@ -821,6 +821,17 @@ test.serial('a content coding split over two Content-Encoding fields gets 502, o
   const split = [['gzip', 'gzip'], ['gzip', 'identity'], ['deflate', 'br']];
   t.deepEqual(await contentCodings(split, 's'), split.map((f) => `${f.join(' / ')}: HTTP/1.1 502`));
   t.deepEqual(await contentCodings([['gzip', 'identity']], 'u', true), ['gzip / identity: HTTP/1.1 502']);
+});
+
+test.serial('two pipelined requests written one byte per write reach the upstream as whole requests; a secret echoed one byte per write in a Content-Length body is masked', async (t) => {
+  const body = '5;x=y\r\nhello\r\n0\r\n\r\n';
+  const text = req('POST', '/echo/bytes-1', 'bytes', ['Transfer-Encoding: chunked'], body) + req('GET', '/secret-bytes/bytes-2', 'bytes');
+  const r = await talk('bytes', [...[...text].map((ch) => ({ write: ch })), { until: '>' }, { close: true }], { timeoutMs: 10000 });
+  const [one, two] = await Promise.all([upReq('/echo/bytes-1'), upReq('/secret-bytes/bytes-2')]);
+  t.is(one.raw, upHead('POST', '/echo/bytes-1', 'bytes', [], 'chunked') + '5\r\nhello\r\n0\r\n\r\n');
+  t.is(two.raw, upHead('GET', '/secret-bytes/bytes-2', 'bytes'));
+  const masked = `<${mask(AUTH)}>`;
+  t.is(r.text, echoed(one) + `HTTP/1.1 200 OK\r\nContent-Length: ${masked.length}\r\n\r\n${masked}`);
 });
 
 test.serial('nothing sandgate printed and nothing the sandbox received carries the secret', (t) => {
