@@ -48,7 +48,13 @@ export class UpstreamReader {
     if (o === undefined) { this.#up.destroy(); return; }
     if (this.#raw) { o.rawBody(c); return; }
     const r = this.#parser.execute(c);
-    if (typeof r !== 'number') { o.malformed(r); return; }
+    if (typeof r !== 'number') {
+      // A parser that failed never reads again: the connection closes even if the response it
+      // belonged to was complete (then the failure is only the connection's, not the request's).
+      this.#up.destroy();
+      if (this.owner === o) o.malformed(r);
+      return;
+    }
     if (this.#rawNext) {
       this.#rawNext = false;
       this.#parser.reset();
@@ -159,18 +165,24 @@ export class Attempt implements BodySink {
 
   ended(err: ParseError | undefined): void {
     if (this.#done) return;
+    // The response is complete and only its decoding is still running: the close cuts nothing short.
+    if (this.#lastChunkDone && err === undefined) { this.#keepAlive = false; return; }
     this.destroy();
     this.ex.upstreamFailed(err ?? failure('upstream closed before the response was complete', 'ERR_STREAM_PREMATURE_CLOSE'), this);
   }
 
   onClose(): void {
     if (this.#done) return;
+    if (this.#lastChunkDone) { this.#keepAlive = false; return; }
     this.#done = true;
     this.#detach();
     this.ex.upstreamFailed(this.#error ?? failure('upstream closed before the response was complete', this.responded ? 'ERR_STREAM_PREMATURE_CLOSE' : 'ECONNRESET'), this);
   }
 
   onHead(h: Head): AfterHead {
+    // A head after the final response (whose body a decoder may still be working on, so this
+    // attempt still holds the reader): an answer to nothing asked, never relayed; the connection closes.
+    if (this.responded) { this.destroy(); return 'none'; }
     const status = h.statusCode;
     if (status >= 100 && status < 200) {
       // 1xx (RFC 9110 §15.2): informational, not relayed (sandgate answered any 100 itself);

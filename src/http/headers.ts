@@ -26,10 +26,17 @@ export function pathOnly(url: string): string {
   return q < 0 ? url : url.slice(0, q);
 }
 
-/** Adds the tokens of one Connection field value (RFC 9110 §7.6.1) to `set` (made if undefined). */
+/**
+ * Adds the tokens of one Connection field value (RFC 9110 §7.6.1) to `set` (made if undefined).
+ * Never Content-Length: the body is relayed as that field frames it (RFC 9112 §6.3), so the field
+ * goes on with it; dropped, the body would be read as further messages (request smuggling upstream).
+ */
 export function addConnectionTokens(set: Set<string> | undefined, value: string): Set<string> {
   const s = set ?? new Set<string>();
-  for (const t of value.split(',')) s.add(t.trim().toLowerCase());
+  for (const t of value.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name !== 'content-length') s.add(name);
+  }
   return s;
 }
 

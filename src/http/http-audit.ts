@@ -5,7 +5,7 @@
  * build a new hidden class each time.
  */
 import type { AuditFields, Decision } from '../audit/logger.js';
-import { scrubString } from './scrub.js';
+import { maskFor, scrubString } from './scrub.js';
 
 /** What one line says about a request beyond the fields every line about it carries (`base`). */
 export interface HttpLineFacts {
@@ -27,6 +27,21 @@ export interface HttpLineFacts {
   readonly needles?: readonly string[] | undefined;
 }
 
+/**
+ * Reasons quote upstream text, some of it lower-cased (content and transfer codings): a needle is
+ * masked there whatever its case. Where lower-casing changes the length, the text is kept lower-cased.
+ */
+function scrubAnyCase(s: string, needles: readonly string[]): string {
+  const low = s.toLowerCase();
+  const folded = needles.map((n) => n.toLowerCase());
+  if (low.length !== s.length) return scrubString(low, folded);
+  let out = s;
+  for (const n of folded) {
+    for (let at = n.length > 0 ? low.indexOf(n) : -1; at >= 0; at = low.indexOf(n, at + n.length)) out = out.slice(0, at) + maskFor(n.length) + out.slice(at + n.length);
+  }
+  return out;
+}
+
 /** `base`: event, who, proto, method, path (src/http/admit.ts). */
 export function httpLine(base: AuditFields, f: HttpLineFacts): AuditFields {
   const needles = f.needles;
@@ -35,7 +50,7 @@ export function httpLine(base: AuditFields, f: HttpLineFacts): AuditFields {
     host: f.host, decision: f.decision,
     rule: f.rule, credential: f.credential, tokenRejected: f.tokenRejected, upstream: f.upstream, websocket: f.websocket,
     status: f.status, bytesIn: f.bytesIn, bytesOut: f.bytesOut, ms: f.ms,
-    reason: f.reason !== undefined && needles !== undefined ? scrubString(f.reason, needles) : f.reason,
-    error: f.error !== undefined && needles !== undefined ? scrubString(f.error, needles) : f.error,
+    reason: f.reason !== undefined && needles !== undefined ? scrubAnyCase(f.reason, needles) : f.reason,
+    error: f.error !== undefined && needles !== undefined ? scrubAnyCase(f.error, needles) : f.error,
   };
 }

@@ -188,7 +188,10 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
       upgraded = true;
       socket.removeListener('close', onSandboxClose);
       const status = upRes.statusCode ?? 101;
-      const refused = notRelayable(upRes.rawHeaders, needles, false);
+      // With a credential no extension was offered (upgradeFields): one negotiated anyway
+      // (RFC 6455 §9.1 forbids it) could compress frames past the scrubber.
+      const unoffered = needles !== undefined && upRes.rawHeaders.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'sec-websocket-extensions');
+      const refused = unoffered ? 'upstream negotiated a WebSocket extension sandgate did not offer' : notRelayable(upRes.rawHeaders, needles, false);
       if (refused !== undefined) {
         upSock.destroy();
         log(502, { reason: refused });

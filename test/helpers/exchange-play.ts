@@ -47,7 +47,8 @@ export class UpRecorder implements UpstreamIo {
   pause(): void { this.paused = true; }
   resume(): void { this.paused = false; }
   release(): void { this.released = true; }
-  releaseSoon(): void { queueMicrotask(() => { this.released = true; }); }
+  /** As the pool does (UpstreamPool.release): a connection destroyed meanwhile is not taken back. */
+  releaseSoon(): void { queueMicrotask(() => { if (!this.destroyed) this.released = true; }); }
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;

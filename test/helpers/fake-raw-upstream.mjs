@@ -46,10 +46,14 @@
 //                        value encoded by every coding listed, in order (RFC 9110 §8.4); codings
 //                        zlib has no encoder for (compress, zstd...) leave the bytes as they are
 //   /secret-status/...   200 whose reason phrase carries the Authorization value
+//   /ws-deflate/...      101 to a WebSocket upgrade, negotiating permessage-deflate (RFC 7692) whether or
+//                        not it was offered, then one compressed text frame: "auth=" + the Authorization value
+//   /secret-bytes/...    200, Content-Length, body "<" + the Authorization value + ">", written one
+//                        byte per write (each a TLS record of its own)
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { gzipSync, deflateSync, brotliCompressSync } from 'node:zlib';
+import { gzipSync, deflateSync, deflateRawSync, brotliCompressSync } from 'node:zlib';
 
 const args = process.argv.slice(2);
 const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
@@ -132,6 +136,18 @@ const scripts = {
     c.sendBytes(body);
   },
   'secret-status': (c, r) => { c.send(`HTTP/1.1 200 OK ${r.headers.authorization ?? ''}\r\nContent-Length: 2\r\n\r\nok`); },
+  'ws-deflate': (c, r) => {
+    c.send('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+      + 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n');
+    const z = deflateRawSync(`auth=${r.headers.authorization ?? ''}`);
+    const payload = z.subarray(0, z.length - 4).length > 0 && z.subarray(z.length - 4).equals(Buffer.from([0, 0, 0xff, 0xff])) ? z.subarray(0, z.length - 4) : z;
+    c.sendBytes(Buffer.concat([Buffer.from([0xc1, payload.length]), payload]));
+  },
+  'secret-bytes': (c, r) => {
+    const body = `<${r.headers.authorization ?? ''}>`;
+    c.send(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`);
+    for (const ch of body) c.send(ch);
+  },
 };
 
 /** Runs on a request's head, before its body: returns true if the request was dealt with. */

@@ -21,7 +21,7 @@ const PLAIN_PORT = 8080;
 const CLIENT = join(ROOT, 'test/helpers/raw-client.mjs');
 const TAGS = ['pipe', 'chunk', 'smuggle', 'xchunked', 'front', 'other', 'many', 'old', 'cont', 'obs', 'closed', 'info', 'head',
   'http10', 'trunc', 'bad', 'double', 'scrub', 'tail', 'early', 'stale', 'rst', 'fin', 'post', 'trail', 'rtrail', 'te', 'name', 'ws',
-  'chsize', 'verbs', 'cenc', 'status'];
+  'chsize', 'verbs', 'cenc', 'status', 'connlen', 'bytes'];
 const host = (tag: string): string => `${tag}.raw.example.test`;
 const PLAIN = 'plain.raw.example.test';
 
@@ -269,6 +269,27 @@ test.serial('smuggling: CL+TE, two Content-Lengths, "chunked, identity", bare LF
   t.deepEqual(upReqsFor('smuggle').map((u) => u.path), ['/echo/smuggle-warm', '/echo/smuggle-carrier']);
   await g.log.waitFor(() => g.log.lines.filter((l) => l.host === h && l.status === 400).length >= bad.length, 5000, '400 audit lines');
   t.deepEqual(g.log.lines.filter((l) => l.host === h && l.status === 400).map((l) => l.reason), bad.map((b) => `malformed request (${b.code})`));
+});
+
+// Fields a Connection field names are dropped, but never Content-Length: without it the body, still
+// relayed, would be read upstream as a request sandgate never parsed, admitted or checked, and an
+// unfinished smuggled head would swallow the next request on the pooled connection, credential included.
+test.serial('"Connection: content-length" on a request does not strip its framing: a request hidden in its body stays body bytes upstream', async (t) => {
+  const h = host('connlen');
+  const inner = `GET /echo/connlen-hidden HTTP/1.1\r\nHost: ${h}\r\n\r\n`;
+  const r = await talk('connlen', [
+    { write: req('POST', '/echo/connlen-carrier', 'connlen', ['Connection: content-length', `Content-Length: ${inner.length}`], inner) },
+    { until: 'POST /echo/connlen-carrier' },
+    { close: true },
+  ]);
+  const carrier = await upReq('/echo/connlen-carrier');
+  t.is(carrier.raw, upHead('POST', '/echo/connlen-carrier', 'connlen', [`Content-Length: ${inner.length}`]) + inner, 'the body went upstream framed by its Content-Length');
+  t.is(r.text, echoed(carrier));
+  // One more request on the same pooled connection: it is the connection's second, nothing came in between.
+  await talk('connlen', [{ write: req('GET', '/echo/connlen-next', 'connlen') }, { until: 'GET /echo/connlen-next' }, { close: true }]);
+  const next = await upReq('/echo/connlen-next');
+  t.is(next.conn, carrier.conn);
+  t.deepEqual(upReqsFor('connlen').map((u) => u.path), ['/echo/connlen-carrier', '/echo/connlen-next'], 'the hidden request never reached the upstream as a request');
 });
 
 // BUG: llhttp reports a request head with "Transfer-Encoding: xchunked" through kOnHeadersComplete
@@ -800,6 +821,27 @@ test.serial('a content coding split over two Content-Encoding fields gets 502, o
   const split = [['gzip', 'gzip'], ['gzip', 'identity'], ['deflate', 'br']];
   t.deepEqual(await contentCodings(split, 's'), split.map((f) => `${f.join(' / ')}: HTTP/1.1 502`));
   t.deepEqual(await contentCodings([['gzip', 'identity']], 'u', true), ['gzip / identity: HTTP/1.1 502']);
+});
+
+test.serial('two pipelined requests written one byte per write reach the upstream as whole requests; a secret echoed one byte per write in a Content-Length body is masked', async (t) => {
+  const body = '5;x=y\r\nhello\r\n0\r\n\r\n';
+  const text = req('POST', '/echo/bytes-1', 'bytes', ['Transfer-Encoding: chunked'], body) + req('GET', '/secret-bytes/bytes-2', 'bytes');
+  const r = await talk('bytes', [...[...text].map((ch) => ({ write: ch })), { until: '>' }, { close: true }], { timeoutMs: 10000 });
+  const [one, two] = await Promise.all([upReq('/echo/bytes-1'), upReq('/secret-bytes/bytes-2')]);
+  t.is(one.raw, upHead('POST', '/echo/bytes-1', 'bytes', [], 'chunked') + '5\r\nhello\r\n0\r\n\r\n');
+  t.is(two.raw, upHead('GET', '/secret-bytes/bytes-2', 'bytes'));
+  const masked = `<${mask(AUTH)}>`;
+  t.is(r.text, echoed(one) + `HTTP/1.1 200 OK\r\nContent-Length: ${masked.length}\r\n\r\n${masked}`);
+});
+
+// With a credential, sandgate offers no permessage-deflate upstream, so the scrubber sees every
+// frame's payload; a 101 negotiating it anyway was relayed, its compressed frames carrying the
+// echoed credential past the scrubber to a sandbox client that inflates them.
+test.serial('a 101 negotiating a WebSocket extension sandgate did not offer (permessage-deflate) gets 502 when a credential was injected', async (t) => {
+  const p = '/ws-deflate/ws';
+  const r = await talk('ws', [{ write: req('GET', p, 'ws', ['Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==']) }, { until: '}' }]);
+  t.is(r.text, own(502, 'Bad Gateway', { error: 'bad gateway', reason: 'the upstream response cannot be relayed safely' }, true));
+  t.like(await httpLine(p), { status: 502, websocket: true, reason: 'upstream negotiated a WebSocket extension sandgate did not offer' });
 });
 
 test.serial('nothing sandgate printed and nothing the sandbox received carries the secret', (t) => {

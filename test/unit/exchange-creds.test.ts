@@ -259,3 +259,67 @@ test('the static credential is what the upstream gets even when the sandbox send
   p.send(req('GET', '/s', API, ['Authorization: Bearer sandbox-own']));
   t.is(p.ready().sent, upHead('GET', '/s'));
 });
+
+// The decoder ends asynchronously, so the attempt still holds the connection's reader: a second
+// answer then was taken as this request's, its head written into the middle of the first one's body.
+test('an upstream answering again while a decoded body is still being decoded: the second answer never reaches the sandbox', async (t) => {
+  const w = playWorld();
+  const p = w.play({ sni: API });
+  p.send(req('GET', '/gz2', API));
+  const u = p.ready();
+  u.answer('HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nGZGZ');
+  t.is(p.take(), 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+  u.answer('HTTP/1.1 200 OK\r\nX-Second: unasked\r\nContent-Length: 7\r\n\r\nunasked');
+  t.false(p.take().includes('unasked'), 'the unasked answer reached the sandbox');
+  t.true(u.destroyed, 'the connection that answered twice is closed');
+  t.is(p.decoders.length, 1);
+  const d = p.decoders[0];
+  d?.sink.decoded(Buffer.from('plain'));
+  d?.sink.decodedEnd();
+  t.is(p.take(), '5\r\nplain\r\n0\r\n\r\n', 'the first answer still ends whole');
+  t.like(w.http()[0], { path: '/gz2', status: 200 });
+});
+
+/** Tokens with upper-case letters, as most API keys have. */
+class MixedCaseTokens extends Tokens {
+  override token(i: number): string { return `Tok-${i}-AbCdEf0123456789XyZ`; }
+}
+
+// The refusal reasons quote the upstream's codings lower-cased (addCodings,
+// unrelayableTransferCoding): a case-sensitive scrub of the audit line missed an echoed token there.
+test('a token echoed into Content-Encoding or Transfer-Encoding never reaches the audit line, not even lower-cased', (t) => {
+  for (const field of ['Content-Encoding', 'Transfer-Encoding']) {
+    const src = new MixedCaseTokens();
+    const w = playWorld({ source: src });
+    const p = w.play({ sni: TOKEN });
+    p.send(req('GET', '/echo-coding', TOKEN));
+    const tok = src.token(1);
+    p.ready().answer(`HTTP/1.1 200 OK\r\n${field}: x-${tok}\r\nContent-Length: 3\r\n\r\nabc`);
+    const line = JSON.stringify(w.lines).toLowerCase();
+    t.like(w.http()[0], { status: 502 }, field);
+    t.false(line.includes(tok.toLowerCase()), `${field}: ${line}`);
+  }
+});
+
+// The decoder ends asynchronously: an upstream closing right after a complete encoded response
+// (Connection: close, an HTTP/1.0 server) was taken for one that closed mid-body, and the
+// response cut short.
+test('an upstream closing right after a complete encoded response, before its decoding ends: the sandbox still gets it whole', async (t) => {
+  for (const framing of ['Content-Length: 4\r\n\r\nGZGZ', 'Transfer-Encoding: chunked\r\n\r\n4\r\nGZGZ\r\n0\r\n\r\n']) {
+    const w = playWorld();
+    const p = w.play({ sni: API });
+    p.send(req('GET', '/gz-close', API));
+    const u = p.ready();
+    u.answer(`HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n${framing}`);
+    u.reader.end();
+    u.reader.closed();
+    const d = p.decoders[0];
+    d?.sink.decoded(Buffer.from('plain'));
+    d?.sink.decodedEnd();
+    await settle();
+    t.is(p.take(), 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nplain\r\n0\r\n\r\n', framing);
+    t.false(p.destroyed, 'the sandbox\'s connection is not dropped');
+    t.is(w.http()[0]?.error, undefined);
+    t.false(u.released);
+  }
+});

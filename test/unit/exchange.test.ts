@@ -448,3 +448,40 @@ test('the keep-alive timer drops an idle connection, never one with a request in
   q.conn.idle();
   t.true(q.destroyed);
 });
+
+// Dropped (as fields Connection names are), the Content-Length would leave the body to be read
+// upstream as a request sandgate never parsed, admitted or checked (request smuggling), and an
+// unfinished smuggled head would swallow the next request on the pooled connection, credential included.
+test('a request whose Connection field names Content-Length keeps its Content-Length upstream: its body is never read as a request', (t) => {
+  const w = playWorld();
+  const p = w.play({ sni: API });
+  const inner = `DELETE /admin HTTP/1.1\r\nHost: ${API}\r\n\r\n`;
+  p.send(req('POST', '/carrier', API, ['Connection: content-length', `Content-Length: ${inner.length}`], inner));
+  const u = p.ready();
+  t.is(u.sent, upHead('POST', '/carrier', [`Content-Length: ${inner.length}`]) + inner);
+});
+
+// Dropped, the sandbox would get a body with no length on a kept-alive connection and read the
+// next response as part of it.
+test('a response whose Connection field names Content-Length reaches the sandbox with its Content-Length', (t) => {
+  const w = playWorld();
+  const p = w.play({ sni: API });
+  p.send(req('GET', '/r', API));
+  p.ready().answer('HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 3\r\n\r\nabc');
+  t.is(p.take(), 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc');
+});
+
+// The parser fails after the attempt has finished: the connection went back to the pool with its
+// parser in error, and the next request on it (another sandbox's, maybe) got a 502.
+test('garbage after a complete response in the same read closes that connection; it never goes back to the pool', async (t) => {
+  const w = playWorld();
+  const p = w.play({ sni: API });
+  p.send(req('GET', '/g', API));
+  const u = p.ready();
+  u.answer('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nnot a response\r\n\r\n');
+  t.is(p.take(), 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n');
+  await settle();
+  t.true(u.destroyed, 'the connection is closed');
+  t.false(u.released, 'not back in the pool');
+  t.like(w.http()[0], { path: '/g', status: 200 });
+});
