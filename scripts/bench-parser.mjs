@@ -25,11 +25,15 @@ const exchanges = Number(opt('--exchanges', 200000));
 const builds = [['this build', join(ROOT, 'dist')]];
 if (opt('--compare')) builds.push([`--compare ${opt('--compare')}`, resolve(opt('--compare'))]);
 
-const request = Buffer.from('GET /small.txt HTTP/1.1\r\nHost: bench.example.test\r\nUser-Agent: wrk\r\nAccept: */*\r\n'
-  + 'Authorization: Bearer sk-bench-0123456789abcdef0123456789abcdef\r\n\r\n');
-const response = Buffer.from('HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 04 Dec 2026 18:00:00 GMT\r\n'
-  + 'Content-Type: text/plain\r\nContent-Length: 17\r\nLast-Modified: Fri, 04 Dec 2026 17:00:00 GMT\r\n'
-  + 'Connection: keep-alive\r\nETag: "6931c3c0-11"\r\nAccept-Ranges: bytes\r\n\r\n');
+const request = Buffer.from(
+  'GET /small.txt HTTP/1.1\r\nHost: bench.example.test\r\nUser-Agent: wrk\r\nAccept: */*\r\n' +
+    'Authorization: Bearer sk-bench-0123456789abcdef0123456789abcdef\r\n\r\n',
+);
+const response = Buffer.from(
+  'HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 04 Dec 2026 18:00:00 GMT\r\n' +
+    'Content-Type: text/plain\r\nContent-Length: 17\r\nLast-Modified: Fri, 04 Dec 2026 17:00:00 GMT\r\n' +
+    'Connection: keep-alive\r\nETag: "6931c3c0-11"\r\nAccept-Ranges: bytes\r\n\r\n',
+);
 
 const loaded = [];
 for (const [label, dir] of builds) {
@@ -55,7 +59,10 @@ for (let r = 0; r < rounds; r++) {
     b.samples.push((c.user + c.system) / exchanges);
   }
 }
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+};
 for (const b of loaded) {
   process.stdout.write(`${b.label}: ${median(b.samples).toFixed(2)} µs CPU per exchange (median of ${rounds}; min ${Math.min(...b.samples).toFixed(2)})\n`);
 }

@@ -120,10 +120,25 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { nodeArgs: [], quick: false, only: ALL_SCENARIOS, targets: ALL_TARGETS, rounds: undefined, duration: undefined, idleCount: 10000, workers: 2, profile: false, setup: true, out: join(ROOT, 'bench/results/latest') };
+  const o = {
+    nodeArgs: [],
+    quick: false,
+    only: ALL_SCENARIOS,
+    targets: ALL_TARGETS,
+    rounds: undefined,
+    duration: undefined,
+    idleCount: 10000,
+    workers: 2,
+    profile: false,
+    setup: true,
+    out: join(ROOT, 'bench/results/latest'),
+  };
   const list = (v, allowed, flag) => {
     if (!v) usage(`${flag} needs a value`);
-    const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+    const items = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     for (const i of items) if (!allowed.includes(i)) usage(`${flag}: unknown "${i}" (one of ${allowed.join(', ')})`);
     return items;
   };
@@ -135,22 +150,56 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     switch (a) {
-      case '--quick': o.quick = true; break;
-      case '--only': o.only = list(argv[++i], ALL_SCENARIOS, a); break;
-      case '--targets': o.targets = list(argv[++i], ALL_TARGETS, a); break;
-      case '--rounds': o.rounds = Math.round(num(argv[++i], a)); break;
-      case '--duration': o.duration = num(argv[++i], a); break;
-      case '--idle-count': o.idleCount = Math.round(num(argv[++i], a)); break;
-      case '--compare': o.compare = resolve(argv[++i] ?? usage('--compare needs a value')); break;
-      case '--workers': o.workers = Math.round(num(argv[++i], a)); if (o.workers < 2 || o.workers > 64) usage('--workers: 2 to 64'); break;
-      case '--profile': o.profile = true; break;
-      case '--node-args': o.nodeArgs = (argv[++i] ?? '').split(' ').filter(Boolean); break;
-      case '--no-setup': o.setup = false; break;
-      case '--rerender': o.rerender = resolve(argv[++i] ?? usage('--rerender needs a value')); break;
-      case '--dist': DIST = resolve(argv[++i] ?? usage('--dist needs a value')); CLI = join(DIST, 'cli.js'); break;
-      case '--out': o.out = resolve(argv[++i] ?? usage('--out needs a value')); break;
-      case '-h': case '--help': usage(); break;
-      default: usage(`unknown argument ${a}`);
+      case '--quick':
+        o.quick = true;
+        break;
+      case '--only':
+        o.only = list(argv[++i], ALL_SCENARIOS, a);
+        break;
+      case '--targets':
+        o.targets = list(argv[++i], ALL_TARGETS, a);
+        break;
+      case '--rounds':
+        o.rounds = Math.round(num(argv[++i], a));
+        break;
+      case '--duration':
+        o.duration = num(argv[++i], a);
+        break;
+      case '--idle-count':
+        o.idleCount = Math.round(num(argv[++i], a));
+        break;
+      case '--compare':
+        o.compare = resolve(argv[++i] ?? usage('--compare needs a value'));
+        break;
+      case '--workers':
+        o.workers = Math.round(num(argv[++i], a));
+        if (o.workers < 2 || o.workers > 64) usage('--workers: 2 to 64');
+        break;
+      case '--profile':
+        o.profile = true;
+        break;
+      case '--node-args':
+        o.nodeArgs = (argv[++i] ?? '').split(' ').filter(Boolean);
+        break;
+      case '--no-setup':
+        o.setup = false;
+        break;
+      case '--rerender':
+        o.rerender = resolve(argv[++i] ?? usage('--rerender needs a value'));
+        break;
+      case '--dist':
+        DIST = resolve(argv[++i] ?? usage('--dist needs a value'));
+        CLI = join(DIST, 'cli.js');
+        break;
+      case '--out':
+        o.out = resolve(argv[++i] ?? usage('--out needs a value'));
+        break;
+      case '-h':
+      case '--help':
+        usage();
+        break;
+      default:
+        usage(`unknown argument ${a}`);
     }
   }
   if (o.compare === undefined) {
@@ -215,7 +264,9 @@ function parentMap() {
       const s = readFileSync(`/proc/${d}/stat`, 'utf8');
       const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
       m.set(Number(d), Number(rest[1]));
-    } catch { /* exited meanwhile */ }
+    } catch {
+      /* exited meanwhile */
+    }
   }
   return m;
 }
@@ -237,7 +288,9 @@ function cpuUs(root) {
       const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
       // Fields 14 and 15 of proc(5); `rest` starts at field 3.
       ticks += Number(rest[11]) + Number(rest[12]);
-    } catch { /* exited */ }
+    } catch {
+      /* exited */
+    }
   }
   return (ticks * 1e6) / CLK_TCK;
 }
@@ -249,7 +302,9 @@ function rssMiB(root) {
     try {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
       if (m) kb += Number(m[1]);
-    } catch { /* exited */ }
+    } catch {
+      /* exited */
+    }
   }
   return kb / 1024;
 }
@@ -282,19 +337,54 @@ function makePki(dir) {
   const ossl = (...a) => sh('/usr/bin/openssl', a);
   const p = (f) => join(dir, f);
   ossl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p('ca.key'));
-  ossl('req', '-x509', '-new', '-key', p('ca.key'), '-sha256', '-days', '2', '-subj', '/CN=sandgate bench CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', p('ca.pem'));
+  ossl(
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    p('ca.key'),
+    '-sha256',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=sandgate bench CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-out',
+    p('ca.pem'),
+  );
   ossl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p('leaf.key'));
   ossl('req', '-new', '-key', p('leaf.key'), '-subj', `/CN=${BENCH_NAME}`, '-out', p('leaf.csr'));
   // The IP SAN lets mitmproxy's reverse mode (which dials the address) verify nginx too.
-  writeFileSync(p('leaf.ext'), [
-    `subjectAltName=DNS:${BENCH_NAME},DNS:${PASS_NAME},IP:${UP}`,
-    'basicConstraints=critical,CA:FALSE',
-    'keyUsage=critical,digitalSignature',
-    'extendedKeyUsage=serverAuth',
-  ].join('\n') + '\n');
-  ossl('x509', '-req', '-in', p('leaf.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial',
-    '-days', '2', '-sha256', '-extfile', p('leaf.ext'), '-out', p('leaf.pem'));
+  writeFileSync(
+    p('leaf.ext'),
+    [
+      `subjectAltName=DNS:${BENCH_NAME},DNS:${PASS_NAME},IP:${UP}`,
+      'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature',
+      'extendedKeyUsage=serverAuth',
+    ].join('\n') + '\n',
+  );
+  ossl(
+    'x509',
+    '-req',
+    '-in',
+    p('leaf.csr'),
+    '-CA',
+    p('ca.pem'),
+    '-CAkey',
+    p('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-sha256',
+    '-extfile',
+    p('leaf.ext'),
+    '-out',
+    p('leaf.pem'),
+  );
   // HAProxy and mitmproxy take certificate and key in one file.
   writeFileSync(p('front.pem'), readFileSync(p('leaf.pem'), 'utf8') + readFileSync(p('leaf.key'), 'utf8'));
   return { ca: p('ca.pem'), cert: p('leaf.pem'), key: p('leaf.key'), combined: p('front.pem') };
@@ -421,12 +511,12 @@ class Bench {
     this.topo = undefined;
     this.dir = mkdtempSync(join(tmpdir(), 'sg-bench-'));
     this.key = `sk-bench-${randomBytes(12).toString('hex')}`;
-    this.procs = {};      // label -> { child, tail() }
-    this.targets = {};    // id -> { id, name, addr, sandgate, forward, pid(), ca, intercepts, ref }
-    this.skipped = {};    // id -> reason
-    this.resumes = {};    // id -> 'yes' | 'no' | 'unknown' (TLS session resumption toward the sandbox)
+    this.procs = {}; // label -> { child, tail() }
+    this.targets = {}; // id -> { id, name, addr, sandgate, forward, pid(), ca, intercepts, ref }
+    this.skipped = {}; // id -> reason
+    this.resumes = {}; // id -> 'yes' | 'no' | 'unknown' (TLS session resumption toward the sandbox)
     this.state = { fw: undefined, forward: false };
-    this.results = [];    // one row per measurement
+    this.results = []; // one row per measurement
     this.notes = [];
   }
 
@@ -434,12 +524,16 @@ class Bench {
   start(label, ns, cmd, args, env) {
     const child = this.topo.spawn(ns, cmd, args, env ? { env } : {});
     let tail = '';
-    const keep = (d) => { tail = (tail + d).slice(-4000); };
+    const keep = (d) => {
+      tail = (tail + d).slice(-4000);
+    };
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
-    child.on('error', (e) => { tail += `\nspawn error: ${e.message}`; });
+    child.on('error', (e) => {
+      tail += `\nspawn error: ${e.message}`;
+    });
     const p = { child, label, tail: () => tail, exited: () => child.exitCode !== null || child.signalCode !== null };
     this.procs[label] = p;
     return p;
@@ -454,7 +548,12 @@ class Bench {
   }
 
   async curl(name, addr, path, ca) {
-    const r = await this.topo.exec(this.topo.ns('sbx'), 'curl', ['-fsS', '--max-time', '5', '--cacert', ca, '--resolve', `${name}:443:${addr}`, `https://${name}${path}`], { timeoutMs: 8000 });
+    const r = await this.topo.exec(
+      this.topo.ns('sbx'),
+      'curl',
+      ['-fsS', '--max-time', '5', '--cacert', ca, '--resolve', `${name}:443:${addr}`, `https://${name}${path}`],
+      { timeoutMs: 8000 },
+    );
     return r;
   }
 
@@ -470,30 +569,78 @@ class Bench {
     writeFileSync(join(this.dir, 'nginx.conf'), nginxConf(this.dir, this.pki, this.key));
     this.bulkSha = sha256(join(this.dir, 'www', '1m.bin'));
     writeFileSync(join(this.dir, 'haproxy.cfg'), haproxyConf(this.pki, this.key));
-    writeFileSync(join(this.dir, 'inject.py'), 'import os\nKEY = os.environ["BENCH_KEY"]\n\ndef request(flow):\n    flow.request.headers["Authorization"] = "Bearer " + KEY\n');
+    writeFileSync(
+      join(this.dir, 'inject.py'),
+      'import os\nKEY = os.environ["BENCH_KEY"]\n\ndef request(flow):\n    flow.request.headers["Authorization"] = "Bearer " + KEY\n',
+    );
     this.auditFile = join(this.dir, 'audit.log');
     this.sgConfigPath = join(this.dir, 'sandgate.json');
     writeFileSync(this.sgConfigPath, JSON.stringify(sandgateConf(this.dir, this.pki, this.auditFile), null, 2));
 
     // The upstream.
     const nginx = this.start('nginx', topo.ns('up'), '/usr/sbin/nginx', ['-c', join(this.dir, 'nginx.conf'), '-e', join(this.dir, 'nginx-error.log')]);
-    await waitFor(async () => {
-      if (nginx.exited()) throw new Error(`nginx exited: ${nginx.tail()}`);
-      const c = await topo.exec(topo.ns('up'), 'curl', ['-fsS', '--max-time', '2', '--cacert', this.pki.ca, '--resolve', `${BENCH_NAME}:443:${UP}`, `https://${BENCH_NAME}/small.txt`]);
-      return c.code === 0;
-    }, 10000, 'nginx');
+    await waitFor(
+      async () => {
+        if (nginx.exited()) throw new Error(`nginx exited: ${nginx.tail()}`);
+        const c = await topo.exec(topo.ns('up'), 'curl', [
+          '-fsS',
+          '--max-time',
+          '2',
+          '--cacert',
+          this.pki.ca,
+          '--resolve',
+          `${BENCH_NAME}:443:${UP}`,
+          `https://${BENCH_NAME}/small.txt`,
+        ]);
+        return c.code === 0;
+      },
+      10000,
+      'nginx',
+    );
 
     const env = { ...process.env, BENCH_KEY: this.key };
     const wants = (id) => this.o.targets.includes(id);
-    const def = (t) => { this.targets[t.id] = t; };
-    def({ id: 'direct', name: BENCH_NAME, addr: UP, sandgate: false, forward: true, ca: this.pki.ca, intercepts: false, pid: () => this.procs.nginx?.child.pid, label: 'direct (no proxy)' });
+    const def = (t) => {
+      this.targets[t.id] = t;
+    };
+    def({
+      id: 'direct',
+      name: BENCH_NAME,
+      addr: UP,
+      sandgate: false,
+      forward: true,
+      ca: this.pki.ca,
+      intercepts: false,
+      pid: () => this.procs.nginx?.child.pid,
+      label: 'direct (no proxy)',
+    });
 
     // HAProxy (one process, one thread per core: its default configuration).
     if (wants('haproxy-tcp') || wants('haproxy-mitm')) {
       const ha = this.start('haproxy', topo.hostNs, '/usr/sbin/haproxy', ['-db', '-f', join(this.dir, 'haproxy.cfg')]);
       const pid = () => ha.child.pid;
-      def({ id: 'haproxy-tcp', name: PASS_NAME, addr: HA_TCP, sandgate: false, forward: false, ca: this.pki.ca, intercepts: false, pid, label: 'HAProxy TCP/SNI' });
-      def({ id: 'haproxy-mitm', name: BENCH_NAME, addr: HA_MITM, sandgate: false, forward: false, ca: this.pki.ca, intercepts: true, pid, label: 'HAProxy MITM+inject' });
+      def({
+        id: 'haproxy-tcp',
+        name: PASS_NAME,
+        addr: HA_TCP,
+        sandgate: false,
+        forward: false,
+        ca: this.pki.ca,
+        intercepts: false,
+        pid,
+        label: 'HAProxy TCP/SNI',
+      });
+      def({
+        id: 'haproxy-mitm',
+        name: BENCH_NAME,
+        addr: HA_MITM,
+        sandgate: false,
+        forward: false,
+        ca: this.pki.ca,
+        intercepts: true,
+        pid,
+        label: 'HAProxy MITM+inject',
+      });
     }
     if (wants('mitmproxy')) {
       const mitmdump = ['/usr/bin/mitmdump', '/usr/local/bin/mitmdump'].find((p) => existsSync(p));
@@ -501,13 +648,42 @@ class Bench {
         this.skipped.mitmproxy = 'mitmdump is not installed';
       } else {
         mkdirSync(join(this.dir, 'mitm'), { recursive: true });
-        const m = this.start('mitmproxy', topo.hostNs, mitmdump, [
-          '-q', '--mode', `reverse:https://${UP}:443/`, '--listen-host', MITM, '--listen-port', '443',
-          '--certs', `*=${this.pki.combined}`, '--set', `confdir=${join(this.dir, 'mitm')}`,
-          '--set', `ssl_verify_upstream_trusted_ca=${this.pki.ca}`, '--set', 'keep_host_header=true',
-          '-s', join(this.dir, 'inject.py'),
-        ], env);
-        def({ id: 'mitmproxy', name: BENCH_NAME, addr: MITM, sandgate: false, forward: false, ca: this.pki.ca, intercepts: true, pid: () => m.child.pid, label: 'mitmproxy (reverse)' });
+        const m = this.start(
+          'mitmproxy',
+          topo.hostNs,
+          mitmdump,
+          [
+            '-q',
+            '--mode',
+            `reverse:https://${UP}:443/`,
+            '--listen-host',
+            MITM,
+            '--listen-port',
+            '443',
+            '--certs',
+            `*=${this.pki.combined}`,
+            '--set',
+            `confdir=${join(this.dir, 'mitm')}`,
+            '--set',
+            `ssl_verify_upstream_trusted_ca=${this.pki.ca}`,
+            '--set',
+            'keep_host_header=true',
+            '-s',
+            join(this.dir, 'inject.py'),
+          ],
+          env,
+        );
+        def({
+          id: 'mitmproxy',
+          name: BENCH_NAME,
+          addr: MITM,
+          sandgate: false,
+          forward: false,
+          ca: this.pki.ca,
+          intercepts: true,
+          pid: () => m.child.pid,
+          label: 'mitmproxy (reverse)',
+        });
       }
     }
 
@@ -525,13 +701,46 @@ class Bench {
       this.state.fw = true;
       const pid = () => this.procs.sandgate.child.pid;
       const sgCa = join(this.dir, 'sg-ca', 'ca.pem');
-      def({ id: 'sg-pass', name: PASS_NAME, addr: UP, sandgate: true, sgProc: 'sandgate', forward: false, ca: this.pki.ca, intercepts: false, pid, label: 'sandgate passthrough' });
-      def({ id: 'sg-intercept', name: BENCH_NAME, addr: UP, sandgate: true, sgProc: 'sandgate', forward: false, ca: sgCa, intercepts: true, pid, label: 'sandgate intercept+inject' });
+      def({
+        id: 'sg-pass',
+        name: PASS_NAME,
+        addr: UP,
+        sandgate: true,
+        sgProc: 'sandgate',
+        forward: false,
+        ca: this.pki.ca,
+        intercepts: false,
+        pid,
+        label: 'sandgate passthrough',
+      });
+      def({
+        id: 'sg-intercept',
+        name: BENCH_NAME,
+        addr: UP,
+        sandgate: true,
+        sgProc: 'sandgate',
+        forward: false,
+        ca: sgCa,
+        intercepts: true,
+        pid,
+        label: 'sandgate intercept+inject',
+      });
       if (wants('sg-intercept-cmp')) {
         // The other build, same config, options, firewall table, CA and port; activate() swaps it
         // in place of the first whenever this target is measured.
         this.sgVariants['sandgate-cmp'] = { args: [...nodeArgs, join(this.o.compare, 'cli.js'), 'run', '-c', this.sgConfigPath], audit: this.auditFile };
-        def({ id: 'sg-intercept-cmp', name: BENCH_NAME, addr: UP, sandgate: true, sgProc: 'sandgate-cmp', forward: false, ca: sgCa, intercepts: true, pid: () => this.procs['sandgate-cmp'].child.pid, label: `sandgate intercept+inject (${this.o.compare})` });
+        def({
+          id: 'sg-intercept-cmp',
+          name: BENCH_NAME,
+          addr: UP,
+          sandgate: true,
+          sgProc: 'sandgate-cmp',
+          forward: false,
+          ca: sgCa,
+          intercepts: true,
+          pid: () => this.procs['sandgate-cmp'].child.pid,
+          label: `sandgate intercept+inject (${this.o.compare})`,
+        });
       }
       if (wants('sg-intercept-w')) {
         // The same config with `workers: N`, run instead of the first sandgate while this target is
@@ -540,7 +749,18 @@ class Bench {
         const wAudit = join(this.dir, 'audit-w.log');
         writeFileSync(wConfig, JSON.stringify({ ...sandgateConf(this.dir, this.pki, wAudit), workers: this.o.workers }, null, 2));
         this.sgVariants['sandgate-w'] = { args: [CLI, 'run', '-c', wConfig], audit: wAudit };
-        def({ id: 'sg-intercept-w', name: BENCH_NAME, addr: UP, sandgate: true, sgProc: 'sandgate-w', forward: false, ca: sgCa, intercepts: true, pid: () => this.procs['sandgate-w'].child.pid, label: `sandgate intercept+inject ×${this.o.workers} workers` });
+        def({
+          id: 'sg-intercept-w',
+          name: BENCH_NAME,
+          addr: UP,
+          sandgate: true,
+          sgProc: 'sandgate-w',
+          forward: false,
+          ca: sgCa,
+          intercepts: true,
+          pid: () => this.procs['sandgate-w'].child.pid,
+          label: `sandgate intercept+inject ×${this.o.workers} workers`,
+        });
       }
     }
 
@@ -551,20 +771,38 @@ class Bench {
       const want = t.intercepts ? 'auth=injected' : 'auth=none';
       let last;
       try {
-        await waitFor(async () => {
-          last = await this.curl(t.name, t.addr, '/auth', t.ca);
-          return last.code === 0 && last.stdout.trim() === want;
-        }, t.id === 'mitmproxy' ? 15000 : 8000, `${t.id} answering`);
+        await waitFor(
+          async () => {
+            last = await this.curl(t.name, t.addr, '/auth', t.ca);
+            return last.code === 0 && last.stdout.trim() === want;
+          },
+          t.id === 'mitmproxy' ? 15000 : 8000,
+          `${t.id} answering`,
+        );
         // The 1 MiB body arrives intact even when the client reads slowly (backpressure in the
         // relay: a proxy that reuses read buffers must not overwrite queued bytes).
         const file = join(this.dir, `dl-${t.id}.bin`);
-        const dl = await this.topo.exec(this.topo.ns('sbx'), 'curl', ['-fsS', '--max-time', '20', '--limit-rate', '4M', '--cacert', t.ca, '--resolve', `${t.name}:443:${t.addr}`, '-o', file, `https://${t.name}/1m.bin`], { timeoutMs: 25000 });
+        const dl = await this.topo.exec(
+          this.topo.ns('sbx'),
+          'curl',
+          ['-fsS', '--max-time', '20', '--limit-rate', '4M', '--cacert', t.ca, '--resolve', `${t.name}:443:${t.addr}`, '-o', file, `https://${t.name}/1m.bin`],
+          { timeoutMs: 25000 },
+        );
         if (dl.code !== 0 || sha256(file) !== this.bulkSha) {
           last = { code: dl.code, stdout: '', stderr: dl.code !== 0 ? dl.stderr : '1 MiB download corrupted (sha256 differs)' };
           throw new Error('bulk');
         }
       } catch {
-        const proc = { 'haproxy-tcp': 'haproxy', 'haproxy-mitm': 'haproxy', mitmproxy: 'mitmproxy', 'sg-pass': 'sandgate', 'sg-intercept': 'sandgate', 'sg-intercept-w': 'sandgate-w', 'sg-intercept-cmp': 'sandgate-cmp', direct: 'nginx' }[t.id];
+        const proc = {
+          'haproxy-tcp': 'haproxy',
+          'haproxy-mitm': 'haproxy',
+          mitmproxy: 'mitmproxy',
+          'sg-pass': 'sandgate',
+          'sg-intercept': 'sandgate',
+          'sg-intercept-w': 'sandgate-w',
+          'sg-intercept-cmp': 'sandgate-cmp',
+          direct: 'nginx',
+        }[t.id];
         const why = last ? `curl exit ${last.code}: ${(last.stderr || last.stdout).trim().slice(0, 200)}` : 'no answer';
         this.skipped[t.id] = `sanity check failed (${why})${this.procs[proc]?.exited() ? `; process exited: ${this.procs[proc].tail().slice(-300)}` : ''}`;
         log(`skipping ${t.id}: ${this.skipped[t.id]}`);
@@ -583,10 +821,22 @@ class Bench {
   /** Two `openssl s_client` connections, the second offering the first's session: "yes" if reused. */
   async probeResumption(t) {
     const sess = join(this.dir, `sess-${t.id}`);
-    const run = (extra) => this.topo.exec(this.topo.ns('sbx'), '/bin/sh', ['-c',
-      // The request and a short wait let the TLS 1.3 tickets (sent after the handshake) arrive.
-      `(printf 'GET /small.txt HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n' "$1"; sleep 0.4) | /usr/bin/openssl s_client -connect "$2:443" -servername "$1" -CAfile "$3" ${extra} "$4" 2>&1`,
-      'sh', t.name, t.addr, t.ca, sess], { timeoutMs: 10000 });
+    const run = (extra) =>
+      this.topo.exec(
+        this.topo.ns('sbx'),
+        '/bin/sh',
+        [
+          '-c',
+          // The request and a short wait let the TLS 1.3 tickets (sent after the handshake) arrive.
+          `(printf 'GET /small.txt HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n' "$1"; sleep 0.4) | /usr/bin/openssl s_client -connect "$2:443" -servername "$1" -CAfile "$3" ${extra} "$4" 2>&1`,
+          'sh',
+          t.name,
+          t.addr,
+          t.ca,
+          sess,
+        ],
+        { timeoutMs: 10000 },
+      );
     await run('-sess_out');
     const r = await run('-sess_in');
     return /^Reused,/m.test(r.stdout) ? 'yes' : /^New,/m.test(r.stdout) ? 'no' : 'unknown';
@@ -597,10 +847,14 @@ class Bench {
     const v = this.sgVariants[label];
     const before = existsSync(v.audit) ? readFileSync(v.audit, 'utf8').split('"event":"ready"').length : 1;
     const sg = this.start(label, this.topo.hostNs, process.execPath, v.args, env);
-    await waitFor(() => {
-      if (sg.exited()) throw new Error(`${label} exited: ${sg.tail()}`);
-      return existsSync(v.audit) && readFileSync(v.audit, 'utf8').split('"event":"ready"').length > before;
-    }, 20000, `${label} ready`);
+    await waitFor(
+      () => {
+        if (sg.exited()) throw new Error(`${label} exited: ${sg.tail()}`);
+        return existsSync(v.audit) && readFileSync(v.audit, 'utf8').split('"event":"ready"').length > before;
+      },
+      20000,
+      `${label} ready`,
+    );
     this.sgRunning = label;
   }
 
@@ -673,9 +927,16 @@ class Bench {
       const secs = w.duration_us / 1e6;
       const errors = w.connect_errors + w.read_errors + w.write_errors + w.status_errors + w.timeouts;
       Object.assign(row, {
-        requests: w.requests, seconds: secs, rps: w.requests / secs, mbps: w.bytes / secs / 1e6,
-        p50_ms: w.p50 / 1000, p90_ms: w.p90 / 1000, p99_ms: w.p99 / 1000, mean_ms: w.mean / 1000,
-        errors, errorDetail: { connect: w.connect_errors, read: w.read_errors, write: w.write_errors, status: w.status_errors, timeout: w.timeouts },
+        requests: w.requests,
+        seconds: secs,
+        rps: w.requests / secs,
+        mbps: w.bytes / secs / 1e6,
+        p50_ms: w.p50 / 1000,
+        p90_ms: w.p90 / 1000,
+        p99_ms: w.p99 / 1000,
+        mean_ms: w.mean / 1000,
+        errors,
+        errorDetail: { connect: w.connect_errors, read: w.read_errors, write: w.write_errors, status: w.status_errors, timeout: w.timeouts },
         // For "direct" the proxy is nginx itself, so its figures are the upstream's.
         proxyCpuUsPerReq: t.id === 'direct' ? null : (c1 - c0) / Math.max(1, w.requests),
         proxyCpuCores: t.id === 'direct' ? null : (c1 - c0) / 1e6 / secs,
@@ -686,7 +947,9 @@ class Bench {
       });
       // wrk counts a request that got any response; non-2xx/3xx are "status" errors.
       if (errors > 0.01 * w.requests) row.error = `errors: ${JSON.stringify(row.errorDetail)}`;
-      log(`${scName.padEnd(9)} ${t.id.padEnd(12)} ${fmt(row.rps, 0).padStart(8)} req/s ${fmt(row.mbps, 0).padStart(6)} MB/s p50 ${fmt(row.p50_ms, 2)} ms p99 ${fmt(row.p99_ms, 2)} ms cpu ${fmt(row.proxyCpuUsPerReq, 1)} us/req${errors ? ` errors ${errors}` : ''}`);
+      log(
+        `${scName.padEnd(9)} ${t.id.padEnd(12)} ${fmt(row.rps, 0).padStart(8)} req/s ${fmt(row.mbps, 0).padStart(6)} MB/s p50 ${fmt(row.p50_ms, 2)} ms p99 ${fmt(row.p99_ms, 2)} ms cpu ${fmt(row.proxyCpuUsPerReq, 1)} us/req${errors ? ` errors ${errors}` : ''}`,
+      );
     }
     this.results.push(row);
   }
@@ -697,9 +960,33 @@ class Bench {
     const name = kind === 'allowed' ? BENCH_NAME : DENIED_NAME;
     const pid = t.pid();
     const run = async (seconds) => {
-      const r = await this.topo.exec(this.topo.ns('sbx'), TIMEOUT, ['-k', '5', String(Math.ceil(seconds + 15)), process.execPath, join(LIB, 'dns-load.mjs'),
-        '--server', HOST_SBX, '--port', '53', '--name', name, '--seconds', String(seconds), '--window', '32'], { timeoutMs: (seconds + 25) * 1000 });
-      try { return JSON.parse(r.stdout.trim().split('\n').pop()); } catch { return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` }; }
+      const r = await this.topo.exec(
+        this.topo.ns('sbx'),
+        TIMEOUT,
+        [
+          '-k',
+          '5',
+          String(Math.ceil(seconds + 15)),
+          process.execPath,
+          join(LIB, 'dns-load.mjs'),
+          '--server',
+          HOST_SBX,
+          '--port',
+          '53',
+          '--name',
+          name,
+          '--seconds',
+          String(seconds),
+          '--window',
+          '32',
+        ],
+        { timeoutMs: (seconds + 25) * 1000 },
+      );
+      try {
+        return JSON.parse(r.stdout.trim().split('\n').pop());
+      } catch {
+        return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` };
+      }
     };
     await run(this.o.warmup);
     const c0 = cpuUs(pid);
@@ -709,7 +996,15 @@ class Bench {
     if (d.error) row.error = d.error;
     else {
       const expect = kind === 'allowed' ? 'NOERROR' : 'NXDOMAIN';
-      Object.assign(row, { qps: d.qps, answered: d.answered, lost: d.lost, rcodes: d.rcodes, p50_ms: d.p50_us / 1000, p99_ms: d.p99_us / 1000, proxyCpuUsPerReq: (c1 - c0) / Math.max(1, d.answered) });
+      Object.assign(row, {
+        qps: d.qps,
+        answered: d.answered,
+        lost: d.lost,
+        rcodes: d.rcodes,
+        p50_ms: d.p50_us / 1000,
+        p99_ms: d.p99_us / 1000,
+        proxyCpuUsPerReq: (c1 - c0) / Math.max(1, d.answered),
+      });
       if ((d.rcodes[expect] ?? 0) < 0.99 * d.answered) row.error = `unexpected answers: ${JSON.stringify(d.rcodes)}`;
       log(`dns-${kind.padEnd(7)} sandgate     ${fmt(d.qps, 0).padStart(8)} answers/s p50 ${fmt(row.p50_ms, 2)} ms lost ${d.lost} ${JSON.stringify(d.rcodes)}`);
     }
@@ -737,17 +1032,55 @@ class Bench {
     await reload(defaults);
     const seconds = this.o.duration;
     const victim = async () => {
-      const r = await this.topo.exec(this.topo.ns('sbx'), TIMEOUT, ['-k', '5', String(Math.ceil(seconds + 15)), process.execPath, join(LIB, 'dns-load.mjs'),
-        '--server', HOST_SBX, '--port', '53', '--name', BENCH_NAME, '--seconds', String(seconds), '--window', '4', '--pace-qps', '150', '--timeout-ms', '1000'], { timeoutMs: (seconds + 25) * 1000 });
-      try { return JSON.parse(r.stdout.trim().split('\n').pop()); } catch { return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` }; }
+      const r = await this.topo.exec(
+        this.topo.ns('sbx'),
+        TIMEOUT,
+        [
+          '-k',
+          '5',
+          String(Math.ceil(seconds + 15)),
+          process.execPath,
+          join(LIB, 'dns-load.mjs'),
+          '--server',
+          HOST_SBX,
+          '--port',
+          '53',
+          '--name',
+          BENCH_NAME,
+          '--seconds',
+          String(seconds),
+          '--window',
+          '4',
+          '--pace-qps',
+          '150',
+          '--timeout-ms',
+          '1000',
+        ],
+        { timeoutMs: (seconds + 25) * 1000 },
+      );
+      try {
+        return JSON.parse(r.stdout.trim().split('\n').pop());
+      } catch {
+        return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` };
+      }
     };
     try {
       for (const flooded of [false, true]) {
         let flood;
         let floodOut = '';
         if (flooded) {
-          flood = this.start('dns-flood', this.topo.ns('fl'), process.execPath, [join(LIB, 'dns-flood.mjs'), '--server', this.topo.hostAddr('fl'), '--suffix', 'flood.denied.test', '--seconds', String(seconds + 5)]);
-          flood.child.stdout.on('data', (d) => { floodOut += d; });
+          flood = this.start('dns-flood', this.topo.ns('fl'), process.execPath, [
+            join(LIB, 'dns-flood.mjs'),
+            '--server',
+            this.topo.hostAddr('fl'),
+            '--suffix',
+            'flood.denied.test',
+            '--seconds',
+            String(seconds + 5),
+          ]);
+          flood.child.stdout.on('data', (d) => {
+            floodOut += d;
+          });
           await waitFor(() => floodOut.includes('"flooding":true') || flood.exited(), 10000, 'the flood to start');
           await sleep(300);
         }
@@ -756,12 +1089,26 @@ class Bench {
         if (flood) {
           await this.stop('dns-flood');
           const last = floodOut.trim().split('\n').pop();
-          try { row.floodPps = JSON.parse(last).pps; } catch { row.error = `dns-flood: ${flood.tail().slice(0, 300)}`; }
+          try {
+            row.floodPps = JSON.parse(last).pps;
+          } catch {
+            row.error = `dns-flood: ${flood.tail().slice(0, 300)}`;
+          }
         }
         if (d.error) row.error = d.error;
         else {
-          Object.assign(row, { qps: d.qps, sent: d.sent, answered: d.answered, lost: d.lost, rcodes: d.rcodes, p50_ms: d.p50_us / 1000, p99_ms: d.p99_us / 1000 });
-          log(`${row.scenario.padEnd(16)} sandgate ${fmt(d.qps, 0).padStart(6)} answers/s of ${d.sent} sent, lost ${d.lost}, p50 ${fmt(row.p50_ms, 2)} ms p99 ${fmt(row.p99_ms, 2)} ms${row.floodPps ? `; flood ${fmt(row.floodPps, 0)} queries/s` : ''}`);
+          Object.assign(row, {
+            qps: d.qps,
+            sent: d.sent,
+            answered: d.answered,
+            lost: d.lost,
+            rcodes: d.rcodes,
+            p50_ms: d.p50_us / 1000,
+            p99_ms: d.p99_us / 1000,
+          });
+          log(
+            `${row.scenario.padEnd(16)} sandgate ${fmt(d.qps, 0).padStart(6)} answers/s of ${d.sent} sent, lost ${d.lost}, p50 ${fmt(row.p50_ms, 2)} ms p99 ${fmt(row.p99_ms, 2)} ms${row.floodPps ? `; flood ${fmt(row.floodPps, 0)} queries/s` : ''}`,
+          );
         }
         this.results.push(row);
       }
@@ -778,16 +1125,42 @@ class Bench {
     const count = this.o.idleCount;
     // Handshakes run at ~1-2k/s here; bound the whole thing.
     const holdS = Math.ceil(count / 100) + 60;
-    const client = this.start(`idle-${t.id}`, this.topo.ns('sbx'), TIMEOUT, ['-k', '5', String(holdS + 10), process.execPath, join(LIB, 'idle-client.mjs'),
-      '--addr', t.addr, '--port', '443', '--name', t.name, '--ca', t.ca, '--count', String(count), '--concurrency', '64', '--hold-s', String(holdS)]);
+    const client = this.start(`idle-${t.id}`, this.topo.ns('sbx'), TIMEOUT, [
+      '-k',
+      '5',
+      String(holdS + 10),
+      process.execPath,
+      join(LIB, 'idle-client.mjs'),
+      '--addr',
+      t.addr,
+      '--port',
+      '443',
+      '--name',
+      t.name,
+      '--ca',
+      t.ca,
+      '--count',
+      String(count),
+      '--concurrency',
+      '64',
+      '--hold-s',
+      String(holdS),
+    ]);
     let opened;
     try {
-      opened = await waitFor(() => {
-        const line = client.tail().split('\n').find((l) => l.includes('"phase":"opened"'));
-        if (line) return JSON.parse(line);
-        if (client.exited()) throw new Error(`idle client exited: ${client.tail().slice(-300)}`);
-        return undefined;
-      }, holdS * 1000, `${count} idle connections via ${t.id}`);
+      opened = await waitFor(
+        () => {
+          const line = client
+            .tail()
+            .split('\n')
+            .find((l) => l.includes('"phase":"opened"'));
+          if (line) return JSON.parse(line);
+          if (client.exited()) throw new Error(`idle client exited: ${client.tail().slice(-300)}`);
+          return undefined;
+        },
+        holdS * 1000,
+        `${count} idle connections via ${t.id}`,
+      );
     } catch (e) {
       this.results.push({ round: 0, scenario: 'idle', target: t.id, error: e.message });
       await this.stop(`idle-${t.id}`);
@@ -796,15 +1169,37 @@ class Bench {
     // Let the proxy settle (GC, buffers), then sample.
     await sleep(2000);
     const held = rssMiB(pid);
-    const fds = (() => { try { return readdirSync(`/proc/${pid}/fd`).length; } catch { return null; } })();
+    const fds = (() => {
+      try {
+        return readdirSync(`/proc/${pid}/fd`).length;
+      } catch {
+        return null;
+      }
+    })();
     client.child.stdin.end();
     await Promise.race([new Promise((r) => client.child.once('exit', r)), sleep(10000)]);
     await this.stop(`idle-${t.id}`);
     await sleep(1500);
     const after = rssMiB(pid);
-    const row = { round: 0, scenario: 'idle', target: t.id, count, opened: opened.ok, open: opened.open, failed: opened.failed, openMs: opened.ms, rssBeforeMiB: before, rssHeldMiB: held, rssAfterMiB: after, kibPerConn: ((held - before) * 1024) / Math.max(1, opened.open), fds };
+    const row = {
+      round: 0,
+      scenario: 'idle',
+      target: t.id,
+      count,
+      opened: opened.ok,
+      open: opened.open,
+      failed: opened.failed,
+      openMs: opened.ms,
+      rssBeforeMiB: before,
+      rssHeldMiB: held,
+      rssAfterMiB: after,
+      kibPerConn: ((held - before) * 1024) / Math.max(1, opened.open),
+      fds,
+    };
     if (opened.failed > 0) row.error = `failed handshakes: ${JSON.stringify(opened.errors)}`;
-    log(`idle      ${t.id.padEnd(12)} ${opened.open}/${count} open in ${opened.ms} ms; RSS ${fmt(before, 0)} -> ${fmt(held, 0)} MiB (${fmt(row.kibPerConn, 1)} KiB/conn), after close ${fmt(after, 0)} MiB`);
+    log(
+      `idle      ${t.id.padEnd(12)} ${opened.open}/${count} open in ${opened.ms} ms; RSS ${fmt(before, 0)} -> ${fmt(held, 0)} MiB (${fmt(row.kibPerConn, 1)} KiB/conn), after close ${fmt(after, 0)} MiB`,
+    );
     this.results.push(row);
   }
 
@@ -824,7 +1219,11 @@ class Bench {
     }
     const scen = Object.keys(wrkScenarios).filter((s) => o.only.includes(s));
     for (let round = 0; round < o.rounds; round++) {
-      log(`round ${round + 1}/${o.rounds} (load ${loadavg().map((x) => x.toFixed(2)).join(' ')})`);
+      log(
+        `round ${round + 1}/${o.rounds} (load ${loadavg()
+          .map((x) => x.toFixed(2))
+          .join(' ')})`,
+      );
       for (const s of rotate(scen, round)) {
         for (const t of rotate(targets, round)) await this.measureWrk(round, s, wrkScenarios[s], t);
       }
@@ -867,7 +1266,15 @@ function fmt(v, digits = 1) {
 }
 
 /** The HAProxy mode each target is compared with: the one doing the same job. */
-const REF = { 'sg-pass': 'haproxy-tcp', 'haproxy-tcp': 'haproxy-tcp', 'sg-intercept': 'haproxy-mitm', 'sg-intercept-w': 'haproxy-mitm', 'sg-intercept-cmp': 'haproxy-mitm', 'haproxy-mitm': 'haproxy-mitm', mitmproxy: 'haproxy-mitm' };
+const REF = {
+  'sg-pass': 'haproxy-tcp',
+  'haproxy-tcp': 'haproxy-tcp',
+  'sg-intercept': 'haproxy-mitm',
+  'sg-intercept-w': 'haproxy-mitm',
+  'sg-intercept-cmp': 'haproxy-mitm',
+  'haproxy-mitm': 'haproxy-mitm',
+  mitmproxy: 'haproxy-mitm',
+};
 
 function summarise(results) {
   const groups = new Map();
@@ -881,7 +1288,22 @@ function summarise(results) {
   for (const [k, rows] of groups) {
     const [scenario, target] = k.split('|');
     const metrics = {};
-    for (const m of ['rps', 'mbps', 'qps', 'p50_ms', 'p90_ms', 'p99_ms', 'proxyCpuUsPerReq', 'proxyCpuCores', 'upstreamCpuUsPerReq', 'upstreamConnsPerReq', 'rssBeforeMiB', 'rssHeldMiB', 'rssAfterMiB', 'kibPerConn']) {
+    for (const m of [
+      'rps',
+      'mbps',
+      'qps',
+      'p50_ms',
+      'p90_ms',
+      'p99_ms',
+      'proxyCpuUsPerReq',
+      'proxyCpuCores',
+      'upstreamCpuUsPerReq',
+      'upstreamConnsPerReq',
+      'rssBeforeMiB',
+      'rssHeldMiB',
+      'rssAfterMiB',
+      'kibPerConn',
+    ]) {
       const s = stats(rows.map((r) => r[m]));
       if (s) metrics[m] = s;
     }
@@ -918,18 +1340,44 @@ function checkTargets(sum, idleCount) {
   const ratio = (a, b) => (a != null && b ? a / b : null);
   const checks = [];
   const add = (what, value, goal, ok, unit = '×') => checks.push({ what, value, goal, ok: value == null ? null : ok(value), unit });
-  add('intercept keep-alive req/s vs HAProxy MITM', ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'haproxy-mitm', 'rps')), '≥ 0.35 (stretch 0.5)', (v) => v >= 0.35);
-  add('intercept keep-alive req/s, N workers vs 1 (same run)', ratio(g('keepalive', 'sg-intercept-w', 'rps'), g('keepalive', 'sg-intercept', 'rps')), '> 1 where cores are spare (here wrk and nginx share them)', (v) => v > 1);
-  add('intercept keep-alive CPU µs/req, this build vs --compare build (same run)', ratio(g('keepalive', 'sg-intercept', 'proxyCpuUsPerReq'), g('keepalive', 'sg-intercept-cmp', 'proxyCpuUsPerReq')), '≤ 1.05 for a change that must not cost more than 5 %', (v) => v <= 1.05);
+  add(
+    'intercept keep-alive req/s vs HAProxy MITM',
+    ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'haproxy-mitm', 'rps')),
+    '≥ 0.35 (stretch 0.5)',
+    (v) => v >= 0.35,
+  );
+  add(
+    'intercept keep-alive req/s, N workers vs 1 (same run)',
+    ratio(g('keepalive', 'sg-intercept-w', 'rps'), g('keepalive', 'sg-intercept', 'rps')),
+    '> 1 where cores are spare (here wrk and nginx share them)',
+    (v) => v > 1,
+  );
+  add(
+    'intercept keep-alive CPU µs/req, this build vs --compare build (same run)',
+    ratio(g('keepalive', 'sg-intercept', 'proxyCpuUsPerReq'), g('keepalive', 'sg-intercept-cmp', 'proxyCpuUsPerReq')),
+    '≤ 1.05 for a change that must not cost more than 5 %',
+    (v) => v <= 1.05,
+  );
   add('intercept keep-alive req/s vs mitmproxy', ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'mitmproxy', 'rps')), '≥ 10', (v) => v >= 10);
   add('intercept keep-alive p99 at 50 connections', g('keepalive', 'sg-intercept', 'p99_ms'), '≤ 5 ms', (v) => v <= 5, 'ms');
   const lat = g('latency', 'sg-intercept', 'p50_ms');
   const latD = g('latency', 'direct', 'p50_ms');
   add('intercept added latency, one sequential client (p50)', lat != null && latD != null ? lat - latD : null, '≤ 0.5 ms', (v) => v <= 0.5, 'ms');
-  add('intercept new connection per request, req/s vs HAProxy MITM', ratio(g('connclose', 'sg-intercept', 'rps'), g('connclose', 'haproxy-mitm', 'rps')), '≥ 0.8', (v) => v >= 0.8);
+  add(
+    'intercept new connection per request, req/s vs HAProxy MITM',
+    ratio(g('connclose', 'sg-intercept', 'rps'), g('connclose', 'haproxy-mitm', 'rps')),
+    '≥ 0.8',
+    (v) => v >= 0.8,
+  );
   add('passthrough bulk MB/s vs HAProxy TCP', ratio(g('bulk', 'sg-pass', 'mbps'), g('bulk', 'haproxy-tcp', 'mbps')), '≥ 0.8', (v) => v >= 0.8);
   add('intercept bulk MB/s vs HAProxy MITM', ratio(g('bulk', 'sg-intercept', 'mbps'), g('bulk', 'haproxy-mitm', 'mbps')), '≥ 0.7', (v) => v >= 0.7);
-  add(`${idleCount.toLocaleString('en-US')} idle intercepted connections, sandgate RSS`, g('idle', 'sg-intercept', 'rssHeldMiB'), idleCount >= 10000 ? '≤ 500 MB' : '≤ 500 MB at 10,000', (v) => v * 1.048576 <= 500, 'MiB');
+  add(
+    `${idleCount.toLocaleString('en-US')} idle intercepted connections, sandgate RSS`,
+    g('idle', 'sg-intercept', 'rssHeldMiB'),
+    idleCount >= 10000 ? '≤ 500 MB' : '≤ 500 MB at 10,000',
+    (v) => v * 1.048576 <= 500,
+    'MiB',
+  );
   return checks;
 }
 
@@ -942,10 +1390,18 @@ function markdown(report) {
   const r2 = (v) => (v == null ? '–' : `${v.toFixed(2)}×`);
   L.push(`# sandgate bench: ${meta.date}`);
   L.push('');
-  L.push(`${meta.cpus}× ${meta.cpuModel}, ${meta.kernel}, node ${meta.node}; ${meta.rounds} round(s) × ${meta.duration} s per measurement (${meta.warmup} s warm-up), interleaved, order rotated per round. Load average before ${meta.loadBefore.join(' ')}, after ${meta.loadAfter.join(' ')}${meta.loadBefore[0] > 1 ? ' (**other work was running: figures are noisy; compare ratios within this run only**)' : ''}.`);
-  L.push('Cells: median <sub>min–max</sub> over rounds. Ratios from medians; "×HAProxy" compares with the HAProxy mode doing the same job (TCP/SNI for passthrough, MITM for interception).');
+  L.push(
+    `${meta.cpus}× ${meta.cpuModel}, ${meta.kernel}, node ${meta.node}; ${meta.rounds} round(s) × ${meta.duration} s per measurement (${meta.warmup} s warm-up), interleaved, order rotated per round. Load average before ${meta.loadBefore.join(' ')}, after ${meta.loadAfter.join(' ')}${meta.loadBefore[0] > 1 ? ' (**other work was running: figures are noisy; compare ratios within this run only**)' : ''}.`,
+  );
+  L.push(
+    'Cells: median <sub>min–max</sub> over rounds. Ratios from medians; "×HAProxy" compares with the HAProxy mode doing the same job (TCP/SNI for passthrough, MITM for interception).',
+  );
   L.push('');
-  L.push(`Versions: ${Object.entries(meta.versions).map(([k, v]) => `${k} ${v ?? '?'}`).join(', ')}.`);
+  L.push(
+    `Versions: ${Object.entries(meta.versions)
+      .map(([k, v]) => `${k} ${v ?? '?'}`)
+      .join(', ')}.`,
+  );
   if (Object.keys(report.skipped).length) {
     L.push('');
     for (const [t, why] of Object.entries(report.skipped)) L.push(`- skipped **${t}**: ${why}`);
@@ -960,13 +1416,23 @@ function markdown(report) {
     ['1 MiB downloads, MB/s', 'bulk', 'mbps', 0, true],
   ].filter(([, sc]) => s[sc]);
   if (rows.length) {
-    L.push('', '## Summary (medians; ×direct in brackets)', '', `| scenario | ${targets.map((t) => label[t] ?? t).join(' | ')} |`, `| --- | ${targets.map(() => '---:').join(' | ')} |`);
+    L.push(
+      '',
+      '## Summary (medians; ×direct in brackets)',
+      '',
+      `| scenario | ${targets.map((t) => label[t] ?? t).join(' | ')} |`,
+      `| --- | ${targets.map(() => '---:').join(' | ')} |`,
+    );
     for (const [name, sc, m, d, withRatio] of rows) {
-      L.push(`| ${name} | ${targets.map((t) => {
-        const v = s[sc]?.[t]?.[m]?.median;
-        const base = s[sc]?.direct?.[m]?.median;
-        return v == null ? '–' : `${fmt(v, d)}${withRatio && base && t !== 'direct' ? ` (${(v / base).toFixed(2)}×)` : ''}`;
-      }).join(' | ')} |`);
+      L.push(
+        `| ${name} | ${targets
+          .map((t) => {
+            const v = s[sc]?.[t]?.[m]?.median;
+            const base = s[sc]?.direct?.[m]?.median;
+            return v == null ? '–' : `${fmt(v, d)}${withRatio && base && t !== 'direct' ? ` (${(v / base).toFixed(2)}×)` : ''}`;
+          })
+          .join(' | ')} |`,
+      );
     }
     const idleRow = targets.map((t) => {
       const r = report.results.find((x) => x.scenario === 'idle' && x.target === t && x.rssHeldMiB !== undefined);
@@ -984,50 +1450,97 @@ function markdown(report) {
     }
   };
   section('Keep-alive, small responses (wrk -t2 -c50)', 'keepalive', [
-    ['req/s', (m) => cell(m.rps)], ['p50 ms', (m) => cell(m.p50_ms, 2)], ['p99 ms', (m) => cell(m.p99_ms, 2)],
-    ['proxy CPU µs/req', (m) => cell(m.proxyCpuUsPerReq, 1)], ['proxy cores busy', (m) => cell(m.proxyCpuCores, 2)], ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 3)],
-    ['×direct', (m) => r2(m.ratio?.toDirect)], ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
+    ['req/s', (m) => cell(m.rps)],
+    ['p50 ms', (m) => cell(m.p50_ms, 2)],
+    ['p99 ms', (m) => cell(m.p99_ms, 2)],
+    ['proxy CPU µs/req', (m) => cell(m.proxyCpuUsPerReq, 1)],
+    ['proxy cores busy', (m) => cell(m.proxyCpuCores, 2)],
+    ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 3)],
+    ['×direct', (m) => r2(m.ratio?.toDirect)],
+    ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
   ]);
   section('One sequential client (wrk -t1 -c1, keep-alive)', 'latency', [
-    ['p50 ms', (m) => cell(m.p50_ms, 3)], ['p99 ms', (m) => cell(m.p99_ms, 3)], ['added p50 vs direct, ms', (m, t) => (t === 'direct' ? '–' : fmt(m.addedP50Ms, 3))], ['req/s', (m) => cell(m.rps)],
+    ['p50 ms', (m) => cell(m.p50_ms, 3)],
+    ['p99 ms', (m) => cell(m.p99_ms, 3)],
+    ['added p50 vs direct, ms', (m, t) => (t === 'direct' ? '–' : fmt(m.addedP50Ms, 3))],
+    ['req/s', (m) => cell(m.rps)],
   ]);
   section('New TLS connection per request (wrk -t2 -c50, Connection: close)', 'connclose', [
-    ['conn/s', (m) => cell(m.rps)], ['resumes', (_m, t) => report.resumption?.[t] ?? '–'], ['p99 ms', (m) => cell(m.p99_ms, 2)], ['proxy CPU µs/conn', (m) => cell(m.proxyCpuUsPerReq, 0)],
-    ['nginx CPU µs/conn', (m) => cell(m.upstreamCpuUsPerReq, 0)], ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 2)], ['×direct', (m) => r2(m.ratio?.toDirect)], ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
+    ['conn/s', (m) => cell(m.rps)],
+    ['resumes', (_m, t) => report.resumption?.[t] ?? '–'],
+    ['p99 ms', (m) => cell(m.p99_ms, 2)],
+    ['proxy CPU µs/conn', (m) => cell(m.proxyCpuUsPerReq, 0)],
+    ['nginx CPU µs/conn', (m) => cell(m.upstreamCpuUsPerReq, 0)],
+    ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 2)],
+    ['×direct', (m) => r2(m.ratio?.toDirect)],
+    ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
     ['CPU/conn ×HAProxy', (m) => r2(m.ratio?.cpuPerConnToHaproxy)],
   ]);
   section('1 MiB downloads (wrk -t2 -c16)', 'bulk', [
-    ['MB/s', (m) => cell(m.mbps)], ['proxy CPU µs/MiB', (m) => cell(m.proxyCpuUsPerReq, 0)], ['×direct', (m) => r2(m.ratio?.toDirect)], ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
+    ['MB/s', (m) => cell(m.mbps)],
+    ['proxy CPU µs/MiB', (m) => cell(m.proxyCpuUsPerReq, 0)],
+    ['×direct', (m) => r2(m.ratio?.toDirect)],
+    ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
   ]);
   const idle = report.results.filter((r) => r.scenario === 'idle');
   if (idle.length) {
-    L.push('', '## Idle intercepted connections', '', '| target | open / asked | time to open | RSS before | RSS held | per connection | RSS after close |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    L.push(
+      '',
+      '## Idle intercepted connections',
+      '',
+      '| target | open / asked | time to open | RSS before | RSS held | per connection | RSS after close |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    );
     for (const r of idle) {
-      if (r.rssHeldMiB === undefined) { L.push(`| ${label[r.target] ?? r.target} | failed: ${r.error} | | | | | |`); continue; }
-      L.push(`| ${label[r.target] ?? r.target} | ${r.open} / ${r.count} | ${fmt(r.openMs / 1000, 1)} s | ${fmt(r.rssBeforeMiB, 0)} MiB | ${fmt(r.rssHeldMiB, 0)} MiB | ${fmt(r.kibPerConn, 1)} KiB | ${fmt(r.rssAfterMiB, 0)} MiB |`);
+      if (r.rssHeldMiB === undefined) {
+        L.push(`| ${label[r.target] ?? r.target} | failed: ${r.error} | | | | | |`);
+        continue;
+      }
+      L.push(
+        `| ${label[r.target] ?? r.target} | ${r.open} / ${r.count} | ${fmt(r.openMs / 1000, 1)} s | ${fmt(r.rssBeforeMiB, 0)} MiB | ${fmt(r.rssHeldMiB, 0)} MiB | ${fmt(r.kibPerConn, 1)} KiB | ${fmt(r.rssAfterMiB, 0)} MiB |`,
+      );
     }
   }
   const dns = ['dns-allowed', 'dns-denied'].filter((k) => s[k]?.sandgate);
   if (dns.length) {
-    L.push('', '## DNS (sandgate responder, UDP, 32 queries in flight)', '', '| query | answers/s | p50 ms | p99 ms | CPU µs/answer |', '| --- | ---: | ---: | ---: | ---: |');
+    L.push(
+      '',
+      '## DNS (sandgate responder, UDP, 32 queries in flight)',
+      '',
+      '| query | answers/s | p50 ms | p99 ms | CPU µs/answer |',
+      '| --- | ---: | ---: | ---: | ---: |',
+    );
     for (const k of dns) {
       const m = s[k].sandgate;
-      L.push(`| ${k === 'dns-allowed' ? `allowed (${BENCH_NAME}, A from upstream.hosts)` : `denied (${DENIED_NAME}, NXDOMAIN)`} | ${cell(m.qps)} | ${cell(m.p50_ms, 2)} | ${cell(m.p99_ms, 2)} | ${cell(m.proxyCpuUsPerReq, 1)} |`);
+      L.push(
+        `| ${k === 'dns-allowed' ? `allowed (${BENCH_NAME}, A from upstream.hosts)` : `denied (${DENIED_NAME}, NXDOMAIN)`} | ${cell(m.qps)} | ${cell(m.p50_ms, 2)} | ${cell(m.p99_ms, 2)} | ${cell(m.proxyCpuUsPerReq, 1)} |`,
+      );
     }
   }
   const flood = ['dnsflood-alone', 'dnsflood-flooded'].filter((k) => s[k]?.sandgate);
   if (flood.length) {
-    L.push('', '## DNS under another sandbox\'s flood (default dns limits; victim paced at 150 queries/s, 4 in flight)', '', '| victim | answers/s | lost (per run, median) | p50 ms | p99 ms | flood queries/s |', '| --- | ---: | ---: | ---: | ---: | ---: |');
+    L.push(
+      '',
+      "## DNS under another sandbox's flood (default dns limits; victim paced at 150 queries/s, 4 in flight)",
+      '',
+      '| victim | answers/s | lost (per run, median) | p50 ms | p99 ms | flood queries/s |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+    );
     for (const k of flood) {
       const m = s[k].sandgate;
       const rows = report.results.filter((r) => r.scenario === k && !r.error);
       const med = (xs) => (xs.length ? xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
-      L.push(`| ${k === 'dnsflood-alone' ? 'alone' : 'during the flood'} | ${cell(m.qps)} | ${med(rows.map((r) => r.lost)) ?? '–'} of ${med(rows.map((r) => r.sent)) ?? '–'} | ${cell(m.p50_ms, 2)} | ${cell(m.p99_ms, 2)} | ${k === 'dnsflood-alone' ? '–' : fmt(med(rows.map((r) => r.floodPps)), 0)} |`);
+      L.push(
+        `| ${k === 'dnsflood-alone' ? 'alone' : 'during the flood'} | ${cell(m.qps)} | ${med(rows.map((r) => r.lost)) ?? '–'} of ${med(rows.map((r) => r.sent)) ?? '–'} | ${cell(m.p50_ms, 2)} | ${cell(m.p99_ms, 2)} | ${k === 'dnsflood-alone' ? '–' : fmt(med(rows.map((r) => r.floodPps)), 0)} |`,
+      );
     }
   }
   if (report.checks.length) {
     L.push('', '## Targets (this run)', '', '| target | value | goal | met |', '| --- | ---: | --- | --- |');
-    for (const c of report.checks) L.push(`| ${c.what} | ${c.value == null ? 'not measured' : c.unit === '×' ? `${c.value.toFixed(2)}×` : `${fmt(c.value, c.unit === 'MiB' ? 0 : 2)} ${c.unit}`} | ${c.goal} | ${c.ok == null ? '–' : c.ok ? 'yes' : '**no**'} |`);
+    for (const c of report.checks)
+      L.push(
+        `| ${c.what} | ${c.value == null ? 'not measured' : c.unit === '×' ? `${c.value.toFixed(2)}×` : `${fmt(c.value, c.unit === 'MiB' ? 0 : 2)} ${c.unit}`} | ${c.goal} | ${c.ok == null ? '–' : c.ok ? 'yes' : '**no**'} |`,
+      );
   }
   const errs = report.results.filter((r) => r.error);
   if (errs.length) {
@@ -1036,7 +1549,15 @@ function markdown(report) {
   }
   if (report.profileSummary) {
     const p = report.profileSummary;
-    L.push('', `## Where sandgate's time goes (node --cpu-prof, whole run)`, '', `\`${report.profile}\`: ${fmt(p.busyMs, 0)} ms busy of ${fmt(p.totalMs, 0)} ms sampled. Open it in Chrome DevTools or speedscope for a flame graph.`, '', '| area | % of busy | ms |', '| --- | ---: | ---: |');
+    L.push(
+      '',
+      `## Where sandgate's time goes (node --cpu-prof, whole run)`,
+      '',
+      `\`${report.profile}\`: ${fmt(p.busyMs, 0)} ms busy of ${fmt(p.totalMs, 0)} ms sampled. Open it in Chrome DevTools or speedscope for a flame graph.`,
+      '',
+      '| area | % of busy | ms |',
+      '| --- | ---: | ---: |',
+    );
     for (const a of p.areas.filter((x) => x.pctBusy != null && x.pctBusy >= 0.5)) L.push(`| ${a.area} | ${fmt(a.pctBusy, 1)} | ${fmt(a.ms, 0)} |`);
     L.push('', '| function (self time) | % of busy | ms |', '| --- | ---: | ---: |');
     for (const f of p.functions) L.push(`| \`${f.fn}\` | ${fmt(f.pctBusy, 1)} | ${fmt(f.ms, 0)} |`);
@@ -1063,11 +1584,20 @@ async function main() {
   }
   if (o.setup) {
     const r = spawnSync('/bin/sh', [join(ROOT, 'scripts/bench-setup.sh')], { stdio: 'inherit' });
-    if (r.status !== 0) { process.stderr.write('bench: scripts/bench-setup.sh failed\n'); process.exit(1); }
+    if (r.status !== 0) {
+      process.stderr.write('bench: scripts/bench-setup.sh failed\n');
+      process.exit(1);
+    }
   }
-  if (!existsSync(CLI)) { process.stderr.write(`bench: ${CLI} is missing: run "npm run build" first\n`); process.exit(1); }
+  if (!existsSync(CLI)) {
+    process.stderr.write(`bench: ${CLI} is missing: run "npm run build" first\n`);
+    process.exit(1);
+  }
   for (const tool of [WRK, TIMEOUT, '/usr/sbin/nginx', '/usr/bin/openssl']) {
-    if (!existsSync(tool)) { process.stderr.write(`bench: ${tool} is missing (scripts/bench-setup.sh installs it)\n`); process.exit(1); }
+    if (!existsSync(tool)) {
+      process.stderr.write(`bench: ${tool} is missing (scripts/bench-setup.sh installs it)\n`);
+      process.exit(1);
+    }
   }
   const { createTopology, sweepStale } = await import(join(DIST, 'demo/topology.js'));
 
@@ -1087,7 +1617,14 @@ async function main() {
   try {
     const swept = await sweepStale();
     if (swept.length) log(`removed stale namespaces: ${swept.join(', ')}`);
-    bench.topo = await createTopology({ prefix: `sg-${process.pid}-bench-`, sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'fl', subnet: 3 }], upstreams: [{ name: 'up', subnet: 2 }] });
+    bench.topo = await createTopology({
+      prefix: `sg-${process.pid}-bench-`,
+      sandboxes: [
+        { name: 'sbx', subnet: 1 },
+        { name: 'fl', subnet: 3 },
+      ],
+      upstreams: [{ name: 'up', subnet: 2 }],
+    });
     log(`topology ${bench.topo.prefix}*, temp dir ${bench.dir}`);
     await bench.setup();
     log(`targets: ${Object.keys(bench.targets).join(', ')}; scenarios: ${o.only.join(', ')}; ${o.rounds} round(s) × ${o.duration} s`);
@@ -1106,12 +1643,25 @@ async function main() {
   const summary = summarise(bench.results);
   const report = {
     meta: {
-      date: new Date().toISOString(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '?', kernel: release(), node: process.version,
-      rounds: o.rounds, duration: o.duration, warmup: o.warmup, quick: o.quick, scenarios: o.only, idleCount: o.idleCount,
-      wallSeconds: Math.round((Date.now() - t0) / 1000), loadBefore, loadAfter: loadavg().map((x) => Number(x.toFixed(2))),
+      date: new Date().toISOString(),
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? '?',
+      kernel: release(),
+      node: process.version,
+      rounds: o.rounds,
+      duration: o.duration,
+      warmup: o.warmup,
+      quick: o.quick,
+      scenarios: o.only,
+      idleCount: o.idleCount,
+      wallSeconds: Math.round((Date.now() - t0) / 1000),
+      loadBefore,
+      loadAfter: loadavg().map((x) => Number(x.toFixed(2))),
       versions: {
-        wrk: version(WRK, ['--version'], /wrk (\S+)/), nginx: version('/usr/sbin/nginx', ['-v'], /nginx\/(\S+)/),
-        haproxy: version('/usr/sbin/haproxy', ['-v'], /version (\S+)/), mitmproxy: version('/usr/bin/mitmdump', ['--version'], /Mitmproxy: (\S+)/),
+        wrk: version(WRK, ['--version'], /wrk (\S+)/),
+        nginx: version('/usr/sbin/nginx', ['-v'], /nginx\/(\S+)/),
+        haproxy: version('/usr/sbin/haproxy', ['-v'], /version (\S+)/),
+        mitmproxy: version('/usr/bin/mitmdump', ['--version'], /Mitmproxy: (\S+)/),
         openssl: version('/usr/bin/openssl', ['version'], /OpenSSL (\S+)/),
       },
     },

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/provision.sh || exit 1
 # The tests run through tsx, which strips types without checking them: check them here.
 npm run --silent typecheck || { echo "typecheck failed"; echo "0 passed, 1 failed"; exit 1; }
-# The linter (Biome, biome.json): correctness and suspicious-pattern rules over src, tests, scripts.
+# Lint and formatting (Biome, biome.json) over src, tests, scripts: `npm run format` fixes the latter.
 npm run --silent lint || { echo "lint failed"; echo "0 passed, 1 failed"; exit 1; }
 
 out=$(mktemp)

@@ -34,7 +34,12 @@ import { pathProblems } from './config/paths.js';
  * too (src/cluster/primary.ts). The counts stay this process's own (DNS over TCP).
  */
 class PoolConns extends ConnRegistry {
-  constructor(runtime: () => Runtime, private readonly pool: WorkerPool) { super(runtime); }
+  constructor(
+    runtime: () => Runtime,
+    private readonly pool: WorkerPool,
+  ) {
+    super(runtime);
+  }
   override close(name: string): number {
     this.pool.close(name);
     return super.close(name);
@@ -77,7 +82,8 @@ export async function runDaemon(file: string): Promise<Daemon> {
   } catch (err) {
     // One audit line for the failure too (the one-line message goes to stderr from the CLI),
     // written before the process exits: the log may be a file that is still opening.
-    const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
+    const reason =
+      err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
     audit.writeLogOnly({ event: 'error', reason: `start-up failed: ${reason}` });
     await audit.settle();
     throw err;
@@ -89,12 +95,15 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // from the first one on; the gauges read the runtime when scraped (src/metrics/).
   const metrics = config.metrics
     ? (await import('./metrics/server.js')).createMetrics({
-      runtime: () => rt,
-      openConnections: (name) => conns.count(name),
-      ...(config.workers > 1 ? { workersReady: () => pool?.ready() ?? 0 } : {}),
-    })
+        runtime: () => rt,
+        openConnections: (name) => conns.count(name),
+        ...(config.workers > 1 ? { workersReady: () => pool?.ready() ?? 0 } : {}),
+      })
     : undefined;
-  if (metrics) audit.observe((f) => { metrics.observe(f); });
+  if (metrics)
+    audit.observe((f) => {
+      metrics.observe(f);
+    });
   let rt = inFile(file, () => buildRuntime(config, audit));
   // Nothing below may touch the kernel while another sandgate serves these sandboxes.
   await proveAlone(config, file);
@@ -110,9 +119,10 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
   // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
   // Loaded only then: with the default (1) this process never touches node:cluster.
-  const pool = config.workers > 1
-    ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit, ticketKeys: () => ticketKeys })
-    : undefined;
+  const pool =
+    config.workers > 1
+      ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit, ticketKeys: () => ticketKeys })
+      : undefined;
   const rotation = setInterval(() => {
     ticketKeys = randomBytes(48);
     leaves.rotateTicketKeys(ticketKeys);
@@ -125,7 +135,17 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   const gate = createDataPlane({ runtime: () => rt, leaves, conns });
   const servers: net.Server[] = [];
 
-  servers.push(await listenTransparent(config.listen.address, config.listen.port, pool ? (s) => pool.dispatch(s) : (s) => { gate.accept(s); }));
+  servers.push(
+    await listenTransparent(
+      config.listen.address,
+      config.listen.port,
+      pool
+        ? (s) => pool.dispatch(s)
+        : (s) => {
+            gate.accept(s);
+          },
+    ),
+  );
   // The DNS responder reads the current runtime per query (`() => rt`), so reloads reach it.
   const dns = await startDnsServer({ runtime: () => rt, ifaces: gate.ifaces, address: config.listen.address, port: config.listen.dnsPort, track });
   // The queue reader starts before the rules that feed it. Without it (binding absent or the
@@ -141,7 +161,10 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     }
   }
   if (packetsOff !== undefined) {
-    audit.write({ event: 'error', reason: `packet verdicts are off: ${packetsOff}; the kernel drops every packet that is neither TCP nor DNS, without audit lines` });
+    audit.write({
+      event: 'error',
+      reason: `packet verdicts are off: ${packetsOff}; the kernel drops every packet that is neither TCP nor DNS, without audit lines`,
+    });
   }
   const backend = await resolveBackend(config.firewall.backend);
   // Sandboxes registered before a restart are in the sets from the first packet on.
@@ -172,16 +195,19 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   let metricsListener: MetricsListener | undefined;
   if (metrics && config.metrics) metricsListener = await metrics.listen(config.metrics.address, config.metrics.port);
   const endpoint = (address: string, port: number): string => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
-  const health = (): Promise<HealthReport> => checkHealth({
-    backend,
-    firewallMissing: () => firewallMissing(planFromConfig(rt.config, rt.dynamic), backend),
-    listeners: () => [
-      { name: 'tcp', address: endpoint(config.listen.address, config.listen.port), up: servers.every((s) => s.listening) },
-      { name: 'dns', address: endpoint(config.listen.address, config.listen.dnsPort), up: dns.listening() },
-      ...(metricsListener && config.metrics ? [{ name: 'metrics', address: endpoint(config.metrics.address, config.metrics.port), up: metricsListener.listening() }] : []),
-    ],
-    ...(pool ? { workers: () => ({ ready: pool.ready(), expected: config.workers }) } : {}),
-  });
+  const health = (): Promise<HealthReport> =>
+    checkHealth({
+      backend,
+      firewallMissing: () => firewallMissing(planFromConfig(rt.config, rt.dynamic), backend),
+      listeners: () => [
+        { name: 'tcp', address: endpoint(config.listen.address, config.listen.port), up: servers.every((s) => s.listening) },
+        { name: 'dns', address: endpoint(config.listen.address, config.listen.dnsPort), up: dns.listening() },
+        ...(metricsListener && config.metrics
+          ? [{ name: 'metrics', address: endpoint(config.metrics.address, config.metrics.port), up: metricsListener.listening() }]
+          : []),
+      ],
+      ...(pool ? { workers: () => ({ ready: pool.ready(), expected: config.workers }) } : {}),
+    });
 
   // Each applied change rewrites the state file; a failure to write it loses nothing now, but
   // the change would not survive a restart, so it is said.
@@ -190,7 +216,10 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
       writeState(config, next.dynamic);
     } catch (err) {
-      audit.write({ event: 'error', reason: `registered sandboxes could not be saved to ${stateFilePath(config)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); they are lost on restart` });
+      audit.write({
+        event: 'error',
+        reason: `registered sandboxes could not be saved to ${stateFilePath(config)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); they are lost on restart`,
+      });
     }
   };
 
@@ -199,7 +228,12 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   if (config.listen.control !== false) {
     const svc = createControlService({
       runtime: () => rt,
-      swap: (next) => { rt = next; gate.ifaces.clear(); pool?.sandboxes(next); persist(next); },
+      swap: (next) => {
+        rt = next;
+        gate.ifaces.clear();
+        pool?.sandboxes(next);
+        persist(next);
+      },
       serial,
       updateFirewall: (before, after) => firewallUpdateDynamic({ table: config.firewall.table }, backend, before, after),
       ...(dynamicUnsupported(backend) !== undefined ? { unsupported: dynamicUnsupported(backend) } : {}),
@@ -211,7 +245,14 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   }
   audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
   audit.write({
-    event: 'ready', pid: process.pid, port: config.listen.port, ...(pool ? { workers: config.workers } : {}), dnsPort: config.listen.dnsPort, dnsRecvBuffer: dns.udpRecvBuffer, backend, packets: packets ? 'verdicts' : 'dropped',
+    event: 'ready',
+    pid: process.pid,
+    port: config.listen.port,
+    ...(pool ? { workers: config.workers } : {}),
+    dnsPort: config.listen.dnsPort,
+    dnsRecvBuffer: dns.udpRecvBuffer,
+    backend,
+    packets: packets ? 'verdicts' : 'dropped',
     ...(control ? { control: control.path } : {}),
     ...(config.metrics ? { metrics: endpoint(config.metrics.address, config.metrics.port) } : {}),
   });
@@ -235,7 +276,8 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length, registered: nextRt.dynamic.length });
       return { ok: true, value: { file, sandboxes: next.sandboxes.length, policies: Object.keys(next.policies).length, registered: nextRt.dynamic.length } };
     } catch (err) {
-      const reason = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
+      const reason =
+        err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
       audit.write({ event: 'config', action: 'rejected', file, reason });
       // A config the daemon refuses is the caller's to fix (400); a firewall that failed is not (500).
       const refused = err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'SECRET');
@@ -245,8 +287,12 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
 
   return {
     runtime: () => rt,
-    reload: async () => { await serial(reload); },
-    reopenLog: () => { audit.reopen(); },
+    reload: async () => {
+      await serial(reload);
+    },
+    reopenLog: () => {
+      audit.reopen();
+    },
     async stop() {
       clearInterval(rotation);
       packets?.close();
@@ -258,14 +304,21 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       // Requests in flight get a grace period; then whatever is still open (idle keep-alive
       // connections, a sandbox that never hangs up) is reset, so a stop is bounded.
       let reset = 0;
-      const grace = setTimeout(() => { reset = conns.closeAll(); }, STOP_GRACE_MS);
+      const grace = setTimeout(() => {
+        reset = conns.closeAll();
+      }, STOP_GRACE_MS);
       await closed;
       clearTimeout(grace);
       // The connections reset above write their last lines (a stream cut off mid-response) as they close.
       await conns.settled();
       // Token caches (authService/oauth2 credentials): hit rate and call counts over the daemon's life.
       const tokenCache = tokenCacheStats(rt.credentials);
-      audit.write({ event: 'stop', reason: 'signal; firewall rules stay installed (fail closed)', ...(reset > 0 ? { connectionsReset: reset } : {}), ...(tokenCache ? { tokenCache } : {}) });
+      audit.write({
+        event: 'stop',
+        reason: 'signal; firewall rules stay installed (fail closed)',
+        ...(reset > 0 ? { connectionsReset: reset } : {}),
+        ...(tokenCache ? { tokenCache } : {}),
+      });
       audit.flush();
     },
   };

@@ -3,22 +3,22 @@
  * The CLI prints `message` only: one sentence naming the file, key or flag at fault, never a stack.
  */
 export type ErrorCode =
-  | 'CONFIG'        // the config file is unreadable or invalid
-  | 'USAGE'         // bad command line
-  | 'FIREWALL'      // nft / ip failed
-  | 'CA'            // interception CA unreadable or invalid
-  | 'SECRET'        // a credential's secret source is missing
-  | 'LISTEN'        // a listener could not bind
+  | 'CONFIG' // the config file is unreadable or invalid
+  | 'USAGE' // bad command line
+  | 'FIREWALL' // nft / ip failed
+  | 'CA' // interception CA unreadable or invalid
+  | 'SECRET' // a credential's secret source is missing
+  | 'LISTEN' // a listener could not bind
   | 'UPSTREAM_RESOLVE'
   | 'UPSTREAM_CONNECT'
   | 'UPSTREAM_TLS'
   | 'UPSTREAM_FORBIDDEN'
   | 'UPSTREAM_REQUEST' // a request sandgate would send upstream is malformed (a header value with a line break)
-  | 'REJECTED'      // the daemon refused a request (control API 4xx): bad or conflicting input
-  | 'TLS_LEAF'      // a leaf certificate could not be issued for a name (src/tls/leaf-cache.ts)
-  | 'TOKEN'         // a token source could not produce a credential (src/creds/token-error.ts)
-  | 'TOPOLOGY'      // network namespaces for the demo or tests could not be built
-  | 'DEMO'          // the demo could not set itself up
+  | 'REJECTED' // the daemon refused a request (control API 4xx): bad or conflicting input
+  | 'TLS_LEAF' // a leaf certificate could not be issued for a name (src/tls/leaf-cache.ts)
+  | 'TOKEN' // a token source could not produce a credential (src/creds/token-error.ts)
+  | 'TOPOLOGY' // network namespaces for the demo or tests could not be built
+  | 'DEMO' // the demo could not set itself up
   | 'RUNTIME';
 
 export class SandgateError extends Error {

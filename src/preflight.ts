@@ -27,7 +27,11 @@ import { cidrsIntersect, ifacesIntersect } from './control/overlap.js';
 export function socketAnswers(path: string, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ path });
-    const done = (v: boolean): void => { clearTimeout(timer); s.destroy(); resolve(v); };
+    const done = (v: boolean): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(v);
+    };
     // A live but busy server that does not accept within the timeout is still live.
     const timer = setTimeout(() => done(true), timeoutMs);
     s.once('connect', () => done(true));
@@ -53,7 +57,9 @@ export function listeningPorts(): Set<number> {
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
     try {
       for (const p of parseListening(readFileSync(f, 'utf8'))) out.add(p);
-    } catch { /* no IPv6 here */ }
+    } catch {
+      /* no IPv6 here */
+    }
   }
   return out;
 }
@@ -95,7 +101,8 @@ export function notAlone(config: Config, file: string, inputs: AloneInputs): str
     }
     const why = claimsOverlap(config, r);
     if (why !== undefined) {
-      const served = r.tproxyPort !== undefined && inputs.listening.has(r.tproxyPort) ? 'served by another sandgate' : 'left installed by a sandgate that stopped';
+      const served =
+        r.tproxyPort !== undefined && inputs.listening.has(r.tproxyPort) ? 'served by another sandgate' : 'left installed by a sandgate that stopped';
       return `${r.what} (${served}) overlaps ${file}: ${why}; stop that sandgate and remove its rules with "sandgate firewall down -c ITS_CONFIG" (nothing was changed)`;
     }
   }
@@ -104,7 +111,7 @@ export function notAlone(config: Config, file: string, inputs: AloneInputs): str
 
 /** Throws SandgateError RUNTIME (exit 1) when another sandgate serves or claims these sandboxes. */
 export async function proveAlone(config: Config, file: string): Promise<void> {
-  const controlAnswers = config.listen.control !== false && await socketAnswers(config.listen.control);
+  const controlAnswers = config.listen.control !== false && (await socketAnswers(config.listen.control));
   const why = notAlone(config, file, { controlAnswers, installed: controlAnswers ? [] : await installedRulesets(), listening: listeningPorts() });
   if (why !== undefined) throw new SandgateError(why, 'RUNTIME');
 }

@@ -57,7 +57,8 @@ export function summarise(file, top = 25) {
     const a = area(f);
     if (a !== 'idle') busy += us;
     areas.set(a, (areas.get(a) ?? 0) + us);
-    const key = `${(f.functionName || '(anonymous)').slice(0, 60)} ${f.url ? `${f.url.replace(/^.*\/(\.?dist|node_modules)\//, '$1/')}:${f.lineNumber + 1}` : ''}`.trim();
+    const key =
+      `${(f.functionName || '(anonymous)').slice(0, 60)} ${f.url ? `${f.url.replace(/^.*\/(\.?dist|node_modules)\//, '$1/')}:${f.lineNumber + 1}` : ''}`.trim();
     fns.set(key, (fns.get(key) ?? 0) + us);
   }
   const sort = (m) => [...m.entries()].sort((a, b) => b[1] - a[1]);
@@ -66,7 +67,10 @@ export function summarise(file, top = 25) {
     totalMs: total / 1000,
     busyMs: busy / 1000,
     areas: sort(areas).map(([k, us]) => ({ area: k, ms: us / 1000, pctBusy: k === 'idle' ? null : (100 * us) / (busy || 1) })),
-    functions: sort(fns).filter(([k]) => !k.startsWith('(idle)')).slice(0, top).map(([k, us]) => ({ fn: k, ms: us / 1000, pctBusy: (100 * us) / (busy || 1) })),
+    functions: sort(fns)
+      .filter(([k]) => !k.startsWith('(idle)'))
+      .slice(0, top)
+      .map(([k, us]) => ({ fn: k, ms: us / 1000, pctBusy: (100 * us) / (busy || 1) })),
   };
 }
 
@@ -79,7 +83,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   }
   const s = summarise(file, Number(process.argv[3] ?? 25));
   process.stdout.write(`${s.file}: ${s.totalMs.toFixed(0)} ms sampled, ${s.busyMs.toFixed(0)} ms busy\n\nby area (% of busy time):\n`);
-  for (const a of s.areas) process.stdout.write(`  ${a.pctBusy == null ? '   idle' : `${a.pctBusy.toFixed(1).padStart(6)}%`}  ${a.ms.toFixed(0).padStart(7)} ms  ${a.area}\n`);
+  for (const a of s.areas)
+    process.stdout.write(`  ${a.pctBusy == null ? '   idle' : `${a.pctBusy.toFixed(1).padStart(6)}%`}  ${a.ms.toFixed(0).padStart(7)} ms  ${a.area}\n`);
   process.stdout.write('\ntop functions by self time (% of busy time):\n');
   for (const f of s.functions) process.stdout.write(`  ${f.pctBusy.toFixed(1).padStart(6)}%  ${f.ms.toFixed(0).padStart(7)} ms  ${f.fn}\n`);
 }

@@ -62,8 +62,12 @@ function loop() {
   setImmediate(loop);
 }
 
-sock.on('message', () => { answers++; });
-sock.on('error', () => { /* ICMP errors on an unconnected socket: keep sending */ });
+sock.on('message', () => {
+  answers++;
+});
+sock.on('error', () => {
+  /* ICMP errors on an unconnected socket: keep sending */
+});
 process.on('SIGTERM', finish);
 setTimeout(finish, seconds * 1000).unref();
 sock.bind(0, loop);

@@ -99,7 +99,9 @@ sock.bind(0, () => {
     const pct = (p) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]) : null);
     const names = { 0: 'NOERROR', 2: 'SERVFAIL', 3: 'NXDOMAIN', 5: 'REFUSED' };
     const byName = Object.fromEntries(Object.entries(rcodes).map(([k, v]) => [names[k] ?? `rcode${k}`, v]));
-    process.stdout.write(JSON.stringify({ sent, answered, lost, seconds: secs, qps: answered / secs, rcodes: byName, p50_us: pct(50), p99_us: pct(99) }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ sent, answered, lost, seconds: secs, qps: answered / secs, rcodes: byName, p50_us: pct(50), p99_us: pct(99) }) + '\n',
+    );
     sock.close();
   }, seconds * 1000);
 });

@@ -60,8 +60,18 @@ export type AuditObserver = (fields: AuditFields) => void;
  * defence: the code never puts a secret into an audit line in the first place.
  */
 const REDACT = [
-  'headers.authorization', 'headers["proxy-authorization"]', 'headers.cookie', 'headers["x-api-key"]',
-  'authorization', 'token', 'secret', 'password', '*.authorization', '*.token', '*.secret', '*.password',
+  'headers.authorization',
+  'headers["proxy-authorization"]',
+  'headers.cookie',
+  'headers["x-api-key"]',
+  'authorization',
+  'token',
+  'secret',
+  'password',
+  '*.authorization',
+  '*.token',
+  '*.secret',
+  '*.password',
 ];
 /** The REDACT paths that name a top-level key; every other path reaches into a nested object. */
 const TOP_LEVEL_REDACT = new Set(REDACT.filter((p) => /^[A-Za-z_$][\w$]*$/.test(p)));
@@ -100,16 +110,20 @@ export interface PrimaryAudit extends Audit {
 }
 
 export function createAudit(file: string | undefined, level = 'info'): PrimaryAudit {
-  const dest = file
-    ? pino.destination({ dest: file, mkdir: true, sync: false, minLength: 0 })
-    : pino.destination({ dest: 1, sync: false, minLength: 0 });
-  const batch = new LineBatch((text) => { dest.write(text); });
+  const dest = file ? pino.destination({ dest: file, mkdir: true, sync: false, minLength: 0 }) : pino.destination({ dest: 1, sync: false, minLength: 0 });
+  const batch = new LineBatch((text) => {
+    dest.write(text);
+  });
   let observer: AuditObserver | undefined;
   const audit = auditOn(batch, level, undefined, { stderr: file !== undefined, observe: (f) => observer?.(f) });
   const logOnly = file !== undefined ? auditOn(batch, level, undefined, { stderr: false, observe: (f) => observer?.(f) }) : audit;
   const flush = (): void => {
     batch.flush();
-    try { dest.flushSync(); } catch { /* not yet open, already closed, or a write in flight */ }
+    try {
+      dest.flushSync();
+    } catch {
+      /* not yet open, already closed, or a write in flight */
+    }
   };
   // Whatever way the process ends (a startup failure exits at once), waiting lines are written.
   process.once('exit', flush);
@@ -117,9 +131,13 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
   // it). A start-up failure waits for this before the process exits.
   let opened: Promise<void> | undefined;
   const open = (): Promise<void> => {
-    opened ??= (dest as unknown as { fd: number }).fd >= 0
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => { dest.once('ready', () => resolve()); dest.once('error', () => resolve()); });
+    opened ??=
+      (dest as unknown as { fd: number }).fd >= 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            dest.once('ready', () => resolve());
+            dest.once('error', () => resolve());
+          });
     return opened;
   };
   return {
@@ -141,8 +159,12 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
       batch.flush();
       dest.reopen();
     },
-    observe(fn) { observer = fn; },
-    writeLogOnly(fields) { logOnly.write(fields); },
+    observe(fn) {
+      observer = fn;
+    },
+    writeLogOnly(fields) {
+      logOnly.write(fields);
+    },
   };
 }
 
@@ -200,7 +222,7 @@ class LineBatch implements pino.DestinationStream {
   flush(): void {
     if (this.#lines.length === 0) return;
     this.#bytes = 0;
-    const text = this.#lines.length === 1 ? this.#lines[0] as string : this.#lines.join('');
+    const text = this.#lines.length === 1 ? (this.#lines[0] as string) : this.#lines.join('');
     this.#lines = [];
     this.#out(text);
   }
@@ -213,7 +235,17 @@ class LineBatch implements pino.DestinationStream {
  * (a worker inherits the primary's).
  */
 export function createLineAudit(level: string, base: Record<string, unknown>, out: (line: string) => void, opts: { stderr?: boolean } = {}): Audit {
-  return auditOn({ write: (s: string) => { out(s); return true; } }, level, base, { stderr: opts.stderr === true });
+  return auditOn(
+    {
+      write: (s: string) => {
+        out(s);
+        return true;
+      },
+    },
+    level,
+    base,
+    { stderr: opts.stderr === true },
+  );
 }
 
 interface AuditOnOptions {
@@ -237,7 +269,12 @@ function auditOn(dest: pino.DestinationStream, level: string, base: Record<strin
   // Operational lines: log.level applies; with a log file, each also goes to stderr, where
   // systemd's journal (or whoever started sandgate) sees it.
   const opsDest: pino.DestinationStream = opts.stderr
-    ? { write: (s: string) => { dest.write(s); process.stderr.write(s); } }
+    ? {
+        write: (s: string) => {
+          dest.write(s);
+          process.stderr.write(s);
+        },
+      }
     : dest;
   const ops = pino({ ...options, level, redact }, opsDest);
   return {
@@ -249,6 +286,8 @@ function auditOn(dest: pino.DestinationStream, level: string, base: Record<strin
       if (op === undefined) (mayNeedRedaction(fields) ? logger : flat).info(fields);
       else if (ops.isLevelEnabled(op)) ops[op](fields);
     },
-    flush() { /* the destination's owner flushes */ },
+    flush() {
+      /* the destination's owner flushes */
+    },
   };
 }

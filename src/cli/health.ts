@@ -20,12 +20,20 @@ function usage(message: string): never {
   throw new SandgateError(`${message}\n${HEALTH_USAGE}`, 'USAGE');
 }
 
-interface Check { name: string; ok: boolean; detail: string }
+interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
 
 export async function cmdHealth(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args, options: { socket: { type: 'string' }, config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+    parsed = parseArgs({
+      args,
+      options: { socket: { type: 'string' }, config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    });
   } catch (err) {
     return usage(`health: ${(err as Error).message}`);
   }

@@ -69,14 +69,22 @@ export async function main(argv: string[]): Promise<number | undefined> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
-      case 'run': return await cmdRun(configFlag(rest, 'run'));
-      case 'check': return cmdCheck(rest);
-      case 'firewall': return await cmdFirewall(rest);
-      case 'ca': return await cmdCa(rest);
-      case 'reload': return await cmdReload(rest);
-      case 'wait-ready': return await cmdWaitReady(rest);
-      case 'install-service': return await cmdInstallService(rest);
-      case '--version': case 'version':
+      case 'run':
+        return await cmdRun(configFlag(rest, 'run'));
+      case 'check':
+        return cmdCheck(rest);
+      case 'firewall':
+        return await cmdFirewall(rest);
+      case 'ca':
+        return await cmdCa(rest);
+      case 'reload':
+        return await cmdReload(rest);
+      case 'wait-ready':
+        return await cmdWaitReady(rest);
+      case 'install-service':
+        return await cmdInstallService(rest);
+      case '--version':
+      case 'version':
         process.stdout.write(`sandgate ${packageVersion()}\n`);
         return 0;
       case 'sandbox': {
@@ -91,7 +99,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
         const { runDemo } = await import('../demo/demo.js');
         return await runDemo(rest);
       }
-      case undefined: case '-h': case '--help': case 'help':
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
         process.stdout.write(USAGE);
         return command === undefined ? 2 : 0;
       default:
@@ -155,14 +166,24 @@ async function cmdFirewall(args: string[]): Promise<number> {
       process.stdout.write(`firewall installed: ${what}, ${plan.sandboxes.length} sandboxes\n`);
       break;
     }
-    case 'down': await firewallDown(plan, backend); process.stdout.write(`firewall removed: ${what}, ip rule and route table ${plan.routeTable}\n`); break;
-    case 'show': process.stdout.write(await firewallShow(plan, backend)); break;
+    case 'down':
+      await firewallDown(plan, backend);
+      process.stdout.write(`firewall removed: ${what}, ip rule and route table ${plan.routeTable}\n`);
+      break;
+    case 'show':
+      process.stdout.write(await firewallShow(plan, backend));
+      break;
     default: {
-      if (backend === 'nft') { process.stdout.write(renderRuleset(plan)); break; }
+      if (backend === 'nft') {
+        process.stdout.write(renderRuleset(plan));
+        break;
+      }
       const spec = iptablesSpec(plan);
       const sets = renderIpsetUp(chainPrefix(plan), plan);
       if (sets !== '') process.stdout.write(`# ipset -exist restore\n${sets}`);
-      process.stdout.write(`# iptables-restore --noflush\n${renderRestoreUp(spec.v4, EMPTY_STATE)}# ip6tables-restore --noflush\n${renderRestoreUp(spec.v6, EMPTY_STATE)}`);
+      process.stdout.write(
+        `# iptables-restore --noflush\n${renderRestoreUp(spec.v4, EMPTY_STATE)}# ip6tables-restore --noflush\n${renderRestoreUp(spec.v6, EMPTY_STATE)}`,
+      );
     }
   }
   return 0;
@@ -171,11 +192,17 @@ async function cmdFirewall(args: string[]): Promise<number> {
 async function refuseWhileServed(config: Config, action: string): Promise<void> {
   const { socketAnswers, listeningPorts } = await import('../preflight.js');
   const control = config.listen.control;
-  if (control !== false && await socketAnswers(control)) {
-    throw new SandgateError(`firewall ${action}: a sandgate answers on the control socket ${control}; stop it first, or give --force (nothing was changed)`, 'RUNTIME');
+  if (control !== false && (await socketAnswers(control))) {
+    throw new SandgateError(
+      `firewall ${action}: a sandgate answers on the control socket ${control}; stop it first, or give --force (nothing was changed)`,
+      'RUNTIME',
+    );
   }
   if (listeningPorts().has(config.listen.port)) {
-    throw new SandgateError(`firewall ${action}: something listens on listen.port ${config.listen.port} (a running sandgate?); stop it first, or give --force (nothing was changed)`, 'RUNTIME');
+    throw new SandgateError(
+      `firewall ${action}: something listens on listen.port ${config.listen.port} (a running sandgate?); stop it first, or give --force (nothing was changed)`,
+      'RUNTIME',
+    );
   }
 }
 
@@ -200,7 +227,8 @@ async function cmdReload(args: string[]): Promise<number> {
   try {
     out = expectOk(await controlRequest(path, 'POST', '/reload'));
   } catch (err) {
-    if (err instanceof SandgateError && err.code === 'REJECTED') throw new SandgateError(`reload refused, the running config stays: ${err.message}`, 'REJECTED');
+    if (err instanceof SandgateError && err.code === 'REJECTED')
+      throw new SandgateError(`reload refused, the running config stays: ${err.message}`, 'REJECTED');
     throw err;
   }
   const r = out.reloaded as { file: string; sandboxes: number; policies: number; registered: number };
@@ -215,7 +243,12 @@ async function cmdReload(args: string[]): Promise<number> {
 async function cmdWaitReady(args: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args, options: { socket: { type: 'string' }, config: { type: 'string', short: 'c' }, timeout: { type: 'string' } }, allowPositionals: false, strict: true }));
+    ({ values } = parseArgs({
+      args,
+      options: { socket: { type: 'string' }, config: { type: 'string', short: 'c' }, timeout: { type: 'string' } },
+      allowPositionals: false,
+      strict: true,
+    }));
   } catch (err) {
     usage(`wait-ready: ${(err as Error).message}`);
   }
@@ -223,7 +256,11 @@ async function cmdWaitReady(args: string[]): Promise<number> {
   if (!Number.isFinite(seconds) || seconds <= 0) usage(`wait-ready: --timeout needs a number of seconds, got ${JSON.stringify(values.timeout)}`);
   const { socketPath } = await import('./sandbox.js');
   const { controlRequest } = await import('../control/client.js');
-  const path = socketPath('wait-ready', { ...(values.socket !== undefined ? { socket: values.socket } : {}), ...(values.config !== undefined ? { config: values.config } : {}) }, 'wait-ready');
+  const path = socketPath(
+    'wait-ready',
+    { ...(values.socket !== undefined ? { socket: values.socket } : {}), ...(values.config !== undefined ? { config: values.config } : {}) },
+    'wait-ready',
+  );
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     try {
@@ -232,7 +269,9 @@ async function cmdWaitReady(args: string[]): Promise<number> {
         process.stdout.write(`sandgate is serving (control socket ${path})\n`);
         return 0;
       }
-    } catch { /* not there yet */ }
+    } catch {
+      /* not there yet */
+    }
     if (Date.now() >= deadline) throw new SandgateError(`wait-ready: no sandgate answered on ${path} within ${seconds} s`, 'RUNTIME');
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -242,7 +281,12 @@ async function cmdWaitReady(args: string[]): Promise<number> {
 async function cmdInstallService(args: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'unit-dir': { type: 'string' }, print: { type: 'boolean' } }, allowPositionals: false, strict: true }));
+    ({ values } = parseArgs({
+      args,
+      options: { config: { type: 'string', short: 'c' }, 'unit-dir': { type: 'string' }, print: { type: 'boolean' } },
+      allowPositionals: false,
+      strict: true,
+    }));
   } catch (err) {
     usage(`install-service: ${(err as Error).message}`);
   }
@@ -296,10 +340,14 @@ async function cmdCa(args: string[]): Promise<number> {
 
 async function cmdRun(file: string): Promise<number | undefined> {
   const daemon = await runDaemon(file);
-  process.on('SIGHUP', () => { void daemon.reload(); });
+  process.on('SIGHUP', () => {
+    void daemon.reload();
+  });
   // logrotate's postrotate: reopen log.file at its path. A listener also keeps Node from
   // starting its inspector on SIGUSR1 (its default), which no gate should ever do.
-  process.on('SIGUSR1', () => { daemon.reopenLog(); });
+  process.on('SIGUSR1', () => {
+    daemon.reopenLog();
+  });
   let stopping = false;
   const stop = (): void => {
     if (stopping) return;

@@ -97,7 +97,16 @@ export function expectOk(r: ControlResponse): Record<string, unknown> {
   throw new SandgateError(error, r.status >= 400 && r.status < 500 ? 'REJECTED' : 'RUNTIME');
 }
 
-interface View { name: string; source: string; policy: string; user?: string; interface?: string; cidr?: string; labels?: Record<string, string>; connections: number }
+interface View {
+  name: string;
+  source: string;
+  policy: string;
+  user?: string;
+  interface?: string;
+  cidr?: string;
+  labels?: Record<string, string>;
+  connections: number;
+}
 
 function describe(v: View): string {
   const parts = [`policy ${v.policy}`];
@@ -109,7 +118,16 @@ function describe(v: View): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 export async function cmdSandbox(args: string[]): Promise<number> {
@@ -135,9 +153,10 @@ export async function cmdSandbox(args: string[]): Promise<number> {
         ...(labels !== undefined ? { labels } : {}),
       };
       const path = socketPath(action, values);
-      const r = action === 'add'
-        ? await controlRequest(path, 'POST', '/sandboxes', body)
-        : await controlRequest(path, 'PUT', `/sandboxes/${encodeURIComponent(name)}`, body);
+      const r =
+        action === 'add'
+          ? await controlRequest(path, 'POST', '/sandboxes', body)
+          : await controlRequest(path, 'PUT', `/sandboxes/${encodeURIComponent(name)}`, body);
       const out = expectOk(r);
       const v = out.sandbox as View;
       const closed = typeof out.closed === 'number' && out.closed > 0 ? ` (${out.closed} open connections reset)` : '';
@@ -168,13 +187,18 @@ export async function cmdSandbox(args: string[]): Promise<number> {
       }
       const rows = [['NAME', 'SOURCE', 'POLICY', 'USER', 'INTERFACE', 'CIDR', 'CONNS', 'LABELS']];
       for (const v of list) {
-        const labels = Object.entries(v.labels ?? {}).map(([k, val]) => `${k}=${val}`).join(',');
+        const labels = Object.entries(v.labels ?? {})
+          .map(([k, val]) => `${k}=${val}`)
+          .join(',');
         rows.push([v.name, v.source, v.policy, v.user ?? '-', v.interface ?? '-', v.cidr ?? '-', String(v.connections), labels || '-']);
       }
       process.stdout.write(table(rows));
       return 0;
     }
-    case undefined: case '-h': case '--help': case 'help':
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
       process.stdout.write(SANDBOX_USAGE);
       return action === undefined ? 2 : 0;
     default:

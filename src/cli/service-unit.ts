@@ -25,7 +25,11 @@ export interface UnitPaths {
   config: string;
 }
 
-export const DEFAULT_UNIT_PATHS: UnitPaths = { node: '/usr/bin/node', cli: '/usr/local/lib/node_modules/sandgate/dist/cli.js', config: '/etc/sandgate/sandgate.yaml' };
+export const DEFAULT_UNIT_PATHS: UnitPaths = {
+  node: '/usr/bin/node',
+  cli: '/usr/local/lib/node_modules/sandgate/dist/cli.js',
+  config: '/etc/sandgate/sandgate.yaml',
+};
 
 /** systemd's quoting for one argument of an Exec line (systemd.service(5) "Command lines"). */
 function arg(s: string): string {

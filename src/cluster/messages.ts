@@ -21,7 +21,12 @@ export type ToWorker =
   /** One accepted transparent connection; the socket travels as the message's handle. */
   | { readonly t: 'conn' }
   | { readonly t: 'reply'; readonly n: number; readonly ok: true; readonly value: unknown }
-  | { readonly t: 'reply'; readonly n: number; readonly ok: false; readonly error: { readonly message: string; readonly retryable: boolean; readonly short: string } }
+  | {
+      readonly t: 'reply';
+      readonly n: number;
+      readonly ok: false;
+      readonly error: { readonly message: string; readonly retryable: boolean; readonly short: string };
+    }
   /** SIGTERM reached the primary: hand over pending audit lines and exit. */
   | { readonly t: 'stop' };
 

@@ -70,7 +70,10 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
   cluster.setupPrimary({ exec: WORKER_MAIN, args: [], serialization: 'advanced' });
 
   const sendTo = (w: Worker, m: ToWorker): void => {
-    if (w.isConnected()) w.send(m, undefined, { keepOpen: false }, () => { /* a dead worker's channel: its exit is handled below */ });
+    if (w.isConnected())
+      w.send(m, undefined, { keepOpen: false }, () => {
+        /* a dead worker's channel: its exit is handled below */
+      });
   };
   const broadcast = (m: ToWorker): void => {
     for (const w of Object.values(cluster.workers ?? {})) if (w) sendTo(w, m);
@@ -78,7 +81,9 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
 
   const answer = (w: Worker, n: number, q: Question): void => {
     const rt = opts.runtime();
-    const reply = (m: ToWorker): void => { if (n !== 0) sendTo(w, m); };
+    const reply = (m: ToWorker): void => {
+      if (n !== 0) sendTo(w, m);
+    };
     const fail = (err: unknown): void => {
       const e = asTokenError(err);
       reply({ t: 'reply', n, ok: false, error: { message: e.message, retryable: e.retryable, short: e.short } });
@@ -89,7 +94,10 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
         return;
       case 'acquire': {
         const src = rt.credentials.get(q.id);
-        if (src === undefined || !isTokenSource(src)) { fail(new TokenError(`credential ${q.id} is not a token source here`, false)); return; }
+        if (src === undefined || !isTokenSource(src)) {
+          fail(new TokenError(`credential ${q.id} is not a token source here`, false));
+          return;
+        }
         let got: Credential | Promise<Credential>;
         try {
           got = src.acquire(q.req, rt.tokenNet);
@@ -112,7 +120,8 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
         } catch {
           return;
         }
-        if (cur instanceof Promise) cur.catch(() => undefined); // already gone: a new call is under way
+        if (cur instanceof Promise)
+          cur.catch(() => undefined); // already gone: a new call is under way
         else if (same(cur, q.used)) src.reject(q.req, cur);
         return;
       }
@@ -161,19 +170,37 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     started.delete(w.id);
     if (stopping) return;
     audit.write({
-      event: 'error', worker: w.id, pid: w.process.pid,
+      event: 'error',
+      worker: w.id,
+      pid: w.process.pid,
       reason: `worker ${w.id} exited (${signal ?? `code ${code}`}); the connections it held are lost; starting another`,
     });
-    setTimeout(() => { if (!stopping) fork(); }, lived < QUICK_DEATH_MS ? 1_000 : 0);
+    setTimeout(
+      () => {
+        if (!stopping) fork();
+      },
+      lived < QUICK_DEATH_MS ? 1_000 : 0,
+    );
   });
 
   const first = Array.from({ length: opts.count }, () => fork());
   const timeoutMs = opts.startTimeoutMs ?? 15_000;
-  await Promise.all(first.map((w) => new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new SandgateError(`worker ${w.id} did not start within ${timeoutMs} ms`, 'RUNTIME')), timeoutMs);
-    w.once('sandgate-ready', () => { clearTimeout(timer); resolve(); });
-    w.once('exit', (code) => { clearTimeout(timer); reject(new SandgateError(`worker ${w.id} exited (code ${code}) while starting`, 'RUNTIME')); });
-  }))).catch((err: unknown) => {
+  await Promise.all(
+    first.map(
+      (w) =>
+        new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new SandgateError(`worker ${w.id} did not start within ${timeoutMs} ms`, 'RUNTIME')), timeoutMs);
+          w.once('sandgate-ready', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          w.once('exit', (code) => {
+            clearTimeout(timer);
+            reject(new SandgateError(`worker ${w.id} exited (code ${code}) while starting`, 'RUNTIME'));
+          });
+        }),
+    ),
+  ).catch((err: unknown) => {
     stopping = true;
     for (const w of first) w.process.kill('SIGKILL');
     throw err;
@@ -198,7 +225,13 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     dispatch(socket) {
       const w = ready.length === 0 ? undefined : ready[next++ % ready.length];
       if (w === undefined || !w.isConnected()) {
-        opts.runtime().audit.write({ event: 'conn', decision: 'deny', src: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? 0}`, dst: `${socket.localAddress ?? ''}:${socket.localPort ?? 0}`, reason: 'no worker process is available' });
+        opts.runtime().audit.write({
+          event: 'conn',
+          decision: 'deny',
+          src: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? 0}`,
+          dst: `${socket.localAddress ?? ''}:${socket.localPort ?? 0}`,
+          reason: 'no worker process is available',
+        });
         socket.resetAndDestroy();
         return;
       }
@@ -222,11 +255,22 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     async stop() {
       stopping = true;
       const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());
-      await Promise.all(alive.map((w) => new Promise<void>((resolve) => {
-        const timer = setTimeout(() => { w.process.kill('SIGKILL'); resolve(); }, 3_000);
-        w.once('exit', () => { clearTimeout(timer); resolve(); });
-        sendTo(w, { t: 'stop' });
-      })));
+      await Promise.all(
+        alive.map(
+          (w) =>
+            new Promise<void>((resolve) => {
+              const timer = setTimeout(() => {
+                w.process.kill('SIGKILL');
+                resolve();
+              }, 3_000);
+              w.once('exit', () => {
+                clearTimeout(timer);
+                resolve();
+              });
+              sendTo(w, { t: 'stop' });
+            }),
+        ),
+      );
     },
   };
 }

@@ -74,7 +74,11 @@ class RemoteTokenSource implements TokenSource {
   readonly kind: TokenSource['kind'];
   readonly fingerprint: string;
 
-  constructor(local: TokenSource, private readonly asker: Asker, private readonly timeoutMs: number) {
+  constructor(
+    local: TokenSource,
+    private readonly asker: Asker,
+    private readonly timeoutMs: number,
+  ) {
     this.id = local.id;
     this.kind = local.kind;
     this.fingerprint = local.fingerprint;
@@ -119,7 +123,10 @@ function auditBatcher(): { out: (line: string) => void; flush: (cb?: () => void)
   let scheduled = false;
   const flush = (cb?: () => void): void => {
     scheduled = false;
-    if (text === '') { cb?.(); return; }
+    if (text === '') {
+      cb?.();
+      return;
+    }
     const t = text;
     text = '';
     send({ t: 'audit', text: t }, cb);
@@ -141,7 +148,10 @@ export async function runWorker(): Promise<void> {
   const id = cluster.worker.id;
   // The primary owns the signals: a SIGHUP/SIGTERM/SIGINT sent to the whole process group must
   // not end (or reload) a worker behind the primary's back.
-  for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT', 'SIGUSR1'] as const) process.on(sig, () => { /* the primary decides */ });
+  for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT', 'SIGUSR1'] as const)
+    process.on(sig, () => {
+      /* the primary decides */
+    });
   const batch = auditBatcher();
   const asker = new Asker();
   let audit: Audit | undefined;
@@ -157,7 +167,8 @@ export async function runWorker(): Promise<void> {
     audit ??= createLineAudit(config.log.level, { worker: id }, batch.out, { stderr: config.log.file !== undefined });
     const remote = (loaded: ReadonlyMap<string, CredentialSource>): ReadonlyMap<string, CredentialSource> => {
       const out = new Map<string, CredentialSource>();
-      for (const [k, c] of loaded) out.set(k, isTokenSource(c) ? (c instanceof RemoteTokenSource ? c : new RemoteTokenSource(c, asker, tokenTimeoutMs(config, k))) : c);
+      for (const [k, c] of loaded)
+        out.set(k, isTokenSource(c) ? (c instanceof RemoteTokenSource ? c : new RemoteTokenSource(c, asker, tokenTimeoutMs(config, k))) : c);
       return out;
     };
     const base = buildRuntime(config, audit, previous, { credentials: remote });
@@ -205,7 +216,10 @@ export async function runWorker(): Promise<void> {
         // sandbox's FIN must not end our side of a relay. The received socket was built by
         // child_process with the defaults; TCP_NODELAY, a socket option, came over with the fd.
         socket.allowHalfOpen = true;
-        if (!g || !rt) { socket.resetAndDestroy(); return; }
+        if (!g || !rt) {
+          socket.resetAndDestroy();
+          return;
+        }
         g.accept(socket);
         return;
       }

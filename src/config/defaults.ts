@@ -21,7 +21,13 @@ export const DEFAULTS = {
   upstream: { connectTimeoutMs: 5000 },
   /** 0x5347 is "SG" in ASCII: easy to spot in `ip rule` and `nft list` output. */
   firewall: {
-    table: 'sandgate', mark: 0x5347, routeTable: 5347, backend: 'auto', queue: 5347, flowMark: 0x5348, queueMark: 0x5349,
+    table: 'sandgate',
+    mark: 0x5347,
+    routeTable: 5347,
+    backend: 'auto',
+    queue: 5347,
+    flowMark: 0x5348,
+    queueMark: 0x5349,
   },
   packets: { rateLimit: { pps: 100, burst: 200 }, auditSampling: { linesPerSecond: 20, burst: 50 } },
   dns: {

@@ -4,7 +4,13 @@ import { SandgateError } from '../errors.js';
 import type { Config } from './types.js';
 import { validateConfig, type PathPart, type Problem } from './validate.js';
 
-export interface Located { file: string; line: number; col: number; path: string; message: string }
+export interface Located {
+  file: string;
+  line: number;
+  col: number;
+  path: string;
+  message: string;
+}
 
 /** "FILE:LINE:COL: key.path: message" (`sandgate check`, docs/policy.md). */
 export function formatLocated(p: Located): string {
@@ -67,12 +73,17 @@ function locate(doc: Document, lc: LineCounter, file: string, p: Problem): Locat
   let offset = 0;
   for (const [i, part] of p.path.entries()) {
     if (isMap(node)) {
-      const pair = node.items.find((it) => (it.key as YamlNode & { value?: unknown })?.value === part || String((it.key as { value?: unknown })?.value) === String(part));
+      const pair = node.items.find(
+        (it) => (it.key as YamlNode & { value?: unknown })?.value === part || String((it.key as { value?: unknown })?.value) === String(part),
+      );
       if (!pair) break;
       const keyNode = pair.key as YamlNode | undefined;
       offset = keyNode?.range?.[0] ?? offset;
       // By index: a parent segment may have the same name as the offending key (policies.x.x).
-      if (p.atKey && i === p.path.length - 1) { node = undefined; break; }
+      if (p.atKey && i === p.path.length - 1) {
+        node = undefined;
+        break;
+      }
       node = pair.value;
       const r = (node as YamlNode | null)?.range;
       if (r) offset = r[0];

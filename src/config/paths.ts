@@ -12,8 +12,14 @@ import type { Config } from './types.js';
 
 /** statfs(2) f_type of kernel pseudo file systems (linux/magic.h): nothing of sandgate's belongs there. */
 const PSEUDO_FS: ReadonlyMap<number, string> = new Map([
-  [0x9fa0, 'proc'], [0x62656572, 'sysfs'], [0x63677270, 'cgroup2'], [0x27e0eb, 'cgroup'],
-  [0x64626720, 'debugfs'], [0x73636673, 'securityfs'], [0xcafe4a11, 'bpf'], [0x74726163, 'tracefs'],
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x63677270, 'cgroup2'],
+  [0x27e0eb, 'cgroup'],
+  [0x64626720, 'debugfs'],
+  [0x73636673, 'securityfs'],
+  [0xcafe4a11, 'bpf'],
+  [0x74726163, 'tracefs'],
 ]);
 
 export interface PathProblem {

@@ -17,7 +17,11 @@ const FIREWALL = 'run "sandgate firewall down" with the old config, then restart
 
 export const RESTART_KEYS: readonly RestartKey[] = [
   ...(['port', 'dnsPort', 'address', 'control'] as const).map((k) => ({ path: `listen.${k}`, get: (c: Config) => c.listen[k], hint: RESTART })),
-  ...(['table', 'mark', 'routeTable', 'backend', 'queue', 'flowMark', 'queueMark'] as const).map((k) => ({ path: `firewall.${k}`, get: (c: Config) => c.firewall[k], hint: FIREWALL })),
+  ...(['table', 'mark', 'routeTable', 'backend', 'queue', 'flowMark', 'queueMark'] as const).map((k) => ({
+    path: `firewall.${k}`,
+    get: (c: Config) => c.firewall[k],
+    hint: FIREWALL,
+  })),
   { path: 'workers', get: (c) => c.workers, hint: RESTART },
   { path: 'metrics', get: (c) => (c.metrics ? `${c.metrics.address}:${c.metrics.port}` : undefined), hint: RESTART },
   { path: 'log.file', get: (c) => c.log.file, hint: RESTART },

@@ -2,7 +2,7 @@
  * The validated, frozen configuration. Shapes are documented in docs/policy.md; defaults are filled in
  * by the validator so nothing downstream needs to know them.
  */
-export type Protocol = 'tls' | 'tcp';   // 'tls' = TLS by SNI or plain HTTP by Host (auto-detected)
+export type Protocol = 'tls' | 'tcp'; // 'tls' = TLS by SNI or plain HTTP by Host (auto-detected)
 export type Mode = 'enforce' | 'report';
 /**
  * What to do with a ClientHello carrying encrypted_client_hello (0xfe0d): decide on its outer SNI
@@ -11,7 +11,7 @@ export type Mode = 'enforce' | 'report';
 export type EchChoice = 'allow' | 'refuse';
 
 export interface AllowRule {
-  readonly host: string;                 // normalised: lowercase, no trailing dot; may start with "*."
+  readonly host: string; // normalised: lowercase, no trailing dot; may start with "*."
   readonly ports: readonly number[];
   readonly protocol: Protocol;
   readonly inject?: string;

@@ -40,7 +40,7 @@ function root(v: Reader, raw: unknown): Config {
     log: log(v, r.log),
     tls: t,
     // Where registered sandboxes are kept across restarts; beside the CA unless said otherwise.
-    stateDir: r.stateDir === undefined ? t.caDir : v.str(r.stateDir, ['stateDir']) ?? '',
+    stateDir: r.stateDir === undefined ? t.caDir : (v.str(r.stateDir, ['stateDir']) ?? ''),
     upstream: up,
     firewall: firewall(v, r.firewall),
     sandboxes: sandboxes(v, r.sandboxes, pols),

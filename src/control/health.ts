@@ -35,7 +35,11 @@ export async function checkHealth(p: HealthProbes): Promise<HealthReport> {
   const checks: HealthCheck[] = [];
   try {
     const missing = await p.firewallMissing();
-    checks.push({ name: 'firewall', ok: missing.length === 0, detail: missing.length === 0 ? `${p.backend} ruleset and policy routing in place` : missing.join('; ') });
+    checks.push({
+      name: 'firewall',
+      ok: missing.length === 0,
+      detail: missing.length === 0 ? `${p.backend} ruleset and policy routing in place` : missing.join('; '),
+    });
   } catch (err) {
     checks.push({ name: 'firewall', ok: false, detail: `cannot read the ${p.backend} ruleset: ${(err as Error).message}` });
   }

@@ -80,7 +80,8 @@ function matchOf(body: Record<string, unknown>): Outcome<{ interface?: unknown; 
   if (body.interface !== undefined && body.interface !== null) out.interface = body.interface;
   if (body.cidr !== undefined && body.cidr !== null) out.cidr = body.cidr;
   if (body.address !== undefined && body.address !== null) {
-    if (typeof body.address !== 'string' || !net.isIPv4(body.address)) return fail(400, `address: must be an IPv4 address such as 10.77.4.2 (got ${JSON.stringify(body.address)})`);
+    if (typeof body.address !== 'string' || !net.isIPv4(body.address))
+      return fail(400, `address: must be an IPv4 address such as 10.77.4.2 (got ${JSON.stringify(body.address)})`);
     out.cidr = `${body.address}/32`;
   }
   return { ok: true, value: out };
@@ -137,16 +138,24 @@ export function planAdd(state: RegistryState, body: Record<string, unknown>): Ou
  * removes); any of interface/address/cidr replaces the whole match. The sandbox keeps its place.
  */
 export function planUpdate(
-  state: RegistryState, name: string, body: Record<string, unknown>,
+  state: RegistryState,
+  name: string,
+  body: Record<string, unknown>,
 ): Outcome<{ before: SandboxSpec; spec: SandboxSpec; next: readonly SandboxSpec[] }> {
   const found = lookup(state, name);
   if (!found.ok) return found;
   const before = found.value;
   const bad = checkKeys(body, UPDATE_KEYS);
   if (bad) return fail(400, bad);
-  if (body.name !== undefined && body.name !== name) return fail(400, `name: a sandbox cannot be renamed (the URL names "${name}"); remove it and register the new name`);
+  if (body.name !== undefined && body.name !== name)
+    return fail(400, `name: a sandbox cannot be renamed (the URL names "${name}"); remove it and register the new name`);
   const newMatch = body.interface !== undefined || body.address !== undefined || body.cidr !== undefined;
-  const match = newMatch ? matchOf(body) : { ok: true as const, value: { ...(before.interface !== undefined ? { interface: before.interface } : {}), ...(before.cidr !== undefined ? { cidr: before.cidr } : {}) } };
+  const match = newMatch
+    ? matchOf(body)
+    : {
+        ok: true as const,
+        value: { ...(before.interface !== undefined ? { interface: before.interface } : {}), ...(before.cidr !== undefined ? { cidr: before.cidr } : {}) },
+      };
   if (!match.ok) return match;
   const labels = body.labels === undefined ? { ok: true as const, value: before.labels } : labelsOf(body.labels);
   if (!labels.ok) return labels;
@@ -185,7 +194,8 @@ export function lookup(state: RegistryState, name: string): Outcome<SandboxSpec>
 export function reloadConflict(config: Config, dynamic: readonly SandboxSpec[]): string | undefined {
   for (const s of dynamic) {
     if (!Object.hasOwn(config.policies, s.policy)) return `registered sandbox "${s.name}" uses policy "${s.policy}", which the new config does not have`;
-    if (config.sandboxes.some((c) => c.name === s.name)) return `the new config names a sandbox "${s.name}", which is already registered through the control API`;
+    if (config.sandboxes.some((c) => c.name === s.name))
+      return `the new config names a sandbox "${s.name}", which is already registered through the control API`;
     const why = findConflict(s, [], config.sandboxes);
     if (why) return `registered sandbox "${s.name}": ${why}`;
   }

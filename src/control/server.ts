@@ -41,7 +41,10 @@ function send(res: http.ServerResponse, status: number, body: unknown, headers: 
 }
 
 function sendOutcome<T>(res: http.ServerResponse, o: Outcome<T>, ok: (v: T) => [number, unknown]): void {
-  if (!o.ok) { send(res, o.status, { error: o.error }); return; }
+  if (!o.ok) {
+    send(res, o.status, { error: o.error });
+    return;
+  }
   const [status, body] = ok(o.value);
   send(res, status, body);
 }
@@ -53,7 +56,10 @@ function readBody(req: http.IncomingMessage): Promise<Outcome<Record<string, unk
     let over = false;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) { over = true; return; }
+      if (size > MAX_BODY) {
+        over = true;
+        return;
+      }
       if (!over) chunks.push(c);
     });
     req.on('end', () => {
@@ -64,18 +70,29 @@ function readBody(req: http.IncomingMessage): Promise<Outcome<Record<string, unk
   });
 }
 
-async function route(svc: ControlService, health: (() => Promise<HealthReport>) | undefined, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function route(
+  svc: ControlService,
+  health: (() => Promise<HealthReport>) | undefined,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter((p) => p !== '');
   const method = req.method ?? 'GET';
   if (health && parts.length === 1 && parts[0] === 'health') {
-    if (method !== 'GET') { send(res, 405, { error: `${method} is not allowed on /health (GET)` }, { allow: 'GET' }); return; }
+    if (method !== 'GET') {
+      send(res, 405, { error: `${method} is not allowed on /health (GET)` }, { allow: 'GET' });
+      return;
+    }
     const report = await health();
     send(res, report.status === 'ok' ? 200 : 503, report);
     return;
   }
   if (parts.length === 1 && parts[0] === 'reload') {
-    if (method !== 'POST') { send(res, 405, { error: `${method} is not allowed on /reload (POST)` }, { allow: 'POST' }); return; }
+    if (method !== 'POST') {
+      send(res, 405, { error: `${method} is not allowed on /reload (POST)` }, { allow: 'POST' });
+      return;
+    }
     sendOutcome(res, await svc.reload(), (v) => [200, { reloaded: v }]);
     return;
   }
@@ -84,12 +101,21 @@ async function route(svc: ControlService, health: (() => Promise<HealthReport>) 
     return;
   }
   if (parts.length === 1) {
-    if (method === 'GET') { send(res, 200, { sandboxes: svc.list() }); return; }
+    if (method === 'GET') {
+      send(res, 200, { sandboxes: svc.list() });
+      return;
+    }
     if (method === 'POST') {
       const body = await readBody(req);
-      if (!body.ok) { send(res, body.status, { error: body.error }); return; }
+      if (!body.ok) {
+        send(res, body.status, { error: body.error });
+        return;
+      }
       const o = await svc.add(body.value);
-      if (o.ok) { send(res, 201, { sandbox: o.value }, { location: `/sandboxes/${encodeURIComponent(o.value.name)}` }); return; }
+      if (o.ok) {
+        send(res, 201, { sandbox: o.value }, { location: `/sandboxes/${encodeURIComponent(o.value.name)}` });
+        return;
+      }
       send(res, o.status, { error: o.error });
       return;
     }
@@ -102,17 +128,32 @@ async function route(svc: ControlService, health: (() => Promise<HealthReport>) 
   } catch {
     name = '';
   }
-  if (!isSandboxName(name)) { send(res, 404, { error: `no sandbox named ${JSON.stringify(name)} (names match [A-Za-z0-9_.-]{1,64})` }); return; }
+  if (!isSandboxName(name)) {
+    send(res, 404, { error: `no sandbox named ${JSON.stringify(name)} (names match [A-Za-z0-9_.-]{1,64})` });
+    return;
+  }
   switch (method) {
-    case 'GET': sendOutcome(res, svc.get(name), (v) => [200, { sandbox: v }]); return;
-    case 'PUT': case 'PATCH': {
+    case 'GET':
+      sendOutcome(res, svc.get(name), (v) => [200, { sandbox: v }]);
+      return;
+    case 'PUT':
+    case 'PATCH': {
       const body = await readBody(req);
-      if (!body.ok) { send(res, body.status, { error: body.error }); return; }
-      sendOutcome(res, await svc.update(name, body.value), (v) => { const { closed, ...sandbox } = v; return [200, { sandbox, closed }]; });
+      if (!body.ok) {
+        send(res, body.status, { error: body.error });
+        return;
+      }
+      sendOutcome(res, await svc.update(name, body.value), (v) => {
+        const { closed, ...sandbox } = v;
+        return [200, { sandbox, closed }];
+      });
       return;
     }
-    case 'DELETE': sendOutcome(res, await svc.remove(name), (v) => [200, v]); return;
-    default: send(res, 405, { error: `${method} is not allowed on /sandboxes/NAME (GET, PUT, DELETE)` }, { allow: 'GET, PUT, DELETE' });
+    case 'DELETE':
+      sendOutcome(res, await svc.remove(name), (v) => [200, v]);
+      return;
+    default:
+      send(res, 405, { error: `${method} is not allowed on /sandboxes/NAME (GET, PUT, DELETE)` }, { allow: 'GET, PUT, DELETE' });
   }
 }
 
@@ -163,7 +204,9 @@ export async function startControlServer(path: string, svc: ControlService, heal
   });
   chmodSync(path, 0o600);
   const ino = lstatSync(path).ino;
-  server.on('error', () => { /* accept errors (EMFILE) are transient */ });
+  server.on('error', () => {
+    /* accept errors (EMFILE) are transient */
+  });
 
   let closing: Promise<void> | undefined;
   return {
@@ -174,7 +217,11 @@ export async function startControlServer(path: string, svc: ControlService, heal
         server.closeAllConnections();
       }).then(() => {
         // Only our own socket file: never one a newer sandgate bound meanwhile.
-        try { if (lstatSync(path).ino === ino) unlinkSync(path); } catch { /* already gone */ }
+        try {
+          if (lstatSync(path).ino === ino) unlinkSync(path);
+        } catch {
+          /* already gone */
+        }
       });
       return closing;
     },

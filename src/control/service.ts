@@ -176,8 +176,15 @@ export function createControlService(deps: ControlDeps): ControlService {
       await deps.updateFirewall(rt.dynamic.map(matchOf), next.map(matchOf));
     } catch (err) {
       if (done.length > 1) return false;
-      const o = { ok: false as const, status: 500, error: `the firewall could not be updated, so nothing changed: ${(err as Error).message.replace(/\.$/, '')}` };
-      for (const { p } of done) { rejected(p, o); p.resolve(o); }
+      const o = {
+        ok: false as const,
+        status: 500,
+        error: `the firewall could not be updated, so nothing changed: ${(err as Error).message.replace(/\.$/, '')}`,
+      };
+      for (const { p } of done) {
+        rejected(p, o);
+        p.resolve(o);
+      }
       return true;
     }
     const nextRt = withDynamicSandboxes(rt, next);
@@ -194,8 +201,10 @@ export function createControlService(deps: ControlDeps): ControlService {
     done.forEach(({ p, planned }, i) => {
       const n = closed[i] ?? 0;
       audit({
-        action: planned.audit.action, ...auditFields(planned.audit.spec),
-        ...(p.action !== 'add' ? { closed: n } : {}), ms: Math.round((performance.now() - p.started) * 10) / 10,
+        action: planned.audit.action,
+        ...auditFields(planned.audit.spec),
+        ...(p.action !== 'add' ? { closed: n } : {}),
+        ms: Math.round((performance.now() - p.started) * 10) / 10,
       });
       p.resolve({ ok: true, value: planned.result(n) });
     });
@@ -262,7 +271,8 @@ export function createControlService(deps: ControlDeps): ControlService {
           return {
             ok: true,
             value: {
-              next, audit: { action: 'sandbox-updated', spec },
+              next,
+              audit: { action: 'sandbox-updated', spec },
               ...(termsChanged(before, spec) ? { closes: name, endsFlowsOf: before } : {}),
               result: (closed) => ({ ...view(spec, 'api', deps.conns.count(name)), closed }),
             },
@@ -284,7 +294,17 @@ export function createControlService(deps: ControlDeps): ControlService {
           if (!o.ok) return o;
           // What the DNS responder told it is forgotten too, so a later sandbox of the same name
           // does not inherit its raw-TCP destinations (src/dns/answer-log.ts).
-          return { ok: true, value: { next: o.value.next, audit: { action: 'sandbox-removed', spec: o.value.removed }, closes: name, endsFlowsOf: o.value.removed, forget: name, result: (closed) => ({ removed: name, closed }) } };
+          return {
+            ok: true,
+            value: {
+              next: o.value.next,
+              audit: { action: 'sandbox-removed', spec: o.value.removed },
+              closes: name,
+              endsFlowsOf: o.value.removed,
+              forget: name,
+              result: (closed) => ({ removed: name, closed }),
+            },
+          };
         },
       }) as Promise<Outcome<{ removed: string; closed: number }>>;
     },

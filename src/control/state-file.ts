@@ -55,9 +55,10 @@ export function parseState(text: string, config: Config): Restored {
   let dynamic: readonly SandboxSpec[] = [];
   const skipped: string[] = [];
   for (const entry of list) {
-    const o = typeof entry === 'object' && entry !== null && !Array.isArray(entry)
-      ? planAdd({ config, dynamic }, entry as Record<string, unknown>)
-      : { ok: false as const, status: 400, error: 'not an object' };
+    const o =
+      typeof entry === 'object' && entry !== null && !Array.isArray(entry)
+        ? planAdd({ config, dynamic }, entry as Record<string, unknown>)
+        : { ok: false as const, status: 400, error: 'not an object' };
     if (o.ok) dynamic = o.value.next;
     else skipped.push(`registered sandbox ${JSON.stringify((entry as { name?: unknown } | null)?.name ?? null)} not restored: ${o.error}`);
   }
@@ -92,5 +93,9 @@ export function writeState(config: Config, specs: readonly SandboxSpec[]): void 
   renameSync(tmp, path);
   // The rename itself is durable once the directory is synced.
   const dir = openSync(config.stateDir, 'r');
-  try { fsyncSync(dir); } finally { closeSync(dir); }
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }

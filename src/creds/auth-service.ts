@@ -6,7 +6,15 @@
  * credential; see token-cache.ts for refresh, single-flight and bounds.
  */
 import type { CredentialConfig } from '../config/types.js';
-import { compileCredential, compileHeaderCredential, type Credential, type TokenNet, type TokenRequest, type TokenSource, type TokenCacheStats } from './credential.js';
+import {
+  compileCredential,
+  compileHeaderCredential,
+  type Credential,
+  type TokenNet,
+  type TokenRequest,
+  type TokenSource,
+  type TokenCacheStats,
+} from './credential.js';
 import { DEFAULT_DELAYS_MS, MAX_LIFETIME_MS, TokenCache, realClock, withRetries, type Clock, type Issued } from './token-cache.js';
 import { parseJsonBody, postToken, retryableStatus } from './token-client.js';
 import { TokenError } from './token-error.js';
@@ -26,9 +34,25 @@ const FIELD_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
  * route the request (Host, Content-Length, Expect...), which sandgate owns.
  */
 const REFUSED_HEADERS = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate', 'host', 'content-length', 'content-encoding', 'expect',
-  'http2-settings', 'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'via',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'host',
+  'content-length',
+  'content-encoding',
+  'expect',
+  'http2-settings',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'via',
 ]);
 
 export type AuthAnswer =
@@ -103,7 +127,9 @@ export class AuthServiceSource implements TokenSource {
   }
 
   acquire(req: TokenRequest, tnet: TokenNet): Credential | Promise<Credential> {
-    return this.#cache.get(cacheKey(req), () => withRetries((left) => this.#call(req, tnet, left), { delaysMs: DEFAULT_DELAYS_MS, timeoutMs: this.cfg.authService.timeoutMs }, this.#clock));
+    return this.#cache.get(cacheKey(req), () =>
+      withRetries((left) => this.#call(req, tnet, left), { delaysMs: DEFAULT_DELAYS_MS, timeoutMs: this.cfg.authService.timeoutMs }, this.#clock),
+    );
   }
 
   reject(req: TokenRequest, used: Credential): void {
@@ -117,19 +143,30 @@ export class AuthServiceSource implements TokenSource {
   async #call(req: TokenRequest, tnet: TokenNet, timeoutMs: number): Promise<Issued<Credential>> {
     const where = `auth service ${this.#url.origin}`;
     const body = JSON.stringify({
-      sandbox: req.sandbox, user: req.user ?? null, credential: this.id,
-      host: req.host, port: req.port, method: req.method, path: req.path,
+      sandbox: req.sandbox,
+      user: req.user ?? null,
+      credential: this.id,
+      host: req.host,
+      port: req.port,
+      method: req.method,
+      path: req.path,
     });
-    const r = await postToken(this.#url, {
-      'content-type': 'application/json',
-      accept: 'application/json',
-      authorization: `Bearer ${this.serviceKey}`,
-    }, body, timeoutMs, tnet, 'auth service');
+    const r = await postToken(
+      this.#url,
+      {
+        'content-type': 'application/json',
+        accept: 'application/json',
+        authorization: `Bearer ${this.serviceKey}`,
+      },
+      body,
+      timeoutMs,
+      tnet,
+      'auth service',
+    );
     if (r.status < 200 || r.status > 299) throw new TokenError(`${where} answered ${r.status}`, retryableStatus(r.status));
     const answer = parseAuthAnswer(parseJsonBody(r, where));
-    const value = answer.kind === 'token'
-      ? compileCredential(this.id, this.cfg, answer.token)
-      : compileHeaderCredential(this.id, this.cfg.header, answer.headers);
+    const value =
+      answer.kind === 'token' ? compileCredential(this.id, this.cfg, answer.token) : compileHeaderCredential(this.id, this.cfg.header, answer.headers);
     return { value, lifetimeMs: answer.lifetimeMs };
   }
 }

@@ -89,7 +89,12 @@ export function compileHeaderCredential(id: string, header: string, headers: rea
     if (sp > 0 && v.length - sp - 1 >= MIN_NEEDLE) addForms(needles, v.slice(sp + 1));
   }
   return {
-    id, header: header.toLowerCase(), value: undefined, query: undefined, placeholder: undefined, secret: '',
+    id,
+    header: header.toLowerCase(),
+    value: undefined,
+    query: undefined,
+    placeholder: undefined,
+    secret: '',
     needles: [...needles].sort((a, b) => b.length - a.length),
     headers: headers.map(([k, v]) => [k.toLowerCase(), v] as const),
   };
@@ -171,11 +176,14 @@ export function withQueryParam(target: string, name: string, value: string): str
   const q = target.indexOf('?');
   const path = q < 0 ? target : target.slice(0, q);
   const query = q < 0 ? '' : target.slice(q + 1);
-  const kept = query === '' ? [] : query.split('&').filter((part) => {
-    if (part === '') return false;
-    const eq = part.indexOf('=');
-    return decodeComponent(eq < 0 ? part : part.slice(0, eq)) !== name;
-  });
+  const kept =
+    query === ''
+      ? []
+      : query.split('&').filter((part) => {
+          if (part === '') return false;
+          const eq = part.indexOf('=');
+          return decodeComponent(eq < 0 ? part : part.slice(0, eq)) !== name;
+        });
   kept.push(`${encodeURIComponent(name)}=${encodeURIComponent(value)}`);
   return `${path}?${kept.join('&')}`;
 }

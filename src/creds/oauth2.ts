@@ -66,7 +66,11 @@ export function basicClientAuth(clientId: string, clientSecret: string): string 
 }
 
 /** The form body and headers of one token request (pure, for the unit tests). */
-export function tokenRequestBody(cfg: OAuth2Config, clientSecret: string | undefined, refreshToken: string | undefined): { body: string; headers: Record<string, string> } {
+export function tokenRequestBody(
+  cfg: OAuth2Config,
+  clientSecret: string | undefined,
+  refreshToken: string | undefined,
+): { body: string; headers: Record<string, string> } {
   const form = new URLSearchParams();
   form.set('grant_type', cfg.grant);
   if (cfg.grant === 'refresh_token' && refreshToken !== undefined) form.set('refresh_token', refreshToken);
@@ -104,7 +108,9 @@ export class OAuth2Source implements TokenSource {
   }
 
   acquire(_req: TokenRequest, tnet: TokenNet): Credential | Promise<Credential> {
-    return this.#cache.get(KEY, () => withRetries((left) => this.#call(tnet, left), { delaysMs: DEFAULT_DELAYS_MS, timeoutMs: this.cfg.oauth2.timeoutMs }, this.#clock));
+    return this.#cache.get(KEY, () =>
+      withRetries((left) => this.#call(tnet, left), { delaysMs: DEFAULT_DELAYS_MS, timeoutMs: this.cfg.oauth2.timeoutMs }, this.#clock),
+    );
   }
 
   reject(_req: TokenRequest, used: Credential): void {

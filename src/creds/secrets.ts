@@ -37,7 +37,11 @@ export function loadCredentials(config: Config, readers: SecretReaders = default
  * cache and any rotated refresh token, so a SIGHUP neither drops every token nor rolls a rotated
  * refresh token back to the (now revoked) one in the file.
  */
-export function loadCredentialSources(config: Config, readers: SecretReaders = defaultReaders, previous?: ReadonlyMap<string, CredentialSource>): ReadonlyMap<string, CredentialSource> {
+export function loadCredentialSources(
+  config: Config,
+  readers: SecretReaders = defaultReaders,
+  previous?: ReadonlyMap<string, CredentialSource>,
+): ReadonlyMap<string, CredentialSource> {
   const out = new Map<string, CredentialSource>();
   for (const [id, c] of Object.entries(config.credentials)) {
     const key = `credentials.${id}`;

@@ -15,7 +15,10 @@ export interface Clock {
 
 export const realClock: Clock = {
   now: () => performance.now(),
-  sleep: (ms) => new Promise((resolve) => { setTimeout(resolve, ms); }),
+  sleep: (ms) =>
+    new Promise((resolve) => {
+      setTimeout(resolve, ms);
+    }),
 };
 
 /** A token as the service issued it: the value and how long it lives from when it was asked for. */
@@ -118,9 +121,15 @@ export class TokenCache<T> {
 
   stats(): TokenCacheStats {
     return {
-      entries: this.#map.size, hits: this.#hits, misses: this.#misses, coalesced: this.#coalesced,
-      fetches: this.#fetches, refreshes: this.#refreshes, failures: this.#failures,
-      invalidations: this.#invalidations, evictions: this.#evictions,
+      entries: this.#map.size,
+      hits: this.#hits,
+      misses: this.#misses,
+      coalesced: this.#coalesced,
+      fetches: this.#fetches,
+      refreshes: this.#refreshes,
+      failures: this.#failures,
+      invalidations: this.#invalidations,
+      evictions: this.#evictions,
     };
   }
 
@@ -146,32 +155,35 @@ export class TokenCache<T> {
     } catch (err) {
       p = Promise.reject(err);
     }
-    const done = p.then((issued) => {
-      const s = schedule(issued.lifetimeMs);
-      e.value = issued.value;
-      e.lifetimeMs = issued.lifetimeMs;
-      e.usableUntil = started + s.usableForMs;
-      e.refreshAt = started + s.refreshAfterMs;
-      e.inflight = undefined;
-      // Evicted while the call was in flight (the cache was full of other keys): put it back, so
-      // the next request for this key finds what this one waited for.
-      if (this.#map.get(key) !== e) {
-        this.#map.delete(key);
-        this.#insert(key, e);
-      }
-      return issued.value;
-    }, (err: unknown) => {
-      e.inflight = undefined;
-      this.#failures++;
-      if (background && e.value !== undefined) {
-        // The old token is still good until usableUntil: retry the refresh a little later rather
-        // than on every hit, so a struggling service is not hammered by the hot path.
-        e.refreshAt = this.#clock.now() + Math.min(10_000, Math.max(100, 0.05 * e.lifetimeMs));
-      } else if (e.value === undefined && this.#map.get(key) === e) {
-        this.#map.delete(key);
-      }
-      throw err;
-    });
+    const done = p.then(
+      (issued) => {
+        const s = schedule(issued.lifetimeMs);
+        e.value = issued.value;
+        e.lifetimeMs = issued.lifetimeMs;
+        e.usableUntil = started + s.usableForMs;
+        e.refreshAt = started + s.refreshAfterMs;
+        e.inflight = undefined;
+        // Evicted while the call was in flight (the cache was full of other keys): put it back, so
+        // the next request for this key finds what this one waited for.
+        if (this.#map.get(key) !== e) {
+          this.#map.delete(key);
+          this.#insert(key, e);
+        }
+        return issued.value;
+      },
+      (err: unknown) => {
+        e.inflight = undefined;
+        this.#failures++;
+        if (background && e.value !== undefined) {
+          // The old token is still good until usableUntil: retry the refresh a little later rather
+          // than on every hit, so a struggling service is not hammered by the hot path.
+          e.refreshAt = this.#clock.now() + Math.min(10_000, Math.max(100, 0.05 * e.lifetimeMs));
+        } else if (e.value === undefined && this.#map.get(key) === e) {
+          this.#map.delete(key);
+        }
+        throw err;
+      },
+    );
     e.inflight = done;
     // A background refresh has no waiter; its failure is counted above and must not surface as
     // an unhandled rejection. Waiters that join it later get its outcome through `inflight`.

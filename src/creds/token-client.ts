@@ -83,7 +83,10 @@ export function postToken(url: URL, headers: Record<string, string>, body: strin
       let size = 0;
       res.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > MAX_RESPONSE_BYTES) { fail(new TokenError(`${where} sent a response larger than ${MAX_RESPONSE_BYTES} bytes`, false)); return; }
+        if (size > MAX_RESPONSE_BYTES) {
+          fail(new TokenError(`${where} sent a response larger than ${MAX_RESPONSE_BYTES} bytes`, false));
+          return;
+        }
         chunks.push(c);
       });
       res.on('error', () => fail(new TokenError(`${where} broke off its response`, true)));

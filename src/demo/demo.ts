@@ -33,7 +33,10 @@ const CURL_MARK = '@@sandgate-demo ';
 /** Exit statuses for "killed by signal N" as shells report them (128 + N). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
-export interface CheckRecord { ok: boolean; text: string }
+export interface CheckRecord {
+  ok: boolean;
+  text: string;
+}
 export interface SceneRecord {
   id: string;
   title: string;
@@ -45,12 +48,18 @@ export interface SceneRecord {
   ms: number;
 }
 
-interface Options { keep: boolean; json: boolean; help: boolean }
+interface Options {
+  keep: boolean;
+  json: boolean;
+  help: boolean;
+}
 
 function parseDemoArgs(args: string[]): Options {
   try {
     const { values } = parseArgs({
-      args, strict: true, allowPositionals: false,
+      args,
+      strict: true,
+      allowPositionals: false,
       options: { keep: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     });
     return { keep: values.keep === true, json: values.json === true, help: values.help === true };
@@ -93,7 +102,12 @@ function shellQuote(arg: string): string {
 }
 
 function firstLine(text: string): string {
-  return text.split('\n').map((l) => l.trim()).find((l) => l !== '') ?? '';
+  return (
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l !== '') ?? ''
+  );
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -149,10 +163,23 @@ async function runScene(scene: Scene, world: DemoWorld, gate: Gate, config: Demo
     async curl(args, o = {}) {
       const timeoutMs = o.timeoutMs ?? CURL_TIMEOUT_MS;
       rec.transcript.push(`$ curl ${args.map(shellQuote).join(' ')}`);
-      const r = parseCurl(await topo.exec(world.sandbox.ns, tool('curl'), [
-        '-sS', '--max-time', String(timeoutMs / 1000), '--cacert', o.cacert ?? world.caFile,
-        '-w', `\n${CURL_MARK}%{http_code} %{ssl_verify_result}`, ...args,
-      ], { timeoutMs: timeoutMs + 2000 }));
+      const r = parseCurl(
+        await topo.exec(
+          world.sandbox.ns,
+          tool('curl'),
+          [
+            '-sS',
+            '--max-time',
+            String(timeoutMs / 1000),
+            '--cacert',
+            o.cacert ?? world.caFile,
+            '-w',
+            `\n${CURL_MARK}%{http_code} %{ssl_verify_result}`,
+            ...args,
+          ],
+          { timeoutMs: timeoutMs + 2000 },
+        ),
+      );
       if (!o.quiet) {
         rec.transcript.push(r.status > 0 ? `HTTP ${r.status}  ${r.body.trim()}` : firstLine(r.stderr) || `curl exited ${r.code}`);
       }
@@ -204,19 +231,23 @@ async function runScene(scene: Scene, world: DemoWorld, gate: Gate, config: Demo
 /* ------------------------------------------------------------------------------------------ */
 
 function policyText(config: DemoConfig): string {
-  const rules = Object.values(config.policies).flatMap((p) => p.allow).map((r) => {
-    const ports = Array.isArray(r.ports) ? r.ports.join(', ') : '443';
-    const extra = ['inject', 'methods', 'paths', 'protocol']
-      .filter((k) => r[k] !== undefined)
-      .map((k) => `${k} ${Array.isArray(r[k]) ? (r[k] as unknown[]).join(',') : String(r[k])}`);
-    return [`${String(r.host)} on ${ports}`, ...extra].join(', ');
-  });
+  const rules = Object.values(config.policies)
+    .flatMap((p) => p.allow)
+    .map((r) => {
+      const ports = Array.isArray(r.ports) ? r.ports.join(', ') : '443';
+      const extra = ['inject', 'methods', 'paths', 'protocol']
+        .filter((k) => r[k] !== undefined)
+        .map((k) => `${k} ${Array.isArray(r[k]) ? (r[k] as unknown[]).join(',') : String(r[k])}`);
+      return [`${String(r.host)} on ${ports}`, ...extra].join(', ');
+    });
   return `allow ${rules.join('; ')}; everything else is denied`;
 }
 
 function printIntro(out: Output): void {
   out.line(out.style.bold('sandgate demo'));
-  out.para('Throwaway network namespaces: an agent\'s sandbox, two servers outside it, and sandgate in between. The agent tries a few things; each scene checks what happened, and sandgate\'s audit log is summarised at the end.');
+  out.para(
+    "Throwaway network namespaces: an agent's sandbox, two servers outside it, and sandgate in between. The agent tries a few things; each scene checks what happened, and sandgate's audit log is summarised at the end.",
+  );
   out.line();
 }
 
@@ -226,11 +257,12 @@ function printSetup(out: Output, world: DemoWorld, gate: Gate, config: DemoConfi
   const rows: [string, string][] = [
     ['sandbox', `${world.sandbox.name.padEnd(18)} ${world.sandbox.ip.padEnd(10)}  namespace ${world.sandbox.ns}`],
     ...[...world.servers.values()].map((v): [string, string] => [
-      'server', `${v.host.padEnd(18)} ${v.ip.padEnd(10)}  ${v.listed ? 'listed in the policy' : 'not listed'}`,
+      'server',
+      `${v.host.padEnd(18)} ${v.ip.padEnd(10)}  ${v.listed ? 'listed in the policy' : 'not listed'}`,
     ]),
     ['sandgate', `pid ${gate.proc.pid ?? '?'} in namespace ${world.topo.hostNs}, its firewall there`],
     ['policy', policyText(config)],
-    ['names', 'the sandbox\'s /etc/hosts knows both servers, so every attempt reaches the network without DNS'],
+    ['names', "the sandbox's /etc/hosts knows both servers, so every attempt reaches the network without DNS"],
     ['trust', `the sandbox trusts the demo public CA (curl --cacert ${world.caFile}, left out below)`],
   ];
   for (const [k, v] of rows) {
@@ -253,7 +285,7 @@ function printScene(out: Output, rec: SceneRecord, scene: Scene, n: number, tota
     shown.forEach((l, i) => out.line(`    ${i === 0 ? '' : '  '}${l}`));
   }
   for (const line of rec.audit) out.lines(auditOneLiner(line, out.width, s, '  audit  '));
-  if (rec.audit.length === 0) out.line(`  audit  ${s.dim('(none: nothing reached sandgate\'s listeners)')}`);
+  if (rec.audit.length === 0) out.line(`  audit  ${s.dim("(none: nothing reached sandgate's listeners)")}`);
   for (const c of rec.checks) {
     const tag = c.ok ? s.green('PASS') : s.red('FAIL');
     para(c.text, out.width, '        ').forEach((l, i) => out.line(i === 0 ? `  ${tag}  ${l.trimStart()}` : l));
@@ -271,7 +303,11 @@ function printSummary(out: Output, decisions: readonly JsonLine[]): void {
 function printCleanup(out: Output, report: TeardownReport, world: DemoWorld): void {
   const prefix = world.topo.prefix;
   if (report.ok) {
-    out.para(`Cleanup: stopped ${report.processes} processes (sandgate and the fake servers); removed namespaces ${nsList(report.removed, prefix)}, with sandgate's firewall in them, and ${world.dir}.`, '', (l) => l);
+    out.para(
+      `Cleanup: stopped ${report.processes} processes (sandgate and the fake servers); removed namespaces ${nsList(report.removed, prefix)}, with sandgate's firewall in them, and ${world.dir}.`,
+      '',
+      (l) => l,
+    );
   } else {
     out.para(`Cleanup FAILED: ${report.error ?? ''} still present: ${nsList(report.left, prefix)} (remove with: ip netns del NAME).`, '', out.style.red);
   }
@@ -328,9 +364,7 @@ export async function runDemo(args: string[]): Promise<number> {
     out.mute();
     process.stderr.write(`sandgate demo: ${sig}, cleaning up\n`);
     // Mid-setup, wait for the world to exist (or to have failed and removed itself) first.
-    const done = (world ? Promise.resolve(world) : building ?? Promise.resolve(undefined))
-      .catch(() => undefined)
-      .then((w) => w?.teardown());
+    const done = (world ? Promise.resolve(world) : (building ?? Promise.resolve(undefined))).catch(() => undefined).then((w) => w?.teardown());
     void done.then(
       (r) => {
         if (r && !r.ok) process.stderr.write(`sandgate demo: cleanup left ${r.left.join(', ')} behind (${r.error ?? 'unknown error'})\n`);
@@ -391,7 +425,11 @@ export async function runDemo(args: string[]): Promise<number> {
       printScene(out, rec, scene, i + 1, SCENES.length);
     }
     if (gate.proc.exitCode !== null || gate.proc.signalCode !== null) {
-      out.para(`sandgate exited during the demo (${gate.proc.exitCode ?? gate.proc.signalCode}): ${firstLine(gate.stderr()) || 'no message'}`, '', out.style.red);
+      out.para(
+        `sandgate exited during the demo (${gate.proc.exitCode ?? gate.proc.signalCode}): ${firstLine(gate.stderr()) || 'no message'}`,
+        '',
+        out.style.red,
+      );
     }
     const decisions = gate.audit.lines.filter(isDecision);
     printSummary(out, decisions);
@@ -424,7 +462,12 @@ export async function runDemo(args: string[]): Promise<number> {
     const ok = scenesOk && report.ok;
     if (opts.json && !opts.keep) process.stdout.write(`${JSON.stringify(result(world, records, decisions, report, t0, ok))}\n`);
     if (scenesOk) out.line(out.style.green(`Result: all ${SCENES.length} scenes behaved as expected`) + ` (${took}).`);
-    else out.para(`Result: ${failed.length || SCENES.length - records.length} of ${SCENES.length} scenes did not behave as expected${failed.length ? `: ${failed.join(', ')}` : ''} (${took}).`, '', out.style.red);
+    else
+      out.para(
+        `Result: ${failed.length || SCENES.length - records.length} of ${SCENES.length} scenes did not behave as expected${failed.length ? `: ${failed.join(', ')}` : ''} (${took}).`,
+        '',
+        out.style.red,
+      );
     return ok ? 0 : 1;
   } catch (err) {
     // Anything unexpected: say it in one sentence, still clean up.

@@ -14,7 +14,10 @@ export interface Style {
 
 /** ANSI SGR colours (ECMA-48 §8.3.117) when enabled, the identity otherwise (CI logs, pipes). */
 export function makeStyle(enabled: boolean): Style {
-  const sgr = (on: number, off: number) => (s: string): string => (enabled && s !== '' ? `\x1b[${on}m${s}\x1b[${off}m` : s);
+  const sgr =
+    (on: number, off: number) =>
+    (s: string): string =>
+      enabled && s !== '' ? `\x1b[${on}m${s}\x1b[${off}m` : s;
   return { bold: sgr(1, 22), dim: sgr(2, 22), green: sgr(32, 39), red: sgr(31, 39), yellow: sgr(33, 39) };
 }
 

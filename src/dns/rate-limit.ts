@@ -82,7 +82,11 @@ export class KeyedRateLimiter<M> {
       if (this.keys.size >= this.opts.maxKeys) {
         // Forget an idle key (full bucket, no open burst); failing that, the oldest.
         let victim: string | undefined;
-        for (const [k, s] of this.keys) if (!s.burst) { victim = k; break; }
+        for (const [k, s] of this.keys)
+          if (!s.burst) {
+            victim = k;
+            break;
+          }
         victim ??= this.keys.keys().next().value;
         if (victim !== undefined) this.keys.delete(victim);
       }

@@ -23,10 +23,7 @@ import { isIPv4 } from 'node:net';
 import type { Runtime } from '../runtime.js';
 import type { Sandbox } from '../policy/sandboxes.js';
 import type { AuditFields, Decision } from '../audit/logger.js';
-import {
-  QTYPE, RCODE, EXTENDED_RCODE, parseQuery, buildResponse, buildError,
-  type AnswerRecord,
-} from './wire.js';
+import { QTYPE, RCODE, EXTENDED_RCODE, parseQuery, buildResponse, buildError, type AnswerRecord } from './wire.js';
 import { KeyedRateLimiter } from './rate-limit.js';
 import { AuditSampler } from './audit-sampler.js';
 
@@ -52,15 +49,9 @@ export interface ResponderDeps {
   now?: () => number;
 }
 
-const TYPE_NAMES = new Map<number, string>([
-  ...Object.entries(QTYPE).map(([k, v]) => [v, k] as [number, string]),
-  [251, 'IXFR'], [252, 'AXFR'],
-]);
+const TYPE_NAMES = new Map<number, string>([...Object.entries(QTYPE).map(([k, v]) => [v, k] as [number, string]), [251, 'IXFR'], [252, 'AXFR']]);
 
-const RCODE_NAMES = new Map<number, string>([
-  ...Object.entries(RCODE).map(([k, v]) => [v, k] as [number, string]),
-  [EXTENDED_RCODE.BADVERS, 'BADVERS'],
-]);
+const RCODE_NAMES = new Map<number, string>([...Object.entries(RCODE).map(([k, v]) => [v, k] as [number, string]), [EXTENDED_RCODE.BADVERS, 'BADVERS']]);
 
 /** "A", "TXT", or RFC 3597's "TYPE1234" for types without a mnemonic here. */
 export function qtypeName(type: number): string {
@@ -77,7 +68,12 @@ function failureCode(err: unknown): string | undefined {
   return typeof cause?.code === 'string' ? cause.code : undefined;
 }
 
-interface BurstMeta { src: string; host?: string; qtype?: string; user?: string }
+interface BurstMeta {
+  src: string;
+  host?: string;
+  qtype?: string;
+  user?: string;
+}
 
 type Line = Omit<AuditFields, 'event' | 'proto'> & { decision: Decision };
 
@@ -128,7 +124,9 @@ export class DnsResponder {
 
   private async answer(msg: Buffer, srcIp: string, srcPort: number, transport: Transport, retransmission: boolean): Promise<Buffer | undefined> {
     const rt = this.deps.runtime();
-    const audit = (key: string, now: number, line: Line): void => { if (!retransmission) this.audit(rt, key, now, line); };
+    const audit = (key: string, now: number, line: Line): void => {
+      if (!retransmission) this.audit(rt, key, now, line);
+    };
     const src = `${srcIp}:${srcPort}`;
     const sandbox = await this.identify(rt, srcIp);
     const now = this.now();
@@ -192,7 +190,11 @@ export class DnsResponder {
   }
 
   private async answerA(
-    rt: Runtime, sandbox: Sandbox, host: string, base: Line, reply: (rcode: number, answers?: AnswerRecord[]) => Buffer,
+    rt: Runtime,
+    sandbox: Sandbox,
+    host: string,
+    base: Line,
+    reply: (rcode: number, answers?: AnswerRecord[]) => Buffer,
     audit: (key: string, now: number, line: Line) => void,
   ): Promise<Buffer> {
     let addrs: readonly string[];
@@ -219,9 +221,16 @@ export class DnsResponder {
     }
     if (usable.length > 0) rt.dnsAnswers.record(sandbox.name, host, usable, ttl);
     audit(sandbox.name, this.now(), {
-      ...base, rcode: 'NOERROR', answers: usable, ttl, ...(usable.length === 0 && guarded ? { error: guarded } : {}),
+      ...base,
+      rcode: 'NOERROR',
+      answers: usable,
+      ttl,
+      ...(usable.length === 0 && guarded ? { error: guarded } : {}),
     });
-    return reply(RCODE.NOERROR, usable.map((address) => ({ type: QTYPE.A, ttl, address })));
+    return reply(
+      RCODE.NOERROR,
+      usable.map((address) => ({ type: QTYPE.A, ttl, address })),
+    );
   }
 
   /** A `dns` audit line about `key`'s traffic, subject to per-sandbox sampling. */
@@ -241,22 +250,30 @@ export class DnsResponder {
     const { qps, burst } = rt.config.dns.rateLimit;
     for (const b of this.limiter.due(now, final)) {
       rt.audit.write({
-        event: 'dns', proto: 'dns', decision: 'deny', sandbox: b.key,
+        event: 'dns',
+        proto: 'dns',
+        decision: 'deny',
+        sandbox: b.key,
         ...(b.meta.user !== undefined ? { user: b.meta.user } : {}),
         src: b.meta.src,
         ...(b.meta.host !== undefined ? { host: b.meta.host, qtype: b.meta.qtype } : {}),
         reason: `rate limit exceeded (dns.rateLimit: ${qps} queries/s, burst ${burst}); ${b.refused} queries refused${b.ongoing ? ', still going on' : ''}`,
-        rcode: 'REFUSED', refused: b.refused, ms: b.ms,
+        rcode: 'REFUSED',
+        refused: b.refused,
+        ms: b.ms,
       });
     }
     for (const s of this.sampler.drain()) {
       const sb = s.key === UNKNOWN_SOURCE ? undefined : rt.sandboxes.byName(s.key);
       rt.audit.write({
-        event: 'dns', proto: 'dns', decision: s.decision,
+        event: 'dns',
+        proto: 'dns',
+        decision: s.decision,
         ...(s.key === UNKNOWN_SOURCE ? {} : { sandbox: s.key }),
         ...(sb?.user !== undefined ? { user: sb.user } : {}),
         reason: `${s.count} more dns lines like this not written individually (dns.auditSampling)`,
-        suppressed: s.count, domains: s.domains,
+        suppressed: s.count,
+        domains: s.domains,
       });
     }
   }

@@ -69,7 +69,9 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   const timer = setInterval(() => responder.tick(), TICK_MS);
   timer.unref();
   let udpOpen = true;
-  udp.once('close', () => { udpOpen = false; });
+  udp.once('close', () => {
+    udpOpen = false;
+  });
   let closing: Promise<void> | undefined;
   return {
     responder,
@@ -79,10 +81,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       closing ??= (async () => {
         clearInterval(timer);
         for (const s of tcp.sockets) s.destroy();
-        await Promise.all([
-          new Promise<void>((r) => udp.close(() => r())),
-          new Promise<void>((r) => tcp.server.close(() => r())),
-        ]);
+        await Promise.all([new Promise<void>((r) => udp.close(() => r())), new Promise<void>((r) => tcp.server.close(() => r()))]);
         responder.tick(true);
       })();
       return closing;
@@ -101,18 +100,25 @@ function bindUdp(opts: DnsServerOptions, responder: DnsResponder): Promise<dgram
     udp.on('message', (msg, rinfo) => {
       if (pending >= MAX_PENDING_UDP) return;
       pending++;
-      responder.handle(msg, rinfo.address, rinfo.port, 'udp').then(
-        (reply) => {
-          // A send error (the sandbox went away) is not ours to report.
-          if (reply) udp.send(reply, rinfo.port, rinfo.address, () => undefined);
-        },
-        (err: Error) => opts.runtime().audit.write({ event: 'error', proto: 'dns', reason: `dns responder failed: ${err.message}` }),
-      ).finally(() => { pending--; });
+      responder
+        .handle(msg, rinfo.address, rinfo.port, 'udp')
+        .then(
+          (reply) => {
+            // A send error (the sandbox went away) is not ours to report.
+            if (reply) udp.send(reply, rinfo.port, rinfo.address, () => undefined);
+          },
+          (err: Error) => opts.runtime().audit.write({ event: 'error', proto: 'dns', reason: `dns responder failed: ${err.message}` }),
+        )
+        .finally(() => {
+          pending--;
+        });
     });
     udp.once('error', (err) => reject(listenError(opts, 'udp', err)));
     udp.bind({ address: opts.address, port: opts.port, exclusive: true }, () => {
       udp.removeAllListeners('error');
-      udp.on('error', () => { /* ICMP-induced errors on an unconnected socket: nothing to do */ });
+      udp.on('error', () => {
+        /* ICMP-induced errors on an unconnected socket: nothing to do */
+      });
       resolve(udp);
     });
   });
@@ -132,7 +138,9 @@ function listenTcp(opts: DnsServerOptions, responder: DnsResponder): Promise<{ s
     server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(opts, 'tcp', err)));
     server.listen({ host: opts.address, port: opts.port, backlog: 1024 }, () => {
       server.removeAllListeners('error');
-      server.on('error', () => { /* accept errors (EMFILE...) are transient */ });
+      server.on('error', () => {
+        /* accept errors (EMFILE...) are transient */
+      });
       resolve({ server, sockets });
     });
   });
@@ -145,7 +153,9 @@ function listenTcp(opts: DnsServerOptions, responder: DnsResponder): Promise<{ s
  * reply (a response sent to us): silently skipping a frame would leave the client waiting.
  */
 async function serveTcp(opts: DnsServerOptions, responder: DnsResponder, socket: net.Socket, open: Map<string, number>): Promise<void> {
-  socket.on('error', () => { /* reset by the peer: nothing to report */ });
+  socket.on('error', () => {
+    /* reset by the peer: nothing to report */
+  });
   const rt = opts.runtime();
   const srcIp = socket.remoteAddress ?? '';
   const srcPort = socket.remotePort ?? 0;
@@ -156,7 +166,9 @@ async function serveTcp(opts: DnsServerOptions, responder: DnsResponder, socket:
   if (count >= rt.config.dns.tcp.maxConnections) {
     responder.audit(rt, key, performance.now(), {
       ...(sandbox ? { sandbox: sandbox.name, ...(sandbox.user !== undefined ? { user: sandbox.user } : {}) } : {}),
-      src: `${srcIp}:${srcPort}`, decision: 'deny', reason: `too many DNS-over-TCP connections (dns.tcp.maxConnections: ${rt.config.dns.tcp.maxConnections})`,
+      src: `${srcIp}:${srcPort}`,
+      decision: 'deny',
+      reason: `too many DNS-over-TCP connections (dns.tcp.maxConnections: ${rt.config.dns.tcp.maxConnections})`,
     });
     socket.destroy();
     return;
@@ -184,19 +196,24 @@ async function serveTcp(opts: DnsServerOptions, responder: DnsResponder, socket:
       inflight++;
       // Answers are computed concurrently (lookups overlap) and written in the order asked.
       const answer = responder.handle(frame, srcIp, srcPort, 'tcp').catch(() => undefined);
-      chain = chain.then(() => answer).then((reply) => {
-        inflight--;
-        if (socket.destroyed) return;
-        if (!reply) {
-          socket.destroy();
-          return;
-        }
-        if (!socket.write(encodeTcpFrame(reply))) {
-          writeBlocked = true;
-          socket.once('drain', () => { writeBlocked = false; pump(); });
-        }
-        pump();
-      });
+      chain = chain
+        .then(() => answer)
+        .then((reply) => {
+          inflight--;
+          if (socket.destroyed) return;
+          if (!reply) {
+            socket.destroy();
+            return;
+          }
+          if (!socket.write(encodeTcpFrame(reply))) {
+            writeBlocked = true;
+            socket.once('drain', () => {
+              writeBlocked = false;
+              pump();
+            });
+          }
+          pump();
+        });
     }
     if (socket.destroyed || ended) return;
     // Read on only when everything read so far is being answered and the client reads its replies.

@@ -86,9 +86,7 @@ export interface Query {
   edns?: { udpSize: number; version: number };
 }
 
-export type ParseResult =
-  | { ok: true; query: Query }
-  | { ok: false; id?: number; rcode: number /* FORMERR or NOTIMP or REFUSED */; reason: string };
+export type ParseResult = { ok: true; query: Query } | { ok: false; id?: number; rcode: number /* FORMERR or NOTIMP or REFUSED */; reason: string };
 
 export interface AnswerRecord {
   type: 1 /* A */;
@@ -314,12 +312,7 @@ const A_RR_LEN = 16; // pointer (2) + type, class (4) + ttl (4) + rdlength (2) +
  * opts.maxSize: the transport's limit. Default 512 without EDNS (RFC 1035 §4.2.1), and
  * min(max(udpSize, 512), 1232) with EDNS (RFC 6891 §6.2.5, RFC 9715). TCP callers pass 65535.
  */
-export function buildResponse(
-  q: Query,
-  rcode: number,
-  answers: AnswerRecord[],
-  opts: { aa?: boolean; maxSize?: number } = {},
-): Buffer {
+export function buildResponse(q: Query, rcode: number, answers: AnswerRecord[], opts: { aa?: boolean; maxSize?: number } = {}): Buffer {
   if (!Number.isInteger(rcode) || rcode < 0 || rcode > 0xfff) throw new RangeError(`bad rcode ${rcode}`);
   if (rcode > 0xf && !q.edns) throw new RangeError(`extended rcode ${rcode} needs an EDNS query`);
   if (rcode !== RCODE.NOERROR && answers.length > 0) throw new RangeError('answers given with a non-NOERROR rcode');

@@ -14,18 +14,7 @@
 import { existsSync } from 'node:fs';
 import type { FirewallPlan, SandboxMatch } from './plan.js';
 import { FirewallError } from './plan.js';
-import {
-  IP6TABLES_RESTORE,
-  IP6TABLES_SAVE,
-  IPSET,
-  IPTABLES_RESTORE,
-  IPTABLES_SAVE,
-  NFT,
-  firstLine,
-  must,
-  run,
-  type ApplyOptions,
-} from './exec.js';
+import { IP6TABLES_RESTORE, IP6TABLES_SAVE, IPSET, IPTABLES_RESTORE, IPTABLES_SAVE, NFT, firstLine, must, run, type ApplyOptions } from './exec.js';
 import { renderDeleteScript, validatePlan } from './render-nft.js';
 import {
   BUILTINS,
@@ -105,7 +94,7 @@ async function ipsetsPresent(prefix: string, options: ApplyOptions): Promise<str
 /** Destroys every set of ours, a crashed run's temporaries included; the rules naming them must be gone. */
 async function ipsetRemove(prefix: string, options: ApplyOptions): Promise<void> {
   const script = renderIpsetDestroy(await ipsetsPresent(prefix, options));
-  if (script !== '') await must('ipset could not destroy sandgate\'s sets', IPSET, ['restore'], options, script);
+  if (script !== '') await must("ipset could not destroy sandgate's sets", IPSET, ['restore'], options, script);
 }
 
 /**
@@ -114,7 +103,12 @@ async function ipsetRemove(prefix: string, options: ApplyOptions): Promise<void>
  * on failure the lines already applied are undone (best effort) before the error is thrown:
  * the caller then keeps its runtime, and the sets match it again.
  */
-export async function iptablesUpdateSets(plan: Pick<FirewallPlan, 'table'>, before: readonly SandboxMatch[], after: readonly SandboxMatch[], options: ApplyOptions = {}): Promise<void> {
+export async function iptablesUpdateSets(
+  plan: Pick<FirewallPlan, 'table'>,
+  before: readonly SandboxMatch[],
+  after: readonly SandboxMatch[],
+  options: ApplyOptions = {},
+): Promise<void> {
   const prefix = chainPrefix(plan);
   const script = renderIpsetChanges(prefix, before, after);
   if (script === '') return;
@@ -213,7 +207,7 @@ export async function iptablesUp(plan: FirewallPlan, options: ApplyOptions = {})
   const prefix = chainPrefix(plan);
   const sets = renderIpsetUp(prefix, plan);
   // The sets first: the rules name them. Each is filled aside and swapped in whole.
-  if (sets !== '') await must('ipset could not create the registered sandboxes\' sets', IPSET, ['-exist', 'restore'], options, sets);
+  if (sets !== '') await must("ipset could not create the registered sandboxes' sets", IPSET, ['-exist', 'restore'], options, sets);
   await iptablesInstall(spec, options);
   await routingUp(plan, options);
   await nftRemoveIfPresent(plan, options);

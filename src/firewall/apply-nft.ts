@@ -98,7 +98,12 @@ export async function firewallShow(plan: FirewallPlan, options: ApplyOptions = {
  * changes (render-nft.ts renderSetChanges), so the kernel applies all of it or none, and no
  * other sandbox's packets or connections are touched. Nothing to change: no nft call.
  */
-export async function nftUpdateSets(plan: Pick<FirewallPlan, 'table'>, before: readonly SandboxMatch[], after: readonly SandboxMatch[], options: ApplyOptions = {}): Promise<void> {
+export async function nftUpdateSets(
+  plan: Pick<FirewallPlan, 'table'>,
+  before: readonly SandboxMatch[],
+  after: readonly SandboxMatch[],
+  options: ApplyOptions = {},
+): Promise<void> {
   const script = renderSetChanges(plan.table, before, after);
   if (script === '') return;
   await must(`nft could not update the registered sandboxes in table inet ${plan.table}`, NFT, ['-f', '-'], options, script);

@@ -52,7 +52,11 @@ export function dynamicUnsupported(_backend: Backend): string | undefined {
  * iptables as ipset element changes ordered to fail closed (render-ipset.ts).
  */
 export async function firewallUpdateDynamic(
-  plan: Pick<FirewallPlan, 'table'>, backend: Backend, before: readonly SandboxMatch[], after: readonly SandboxMatch[], options: ApplyOptions = {},
+  plan: Pick<FirewallPlan, 'table'>,
+  backend: Backend,
+  before: readonly SandboxMatch[],
+  after: readonly SandboxMatch[],
+  options: ApplyOptions = {},
 ): Promise<void> {
   if (backend === 'nft') await nftUpdateSets(plan, before, after, options);
   else await iptablesUpdateSets(plan, before, after, options);

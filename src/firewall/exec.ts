@@ -73,25 +73,20 @@ export function run(tool: Tool, args: string[], options: ApplyOptions, input?: s
   }
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      argv,
-      { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        if (error === null) {
-          resolve({ ok: true, stdout, stderr, failure: '' });
-          return;
-        }
-        const err = error as NodeJS.ErrnoException & { code?: string | number; signal?: string | null; killed?: boolean };
-        let failure: string;
-        if (err.code === 'ENOENT') failure = `${file} not found`;
-        else if (err.killed === true) failure = `timed out after ${timeoutMs} ms`;
-        else if (typeof err.signal === 'string') failure = `killed by ${err.signal}`;
-        else if (typeof err.code === 'number') failure = `exit code ${err.code}`;
-        else failure = err.message;
-        resolve({ ok: false, stdout, stderr, failure });
-      },
-    );
+    const child = execFile(file, argv, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error === null) {
+        resolve({ ok: true, stdout, stderr, failure: '' });
+        return;
+      }
+      const err = error as NodeJS.ErrnoException & { code?: string | number; signal?: string | null; killed?: boolean };
+      let failure: string;
+      if (err.code === 'ENOENT') failure = `${file} not found`;
+      else if (err.killed === true) failure = `timed out after ${timeoutMs} ms`;
+      else if (typeof err.signal === 'string') failure = `killed by ${err.signal}`;
+      else if (typeof err.code === 'number') failure = `exit code ${err.code}`;
+      else failure = err.message;
+      resolve({ ok: false, stdout, stderr, failure });
+    });
     // If the tool exits before reading all of stdin, the write fails with EPIPE; the exit
     // status reports the real problem, so the stream error itself is only swallowed.
     child.stdin?.on('error', () => {});

@@ -47,7 +47,8 @@ export function parseNftTable(name: string, text: string): InstalledRuleset | un
   // Registered sandboxes are set elements: quoted strings are interfaces, the rest addresses.
   for (const m of text.matchAll(/set dyn_\w+ \{[^}]*?elements = \{([^}]*)\}/g)) {
     for (const q of (m[1] ?? '').matchAll(/"([^"]+)"/g)) if (q[1] !== undefined) interfaces.push(q[1].replace(/\\\*/g, '*'));
-    for (const a of (m[1] ?? '').matchAll(/(\d+\.\d+\.\d+\.\d+(?:\/\d+|-\d+\.\d+\.\d+\.\d+)?)/g)) if (a[1] !== undefined && !a[1].includes('-')) cidrs.push(a[1]);
+    for (const a of (m[1] ?? '').matchAll(/(\d+\.\d+\.\d+\.\d+(?:\/\d+|-\d+\.\d+\.\d+\.\d+)?)/g))
+      if (a[1] !== undefined && !a[1].includes('-')) cidrs.push(a[1]);
   }
   return { what: `table inet ${name}`, name, backend: 'nft', tproxyPort: Number(port[1]), interfaces: uniq(interfaces), cidrs: uniq(cidrs) };
 }
@@ -63,7 +64,10 @@ export function parseIptablesMangle(text: string, ipsetSave = ''): InstalledRule
   const byPrefix = new Map<string, { port?: number; interfaces: string[]; cidrs: string[]; sandboxes: boolean }>();
   const entry = (p: string) => {
     let e = byPrefix.get(p);
-    if (!e) { e = { interfaces: [], cidrs: [], sandboxes: false }; byPrefix.set(p, e); }
+    if (!e) {
+      e = { interfaces: [], cidrs: [], sandboxes: false };
+      byPrefix.set(p, e);
+    }
     return e;
   };
   for (const line of text.split('\n')) {

@@ -144,6 +144,8 @@ export function renderIpsetDestroy(present: readonly string[]): string {
 
 /** `ipset list -n` output -> the set names. */
 export function parseIpsetNames(text: string): string[] {
-  return text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
 }
-

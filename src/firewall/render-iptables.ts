@@ -243,7 +243,9 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
             ...D(() => perDynamic(`-g ${p}-SBXFWD`)),
             ...perSandbox(plan, `-g ${p}-SBXFWD`),
             ...D(() => towardsDynamic('only replies of accepted flows', `-m connmark ! --mark ${flow} -j DROP`)),
-            ...plan.sandboxes.map((s) => `${towardsArgs(s)} -m connmark ! --mark ${flow} ${comment(`sandbox ${s.name}: only replies of accepted flows`)} -j DROP`),
+            ...plan.sandboxes.map(
+              (s) => `${towardsArgs(s)} -m connmark ! --mark ${flow} ${comment(`sandbox ${s.name}: only replies of accepted flows`)} -j DROP`,
+            ),
           ],
         },
         {
@@ -295,7 +297,9 @@ export function iptablesSpec(plan: FirewallPlan): IptSpec {
           name: `${p}-IN`,
           rules: [
             ...D(() => ND.flatMap((nd) => dynIfaces6('src,src', 'neighbour discovery with the host', `${nd} -j RETURN`))),
-            ...withIface.flatMap((s) => ND.map((nd) => `-i ${ipIface(s.interface ?? '')} ${nd} ${comment(`sandbox ${s.name}: neighbour discovery with the host`)} -j RETURN`)),
+            ...withIface.flatMap((s) =>
+              ND.map((nd) => `-i ${ipIface(s.interface ?? '')} ${nd} ${comment(`sandbox ${s.name}: neighbour discovery with the host`)} -j RETURN`),
+            ),
             ...D(() => dynIfaces6('src,src', 'IPv6 is never carried', '-j DROP')),
             ...withIface.map((s) => `-i ${ipIface(s.interface ?? '')} ${comment(`sandbox ${s.name}: IPv6 is never carried`)} -j DROP`),
           ],
@@ -360,7 +364,8 @@ export function missingFrom(tables: readonly IptTableSpec[], state: IptState, fa
   const out: string[] = [];
   for (const t of tables) {
     for (const c of t.chains) if (!state.chains.has(`${t.table}/${c.name}`)) out.push(`${family} ${t.table} chain ${c.name} is missing`);
-    for (const j of t.jumps) if ((state.jumps.get(`${t.table}/${j.from}/${j.to}`) ?? 0) === 0) out.push(`${family} ${t.table} ${j.from} has no jump to ${j.to}`);
+    for (const j of t.jumps)
+      if ((state.jumps.get(`${t.table}/${j.from}/${j.to}`) ?? 0) === 0) out.push(`${family} ${t.table} ${j.from} has no jump to ${j.to}`);
   }
   return out;
 }
@@ -387,7 +392,11 @@ export function renderRestoreUp(tables: readonly IptTableSpec[], state: IptState
  * `--noflush` restore text that removes every jump to our chains, then flushes and deletes
  * them (all flushes first: our chains jump to each other). Empty when nothing is installed.
  */
-export function renderRestoreDown(chainsByTable: Partial<Record<IptTable, readonly string[]>>, builtins: Record<IptTable, readonly string[]>, state: IptState): string {
+export function renderRestoreDown(
+  chainsByTable: Partial<Record<IptTable, readonly string[]>>,
+  builtins: Record<IptTable, readonly string[]>,
+  state: IptState,
+): string {
   const out: string[] = [];
   for (const [table, names] of Object.entries(chainsByTable) as [IptTable, readonly string[]][]) {
     const present = names.filter((n) => state.chains.has(`${table}/${n}`));

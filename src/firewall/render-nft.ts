@@ -388,7 +388,7 @@ export function renderRuleset(plan: FirewallPlan): string {
     chain('sandbox_pre', undefined, [
       '# sandgate does not carry IPv6: queued for an audit line, then dropped in pre_verdict',
       'meta nfproto ipv6 goto sandbox_pre6',
-      '# strict reverse path: a sandbox cannot claim another sandbox\'s (or anyone\'s) address',
+      "# strict reverse path: a sandbox cannot claim another sandbox's (or anyone's) address",
       'fib saddr . iif oif missing drop',
       '# DNS is redirected in pre_nat (mangle runs before dstnat), within a per-source rate',
       `meta l4proto { tcp, udp } th dport 53 update @dns_rate4 { ip saddr ${dnsLimit} } counter drop`,
@@ -413,23 +413,22 @@ export function renderRuleset(plan: FirewallPlan): string {
       ...D(() => dynIfaces('meta nfproto ipv6 counter drop', 'IPv6 is never carried')),
       ...withIface.map((s) => `iifname "${s.interface}" meta nfproto ipv6 counter drop comment "sandbox ${s.name}: IPv6 is never carried"`),
     ]),
-    chain(
-      'pre_nat',
-      'type nat hook prerouting priority dstnat; policy accept;',
-      [
-        ...D(() => perDynamic(`meta l4proto { tcp, udp } th dport 53 redirect to :${plan.dnsPort}`)),
-        ...perSandbox(plan, `meta l4proto { tcp, udp } th dport 53 redirect to :${plan.dnsPort}`),
-      ],
-    ),
-    chain('input', 'type filter hook input priority filter; policy accept;', [...D(() => perDynamic('jump sandbox_in')), ...perSandbox(plan, 'jump sandbox_in')]),
+    chain('pre_nat', 'type nat hook prerouting priority dstnat; policy accept;', [
+      ...D(() => perDynamic(`meta l4proto { tcp, udp } th dport 53 redirect to :${plan.dnsPort}`)),
+      ...perSandbox(plan, `meta l4proto { tcp, udp } th dport 53 redirect to :${plan.dnsPort}`),
+    ]),
+    chain('input', 'type filter hook input priority filter; policy accept;', [
+      ...D(() => perDynamic('jump sandbox_in')),
+      ...perSandbox(plan, 'jump sandbox_in'),
+    ]),
     chain('sandbox_in', undefined, [
       '# IPv6 reaches this far only as neighbour discovery (pre_verdict drops the rest)',
       `${ND} accept`,
-      '# TPROXY\'d TCP: sandbox_pre marks every packet of the flow, not only the first',
+      "# TPROXY'd TCP: sandbox_pre marks every packet of the flow, not only the first",
       `meta l4proto tcp meta mark ${mark} accept`,
       '# DNS that pre_nat redirected, and nothing else aimed at the responder port',
       `meta l4proto { tcp, udp } th dport ${plan.dnsPort} ct status dnat accept`,
-      '# host services, sandgate\'s own ports and ICMP are not reachable directly',
+      "# host services, sandgate's own ports and ICMP are not reachable directly",
       'counter drop',
     ]),
     chain('forward', 'type filter hook forward priority filter; policy accept;', [
@@ -448,7 +447,7 @@ export function renderRuleset(plan: FirewallPlan): string {
       'counter drop',
     ]),
     chain('post_nat', 'type nat hook postrouting priority srcnat; policy accept;', [
-      '# accepted flows leave from the host\'s address, like everything sandgate proxies',
+      "# accepted flows leave from the host's address, like everything sandgate proxies",
       `ct mark ${flow} masquerade`,
     ]),
   ];

@@ -59,12 +59,7 @@ async function deleteRule(plan: FirewallPlan, rule: OurRule, options: ApplyOptio
 async function ensureRule(plan: FirewallPlan, options: ApplyOptions): Promise<void> {
   const rules = await listOurRules(plan, options);
   if (rules.length === 0) {
-    await must(
-      `could not add ip rule fwmark ${formatMark(plan.mark)} lookup ${plan.routeTable}`,
-      IP,
-      ['-4', 'rule', 'add', ...ruleArgs(plan)],
-      options,
-    );
+    await must(`could not add ip rule fwmark ${formatMark(plan.mark)} lookup ${plan.routeTable}`, IP, ['-4', 'rule', 'add', ...ruleArgs(plan)], options);
     return;
   }
   for (const extra of rules.slice(1)) await deleteRule(plan, extra, options);
@@ -77,9 +72,7 @@ async function removeRules(plan: FirewallPlan, options: ApplyOptions): Promise<v
     if (rules.length === 0) return;
     for (const rule of rules) await deleteRule(plan, rule, options);
   }
-  throw new FirewallError(
-    `ip rules fwmark ${formatMark(plan.mark)} lookup ${plan.routeTable} keep reappearing after ${MAX_RULE_PASSES} delete passes.`,
-  );
+  throw new FirewallError(`ip rules fwmark ${formatMark(plan.mark)} lookup ${plan.routeTable} keep reappearing after ${MAX_RULE_PASSES} delete passes.`);
 }
 
 /** Routes in the plan's table; `table all` because `show table T` fails when T is empty. */
@@ -99,12 +92,7 @@ function routeArgs(plan: FirewallPlan): string[] {
 
 /** The route before the rule, so the rule never points at an empty table. */
 export async function routingUp(plan: FirewallPlan, options: ApplyOptions): Promise<void> {
-  await must(
-    `could not add route local 0.0.0.0/0 dev lo table ${plan.routeTable}`,
-    IP,
-    ['-4', 'route', 'replace', ...routeArgs(plan)],
-    options,
-  );
+  await must(`could not add route local 0.0.0.0/0 dev lo table ${plan.routeTable}`, IP, ['-4', 'route', 'replace', ...routeArgs(plan)], options);
   await ensureRule(plan, options);
 }
 
@@ -112,12 +100,7 @@ export async function routingUp(plan: FirewallPlan, options: ApplyOptions): Prom
 export async function routingDown(plan: FirewallPlan, options: ApplyOptions): Promise<void> {
   await removeRules(plan, options);
   if ((await listTableRoutes(plan, options)).some(isOurRoute)) {
-    await must(
-      `could not delete route local 0.0.0.0/0 dev lo table ${plan.routeTable}`,
-      IP,
-      ['-4', 'route', 'del', ...routeArgs(plan)],
-      options,
-    );
+    await must(`could not delete route local 0.0.0.0/0 dev lo table ${plan.routeTable}`, IP, ['-4', 'route', 'del', ...routeArgs(plan)], options);
   }
 }
 
@@ -142,12 +125,7 @@ export async function routingShow(plan: FirewallPlan, options: ApplyOptions): Pr
   if ((await listTableRoutes(plan, options)).length === 0) {
     lines.push('# (none)');
   } else {
-    const routes = await must(
-      `could not list routes in table ${plan.routeTable}`,
-      IP,
-      ['-4', 'route', 'show', 'table', String(plan.routeTable)],
-      options,
-    );
+    const routes = await must(`could not list routes in table ${plan.routeTable}`, IP, ['-4', 'route', 'show', 'table', String(plan.routeTable)], options);
     lines.push(routes.trimEnd());
   }
   return lines;

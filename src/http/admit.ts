@@ -95,10 +95,18 @@ export function admit(req: RequestHead, info: ConnInfo): Admission {
   }
   const port = intercepted ? info.dstPort : plainHttpUpstreamPort(info.dstPort);
   return {
-    ok: true, info, base, host, decision, reason, rule,
+    ok: true,
+    info,
+    base,
+    host,
+    decision,
+    reason,
+    rule,
     credential: rule.intercept && rule.inject !== undefined ? info.rt.credentials.get(rule.inject) : undefined,
     upstream: {
-      tls: true, host, port,
+      tls: true,
+      host,
+      port,
       // Plain HTTP upgraded by sandgate: the Host the TLS origin expects (RFC 9110 §7.2).
       hostHeader: intercepted ? hostHeader : port === 443 ? host : `${host}:${port}`,
     },

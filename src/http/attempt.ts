@@ -30,14 +30,21 @@ export class UpstreamReader {
     this.#parser = new Parser('response', MAX_HEADER_SIZE, {
       onHead: (h) => {
         // A response while no request is outstanding: the upstream answered what was never asked.
-        if (this.owner === undefined) { up.destroy(); return 'none'; }
+        if (this.owner === undefined) {
+          up.destroy();
+          return 'none';
+        }
         const after = this.owner.onHead(h);
         if (after === 'raw') this.#rawNext = true;
         return after;
       },
-      onBody: (c) => { this.owner?.onBody(c); },
+      onBody: (c) => {
+        this.owner?.onBody(c);
+      },
       // A 'raw' head completes at once in llhttp; its body has not been read yet.
-      onComplete: () => { if (!this.#rawNext) this.owner?.onComplete(); },
+      onComplete: () => {
+        if (!this.#rawNext) this.owner?.onComplete();
+      },
     });
   }
 
@@ -45,8 +52,14 @@ export class UpstreamReader {
   data(c: Buffer): void {
     const o = this.owner;
     // Idle in the pool: an upstream may not answer what was never asked.
-    if (o === undefined) { this.#up.destroy(); return; }
-    if (this.#raw) { o.rawBody(c); return; }
+    if (o === undefined) {
+      this.#up.destroy();
+      return;
+    }
+    if (this.#raw) {
+      o.rawBody(c);
+      return;
+    }
     const r = this.#parser.execute(c);
     if (typeof r !== 'number') {
       // A parser that failed never reads again: the connection closes even if the response it
@@ -67,15 +80,22 @@ export class UpstreamReader {
   end(): void {
     const o = this.owner;
     if (o === undefined) return;
-    if (this.#raw) { o.ended(undefined); return; }
+    if (this.#raw) {
+      o.ended(undefined);
+      return;
+    }
     // A body delimited by the connection's close ends here; anything else is truncated.
     const err = this.#parser.finish();
     if (this.owner === o) o.ended(err);
   }
 
-  error(err: NodeJS.ErrnoException): void { this.owner?.onError(err); }
+  error(err: NodeJS.ErrnoException): void {
+    this.owner?.onError(err);
+  }
 
-  drain(): void { this.owner?.onDrain(); }
+  drain(): void {
+    this.owner?.onDrain();
+  }
 
   /** The connection is gone. */
   closed(): void {
@@ -86,7 +106,9 @@ export class UpstreamReader {
   }
 
   /** The raw body is complete: the next bytes are the next response's head. */
-  rawDone(): void { this.#raw = false; }
+  rawDone(): void {
+    this.#raw = false;
+  }
 }
 
 function failure(message: string, code: string | undefined): NodeJS.ErrnoException {
@@ -154,9 +176,13 @@ export class Attempt implements BodySink {
     this.#sentAll = true;
   }
 
-  onDrain(): void { this.ex.conn.blockReading(false); }
+  onDrain(): void {
+    this.ex.conn.blockReading(false);
+  }
 
-  onError(err: NodeJS.ErrnoException): void { this.#error ??= err; }
+  onError(err: NodeJS.ErrnoException): void {
+    this.#error ??= err;
+  }
 
   malformed(r: ParseError): void {
     this.destroy();
@@ -166,23 +192,35 @@ export class Attempt implements BodySink {
   ended(err: ParseError | undefined): void {
     if (this.#done) return;
     // The response is complete and only its decoding is still running: the close cuts nothing short.
-    if (this.#lastChunkDone && err === undefined) { this.#keepAlive = false; return; }
+    if (this.#lastChunkDone && err === undefined) {
+      this.#keepAlive = false;
+      return;
+    }
     this.destroy();
     this.ex.upstreamFailed(err ?? failure('upstream closed before the response was complete', 'ERR_STREAM_PREMATURE_CLOSE'), this);
   }
 
   onClose(): void {
     if (this.#done) return;
-    if (this.#lastChunkDone) { this.#keepAlive = false; return; }
+    if (this.#lastChunkDone) {
+      this.#keepAlive = false;
+      return;
+    }
     this.#done = true;
     this.#detach();
-    this.ex.upstreamFailed(this.#error ?? failure('upstream closed before the response was complete', this.responded ? 'ERR_STREAM_PREMATURE_CLOSE' : 'ECONNRESET'), this);
+    this.ex.upstreamFailed(
+      this.#error ?? failure('upstream closed before the response was complete', this.responded ? 'ERR_STREAM_PREMATURE_CLOSE' : 'ECONNRESET'),
+      this,
+    );
   }
 
   onHead(h: Head): AfterHead {
     // A head after the final response (whose body a decoder may still be working on, so this
     // attempt still holds the reader): an answer to nothing asked, never relayed; the connection closes.
-    if (this.responded) { this.destroy(); return 'none'; }
+    if (this.responded) {
+      this.destroy();
+      return 'none';
+    }
     const status = h.statusCode;
     if (status >= 100 && status < 200) {
       // 1xx (RFC 9110 §15.2): informational, not relayed (sandgate answered any 100 itself);
@@ -231,10 +269,16 @@ export class Attempt implements BodySink {
   }
 
   onComplete(): void {
-    if (this.#mode === 'info') { this.#mode = 'body'; return; }
+    if (this.#mode === 'info') {
+      this.#mode = 'body';
+      return;
+    }
     if (this.#done) return;
     this.#lastChunkDone = true;
-    if (this.#mode === 'discard') { this.finish(this.#sentAll); return; }
+    if (this.#mode === 'discard') {
+      this.finish(this.#sentAll);
+      return;
+    }
     this.ex.onResponseComplete(this);
   }
 

@@ -56,7 +56,15 @@ export function withCredential(adm: Admitted, waiter: CredentialWaiter): void {
     waiter.credentialFailed(asTokenError(err));
     return;
   }
-  if (got instanceof Promise) got.then((c) => { waiter.credentialReady(c, dyn); }, (err: unknown) => { waiter.credentialFailed(asTokenError(err)); });
+  if (got instanceof Promise)
+    got.then(
+      (c) => {
+        waiter.credentialReady(c, dyn);
+      },
+      (err: unknown) => {
+        waiter.credentialFailed(asTokenError(err));
+      },
+    );
   else waiter.credentialReady(got, dyn);
 }
 

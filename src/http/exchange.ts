@@ -85,7 +85,9 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     this.#started = conn.io.now();
   }
 
-  #ms(): number { return Math.round(this.conn.io.now() - this.#started); }
+  #ms(): number {
+    return Math.round(this.conn.io.now() - this.#started);
+  }
 
   run(): void {
     const { conn, inc } = this;
@@ -99,7 +101,14 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
       // Only WebSocket (RFC 6455): h2c and other upgrades are not relayed.
       const proto = inc.upgradeTo;
       if (proto !== 'websocket') {
-        this.#refuse({ ...adm, ok: false, status: 400, error: 'bad request', reason: `upgrade to "${proto}" is not supported (only websocket)`, host: adm.host });
+        this.#refuse({
+          ...adm,
+          ok: false,
+          status: 400,
+          error: 'bad request',
+          reason: `upgrade to "${proto}" is not supported (only websocket)`,
+          host: adm.host,
+        });
         return;
       }
       this.#over = true;
@@ -113,7 +122,10 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   }
 
   credentialReady(cred: Credential | undefined, dyn: Dynamic | undefined): void {
-    if (dyn !== undefined && (this.conn.io.gone() || this.#over)) { this.#noCredential(499, 'sandbox closed the connection while its credential was fetched'); return; }
+    if (dyn !== undefined && (this.conn.io.gone() || this.#over)) {
+      this.#noCredential(499, 'sandbox closed the connection while its credential was fetched');
+      return;
+    }
     this.#cred = cred;
     this.#dyn = dyn;
     this.#needles = cred?.needles;
@@ -124,14 +136,19 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   /** No credential, no request: 503, and the upstream never hears of it. */
   credentialFailed(err: TokenError): void {
     const adm = this.#adm as Admitted;
-    if (this.conn.io.gone() || this.#over) { this.#noCredential(499, unavailableReason(adm, err)); return; }
+    if (this.conn.io.gone() || this.#over) {
+      this.#noCredential(499, unavailableReason(adm, err));
+      return;
+    }
     this.#noCredential(503, unavailableReason(adm, err));
     this.#unavailable(err);
   }
 
   #refuse(r: Refused): void {
     this.#over = true;
-    this.conn.info.rt.audit.write(httpLine(r.base, { host: r.host ? r.host : undefined, decision: 'deny', status: r.status, reason: r.reason, ms: this.#ms() }));
+    this.conn.info.rt.audit.write(
+      httpLine(r.base, { host: r.host ? r.host : undefined, decision: 'deny', status: r.status, reason: r.reason, ms: this.#ms() }),
+    );
     this.inc.discard();
     this.conn.respond(r.status, { error: r.error, reason: r.reason });
     this.conn.exchangeDone(false);
@@ -140,10 +157,19 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   #noCredential(status: number, reason: string): void {
     const adm = this.#adm as Admitted;
     this.#logged = true;
-    adm.info.rt.audit.write(httpLine(adm.base, {
-      host: adm.host, decision: adm.decision, rule: adm.rule?.id, credential: adm.credential?.id,
-      status, bytesIn: 0, bytesOut: 0, ms: this.#ms(), reason,
-    }));
+    adm.info.rt.audit.write(
+      httpLine(adm.base, {
+        host: adm.host,
+        decision: adm.decision,
+        rule: adm.rule?.id,
+        credential: adm.credential?.id,
+        status,
+        bytesIn: 0,
+        bytesOut: 0,
+        ms: this.#ms(),
+        reason,
+      }),
+    );
   }
 
   #unavailable(err: TokenError): void {
@@ -159,13 +185,23 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     this.#logged = true;
     const adm = this.#adm as Admitted;
     const { info, upstream: up } = adm;
-    info.rt.audit.write(httpLine(adm.base, {
-      host: adm.host, decision: deny ? 'deny' : adm.decision,
-      rule: adm.rule?.id, credential: this.#cred?.id, tokenRejected: this.#rejected,
-      upstream: up.tls && info.sni === undefined ? `https://${up.host}:${up.port}` : undefined,
-      status, bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: this.#ms(),
-      reason: reason ?? adm.reason, error, needles: this.#needles,
-    }));
+    info.rt.audit.write(
+      httpLine(adm.base, {
+        host: adm.host,
+        decision: deny ? 'deny' : adm.decision,
+        rule: adm.rule?.id,
+        credential: this.#cred?.id,
+        tokenRejected: this.#rejected,
+        upstream: up.tls && info.sni === undefined ? `https://${up.host}:${up.port}` : undefined,
+        status,
+        bytesIn: this.bytesIn,
+        bytesOut: this.bytesOut,
+        ms: this.#ms(),
+        reason: reason ?? adm.reason,
+        error,
+        needles: this.#needles,
+      }),
+    );
   }
 
   /** One attempt on an upstream connection (pooled if one is free). */
@@ -185,7 +221,10 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
 
   upstreamReady(up: UpstreamIo, reused: boolean): void {
     this.#abortConnect = undefined;
-    if (this.#over) { up.release(); return; }
+    if (this.#over) {
+      up.release();
+      return;
+    }
     const a = new Attempt(this, up, reused, this.#mayRetry);
     this.#attempt = a;
     const head = this.#head;
@@ -252,21 +291,30 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     if (r === undefined) return;
     this.#refused = undefined;
     const { dyn, used } = r;
-    if (this.#over) { dyn.src.reject(dyn.req, used); return; }
+    if (this.#over) {
+      dyn.src.reject(dyn.req, used);
+      return;
+    }
     const body = this.#kept !== undefined ? Buffer.concat(this.#kept) : EMPTY;
-    refreshCredential(dyn, used).then((next) => {
-      if (this.#over) { this.log(499, undefined, 'sandbox closed the connection'); return; }
-      this.#cred = next;
-      // The response may echo either token: scrub both.
-      this.#needles = [...new Set([...used.needles, ...next.needles])].sort((x, y) => y.length - x.length);
-      this.bytesOut = 0;
-      this.#kept = undefined;
-      this.#send(true, body);
-    }, (e: unknown) => {
-      const err = asTokenError(e);
-      this.log(503, unavailableReason(this.#adm as Admitted, err));
-      if (!this.headSent && !this.#over) this.#unavailable(err);
-    });
+    refreshCredential(dyn, used).then(
+      (next) => {
+        if (this.#over) {
+          this.log(499, undefined, 'sandbox closed the connection');
+          return;
+        }
+        this.#cred = next;
+        // The response may echo either token: scrub both.
+        this.#needles = [...new Set([...used.needles, ...next.needles])].sort((x, y) => y.length - x.length);
+        this.bytesOut = 0;
+        this.#kept = undefined;
+        this.#send(true, body);
+      },
+      (e: unknown) => {
+        const err = asTokenError(e);
+        this.log(503, unavailableReason(this.#adm as Admitted, err));
+        if (!this.headSent && !this.#over) this.#unavailable(err);
+      },
+    );
   }
 
   /** The upstream response's Content-Length (-1: none, or framed otherwise). */
@@ -321,11 +369,16 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   onResponseBody(chunk: Buffer): void {
     this.bytesIn += chunk.length;
     // The decoder works asynchronously: it gets a copy (chunk is a view of a reused read buffer).
-    if (this.#decoder !== undefined) { this.#decoder.write(Buffer.from(chunk)); return; }
+    if (this.#decoder !== undefined) {
+      this.#decoder.write(Buffer.from(chunk));
+      return;
+    }
     this.#emit(chunk);
   }
 
-  decoded(chunk: Buffer): void { this.#emit(chunk); }
+  decoded(chunk: Buffer): void {
+    this.#emit(chunk);
+  }
 
   decodedEnd(): void {
     const a = this.#responding;
@@ -355,7 +408,10 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   }
 
   onResponseComplete(a: Attempt): void {
-    if (this.#decoder !== undefined) { this.#decoder.end(); return; }
+    if (this.#decoder !== undefined) {
+      this.#decoder.end();
+      return;
+    }
     this.#finishResponse(a);
   }
 
@@ -395,12 +451,16 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     }
     const up = (this.#adm as Admitted).upstream;
     const tlsReason = up.tls ? tlsFailure(err) : undefined;
-    const reason = tlsReason ?? (err instanceof SandgateError ? err.message
-      : (err.code ?? '').startsWith('HPE_') ? `upstream sent a malformed response (${err.code ?? ''})`
-        : `upstream unreachable (${err.code ?? err.message})`);
+    const reason =
+      tlsReason ??
+      (err instanceof SandgateError
+        ? err.message
+        : (err.code ?? '').startsWith('HPE_')
+          ? `upstream sent a malformed response (${err.code ?? ''})`
+          : `upstream unreachable (${err.code ?? err.message})`);
     // The SSRF guard refusing every address is a denial, as for passthrough (connection.ts).
     this.log(502, reason, undefined, err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN');
-    this.#badGateway(tlsReason ? 'the upstream\'s TLS certificate could not be verified' : 'upstream unreachable');
+    this.#badGateway(tlsReason ? "the upstream's TLS certificate could not be verified" : 'upstream unreachable');
   }
 
   /**

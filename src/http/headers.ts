@@ -2,8 +2,15 @@ import { STATUS_CODES } from 'node:http';
 
 /** RFC 9110 §7.6.1: hop-by-hop fields never cross a proxy; plus anything `Connection` names. */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-authenticate',
 ]);
 
 /** Host header -> normalised host name (port stripped, lowercase, no trailing dot). */
@@ -58,7 +65,11 @@ export function jsonResponse(status: number, body: Record<string, unknown>, clos
  */
 export function unrelayableTransferCoding(values: readonly string[]): string | undefined {
   if (values.length === 0) return undefined;
-  const codings = values.join(',').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c.length > 0);
+  const codings = values
+    .join(',')
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c.length > 0);
   if (codings.length === 1 && codings[0] === 'chunked') return undefined;
   return codings.join(', ') || '(empty)';
 }

@@ -37,7 +37,8 @@ function scrubAnyCase(s: string, needles: readonly string[]): string {
   if (low.length !== s.length) return scrubString(low, folded);
   let out = s;
   for (const n of folded) {
-    for (let at = n.length > 0 ? low.indexOf(n) : -1; at >= 0; at = low.indexOf(n, at + n.length)) out = out.slice(0, at) + maskFor(n.length) + out.slice(at + n.length);
+    for (let at = n.length > 0 ? low.indexOf(n) : -1; at >= 0; at = low.indexOf(n, at + n.length))
+      out = out.slice(0, at) + maskFor(n.length) + out.slice(at + n.length);
   }
   return out;
 }
@@ -46,10 +47,25 @@ function scrubAnyCase(s: string, needles: readonly string[]): string {
 export function httpLine(base: AuditFields, f: HttpLineFacts): AuditFields {
   const needles = f.needles;
   return {
-    event: base.event, sandbox: base.sandbox, user: base.user, src: base.src, dst: base.dst, proto: base.proto, method: base.method, path: base.path,
-    host: f.host, decision: f.decision,
-    rule: f.rule, credential: f.credential, tokenRejected: f.tokenRejected, upstream: f.upstream, websocket: f.websocket,
-    status: f.status, bytesIn: f.bytesIn, bytesOut: f.bytesOut, ms: f.ms,
+    event: base.event,
+    sandbox: base.sandbox,
+    user: base.user,
+    src: base.src,
+    dst: base.dst,
+    proto: base.proto,
+    method: base.method,
+    path: base.path,
+    host: f.host,
+    decision: f.decision,
+    rule: f.rule,
+    credential: f.credential,
+    tokenRejected: f.tokenRejected,
+    upstream: f.upstream,
+    websocket: f.websocket,
+    status: f.status,
+    bytesIn: f.bytesIn,
+    bytesOut: f.bytesOut,
+    ms: f.ms,
     reason: f.reason !== undefined && needles !== undefined ? scrubAnyCase(f.reason, needles) : f.reason,
     error: f.error !== undefined && needles !== undefined ? scrubAnyCase(f.error, needles) : f.error,
   };

@@ -80,7 +80,10 @@ export class Incoming {
   }
 
   body(chunk: Buffer): void {
-    if (this.#sink !== undefined) { this.#sink.bodyChunk(chunk); return; }
+    if (this.#sink !== undefined) {
+      this.#sink.bodyChunk(chunk);
+      return;
+    }
     this.buffered.push(chunk);
     this.bufferedBytes += chunk.length;
   }
@@ -97,4 +100,11 @@ export interface BodySink {
   bodyDone(): void;
 }
 
-const DISCARD: BodySink = { bodyChunk() { /* discarded */ }, bodyDone() { /* nothing waits */ } };
+const DISCARD: BodySink = {
+  bodyChunk() {
+    /* discarded */
+  },
+  bodyDone() {
+    /* nothing waits */
+  },
+};

@@ -94,9 +94,10 @@ const EMPTY = Buffer.alloc(0);
  * after checking its arguments, saves a tenth of the driver's time; toString if it is ever gone.
  */
 type Latin1 = Buffer & { latin1Slice?(start: number, end: number): string };
-const latin1: (b: Buffer, start: number, end: number) => string = typeof (Buffer.prototype as Latin1).latin1Slice === 'function'
-  ? (b, start, end) => (b as Required<Latin1>).latin1Slice(start, end)
-  : (b, start, end) => b.toString('latin1', start, end);
+const latin1: (b: Buffer, start: number, end: number) => string =
+  typeof (Buffer.prototype as Latin1).latin1Slice === 'function'
+    ? (b, start, end) => (b as Required<Latin1>).latin1Slice(start, end)
+    : (b, start, end) => b.toString('latin1', start, end);
 
 let wasm: Llhttp | undefined;
 /** The parser whose execute() or finish() is running: the callbacks are its. */
@@ -286,7 +287,10 @@ export class Parser {
 
   free(): void {
     if (this.#ptr === 0) return;
-    if (this.#running) { this.#freeAfter = true; return; }
+    if (this.#running) {
+      this.#freeAfter = true;
+      return;
+    }
     finalizer.unregister(this);
     (wasm as Llhttp).llhttp_free(this.#ptr);
     this.#ptr = 0;
@@ -373,8 +377,15 @@ export class Parser {
           method = methodNames[m] ??= cString(w, w.llhttp_method_name(m));
         }
         const after = p.#events.onHead({
-          versionMajor: w.llhttp_get_http_major(ptr), versionMinor: w.llhttp_get_http_minor(ptr), rawHeaders,
-          method, url, statusCode, statusMessage, upgrade: upgrade === 1, shouldKeepAlive: keepAlive === 1,
+          versionMajor: w.llhttp_get_http_major(ptr),
+          versionMinor: w.llhttp_get_http_minor(ptr),
+          rawHeaders,
+          method,
+          url,
+          statusCode,
+          statusMessage,
+          upgrade: upgrade === 1,
+          shouldKeepAlive: keepAlive === 1,
         });
         // llhttp's on_headers_complete: 0 = a body as framed; 1 = no body; 2 = no body, and stop
         // (as for an upgrade): execute() returns where the head ended.

@@ -64,17 +64,25 @@ export class OutBuffer {
   flush(): void {
     const slab = this.#slab;
     if (slab === undefined || this.#used === this.#flushed) return;
-    if (this.#socket.destroyed) { this.#release(slab); return; }
+    if (this.#socket.destroyed) {
+      this.#release(slab);
+      return;
+    }
     const view = slab.buf.subarray(this.#flushed, this.#used);
     this.#flushed = this.#used;
     slab.inFlight++;
-    this.#socket.write(view, () => { this.#written(slab); });
+    this.#socket.write(view, () => {
+      this.#written(slab);
+    });
   }
 
   #written(slab: Slab): void {
     slab.inFlight--;
     if (slab.inFlight > 0) return;
-    if (slab.retired) { giveSlab(slab.buf); return; }
+    if (slab.retired) {
+      giveSlab(slab.buf);
+      return;
+    }
     // All written and nothing queued: the connection holds no slab while it is idle.
     if (slab === this.#slab && this.#used === this.#flushed) this.#release(slab);
   }

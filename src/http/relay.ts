@@ -49,13 +49,26 @@ class FrontShell implements SandboxIo {
     this.#out = new OutBuffer(socket);
     const conn = new SandboxConn(this, info);
     this.conn = conn;
-    socket.on('data', (c: Buffer) => { conn.data(c); });
-    socket.on('error', () => { /* 'close' follows */ });
-    socket.on('end', () => { conn.ended(); });
-    socket.on('close', () => { this.#source = undefined; conn.closed(); });
-    socket.on('drain', () => { this.#onDrain(); });
+    socket.on('data', (c: Buffer) => {
+      conn.data(c);
+    });
+    socket.on('error', () => {
+      /* 'close' follows */
+    });
+    socket.on('end', () => {
+      conn.ended();
+    });
+    socket.on('close', () => {
+      this.#source = undefined;
+      conn.closed();
+    });
+    socket.on('drain', () => {
+      this.#onDrain();
+    });
     socket.setTimeout(KEEP_ALIVE_MS);
-    socket.on('timeout', () => { conn.idle(); });
+    socket.on('timeout', () => {
+      conn.idle();
+    });
   }
 
   /** Heads are latin1: the parser hands header bytes over as latin1 strings, so they go back byte for byte. */
@@ -115,9 +128,13 @@ class FrontShell implements SandboxIo {
     s.destroySoon();
   }
 
-  destroy(): void { this.#socket.destroy(); }
+  destroy(): void {
+    this.#socket.destroy();
+  }
 
-  gone(): boolean { return this.#socket.destroyed; }
+  gone(): boolean {
+    return this.#socket.destroyed;
+  }
 
   upgrade(h: UpgradeHandover): void {
     const s = this.#socket;
@@ -136,7 +153,15 @@ class FrontShell implements SandboxIo {
       waiter.upstreamReady(UpstreamShell.of(pooled, pool), true);
       return undefined;
     }
-    return pool.connect(target, (p) => { waiter.upstreamReady(UpstreamShell.of(p, pool), p.reused); }, (err) => { waiter.upstreamFailed(err, undefined); });
+    return pool.connect(
+      target,
+      (p) => {
+        waiter.upstreamReady(UpstreamShell.of(p, pool), p.reused);
+      },
+      (err) => {
+        waiter.upstreamFailed(err, undefined);
+      },
+    );
   }
 
   decoder(coding: string, sink: DecodeSink): Decoder {
@@ -149,12 +174,18 @@ class FrontShell implements SandboxIo {
         socket.once('drain', () => d.resume());
       }
     });
-    d.once('end', () => { sink.decodedEnd(); });
-    d.once('error', (err: NodeJS.ErrnoException) => { sink.decodeFailed(err); });
+    d.once('end', () => {
+      sink.decodedEnd();
+    });
+    d.once('error', (err: NodeJS.ErrnoException) => {
+      sink.decodeFailed(err);
+    });
     return d;
   }
 
-  now(): number { return performance.now(); }
+  now(): number {
+    return performance.now();
+  }
 }
 
 const links = new WeakMap<net.Socket, UpstreamShell>();
@@ -185,23 +216,49 @@ class UpstreamShell implements UpstreamIo {
     this.#pool = pool;
     const reader = new UpstreamReader(this);
     this.reader = reader;
-    onRead(socket, (c: Buffer) => { reader.data(c); });
-    socket.on('end', () => { reader.end(); });
-    socket.on('error', (err: NodeJS.ErrnoException) => { reader.error(err); });
-    socket.on('drain', () => { reader.drain(); });
+    onRead(socket, (c: Buffer) => {
+      reader.data(c);
+    });
+    socket.on('end', () => {
+      reader.end();
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      reader.error(err);
+    });
+    socket.on('drain', () => {
+      reader.drain();
+    });
     socket.once('close', () => {
       links.delete(socket);
       reader.closed();
     });
   }
 
-  write(data: string | Buffer, encoding: 'latin1' = 'latin1'): boolean { return this.#socket.write(data, encoding); }
-  cork(): void { this.#socket.cork(); }
-  uncork(): void { this.#socket.uncork(); }
-  pause(): void { this.#socket.pause(); }
-  resume(): void { this.#socket.resume(); }
-  destroy(): void { this.#socket.destroy(); }
-  release(): void { this.#pool.release(this.#pooled); }
-  releaseSoon(): void { queueMicrotask(this.#releaseNow); }
-  readonly #releaseNow = (): void => { this.#pool.release(this.#pooled); };
+  write(data: string | Buffer, encoding: 'latin1' = 'latin1'): boolean {
+    return this.#socket.write(data, encoding);
+  }
+  cork(): void {
+    this.#socket.cork();
+  }
+  uncork(): void {
+    this.#socket.uncork();
+  }
+  pause(): void {
+    this.#socket.pause();
+  }
+  resume(): void {
+    this.#socket.resume();
+  }
+  destroy(): void {
+    this.#socket.destroy();
+  }
+  release(): void {
+    this.#pool.release(this.#pooled);
+  }
+  releaseSoon(): void {
+    queueMicrotask(this.#releaseNow);
+  }
+  readonly #releaseNow = (): void => {
+    this.#pool.release(this.#pooled);
+  };
 }

@@ -30,13 +30,17 @@ interface FieldSink {
 /** The head as text (the relay writes it as is); one instance, reused: building is synchronous. */
 class TextSink implements FieldSink {
   text = '';
-  field(name: string, value: string): void { this.text += `${name}: ${value}\r\n`; }
+  field(name: string, value: string): void {
+    this.text += `${name}: ${value}\r\n`;
+  }
 }
 
 /** The fields as a flat name/value list (node's http.request takes that shape). */
 class ListSink implements FieldSink {
   readonly list: string[] = [];
-  field(name: string, value: string): void { this.list.push(name, value); }
+  field(name: string, value: string): void {
+    this.list.push(name, value);
+  }
 }
 
 const text = new TextSink();
@@ -65,7 +69,15 @@ function checked(name: string, value: string): string {
  * (`keepTe`), then `extra` (name, value pairs), then the credential's. Throws UPSTREAM_REQUEST if
  * an injected value carries CR, LF or NUL.
  */
-function emitFields(req: RequestFields, hostHeader: string, cred: Credential | undefined, keepTe: boolean, drop: string | undefined, extra: readonly string[], sink: FieldSink): void {
+function emitFields(
+  req: RequestFields,
+  hostHeader: string,
+  cred: Credential | undefined,
+  keepTe: boolean,
+  drop: string | undefined,
+  extra: readonly string[],
+  sink: FieldSink,
+): void {
   const raw = req.rawHeaders;
   const named = req.connectionNamed;
   const replaced = cred !== undefined ? credentialNames(cred) : undefined;

@@ -43,12 +43,24 @@ export function responseFacts(raw: readonly string[]): ResponseFacts {
     const k = raw[i] as string;
     // Length first: most names are none of these, and lower-casing allocates.
     switch (k.length) {
-      case 10: if (k.toLowerCase() === 'connection') named = addConnectionTokens(named, raw[i + 1] as string); break;
-      case 14: if (k.toLowerCase() === 'content-length') length = raw[i + 1]; break;
+      case 10:
+        if (k.toLowerCase() === 'connection') named = addConnectionTokens(named, raw[i + 1] as string);
+        break;
+      case 14:
+        if (k.toLowerCase() === 'content-length') length = raw[i + 1];
+        break;
       // Every field counts: codings split over several fields are one list (RFC 9110 §5.3, §8.4).
-      case 16: if (k.toLowerCase() === 'content-encoding') encoding = addCodings(encoding, raw[i + 1] as string); break;
-      case 17: if (k.toLowerCase() === 'transfer-encoding') { chunked = true; (te ??= []).push(raw[i + 1] as string); } break;
-      default: break;
+      case 16:
+        if (k.toLowerCase() === 'content-encoding') encoding = addCodings(encoding, raw[i + 1] as string);
+        break;
+      case 17:
+        if (k.toLowerCase() === 'transfer-encoding') {
+          chunked = true;
+          (te ??= []).push(raw[i + 1] as string);
+        }
+        break;
+      default:
+        break;
     }
   }
   return { length, chunked, te: te ?? NONE, encoding, named };
@@ -89,8 +101,17 @@ export function codingToDecode(facts: ResponseFacts, bodyless: boolean): string 
  * dropped, values (and the reason phrase) scrubbed; a decoded body loses its Content-Encoding and
  * Content-Length (it is sent chunked); sandgate's own framing and connection fields added.
  */
-export function responseHead(status: number, message: string, raw: readonly string[], facts: ResponseFacts, needles: readonly string[] | undefined,
-  decoded: boolean, framing: Framing, keepAlive: boolean, http10: boolean): string {
+export function responseHead(
+  status: number,
+  message: string,
+  raw: readonly string[],
+  facts: ResponseFacts,
+  needles: readonly string[] | undefined,
+  decoded: boolean,
+  framing: Framing,
+  keepAlive: boolean,
+  http10: boolean,
+): string {
   let out = `HTTP/1.1 ${status} ${needles !== undefined ? scrubString(message, needles) : message}\r\n`;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const k = raw[i] as string;

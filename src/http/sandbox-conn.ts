@@ -42,8 +42,13 @@ export class SandboxConn implements ExchangeConn {
     this.io = io;
     this.info = info;
     this.#parser = new Parser('request', MAX_HEADER_SIZE, {
-      onHead: (h) => { this.#onHead(h); return 'body'; },
-      onBody: (c) => { this.#parsing?.body(c); },
+      onHead: (h) => {
+        this.#onHead(h);
+        return 'body';
+      },
+      onBody: (c) => {
+        this.#parsing?.body(c);
+      },
       onComplete: () => {
         const p = this.#parsing;
         this.#parsing = undefined;
@@ -59,10 +64,16 @@ export class SandboxConn implements ExchangeConn {
     if (this.#parsing === undefined) {
       const now = this.io.now();
       if (this.#headStart === 0) this.#headStart = now;
-      else if (now - this.#headStart > HEAD_MS) { this.#malformed(408, 'HEAD_TIMEOUT'); return; }
+      else if (now - this.#headStart > HEAD_MS) {
+        this.#malformed(408, 'HEAD_TIMEOUT');
+        return;
+      }
     }
     const r = this.#parser.execute(chunk);
-    if (typeof r !== 'number') { this.#parseError(r); return; }
+    if (typeof r !== 'number') {
+      this.#parseError(r);
+      return;
+    }
     // An upgrade request ends the HTTP part of the connection: what follows its head is the
     // new protocol's, relayed once the upgrade is admitted and accepted. Nothing more is parsed.
     const up = this.#upgrade;
@@ -123,7 +134,10 @@ export class SandboxConn implements ExchangeConn {
   exchangeDone(keepAlive: boolean): void {
     this.current = undefined;
     this.io.flush();
-    if (!keepAlive || this.closing) { this.close(); return; }
+    if (!keepAlive || this.closing) {
+      this.close();
+      return;
+    }
     // The next request starts in a microtask: after the upstream connection that carried this one
     // is back in the pool (Attempt.finish), so a pipelined request can reuse it.
     queueMicrotask(this.#startNext);
@@ -133,7 +147,10 @@ export class SandboxConn implements ExchangeConn {
     if (this.current !== undefined || this.closing) return;
     const next = this.#queue.shift();
     if (next !== undefined) this.#start(next);
-    else if (this.#peerEnded) { this.close(); return; }
+    else if (this.#peerEnded) {
+      this.close();
+      return;
+    }
     if (this.current === undefined) this.#updateReading();
   };
 
@@ -156,7 +173,9 @@ export class SandboxConn implements ExchangeConn {
     this.#updateReading();
   }
 
-  checkBuffered(): void { this.#updateReading(); }
+  checkBuffered(): void {
+    this.#updateReading();
+  }
 
   #updateReading(): void {
     if (this.closing || this.io.gone()) return;
@@ -174,12 +193,22 @@ export class SandboxConn implements ExchangeConn {
   #malformed(status: number, code: string): void {
     const { info } = this;
     const sni = info.sni;
-    info.rt.audit.write(httpLine({ event: 'http', ...who(info), proto: sni !== undefined ? 'tls' : 'http' }, {
-      host: sni, decision: 'deny', status,
-      reason: status === 408 ? 'request head not complete in time' : `malformed request (${code})`,
-    }));
+    info.rt.audit.write(
+      httpLine(
+        { event: 'http', ...who(info), proto: sni !== undefined ? 'tls' : 'http' },
+        {
+          host: sni,
+          decision: 'deny',
+          status,
+          reason: status === 408 ? 'request head not complete in time' : `malformed request (${code})`,
+        },
+      ),
+    );
     const cur = this.current;
-    if (cur?.headSent) { this.io.destroy(); return; }
+    if (cur?.headSent) {
+      this.io.destroy();
+      return;
+    }
     cur?.abort();
     this.current = undefined;
     const error = status === 431 ? 'request header fields too large' : status === 408 ? 'request timeout' : 'malformed request';
@@ -194,6 +223,13 @@ export class SandboxConn implements ExchangeConn {
   upgrade(inc: Incoming, adm: Admitted): void {
     this.closing = true;
     this.current = undefined;
-    this.io.upgrade({ method: inc.method, url: inc.url, rawHeaders: inc.rawHeaders, connectionNamed: inc.connectionNamed, rest: inc.rest ?? Buffer.alloc(0), adm });
+    this.io.upgrade({
+      method: inc.method,
+      url: inc.url,
+      rawHeaders: inc.rawHeaders,
+      connectionNamed: inc.connectionNamed,
+      rest: inc.rest ?? Buffer.alloc(0),
+      adm,
+    });
   }
 }

@@ -56,7 +56,10 @@ export class Scrubber {
           }
         }
         // Never write into a buffer the caller still owns: copy once, on the first hit.
-        if (!copied) { data = Buffer.from(data); copied = true; }
+        if (!copied) {
+          data = Buffer.from(data);
+          copied = true;
+        }
         hit.mask.copy(data, start);
         at = data.indexOf(s.bytes, start + hit.bytes.length);
       }

@@ -50,7 +50,8 @@ function notRelayable(raw: readonly string[], needles: readonly string[] | undef
   }
   const coding = unrelayableTransferCoding(te);
   if (coding !== undefined) return `upstream sent Transfer-Encoding ${coding}, which sandgate does not relay`;
-  if (needles !== undefined && ce !== undefined && ce !== '' && ce !== 'identity') return `upstream sent Content-Encoding ${ce} on an upgrade answer, which sandgate does not scrub`;
+  if (needles !== undefined && ce !== undefined && ce !== '' && ce !== 'identity')
+    return `upstream sent Content-Encoding ${ce} on an upgrade answer, which sandgate does not scrub`;
   return undefined;
 }
 
@@ -70,14 +71,25 @@ export function relayUpgrade(req: UpgradeHandover, socket: net.Socket): void {
   const { adm } = req;
   const started = performance.now();
   const refused = (status: number, reason: string): void => {
-    adm.info.rt.audit.write(httpLine(adm.base, {
-      host: adm.host, decision: adm.decision, websocket: true, rule: adm.rule?.id, credential: adm.credential?.id,
-      status, ms: Math.round(performance.now() - started), reason,
-    }));
+    adm.info.rt.audit.write(
+      httpLine(adm.base, {
+        host: adm.host,
+        decision: adm.decision,
+        websocket: true,
+        rule: adm.rule?.id,
+        credential: adm.credential?.id,
+        status,
+        ms: Math.round(performance.now() - started),
+        reason,
+      }),
+    );
   };
   withCredential(adm, {
     credentialReady(cred, dyn) {
-      if (socket.destroyed) { refused(499, 'sandbox closed the connection while its credential was fetched'); return; }
+      if (socket.destroyed) {
+        refused(499, 'sandbox closed the connection while its credential was fetched');
+        return;
+      }
       relayWith(req, socket, started, cred, dyn);
     },
     credentialFailed(err) {
@@ -100,12 +112,23 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
   const log = (status: number, extra: { reason?: string; error?: string; deny?: boolean } = {}): void => {
     if (logged) return;
     logged = true;
-    rt.audit.write(httpLine(adm.base, {
-      host: adm.host, decision: extra.deny ? 'deny' : adm.decision, websocket: true,
-      rule: adm.rule?.id, credential: cred?.id, tokenRejected: rejected,
-      status, bytesIn, bytesOut, ms: Math.round(performance.now() - started),
-      reason: extra.reason ?? adm.reason, error: extra.error, needles,
-    }));
+    rt.audit.write(
+      httpLine(adm.base, {
+        host: adm.host,
+        decision: extra.deny ? 'deny' : adm.decision,
+        websocket: true,
+        rule: adm.rule?.id,
+        credential: cred?.id,
+        tokenRejected: rejected,
+        status,
+        bytesIn,
+        bytesOut,
+        ms: Math.round(performance.now() - started),
+        reason: extra.reason ?? adm.reason,
+        error: extra.error,
+        needles,
+      }),
+    );
   };
 
   const open = (): void => {
@@ -119,19 +142,32 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
     }
     const target = requestTarget(req.url, cred);
     const opts: https.RequestOptions = {
-      host: up.host, port: up.port, method: req.method, path: target, headers, setHost: false,
+      host: up.host,
+      port: up.port,
+      method: req.method,
+      path: target,
+      headers,
+      setHost: false,
       lookup: rt.upstream.lookup,
       agent: false, // an upgraded connection is never pooled
       ...(up.tls ? { servername: up.host, secureContext: rt.upstream.tls.context, ALPNProtocols: ['http/1.1'] } : {}),
     };
     const upReq = up.tls ? https.request(opts) : http.request(opts);
     let upgraded = false;
-    const onSandboxClose = (): void => { if (!upgraded) { upReq.destroy(); log(499, { error: 'sandbox closed the connection' }); } };
+    const onSandboxClose = (): void => {
+      if (!upgraded) {
+        upReq.destroy();
+        log(499, { error: 'sandbox closed the connection' });
+      }
+    };
     socket.once('close', onSandboxClose);
 
     const connectMs = rt.config.upstream.connectTimeoutMs;
     upReq.once('socket', (s: net.Socket) => {
-      const timer = setTimeout(() => upReq.destroy(new SandgateError(`connect to ${up.host}:${up.port} timed out after ${connectMs} ms`, 'UPSTREAM_CONNECT')), connectMs);
+      const timer = setTimeout(
+        () => upReq.destroy(new SandgateError(`connect to ${up.host}:${up.port} timed out after ${connectMs} ms`, 'UPSTREAM_CONNECT')),
+        connectMs,
+      );
       s.once(up.tls ? 'secureConnect' : 'connect', () => clearTimeout(timer));
       s.once('close', () => clearTimeout(timer));
     });
@@ -143,7 +179,7 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
       const tlsReason = up.tls ? tlsFailure(err) : undefined;
       const reason = tlsReason ?? (err instanceof SandgateError ? err.message : `upstream unreachable (${err.code ?? err.message})`);
       log(502, { reason, deny: err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN' });
-      rawResponse(socket, 502, { error: 'bad gateway', reason: tlsReason ? 'the upstream\'s TLS certificate could not be verified' : 'upstream unreachable' });
+      rawResponse(socket, 502, { error: 'bad gateway', reason: tlsReason ? "the upstream's TLS certificate could not be verified" : 'upstream unreachable' });
     });
 
     // Not upgraded (401, 426...): relay that response and close; the connection was committed to
@@ -157,16 +193,22 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
         socket.removeListener('close', onSandboxClose);
         upRes.resume();
         const used = cred;
-        refreshCredential(dyn, used).then((next) => {
-          if (socket.destroyed) { log(499, { error: 'sandbox closed the connection' }); return; }
-          cred = next;
-          needles = [...new Set([...used.needles, ...next.needles])].sort((a, b) => b.length - a.length);
-          open();
-        }, (e: unknown) => {
-          const err = asTokenError(e);
-          log(503, { reason: unavailableReason(adm, err) });
-          rawResponse(socket, 503, { error: 'credential unavailable', reason: err.short });
-        });
+        refreshCredential(dyn, used).then(
+          (next) => {
+            if (socket.destroyed) {
+              log(499, { error: 'sandbox closed the connection' });
+              return;
+            }
+            cred = next;
+            needles = [...new Set([...used.needles, ...next.needles])].sort((a, b) => b.length - a.length);
+            open();
+          },
+          (e: unknown) => {
+            const err = asTokenError(e);
+            log(503, { reason: unavailableReason(adm, err) });
+            rawResponse(socket, 503, { error: 'credential unavailable', reason: err.short });
+          },
+        );
         return;
       }
       const refused = notRelayable(upRes.rawHeaders, needles, true);
@@ -176,7 +218,9 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
         rawResponse(socket, 502, { error: 'bad gateway', reason: 'the upstream response cannot be relayed safely' });
         return;
       }
-      upRes.on('data', (c: Buffer) => { bytesIn += c.length; });
+      upRes.on('data', (c: Buffer) => {
+        bytesIn += c.length;
+      });
       socket.write(head(status, upRes.statusMessage ?? '', upRes.rawHeaders, needles, DROP_ON_CLOSE));
       const body = needles ? upRes.pipe(scrubStream(needles)) : upRes;
       body.pipe(socket);
@@ -203,11 +247,13 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
       socket.write(head(status, upRes.statusMessage ?? 'Switching Protocols', upRes.rawHeaders, needles));
       const toSandbox = needles ? scrubStream(needles) : undefined;
       let error: string | undefined;
-      const fail = (side: string) => (err: NodeJS.ErrnoException): void => {
-        error ??= `${side}: ${err.code ?? err.message}`;
-        if (!socket.destroyed) socket.destroy();
-        if (!upSock.destroyed) upSock.destroy();
-      };
+      const fail =
+        (side: string) =>
+        (err: NodeJS.ErrnoException): void => {
+          error ??= `${side}: ${err.code ?? err.message}`;
+          if (!socket.destroyed) socket.destroy();
+          if (!upSock.destroyed) upSock.destroy();
+        };
       socket.on('error', fail('sandbox'));
       upSock.on('error', fail('upstream'));
       let closed = 0;
@@ -218,10 +264,20 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
       };
       socket.once('close', onClose);
       upSock.once('close', onClose);
-      socket.on('data', (c: Buffer) => { bytesOut += c.length; });
-      upSock.on('data', (c: Buffer) => { bytesIn += c.length; });
-      if (clientHead.length > 0) { bytesOut += clientHead.length; upSock.write(clientHead); }
-      if (upHead.length > 0) { bytesIn += upHead.length; (toSandbox ?? socket).write(upHead); }
+      socket.on('data', (c: Buffer) => {
+        bytesOut += c.length;
+      });
+      upSock.on('data', (c: Buffer) => {
+        bytesIn += c.length;
+      });
+      if (clientHead.length > 0) {
+        bytesOut += clientHead.length;
+        upSock.write(clientHead);
+      }
+      if (upHead.length > 0) {
+        bytesIn += upHead.length;
+        (toSandbox ?? socket).write(upHead);
+      }
       socket.pipe(upSock);
       if (toSandbox) upSock.pipe(toSandbox).pipe(socket);
       else upSock.pipe(socket);

@@ -30,11 +30,16 @@ const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v)
  */
 export function decisionKind(f: AuditFields): string | undefined {
   switch (f.event) {
-    case 'conn': return f.proto !== undefined && PROTOS.has(f.proto) ? f.proto : 'tcp';
-    case 'http': return 'http';
-    case 'dns': return 'dns';
-    case 'packet': return f.proto !== undefined && PROTOS.has(f.proto) ? f.proto : 'ip';
-    default: return undefined;
+    case 'conn':
+      return f.proto !== undefined && PROTOS.has(f.proto) ? f.proto : 'tcp';
+    case 'http':
+      return 'http';
+    case 'dns':
+      return 'dns';
+    case 'packet':
+      return f.proto !== undefined && PROTOS.has(f.proto) ? f.proto : 'ip';
+    default:
+      return undefined;
   }
 }
 
@@ -61,26 +66,37 @@ export class AuditMetrics {
   constructor(registry: Registry) {
     const registers = [registry];
     this.#decisions = new Counter({
-      name: 'sandgate_decisions_total', help: 'Verdicts by kind (tcp, tls, http, dns, udp, icmp, ...), sandbox, rule and decision; sampled audit summaries add their counts',
-      labelNames: ['kind', 'sandbox', 'rule', 'decision'], registers,
+      name: 'sandgate_decisions_total',
+      help: 'Verdicts by kind (tcp, tls, http, dns, udp, icmp, ...), sandbox, rule and decision; sampled audit summaries add their counts',
+      labelNames: ['kind', 'sandbox', 'rule', 'decision'],
+      registers,
     });
     this.#bytes = new Counter({
-      name: 'sandgate_bytes_total', help: 'Bytes relayed, from close and http lines: in = upstream to sandbox, out = sandbox to upstream',
-      labelNames: ['sandbox', 'direction'], registers,
+      name: 'sandgate_bytes_total',
+      help: 'Bytes relayed, from close and http lines: in = upstream to sandbox, out = sandbox to upstream',
+      labelNames: ['sandbox', 'direction'],
+      registers,
     });
     this.#upstreamErrors = new Counter({
-      name: 'sandgate_upstream_errors_total', help: 'Allowed connections or requests that failed upstream (conn lines with error, http lines with error but status 499, close lines with an upstream error)',
-      labelNames: ['kind', 'sandbox'], registers,
+      name: 'sandgate_upstream_errors_total',
+      help: 'Allowed connections or requests that failed upstream (conn lines with error, http lines with error but status 499, close lines with an upstream error)',
+      labelNames: ['kind', 'sandbox'],
+      registers,
     });
     this.#dnsAnswers = new Counter({
-      name: 'sandgate_dns_answers_total', help: 'DNS answers by response code (individually written dns lines)',
-      labelNames: ['sandbox', 'rcode'], registers,
+      name: 'sandgate_dns_answers_total',
+      help: 'DNS answers by response code (individually written dns lines)',
+      labelNames: ['sandbox', 'rcode'],
+      registers,
     });
     this.#lines = new Counter({ name: 'sandgate_audit_lines_total', help: 'Audit log lines written, by event', labelNames: ['event'], registers });
     this.#reloads = new Counter({ name: 'sandgate_config_reloads_total', help: 'Config reloads (SIGHUP), by result', labelNames: ['result'], registers });
     this.#latency = new Histogram({
-      name: 'sandgate_request_duration_seconds', help: 'HTTP requests through the interception front, from head received to response complete (http lines)',
-      labelNames: ['decision'], buckets: LATENCY_BUCKETS, registers,
+      name: 'sandgate_request_duration_seconds',
+      help: 'HTTP requests through the interception front, from head received to response complete (http lines)',
+      labelNames: ['decision'],
+      buckets: LATENCY_BUCKETS,
+      registers,
     });
   }
 
@@ -97,7 +113,8 @@ export class AuditMetrics {
     switch (f.event) {
       case 'close':
         this.#bytesOf(sandbox, f);
-        if (typeof f.error === 'string' && f.error.startsWith('upstream')) this.#upstreamErrors.inc({ kind: decisionKind({ ...f, event: 'conn' }) ?? 'tcp', sandbox });
+        if (typeof f.error === 'string' && f.error.startsWith('upstream'))
+          this.#upstreamErrors.inc({ kind: decisionKind({ ...f, event: 'conn' }) ?? 'tcp', sandbox });
         return;
       case 'conn':
         if (typeof f.error === 'string') this.#upstreamErrors.inc({ kind: kind ?? 'tcp', sandbox });
@@ -106,7 +123,8 @@ export class AuditMetrics {
         this.#bytesOf(sandbox, f);
         // 499: the sandbox went away mid-request (the relay's `sandbox closed the connection`).
         if (typeof f.error === 'string' && f.status !== 499) this.#upstreamErrors.inc({ kind: 'http', sandbox });
-        if (typeof f.ms === 'number' && f.decision !== undefined && DECISIONS.has(f.decision)) this.#latency.observe({ decision: f.decision }, num(f.ms) / 1000);
+        if (typeof f.ms === 'number' && f.decision !== undefined && DECISIONS.has(f.decision))
+          this.#latency.observe({ decision: f.decision }, num(f.ms) / 1000);
         return;
       case 'dns':
         if (typeof f.rcode === 'string') this.#dnsAnswers.inc({ sandbox, rcode: RCODES.has(f.rcode) ? f.rcode : 'other' });

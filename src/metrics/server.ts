@@ -45,8 +45,10 @@ export function createMetrics(sources: MetricsSources): Metrics {
   const registers = [registry];
 
   new Gauge({
-    name: 'sandgate_open_connections', help: 'Open TCP connections (relays, HTTP, DNS over TCP) sandgate holds per sandbox; with workers: N, the primary\'s own (DNS over TCP)',
-    labelNames: ['sandbox'], registers,
+    name: 'sandgate_open_connections',
+    help: "Open TCP connections (relays, HTTP, DNS over TCP) sandgate holds per sandbox; with workers: N, the primary's own (DNS over TCP)",
+    labelNames: ['sandbox'],
+    registers,
     collect() {
       this.reset();
       for (const sb of sources.runtime().sandboxes.list) this.set({ sandbox: sb.name }, sources.openConnections(sb.name));
@@ -59,13 +61,25 @@ export function createMetrics(sources: MetricsSources): Metrics {
     return out;
   };
   new Gauge({
-    name: 'sandgate_token_cache_entries', help: 'Tokens cached per token-source credential', labelNames: ['credential'], registers,
-    collect() { this.reset(); for (const [credential, s] of tokens()) this.set({ credential }, s.entries); },
+    name: 'sandgate_token_cache_entries',
+    help: 'Tokens cached per token-source credential',
+    labelNames: ['credential'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [credential, s] of tokens()) this.set({ credential }, s.entries);
+    },
   });
   const tokenCounter = (name: string, help: string, pick: (s: TokenCacheStats) => number): void => {
     new Counter({
-      name, help, labelNames: ['credential'], registers,
-      collect() { this.reset(); for (const [credential, s] of tokens()) this.inc({ credential }, pick(s)); },
+      name,
+      help,
+      labelNames: ['credential'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [credential, s] of tokens()) this.inc({ credential }, pick(s));
+      },
     });
   };
   tokenCounter('sandgate_token_cache_hits_total', 'Token requests served from the cache', (s) => s.hits);
@@ -74,12 +88,21 @@ export function createMetrics(sources: MetricsSources): Metrics {
   tokenCounter('sandgate_token_fetch_failures_total', 'Token service calls that failed', (s) => s.failures);
   if (sources.workersReady) {
     const ready = sources.workersReady;
-    new Gauge({ name: 'sandgate_workers_ready', help: 'Worker processes ready (workers: N)', registers, collect() { this.set(ready()); } });
+    new Gauge({
+      name: 'sandgate_workers_ready',
+      help: 'Worker processes ready (workers: N)',
+      registers,
+      collect() {
+        this.set(ready());
+      },
+    });
   }
 
   return {
     registry,
-    observe: (f) => { fromAudit.observe(f); },
+    observe: (f) => {
+      fromAudit.observe(f);
+    },
     listen: (address, port) => listen(registry, address, port),
   };
 }
@@ -92,20 +115,31 @@ async function listen(registry: Registry, address: string, port: number): Promis
       return;
     }
     registry.metrics().then(
-      (text) => { res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) }).end(req.method === 'HEAD' ? undefined : text); },
-      (err: Error) => { res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`); },
+      (text) => {
+        res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) }).end(req.method === 'HEAD' ? undefined : text);
+      },
+      (err: Error) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`);
+      },
     );
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(new SandgateError(`cannot listen on ${address}:${port} (metrics.listen): ${err.code ?? err.message}`, 'LISTEN', { cause: err })));
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new SandgateError(`cannot listen on ${address}:${port} (metrics.listen): ${err.code ?? err.message}`, 'LISTEN', { cause: err })),
+    );
     server.listen({ host: address, port, exclusive: true }, () => resolve());
   });
-  server.on('error', () => { /* accept errors (EMFILE) are transient */ });
+  server.on('error', () => {
+    /* accept errors (EMFILE) are transient */
+  });
   let closing: Promise<void> | undefined;
   return {
     listening: () => server.listening,
     close() {
-      closing ??= new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
       return closing;
     },
   };

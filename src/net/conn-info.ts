@@ -5,8 +5,8 @@ import type { Sandbox } from '../policy/sandboxes.js';
 export interface ConnInfo {
   readonly rt: Runtime;
   readonly sandbox: Sandbox;
-  readonly src: string;        // "ip:port" as the sandbox sent it
-  readonly dst: string;        // original destination "ip:port"
+  readonly src: string; // "ip:port" as the sandbox sent it
+  readonly dst: string; // original destination "ip:port"
   readonly dstPort: number;
   /** SNI when the connection was TLS (intercepted); requests must name this host. */
   readonly sni?: string;

@@ -37,7 +37,9 @@ export interface Gate {
  */
 export async function handleConnection(gate: Gate, socket: net.Socket): Promise<void> {
   const rt = gate.runtime();
-  socket.on('error', () => { /* reported where it matters; an unhandled 'error' must not crash the gate */ });
+  socket.on('error', () => {
+    /* reported where it matters; an unhandled 'error' must not crash the gate */
+  });
   const srcIp = socket.remoteAddress ?? '';
   const dstIp = socket.localAddress ?? '';
   const dstPort = socket.localPort ?? 0;
@@ -90,7 +92,15 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     case 'raw':
       return reportOriginal(rt, socket, tlsIdent, 'tls', undefined, route.reason, dstIp, dstPort, p.head);
     case 'passthrough':
-      return passTls(rt, socket, tlsIdent, route.host, dstPort, p.head, route.decision === 'allow' ? { decision: 'allow', rule: route.rule } : { decision: 'would-deny', reason: route.reason });
+      return passTls(
+        rt,
+        socket,
+        tlsIdent,
+        route.host,
+        dstPort,
+        p.head,
+        route.decision === 'allow' ? { decision: 'allow', rule: route.rule } : { decision: 'would-deny', reason: route.reason },
+      );
     case 'intercept':
       gate.intercept?.(socket, p.head, { ...info, sni: route.sni, ...(ech ? { ech: true } : {}) }, route.rule);
       return;
@@ -128,7 +138,12 @@ function upstreamFailure(err: unknown): string {
 
 /** SNI passthrough: connect to the SNI host as sandgate resolves it, never the sandbox's choice. */
 async function passTls(
-  rt: Runtime, socket: net.Socket, ident: Ident, host: string, port: number, head: Buffer,
+  rt: Runtime,
+  socket: net.Socket,
+  ident: Ident,
+  host: string,
+  port: number,
+  head: Buffer,
   d: { decision: 'allow'; rule: string } | { decision: 'would-deny'; reason: string },
 ): Promise<void> {
   const started = performance.now();
@@ -158,7 +173,16 @@ async function passRaw(rt: Runtime, socket: net.Socket, ident: Ident, rule: Comp
   }
   try {
     const up = await connectTcp(dstIp, dstPort, rt.config.upstream.connectTimeoutMs);
-    rt.audit.write({ event: 'conn', ...ident, decision: 'allow', proto: 'tcp', host: rule.host, rule: rule.id, upstream: `${dstIp}:${dstPort}`, ms: Math.round(performance.now() - started) });
+    rt.audit.write({
+      event: 'conn',
+      ...ident,
+      decision: 'allow',
+      proto: 'tcp',
+      host: rule.host,
+      rule: rule.id,
+      upstream: `${dstIp}:${dstPort}`,
+      ms: Math.round(performance.now() - started),
+    });
     relay(rt, socket, up, undefined, ident, 'tcp', rule.host);
   } catch (err) {
     rt.audit.write({ event: 'conn', ...ident, decision: 'allow', proto: 'tcp', host: rule.host, rule: rule.id, error: upstreamFailure(err) });
@@ -168,8 +192,15 @@ async function passRaw(rt: Runtime, socket: net.Socket, ident: Ident, rule: Comp
 
 /** Report mode with no name to go by: the original destination, still behind the SSRF guard. */
 async function reportOriginal(
-  rt: Runtime, socket: net.Socket, ident: Ident, proto: 'tls' | 'tcp', host: string | undefined, reason: string,
-  dstIp: string, dstPort: number, head?: Buffer,
+  rt: Runtime,
+  socket: net.Socket,
+  ident: Ident,
+  proto: 'tls' | 'tcp',
+  host: string | undefined,
+  reason: string,
+  dstIp: string,
+  dstPort: number,
+  head?: Buffer,
 ): Promise<void> {
   const why = rt.upstream.guard.check(dstIp);
   if (why) {

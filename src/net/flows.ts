@@ -65,11 +65,13 @@ export async function endAcceptedFlows(specs: readonly SandboxSpec[], flowMark: 
   const sources = (await markedSources(flowMark)).map((s) => parseIp(s)).filter((ip) => ip !== undefined);
   if (sources.length === 0) return;
   const networks = (await Promise.all(specs.map(sandboxNetworks))).flat();
-  await Promise.all(networks.map(async (text) => {
-    const c = parseCidr(text.includes('/') ? text : `${text}/32`);
-    if ('error' in c || c.family !== 4) return;
-    if (!sources.some((ip) => cidrContains(c, ip))) return;
-    const base = text.split('/')[0] ?? text;
-    await run(tool('conntrack'), ['-D', '-f', 'ipv4', '-s', base, '--mask-src', mask(c.bits), '-m', `0x${flowMark.toString(16)}`]);
-  }));
+  await Promise.all(
+    networks.map(async (text) => {
+      const c = parseCidr(text.includes('/') ? text : `${text}/32`);
+      if ('error' in c || c.family !== 4) return;
+      if (!sources.some((ip) => cidrContains(c, ip))) return;
+      const base = text.split('/')[0] ?? text;
+      await run(tool('conntrack'), ['-D', '-f', 'ipv4', '-s', base, '--mask-src', mask(c.bits), '-m', `0x${flowMark.toString(16)}`]);
+    }),
+  );
 }

@@ -11,7 +11,10 @@ import { tool } from '../util/tools.js';
 export class RouteIfaceCache {
   private readonly cache = new Map<string, { iface: string | undefined; expires: number }>();
   private readonly inflight = new Map<string, Promise<string | undefined>>();
-  constructor(private readonly ttlMs = 5000, private readonly max = 65536) {}
+  constructor(
+    private readonly ttlMs = 5000,
+    private readonly max = 65536,
+  ) {}
 
   peek(src: string): string | undefined | null {
     const hit = this.cache.get(src);

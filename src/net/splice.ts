@@ -4,7 +4,12 @@ import { pooledReader, type PooledReader } from '../upstream/pooled-read.js';
 /** Error codes of a peer that hung up: RST received (RFC 9293 §3.10.7.4), or a write after it did. */
 const HANGUP = new Set(['ECONNRESET', 'EPIPE']);
 
-export interface SpliceStats { bytesIn: number; bytesOut: number; ms: number; error?: string }
+export interface SpliceStats {
+  bytesIn: number;
+  bytesOut: number;
+  ms: number;
+  error?: string;
+}
 
 /**
  * Relay bytes both ways between the sandbox's socket and the upstream socket.
@@ -32,22 +37,33 @@ export function splice(client: net.Socket, upstream: net.Socket, head: Buffer | 
       });
     }
   };
-  const fail = (side: 'sandbox' | 'upstream') => (err: NodeJS.ErrnoException): void => {
-    // A sandbox that hangs up with a reset (unread data at close, SO_LINGER 0) or goes away while
-    // bytes are still on their way to it is closing, not failing: the close line has no error.
-    if (!(side === 'sandbox' && HANGUP.has(err.code ?? ''))) error ??= `${side}: ${err.code ?? err.message}`;
-    if (!client.destroyed) client.resetAndDestroy();
-    if (!upstream.destroyed) upstream.resetAndDestroy();
-  };
+  const fail =
+    (side: 'sandbox' | 'upstream') =>
+    (err: NodeJS.ErrnoException): void => {
+      // A sandbox that hangs up with a reset (unread data at close, SO_LINGER 0) or goes away while
+      // bytes are still on their way to it is closing, not failing: the close line has no error.
+      if (!(side === 'sandbox' && HANGUP.has(err.code ?? ''))) error ??= `${side}: ${err.code ?? err.message}`;
+      if (!client.destroyed) client.resetAndDestroy();
+      if (!upstream.destroyed) upstream.resetAndDestroy();
+    };
   client.on('error', fail('sandbox'));
   upstream.on('error', fail('upstream'));
   client.once('close', onClose);
   upstream.once('close', onClose);
   // When one side is gone entirely, the other cannot usefully continue.
-  client.once('close', () => { if (!upstream.destroyed) upstream.destroy(); });
-  upstream.once('close', () => { if (!client.destroyed) client.destroy(); });
+  client.once('close', () => {
+    if (!upstream.destroyed) upstream.destroy();
+  });
+  upstream.once('close', () => {
+    if (!client.destroyed) client.destroy();
+  });
   // A fully half-closed pair (both FINs seen and flushed) is done: release the sockets.
-  const maybeEnd = (): void => { if (client.readableEnded && upstream.readableEnded) { client.end(); upstream.end(); } };
+  const maybeEnd = (): void => {
+    if (client.readableEnded && upstream.readableEnded) {
+      client.end();
+      upstream.end();
+    }
+  };
   client.once('end', maybeEnd);
   upstream.once('end', maybeEnd);
   if (headLen > 0 && head) upstream.write(head);
@@ -64,7 +80,9 @@ export function splice(client: net.Socket, upstream: net.Socket, head: Buffer | 
  * synchronously (it is still queued, referencing the buffer) the next read gets a new buffer.
  */
 function relayPooled(from: net.Socket, to: net.Socket, reader: PooledReader): void {
-  const resume = (): void => { from.resume(); };
+  const resume = (): void => {
+    from.resume();
+  };
   reader.attach(from, (chunk) => {
     if (to.destroyed) return false;
     const ok = to.write(chunk);
@@ -75,5 +93,7 @@ function relayPooled(from: net.Socket, to: net.Socket, reader: PooledReader): vo
     }
     return true;
   });
-  from.once('end', () => { if (!to.destroyed) to.end(); });
+  from.once('end', () => {
+    if (!to.destroyed) to.end();
+  });
 }

@@ -25,7 +25,9 @@ export function listenTransparent(address: string, port: number, onSocket: (s: n
         return;
       }
       server.removeAllListeners('error');
-      server.on('error', () => { /* accept errors (EMFILE...) are transient; the server keeps listening */ });
+      server.on('error', () => {
+        /* accept errors (EMFILE...) are transient; the server keeps listening */
+      });
       resolve(server);
     });
   });

@@ -106,7 +106,7 @@ export async function decidePacket(ctx: DecideContext, h: PacketHeader): Promise
   if (h.family === 6) return deny('IPv6 is not carried', sandboxByIface(rt, ctx.iface));
   const sandbox = rt.sandboxes.identify(h.src, ctx.iface);
   if (!sandbox) return deny('source is not a configured sandbox');
-  if (ctx.isLocal(h.dst)) return deny('the gate host\'s own addresses are not reachable', sandbox);
+  if (ctx.isLocal(h.dst)) return deny("the gate host's own addresses are not reachable", sandbox);
 
   let rule: CompiledUdpRule | undefined;
   let reason: string;

@@ -138,7 +138,8 @@ export class Policy {
     const wantTcp = kind === 'tcp';
     const exact = this.exact.get(host);
     if (exact) for (const r of exact) if (kind === undefined || ((r.protocol === 'tcp') === wantTcp && r.ports.includes(port))) return r;
-    for (const r of this.wildcards) if ((kind === undefined || ((r.protocol === 'tcp') === wantTcp && r.ports.includes(port))) && hostMatches(r.host, host)) return r;
+    for (const r of this.wildcards)
+      if ((kind === undefined || ((r.protocol === 'tcp') === wantTcp && r.ports.includes(port))) && hostMatches(r.host, host)) return r;
     return undefined;
   }
 

@@ -167,10 +167,7 @@ async function createCa(dir: string, certPath: string, keyPath: string): Promise
  * overwritten.
  */
 async function publishFile(finalPath: string, data: string, mode: number): Promise<void> {
-  const tmp = path.join(
-    path.dirname(finalPath),
-    `.${path.basename(finalPath)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
-  );
+  const tmp = path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   try {
     const fh = await open(tmp, 'wx', mode);
     try {

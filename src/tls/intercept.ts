@@ -46,7 +46,7 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
   const base = { event: 'conn' as const, ...who(info), ...(info.ech ? { ech: true } : {}), proto: 'tls' as const, host: sni, rule: rule.id };
   let ctx: tls.SecureContext;
   try {
-    ctx = deps.leaves.peek(sni) ?? await deps.leaves.get(sni);
+    ctx = deps.leaves.peek(sni) ?? (await deps.leaves.get(sni));
   } catch (err) {
     rt.audit.write({ ...base, decision: 'deny', reason: `cannot issue a certificate: ${(err as Error).message}` });
     socket.resetAndDestroy();
@@ -89,5 +89,8 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
   // an alert): the listener allows half-open connections, so nothing else would notice before
   // the handshake timer.
   t.once('end', () => fail('the sandbox closed the connection'));
-  t.once('close', () => { clearTimeout(timer); if (!socket.destroyed) socket.destroy(); });
+  t.once('close', () => {
+    clearTimeout(timer);
+    if (!socket.destroyed) socket.destroy();
+  });
 }

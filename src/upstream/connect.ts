@@ -35,14 +35,21 @@ export function connectTcp(address: string, port: number, timeoutMs: number): Pr
  * Throws SandgateError UPSTREAM_RESOLVE / UPSTREAM_FORBIDDEN / UPSTREAM_CONNECT.
  */
 export async function connectToHost(
-  host: string, port: number, resolver: UpstreamResolver, guard: AddressGuard, timeoutMs: number,
+  host: string,
+  port: number,
+  resolver: UpstreamResolver,
+  guard: AddressGuard,
+  timeoutMs: number,
 ): Promise<{ socket: net.Socket; address: string }> {
   const addrs = await resolver.resolve(host);
   let lastErr: unknown;
   let tried = 0;
   for (const address of addrs) {
     const why = guard.check(address);
-    if (why) { lastErr = new SandgateError(why, 'UPSTREAM_FORBIDDEN'); continue; }
+    if (why) {
+      lastErr = new SandgateError(why, 'UPSTREAM_FORBIDDEN');
+      continue;
+    }
     if (tried++ >= 3) break;
     try {
       return { socket: await connectTcp(address, port, timeoutMs), address };

@@ -10,14 +10,21 @@ import type { UpstreamResolver } from './resolver.js';
  */
 export function createGuardedLookup(resolver: UpstreamResolver, guard: AddressGuard): LookupFunction {
   return (hostname, options, cb) => {
-    resolver.resolve(hostname).then((addrs) => {
-      const ok = addrs.filter((a) => guard.check(a) === undefined);
-      if (ok.length === 0) {
-        const why = addrs[0] !== undefined ? guard.check(addrs[0]) : `no address for ${hostname}`;
-        throw new SandgateError(why ?? 'no usable address', 'UPSTREAM_FORBIDDEN');
-      }
-      if ((options as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, ok.map((address) => ({ address, family: 4 })));
-      else cb(null, ok[0] as string, 4);
-    }).catch((err: Error) => cb(err as NodeJS.ErrnoException, '', 4));
+    resolver
+      .resolve(hostname)
+      .then((addrs) => {
+        const ok = addrs.filter((a) => guard.check(a) === undefined);
+        if (ok.length === 0) {
+          const why = addrs[0] !== undefined ? guard.check(addrs[0]) : `no address for ${hostname}`;
+          throw new SandgateError(why ?? 'no usable address', 'UPSTREAM_FORBIDDEN');
+        }
+        if ((options as { all?: boolean }).all)
+          (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(
+            null,
+            ok.map((address) => ({ address, family: 4 })),
+          );
+        else cb(null, ok[0] as string, 4);
+      })
+      .catch((err: Error) => cb(err as NodeJS.ErrnoException, '', 4));
   };
 }

@@ -84,7 +84,10 @@ export class UpstreamPool {
       s.removeListener('timeout', onFreeTimeout);
       s.removeListener('error', ignore);
       s.setTimeout(0);
-      if (s.destroyed || !s.readable || !s.writable) { s.destroy(); continue; }
+      if (s.destroyed || !s.readable || !s.writable) {
+        s.destroy();
+        continue;
+      }
       s.ref();
       return { socket: s, key, reused: true };
     }
@@ -114,12 +117,19 @@ export class UpstreamPool {
       // `onread` is honoured by tls.connect when it dials the socket itself (node lib/_tls_wrap.js);
       // @types/node does not list it for TLS.
       const opts: tls.ConnectionOptions & { onread: typeof onread } = {
-        host: t.host, port: t.port, servername: t.host, lookup, onread,
-        secureContext: this.#tls.context, ALPNProtocols: ['http/1.1'],
+        host: t.host,
+        port: t.port,
+        servername: t.host,
+        lookup,
+        onread,
+        secureContext: this.#tls.context,
+        ALPNProtocols: ['http/1.1'],
         ...(session !== undefined ? { session } : {}),
       };
       socket = tls.connect(opts);
-      socket.on('session', (s: Buffer) => { this.#remember(key, s); });
+      socket.on('session', (s: Buffer) => {
+        this.#remember(key, s);
+      });
     } else {
       socket = net.connect({ host: t.host, port: t.port, lookup, onread });
     }
@@ -138,7 +148,9 @@ export class UpstreamPool {
       socket.destroy();
       failed(err);
     };
-    const closed = (): void => { fail(Object.assign(new Error('upstream closed the connection during setup'), { code: 'ECONNRESET' })); };
+    const closed = (): void => {
+      fail(Object.assign(new Error('upstream closed the connection during setup'), { code: 'ECONNRESET' }));
+    };
     socket.on('error', fail);
     socket.once('close', closed);
     socket.once(t.tls ? 'secureConnect' : 'connect', () => {
@@ -150,16 +162,31 @@ export class UpstreamPool {
       socket.setNoDelay(true);
       ready({ socket, key, reused: false });
     });
-    return () => { if (!done) { done = true; clearTimeout(timer); socket.destroy(); } };
+    return () => {
+      if (!done) {
+        done = true;
+        clearTimeout(timer);
+        socket.destroy();
+      }
+    };
   }
 
   /** Give a connection back once its exchange is complete; it is closed if the pool is full. */
   release(p: PooledSocket): void {
     const s = p.socket;
-    if (s.destroyed || !s.readable || !s.writable) { s.destroy(); return; }
+    if (s.destroyed || !s.readable || !s.writable) {
+      s.destroy();
+      return;
+    }
     let list = this.#free.get(p.key);
-    if (list === undefined) { list = []; this.#free.set(p.key, list); }
-    if (list.length >= MAX_FREE_PER_KEY) { s.destroy(); return; }
+    if (list === undefined) {
+      list = [];
+      this.#free.set(p.key, list);
+    }
+    if (list.length >= MAX_FREE_PER_KEY) {
+      s.destroy();
+      return;
+    }
     // An idle connection's only events: the upstream closing it, or the idle timeout. The
     // exchange that held it removed its own listeners.
     s.on('error', ignore);
@@ -204,7 +231,10 @@ export class UpstreamPool {
 
 const POOL = Symbol('pool');
 const KEY = Symbol('key');
-interface FreeSocket extends net.Socket { [POOL]?: UpstreamPool; [KEY]?: string }
+interface FreeSocket extends net.Socket {
+  [POOL]?: UpstreamPool;
+  [KEY]?: string;
+}
 
 function onFreeClose(this: FreeSocket): void {
   this[POOL]?.forget(this, this[KEY] ?? '');
@@ -214,4 +244,6 @@ function onFreeTimeout(this: FreeSocket): void {
   this.destroy();
 }
 
-function ignore(): void { /* an idle connection's error: its close follows */ }
+function ignore(): void {
+  /* an idle connection's error: its close follows */
+}

@@ -5,7 +5,12 @@ import net from 'node:net';
  * both families; IPv4-mapped IPv6 (::ffff:a.b.c.d, RFC 4291 §2.5.5.2) is folded to IPv4 first so
  * it cannot be used to dodge an IPv4 rule.
  */
-export interface Cidr { readonly family: 4 | 6; readonly base: bigint; readonly bits: number; readonly text: string }
+export interface Cidr {
+  readonly family: 4 | 6;
+  readonly base: bigint;
+  readonly bits: number;
+  readonly text: string;
+}
 
 export function parseIp(text: string): { family: 4 | 6; value: bigint } | undefined {
   const kind = net.isIP(text);
@@ -72,7 +77,7 @@ export function cidrContains(c: Cidr, ip: { family: 4 | 6; value: bigint }): boo
   if (c.family !== ip.family) return false;
   const width = c.family === 4 ? 32 : 128;
   const shift = BigInt(width - c.bits);
-  return (ip.value >> shift) === (c.base >> shift);
+  return ip.value >> shift === c.base >> shift;
 }
 
 function must(text: string): Cidr {
@@ -88,13 +93,36 @@ function must(text: string): Cidr {
  * the provider's internal services through a name that resolves there.
  */
 export const FORBIDDEN_UPSTREAM: readonly Cidr[] = [
-  '0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12',
-  '192.0.0.0/24', '192.0.2.0/24', '192.88.99.0/24', '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24',
-  '203.0.113.0/24', '224.0.0.0/4', '240.0.0.0/4', '255.255.255.255/32',
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.0.2.0/24',
+  '192.88.99.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '198.51.100.0/24',
+  '203.0.113.0/24',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
+  '255.255.255.255/32',
   // ::/96 after ::/128 and ::1/128 so those keep their own names in the reason: IPv4-compatible
   // addresses (deprecated, RFC 4291 §2.5.5.1) that a loaded sit driver tunnels to the IPv4 address.
-  '::/128', '::1/128', '::/96', '64:ff9b::/96', '64:ff9b:1::/48', '100::/64', '2001::/23', '2001:db8::/32', '2002::/16',
-  'fc00::/7', 'fe80::/10', 'ff00::/8',
+  '::/128',
+  '::1/128',
+  '::/96',
+  '64:ff9b::/96',
+  '64:ff9b:1::/48',
+  '100::/64',
+  '2001::/23',
+  '2001:db8::/32',
+  '2002::/16',
+  'fc00::/7',
+  'fe80::/10',
+  'ff00::/8',
 ].map(must);
 
 export function inAny(list: readonly Cidr[], ip: { family: 4 | 6; value: bigint }): Cidr | undefined {

@@ -25,7 +25,6 @@ export const REFRESH_TOKEN = `rtok_initial_${hex()}`;
 export const MINT_KEY = `mint-${hex()}`;
 export const AUTH_HOST = 'auth.internal.test';
 
-
 export interface AuthWorld {
   w: World;
   auth: Fake;
@@ -36,18 +35,44 @@ export interface AuthWorld {
 
 /** `names`: every API host name the tests use; each resolves (in both sandboxes and for sandgate) to the fake API. */
 export async function createAuthWorld(names: string[], opts: { ttl?: number; scope?: string } = {}): Promise<AuthWorld> {
-  const w = await createWorld({
-    sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'bob', subnet: 8 }],
-    upstreams: [{ name: 'a', subnet: 2 }, { name: 'b', subnet: 3 }, { name: 'auth', subnet: 4 }],
-  }, { https: false });
+  const w = await createWorld(
+    {
+      sandboxes: [
+        { name: 'sbx', subnet: 1 },
+        { name: 'bob', subnet: 8 },
+      ],
+      upstreams: [
+        { name: 'a', subnet: 2 },
+        { name: 'b', subnet: 3 },
+        { name: 'auth', subnet: 4 },
+      ],
+    },
+    { https: false },
+  );
   try {
     const apiCert = w.pki.issue(names, { tag: 'token-api' });
     const authCert = w.pki.issue([AUTH_HOST], { tag: 'auth' });
     const [auth, api] = await Promise.all([
       startFake(w, 'auth', 'fake-auth-service.mjs', [
-        '--port', '8443', '--plain-port', '8080', '--tls', authCert.cert, authCert.key,
-        '--service-key', SERVICE_KEY, '--mint-key', MINT_KEY, '--ttl', String(opts.ttl ?? 1),
-        '--client-id', CLIENT_ID, '--client-secret', CLIENT_SECRET, '--refresh-token', REFRESH_TOKEN,
+        '--port',
+        '8443',
+        '--plain-port',
+        '8080',
+        '--tls',
+        authCert.cert,
+        authCert.key,
+        '--service-key',
+        SERVICE_KEY,
+        '--mint-key',
+        MINT_KEY,
+        '--ttl',
+        String(opts.ttl ?? 1),
+        '--client-id',
+        CLIENT_ID,
+        '--client-secret',
+        CLIENT_SECRET,
+        '--refresh-token',
+        REFRESH_TOKEN,
         ...(opts.scope !== undefined ? ['--scope', opts.scope] : []),
       ]),
       startFake(w, 'a', 'fake-token-api.mjs', ['--port', '443', '--tls', apiCert.cert, apiCert.key, '--mint-key', MINT_KEY]),
@@ -103,7 +128,12 @@ export interface LoadResult {
 }
 
 /** test/helpers/token-load-client.mjs in a sandbox namespace. */
-export async function load(aw: AuthWorld, ns: string, url: string, o: { n: number; concurrency: number; durationMs?: number; method?: string; bodyBytes?: number }): Promise<LoadResult> {
+export async function load(
+  aw: AuthWorld,
+  ns: string,
+  url: string,
+  o: { n: number; concurrency: number; durationMs?: number; method?: string; bodyBytes?: number },
+): Promise<LoadResult> {
   const ca = join(aw.w.dir, 'ca', 'ca.pem');
   const args = [join(HELPERS, 'token-load-client.mjs'), '--url', url, '--ca', ca, '--n', String(o.n), '--concurrency', String(o.concurrency)];
   if (o.durationMs !== undefined) args.push('--duration-ms', String(o.durationMs));

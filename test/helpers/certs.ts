@@ -24,8 +24,27 @@ function ossl(args: string[], cwd: string): void {
 export function createTestPki(): TestPki {
   const dir = mkdtempSync(join(tmpdir(), 'sg-pki-'));
   ossl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key'], dir);
-  ossl(['req', '-x509', '-new', '-key', 'ca.key', '-sha256', '-days', '30', '-subj', '/CN=sandgate test root', '-out', 'ca.pem',
-    '-addext', 'basicConstraints=critical,CA:true', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  ossl(
+    [
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      'ca.key',
+      '-sha256',
+      '-days',
+      '30',
+      '-subj',
+      '/CN=sandgate test root',
+      '-out',
+      'ca.pem',
+      '-addext',
+      'basicConstraints=critical,CA:true',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
   let n = 0;
   return {
     dir,
@@ -39,13 +58,51 @@ export function createTestPki(): TestPki {
       const ext = join(dir, `${tag}.ext`);
       writeFileSync(ext, `subjectAltName=${names.map((x) => `DNS:${x}`).join(',')}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:false\n`);
       if (opts.selfSigned) {
-        ossl(['req', '-x509', '-new', '-key', key, '-sha256', '-days', '30', '-subj', `/CN=${names[0]}`, '-out', cert, '-addext', `subjectAltName=${names.map((x) => `DNS:${x}`).join(',')}`], dir);
+        ossl(
+          [
+            'req',
+            '-x509',
+            '-new',
+            '-key',
+            key,
+            '-sha256',
+            '-days',
+            '30',
+            '-subj',
+            `/CN=${names[0]}`,
+            '-out',
+            cert,
+            '-addext',
+            `subjectAltName=${names.map((x) => `DNS:${x}`).join(',')}`,
+          ],
+          dir,
+        );
         return { cert, key };
       }
       const csr = join(dir, `${tag}.csr`);
       ossl(['req', '-new', '-key', key, '-subj', `/CN=${names[0]}`, '-out', csr], dir);
       if (opts.expired) throw new Error('expired certificates: openssl 3.0 x509 -req cannot backdate; mint them with src/tls/x509.ts');
-      ossl(['x509', '-req', '-in', csr, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-sha256', '-days', String(opts.days ?? 30), '-extfile', ext, '-out', cert], dir);
+      ossl(
+        [
+          'x509',
+          '-req',
+          '-in',
+          csr,
+          '-CA',
+          'ca.pem',
+          '-CAkey',
+          'ca.key',
+          '-CAcreateserial',
+          '-sha256',
+          '-days',
+          String(opts.days ?? 30),
+          '-extfile',
+          ext,
+          '-out',
+          cert,
+        ],
+        dir,
+      );
       return { cert, key };
     },
     cleanup() {
@@ -53,4 +110,3 @@ export function createTestPki(): TestPki {
     },
   };
 }
-

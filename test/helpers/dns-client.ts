@@ -4,7 +4,18 @@
  * same name reader and encoder, so a test speaks exactly the wire rules the responder enforces.
  */
 import {
-  encodeName, readName, FLAG_AA, FLAG_QR, FLAG_RA, FLAG_RD, FLAG_TC, HEADER_LEN, OPT_RR_LEN, QCLASS_IN, QTYPE, type Question,
+  encodeName,
+  readName,
+  FLAG_AA,
+  FLAG_QR,
+  FLAG_RA,
+  FLAG_RD,
+  FLAG_TC,
+  HEADER_LEN,
+  OPT_RR_LEN,
+  QCLASS_IN,
+  QTYPE,
+  type Question,
 } from '../../src/dns/wire.js';
 
 export interface ResourceRecord {
@@ -109,12 +120,7 @@ export function parseResponse(msg: Buffer): ParsedResponse {
  * Encodes a standard query (RD set unless told otherwise; an OPT RR when `edns` is given).
  * Throws RangeError for a name parseQuery would reject.
  */
-export function buildQuery(
-  id: number,
-  name: string,
-  type: number,
-  opts: { rd?: boolean; edns?: { udpSize: number }; class?: number } = {},
-): Buffer {
+export function buildQuery(id: number, name: string, type: number, opts: { rd?: boolean; edns?: { udpSize: number }; class?: number } = {}): Buffer {
   const qname = encodeName(name.endsWith('.') ? name.slice(0, -1) : name);
   const out = Buffer.alloc(HEADER_LEN + qname.length + 4 + (opts.edns ? OPT_RR_LEN : 0));
   out.writeUInt16BE(id & 0xffff, 0);

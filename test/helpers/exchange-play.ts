@@ -42,22 +42,40 @@ export class UpRecorder implements UpstreamIo {
     return this.accepts;
   }
 
-  cork(): void { this.corked++; }
-  uncork(): void { this.corked--; }
-  pause(): void { this.paused = true; }
-  resume(): void { this.paused = false; }
-  release(): void { this.released = true; }
+  cork(): void {
+    this.corked++;
+  }
+  uncork(): void {
+    this.corked--;
+  }
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
+  release(): void {
+    this.released = true;
+  }
   /** As the pool does (UpstreamPool.release): a connection destroyed meanwhile is not taken back. */
-  releaseSoon(): void { queueMicrotask(() => { if (!this.destroyed) this.released = true; }); }
+  releaseSoon(): void {
+    queueMicrotask(() => {
+      if (!this.destroyed) this.released = true;
+    });
+  }
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
     // As a socket does: its close event follows.
-    queueMicrotask(() => { this.reader.closed(); });
+    queueMicrotask(() => {
+      this.reader.closed();
+    });
   }
 
   /** The upstream sends these bytes (latin1). */
-  answer(text: string): void { this.reader.data(Buffer.from(text, 'latin1')); }
+  answer(text: string): void {
+    this.reader.data(Buffer.from(text, 'latin1'));
+  }
 }
 
 /** A connection the core asked for: the test answers it with ready() or fail(). */
@@ -70,9 +88,16 @@ export interface Dial {
 export class FakeDecoder implements Decoder {
   written: Buffer[] = [];
   ended = false;
-  constructor(readonly coding: string, readonly sink: DecodeSink) {}
-  write(chunk: Buffer): void { this.written.push(chunk); }
-  end(): void { this.ended = true; }
+  constructor(
+    readonly coding: string,
+    readonly sink: DecodeSink,
+  ) {}
+  write(chunk: Buffer): void {
+    this.written.push(chunk);
+  }
+  end(): void {
+    this.ended = true;
+  }
 }
 
 /** The sandbox side: everything written to it, and what was done to the connection. */
@@ -101,29 +126,52 @@ export class Play implements SandboxIo {
   write(data: string | Buffer, encoding: 'latin1' | 'utf8' = 'latin1'): void {
     this.received += typeof data === 'string' ? Buffer.from(data, encoding).toString('latin1') : data.toString('latin1');
   }
-  flush(): void { this.flushes++; }
-  reading(on: boolean): void { this.isReading = on; }
-  stopReading(): void { this.stopped = true; this.isReading = false; }
-  close(): void { this.closedGracefully = true; }
-  destroy(): void { this.destroyed = true; }
-  gone(): boolean { return this.destroyed; }
-  source(up: UpstreamIo | undefined): void { this.source_ = up; }
-  upgrade(req: UpgradeHandover): void { this.upgrades.push(req); }
+  flush(): void {
+    this.flushes++;
+  }
+  reading(on: boolean): void {
+    this.isReading = on;
+  }
+  stopReading(): void {
+    this.stopped = true;
+    this.isReading = false;
+  }
+  close(): void {
+    this.closedGracefully = true;
+  }
+  destroy(): void {
+    this.destroyed = true;
+  }
+  gone(): boolean {
+    return this.destroyed;
+  }
+  source(up: UpstreamIo | undefined): void {
+    this.source_ = up;
+  }
+  upgrade(req: UpgradeHandover): void {
+    this.upgrades.push(req);
+  }
   connect(_info: ConnInfo, target: Target, waiter: UpstreamWaiter): () => void {
     const d: Dial = { target, waiter, aborted: false };
     this.dials.push(d);
-    return () => { d.aborted = true; };
+    return () => {
+      d.aborted = true;
+    };
   }
   decoder(coding: string, sink: DecodeSink): Decoder {
     const d = new FakeDecoder(coding, sink);
     this.decoders.push(d);
     return d;
   }
-  now(): number { return this.clock; }
+  now(): number {
+    return this.clock;
+  }
 
   // Playing
   /** The sandbox sends these bytes (latin1). */
-  send(text: string): void { this.conn.data(Buffer.from(text, 'latin1')); }
+  send(text: string): void {
+    this.conn.data(Buffer.from(text, 'latin1'));
+  }
 
   /** The last connection asked for is set up: a new upstream connection (or `up`, a pooled one). */
   ready(up?: UpRecorder): UpRecorder {
@@ -160,7 +208,8 @@ export interface PlayWorld {
  * token.example.test uses `source` when given, open.example.test is plain passthrough HTTP.
  */
 export function playWorld(o: { source?: CredentialSource; extraAllow?: string } = {}): PlayWorld {
-  const config = parseConfig(`
+  const config = parseConfig(
+    `
 sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
 policies:
   p:
@@ -172,17 +221,31 @@ ${o.extraAllow ?? ''}
 credentials:
   k: { secret: { env: SG_K } }
   t: { secret: { env: SG_K } }
-`, 'play.yaml');
+`,
+    'play.yaml',
+  );
   const policies = compilePolicies(config);
   const loaded = loadCredentials(config, { env: { SG_K: SECRET }, readFile: () => '' });
   // token.example.test injects `t`: the static `k` unless a source is given.
   const credentials = new Map<string, CredentialSource>(loaded);
   credentials.set('t', o.source ?? (loaded.get('k') as CredentialSource));
   const lines: Line[] = [];
-  const audit = { write(f: AuditFields) { lines.push(JSON.parse(JSON.stringify(f)) as Line); }, flush() { /* kept */ }, logger: undefined };
+  const audit = {
+    write(f: AuditFields) {
+      lines.push(JSON.parse(JSON.stringify(f)) as Line);
+    },
+    flush() {
+      /* kept */
+    },
+    logger: undefined,
+  };
   const rt = {
-    config, policies, credentials, audit,
-    upstream: { guard: { check: () => undefined } }, tokenNet: { guard: { check: () => undefined } },
+    config,
+    policies,
+    credentials,
+    audit,
+    upstream: { guard: { check: () => undefined } },
+    tokenNet: { guard: { check: () => undefined } },
   } as unknown as Runtime;
   const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return {
@@ -203,8 +266,10 @@ export function req(method: string, path: string, host: string, fields: string[]
 
 /** The head sandgate sends upstream for api.example.test: Host first, the sandbox's fields, then the credential. */
 export function upHead(method: string, path: string, fields: string[] = [], te?: string): string {
-  return `${method} ${path} HTTP/1.1\r\nHost: ${API}\r\n${fields.map((f) => `${f}\r\n`).join('')}`
-    + `${te !== undefined ? `Transfer-Encoding: ${te}\r\n` : ''}authorization: ${AUTH}\r\nAccept-Encoding: identity\r\n\r\n`;
+  return (
+    `${method} ${path} HTTP/1.1\r\nHost: ${API}\r\n${fields.map((f) => `${f}\r\n`).join('')}` +
+    `${te !== undefined ? `Transfer-Encoding: ${te}\r\n` : ''}authorization: ${AUTH}\r\nAccept-Encoding: identity\r\n\r\n`
+  );
 }
 
 /** A response sandgate writes itself. */

@@ -24,7 +24,10 @@ import { randomBytes } from 'node:crypto';
 import { mint } from './fake-token-scheme.mjs';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const port = Number(opt('--port') ?? 0);
 const serviceKey = opt('--service-key');
@@ -47,14 +50,22 @@ function authService(req, res, url, raw) {
   const n = ++calls;
   const keyOk = req.headers.authorization === `Bearer ${serviceKey}`;
   let body;
-  try { body = JSON.parse(raw); } catch { body = undefined; }
+  try {
+    body = JSON.parse(raw);
+  } catch {
+    body = undefined;
+  }
   const q = (k) => url.searchParams.get(k);
   say({ call: { n, kind: 'auth', keyOk, ...(body && typeof body === 'object' ? body : { body: 'not json' }), query: url.search } });
   const answer = () => {
     if (!keyOk) return json(res, 401, { error: 'bad service key' });
     if (!body || typeof body !== 'object') return json(res, 400, { error: 'bad request' });
     if (q('status')) return json(res, Number(q('status')), { error: 'forced' });
-    if (q('badJson')) { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"token": "tk_half'); return; }
+    if (q('badJson')) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"token": "tk_half');
+      return;
+    }
     const ttl = Number(q('ttl') ?? defaultTtl);
     const subject = body.user ?? `sandbox:${body.sandbox}`;
     const token = mint(mintKey, subject, ++serial, ttl * 1000);
@@ -62,7 +73,8 @@ function authService(req, res, url, raw) {
     json(res, 200, { token, expiresIn: ttl });
   };
   const delay = Number(q('delayMs') ?? 0);
-  if (delay > 0) setTimeout(answer, delay); else answer();
+  if (delay > 0) setTimeout(answer, delay);
+  else answer();
 }
 
 function oauth2(req, res, url, raw) {
@@ -108,13 +120,18 @@ const handler = (req, res) => {
 
 const tlsIdx = args.indexOf('--tls');
 const servers = [];
-servers.push(tlsIdx >= 0
-  ? https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]) }, handler)
-  : http.createServer(handler));
+servers.push(
+  tlsIdx >= 0 ? https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]) }, handler) : http.createServer(handler),
+);
 // --plain-port N: the same service over plain HTTP as well (sandgate allows http:// only to
 // loopback or allowPrivate IP literals).
 const plainPort = opt('--plain-port');
 if (plainPort !== undefined) servers.push(http.createServer(handler));
 let ready = 0;
-servers[0].listen(port, '0.0.0.0', () => { if (++ready === servers.length) say({ listening: servers[0].address().port }); });
-if (servers[1]) servers[1].listen(Number(plainPort), '0.0.0.0', () => { if (++ready === servers.length) say({ listening: servers[0].address().port }); });
+servers[0].listen(port, '0.0.0.0', () => {
+  if (++ready === servers.length) say({ listening: servers[0].address().port });
+});
+if (servers[1])
+  servers[1].listen(Number(plainPort), '0.0.0.0', () => {
+    if (++ready === servers.length) say({ listening: servers[0].address().port });
+  });

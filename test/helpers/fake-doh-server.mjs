@@ -17,7 +17,10 @@ import { fileURLToPath } from 'node:url';
 const { parseQuery } = await import(join(dirname(fileURLToPath(import.meta.url)), '../../dist/dns/wire.js'));
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const pairs = (k) => new Map(args.flatMap((a, i) => (a === k ? [(args[i + 1] ?? '').toLowerCase().split('=')] : [])));
 const answers = pairs('--answer');
 const ech = pairs('--ech');
@@ -33,16 +36,26 @@ const vec16 = (b) => Buffer.concat([u16(b.length), b]);
 function echConfigList(publicName) {
   const pub = Buffer.from(generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x, 'base64url');
   const contents = Buffer.concat([
-    u8(7), u16(0x0020), vec16(pub), // HpkeKeyConfig: config_id, kem_id DHKEM(X25519, HKDF-SHA256), public_key
+    u8(7),
+    u16(0x0020),
+    vec16(pub), // HpkeKeyConfig: config_id, kem_id DHKEM(X25519, HKDF-SHA256), public_key
     vec16(Buffer.concat([u16(0x0001), u16(0x0001)])), // cipher_suites: HKDF-SHA256, AES-128-GCM
-    u8(0), vec8(Buffer.from(publicName)), vec16(Buffer.alloc(0)), // maximum_name_length, public_name, extensions
+    u8(0),
+    vec8(Buffer.from(publicName)),
+    vec16(Buffer.alloc(0)), // maximum_name_length, public_name, extensions
   ]);
   return vec16(Buffer.concat([u16(0xfe0d), vec16(contents)]));
 }
 const echLists = new Map([...ech].map(([name, pub]) => [name, echConfigList(pub)]));
 
 function encodeName(name) {
-  return Buffer.concat([...name.split('.').filter((l) => l).map((l) => vec8(Buffer.from(l, 'latin1'))), u8(0)]);
+  return Buffer.concat([
+    ...name
+      .split('.')
+      .filter((l) => l)
+      .map((l) => vec8(Buffer.from(l, 'latin1'))),
+    u8(0),
+  ]);
 }
 
 function respond(msg) {
@@ -70,7 +83,10 @@ const server = https.createServer({ cert: readFileSync(args[args.indexOf('--tls'
     const dns = url.searchParams.get('dns');
     const msg = req.method === 'POST' ? Buffer.concat(chunks) : dns ? Buffer.from(dns, 'base64url') : Buffer.alloc(0);
     const out = respond(msg);
-    if (!out) { res.writeHead(400).end(); return; }
+    if (!out) {
+      res.writeHead(400).end();
+      return;
+    }
     res.writeHead(200, { 'content-type': 'application/dns-message', 'content-length': out.length, 'cache-control': 'max-age=60' }).end(out);
   });
 });

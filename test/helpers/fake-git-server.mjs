@@ -18,8 +18,15 @@ const BACKEND = '/usr/lib/git-core/git-http-backend';
 const GIT = '/usr/bin/git';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
-const need = (k) => { const v = opt(k); if (v === undefined) throw new Error(`fake-git-server: ${k} is required`); return v; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const need = (k) => {
+  const v = opt(k);
+  if (v === undefined) throw new Error(`fake-git-server: ${k} is required`);
+  return v;
+};
 const port = Number(opt('--port') ?? 0);
 const host = opt('--host') ?? '0.0.0.0';
 const tlsIdx = args.indexOf('--tls');
@@ -91,7 +98,18 @@ function handler(req, res) {
   const url = new URL(req.url ?? '/', 'https://fake');
   const a = checkAuth(req.headers.authorization);
   const authHeaders = req.headersDistinct?.authorization?.length ?? (req.headers.authorization === undefined ? 0 : 1);
-  const log = (status) => say({ request: { method: req.method, path: url.pathname, query: url.search.slice(1), auth: a.auth, ...(a.user !== undefined ? { user: a.user } : {}), authHeaders }, status });
+  const log = (status) =>
+    say({
+      request: {
+        method: req.method,
+        path: url.pathname,
+        query: url.search.slice(1),
+        auth: a.auth,
+        ...(a.user !== undefined ? { user: a.user } : {}),
+        authHeaders,
+      },
+      status,
+    });
   if (a.auth !== 'ok') {
     const body = 'authentication required\n';
     res.writeHead(401, { 'www-authenticate': 'Basic realm="fake-git"', 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
@@ -105,7 +123,9 @@ function handler(req, res) {
   req.pipe(cgi.stdin);
   let stderr = '';
   cgi.stderr.setEncoding('utf8');
-  cgi.stderr.on('data', (d) => { stderr += d; });
+  cgi.stderr.on('data', (d) => {
+    stderr += d;
+  });
 
   // RFC 3875 §6.2: CGI response = header lines, blank line, body. "Status:" sets the status.
   let head = Buffer.alloc(0);
@@ -117,7 +137,13 @@ function handler(req, res) {
     const lf = head.indexOf('\n\n');
     let end = -1;
     let sep = 0;
-    if (crlf >= 0 && (lf < 0 || crlf < lf)) { end = crlf; sep = 4; } else if (lf >= 0) { end = lf; sep = 2; }
+    if (crlf >= 0 && (lf < 0 || crlf < lf)) {
+      end = crlf;
+      sep = 4;
+    } else if (lf >= 0) {
+      end = lf;
+      sep = 2;
+    }
     if (end < 0) return;
     headersDone = true;
     cgi.stdout.off('data', onData);

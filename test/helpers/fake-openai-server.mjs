@@ -17,7 +17,10 @@ import https from 'node:https';
 import { readFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const port = Number(opt('--port') ?? 0);
 const host = opt('--host') ?? '0.0.0.0';
 const key = opt('--key');
@@ -69,9 +72,15 @@ function handler(req, res) {
     }
 
     let body;
-    try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { body = undefined; }
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      body = undefined;
+    }
     if (body === null || typeof body !== 'object' || typeof body.model !== 'string' || !Array.isArray(body.messages)) {
-      json(res, 400, { error: { message: 'The request body must be JSON with "model" and "messages".', type: 'invalid_request_error', param: null, code: null } });
+      json(res, 400, {
+        error: { message: 'The request body must be JSON with "model" and "messages".', type: 'invalid_request_error', param: null, code: null },
+      });
       log(400);
       return;
     }
@@ -80,7 +89,10 @@ function handler(req, res) {
     const model = body.model;
     if (body.stream !== true) {
       json(res, 200, {
-        id, object: 'chat.completion', created, model,
+        id,
+        object: 'chat.completion',
+        created,
+        model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'Hello from the fake upstream.', refusal: null }, logprobs: null, finish_reason: 'stop' }],
         usage: { prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 },
       });
@@ -97,7 +109,13 @@ function handler(req, res) {
       if (res.destroyed) return;
       if (i < deltas.length) {
         const last = i === deltas.length - 1;
-        const chunk = { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta: deltas[i], logprobs: null, finish_reason: last ? 'stop' : null }] };
+        const chunk = {
+          id,
+          object: 'chat.completion.chunk',
+          created,
+          model,
+          choices: [{ index: 0, delta: deltas[i], logprobs: null, finish_reason: last ? 'stop' : null }],
+        };
         res.write(`data: ${JSON.stringify(chunk)}\n\n`);
         sent.push(Date.now());
         i++;

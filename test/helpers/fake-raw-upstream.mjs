@@ -56,7 +56,10 @@ import { readFileSync } from 'node:fs';
 import { gzipSync, deflateSync, deflateRawSync, brotliCompressSync } from 'node:zlib';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const b64 = (b) => b.toString('base64');
 const tlsIdx = args.indexOf('--tls');
@@ -72,12 +75,17 @@ const echo = (c, r) => {
 /** Answers once a request is complete (head and body). */
 const scripts = {
   echo,
-  tail: (c, r) => { c.send(ok(`tail:${r.path.split('/').pop()}`)); },
+  tail: (c, r) => {
+    c.send(ok(`tail:${r.path.split('/').pop()}`));
+  },
   'tail-chunked': (c, r) => {
     const body = `tail:${r.path.split('/').pop()}`;
     c.send(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
   },
-  'close-delimited': (c) => { c.send('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthis body ends when the connection does\n'); c.sock.end(); },
+  'close-delimited': (c) => {
+    c.send('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthis body ends when the connection does\n');
+    c.sock.end();
+  },
   'echo-secret': (c, r) => {
     const auth = r.headers.authorization ?? '';
     const token = auth.replace(/^Bearer /, '');
@@ -89,21 +97,56 @@ const scripts = {
     }
     c.send('0\r\n\r\n');
   },
-  early: () => { /* answered at the head */ },
-  info: (c) => { c.send('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n'); c.send(ok('final')); },
-  head: (c) => { c.send('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n'); },
-  'no-content': (c) => { c.send('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n'); },
-  http10: (c) => { c.send('HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nold\n'); },
-  truncated: (c) => { c.send(`HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n${'x'.repeat(10)}`); c.sock.end(); },
-  garbage: (c) => { c.send('HTTP/1.1 OK 200\r\nContent-Length: 0\r\n\r\n'); },
-  'cl-te': (c) => { c.send('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'); },
-  'two-cl': (c) => { c.send('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc'); },
-  switch: (c) => { c.send('HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n'); },
-  trailers: (c, r) => { c.send(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabc\n\r\n0\r\nX-Trailer: from-trailers-${r.n}\r\n\r\n`); },
-  double: (c) => { c.send(ok('asked\n') + ok('never asked\n')); },
-  'close-after': (c, r) => { echo(c, r); c.sock.end(); },
-  'fin-next': (c, r) => { echo(c, r); c.next = 'fin'; },
-  'rst-next': (c, r) => { echo(c, r); c.next = 'rst'; },
+  early: () => {
+    /* answered at the head */
+  },
+  info: (c) => {
+    c.send('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n');
+    c.send(ok('final'));
+  },
+  head: (c) => {
+    c.send('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n');
+  },
+  'no-content': (c) => {
+    c.send('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n');
+  },
+  http10: (c) => {
+    c.send('HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nold\n');
+  },
+  truncated: (c) => {
+    c.send(`HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n${'x'.repeat(10)}`);
+    c.sock.end();
+  },
+  garbage: (c) => {
+    c.send('HTTP/1.1 OK 200\r\nContent-Length: 0\r\n\r\n');
+  },
+  'cl-te': (c) => {
+    c.send('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+  },
+  'two-cl': (c) => {
+    c.send('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc');
+  },
+  switch: (c) => {
+    c.send('HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n');
+  },
+  trailers: (c, r) => {
+    c.send(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabc\n\r\n0\r\nX-Trailer: from-trailers-${r.n}\r\n\r\n`);
+  },
+  double: (c) => {
+    c.send(ok('asked\n') + ok('never asked\n'));
+  },
+  'close-after': (c, r) => {
+    echo(c, r);
+    c.sock.end();
+  },
+  'fin-next': (c, r) => {
+    echo(c, r);
+    c.next = 'fin';
+  },
+  'rst-next': (c, r) => {
+    echo(c, r);
+    c.next = 'rst';
+  },
   te: (c, r) => {
     const codings = decodeURIComponent(r.path.split('/')[2] ?? '');
     const list = codings.split(',').map((x) => x.trim().toLowerCase());
@@ -131,16 +174,25 @@ const scripts = {
     const fields = decodeURIComponent(r.path.split('/')[2] ?? '').split('|');
     const encoders = { gzip: gzipSync, 'x-gzip': gzipSync, deflate: deflateSync, br: brotliCompressSync };
     let body = Buffer.from(`auth=${r.headers.authorization ?? ''}`);
-    for (const coding of fields.join(',').split(',').map((x) => x.trim().toLowerCase())) body = encoders[coding]?.(body) ?? body;
+    for (const coding of fields
+      .join(',')
+      .split(',')
+      .map((x) => x.trim().toLowerCase()))
+      body = encoders[coding]?.(body) ?? body;
     c.send(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n${fields.map((f) => `Content-Encoding: ${f}\r\n`).join('')}Content-Length: ${body.length}\r\n\r\n`);
     c.sendBytes(body);
   },
-  'secret-status': (c, r) => { c.send(`HTTP/1.1 200 OK ${r.headers.authorization ?? ''}\r\nContent-Length: 2\r\n\r\nok`); },
+  'secret-status': (c, r) => {
+    c.send(`HTTP/1.1 200 OK ${r.headers.authorization ?? ''}\r\nContent-Length: 2\r\n\r\nok`);
+  },
   'ws-deflate': (c, r) => {
-    c.send('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
-      + 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n');
+    c.send(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n',
+    );
     const z = deflateRawSync(`auth=${r.headers.authorization ?? ''}`);
-    const payload = z.subarray(0, z.length - 4).length > 0 && z.subarray(z.length - 4).equals(Buffer.from([0, 0, 0xff, 0xff])) ? z.subarray(0, z.length - 4) : z;
+    const payload =
+      z.subarray(0, z.length - 4).length > 0 && z.subarray(z.length - 4).equals(Buffer.from([0, 0, 0xff, 0xff])) ? z.subarray(0, z.length - 4) : z;
     c.sendBytes(Buffer.concat([Buffer.from([0xc1, payload.length]), payload]));
   },
   'secret-bytes': (c, r) => {
@@ -174,10 +226,25 @@ function pump(c) {
       const lines = head.toString('latin1').split('\r\n');
       const [method = '', path = ''] = (lines[0] ?? '').split(' ');
       const headers = {};
-      for (const l of lines.slice(1)) { const i = l.indexOf(':'); if (i > 0) headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim(); }
+      for (const l of lines.slice(1)) {
+        const i = l.indexOf(':');
+        if (i > 0) headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+      }
       const script = path.split('/')[1] ?? '';
-      c.req = { n: ++c.count, method, path, headers, script, parts: [head], chunked: /chunked/i.test(headers['transfer-encoding'] ?? ''), left: Number(headers['content-length'] ?? 0) };
-      if (onHead(c, c.req)) { c.dead = true; return; }
+      c.req = {
+        n: ++c.count,
+        method,
+        path,
+        headers,
+        script,
+        parts: [head],
+        chunked: /chunked/i.test(headers['transfer-encoding'] ?? ''),
+        left: Number(headers['content-length'] ?? 0),
+      };
+      if (onHead(c, c.req)) {
+        c.dead = true;
+        return;
+      }
     }
     const r = c.req;
     if (r.chunked) {
@@ -214,13 +281,26 @@ let ids = 0;
 const server = net.createServer({ noDelay: true }, (raw) => {
   const sock = context ? new tls.TLSSocket(raw, { isServer: true, secureContext: context }) : raw;
   const c = { id: ++ids, raw, sock, count: 0, pending: Buffer.alloc(0), all: [], req: undefined, next: undefined, dead: false };
-  c.send = (s) => { if (!sock.destroyed && sock.writable) sock.write(s, 'latin1'); };
-  c.sendBytes = (b) => { if (!sock.destroyed && sock.writable) sock.write(b); };
+  c.send = (s) => {
+    if (!sock.destroyed && sock.writable) sock.write(s, 'latin1');
+  };
+  c.sendBytes = (b) => {
+    if (!sock.destroyed && sock.writable) sock.write(b);
+  };
   const opened = () => say({ open: c.id, ...(context ? { sni: sock.servername || null } : {}) });
-  if (context) sock.once('secure', opened); else opened();
-  sock.on('data', (d) => { c.all.push(d); c.pending = Buffer.concat([c.pending, d]); pump(c); });
-  sock.on('error', () => { /* 'close' follows */ });
-  raw.on('error', () => { /* 'close' follows */ });
+  if (context) sock.once('secure', opened);
+  else opened();
+  sock.on('data', (d) => {
+    c.all.push(d);
+    c.pending = Buffer.concat([c.pending, d]);
+    pump(c);
+  });
+  sock.on('error', () => {
+    /* 'close' follows */
+  });
+  raw.on('error', () => {
+    /* 'close' follows */
+  });
   sock.once('close', () => say({ closed: c.id, raw: b64(Buffer.concat(c.all)) }));
 });
 server.listen(Number(opt('--port') ?? 0), '0.0.0.0', () => say({ listening: server.address().port }));

@@ -63,7 +63,9 @@ function cnameResponse(q, target) {
     rr.writeUInt16BE(1, 4);
     rr.writeUInt32BE(ttl, 6);
     rr.writeUInt16BE(4, 10);
-    ip.split('.').forEach((o, i) => { rr[12 + i] = Number(o); });
+    ip.split('.').forEach((o, i) => {
+      rr[12 + i] = Number(o);
+    });
     return rr;
   });
   return Buffer.concat([header, question, cname, tname, ...records]);
@@ -101,7 +103,9 @@ const tcp = net.createServer((c) => {
         const reply = answer(f, 'tcp');
         if (reply) c.write(encodeTcpFrame(reply));
       }
-    } catch { c.destroy(); }
+    } catch {
+      c.destroy();
+    }
   });
 });
 udp.bind(port, '0.0.0.0', () => tcp.listen(port, '0.0.0.0', () => say({ listening: port })));

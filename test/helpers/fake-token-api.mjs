@@ -20,7 +20,10 @@ import { WebSocketServer } from 'ws';
 import { verify } from './fake-token-scheme.mjs';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const mintKey = opt('--mint-key');
 const header = (opt('--header') ?? 'authorization').toLowerCase();
@@ -29,7 +32,11 @@ let rejectNext = 0;
 
 createInterface({ input: process.stdin }).on('line', (line) => {
   let cmd;
-  try { cmd = JSON.parse(line); } catch { return; }
+  try {
+    cmd = JSON.parse(line);
+  } catch {
+    return;
+  }
   if (typeof cmd.rejectNext === 'number') rejectNext = cmd.rejectNext;
   say({ ack: cmd });
 });
@@ -58,7 +65,10 @@ const server = https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: r
   const url = new URL(req.url, 'http://x');
   const hash = createHash('sha256');
   let bytes = 0;
-  req.on('data', (c) => { bytes += c.length; hash.update(c); });
+  req.on('data', (c) => {
+    bytes += c.length;
+    hash.update(c);
+  });
   req.on('end', () => {
     const send = (status, body, extra = {}) => {
       say({ request: { method: req.method, path: url.pathname, status, ...extra } });
@@ -67,12 +77,23 @@ const server = https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: r
       res.end(text);
     };
     const c = check(req, url);
-    if (c.status !== 200) return send(c.status, { error: c.status === 401 ? 'unauthorized' : 'token of another subject', why: c.why }, { ...c.who, why: c.why });
+    if (c.status !== 200)
+      return send(c.status, { error: c.status === 401 ? 'unauthorized' : 'token of another subject', why: c.why }, { ...c.who, why: c.why });
     const who = c.who;
-    send(200, {
-      ok: true, ...who, method: req.method, path: url.pathname, bodyBytes: bytes, sha256: hash.digest('hex'),
-      authorization: req.headers[header], tenant: req.headers['x-tenant'] ?? null,
-    }, who);
+    send(
+      200,
+      {
+        ok: true,
+        ...who,
+        method: req.method,
+        path: url.pathname,
+        bodyBytes: bytes,
+        sha256: hash.digest('hex'),
+        authorization: req.headers[header],
+        tenant: req.headers['x-tenant'] ?? null,
+      },
+      who,
+    );
   });
 });
 const wss = new WebSocketServer({ noServer: true });
@@ -80,7 +101,9 @@ server.on('upgrade', (req, socket, head) => {
   socket.on('error', () => {});
   const url = new URL(req.url, 'http://x');
   const c = check(req, url);
-  say({ request: { upgrade: true, method: req.method, path: url.pathname, status: c.status === 200 ? 101 : c.status, ...c.who, ...(c.why ? { why: c.why } : {}) } });
+  say({
+    request: { upgrade: true, method: req.method, path: url.pathname, status: c.status === 200 ? 101 : c.status, ...c.who, ...(c.why ? { why: c.why } : {}) },
+  });
   if (c.status !== 200) {
     socket.end(`HTTP/1.1 ${c.status} Refused\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
     return;

@@ -16,7 +16,10 @@ import { readFileSync } from 'node:fs';
 import { WebSocketServer } from 'ws';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const port = Number(opt('--port') ?? 0);
 const host = opt('--host') ?? '0.0.0.0';
 const token = opt('--token');
@@ -43,7 +46,9 @@ server.on('upgrade', (req, socket, head) => {
   const path = req.url ?? '/';
   if (auth !== 'ok') {
     const body = JSON.stringify({ error: 'missing or wrong bearer token' });
-    socket.end(`HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    socket.end(
+      `HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
     say({ upgrade: { path, auth, authHeaders }, status: 401 });
     return;
   }

@@ -37,7 +37,11 @@ export class LineLog {
         this.buf = this.buf.slice(i + 1);
         this.raw.push(text);
         let line: Line;
-        try { line = JSON.parse(text) as Line; } catch { continue; }
+        try {
+          line = JSON.parse(text) as Line;
+        } catch {
+          continue;
+        }
         this.lines.push(line);
         this.waiters = this.waiters.filter((w) => {
           if (!w.pred(line)) return true;
@@ -60,13 +64,20 @@ export class LineLog {
         this.waiters = this.waiters.filter((w) => w.resolve !== done);
         rej(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last lines:\n${this.raw.slice(-8).join('\n')}`));
       }, timeoutMs);
-      const done = (l: Line): void => { clearTimeout(timer); res(l); };
+      const done = (l: Line): void => {
+        clearTimeout(timer);
+        res(l);
+      };
       this.waiters.push({ pred, resolve: done });
     });
   }
 }
 
-export interface Upstream { proc: ChildProcess; log: LineLog; port: number }
+export interface Upstream {
+  proc: ChildProcess;
+  log: LineLog;
+  port: number;
+}
 
 /** A reload's outcome line (the control API writes `config` lines of its own: sandbox-added, ...). */
 const isReload = (l: Line): boolean => l.event === 'config' && (l.action === 'reloaded' || l.action === 'rejected');
@@ -80,7 +91,11 @@ export async function startUpstream(topo: Topology, node: string, args: string[]
 }
 
 /** A fake service (test/helpers/<script>) in a namespace node; resolves once it prints {"listening":PORT}. */
-export interface Fake { proc: ChildProcess; log: LineLog; port: number }
+export interface Fake {
+  proc: ChildProcess;
+  log: LineLog;
+  port: number;
+}
 
 export async function startFake(w: { topo: Topology }, node: string, script: string, args: string[]): Promise<Fake> {
   const proc = w.topo.spawn(w.topo.ns(node), process.execPath, [join(ROOT, 'test/helpers', script), ...args]);
@@ -88,7 +103,9 @@ export async function startFake(w: { topo: Topology }, node: string, script: str
   log.attach(proc);
   let err = '';
   proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (d: string) => { err += d; });
+  proc.stderr?.on('data', (d: string) => {
+    err += d;
+  });
   const exited = new Promise<never>((_, rej) => proc.once('exit', (code) => rej(new Error(`${script} exited (${code}): ${err}`))));
   const l = await Promise.race([log.waitFor((x) => typeof x.listening === 'number', 10000, `${script} in ${node}`), exited]);
   exited.catch(() => {});
@@ -105,7 +122,13 @@ export interface Gate {
 }
 
 /** `opts.env`: extra environment variables for sandgate's process (e.g. credential secrets), on top of ours. */
-export async function startGate(topo: Topology, dir: string, config: unknown, name = 'sandgate.json', opts: { env?: Record<string, string> } = {}): Promise<Gate> {
+export async function startGate(
+  topo: Topology,
+  dir: string,
+  config: unknown,
+  name = 'sandgate.json',
+  opts: { env?: Record<string, string> } = {},
+): Promise<Gate> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
   const configPath = join(dir, name);
   writeFileSync(configPath, JSON.stringify(config, null, 2));
@@ -114,7 +137,9 @@ export async function startGate(topo: Topology, dir: string, config: unknown, na
   log.attach(proc);
   let err = '';
   proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (d: string) => { err += d; });
+  proc.stderr?.on('data', (d: string) => {
+    err += d;
+  });
   const exited = new Promise<never>((_, rej) => proc.once('exit', (code) => rej(new Error(`sandgate exited (${code}) before ready: ${err}`))));
   try {
     await Promise.race([log.waitFor((l) => l.event === 'ready', 10000, 'ready'), exited]);
@@ -128,7 +153,9 @@ export async function startGate(topo: Topology, dir: string, config: unknown, na
   }
   let reloads = 0;
   return {
-    proc, log, configPath,
+    proc,
+    log,
+    configPath,
     stderr: () => err,
     async reload(next) {
       writeFileSync(configPath, JSON.stringify(next, null, 2));
@@ -136,7 +163,8 @@ export async function startGate(topo: Topology, dir: string, config: unknown, na
       reloads++;
       proc.kill('SIGHUP');
       const target = seen + 1;
-      return log.waitFor(() => log.lines.filter((l) => isReload(l)).length >= target, 5000, `reload #${reloads}`)
+      return log
+        .waitFor(() => log.lines.filter((l) => isReload(l)).length >= target, 5000, `reload #${reloads}`)
         .then(() => log.lines.filter((l) => isReload(l))[target - 1] as Line);
     },
   };
@@ -159,13 +187,24 @@ export interface World {
   cleanup(): Promise<void>;
 }
 
-export const NAMES = ['api.example.test', 'evil.example.test', 'plain.example.test', 'x.wild.example.test', 'wild.example.test', 'deep.x.wild.example.test', 'private.example.test'];
+export const NAMES = [
+  'api.example.test',
+  'evil.example.test',
+  'plain.example.test',
+  'x.wild.example.test',
+  'wild.example.test',
+  'deep.x.wild.example.test',
+  'private.example.test',
+];
 
 export async function createWorld(spec?: Partial<TopologySpec>, opts: { https?: boolean } = {}): Promise<World> {
   await sweepStale();
   const topo = await createTopology({
     sandboxes: [{ name: 'sbx', subnet: 1 }],
-    upstreams: [{ name: 'a', subnet: 2 }, { name: 'b', subnet: 3 }],
+    upstreams: [
+      { name: 'a', subnet: 2 },
+      { name: 'b', subnet: 3 },
+    ],
     ...spec,
   });
   const pki = createTestPki();
@@ -186,10 +225,17 @@ export async function createWorld(spec?: Partial<TopologySpec>, opts: { https?: 
     throw err;
   }
   return {
-    topo, pki, dir, upstreams,
-    a: topo.addr('a'), b: topo.addr('b'), sandbox: topo.ns('sbx'),
+    topo,
+    pki,
+    dir,
+    upstreams,
+    a: topo.addr('a'),
+    b: topo.addr('b'),
+    sandbox: topo.ns('sbx'),
     curl(args, o = {}) {
-      return topo.exec(topo.ns('sbx'), 'curl', ['-sS', '--max-time', String((o.timeoutMs ?? 5000) / 1000), '--cacert', pki.caFile, ...args], { timeoutMs: (o.timeoutMs ?? 5000) + 2000 });
+      return topo.exec(topo.ns('sbx'), 'curl', ['-sS', '--max-time', String((o.timeoutMs ?? 5000) / 1000), '--cacert', pki.caFile, ...args], {
+        timeoutMs: (o.timeoutMs ?? 5000) + 2000,
+      });
     },
     async cleanup() {
       await topo.destroy();
@@ -207,7 +253,10 @@ export async function createWorld(spec?: Partial<TopologySpec>, opts: { https?: 
 export const TEST_BACKEND: string | undefined = process.env['SANDGATE_TEST_BACKEND'] || undefined;
 
 /** A config for the standard world; `policy` replaces the default allow list. */
-export function baseConfig(world: World, extra: { allow?: unknown[]; mode?: string; upstream?: Record<string, unknown>; sandbox?: Record<string, unknown>; log?: Record<string, unknown> } = {}): Record<string, unknown> {
+export function baseConfig(
+  world: World,
+  extra: { allow?: unknown[]; mode?: string; upstream?: Record<string, unknown>; sandbox?: Record<string, unknown>; log?: Record<string, unknown> } = {},
+): Record<string, unknown> {
   return {
     // The control socket in the world's own directory: parallel test files never share one.
     listen: { port: 15001, dnsPort: 15053, control: join(world.dir, 'control.sock') },
@@ -221,11 +270,7 @@ export function baseConfig(world: World, extra: { allow?: unknown[]; mode?: stri
     policies: {
       default: {
         mode: extra.mode ?? 'enforce',
-        allow: extra.allow ?? [
-          { host: 'api.example.test' },
-          { host: 'plain.example.test', ports: [80] },
-          { host: '*.wild.example.test' },
-        ],
+        allow: extra.allow ?? [{ host: 'api.example.test' }, { host: 'plain.example.test', ports: [80] }, { host: '*.wild.example.test' }],
       },
     },
     ...(extra.log ? { log: extra.log } : {}),
@@ -235,7 +280,11 @@ export function baseConfig(world: World, extra: { allow?: unknown[]; mode?: stri
 
 /** curl -w output for "what happened": http code and the exit status. */
 export function bodyOf(r: ExecResult): Record<string, unknown> | undefined {
-  try { return JSON.parse(r.stdout) as Record<string, unknown>; } catch { return undefined; }
+  try {
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

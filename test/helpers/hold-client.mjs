@@ -13,7 +13,10 @@ import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
-const opt = (k, d) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : d; };
+const opt = (k, d) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : d;
+};
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
 const host = opt('--host');
@@ -25,7 +28,13 @@ let chunks = 0;
 let error = null;
 let buf = '';
 
-const s = tls.connect({ host: opt('--connect'), port: Number(opt('--port', '443')), servername: host, ca: readFileSync(opt('--ca')), ALPNProtocols: ['http/1.1'] });
+const s = tls.connect({
+  host: opt('--connect'),
+  port: Number(opt('--port', '443')),
+  servername: host,
+  ca: readFileSync(opt('--ca')),
+  ALPNProtocols: ['http/1.1'],
+});
 s.setNoDelay(true);
 const send = () => s.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: keep-alive\r\n\r\n`);
 s.once('secureConnect', send);
@@ -59,10 +68,15 @@ s.on('data', (d) => {
     if (responses < requests) send();
   }
 });
-s.on('error', (e) => { error = e.code ?? e.message; });
+s.on('error', (e) => {
+  error = e.code ?? e.message;
+});
 s.on('close', () => {
   say({ event: 'closed', error, responses, chunks });
   process.exit(0);
 });
 // Bounded: a test that forgets this process does not leave it running.
-setTimeout(() => { say({ event: 'timeout' }); process.exit(1); }, 30_000).unref();
+setTimeout(() => {
+  say({ event: 'timeout' });
+  process.exit(1);
+}, 30_000).unref();

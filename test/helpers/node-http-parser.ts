@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 interface ParserBinding {
-  new(): RawParser;
+  new (): RawParser;
   readonly REQUEST: number;
   readonly RESPONSE: number;
   readonly kOnMessageBegin: number;
@@ -64,8 +64,17 @@ export class NodeParser {
       for (const h of headers) this.#extraHeaders.push(h);
       this.#extraUrl += url;
     };
-    p[HTTPParser.kOnHeadersComplete] = (versionMajor: number, versionMinor: number, headers: string[] | undefined, method: number | undefined,
-      url: string | undefined, statusCode: number | undefined, statusMessage: string | undefined, upgrade: boolean, shouldKeepAlive: boolean): number => {
+    p[HTTPParser.kOnHeadersComplete] = (
+      versionMajor: number,
+      versionMinor: number,
+      headers: string[] | undefined,
+      method: number | undefined,
+      url: string | undefined,
+      statusCode: number | undefined,
+      statusMessage: string | undefined,
+      upgrade: boolean,
+      shouldKeepAlive: boolean,
+    ): number => {
       let rawHeaders = headers ?? [];
       if (this.#extraHeaders.length > 0) {
         rawHeaders = this.#extraHeaders.concat(rawHeaders);
@@ -74,15 +83,22 @@ export class NodeParser {
       const u = this.#extraUrl + (url ?? '');
       this.#extraUrl = '';
       const after = events.onHead({
-        versionMajor, versionMinor, rawHeaders,
+        versionMajor,
+        versionMinor,
+        rawHeaders,
         method: method !== undefined ? (METHODS[method] ?? '') : '',
-        url: u, statusCode: statusCode ?? 0, statusMessage: statusMessage ?? '',
-        upgrade, shouldKeepAlive,
+        url: u,
+        statusCode: statusCode ?? 0,
+        statusMessage: statusMessage ?? '',
+        upgrade,
+        shouldKeepAlive,
       });
       // llhttp's on_headers_complete: 1 = no body; 2 = no body and stop, as for an upgrade.
       return after === 'body' ? 0 : after === 'none' ? 1 : 2;
     };
-    p[HTTPParser.kOnBody] = (chunk: Buffer): void => { events.onBody(chunk); };
+    p[HTTPParser.kOnBody] = (chunk: Buffer): void => {
+      events.onBody(chunk);
+    };
     p[HTTPParser.kOnMessageComplete] = (): void => {
       // Trailer fields arrive through kOnHeaders after the body: they are dropped, never carried
       // over into the next message's head (node's own http clears them here too).

@@ -10,7 +10,10 @@
 import OpenAI from 'openai';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const mode = opt('--mode') ?? 'complete';
 
 const seen = [];
@@ -19,7 +22,19 @@ const pending = [];
 const tap = async (url, init) => {
   const res = await fetch(url, init);
   seen.push(`HTTP ${res.status}\n${[...res.headers].map(([k, v]) => `${k}: ${v}`).join('\n')}`);
-  pending.push(res.clone().arrayBuffer().then((b) => { seen.push(Buffer.from(b).toString('utf8')); }, (e) => { seen.push(`body error: ${e.message}`); }));
+  pending.push(
+    res
+      .clone()
+      .arrayBuffer()
+      .then(
+        (b) => {
+          seen.push(Buffer.from(b).toString('utf8'));
+        },
+        (e) => {
+          seen.push(`body error: ${e.message}`);
+        },
+      ),
+  );
   return res;
 };
 

@@ -52,7 +52,12 @@ export async function recorder(topo: Topology, ns: string, family: 4 | 6, ports:
  */
 export async function sendUdp(topo: Topology, ns: string, addr: string, port: number, tag: string, count = 3): Promise<string[]> {
   const family = addr.includes(':') ? 'udp6' : 'udp4';
-  const r = await topo.exec(ns, process.execPath, ['-e', `
+  const r = await topo.exec(
+    ns,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('dgram').createSocket({ type: '${family}' });
     const echoes = [];
     s.on('message', (m) => echoes.push(String(m)));
@@ -62,7 +67,10 @@ export async function sendUdp(topo: Topology, ns: string, addr: string, port: nu
       const go = () => { s.send('${tag}', ${port}, '${addr}', () => {}); if (++n < ${count}) setTimeout(go, 50); };
       go();
       setTimeout(() => { console.log(JSON.stringify({ echoes })); s.close(); }, 600);
-    });`], { timeoutMs: 15000 }); // generous: node's own start-up on a loaded 2-core machine
+    });`,
+    ],
+    { timeoutMs: 15000 },
+  ); // generous: node's own start-up on a loaded 2-core machine
   try {
     return (JSON.parse(r.stdout) as { echoes: string[] }).echoes;
   } catch {
@@ -72,12 +80,20 @@ export async function sendUdp(topo: Topology, ns: string, addr: string, port: nu
 
 /** One TCP connection attempt; prints what happened (connected / DATA / error / timeout). */
 export async function tryTcp(topo: Topology, ns: string, addr: string, port: number, waitMs = 1000): Promise<string> {
-  const r = await topo.exec(ns, process.execPath, ['-e', `
+  const r = await topo.exec(
+    ns,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect({ host: '${addr}', port: ${port} });
     s.setTimeout(${waitMs}, () => { console.log('timeout'); s.destroy(); });
     s.on('connect', () => console.log('connected'));
     s.on('data', (d) => { console.log('DATA', String(d).trim()); s.destroy(); });
-    s.on('error', (e) => console.log('error', e.code));`], { timeoutMs: waitMs + 10000 });
+    s.on('error', (e) => console.log('error', e.code));`,
+    ],
+    { timeoutMs: waitMs + 10000 },
+  );
   return r.stdout.trim();
 }
 
@@ -87,7 +103,12 @@ export async function tryTcp(topo: Topology, ns: string, addr: string, port: num
  * as the socket takes them but never for longer than `maxMs`. Prints {sent, ms}.
  */
 export async function udpFlood(topo: Topology, ns: string, addr: string, count: number, maxMs: number): Promise<{ sent: number; ms: number }> {
-  const r = await topo.exec(ns, process.execPath, ['-e', `
+  const r = await topo.exec(
+    ns,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('dgram').createSocket('udp4');
     const payload = Buffer.alloc(64, 120);
     const t0 = Date.now();
@@ -102,6 +123,9 @@ export async function udpFlood(topo: Topology, ns: string, addr: string, count: 
       }
     };
     s.bind(0, pump);
-    setTimeout(finish, ${maxMs} + 1000);`], { timeoutMs: maxMs + 5000 });
+    setTimeout(finish, ${maxMs} + 1000);`,
+    ],
+    { timeoutMs: maxMs + 5000 },
+  );
   return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { sent: number; ms: number };
 }

@@ -52,15 +52,32 @@ const advance = () => {
     const st = steps[0];
     if (st.write !== undefined) s.write(Buffer.from(st.write, 'base64'));
     else if (st.until !== undefined) {
-      if (occurrences(st.until) < (st.count ?? 1)) { waiting = st.until; return; }
+      if (occurrences(st.until) < (st.count ?? 1)) {
+        waiting = st.until;
+        return;
+      }
       waiting = null;
-    } else if (st.close) { clearTimeout(timer); report(false); return; }
+    } else if (st.close) {
+      clearTimeout(timer);
+      report(false);
+      return;
+    }
     steps.shift();
   }
 };
 
 s.once(spec.servername ? 'secureConnect' : 'connect', advance);
-s.on('data', (d) => { chunks.push(d); if (waiting !== null) advance(); });
-s.on('end', () => { ended = true; });
-s.on('error', (e) => { error = e.code ?? String(e); });
-s.on('close', () => { clearTimeout(timer); report(false); });
+s.on('data', (d) => {
+  chunks.push(d);
+  if (waiting !== null) advance();
+});
+s.on('end', () => {
+  ended = true;
+});
+s.on('error', (e) => {
+  error = e.code ?? String(e);
+});
+s.on('close', () => {
+  clearTimeout(timer);
+  report(false);
+});

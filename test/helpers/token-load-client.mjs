@@ -8,7 +8,10 @@ import https from 'node:https';
 import { readFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const url = new URL(opt('--url'));
 const n = Number(opt('--n') ?? 1);
 const conc = Number(opt('--concurrency') ?? 1);
@@ -18,24 +21,41 @@ const body = opt('--body-bytes') !== undefined ? Buffer.alloc(Number(opt('--body
 const agent = new https.Agent({ keepAlive: true, maxSockets: conc, ca: readFileSync(opt('--ca')) });
 
 const out = { n, ms: 0, statuses: {}, errors: {}, leaked: 0, redacted: 0, subjects: {} };
-const bump = (o, k) => { o[k] = (o[k] ?? 0) + 1; };
+const bump = (o, k) => {
+  o[k] = (o[k] ?? 0) + 1;
+};
 
 function one() {
   return new Promise((resolve) => {
-    const req = https.request(url, { method, agent, headers: body ? { 'content-type': 'application/octet-stream', 'content-length': body.length } : {} }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('latin1') + JSON.stringify(res.headers);
-        bump(out.statuses, res.statusCode);
-        if (text.includes('tk_')) out.leaked++;
-        if (text.includes('[redacted]')) out.redacted++;
-        try { const j = JSON.parse(Buffer.concat(chunks).toString('utf8')); if (j.subject) bump(out.subjects, j.subject); } catch { /* not JSON */ }
-        resolve();
-      });
-      res.on('error', (e) => { bump(out.errors, e.code ?? e.message); resolve(); });
+    const req = https.request(
+      url,
+      { method, agent, headers: body ? { 'content-type': 'application/octet-stream', 'content-length': body.length } : {} },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('latin1') + JSON.stringify(res.headers);
+          bump(out.statuses, res.statusCode);
+          if (text.includes('tk_')) out.leaked++;
+          if (text.includes('[redacted]')) out.redacted++;
+          try {
+            const j = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            if (j.subject) bump(out.subjects, j.subject);
+          } catch {
+            /* not JSON */
+          }
+          resolve();
+        });
+        res.on('error', (e) => {
+          bump(out.errors, e.code ?? e.message);
+          resolve();
+        });
+      },
+    );
+    req.on('error', (e) => {
+      bump(out.errors, e.code ?? e.message);
+      resolve();
     });
-    req.on('error', (e) => { bump(out.errors, e.code ?? e.message); resolve(); });
     req.end(body);
   });
 }

@@ -30,7 +30,10 @@ import zlib from 'node:zlib';
 import { WebSocketServer } from 'ws';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const name = opt('--name') ?? 'upstream';
 const port = Number(opt('--port') ?? 0);
 const host = opt('--host') ?? '0.0.0.0';
@@ -45,7 +48,10 @@ if (args.includes('--udp')) {
   const s = net.createServer((c) => {
     c.write(banner + '\n');
     c.on('error', () => {});
-    c.on('data', (d) => { if (String(d).trim() === 'reset') c.resetAndDestroy(); else c.write(d); });
+    c.on('data', (d) => {
+      if (String(d).trim() === 'reset') c.resetAndDestroy();
+      else c.write(d);
+    });
   });
   s.listen(port, host, () => say({ listening: s.address().port }));
 } else {
@@ -77,7 +83,10 @@ if (args.includes('--udp')) {
         while (left > 0) {
           const n = Math.min(left, block.length);
           left -= n;
-          if (!res.write(n === block.length ? block : block.subarray(0, n))) { res.once('drain', pump); return; }
+          if (!res.write(n === block.length ? block : block.subarray(0, n))) {
+            res.once('drain', pump);
+            return;
+          }
         }
         res.end();
       };
@@ -98,7 +107,8 @@ if (args.includes('--udp')) {
       let i = 0;
       const tick = () => {
         res.write(`data: ${JSON.stringify({ i, t: Date.now() })}\n\n`);
-        if (++i < n) setTimeout(tick, interval); else res.end();
+        if (++i < n) setTimeout(tick, interval);
+        else res.end();
       };
       setTimeout(tick, interval);
       return true;
@@ -118,7 +128,11 @@ if (args.includes('--udp')) {
     const chunks = [];
     const body = { bytes: 0, hash: createHash('sha256') };
     const keep = url.pathname !== '/_sg/upload';
-    req.on('data', (c) => { body.bytes += c.length; body.hash.update(c); if (keep) chunks.push(c); });
+    req.on('data', (c) => {
+      body.bytes += c.length;
+      body.hash.update(c);
+      if (keep) chunks.push(c);
+    });
     req.on('end', () => {
       say({ request: { method: req.method, path: url.pathname, host: req.headers.host, ...(auth ? { auth } : {}), authHeaders } });
       if (auth !== undefined && auth !== 'ok') {
@@ -128,7 +142,14 @@ if (args.includes('--udp')) {
         return;
       }
       if (special(req, res, url, body)) return;
-      const out = JSON.stringify({ server: name, host: req.headers.host, method: req.method, path: req.url, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      const out = JSON.stringify({
+        server: name,
+        host: req.headers.host,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       const extra = echoHeaders ? { 'x-echo-headers': JSON.stringify(req.headers) } : {};
       if (url.pathname === '/_sg/gzip') {
         const z = zlib.gzipSync(out);
@@ -141,9 +162,10 @@ if (args.includes('--udp')) {
     });
   };
   const tlsIdx = args.indexOf('--tls');
-  const server = tlsIdx >= 0
-    ? https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]), noDelay: true }, handler)
-    : http.createServer({ noDelay: true }, handler);
+  const server =
+    tlsIdx >= 0
+      ? https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]), noDelay: true }, handler)
+      : http.createServer({ noDelay: true }, handler);
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
   server.on('upgrade', (req, socket, head) => {
     socket.on('error', () => {});

@@ -13,7 +13,10 @@ import tls from 'node:tls';
 import WebSocket from 'ws';
 
 const args = process.argv.slice(2);
-const opt = (k) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : undefined; };
+const opt = (k) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 const token = opt('--token');
 
 const raw = [];
@@ -23,7 +26,10 @@ const finish = () => {
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(0);
 };
-setTimeout(() => { out.error = 'timeout'; finish(); }, 8000).unref();
+setTimeout(() => {
+  out.error = 'timeout';
+  finish();
+}, 8000).unref();
 
 const ws = new WebSocket(opt('--url'), {
   headers: token !== undefined ? { authorization: `Bearer ${token}` } : {},
@@ -40,15 +46,27 @@ const binOut = Buffer.from([0, 1, 2, 253, 254, 255]);
 ws.on('unexpected-response', (_req, res) => {
   out.status = res.statusCode;
   res.on('data', () => {});
-  res.on('end', () => { out.error = `unexpected response ${res.statusCode}`; finish(); });
+  res.on('end', () => {
+    out.error = `unexpected response ${res.statusCode}`;
+    finish();
+  });
 });
 ws.on('message', (data, isBinary) => {
   out.messages.push({ binary: isBinary, text: isBinary ? Buffer.from(data).toString('hex') : data.toString('utf8') });
-  if (out.messages.length === 1) { ws.send(textOut); ws.send(binOut); }
+  if (out.messages.length === 1) {
+    ws.send(textOut);
+    ws.send(binOut);
+  }
   if (out.messages.length === 3) {
     out.ok = out.messages[1]?.text === textOut && out.messages[2]?.text === binOut.toString('hex') && out.messages[2]?.binary === true;
     ws.close(1000);
   }
 });
-ws.on('close', (code) => { out.closeCode = code; finish(); });
-ws.on('error', (e) => { out.error ??= `${e.code ?? ''} ${e.message}`.trim(); finish(); });
+ws.on('close', (code) => {
+  out.closeCode = code;
+  finish();
+});
+ws.on('error', (e) => {
+  out.error ??= `${e.code ?? ''} ${e.message}`.trim();
+  finish();
+});

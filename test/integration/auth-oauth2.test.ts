@@ -7,7 +7,19 @@
  */
 import test from 'ava';
 import { startGate, type Gate, type Line } from '../helpers/gate.js';
-import { AUTH_HOST, CLIENT_ID, apiRequests, authConfig, authUrl, calls, createAuthWorld, load, NEVER_LOGGED, secretEnv, type AuthWorld } from '../helpers/auth-world.js';
+import {
+  AUTH_HOST,
+  CLIENT_ID,
+  apiRequests,
+  authConfig,
+  authUrl,
+  calls,
+  createAuthWorld,
+  load,
+  NEVER_LOGGED,
+  secretEnv,
+  type AuthWorld,
+} from '../helpers/auth-world.js';
 
 const H = {
   cc: 'cc.oauth.example.test',
@@ -24,18 +36,49 @@ let g: Gate;
 test.before(async () => {
   aw = await createAuthWorld(NAMES, { ttl: 1, scope: SCOPE });
   const authIp = aw.w.topo.addr('auth');
-  const config = authConfig(aw, NAMES, [
-    { host: H.cc, inject: 'cc' },
-    { host: H.body, inject: 'ccbody' },
-    { host: H.rt, inject: 'rt' },
-    { host: H.load, inject: 'load' },
-  ], {
-    // Plain HTTP to an IP literal inside upstream.allowPrivate (10.77.0.0/16): accepted.
-    cc: { oauth2: { tokenUrl: `http://${authIp}:8080/oauth/token`, grant: 'client_credentials', clientId: CLIENT_ID, clientSecret: { env: 'SG_CLIENT_SECRET' }, scope: SCOPE } },
-    ccbody: { oauth2: { tokenUrl: `https://${AUTH_HOST}:8443/oauth/token`, grant: 'client_credentials', clientId: CLIENT_ID, clientSecret: { env: 'SG_CLIENT_SECRET' }, scope: SCOPE, clientAuth: 'body' } },
-    rt: { oauth2: { tokenUrl: `https://${AUTH_HOST}:8443/oauth/token`, grant: 'refresh_token', clientId: CLIENT_ID, clientSecret: { env: 'SG_CLIENT_SECRET' }, refreshToken: { env: 'SG_REFRESH_TOKEN' }, scope: SCOPE } },
-    load: { authService: { url: authUrl('?ttl=1'), secret: { env: 'SG_AUTH_KEY' } } },
-  });
+  const config = authConfig(
+    aw,
+    NAMES,
+    [
+      { host: H.cc, inject: 'cc' },
+      { host: H.body, inject: 'ccbody' },
+      { host: H.rt, inject: 'rt' },
+      { host: H.load, inject: 'load' },
+    ],
+    {
+      // Plain HTTP to an IP literal inside upstream.allowPrivate (10.77.0.0/16): accepted.
+      cc: {
+        oauth2: {
+          tokenUrl: `http://${authIp}:8080/oauth/token`,
+          grant: 'client_credentials',
+          clientId: CLIENT_ID,
+          clientSecret: { env: 'SG_CLIENT_SECRET' },
+          scope: SCOPE,
+        },
+      },
+      ccbody: {
+        oauth2: {
+          tokenUrl: `https://${AUTH_HOST}:8443/oauth/token`,
+          grant: 'client_credentials',
+          clientId: CLIENT_ID,
+          clientSecret: { env: 'SG_CLIENT_SECRET' },
+          scope: SCOPE,
+          clientAuth: 'body',
+        },
+      },
+      rt: {
+        oauth2: {
+          tokenUrl: `https://${AUTH_HOST}:8443/oauth/token`,
+          grant: 'refresh_token',
+          clientId: CLIENT_ID,
+          clientSecret: { env: 'SG_CLIENT_SECRET' },
+          refreshToken: { env: 'SG_REFRESH_TOKEN' },
+          scope: SCOPE,
+        },
+      },
+      load: { authService: { url: authUrl('?ttl=1'), secret: { env: 'SG_AUTH_KEY' } } },
+    },
+  );
   g = await startGate(aw.w.topo, aw.w.dir, config, 'sandgate.json', { env: secretEnv });
 });
 
@@ -81,7 +124,10 @@ test.serial('refresh_token grant: the rotated refresh token is used for the next
   t.is(r.leaked, 0);
   const c = oauthCalls().slice(before);
   t.true(c.length >= 4, `${c.length} calls: each refresh rotated the refresh token`);
-  t.true(c.every((x) => x.grant === 'refresh_token' && x.clientOk === true && x.staleRefresh === false), JSON.stringify(c));
+  t.true(
+    c.every((x) => x.grant === 'refresh_token' && x.clientOk === true && x.staleRefresh === false),
+    JSON.stringify(c),
+  );
 });
 
 test.serial('token cache hit rate under load: 2,000 requests over 5 s with 1 s tokens (from the stop line)', async (t) => {
@@ -97,7 +143,9 @@ test.serial('token cache hit rate under load: 2,000 requests over 5 s with 1 s t
   t.is(s.hits! + s.misses!, 2000);
   t.is(s.fetches, fetched, 'every fetch is one call to the service (no retries needed)');
   t.true(s.hitRate! >= 0.98, `hit rate ${s.hitRate}`);
-  t.log(`load: ${r.n} requests in ${r.ms} ms; token cache: ${s.hits} hits, ${s.misses} misses (${s.coalesced} joined a call in flight), hit rate ${(s.hitRate! * 100).toFixed(2)}%; ${s.fetches} calls to the auth service (${s.refreshes} ahead of expiry)`);
+  t.log(
+    `load: ${r.n} requests in ${r.ms} ms; token cache: ${s.hits} hits, ${s.misses} misses (${s.coalesced} joined a call in flight), hit rate ${(s.hitRate! * 100).toFixed(2)}%; ${s.fetches} calls to the auth service (${s.refreshes} ahead of expiry)`,
+  );
   // Everything sandgate printed, over the whole file: no token, no secret.
   const all = g.log.raw.join('\n') + g.stderr();
   for (const x of NEVER_LOGGED) t.false(all.includes(x), `sandgate printed ${x.slice(0, 5)}...`);

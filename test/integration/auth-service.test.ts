@@ -37,28 +37,33 @@ let g: Gate;
 
 test.before(async () => {
   aw = await createAuthWorld(NAMES, { ttl: 1 });
-  const config = authConfig(aw, NAMES, [
-    // Its own credential with long-lived tokens: with 1 s tokens (svc), a refresh ahead of expiry
-    // (from 0.5 s on) is legitimate whenever 50 concurrent requests take longer than that.
-    { host: H.burst, inject: 'burst' },
-    { host: '*.svc.example.test', inject: 'svc' },
-    { host: H.hdr, inject: 'hdr' },
-    { host: H.down, inject: 'down' },
-    { host: H.slow, inject: 'slow' },
-    { host: H.e500, inject: 'e500' },
-    { host: H.e403, inject: 'e403' },
-    { host: H.bad, inject: 'bad' },
-  ], {
-    svc: { authService: { url: authUrl('?ttl=1'), timeoutMs: 1500, secret: key } },
-    burst: { authService: { url: authUrl('?ttl=60'), timeoutMs: 1500, secret: key } },
-    hdr: { authService: { url: authUrl('?mode=headers&ttl=30'), secret: key } },
-    // Nothing listens on 8444 in the auth namespace: connection refused, as a service that is down.
-    down: { authService: { url: `https://auth.internal.test:8444/token`, secret: key } },
-    slow: { authService: { url: authUrl('?delayMs=3000'), timeoutMs: 800, secret: key } },
-    e500: { authService: { url: authUrl('?status=500'), secret: key } },
-    e403: { authService: { url: authUrl('?status=403'), secret: key } },
-    bad: { authService: { url: authUrl('?badJson=1'), secret: key } },
-  });
+  const config = authConfig(
+    aw,
+    NAMES,
+    [
+      // Its own credential with long-lived tokens: with 1 s tokens (svc), a refresh ahead of expiry
+      // (from 0.5 s on) is legitimate whenever 50 concurrent requests take longer than that.
+      { host: H.burst, inject: 'burst' },
+      { host: '*.svc.example.test', inject: 'svc' },
+      { host: H.hdr, inject: 'hdr' },
+      { host: H.down, inject: 'down' },
+      { host: H.slow, inject: 'slow' },
+      { host: H.e500, inject: 'e500' },
+      { host: H.e403, inject: 'e403' },
+      { host: H.bad, inject: 'bad' },
+    ],
+    {
+      svc: { authService: { url: authUrl('?ttl=1'), timeoutMs: 1500, secret: key } },
+      burst: { authService: { url: authUrl('?ttl=60'), timeoutMs: 1500, secret: key } },
+      hdr: { authService: { url: authUrl('?mode=headers&ttl=30'), secret: key } },
+      // Nothing listens on 8444 in the auth namespace: connection refused, as a service that is down.
+      down: { authService: { url: `https://auth.internal.test:8444/token`, secret: key } },
+      slow: { authService: { url: authUrl('?delayMs=3000'), timeoutMs: 800, secret: key } },
+      e500: { authService: { url: authUrl('?status=500'), secret: key } },
+      e403: { authService: { url: authUrl('?status=403'), secret: key } },
+      bad: { authService: { url: authUrl('?badJson=1'), secret: key } },
+    },
+  );
   g = await startGate(aw.w.topo, aw.w.dir, config, 'sandgate.json', { env: secretEnv });
 });
 
@@ -68,7 +73,12 @@ test.after.always(async () => {
 });
 
 function curl(ns: string, args: string[], timeoutMs = 8000): Promise<ExecResult> {
-  return aw.w.topo.exec(ns, CURL, ['-sS', '--max-time', String(timeoutMs / 1000), '--cacert', join(aw.w.dir, 'ca', 'ca.pem'), '-w', '\n%{http_code}', ...args], { timeoutMs: timeoutMs + 2000 });
+  return aw.w.topo.exec(
+    ns,
+    CURL,
+    ['-sS', '--max-time', String(timeoutMs / 1000), '--cacert', join(aw.w.dir, 'ca', 'ca.pem'), '-w', '\n%{http_code}', ...args],
+    { timeoutMs: timeoutMs + 2000 },
+  );
 }
 
 /** curl output split into the body and the status code. */
@@ -76,18 +86,23 @@ function res(r: ExecResult): { status: number; body: string; json: Record<string
   const i = r.stdout.lastIndexOf('\n');
   const body = r.stdout.slice(0, i);
   let json: Record<string, unknown> | undefined;
-  try { json = JSON.parse(body) as Record<string, unknown>; } catch { json = undefined; }
+  try {
+    json = JSON.parse(body) as Record<string, unknown>;
+  } catch {
+    json = undefined;
+  }
   return { status: Number(r.stdout.slice(i + 1)), body, json };
 }
 
-const httpLine = (host: string, path: string): Promise<Line> => g.log.waitFor((l) => l.event === 'http' && l.host === host && l.path === path, 5000, `http line for ${host}${path}`);
+const httpLine = (host: string, path: string): Promise<Line> =>
+  g.log.waitFor((l) => l.event === 'http' && l.host === host && l.path === path, 5000, `http line for ${host}${path}`);
 
 /** Tell the fake API to refuse (and revoke) the next valid token it sees; resolves once it has the order. */
 async function rejectNext(): Promise<void> {
   const acks = (): number => aw.api.log.lines.filter((l) => l.ack !== undefined).length;
   const before = acks();
   aw.api.proc.stdin?.write(JSON.stringify({ rejectNext: 1 }) + '\n');
-  await aw.api.log.waitFor(() => acks() > before, 5000, 'the fake API\'s ack');
+  await aw.api.log.waitFor(() => acks() > before, 5000, "the fake API's ack");
 }
 
 function noToken(t: ExecutionContext, text: string, where: string): void {
@@ -105,7 +120,17 @@ test.serial('a token is fetched with the service key, injected, and scrubbed fro
   t.regex(String(out.json?.authorization), /^\[redacted\]\**$/);
   const c = calls(aw, (x) => x.host === H.burst);
   t.is(c.length, 1);
-  t.like(c[0], { kind: 'auth', keyOk: true, sandbox: 'agent-a', user: 'alice', credential: 'burst', host: H.burst, port: 443, method: 'GET', path: '/u/alice/first' });
+  t.like(c[0], {
+    kind: 'auth',
+    keyOk: true,
+    sandbox: 'agent-a',
+    user: 'alice',
+    credential: 'burst',
+    host: H.burst,
+    port: 443,
+    method: 'GET',
+    path: '/u/alice/first',
+  });
   const a = await httpLine(H.burst, '/u/alice/first');
   t.like(a, { decision: 'allow', status: 200, credential: 'burst', sandbox: 'agent-a', user: 'alice' });
 });
@@ -219,7 +244,10 @@ test.serial('upstream 401: the token is dropped, refreshed, and a GET and a smal
   const get = await curl(aw.ns.alice, [`https://${H.r401}/u/alice/get`]);
   t.is(res(get).status, 200, get.stdout);
   const seen = apiRequests(aw, (x) => x.path === '/u/alice/get');
-  t.deepEqual(seen.map((x) => x.status), [401, 200]);
+  t.deepEqual(
+    seen.map((x) => x.status),
+    [401, 200],
+  );
   t.not(seen[0]?.serial, seen[1]?.serial, 'the retry carried a new token');
   // One call for the retry (two if the warm token had run out before the GET: then that GET's
   // own fresh token was the one revoked).
@@ -234,7 +262,10 @@ test.serial('upstream 401: the token is dropped, refreshed, and a GET and a smal
   const p = res(post);
   t.is(p.status, 200, post.stdout);
   t.is(p.json?.bodyBytes, 20_000);
-  t.deepEqual(apiRequests(aw, (x) => x.path === '/u/alice/post').map((x) => x.status), [401, 200]);
+  t.deepEqual(
+    apiRequests(aw, (x) => x.path === '/u/alice/post').map((x) => x.status),
+    [401, 200],
+  );
 });
 
 test.serial('upstream 401 to a body too big to keep (> 64 KiB): relayed, and the next request gets a fresh token', async (t) => {
@@ -251,9 +282,14 @@ test.serial('upstream 401 to a body too big to keep (> 64 KiB): relayed, and the
 test.serial('WebSocket upgrade: the token is injected and scrubbed from frames; a 401 to the upgrade is retried with a fresh one', async (t) => {
   const ws = async (): Promise<{ ok: boolean; messages: { text: string }[]; raw: string; error?: string }> => {
     const r = await aw.w.topo.exec(aw.ns.bob, process.execPath, [join(ROOT, 'test/helpers/ws-client.mjs'), '--url', `wss://${H.ws}/u/bob/ws`], {
-      timeoutMs: 12_000, env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: join(aw.w.dir, 'ca', 'ca.pem') },
+      timeoutMs: 12_000,
+      env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: join(aw.w.dir, 'ca', 'ca.pem') },
     });
-    try { return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { ok: boolean; messages: { text: string }[]; raw: string }; } catch { throw new Error(`ws client: ${r.stdout}\n${r.stderr}`); }
+    try {
+      return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { ok: boolean; messages: { text: string }[]; raw: string };
+    } catch {
+      throw new Error(`ws client: ${r.stdout}\n${r.stderr}`);
+    }
   };
   const first = await ws();
   t.true(first.ok, JSON.stringify(first));
@@ -267,7 +303,10 @@ test.serial('WebSocket upgrade: the token is injected and scrubbed from frames; 
   t.true(second.ok, JSON.stringify(second));
   noToken(t, second.raw, 'the WebSocket bytes');
   const ups = apiRequests(aw, (x) => x.upgrade === true && x.path === '/u/bob/ws');
-  t.deepEqual(ups.map((x) => x.status), [101, 401, 101]);
+  t.deepEqual(
+    ups.map((x) => x.status),
+    [101, 401, 101],
+  );
   const wsLines = (): Line[] => g.log.lines.filter((l) => l.event === 'http' && l.host === H.ws && l.websocket === true);
   // One line per upgrade, written when its tunnel closes; the refused first attempt adds none.
   await g.log.waitFor(() => wsLines().length >= 2, 5000, 'two websocket lines');

@@ -16,7 +16,19 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { createWorld, startGate, startUpstream, startFake, baseConfig, NAMES, type World, type Gate, type Upstream, type Line, type Fake } from '../helpers/gate.js';
+import {
+  createWorld,
+  startGate,
+  startUpstream,
+  startFake,
+  baseConfig,
+  NAMES,
+  type World,
+  type Gate,
+  type Upstream,
+  type Line,
+  type Fake,
+} from '../helpers/gate.js';
 import type { ExecResult } from '../../src/demo/topology.js';
 
 const SECRET = `sk-browser-${randomBytes(12).toString('hex')}`;
@@ -42,18 +54,31 @@ test.before(async () => {
   const cert = w.pki.issue([ICPT], { tag: 'browser-icpt' });
   icpt = await startUpstream(w.topo, 'a', ['--name', 'icpt', '--port', '8443', '--tls', cert.cert, cert.key, '--expect-auth', `Bearer ${SECRET}`]);
   const dohCert = w.pki.issue([DOH], { tag: 'doh' });
-  doh = await startFake(w, 'b', 'fake-doh-server.mjs', ['--port', '8443', '--tls', dohCert.cert, dohCert.key,
-    '--answer', `${INNER}=${w.a}`, '--answer', `${FRONT}=${w.a}`, '--ech', `${INNER}=${FRONT}`,
-    '--answer', `${INNER2}=${w.a}`, '--ech', `${INNER2}=api.example.test`]);
+  doh = await startFake(w, 'b', 'fake-doh-server.mjs', [
+    '--port',
+    '8443',
+    '--tls',
+    dohCert.cert,
+    dohCert.key,
+    '--answer',
+    `${INNER}=${w.a}`,
+    '--answer',
+    `${FRONT}=${w.a}`,
+    '--ech',
+    `${INNER}=${FRONT}`,
+    '--answer',
+    `${INNER2}=${w.a}`,
+    '--ech',
+    `${INNER2}=api.example.test`,
+  ]);
   const config = {
     ...baseConfig(w, {
-      allow: [
-        { host: 'api.example.test' },
-        { host: ICPT, ports: [8443], inject: 'llm' },
-        { host: FRONT, inject: 'llm' },
-        { host: DOH, ports: [8443] },
-      ],
-      upstream: { hosts: { ...Object.fromEntries([...NAMES, ICPT, FRONT].map((n) => [n, w.a])), [DOH]: w.b }, allowPrivate: ['10.77.0.0/16'], caFile: w.pki.caFile },
+      allow: [{ host: 'api.example.test' }, { host: ICPT, ports: [8443], inject: 'llm' }, { host: FRONT, inject: 'llm' }, { host: DOH, ports: [8443] }],
+      upstream: {
+        hosts: { ...Object.fromEntries([...NAMES, ICPT, FRONT].map((n) => [n, w.a])), [DOH]: w.b },
+        allowPrivate: ['10.77.0.0/16'],
+        caFile: w.pki.caFile,
+      },
     }),
     credentials: { llm: { secret: { env: 'SG_BROWSER_LLM' } } },
   };
@@ -82,11 +107,30 @@ test.after.always(async () => {
 /** One headless chromium run in the sandbox: the DOM of `url` after load (stdout). */
 function chromium(url: string, extra: string[] = [], homeDir = home): Promise<ExecResult> {
   const profile = join(homeDir, `profile-${runs++}`);
-  return w.topo.exec(w.sandbox, 'timeout', ['-k', '5', '45', 'chromium',
-    '--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--no-default-browser-check',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-extensions',
-    `--user-data-dir=${profile}`, ...extra, '--dump-dom', url,
-  ], { env: { ...process.env, HOME: homeDir }, timeoutMs: 55_000 });
+  return w.topo.exec(
+    w.sandbox,
+    'timeout',
+    [
+      '-k',
+      '5',
+      '45',
+      'chromium',
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--no-default-browser-check',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-extensions',
+      `--user-data-dir=${profile}`,
+      ...extra,
+      '--dump-dom',
+      url,
+    ],
+    { env: { ...process.env, HOME: homeDir }, timeoutMs: 55_000 },
+  );
 }
 
 const connLine = (host: string, pred: (l: Line) => boolean): Promise<Line> =>
@@ -102,7 +146,7 @@ test.serial('passthrough: chromium loads an allowed https page; its hello carrie
   t.is(line.upstream, `${w.a}:443`);
 });
 
-test.serial('interception: chromium trusts sandgate\'s CA from its NSS db; the upstream gets the injected credential', async (t) => {
+test.serial("interception: chromium trusts sandgate's CA from its NSS db; the upstream gets the injected credential", async (t) => {
   const r = await chromium(`https://${ICPT}:8443/browser-icpt`);
   t.regex(r.stdout, /"server":"icpt"/, `chromium got no page: ${r.stdout.slice(0, 300)} ${r.stderr.slice(-800)}`);
   t.false(r.stdout.includes(SECRET), 'the secret never reaches the sandbox');
@@ -115,7 +159,7 @@ test.serial('interception: chromium trusts sandgate\'s CA from its NSS db; the u
   t.like(http, { decision: 'allow', credential: 'llm', status: 200 });
 });
 
-test.serial('without sandgate\'s CA in its NSS db chromium refuses the intercepted page (the trust comes from that db)', async (t) => {
+test.serial("without sandgate's CA in its NSS db chromium refuses the intercepted page (the trust comes from that db)", async (t) => {
   const r = await chromium(`https://${ICPT}:8443/browser-untrusted`, [], bare);
   t.notRegex(r.stdout, /"server"/);
   const line = await connLine(ICPT, (l) => l.intercept === true && typeof l.error === 'string');
@@ -123,14 +167,17 @@ test.serial('without sandgate\'s CA in its NSS db chromium refuses the intercept
   t.false(icpt.log.lines.some((l) => (l.request as Line | undefined)?.path === '/browser-untrusted'));
 });
 
-test.serial('an unlisted host does not load: chromium\'s hello is denied on its SNI (ech: true)', async (t) => {
+test.serial("an unlisted host does not load: chromium's hello is denied on its SNI (ech: true)", async (t) => {
   // Sandgate's DNS would answer NXDOMAIN; map the name to upstream b's address so the TLS decision is tested.
   const r = await chromium('https://evil.example.test/browser-evil', [`--host-resolver-rules=MAP evil.example.test ${w.b}`]);
   t.notRegex(r.stdout, /"server"/);
   const line = await connLine('evil.example.test', (l) => l.decision === 'deny');
   t.is(line.ech, true);
   t.is(line.reason, 'evil.example.test:443 is not allowed');
-  t.false(w.upstreams[1]!.log.lines.some((l) => (l.request as Line | undefined)?.path === '/browser-evil'), 'upstream b saw no request');
+  t.false(
+    w.upstreams[1]!.log.lines.some((l) => (l.request as Line | undefined)?.path === '/browser-evil'),
+    'upstream b saw no request',
+  );
 });
 
 /**
@@ -143,7 +190,10 @@ async function withDoh(fn: () => Promise<void>): Promise<void> {
   const etc = `/etc/netns/${w.sandbox}/chromium`;
   mkdirSync(`${etc}/policies/managed`, { recursive: true });
   copyFileSync('/etc/chromium/master_preferences', `${etc}/master_preferences`);
-  writeFileSync(`${etc}/policies/managed/doh.json`, JSON.stringify({ DnsOverHttpsMode: 'secure', DnsOverHttpsTemplates: `https://${DOH}:8443/dns-query{?dns}` }));
+  writeFileSync(
+    `${etc}/policies/managed/doh.json`,
+    JSON.stringify({ DnsOverHttpsMode: 'secure', DnsOverHttpsTemplates: `https://${DOH}:8443/dns-query{?dns}` }),
+  );
   try {
     await fn();
   } finally {
@@ -151,34 +201,46 @@ async function withDoh(fn: () => Promise<void>): Promise<void> {
   }
 }
 
-test.serial('real ECH to an intercepted public name: sandgate answers for the outer name, chromium takes ECH as rejected and retries with the inner name in clear, which is denied', async (t) => {
-  await withDoh(async () => {
-    const r = await chromium(`https://${INNER}/browser-ech`);
-    t.notRegex(r.stdout, /"server"/, 'the page did not load');
-    t.truthy(doh.log.find((l) => l.query === INNER && l.type === 65), 'chromium asked for the HTTPS record (and got the ECH config)');
-    // Real ECH: the outer SNI is the config's public name, not the name in the URL.
-    const outer = await connLine(FRONT, (l) => l.intercept === true);
-    t.is(outer.ech, true);
-    // sandgate has no ECH keys: it answered the outer hello for FRONT; chromium, seeing ECH not
-    // accepted and no retry configs, connected again without ECH, the inner name now in clear.
-    const retry = await connLine(INNER, (l) => l.decision === 'deny');
-    t.is(retry.reason, `${INNER}:443 is not allowed`);
-    t.falsy(g.log.find((l) => l.event === 'http' && l.path === '/browser-ech'), 'no request was relayed');
-  });
-});
+test.serial(
+  'real ECH to an intercepted public name: sandgate answers for the outer name, chromium takes ECH as rejected and retries with the inner name in clear, which is denied',
+  async (t) => {
+    await withDoh(async () => {
+      const r = await chromium(`https://${INNER}/browser-ech`);
+      t.notRegex(r.stdout, /"server"/, 'the page did not load');
+      t.truthy(
+        doh.log.find((l) => l.query === INNER && l.type === 65),
+        'chromium asked for the HTTPS record (and got the ECH config)',
+      );
+      // Real ECH: the outer SNI is the config's public name, not the name in the URL.
+      const outer = await connLine(FRONT, (l) => l.intercept === true);
+      t.is(outer.ech, true);
+      // sandgate has no ECH keys: it answered the outer hello for FRONT; chromium, seeing ECH not
+      // accepted and no retry configs, connected again without ECH, the inner name now in clear.
+      const retry = await connLine(INNER, (l) => l.decision === 'deny');
+      t.is(retry.reason, `${INNER}:443 is not allowed`);
+      t.falsy(
+        g.log.find((l) => l.event === 'http' && l.path === '/browser-ech'),
+        'no request was relayed',
+      );
+    });
+  },
+);
 
-test.serial('real ECH to a passthrough public name: the hello is relayed to that name\'s upstream (an ECH-capable provider would serve the inner name)', async (t) => {
-  await withDoh(async () => {
-    const before = g.log.lines.length;
-    const r = await chromium(`https://${INNER2}/browser-ech2`);
-    t.truthy(doh.log.find((l) => l.query === INNER2 && l.type === 65));
-    // The fake upstream has no ECH either, so chromium falls back as above: inner name in clear, denied.
-    t.notRegex(r.stdout, /"server"/);
-    await connLine(INNER2, (l) => l.decision === 'deny');
-    const outer = g.log.lines.slice(before).find((l) => l.event === 'conn' && l.host === 'api.example.test' && l.decision === 'allow');
-    t.truthy(outer, 'the outer hello, to the allowed public name, was allowed');
-    t.is(outer?.ech, true);
-    t.is(outer?.intercept, undefined, 'passthrough: sandgate never sees inside');
-    t.is(outer?.upstream, `${w.a}:443`);
-  });
-});
+test.serial(
+  "real ECH to a passthrough public name: the hello is relayed to that name's upstream (an ECH-capable provider would serve the inner name)",
+  async (t) => {
+    await withDoh(async () => {
+      const before = g.log.lines.length;
+      const r = await chromium(`https://${INNER2}/browser-ech2`);
+      t.truthy(doh.log.find((l) => l.query === INNER2 && l.type === 65));
+      // The fake upstream has no ECH either, so chromium falls back as above: inner name in clear, denied.
+      t.notRegex(r.stdout, /"server"/);
+      await connLine(INNER2, (l) => l.decision === 'deny');
+      const outer = g.log.lines.slice(before).find((l) => l.event === 'conn' && l.host === 'api.example.test' && l.decision === 'allow');
+      t.truthy(outer, 'the outer hello, to the allowed public name, was allowed');
+      t.is(outer?.ech, true);
+      t.is(outer?.intercept, undefined, 'passthrough: sandgate never sees inside');
+      t.is(outer?.upstream, `${w.a}:443`);
+    });
+  },
+);

@@ -17,7 +17,11 @@ const NFT = '/usr/sbin/nft';
 const NS = `sg-${process.pid}-cli`;
 let dir: string;
 
-interface Result { code: number; stdout: string; stderr: string }
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /**
  * A hang detector, not a speed limit: this file starts some 30 CLI processes at once, and on a
@@ -93,7 +97,12 @@ test.after.always(async () => {
 });
 
 function isAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 test('check: a valid config exits 0 and says so', async (t) => {
@@ -224,7 +233,12 @@ test('firewall render with the iptables backend prints the ipsets first, then th
   t.true(r.stdout.indexOf('# iptables-restore --noflush\n') > r.stdout.indexOf('swap SGCLI-IF6-T SGCLI-IF6\n'));
   t.regex(r.stdout, /-A SGCLI-PRE -m set --match-set SGCLI-IF4 src,src /);
   // The control API off: no sets, no set rules.
-  const off = await cli(['firewall', 'render', '-c', file('render-ipt-off.yaml', OK_NO_CONTROL.replace('  table: sgcli\n', '  table: sgcli\n  backend: iptables\n'))]);
+  const off = await cli([
+    'firewall',
+    'render',
+    '-c',
+    file('render-ipt-off.yaml', OK_NO_CONTROL.replace('  table: sgcli\n', '  table: sgcli\n  backend: iptables\n')),
+  ]);
   t.is(off.code, 0, off.stderr);
   t.true(off.stdout.startsWith('# iptables-restore --noflush\n'));
   t.false(off.stdout.includes('--match-set'));
@@ -277,12 +291,24 @@ test.serial('firewall up / show / down inside a namespace; down leaves nothing b
 });
 
 test.serial('run that fails part-way through startup (dnsPort taken) exits 1 with one line, and does not hang', async (t) => {
-  const f = file('run-busy.yaml', OK_NO_CONTROL.replace('listen:\n', `tls:\n  caDir: ${join(dir, 'ca')}\nlisten:\n`).replace('dnsPort: 15053', 'dnsPort: 15099'));
+  const f = file(
+    'run-busy.yaml',
+    OK_NO_CONTROL.replace('listen:\n', `tls:\n  caDir: ${join(dir, 'ca')}\nlisten:\n`).replace('dnsPort: 15053', 'dnsPort: 15099'),
+  );
   // Something else holds the DNS port (UDP and TCP), inside the throwaway namespace.
-  const blocker = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e',
-    "require('dgram').createSocket('udp4').bind(15099, () => require('net').createServer().listen(15099, () => console.log('up')))"]);
+  const blocker = spawn(IP, [
+    'netns',
+    'exec',
+    NS,
+    process.execPath,
+    '-e',
+    "require('dgram').createSocket('udp4').bind(15099, () => require('net').createServer().listen(15099, () => console.log('up')))",
+  ]);
   try {
-    await new Promise((resolve, reject) => { blocker.stdout.once('data', resolve); blocker.once('exit', reject); });
+    await new Promise((resolve, reject) => {
+      blocker.stdout.once('data', resolve);
+      blocker.once('exit', reject);
+    });
     const started = Date.now();
     const r = await run(IP, ['netns', 'exec', NS, process.execPath, CLI, 'run', '-c', f], 8000);
     t.is(r.code, 1, `exit code (-1 = still running after 8 s): ${r.stderr}`);
@@ -377,14 +403,28 @@ test.serial('run with a caDir under /proc fails at once with exit 2, before touc
 test.serial('start-up failures with log.file set: one stderr line, the exit code, an audit error line, no stack', async (t) => {
   const cases: [string, string, number, RegExp][] = [
     // Fails at once, while the log file is still opening.
-    ['missing-secret', WITH_SECRET('env: SG_CHECK_UNSET_SECRET').replace('listen:\n', 'listen:\n  control: false\n'), 2, /credentials\.llm\.secret: environment variable SG_CHECK_UNSET_SECRET is not set/],
+    [
+      'missing-secret',
+      WITH_SECRET('env: SG_CHECK_UNSET_SECRET').replace('listen:\n', 'listen:\n  control: false\n'),
+      2,
+      /credentials\.llm\.secret: environment variable SG_CHECK_UNSET_SECRET is not set/,
+    ],
     // Fails later, part-way through start-up.
     ['dns-port-taken', OK_NO_CONTROL.replace('dnsPort: 15053', 'dnsPort: 15098'), 1, /15098.*listen\.dnsPort.*EADDRINUSE/],
   ];
-  const blocker = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e',
-    "require('dgram').createSocket('udp4').bind(15098, () => require('net').createServer().listen(15098, () => console.log('up')))"]);
+  const blocker = spawn(IP, [
+    'netns',
+    'exec',
+    NS,
+    process.execPath,
+    '-e',
+    "require('dgram').createSocket('udp4').bind(15098, () => require('net').createServer().listen(15098, () => console.log('up')))",
+  ]);
   try {
-    await new Promise((resolve, reject) => { blocker.stdout.once('data', resolve); blocker.once('exit', reject); });
+    await new Promise((resolve, reject) => {
+      blocker.stdout.once('data', resolve);
+      blocker.once('exit', reject);
+    });
     for (const [name, text, code, re] of cases) {
       const log = join(dir, `logs-${name}`, 'audit.log');
       const f = file(`start-${name}.yaml`, `tls:\n  caDir: ${join(dir, 'ca')}\nlog:\n  file: ${log}\n` + text);
@@ -394,7 +434,10 @@ test.serial('start-up failures with log.file set: one stderr line, the exit code
       t.regex(r.stderr, new RegExp(`^sandgate: .*${re.source}`), name);
       noStack(t, r);
       t.notRegex(r.stderr, /sonic boom/);
-      const lines = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const lines = readFileSync(log, 'utf8')
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
       const err = lines.filter((l) => l.event === 'error' && String(l.reason).startsWith('start-up failed: '));
       t.is(err.length, 1, `${name}: ${JSON.stringify(lines)}`);
       t.regex(String(err[0]?.reason), re, name);
@@ -420,11 +463,17 @@ test.serial('firewall up/down refuse while something listens on listen.port (con
   const f = file('fw-busy.yaml', OK_NO_CONTROL);
   const listener = spawn(IP, ['netns', 'exec', NS, process.execPath, '-e', "require('net').createServer().listen(15001, () => console.log('up'))"]);
   try {
-    await new Promise((resolve, reject) => { listener.stdout.once('data', resolve); listener.once('exit', reject); });
+    await new Promise((resolve, reject) => {
+      listener.stdout.once('data', resolve);
+      listener.once('exit', reject);
+    });
     for (const action of ['up', 'down']) {
       const r = await inNs(process.execPath, [CLI, 'firewall', action, '-c', f]);
       t.is(r.code, 1, r.stderr);
-      t.is(r.stderr, `sandgate: firewall ${action}: something listens on listen.port 15001 (a running sandgate?); stop it first, or give --force (nothing was changed)\n`);
+      t.is(
+        r.stderr,
+        `sandgate: firewall ${action}: something listens on listen.port 15001 (a running sandgate?); stop it first, or give --force (nothing was changed)\n`,
+      );
     }
     t.is((await inNs(NFT, ['list', 'tables'])).stdout.trim(), '', 'the refused up installed nothing');
     const forced = await inNs(process.execPath, [CLI, 'firewall', 'up', '--force', '-c', f]);

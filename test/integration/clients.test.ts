@@ -71,15 +71,36 @@ let fakes: { git: Fake; llm: Fake; ws: Fake };
 let gateP: Promise<Gate> | undefined;
 
 test.before(async () => {
-  w = await createWorld({
-    upstreams: [{ name: 'a', subnet: 2 }, { name: 'b', subnet: 3 }, { name: 'git', subnet: 4 }, { name: 'llm', subnet: 5 }, { name: 'ws', subnet: 6 }],
-  }, { https: false });
+  w = await createWorld(
+    {
+      upstreams: [
+        { name: 'a', subnet: 2 },
+        { name: 'b', subnet: 3 },
+        { name: 'git', subnet: 4 },
+        { name: 'llm', subnet: 5 },
+        { name: 'ws', subnet: 6 },
+      ],
+    },
+    { https: false },
+  );
   bareRepo = join(w.dir, 'git-root', 'project.git');
   const gitCert = w.pki.issue(['git.example.test'], { tag: 'git' });
   const llmCert = w.pki.issue(['api.example.test'], { tag: 'llm' });
   const wsCert = w.pki.issue(['ws.example.test'], { tag: 'ws' });
   const [git, llm, ws] = await Promise.all([
-    startFake(w, 'git', 'fake-git-server.mjs', ['--port', '443', '--tls', gitCert.cert, gitCert.key, '--repo', bareRepo, '--user', GIT_USER, '--password', GIT_TOKEN]),
+    startFake(w, 'git', 'fake-git-server.mjs', [
+      '--port',
+      '443',
+      '--tls',
+      gitCert.cert,
+      gitCert.key,
+      '--repo',
+      bareRepo,
+      '--user',
+      GIT_USER,
+      '--password',
+      GIT_TOKEN,
+    ]),
     startFake(w, 'llm', 'fake-openai-server.mjs', ['--port', '443', '--tls', llmCert.cert, llmCert.key, '--key', LLM_KEY]),
     startFake(w, 'ws', 'fake-ws-server.mjs', ['--port', '443', '--tls', wsCert.cert, wsCert.key, '--token', WS_TOKEN]),
   ]);
@@ -89,11 +110,19 @@ test.before(async () => {
   addHosts(w.topo.ns('git'), [['127.0.0.1', 'git.example.test']]);
   addHosts(w.topo.ns('llm'), [['127.0.0.1', 'api.example.test']]);
   addHosts(w.topo.ns('ws'), [['127.0.0.1', 'ws.example.test']]);
-  addHosts(w.sandbox, [[w.topo.addr('git'), 'git.example.test'], [w.topo.addr('llm'), 'api.example.test'], [w.topo.addr('ws'), 'ws.example.test']]);
+  addHosts(w.sandbox, [
+    [w.topo.addr('git'), 'git.example.test'],
+    [w.topo.addr('llm'), 'api.example.test'],
+    [w.topo.addr('ws'), 'ws.example.test'],
+  ]);
 });
 
 test.after.always(async () => {
-  if (gateP) await gateP.then((g) => g.proc.kill('SIGKILL'), () => undefined);
+  if (gateP)
+    await gateP.then(
+      (g) => g.proc.kill('SIGKILL'),
+      () => undefined,
+    );
   await w?.cleanup();
 });
 
@@ -130,16 +159,23 @@ const caPem = (): string => join(w.dir, 'ca', 'ca.pem');
 
 /** After each exchange: nothing sandgate logged or printed carries a secret. */
 function assertGateClean(t: ExecutionContext, g: Gate): void {
-  assertNoSecret(t, g.log.raw.join('\n'), 'sandgate\'s audit log');
-  assertNoSecret(t, g.stderr(), 'sandgate\'s stderr');
+  assertNoSecret(t, g.log.raw.join('\n'), "sandgate's audit log");
+  assertNoSecret(t, g.stderr(), "sandgate's stderr");
 }
 
 function parseOut(r: ExecResult): Record<string, unknown> {
   const line = r.stdout.trim().split('\n').pop() ?? '';
-  try { return JSON.parse(line) as Record<string, unknown>; } catch { throw new Error(`client printed no JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`); }
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    throw new Error(`client printed no JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+  }
 }
 
-interface GitRun { r: ExecResult; seen: string }
+interface GitRun {
+  r: ExecResult;
+  seen: string;
+}
 
 /** git in namespace `ns`, with an empty HOME and no system/global config: no credential helper, no prompt. */
 async function gitIn(ns: string, cwd: string, argv: string[], ca: string): Promise<GitRun> {
@@ -147,14 +183,25 @@ async function gitIn(ns: string, cwd: string, argv: string[], ca: string): Promi
   const trace = join(home, 'trace-curl.log');
   const r = await w.topo.exec(ns, GIT, ['-C', cwd, ...argv], {
     timeoutMs: 20000,
-    env: cleanEnv({ HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: '/bin/false', GIT_SSL_CAINFO: ca, GIT_TRACE_CURL: trace }),
+    env: cleanEnv({
+      HOME: home,
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_CONFIG_GLOBAL: '/dev/null',
+      GIT_TERMINAL_PROMPT: '0',
+      GIT_ASKPASS: '/bin/false',
+      GIT_SSL_CAINFO: ca,
+      GIT_TRACE_CURL: trace,
+    }),
   });
   // GIT_TRACE_CURL holds every header and data byte git's libcurl received.
   return { r, seen: `${r.stdout}\n${r.stderr}\n${existsSync(trace) ? readFileSync(trace, 'latin1') : ''}` };
 }
 
 function bareLog(): string {
-  return execFileSync(GIT, ['--git-dir', bareRepo, 'log', '--format=%s', 'main'], { env: cleanEnv({ GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' }), encoding: 'utf8' });
+  return execFileSync(GIT, ['--git-dir', bareRepo, 'log', '--format=%s', 'main'], {
+    env: cleanEnv({ GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' }),
+    encoding: 'utf8',
+  });
 }
 
 const commitArgs = ['-c', 'user.name=agent', '-c', 'user.email=agent@sandbox.test', 'commit', '-q', '-m'];
@@ -184,15 +231,19 @@ test('fake git server directly: 401 without credentials; clone and push with Bas
   t.regex(bareLog(), /^pushed directly$/m);
   t.truthy(fakes.git.log.find((l) => (l.request as { path?: string } | undefined)?.path === '/project.git/git-receive-pack' && l.status === 200));
   // The fake's own log never carries the password.
-  assertNoSecret(t, fakes.git.log.raw.join('\n'), 'the fake git server\'s log');
+  assertNoSecret(t, fakes.git.log.raw.join('\n'), "the fake git server's log");
 });
 
 /** Send times (Date.now(), same machine clock) of the fake LLM's first streamed response that started after `since`. */
 async function streamSentAt(since: number): Promise<number[]> {
-  const line = await fakes.llm.log.waitFor((l) => {
-    const at = (l.request as { sentAt?: number[] } | undefined)?.sentAt;
-    return Array.isArray(at) && (at[0] ?? 0) >= since;
-  }, 5000, 'the fake LLM\'s log line for the stream');
+  const line = await fakes.llm.log.waitFor(
+    (l) => {
+      const at = (l.request as { sentAt?: number[] } | undefined)?.sentAt;
+      return Array.isArray(at) && (at[0] ?? 0) >= since;
+    },
+    5000,
+    "the fake LLM's log line for the stream",
+  );
   return (line.request as { sentAt: number[] }).sentAt;
 }
 
@@ -222,14 +273,16 @@ test('fake OpenAI server directly: the SDK with the real key completes and strea
   t.false(b.ok);
   t.is(b.status, 401);
   t.regex(String(b.error), /Incorrect API key/);
-  assertNoSecret(t, fakes.llm.log.raw.join('\n'), 'the fake OpenAI server\'s log');
+  assertNoSecret(t, fakes.llm.log.raw.join('\n'), "the fake OpenAI server's log");
 });
 
 test('fake WebSocket server directly: the bearer token opens it and is reflected; none gets 401', async (t) => {
   const ns = w.topo.ns('ws');
   const env = cleanEnv({ NODE_EXTRA_CA_CERTS: w.pki.caFile });
   const client = join(HELPERS, 'ws-client.mjs');
-  const good = parseOut(await w.topo.exec(ns, process.execPath, [client, '--url', 'wss://ws.example.test/socket', '--token', WS_TOKEN], { env, timeoutMs: 12000 }));
+  const good = parseOut(
+    await w.topo.exec(ns, process.execPath, [client, '--url', 'wss://ws.example.test/socket', '--token', WS_TOKEN], { env, timeoutMs: 12000 }),
+  );
   t.true(good.ok, JSON.stringify(good));
   const msgs = good.messages as { text: string }[];
   t.deepEqual(JSON.parse(msgs[0]!.text), { hello: 'fake-ws', authorization: `Bearer ${WS_TOKEN}` });
@@ -237,7 +290,7 @@ test('fake WebSocket server directly: the bearer token opens it and is reflected
   const none = parseOut(await w.topo.exec(ns, process.execPath, [client, '--url', 'wss://ws.example.test/socket'], { env, timeoutMs: 12000 }));
   t.false(none.ok);
   t.is(none.status, 401);
-  assertNoSecret(t, fakes.ws.log.raw.join('\n'), 'the fake WebSocket server\'s log');
+  assertNoSecret(t, fakes.ws.log.raw.join('\n'), "the fake WebSocket server's log");
 });
 
 /* ------------------------------------------------------------------------------------------ */
@@ -257,13 +310,17 @@ test.serial('git clone and git push through sandgate: Basic credentials injected
   t.is((await gitIn(w.sandbox, wc, [...commitArgs, msg], caPem())).r.code, 0);
   const push = await gitIn(w.sandbox, wc, ['push', 'origin', 'main'], caPem());
   t.is(push.r.code, 0, push.r.stderr);
-  t.is(bareLog().split('\n')[0], msg, 'the commit arrived in the upstream\'s bare repository');
+  t.is(bareLog().split('\n')[0], msg, "the commit arrived in the upstream's bare repository");
 
   // The upstream saw the right credentials on every request, once each; sandgate audited them.
   const reqs = fakes.git.log.lines.filter((l) => l.request !== undefined).map((l) => l.request as { path: string; auth: string; authHeaders: number });
   const receive = reqs.filter((r) => r.path === '/project.git/git-receive-pack');
   t.true(receive.length > 0 && receive.every((r) => r.auth === 'ok' && r.authHeaders === 1), JSON.stringify(receive));
-  const line = await g.log.waitFor((l) => l.event === 'http' && l.host === 'git.example.test' && l.path === '/project.git/git-receive-pack', 5000, 'audit line for the push');
+  const line = await g.log.waitFor(
+    (l) => l.event === 'http' && l.host === 'git.example.test' && l.path === '/project.git/git-receive-pack',
+    5000,
+    'audit line for the push',
+  );
   t.is(line.credential, 'git');
   t.is(line.status, 200);
   t.is(line.decision, 'allow');
@@ -274,12 +331,18 @@ test.serial('git clone and git push through sandgate: Basic credentials injected
 
 test.serial('the openai SDK with a placeholder key: one chat completion through sandgate', async (t) => {
   const g = await gate();
-  const r = await w.topo.exec(w.sandbox, process.execPath, [join(HELPERS, 'openai-client.mjs'), '--base', 'https://api.example.test/v1', '--key', LLM_PLACEHOLDER, '--mode', 'complete'],
-    { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 15000 });
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [join(HELPERS, 'openai-client.mjs'), '--base', 'https://api.example.test/v1', '--key', LLM_PLACEHOLDER, '--mode', 'complete'],
+    { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 15000 },
+  );
   const o = parseOut(r);
   t.true(o.ok, String(o.error));
   t.is(o.content, 'Hello from the fake upstream.');
-  const seen = fakes.llm.log.lines.filter((l) => (l.request as { stream?: boolean } | undefined)?.stream === false).pop()?.request as { auth: string; authHeaders: number } | undefined;
+  const seen = fakes.llm.log.lines.filter((l) => (l.request as { stream?: boolean } | undefined)?.stream === false).pop()?.request as
+    | { auth: string; authHeaders: number }
+    | undefined;
   t.is(seen?.auth, 'ok', 'the upstream got the real key');
   t.is(seen?.authHeaders, 1, 'the placeholder was replaced, not sent alongside');
   const line = await g.log.waitFor((l) => l.event === 'http' && l.host === 'api.example.test' && l.path === '/v1/chat/completions', 5000, 'audit line');
@@ -292,8 +355,12 @@ test.serial('the openai SDK with a placeholder key: one chat completion through 
 test.serial('the openai SDK streams through sandgate: each chunk arrives as it is sent', async (t) => {
   const g = await gate();
   const since = Date.now();
-  const r = await w.topo.exec(w.sandbox, process.execPath, [join(HELPERS, 'openai-client.mjs'), '--base', 'https://api.example.test/v1', '--key', LLM_PLACEHOLDER, '--mode', 'stream'],
-    { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 15000 });
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [join(HELPERS, 'openai-client.mjs'), '--base', 'https://api.example.test/v1', '--key', LLM_PLACEHOLDER, '--mode', 'stream'],
+    { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 15000 },
+  );
   const s = parseOut(r);
   t.true(s.ok, String(s.error));
   t.is(s.content, 'Hello from the stream.');
@@ -305,7 +372,9 @@ test.serial('the openai SDK streams through sandgate: each chunk arrives as it i
   for (let i = 0; i + 1 < chunks.length; i++) {
     t.true(chunks[i]!.t <= sentAt[i + 1]!, `chunk ${i} arrived at ${chunks[i]!.t}, after chunk ${i + 1} was sent at ${sentAt[i + 1]}`);
   }
-  const seen = fakes.llm.log.lines.filter((l) => (l.request as { stream?: boolean } | undefined)?.stream === true).pop()?.request as { auth: string } | undefined;
+  const seen = fakes.llm.log.lines.filter((l) => (l.request as { stream?: boolean } | undefined)?.stream === true).pop()?.request as
+    | { auth: string }
+    | undefined;
   t.is(seen?.auth, 'ok');
   assertNoSecret(t, r.stdout + r.stderr, 'what the streaming SDK in the sandbox received');
   assertGateClean(t, g);
@@ -316,23 +385,31 @@ test.serial('curl with no key at all gets the key injected; a placeholder is rep
   const curl = (args: string[]): Promise<ExecResult> =>
     w.topo.exec(w.sandbox, CURL, ['-sS', '-i', '--max-time', '8', '--cacert', caPem(), ...args], { env: cleanEnv({}), timeoutMs: 10000 });
   const lastEcho = (): { auth: string; authHeaders: number } | undefined =>
-    fakes.llm.log.lines.filter((l) => (l.request as { path?: string } | undefined)?.path === '/v1/echo').pop()?.request as { auth: string; authHeaders: number } | undefined;
+    fakes.llm.log.lines.filter((l) => (l.request as { path?: string } | undefined)?.path === '/v1/echo').pop()?.request as
+      | { auth: string; authHeaders: number }
+      | undefined;
 
   const none = await curl(['https://api.example.test/v1/echo']);
   t.is(none.code, 0, none.stderr);
   t.regex(none.stdout, /^HTTP\/1\.1 200/);
   t.is(lastEcho()?.auth, 'ok', 'the upstream got the real key though curl sent none');
   t.is(lastEcho()?.authHeaders, 1);
-  assertNoSecret(t, none.stdout + none.stderr, 'curl\'s view of an upstream that echoes the credential (headers and body)');
+  assertNoSecret(t, none.stdout + none.stderr, "curl's view of an upstream that echoes the credential (headers and body)");
 
   const ph = await curl(['-H', `Authorization: Bearer ${LLM_PLACEHOLDER}`, 'https://api.example.test/v1/echo']);
   t.is(ph.code, 0, ph.stderr);
   t.regex(ph.stdout, /^HTTP\/1\.1 200/);
   t.is(lastEcho()?.auth, 'ok');
   t.is(lastEcho()?.authHeaders, 1, 'replaced, not duplicated');
-  assertNoSecret(t, ph.stdout + ph.stderr, 'curl\'s view with a placeholder key');
+  assertNoSecret(t, ph.stdout + ph.stderr, "curl's view with a placeholder key");
 
-  const post = await curl(['-H', 'content-type: application/json', '--data', '{"model":"gpt-fake","messages":[{"role":"user","content":"hi"}]}', 'https://api.example.test/v1/chat/completions']);
+  const post = await curl([
+    '-H',
+    'content-type: application/json',
+    '--data',
+    '{"model":"gpt-fake","messages":[{"role":"user","content":"hi"}]}',
+    'https://api.example.test/v1/chat/completions',
+  ]);
   t.is(post.code, 0, post.stderr);
   t.regex(post.stdout, /^HTTP\/1\.1 200/);
   t.regex(post.stdout, /"object":"chat.completion"/);
@@ -343,23 +420,41 @@ test.serial('curl with no key at all gets the key injected; a placeholder is rep
 test.serial('python3 urllib (SSL_CERT_FILE) and Node fetch (NODE_EXTRA_CA_CERTS) with no key get it injected', async (t) => {
   const g = await gate();
   const lastEcho = (): { auth: string; authHeaders: number } | undefined =>
-    fakes.llm.log.lines.filter((l) => (l.request as { path?: string } | undefined)?.path === '/v1/echo').pop()?.request as { auth: string; authHeaders: number } | undefined;
+    fakes.llm.log.lines.filter((l) => (l.request as { path?: string } | undefined)?.path === '/v1/echo').pop()?.request as
+      | { auth: string; authHeaders: number }
+      | undefined;
   // Python's ssl.create_default_context() loads OpenSSL's default paths, which honour SSL_CERT_FILE.
-  const py = await w.topo.exec(w.sandbox, '/usr/bin/python3', ['-c', [
-    'import urllib.request, sys',
-    'r = urllib.request.urlopen("https://api.example.test/v1/echo", timeout=8)',
-    'sys.stdout.write(str(r.status) + "\\n" + str(r.headers) + "\\n" + r.read().decode())',
-  ].join('\n')], { env: cleanEnv({ SSL_CERT_FILE: caPem() }), timeoutMs: 10000 });
+  const py = await w.topo.exec(
+    w.sandbox,
+    '/usr/bin/python3',
+    [
+      '-c',
+      [
+        'import urllib.request, sys',
+        'r = urllib.request.urlopen("https://api.example.test/v1/echo", timeout=8)',
+        'sys.stdout.write(str(r.status) + "\\n" + str(r.headers) + "\\n" + r.read().decode())',
+      ].join('\n'),
+    ],
+    { env: cleanEnv({ SSL_CERT_FILE: caPem() }), timeoutMs: 10000 },
+  );
   t.is(py.code, 0, py.stderr);
   t.regex(py.stdout, /^200\n/);
   t.is(lastEcho()?.auth, 'ok');
   t.is(lastEcho()?.authHeaders, 1);
   assertNoSecret(t, py.stdout + py.stderr, 'what python3 urllib in the sandbox received');
 
-  const node = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const node = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     fetch('https://api.example.test/v1/echo').then(async (r) => {
       process.stdout.write(r.status + '\\n' + [...r.headers].map((h) => h.join(': ')).join('\\n') + '\\n' + await r.text());
-    }, (e) => { console.error(String(e), e.cause); process.exit(1); });`], { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 10000 });
+    }, (e) => { console.error(String(e), e.cause); process.exit(1); });`,
+    ],
+    { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 10000 },
+  );
   t.is(node.code, 0, node.stderr);
   t.regex(node.stdout, /^200\n/);
   t.is(lastEcho()?.auth, 'ok');
@@ -369,8 +464,10 @@ test.serial('python3 urllib (SSL_CERT_FILE) and Node fetch (NODE_EXTRA_CA_CERTS)
 
 test.serial('a ws client through sandgate: the token is injected on the upgrade, echo works, no frame carries the token', async (t) => {
   const g = await gate();
-  const r = await w.topo.exec(w.sandbox, process.execPath, [join(HELPERS, 'ws-client.mjs'), '--url', 'wss://ws.example.test/socket'],
-    { env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }), timeoutMs: 12000 });
+  const r = await w.topo.exec(w.sandbox, process.execPath, [join(HELPERS, 'ws-client.mjs'), '--url', 'wss://ws.example.test/socket'], {
+    env: cleanEnv({ NODE_EXTRA_CA_CERTS: caPem() }),
+    timeoutMs: 12000,
+  });
   const o = parseOut(r);
   if (o.ok !== true) t.log('sandgate audit, last lines:', g.log.raw.slice(-6).join('\n'), '\nstderr:', g.stderr());
   t.true(o.ok, JSON.stringify({ ...o, raw: undefined }));

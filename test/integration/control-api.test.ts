@@ -28,9 +28,13 @@ let echo: Recorder | undefined;
 
 const TWO = { name: 'two', interface: 'sbx-two', policy: 'two', user: 'bob' };
 
-
 test.before(async () => {
-  w = await createWorld({ sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'two', subnet: 4 }] });
+  w = await createWorld({
+    sandboxes: [
+      { name: 'sbx', subnet: 1 },
+      { name: 'two', subnet: 4 },
+    ],
+  });
   sock = join(w.dir, 'run', 'control.sock');
   const base = baseConfig(w, { upstream: { caFile: w.pki.caFile } });
   config = {
@@ -47,8 +51,8 @@ test.before(async () => {
       none: { mode: 'enforce' },
       two: {
         allow: [
-          { host: 'x.wild.example.test' },                 // passthrough
-          { host: 'api.example.test', inject: 'llm' },     // intercepted
+          { host: 'x.wild.example.test' }, // passthrough
+          { host: 'api.example.test', inject: 'llm' }, // intercepted
           { protocol: 'udp', cidr: `${w.a}/32`, ports: [5301] }, // the packet path
         ],
       },
@@ -67,7 +71,12 @@ test.after.always(async () => {
 /** curl from sandbox "two", resolving every name to upstream a. */
 function curlTwo(url: string, extra: string[] = [], timeoutMs = 5000): Promise<ExecResult> {
   const host = new URL(url).hostname;
-  return w.topo.exec(w.topo.ns('two'), 'curl', ['-sS', '--max-time', String(timeoutMs / 1000), '--cacert', w.pki.caFile, '--resolve', `${host}:443:${w.a}`, ...extra, url], { timeoutMs: timeoutMs + 2000 });
+  return w.topo.exec(
+    w.topo.ns('two'),
+    'curl',
+    ['-sS', '--max-time', String(timeoutMs / 1000), '--cacert', w.pki.caFile, '--resolve', `${host}:443:${w.a}`, ...extra, url],
+    { timeoutMs: timeoutMs + 2000 },
+  );
 }
 
 function cli(args: string[]): Promise<ExecResult> {
@@ -80,7 +89,9 @@ function raw(method: string, path: string, body?: string): Promise<{ status: num
     const req = http.request({ socketPath: sock, method, path, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
       let text = '';
       res.setEncoding('utf8');
-      res.on('data', (d: string) => { text += d; });
+      res.on('data', (d: string) => {
+        text += d;
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
     });
     req.on('error', reject);
@@ -116,18 +127,26 @@ type Kind = 'iface' | 'pair' | 'addr4';
 async function elements(kind: Kind): Promise<string[]> {
   if (IPTABLES) {
     const set = { iface: 'IF4', pair: 'PAIR4', addr4: 'ADDR4' }[kind];
-    return (await ipset(['save', `SANDGATE-${set}`])).split('\n').filter((l) => l.startsWith('add ')).map((l) => {
-      const e = l.split(' ')[2] ?? '';
-      if (kind === 'addr4') return e;
-      const [net, iface] = e.split(',');
-      const dev = / wildcard$/.test(l) ? `${iface}*` : iface; // a glob is a prefix with the wildcard flag
-      return kind === 'iface' ? `${dev}` : `${dev} . ${net}`;
-    }).sort();
+    return (await ipset(['save', `SANDGATE-${set}`]))
+      .split('\n')
+      .filter((l) => l.startsWith('add '))
+      .map((l) => {
+        const e = l.split(' ')[2] ?? '';
+        if (kind === 'addr4') return e;
+        const [net, iface] = e.split(',');
+        const dev = / wildcard$/.test(l) ? `${iface}*` : iface; // a glob is a prefix with the wildcard flag
+        return kind === 'iface' ? `${dev}` : `${dev} . ${net}`;
+      })
+      .sort();
   }
   const set = { iface: 'dyn_iface', pair: 'dyn_pair', addr4: 'dyn_addr4' }[kind];
   const m = /elements = \{([^}]*)\}/.exec(await nft(['list', 'set', 'inet', 'sandgate', set]));
   if (!m) return [];
-  return (m[1] ?? '').split(',').map((e) => e.trim().replace(/"/g, '').replace(/\\\*/g, '*')).filter((e) => e !== '').sort();
+  return (m[1] ?? '')
+    .split(',')
+    .map((e) => e.trim().replace(/"/g, '').replace(/\\\*/g, '*'))
+    .filter((e) => e !== '')
+    .sort();
 }
 
 async function names(): Promise<string[]> {
@@ -135,7 +154,10 @@ async function names(): Promise<string[]> {
   return (r.body.sandboxes as { name: string }[]).map((s) => s.name);
 }
 
-const configLine = (action: string, sandbox: string) => (l: Line): boolean => l.event === 'config' && l.action === action && l.sandbox === sandbox;
+const configLine =
+  (action: string, sandbox: string) =>
+  (l: Line): boolean =>
+    l.event === 'config' && l.action === action && l.sandbox === sandbox;
 
 /** A hold-client in sandbox "two"; its JSON lines in a LineLog. */
 function hold(args: string[]): { log: LineLog; done: Promise<void> } {
@@ -145,7 +167,7 @@ function hold(args: string[]): { log: LineLog; done: Promise<void> } {
   return { log, done: new Promise((r) => proc.once('exit', () => r())) };
 }
 
-test.serial('the control socket is created 0600 in a 0700 directory; ls shows the config\'s sandboxes', async (t) => {
+test.serial("the control socket is created 0600 in a 0700 directory; ls shows the config's sandboxes", async (t) => {
   const ready = g.log.find((l) => l.event === 'ready');
   t.is(ready?.control, sock);
   const st = statSync(sock);
@@ -161,7 +183,10 @@ test.serial('the control socket is created 0600 in a 0700 directory; ls shows th
   // -c FILE reads listen.control from the config.
   const json = await cli(['sandbox', 'ls', '--json', '-c', g.configPath]);
   t.is(json.code, 0, json.stderr);
-  t.deepEqual((JSON.parse(json.stdout) as { name: string }[]).map((s) => s.name), ['agent', 'unregistered']);
+  t.deepEqual(
+    (JSON.parse(json.stdout) as { name: string }[]).map((s) => s.name),
+    ['agent', 'unregistered'],
+  );
 });
 
 test.serial('unregistered, "two" is reset by the catch-all; registered, it talks as soon as `sandbox add` returns', async (t) => {
@@ -170,7 +195,23 @@ test.serial('unregistered, "two" is reset by the catch-all; registered, it talks
   const deny = await g.log.waitFor((l) => l.event === 'conn' && l.sandbox === 'unregistered' && l.decision === 'deny');
   t.regex(String(deny.reason), /port 443 is not allowed/);
 
-  const add = await cli(['sandbox', 'add', 'two', '--policy', 'two', '--interface', 'sbx-two', '--user', 'bob', '--label', 'team=research', '--label', 'run=42', '--socket', sock]);
+  const add = await cli([
+    'sandbox',
+    'add',
+    'two',
+    '--policy',
+    'two',
+    '--interface',
+    'sbx-two',
+    '--user',
+    'bob',
+    '--label',
+    'team=research',
+    '--label',
+    'run=42',
+    '--socket',
+    sock,
+  ]);
   const returned = performance.now();
   t.is(add.code, 0, add.stderr);
   t.is(add.stdout, 'registered sandbox two: policy two, interface sbx-two, user bob\n');
@@ -195,7 +236,14 @@ test.serial('unregistered, "two" is reset by the catch-all; registered, it talks
 
   const ls = await controlRequest(sock, 'GET', '/sandboxes/two');
   t.is(ls.status, 200);
-  t.like(ls.body.sandbox as Record<string, unknown>, { name: 'two', source: 'api', policy: 'two', user: 'bob', interface: 'sbx-two', labels: { team: 'research', run: '42' } });
+  t.like(ls.body.sandbox as Record<string, unknown>, {
+    name: 'two',
+    source: 'api',
+    policy: 'two',
+    user: 'bob',
+    interface: 'sbx-two',
+    labels: { team: 'research', run: '42' },
+  });
 });
 
 test.serial('misuse gets one clear sentence and a 4xx, and changes nothing', async (t) => {
@@ -204,25 +252,90 @@ test.serial('misuse gets one clear sentence and a 4xx, and changes nothing', asy
   const cases: [string, () => Promise<{ status: number; body: Record<string, unknown> }>, number, RegExp][] = [
     ['bad JSON', () => raw('POST', '/sandboxes', '{"name": "x",'), 400, /^the request body is not valid JSON \(/],
     ['not an object', () => raw('POST', '/sandboxes', '[1, 2]'), 400, /must be a JSON object/],
-    ['duplicate of a config name', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'agent', address: '10.77.9.2', policy: 'default' }), 409, /a sandbox named "agent" already exists \(from the config\)/],
-    ['duplicate of a registered name', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'two', address: '10.77.9.2', policy: 'default' }), 409, /a sandbox named "two" is already registered/],
-    ['overlapping cidr', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', cidr: '10.77.1.0/25', policy: 'default' }), 409, /cidr 10\.77\.1\.0\/25 overlaps cidr 10\.77\.1\.0\/24 of sandbox "agent" \(from the config\)/],
-    ['overlapping address', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.1.7', policy: 'default' }), 409, /cidr 10\.77\.1\.7\/32 overlaps/],
-    ['same interface as a registered one', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', interface: 'sbx-two', policy: 'default' }), 409, /interface "sbx-two" overlaps interface "sbx-two" of sandbox "two"/],
-    ['a config interface taken over', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', interface: 'sbx-s*', policy: 'default' }), 409, /interface "sbx-s\*" overlaps interface "sbx-sbx" of sandbox "agent" \(from the config\)/],
-    ['unknown policy', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', policy: 'nope' }), 400, /^policy: unknown policy "nope"/],
-    ['bad cidr', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', cidr: '10.77.9.0/33', policy: 'default' }), 400, /^cidr: .*invalid prefix length/],
-    ['bad interface', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', interface: 'much-too-long-name0', policy: 'default' }), 400, /^interface: /],
+    [
+      'duplicate of a config name',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'agent', address: '10.77.9.2', policy: 'default' }),
+      409,
+      /a sandbox named "agent" already exists \(from the config\)/,
+    ],
+    [
+      'duplicate of a registered name',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'two', address: '10.77.9.2', policy: 'default' }),
+      409,
+      /a sandbox named "two" is already registered/,
+    ],
+    [
+      'overlapping cidr',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', cidr: '10.77.1.0/25', policy: 'default' }),
+      409,
+      /cidr 10\.77\.1\.0\/25 overlaps cidr 10\.77\.1\.0\/24 of sandbox "agent" \(from the config\)/,
+    ],
+    [
+      'overlapping address',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.1.7', policy: 'default' }),
+      409,
+      /cidr 10\.77\.1\.7\/32 overlaps/,
+    ],
+    [
+      'same interface as a registered one',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', interface: 'sbx-two', policy: 'default' }),
+      409,
+      /interface "sbx-two" overlaps interface "sbx-two" of sandbox "two"/,
+    ],
+    [
+      'a config interface taken over',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', interface: 'sbx-s*', policy: 'default' }),
+      409,
+      /interface "sbx-s\*" overlaps interface "sbx-sbx" of sandbox "agent" \(from the config\)/,
+    ],
+    [
+      'unknown policy',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', policy: 'nope' }),
+      400,
+      /^policy: unknown policy "nope"/,
+    ],
+    [
+      'bad cidr',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', cidr: '10.77.9.0/33', policy: 'default' }),
+      400,
+      /^cidr: .*invalid prefix length/,
+    ],
+    [
+      'bad interface',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', interface: 'much-too-long-name0', policy: 'default' }),
+      400,
+      /^interface: /,
+    ],
     ['bad name', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'a b', address: '10.77.9.2', policy: 'default' }), 400, /^name: /],
     ['no match', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', policy: 'default' }), 400, /needs "interface" or "cidr"/],
-    ['address and cidr', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', cidr: '10.77.9.0/24', policy: 'default' }), 400, /"address" or "cidr", not both/],
-    ['unknown key', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', policy: 'default', polcy: 'x' }), 400, /unknown key "polcy"/],
-    ['bad label', () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', policy: 'default', labels: { 'a b': 'c' } }), 400, /^labels: key "a b"/],
+    [
+      'address and cidr',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', cidr: '10.77.9.0/24', policy: 'default' }),
+      400,
+      /"address" or "cidr", not both/,
+    ],
+    [
+      'unknown key',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', policy: 'default', polcy: 'x' }),
+      400,
+      /unknown key "polcy"/,
+    ],
+    [
+      'bad label',
+      () => controlRequest(sock, 'POST', '/sandboxes', { name: 'x', address: '10.77.9.2', policy: 'default', labels: { 'a b': 'c' } }),
+      400,
+      /^labels: key "a b"/,
+    ],
     ['unknown sandbox on rm', () => controlRequest(sock, 'DELETE', '/sandboxes/ghost'), 404, /no sandbox named "ghost"/],
     ['removing a config sandbox', () => controlRequest(sock, 'DELETE', '/sandboxes/agent'), 409, /comes from the config file/],
     ['updating a config sandbox', () => controlRequest(sock, 'PUT', '/sandboxes/agent', { policy: 'none' }), 409, /comes from the config file/],
     ['renaming', () => controlRequest(sock, 'PUT', '/sandboxes/two', { name: 'three' }), 400, /cannot be renamed/],
-    ['update into an overlap', () => controlRequest(sock, 'PUT', '/sandboxes/two', { interface: 'sbx-sbx' }), 409, /overlaps interface "sbx-sbx" of sandbox "agent"/],
+    [
+      'update into an overlap',
+      () => controlRequest(sock, 'PUT', '/sandboxes/two', { interface: 'sbx-sbx' }),
+      409,
+      /overlaps interface "sbx-sbx" of sandbox "agent"/,
+    ],
     ['unknown path', () => controlRequest(sock, 'GET', '/nope'), 404, /no such path/],
     ['wrong method', () => controlRequest(sock, 'PATCH', '/sandboxes'), 405, /PATCH is not allowed/],
   ];
@@ -287,8 +400,14 @@ test.serial('sandbox rm resets its open connections at once (passthrough stream,
   const injected = await g.log.waitFor((l) => l.event === 'http' && l.path === '/kept-alive');
   t.like(injected, { sandbox: 'two', user: 'bob', credential: 'llm', status: 200 });
   await new Promise((r) => setTimeout(r, 300));
-  t.falsy(stream.log.find((l) => l.event === 'closed'), 'the stream is still open before the removal');
-  t.falsy(idle.log.find((l) => l.event === 'closed'), 'the keep-alive connection is still open before the removal');
+  t.falsy(
+    stream.log.find((l) => l.event === 'closed'),
+    'the stream is still open before the removal',
+  );
+  t.falsy(
+    idle.log.find((l) => l.event === 'closed'),
+    'the keep-alive connection is still open before the removal',
+  );
   const listed = await controlRequest(sock, 'GET', '/sandboxes/two');
   // Two connections, each counted once (the intercepted one is its TLS socket, not also the TCP one under it).
   t.is((listed.body.sandbox as { connections: number }).connections, 2, JSON.stringify(listed.body));
@@ -305,7 +424,9 @@ test.serial('sandbox rm resets its open connections at once (passthrough stream,
   const closedAt = performance.now();
   t.true((s.chunks as number) < 200, `the stream was cut (${String(s.chunks)} chunks of 200)`);
   t.is(i.responses, 1);
-  t.log(`rm took ${(returned - started).toFixed(0)} ms (CLI start-up included); both connections closed within ${(closedAt - started).toFixed(0)} ms of it starting`);
+  t.log(
+    `rm took ${(returned - started).toFixed(0)} ms (CLI start-up included); both connections closed within ${(closedAt - started).toFixed(0)} ms of it starting`,
+  );
   await Promise.all([stream.done, idle.done]);
   const removed = await g.log.waitFor(configLine('sandbox-removed', 'two'));
   t.is(removed.closed, 2, JSON.stringify(removed));
@@ -325,25 +446,32 @@ test.serial('sandbox rm ends its accepted UDP flows too: the next datagram is a 
   const sysctl = (v: number) => w.topo.exec(w.topo.hostNs, '/usr/sbin/sysctl', ['-q', '-w', `net.ipv4.ip_forward=${v}`]);
   t.is((await sysctl(1)).code, 0);
   echo = await recorder(w.topo, w.topo.ns('a'), 4, [5301]);
-  const sender = w.topo.spawn(w.topo.ns('two'), process.execPath, ['-e', `
+  const sender = w.topo.spawn(w.topo.ns('two'), process.execPath, [
+    '-e',
+    `
     const s = require('dgram').createSocket('udp4');
     let n = 0;
     s.on('message', (m) => console.log(JSON.stringify({ echo: String(m) })));
     s.bind(0, () => { const tick = () => { s.send('u' + (n++), 5301, '${w.a}'); }; tick(); setInterval(tick, 100); });
-    setTimeout(() => process.exit(0), 20000);`]);
+    setTimeout(() => process.exit(0), 20000);`,
+  ]);
   const echoes = new LineLog();
   echoes.attach(sender);
   try {
     t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO })).status, 201);
     await echoes.waitFor(() => echoes.lines.filter((l) => typeof l.echo === 'string').length >= 3, 5000, 'echoes through the accepted flow');
     const accepted = g.log.lines.filter((l) => l.event === 'packet' && l.sandbox === 'two' && l.decision === 'allow');
-    t.is(accepted.length, 1, 'one verdict: later datagrams passed on the flow\'s conntrack mark');
+    t.is(accepted.length, 1, "one verdict: later datagrams passed on the flow's conntrack mark");
     const rm = await controlRequest(sock, 'DELETE', '/sandboxes/two');
     t.is(rm.status, 200);
     await new Promise((r) => setTimeout(r, 300)); // echoes already in flight
     const n = echoes.lines.length;
     // The flow is gone: its next datagram is a new flow, judged under the catch-all.
-    const denied = await g.log.waitFor((l) => l.event === 'packet' && l.sandbox === 'unregistered' && l.decision === 'deny', 3000, 'a verdict under the catch-all');
+    const denied = await g.log.waitFor(
+      (l) => l.event === 'packet' && l.sandbox === 'unregistered' && l.decision === 'deny',
+      3000,
+      'a verdict under the catch-all',
+    );
     t.is(denied.proto, 'udp');
     await new Promise((r) => setTimeout(r, 700));
     t.is(echoes.lines.length, n, 'no echo after the removal');
@@ -361,10 +489,16 @@ test.serial('a reload keeps registered sandboxes; without the catch-all an unreg
   const r = await curlTwo('https://x.wild.example.test/after-reload');
   t.is(r.code, 0, r.stderr);
 
-  const clash = await g.reload({ ...noCatchAll, sandboxes: [...(noCatchAll.sandboxes as unknown[]), { name: 'two', interface: 'sbx-zzz', policy: 'default' }] });
+  const clash = await g.reload({
+    ...noCatchAll,
+    sandboxes: [...(noCatchAll.sandboxes as unknown[]), { name: 'two', interface: 'sbx-zzz', policy: 'default' }],
+  });
   t.is(clash.action, 'rejected');
   t.regex(String(clash.reason), /names a sandbox "two", which is already registered/);
-  const overlap = await g.reload({ ...noCatchAll, sandboxes: [...(noCatchAll.sandboxes as unknown[]), { name: 'wide', cidr: '10.77.0.0/16', policy: 'default' }] });
+  const overlap = await g.reload({
+    ...noCatchAll,
+    sandboxes: [...(noCatchAll.sandboxes as unknown[]), { name: 'wide', cidr: '10.77.0.0/16', policy: 'default' }],
+  });
   t.is(overlap.action, 'rejected');
   t.regex(String(overlap.reason), /registered sandbox "two": cidr 10\.77\.4\.0\/24 overlaps cidr 10\.77\.0\.0\/16 of sandbox "wide"/);
 
@@ -383,11 +517,17 @@ test.serial('1,000 registered sandboxes: the ruleset stays the same size; add an
     if (IPTABLES) {
       const saved: string[] = [];
       for (const tool of ['/usr/sbin/iptables-save', '/usr/sbin/ip6tables-save']) saved.push((await w.topo.exec(w.topo.hostNs, tool, [])).stdout);
-      const ours = saved.join('\n').split('\n').filter((l) => /^(:|-A )SANDGATE-|^-A \S+ -j SANDGATE-/.test(l));
+      const ours = saved
+        .join('\n')
+        .split('\n')
+        .filter((l) => /^(:|-A )SANDGATE-|^-A \S+ -j SANDGATE-/.test(l));
       return { lines: ours.length, rules: ours.filter((l) => l.startsWith('-A ')).length };
     }
     const text = await nft(['-t', '-a', 'list', 'table', 'inet', 'sandgate']);
-    return { lines: text.trimEnd().split('\n').length, rules: text.split('\n').filter((l) => /# handle \d+$/.test(l) && !/^\s*(chain|set|table) /.test(l)).length };
+    return {
+      lines: text.trimEnd().split('\n').length,
+      rules: text.split('\n').filter((l) => /# handle \d+$/.test(l) && !/^\s*(chain|set|table) /.test(l)).length,
+    };
   };
   const N = 1000;
   /** The first SEQ one at a time (a change alone), the rest from CONC clients at once (group commit). */
@@ -401,19 +541,28 @@ test.serial('1,000 registered sandboxes: the ruleset stays the same size; add an
     if (r.status !== want) throw new Error(`status ${r.status}, wanted ${want}: ${JSON.stringify(r.body)}`);
     return ms;
   };
-  const add = (i: number) => () => controlRequest(sock, 'POST', '/sandboxes', { name: `bulk-${i}`, address: addr(i), policy: 'default', labels: { batch: 'b' } });
+  const add = (i: number) => () =>
+    controlRequest(sock, 'POST', '/sandboxes', { name: `bulk-${i}`, address: addr(i), policy: 'default', labels: { batch: 'b' } });
   const rm = (i: number) => () => controlRequest(sock, 'DELETE', `/sandboxes/bulk-${i}`);
   /** Runs op(i) for i in [from, to) from `clients` concurrent clients; the latencies and the wall time. */
-  const run = async (op: (i: number) => () => Promise<{ status: number; body: Record<string, unknown> }>, want: number, from: number, to: number, clients: number): Promise<{ ms: number[]; wall: number }> => {
+  const run = async (
+    op: (i: number) => () => Promise<{ status: number; body: Record<string, unknown> }>,
+    want: number,
+    from: number,
+    to: number,
+    clients: number,
+  ): Promise<{ ms: number[]; wall: number }> => {
     const ms: number[] = [];
     let next = from;
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: clients }, async () => {
-      while (next < to) {
-        const i = next++;
-        ms.push(await timed(op(i), want));
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (next < to) {
+          const i = next++;
+          ms.push(await timed(op(i), want));
+        }
+      }),
+    );
     return { ms, wall: performance.now() - t0 };
   };
 
@@ -441,7 +590,9 @@ test.serial('1,000 registered sandboxes: the ruleset stays the same size; add an
   };
   const stats = (what: string, x: { ms: number[]; wall: number }): string =>
     `${what}: median ${pct(x.ms, 50)} ms, p99 ${pct(x.ms, 99)} ms, max ${pct(x.ms, 100)} ms (${x.ms.length} in ${(x.wall / 1000).toFixed(2)} s = ${Math.round((x.ms.length * 1000) / x.wall)}/s)`;
-  t.log(`${IPTABLES ? 'iptables-save (sandgate\'s chains)' : 'nft -t list table'}: ${full.lines} lines, ${full.rules} rules with 1 registered sandbox and with ${N}`);
+  t.log(
+    `${IPTABLES ? "iptables-save (sandgate's chains)" : 'nft -t list table'}: ${full.lines} lines, ${full.rules} rules with 1 registered sandbox and with ${N}`,
+  );
   t.log(stats('add, one at a time', { ms: [...first.ms, ...seqAdd.ms], wall: first.wall + seqAdd.wall }));
   t.log(stats(`add, ${CONC} clients at once (up to ${N})`, concAdd));
   t.log(stats(`remove, one at a time (from ${N})`, seqRm));
@@ -450,17 +601,18 @@ test.serial('1,000 registered sandboxes: the ruleset stays the same size; add an
 
 // iptables backend only: nft 1.0.6 cannot delete a prefix element ("sbx-tw*") from an interval
 // ifname set ("element does not exist"), so under nft a registered glob cannot be removed yet.
-if (IPTABLES) test.serial('an interface glob registers and is removed (an ipset element with the wildcard flag)', async (t) => {
-  t.not((await curlTwo('https://x.wild.example.test/glob-before')).code, 0, 'under the catch-all first');
-  t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO, interface: 'sbx-tw*' })).status, 201);
-  t.deepEqual(await elements('iface'), ['sbx-tw*']);
-  const r = await curlTwo('https://x.wild.example.test/glob');
-  t.is(r.code, 0, r.stderr);
-  t.is(bodyOf(r)?.server, 'a');
-  t.is((await controlRequest(sock, 'DELETE', '/sandboxes/two')).status, 200);
-  t.deepEqual(await elements('iface'), []);
-  t.not((await curlTwo('https://x.wild.example.test/glob-after')).code, 0, 'under the catch-all again');
-});
+if (IPTABLES)
+  test.serial('an interface glob registers and is removed (an ipset element with the wildcard flag)', async (t) => {
+    t.not((await curlTwo('https://x.wild.example.test/glob-before')).code, 0, 'under the catch-all first');
+    t.is((await controlRequest(sock, 'POST', '/sandboxes', { ...TWO, interface: 'sbx-tw*' })).status, 201);
+    t.deepEqual(await elements('iface'), ['sbx-tw*']);
+    const r = await curlTwo('https://x.wild.example.test/glob');
+    t.is(r.code, 0, r.stderr);
+    t.is(bodyOf(r)?.server, 'a');
+    t.is((await controlRequest(sock, 'DELETE', '/sandboxes/two')).status, 200);
+    t.deepEqual(await elements('iface'), []);
+    t.not((await curlTwo('https://x.wild.example.test/glob-after')).code, 0, 'under the catch-all again');
+  });
 
 test.serial('a restart keeps registrations (the state file) and replaces the stale socket a killed sandgate left', async (t) => {
   const state = join(w.dir, 'ca', 'registered.json');

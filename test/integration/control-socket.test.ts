@@ -18,8 +18,12 @@ const svc: ControlService = {
 };
 
 let dir: string;
-test.before(() => { dir = mkdtempSync(join(tmpdir(), 'sg-control-')); });
-test.after.always(() => { rmSync(dir, { recursive: true, force: true }); });
+test.before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sg-control-'));
+});
+test.after.always(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 test('the socket is 0600 in a new 0700 directory, and is removed on close', async (t) => {
   const path = join(dir, 'new', 'deeper', 'control.sock');
@@ -42,7 +46,9 @@ test('a socket something still answers on is not taken over; a stale one is repl
   // A process killed while listening leaves its socket file behind.
   const stale = join(dir, 'stale.sock');
   try {
-    execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`], { stdio: 'ignore' });
+    execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`], {
+      stdio: 'ignore',
+    });
   } catch {
     /* killed by SIGKILL, as intended */
   }
@@ -75,5 +81,7 @@ test('routing: unknown paths 404, wrong methods 405 with Allow, oversized bodies
 });
 
 test('the client: no daemon is one sentence (exit 1 material)', async (t) => {
-  await t.throwsAsync(controlRequest(join(dir, 'nobody.sock'), 'GET', '/sandboxes'), { message: /^cannot reach sandgate's control socket .*nobody\.sock \(ENOENT\): is sandgate running/ });
+  await t.throwsAsync(controlRequest(join(dir, 'nobody.sock'), 'GET', '/sandboxes'), {
+    message: /^cannot reach sandgate's control socket .*nobody\.sock \(ENOENT\): is sandgate running/,
+  });
 });

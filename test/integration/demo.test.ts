@@ -35,10 +35,17 @@ function demo(t: { teardown(fn: () => void): void }, args: string[] = [], node: 
   let out = '';
   let err = '';
   const waiters: (() => void)[] = [];
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d; for (const w of [...waiters]) w(); });
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+    for (const w of [...waiters]) w();
+  });
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
   // A failed assertion must not leave a (--keep) demo running: SIGTERM makes it clean up.
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  });
   const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.once('exit', (code, signal) => res({ code, signal })));
   return {
     child,
@@ -79,7 +86,9 @@ function processesMentioning(needle: string): number[] {
     if (!/^\d+$/.test(p)) continue;
     try {
       if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(needle)) pids.push(Number(p));
-    } catch { /* exited meanwhile */ }
+    } catch {
+      /* exited meanwhile */
+    }
   }
   return pids;
 }
@@ -163,7 +172,9 @@ test('demo --keep: everything stays up (and answers) until SIGTERM, then it clea
   const r = await new Promise<string>((res) => {
     const c = spawn(IP, ['netns', 'exec', poke?.[1] ?? '', 'curl', '-sS', '--max-time', '5', '--cacert', poke?.[2] ?? '', `${poke?.[3] ?? ''}poke`]);
     let o = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => { o += d; });
+    c.stdout.setEncoding('utf8').on('data', (d: string) => {
+      o += d;
+    });
     c.on('close', () => res(o));
   });
   t.regex(r, /"server":"api".*"path":"\/poke"/);

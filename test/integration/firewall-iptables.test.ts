@@ -21,14 +21,22 @@ const plan = testPlan;
 /** iptables-save without counters and comments lines: what a rule set *is*. */
 async function save(ns: string, v6 = false): Promise<string> {
   const out = await inNs(ns, v6 ? '/usr/sbin/ip6tables-save' : '/usr/sbin/iptables-save', []);
-  return out.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]')).join('\n');
+  return out
+    .split('\n')
+    .filter((l) => l !== '' && !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]'))
+    .join('\n');
 }
 
 const jumps = (text: string, re: RegExp): string[] => text.split('\n').filter((l) => re.test(l));
 
 test('iptables-restore --test accepts the rendered scripts for several plans', async (t) => {
   const ns = await namespace(t);
-  for (const p of [plan(), plan({ sandboxes: [] }), plan({ sandboxes: [{ name: 'one', interface: 'eth9' }], table: 'sg_alt-1', tproxyPort: 1, dnsPort: 65535, queueNum: 0 })]) {
+  for (const p of [
+    plan(),
+    plan({ sandboxes: [] }),
+    plan({ sandboxes: [{ name: 'one', interface: 'eth9' }], table: 'sg_alt-1', tproxyPort: 1, dnsPort: 65535, queueNum: 0 }),
+  ]) {
     const spec = iptablesSpec(p);
     await t.notThrowsAsync(inNs(ns, '/usr/sbin/iptables-restore', ['--test', '--noflush'], renderRestoreUp(spec.v4, EMPTY_STATE)), JSON.stringify(p));
     await t.notThrowsAsync(inNs(ns, '/usr/sbin/ip6tables-restore', ['--test', '--noflush'], renderRestoreUp(spec.v6, EMPTY_STATE)), JSON.stringify(p));
@@ -54,7 +62,11 @@ test('up twice: one jump per built-in chain, our chains, one ip rule; show lists
   t.true(v4.includes('-A SANDGATE-PRE -i sbx-+ -m comment --comment "sandbox agent" -g SANDGATE-SBX'));
   t.false(v4.includes('--queue-bypass'), 'fail closed: no bypass');
   const v6 = await save(ns, true);
-  t.deepEqual(jumps(v6, /^-A (PREROUTING|INPUT|FORWARD) -j SANDGATE-/).sort(), ['-A FORWARD -j SANDGATE-FWD', '-A INPUT -j SANDGATE-IN', '-A PREROUTING -j SANDGATE-PRE']);
+  t.deepEqual(jumps(v6, /^-A (PREROUTING|INPUT|FORWARD) -j SANDGATE-/).sort(), [
+    '-A FORWARD -j SANDGATE-FWD',
+    '-A INPUT -j SANDGATE-IN',
+    '-A PREROUTING -j SANDGATE-PRE',
+  ]);
   const rules = await inNs(ns, IP, ['-4', 'rule', 'show']);
   t.is(rules.split('\n').filter((l) => l.includes('fwmark 0x5347 lookup 5347')).length, 1);
   t.false((await inNs(ns, NFT, ['list', 'tables'])).includes('inet sandgate'));
@@ -102,7 +114,7 @@ test('switching backends leaves one ruleset; down of either removes everything',
   t.deepEqual(jumps(await save(ns), /^-A .*SANDGATE/), ['-A PREROUTING -j SANDGATE-Q', '-A SANDGATE-Q -m mark --mark 0x5349 -j NFQUEUE --queue-num 5347']);
   await iptablesUp(p, { netns: ns });
   t.false((await inNs(ns, NFT, ['list', 'tables'])).includes('inet sandgate'), 'the nft table went');
-  t.false((await save(ns)).includes('SANDGATE-Q'), 'the nft backend\'s queue chain went');
+  t.false((await save(ns)).includes('SANDGATE-Q'), "the nft backend's queue chain went");
   await nftUp(p, { netns: ns });
   t.deepEqual(jumps(await save(ns), /SANDGATE-(PRE|SBX|NAT|IN|FWD)/), [], 'the iptables chains went');
   t.true((await inNs(ns, NFT, ['list', 'tables'])).includes('inet sandgate'));
@@ -114,14 +126,27 @@ test('switching backends leaves one ruleset; down of either removes everything',
   t.deepEqual(jumps(await save(ns), /SANDGATE/), []);
 });
 
-test('registered sandboxes in ipsets: up fills them and the rules name them, a change edits elements, and down, an up without the control API and a switch to nft destroy them (a crashed up\'s temporaries too)', async (t) => {
+test("registered sandboxes in ipsets: up fills them and the rules name them, a change edits elements, and down, an up without the control API and a switch to nft destroy them (a crashed up's temporaries too)", async (t) => {
   const ns = await namespace(t);
   const o = { netns: ns };
   const IPSET = '/usr/sbin/ipset';
-  const sets = async (): Promise<string[]> => (await inNs(ns, IPSET, ['list', '-n'])).split('\n').filter((l) => l !== '').sort();
-  const members = async (name: string): Promise<string[]> => (await inNs(ns, IPSET, ['save', name])).split('\n').filter((l) => l.startsWith('add ')).map((l) => l.slice(`add ${name} `.length)).sort();
+  const sets = async (): Promise<string[]> =>
+    (await inNs(ns, IPSET, ['list', '-n']))
+      .split('\n')
+      .filter((l) => l !== '')
+      .sort();
+  const members = async (name: string): Promise<string[]> =>
+    (await inNs(ns, IPSET, ['save', name]))
+      .split('\n')
+      .filter((l) => l.startsWith('add '))
+      .map((l) => l.slice(`add ${name} `.length))
+      .sort();
   const ALL = ['SANDGATE-ADDR4', 'SANDGATE-IF4', 'SANDGATE-IF6', 'SANDGATE-PAIR4', 'SANDGATE-PAIRIF4', 'SANDGATE-PAIRIF6'];
-  const d = [{ name: 'd1', interface: 'sbx-tw*' }, { name: 'd2', interface: 'tap0', cidr: '10.9.1.0/24' }, { name: 'd3', cidr: '10.9.9.9/32' }];
+  const d = [
+    { name: 'd1', interface: 'sbx-tw*' },
+    { name: 'd2', interface: 'tap0', cidr: '10.9.1.0/24' },
+    { name: 'd3', cidr: '10.9.9.9/32' },
+  ];
   const p = plan({ dynamic: d });
   t.true((await iptablesMissing(p, o)).includes('ipset SANDGATE-IF4 is missing'), 'health names a missing set');
   await iptablesUp(p, o);
@@ -132,7 +157,10 @@ test('registered sandboxes in ipsets: up fills them and the rules name them, a c
   t.deepEqual(await members('SANDGATE-PAIRIF6'), ['::/0,tap0']);
   t.deepEqual(await members('SANDGATE-ADDR4'), ['10.9.9.9']);
   const v4 = await save(ns);
-  t.true(v4.includes('-A SANDGATE-PRE -m set --match-set SANDGATE-PAIR4 src,src -m comment --comment "registered sandboxes: interface and cidr" -g SANDGATE-SBX'), v4);
+  t.true(
+    v4.includes('-A SANDGATE-PRE -m set --match-set SANDGATE-PAIR4 src,src -m comment --comment "registered sandboxes: interface and cidr" -g SANDGATE-SBX'),
+    v4,
+  );
   t.true((await save(ns, true)).includes('-A SANDGATE-PRE -m set --match-set SANDGATE-IF6 src,src'));
   t.deepEqual(await iptablesMissing(p, o), []);
 
@@ -161,20 +189,24 @@ test('registered sandboxes in ipsets: up fills them and the rules name them, a c
   await nftDown(p, o);
 });
 
-test('ipsets: 64 interface-only registered sandboxes at most (hash:net,iface keeps one network\'s interfaces in one bucket); a failed change is undone', async (t) => {
+test("ipsets: 64 interface-only registered sandboxes at most (hash:net,iface keeps one network's interfaces in one bucket); a failed change is undone", async (t) => {
   const ns = await namespace(t);
   const o = { netns: ns };
-  const count = async (name: string): Promise<number> => (await inNs(ns, '/usr/sbin/ipset', ['save', name])).split('\n').filter((l) => l.startsWith('add ')).length;
+  const count = async (name: string): Promise<number> =>
+    (await inNs(ns, '/usr/sbin/ipset', ['save', name])).split('\n').filter((l) => l.startsWith('add ')).length;
   const ifs = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ({ name: `i${from + i}`, interface: `vm${from + i}` }));
   const p = plan({ dynamic: [] });
   await iptablesUp(p, o);
   await firewallUpdateDynamic(p, 'iptables', [], ifs(0, 64), o);
   t.is(await count('SANDGATE-IF4'), 64);
-  await t.throwsAsync(firewallUpdateDynamic(p, 'iptables', ifs(0, 64), [...ifs(0, 64), ...ifs(64, 66)], o), { message: /^ipset could not update the registered sandboxes in sets SANDGATE-\*: .*Hash is full/ });
+  await t.throwsAsync(firewallUpdateDynamic(p, 'iptables', ifs(0, 64), [...ifs(0, 64), ...ifs(64, 66)], o), {
+    message: /^ipset could not update the registered sandboxes in sets SANDGATE-\*: .*Hash is full/,
+  });
   t.is(await count('SANDGATE-IF4'), 64, 'the 65th was refused');
   // The same for interface+cidr sandboxes' interfaces: the 65th pair's PAIR4 element goes in
   // (first line), its PAIRIF4 element fails (second line); the first line is undone.
-  const pairs = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ({ name: `p${from + i}`, interface: `tap${from + i}`, cidr: `10.50.${from + i}.0/24` }));
+  const pairs = (from: number, to: number) =>
+    Array.from({ length: to - from }, (_, i) => ({ name: `p${from + i}`, interface: `tap${from + i}`, cidr: `10.50.${from + i}.0/24` }));
   await firewallUpdateDynamic(p, 'iptables', ifs(0, 64), [...ifs(0, 64), ...pairs(0, 64)], o);
   t.is(await count('SANDGATE-PAIR4'), 64);
   await t.throwsAsync(firewallUpdateDynamic(p, 'iptables', [...ifs(0, 64), ...pairs(0, 64)], [...ifs(0, 64), ...pairs(0, 65)], o), { message: /Hash is full/ });

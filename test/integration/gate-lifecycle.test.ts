@@ -7,7 +7,20 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createWorld, startGate, startFakeResolver, baseConfig, bodyOf, CLI, LineLog, ROOT, TEST_BACKEND, type World, type Gate, type Line } from '../helpers/gate.js';
+import {
+  createWorld,
+  startGate,
+  startFakeResolver,
+  baseConfig,
+  bodyOf,
+  CLI,
+  LineLog,
+  ROOT,
+  TEST_BACKEND,
+  type World,
+  type Gate,
+  type Line,
+} from '../helpers/gate.js';
 
 let w: World;
 let g: Gate;
@@ -15,8 +28,7 @@ let g: Gate;
 const ONLY_API = [{ host: 'api.example.test' }];
 const API_AND_EVIL = [{ host: 'api.example.test' }, { host: 'evil.example.test' }];
 
-const get = (host: string, path: string, maxMs = 3000) =>
-  w.curl(['--resolve', `${host}:443:${w.a}`, `https://${host}${path}`], { timeoutMs: maxMs });
+const get = (host: string, path: string, maxMs = 3000) => w.curl(['--resolve', `${host}:443:${w.a}`, `https://${host}${path}`], { timeoutMs: maxMs });
 
 /** The config lines (other than the first `loaded`) seen so far. */
 const reloads = (gate: Gate): Line[] => gate.log.lines.filter((l) => l.event === 'config' && l.action !== 'loaded');
@@ -62,7 +74,7 @@ test.after.always(async () => {
 test.serial('the ready line carries event, pid and ports, after the config line', (t) => {
   const ready = g.log.find((l) => l.event === 'ready');
   t.truthy(ready);
-  t.is(ready?.pid, g.proc.pid, 'ip netns exec execs in place: the pid is sandgate\'s own');
+  t.is(ready?.pid, g.proc.pid, "ip netns exec execs in place: the pid is sandgate's own");
   t.is(ready?.port, 15001);
   t.is(ready?.dnsPort, 15053);
   t.is(ready?.level, 'info');
@@ -89,7 +101,10 @@ test.serial('SIGHUP with an invalid config: rejected with the located reason, th
   const line = await reloadText(g, bad);
   t.is(line.action, 'rejected');
   t.is(line.file, g.configPath);
-  t.regex(String(line.reason), new RegExp(`${g.configPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: sandboxes\\[0\\]\\.cidr: .*invalid prefix length`));
+  t.regex(
+    String(line.reason),
+    new RegExp(`${g.configPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: sandboxes\\[0\\]\\.cidr: .*invalid prefix length`),
+  );
   // Broken YAML.
   const yaml = await reloadText(g, 'sandboxes: [\n  - name: x\n');
   t.is(yaml.action, 'rejected');
@@ -130,7 +145,10 @@ test.serial('sandgate reload: prints what the daemon loaded, or why it refused (
   const line = await g.log.waitFor((l) => l.event === 'config' && l.action === 'reloaded' && reloads(g).indexOf(l) === reloads(g).length - 1);
   t.is(line.file, g.configPath);
 
-  writeFileSync(g.configPath, JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), sandboxes: [{ name: 'agent', cidr: '10.77.1.0/33', policy: 'default' }] }, null, 2));
+  writeFileSync(
+    g.configPath,
+    JSON.stringify({ ...baseConfig(w, { allow: API_AND_EVIL }), sandboxes: [{ name: 'agent', cidr: '10.77.1.0/33', policy: 'default' }] }, null, 2),
+  );
   const bad = await cli(['reload', '--socket', join(w.dir, 'control.sock')]);
   t.is(bad.code, 2, bad.stderr);
   t.is(bad.stdout, '');
@@ -212,10 +230,18 @@ test.serial('SIGTERM: exits 0, the rules stay, requests fail', async (t) => {
 test.serial('SIGTERM with a connection the sandbox keeps open: reset after the grace period, the stop line counts it', async (t) => {
   g = await startGate(w.topo, w.dir, baseConfig(w, { allow: ONLY_API }));
   // One keep-alive TLS connection (passthrough) that the client never closes.
-  const hold = w.topo.spawn(w.sandbox, process.execPath, [join(ROOT, 'test/helpers/hold-client.mjs'), '--connect', w.a, '--host', 'api.example.test', '--ca', w.pki.caFile]);
+  const hold = w.topo.spawn(w.sandbox, process.execPath, [
+    join(ROOT, 'test/helpers/hold-client.mjs'),
+    '--connect',
+    w.a,
+    '--host',
+    'api.example.test',
+    '--ca',
+    w.pki.caFile,
+  ]);
   const held = new LineLog();
   held.attach(hold);
-  await held.waitFor((l) => l.event === 'response', 5000, 'the held connection\'s first response');
+  await held.waitFor((l) => l.event === 'response', 5000, "the held connection's first response");
   g.proc.kill('SIGTERM');
   // A hang detector, not a speed check: without the reset the stop waits for the client forever.
   const exit = await Promise.race([exitOf(g), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
@@ -234,15 +260,25 @@ test.serial('SIGTERM with an intercepted SSE stream in flight: the request still
   g.proc.kill('SIGKILL'); // whichever gate ran before (run alone, the file's first one)
   await exitOf(g);
   g = await startGate(w.topo, w.dir, config, 'sse.json', { env: { SG_TEST_SSE_K: 'sk-sse-shutdown-0123456789' } });
-  const hold = w.topo.spawn(w.sandbox, process.execPath, [join(ROOT, 'test/helpers/hold-client.mjs'), '--connect', w.a, '--host', 'api.example.test',
-    '--ca', join(w.dir, 'ca', 'ca.pem'), '--path', '/_sg/sse?n=1000&interval=100', '--stream']);
+  const hold = w.topo.spawn(w.sandbox, process.execPath, [
+    join(ROOT, 'test/helpers/hold-client.mjs'),
+    '--connect',
+    w.a,
+    '--host',
+    'api.example.test',
+    '--ca',
+    join(w.dir, 'ca', 'ca.pem'),
+    '--path',
+    '/_sg/sse?n=1000&interval=100',
+    '--stream',
+  ]);
   const held = new LineLog();
   held.attach(hold);
   await held.waitFor((l) => l.event === 'chunk', 5000, 'the first event of the stream');
   g.proc.kill('SIGTERM');
   const exit = await Promise.race([exitOf(g), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
   t.not(exit, 'hung');
-  const line = await g.log.waitFor((l) => l.event === 'http' && String(l.path) === '/_sg/sse', 1000, 'the SSE request\'s http line');
+  const line = await g.log.waitFor((l) => l.event === 'http' && String(l.path) === '/_sg/sse', 1000, "the SSE request's http line");
   t.like(line, { decision: 'allow', status: 200, credential: 'k' });
   t.truthy(line.error, 'the line says the stream was cut off');
   t.true(Number(line.bytesIn) > 0);
@@ -257,10 +293,18 @@ test.serial('audit to log.file: lines go to the file, none to stdout', async (t)
   const proc = w.topo.spawn(w.topo.hostNs, process.execPath, [CLI, 'run', '-c', cfgPath]);
   let stdout = '';
   let stderr = '';
-  proc.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); });
-  proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+  proc.stdout?.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  proc.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   try {
-    const lines = (): Line[] => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+    const lines = (): Line[] =>
+      (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Line);
     const until = async (pred: (l: Line) => boolean, what: string): Promise<Line> => {
       for (let i = 0; i < 100; i++) {
         const hit = lines().find(pred);
@@ -268,7 +312,11 @@ test.serial('audit to log.file: lines go to the file, none to stdout', async (t)
         if (proc.exitCode !== null) throw new Error(`sandgate exited ${proc.exitCode}: ${stderr}`);
         await new Promise((r) => setTimeout(r, 50));
       }
-      throw new Error(`no ${what} in ${logFile}: ${lines().map((l) => JSON.stringify(l)).join('\n')} ${stderr}`);
+      throw new Error(
+        `no ${what} in ${logFile}: ${lines()
+          .map((l) => JSON.stringify(l))
+          .join('\n')} ${stderr}`,
+      );
     };
     const ready = await until((l) => l.event === 'ready', 'ready line');
     t.is(ready.pid, proc.pid);

@@ -21,21 +21,37 @@ async function recorder(ns: string, family: 4 | 6, ports: number[]): Promise<Rec
 /** Sends a few UDP datagrams from `ns` (optionally from a given source address); exits on its own. */
 function sendUdp(ns: string, addr: string, port: number, tag: string, from?: string): Promise<unknown> {
   const family = addr.includes(':') ? 'udp6' : 'udp4';
-  return w.topo.exec(ns, process.execPath, ['-e', `
+  return w.topo.exec(
+    ns,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('dgram').createSocket('${family}');
     const go = () => { for (let i = 0; i < 3; i++) s.send('${tag}', ${port}, '${addr}', () => {}); setTimeout(() => s.close(), 300); };
     s.on('error', (e) => { console.log('error', e.code); s.close(); });
-    ${from ? `s.bind(0, '${from}', go);` : 'go();'}`], { timeoutMs: 4000 });
+    ${from ? `s.bind(0, '${from}', go);` : 'go();'}`,
+    ],
+    { timeoutMs: 4000 },
+  );
 }
 
 /** One TCP connection attempt from `ns`; prints what happened (connected / data / error / timeout). */
 async function tryTcp(ns: string, addr: string, port: number, opts: { from?: string; waitMs?: number } = {}): Promise<string> {
-  const r = await w.topo.exec(ns, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    ns,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect({ host: '${addr}', port: ${port}${opts.from ? `, localAddress: '${opts.from}'` : ''} });
     s.setTimeout(${opts.waitMs ?? 1500}, () => { console.log('timeout'); s.destroy(); });
     s.on('connect', () => { console.log('connected'); s.write('PING'); });
     s.on('data', (d) => { console.log('DATA', String(d).trim()); s.destroy(); });
-    s.on('error', (e) => console.log('error', e.code));`], { timeoutMs: (opts.waitMs ?? 1500) + 3000 });
+    s.on('error', (e) => console.log('error', e.code));`,
+    ],
+    { timeoutMs: (opts.waitMs ?? 1500) + 3000 },
+  );
   return r.stdout;
 }
 
@@ -43,7 +59,13 @@ const settle = (ms = 400): Promise<void> => new Promise((r) => setTimeout(r, ms)
 
 test.before(async () => {
   // A second sandbox (sbx2, 10.77.4.0/24) with a wider policy: the one a spoofer would borrow.
-  w = await createWorld({ ipv6: true, sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'sbx2', subnet: 4 }] });
+  w = await createWorld({
+    ipv6: true,
+    sandboxes: [
+      { name: 'sbx', subnet: 1 },
+      { name: 'sbx2', subnet: 4 },
+    ],
+  });
   const config = baseConfig(w);
   config.sandboxes = [...(config.sandboxes as unknown[]), { name: 'other', interface: 'sbx-*', cidr: '10.77.4.0/24', policy: 'wide' }];
   config.policies = { ...(config.policies as Record<string, unknown>), wide: { allow: [{ host: 'evil.example.test' }] } };
@@ -63,18 +85,24 @@ test('UDP from the sandbox reaches neither upstream (b unlisted, a listed)', asy
   await rb.log.waitFor((l) => l.kind === 'udp' && l.data === 'control', 3000, 'control datagram at b');
   await Promise.all([sendUdp(w.sandbox, w.b, 5301, 'from-sbx'), sendUdp(w.sandbox, w.a, 5301, 'from-sbx')]);
   await settle();
-  t.deepEqual(rb.hits(5301).filter((l) => l.data === 'from-sbx'), []);
+  t.deepEqual(
+    rb.hits(5301).filter((l) => l.data === 'from-sbx'),
+    [],
+  );
   t.deepEqual(ra.hits(5301), []);
 });
 
-test('UDP to the host\'s own address reaches no host service', async (t) => {
+test("UDP to the host's own address reaches no host service", async (t) => {
   const rh = await recorder(w.topo.hostNs, 4, [5302]);
   await sendUdp(w.topo.hostNs, w.topo.hostAddr('sbx'), 5302, 'control');
   await rh.log.waitFor((l) => l.kind === 'udp' && l.data === 'control', 3000, 'control datagram at host');
   await sendUdp(w.sandbox, w.topo.hostAddr('sbx'), 5302, 'from-sbx');
   await sendUdp(w.sandbox, w.topo.hostAddr('a'), 5302, 'from-sbx');
   await settle();
-  t.deepEqual(rh.hits(5302).filter((l) => l.data === 'from-sbx'), []);
+  t.deepEqual(
+    rh.hits(5302).filter((l) => l.data === 'from-sbx'),
+    [],
+  );
 });
 
 test('ICMP echo from the sandbox gets no answer: a, b, the host (v4 and v6)', async (t) => {
@@ -89,7 +117,7 @@ test('ICMP echo from the sandbox gets no answer: a, b, the host (v4 and v6)', as
   });
 });
 
-test('IPv6 TCP and UDP to b\'s v6 address and to the host\'s v6 address go nowhere', async (t) => {
+test("IPv6 TCP and UDP to b's v6 address and to the host's v6 address go nowhere", async (t) => {
   const b6 = w.topo.addr6('b')!;
   const h6 = w.topo.hostAddr6('sbx')!;
   const [rb, rh] = await Promise.all([recorder(w.topo.ns('b'), 6, [443, 5303]), recorder(w.topo.hostNs, 6, [8443, 5303])]);
@@ -106,7 +134,7 @@ test('IPv6 TCP and UDP to b\'s v6 address and to the host\'s v6 address go nowhe
   t.deepEqual(rh.log.lines.slice(before.h), [], 'the host recorded nothing');
 });
 
-test('TCP to the host\'s own IPv4 address on an unlisted port never reaches the host service', async (t) => {
+test("TCP to the host's own IPv4 address on an unlisted port never reaches the host service", async (t) => {
   const rh = await recorder(w.topo.hostNs, 4, [8082]);
   t.regex(await tryTcp(w.topo.hostNs, w.topo.hostAddr('sbx'), 8082), /DATA HELLO-8082/, 'control from the host namespace');
   const before = rh.log.lines.length;
@@ -122,7 +150,7 @@ test('TCP to the host\'s own IPv4 address on an unlisted port never reaches the 
   t.regex(String(line.reason), /port 8082 is not allowed/);
 });
 
-test('TCP to the host\'s own address on a listed port goes through the policy, not to the host', async (t) => {
+test("TCP to the host's own address on a listed port goes through the policy, not to the host", async (t) => {
   // The host address on 443 with an allowed SNI is steered to the SNI's upstream (a), never to a host service.
   const r = await w.curl(['--resolve', `api.example.test:443:${w.topo.hostAddr('sbx')}`, 'https://api.example.test/host']);
   t.is(r.code, 0, r.stderr);
@@ -131,7 +159,13 @@ test('TCP to the host\'s own address on a listed port goes through the policy, n
 
 test('packet marks set inside the sandbox (SO_MARK: the TPROXY, accepted-flow and queue marks) open nothing', async (t) => {
   const [rb, rh] = await Promise.all([recorder(w.topo.ns('b'), 4, [5305]), recorder(w.topo.hostNs, 4, [5306])]);
-  const send = (ns: string, addr: string, port: number, tag: string): Promise<unknown> => w.topo.exec(ns, 'python3', ['-c', `
+  const send = (ns: string, addr: string, port: number, tag: string): Promise<unknown> =>
+    w.topo.exec(
+      ns,
+      'python3',
+      [
+        '-c',
+        `
 import socket
 for mark in (0x5347, 0x5348, 0x5349):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -139,16 +173,27 @@ for mark in (0x5347, 0x5348, 0x5349):
     for _ in range(3):
         s.sendto(b'${tag}', ('${addr}', ${port}))
     s.close()
-print('sent')`], { timeoutMs: 4000 });
+print('sent')`,
+      ],
+      { timeoutMs: 4000 },
+    );
   // Control: datagrams from the host namespace arrive (unmarked: there the TPROXY mark would
   // route them to the host itself).
   await sendUdp(w.topo.hostNs, w.b, 5305, 'control');
   await rb.log.waitFor((l) => l.kind === 'udp' && l.data === 'control', 10000, 'control datagram at b');
-  const sent = await Promise.all([send(w.sandbox, w.b, 5305, 'marked'), send(w.sandbox, w.topo.hostAddr('sbx'), 5306, 'marked')]) as { stdout: string }[];
+  const sent = (await Promise.all([send(w.sandbox, w.b, 5305, 'marked'), send(w.sandbox, w.topo.hostAddr('sbx'), 5306, 'marked')])) as { stdout: string }[];
   for (const r of sent) t.regex(r.stdout, /sent/, 'the sandbox may set marks on its own sockets');
   await settle();
-  t.deepEqual(rb.hits(5305).filter((l) => l.data === 'marked'), [], 'b received nothing');
-  t.deepEqual(rh.hits(5306).filter((l) => l.data === 'marked'), [], 'the host received nothing');
+  t.deepEqual(
+    rb.hits(5305).filter((l) => l.data === 'marked'),
+    [],
+    'b received nothing',
+  );
+  t.deepEqual(
+    rh.hits(5306).filter((l) => l.data === 'marked'),
+    [],
+    'the host received nothing',
+  );
   await g.log.waitFor((l) => l.event === 'packet' && l.decision === 'deny' && l.dst === `${w.b}:5305`, 3000, 'the marked datagrams met the packet verdict');
 });
 
@@ -171,17 +216,30 @@ test('spoofed source: an address from another subnet added inside the sandbox ge
   await settle();
   for (const out of outs) t.notRegex(out, /connected|DATA/, out);
   t.deepEqual(ra.hits(8083), [], 'upstream a recorded nothing');
-  t.deepEqual(rh.log.lines.filter((l) => l.port !== undefined), [], 'the host recorded nothing');
-  t.deepEqual(g.log.lines.slice(before).filter((l) => String(l.src ?? '').startsWith(`${spoof}:`)), [], 'nothing from the spoofed source reached sandgate');
+  t.deepEqual(
+    rh.log.lines.filter((l) => l.port !== undefined),
+    [],
+    'the host recorded nothing',
+  );
+  t.deepEqual(
+    g.log.lines.slice(before).filter((l) => String(l.src ?? '').startsWith(`${spoof}:`)),
+    [],
+    'nothing from the spoofed source reached sandgate',
+  );
   // The sandbox's own address still works afterwards.
   const ok = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/after-spoof']);
   t.is(ok.code, 0, ok.stderr);
 });
 
-test('spoofed source: claiming the other sandbox\'s address does not borrow its policy', async (t) => {
+test("spoofed source: claiming the other sandbox's address does not borrow its policy", async (t) => {
   const sbx2 = w.topo.ns('sbx2');
   // Control: sbx2 itself may reach evil.example.test; sbx may not.
-  const own = await w.topo.exec(sbx2, 'curl', ['-sS', '--max-time', '3', '--cacert', w.pki.caFile, '--resolve', `evil.example.test:443:${w.a}`, 'https://evil.example.test/own'], { timeoutMs: 5000 });
+  const own = await w.topo.exec(
+    sbx2,
+    'curl',
+    ['-sS', '--max-time', '3', '--cacert', w.pki.caFile, '--resolve', `evil.example.test:443:${w.a}`, 'https://evil.example.test/own'],
+    { timeoutMs: 5000 },
+  );
   t.is(own.code, 0, own.stderr);
   t.is(JSON.parse(own.stdout).server, 'a');
   t.not((await w.curl(['--resolve', `evil.example.test:443:${w.a}`, 'https://evil.example.test/sbx'], { timeoutMs: 2000 })).code, 0);
@@ -193,5 +251,9 @@ test('spoofed source: claiming the other sandbox\'s address does not borrow its 
   const out = await tryTcp(w.sandbox, w.a, 443, { from: borrowed, waitMs: 1000 });
   await settle(200);
   t.notRegex(out, /connected|DATA/, out);
-  t.deepEqual(g.log.lines.slice(before).filter((l) => String(l.src ?? '').startsWith(`${borrowed}:`)), [], 'the strict reverse-path check dropped it before sandgate');
+  t.deepEqual(
+    g.log.lines.slice(before).filter((l) => String(l.src ?? '').startsWith(`${borrowed}:`)),
+    [],
+    'the strict reverse-path check dropped it before sandgate',
+  );
 });

@@ -12,10 +12,7 @@ const SSH = 'ssh.example.test';
 
 function config(upstream: Record<string, unknown> = {}): Record<string, unknown> {
   return baseConfig(w, {
-    allow: [
-      { host: 'api.example.test' },
-      { host: SSH, ports: [2222], protocol: 'tcp' },
-    ],
+    allow: [{ host: 'api.example.test' }, { host: SSH, ports: [2222], protocol: 'tcp' }],
     upstream: { hosts: Object.fromEntries([...NAMES, SSH].map((n) => [n, w.a])), ...upstream },
   });
 }
@@ -25,7 +22,12 @@ function config(upstream: Record<string, unknown> = {}): Record<string, unknown>
  * then writes "ping" and prints ECHO:<text> for the echo. Prints error/timeout/closed otherwise.
  */
 async function talk(addr: string, port: number): Promise<string> {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect(${port}, '${addr}');
     let n = 0;
     s.setTimeout(2000, () => { console.log('timeout'); s.destroy(); });
@@ -35,7 +37,10 @@ async function talk(addr: string, port: number): Promise<string> {
       else { console.log('ECHO:' + text); s.end(); }
     });
     s.on('error', (e) => console.log('error', e.code));
-    s.on('close', () => console.log('closed'));`], { timeoutMs: 6000 });
+    s.on('close', () => console.log('closed'));`,
+    ],
+    { timeoutMs: 6000 },
+  );
   return r.stdout;
 }
 
@@ -88,7 +93,12 @@ test.serial('raw TCP to the right address on an unlisted port (a:2223) is reset'
  * to reset it (`upstream`). Prints the client's local port, then "done".
  */
 async function resetBy(who: 'hangup' | 'upstream'): Promise<number> {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect(2222, '${w.a}');
     s.setTimeout(3000, () => { console.log('timeout'); s.destroy(); });
     s.on('error', () => {});
@@ -97,7 +107,10 @@ async function resetBy(who: 'hangup' | 'upstream'): Promise<number> {
       if (${JSON.stringify(who)} === 'hangup') s.resetAndDestroy();
       else s.write('reset\\n');
     });
-    s.on('close', () => console.log('done'));`], { timeoutMs: 6000 });
+    s.on('close', () => console.log('done'));`,
+    ],
+    { timeoutMs: 6000 },
+  );
   const port = Number(r.stdout.split('\n')[0]);
   if (!Number.isInteger(port) || port <= 0) throw new Error(`sandbox client failed: ${r.stdout}${r.stderr}`);
   return port;

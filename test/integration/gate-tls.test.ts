@@ -39,7 +39,7 @@ test.after.always(async () => {
   await w?.cleanup();
 });
 
-test('allowed SNI passes through undecrypted: the client verifies the upstream\'s own certificate', async (t) => {
+test("allowed SNI passes through undecrypted: the client verifies the upstream's own certificate", async (t) => {
   const r = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/v1/x', '-w', '\n%{ssl_verify_result} %{http_code}']);
   t.is(r.code, 0, r.stderr);
   const [body, tail] = r.stdout.split('\n');
@@ -64,7 +64,7 @@ test('an unlisted SNI is reset before any byte reaches an upstream', async (t) =
   t.is(w.upstreams[1]!.log.lines.length, before, 'upstream b saw no request');
 });
 
-test('the listed SNI sent to the unlisted upstream\'s address reaches the listed host instead', async (t) => {
+test("the listed SNI sent to the unlisted upstream's address reaches the listed host instead", async (t) => {
   const r = await w.curl(['--resolve', `api.example.test:443:${w.b}`, 'https://api.example.test/steer']);
   t.is(r.code, 0, r.stderr);
   t.is(bodyOf(r)?.server, 'a');
@@ -100,8 +100,19 @@ test('plain HTTP: Host decides, every request on a keep-alive connection is chec
   t.regex(bad.stdout, /403$/);
   t.regex(bad.stdout, /not allowed/);
   // Second request on the same connection names another host: it gets its own verdict.
-  const two = await w.curl(['--resolve', `plain.example.test:80:${w.a}`, '--resolve', `evil.example.test:80:${w.a}`,
-    'http://plain.example.test/one', '--next', 'http://plain.example.test/two', '-H', 'Host: evil.example.test', '-w', '%{http_code}\n']);
+  const two = await w.curl([
+    '--resolve',
+    `plain.example.test:80:${w.a}`,
+    '--resolve',
+    `evil.example.test:80:${w.a}`,
+    'http://plain.example.test/one',
+    '--next',
+    'http://plain.example.test/two',
+    '-H',
+    'Host: evil.example.test',
+    '-w',
+    '%{http_code}\n',
+  ]);
   t.regex(two.stdout, /"server":"a-plain".*"path":"\/one"/);
   t.regex(two.stdout, /not allowed by policy.*403\s*$/s);
   const line = await g.log.waitFor((l) => l.event === 'http' && l.path === '/hello');
@@ -110,13 +121,29 @@ test('plain HTTP: Host decides, every request on a keep-alive connection is chec
 });
 
 test('plain HTTP with an absolute-form target or two Host headers is refused', async (t) => {
-  const abs = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const abs = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect(80, '${w.a}', () => s.write('GET http://evil.example.test/ HTTP/1.1\\r\\nHost: plain.example.test\\r\\n\\r\\n'));
-    s.on('data', d => { process.stdout.write(d); s.destroy(); });`], { timeoutMs: 5000 });
+    s.on('data', d => { process.stdout.write(d); s.destroy(); });`,
+    ],
+    { timeoutMs: 5000 },
+  );
   t.regex(abs.stdout, /^HTTP\/1.1 400/);
-  const dup = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const dup = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect(80, '${w.a}', () => s.write('GET / HTTP/1.1\\r\\nHost: plain.example.test\\r\\nHost: evil.example.test\\r\\n\\r\\n'));
-    s.on('data', d => { process.stdout.write(d); s.destroy(); });`], { timeoutMs: 5000 });
+    s.on('data', d => { process.stdout.write(d); s.destroy(); });`,
+    ],
+    { timeoutMs: 5000 },
+  );
   t.regex(dup.stdout, /^HTTP\/1.1 400/);
 });
 
@@ -128,27 +155,46 @@ test('a port no rule lists is reset without reading', async (t) => {
 });
 
 test('a Node https client in the sandbox works through the gate', async (t) => {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const https = require('https');
     https.get({ host: '${w.b}', servername: 'api.example.test', path: '/node', headers: { host: 'api.example.test' }, ca: require('fs').readFileSync('${w.pki.caFile}') }, (res) => {
       let b = ''; res.on('data', (c) => b += c); res.on('end', () => { console.log(res.statusCode, JSON.parse(b).server); });
-    }).on('error', (e) => { console.log('error', e.code); });`], { timeoutMs: 8000 });
+    }).on('error', (e) => { console.log('error', e.code); });`,
+    ],
+    { timeoutMs: 8000 },
+  );
   t.is(r.stdout.trim(), '200 a', r.stderr);
 });
 
-test('the host\'s own addresses and sandgate\'s ports are unreachable from the sandbox', async (t) => {
+test("the host's own addresses and sandgate's ports are unreachable from the sandbox", async (t) => {
   const hostAddr = w.topo.hostAddr('sbx');
   // A service on the host (in the host namespace), on a port no rule lists.
-  const svc = w.topo.spawn(w.topo.hostNs, process.execPath, ['-e', `require('net').createServer(c => c.end('host-secret\\n')).listen(8081, '0.0.0.0', () => console.log('up'))`]);
+  const svc = w.topo.spawn(w.topo.hostNs, process.execPath, [
+    '-e',
+    `require('net').createServer(c => c.end('host-secret\\n')).listen(8081, '0.0.0.0', () => console.log('up'))`,
+  ]);
   await new Promise((r) => svc.stdout?.once('data', r));
   try {
     for (const port of [8081, 15001, 15053, 22]) {
-      const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+      const r = await w.topo.exec(
+        w.sandbox,
+        process.execPath,
+        [
+          '-e',
+          `
         const s = require('net').connect(${port}, '${hostAddr}');
         s.setTimeout(1500, () => { console.log('timeout'); s.destroy(); });
         s.on('data', d => { console.log('DATA', String(d).trim()); s.destroy(); });
         s.on('error', e => console.log('error', e.code));
-        s.on('close', () => console.log('closed'));`], { timeoutMs: 5000 });
+        s.on('close', () => console.log('closed'));`,
+        ],
+        { timeoutMs: 5000 },
+      );
       t.notRegex(r.stdout, /DATA/, `port ${port}: ${r.stdout}`);
     }
   } finally {
@@ -157,11 +203,19 @@ test('the host\'s own addresses and sandgate\'s ports are unreachable from the s
 });
 
 test('raw TCP bytes that are neither TLS nor HTTP are reset on a listed port', async (t) => {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect(443, '${w.a}', () => s.write('\\x00\\x01garbage'));
     s.on('data', () => console.log('DATA'));
     s.on('error', e => console.log('error', e.code));
-    s.on('close', () => console.log('closed'));`], { timeoutMs: 5000 });
+    s.on('close', () => console.log('closed'));`,
+    ],
+    { timeoutMs: 5000 },
+  );
   t.regex(r.stdout, /ECONNRESET|closed/);
   t.notRegex(r.stdout, /DATA/);
   t.truthy(await g.log.waitFor((l) => l.event === 'conn' && l.reason === 'neither TLS nor HTTP'));
@@ -169,10 +223,18 @@ test('raw TCP bytes that are neither TLS nor HTTP are reset on a listed port', a
 
 test('a socket that connects and says nothing does not hold anything open forever: it gets a verdict', async (t) => {
   // The peek timeout is 10 s; just check that an idle connection is not allowed through meanwhile.
-  const s = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const s = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect(443, '${w.a}');
     s.on('data', () => console.log('DATA'));
-    setTimeout(() => { console.log('alive'); s.destroy(); }, 500);`], { timeoutMs: 5000 });
+    setTimeout(() => { console.log('alive'); s.destroy(); }, 500);`,
+    ],
+    { timeoutMs: 5000 },
+  );
   t.regex(s.stdout, /alive/);
   t.notRegex(s.stdout, /DATA/);
 });
@@ -211,7 +273,12 @@ function tls12Hello(sni: string, extra: Buffer[]): Buffer {
  * how: "hello-done", or what ended it first (an error code, "closed"; "timeout" is a hang detector).
  */
 async function sendHello(addr: string, hello: Buffer): Promise<{ how: string; types: number[]; bytes: Buffer; src: string }> {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').connect(443, '${addr}', () => s.write(Buffer.from('${hello.toString('base64')}', 'base64')));
     let got = Buffer.alloc(0), hs = Buffer.alloc(0), types = [], done = false, port = 0;
     s.on('connect', () => { port = s.localPort; });
@@ -227,26 +294,34 @@ async function sendHello(addr: string, hello: Buffer): Promise<{ how: string; ty
       if (types.includes(14)) end('hello-done');
     });
     s.on('error', (e) => end(e.code));
-    s.on('close', () => end('closed'));`], { timeoutMs: 8000 });
+    s.on('close', () => end('closed'));`,
+    ],
+    { timeoutMs: 8000 },
+  );
   const out = JSON.parse(r.stdout.trim() || '{}') as { how?: string; types?: number[]; bytes?: string; port?: number };
-  return { how: out.how ?? `no output: ${r.stderr}`, types: out.types ?? [], bytes: Buffer.from(out.bytes ?? '', 'base64'), src: `${w.topo.addr('sbx')}:${out.port ?? 0}` };
+  return {
+    how: out.how ?? `no output: ${r.stderr}`,
+    types: out.types ?? [],
+    bytes: Buffer.from(out.bytes ?? '', 'base64'),
+    src: `${w.topo.addr('sbx')}:${out.port ?? 0}`,
+  };
 }
 
 /** The conn line of the connection sendHello made (its source port tells it from every other). */
 const connLine = (r: { src: string }, pred: (l: Line) => boolean = () => true): Promise<Line> =>
   g.log.waitFor((l) => l.event === 'conn' && l.src === r.src && pred(l), 5000, `conn line for ${r.src}`);
 
-test('an ECH (GREASE) hello to an allowed name passes through to that name\'s upstream; the audit says ech: true', async (t) => {
+test("an ECH (GREASE) hello to an allowed name passes through to that name's upstream; the audit says ech: true", async (t) => {
   const r = await sendHello(w.b, tls12Hello('api.example.test', [ECH_GREASE]));
   t.is(r.how, 'hello-done');
   t.deepEqual(r.types.slice(0, 2), [2, 11], 'ServerHello, Certificate');
-  t.true(r.bytes.includes('sandgate test root'), 'the upstream\'s own certificate (test PKI), not sandgate\'s');
+  t.true(r.bytes.includes('sandgate test root'), "the upstream's own certificate (test PKI), not sandgate's");
   const line = await connLine(r, (l) => l.decision === 'allow');
   t.is(line.host, 'api.example.test');
   t.is(line.dst, `${w.b}:443`);
   t.is(line.ech, true);
   t.is(line.rule, 'policies.default.allow[0]');
-  t.is(line.upstream, `${w.a}:443`, 'the name\'s upstream, not the dialled address');
+  t.is(line.upstream, `${w.a}:443`, "the name's upstream, not the dialled address");
 });
 
 test('a hello without ECH has no ech field in its audit line', async (t) => {
@@ -259,7 +334,7 @@ test('a hello without ECH has no ech field in its audit line', async (t) => {
 test('an ECH (GREASE) hello to an intercepted name is terminated by sandgate as any other (the extension is ignored)', async (t) => {
   const r = await sendHello(w.a, tls12Hello('icpt.example.test', [ECH_GREASE]));
   t.is(r.how, 'hello-done');
-  t.true(r.bytes.includes('sandgate interception CA'), 'sandgate\'s leaf for the outer name');
+  t.true(r.bytes.includes('sandgate interception CA'), "sandgate's leaf for the outer name");
   t.false(r.bytes.includes('sandgate test root'));
   // The interception line is written once the handshake completes; a denial would come at once.
   t.falsy(g.log.find((l) => l.event === 'conn' && l.src === r.src && l.decision === 'deny'));
@@ -315,11 +390,20 @@ test.serial('global tls.ech: refuse denies ECH to every rule without its own ech
 
 test('a silent socket and a stalled ClientHello are reset at the 10 s peek timeout; a hello announcing more than 16 KiB at once', async (t) => {
   // Each client prints its port and what happened; the process limit (20 s) only detects a hang.
-  const probe = (write: string): Promise<{ stdout: string }> => w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const probe = (write: string): Promise<{ stdout: string }> =>
+    w.topo.exec(
+      w.sandbox,
+      process.execPath,
+      [
+        '-e',
+        `
     const s = require('net').connect(443, '${w.a}', () => { console.log('port', s.localPort); const b = Buffer.from('${write}', 'hex'); if (b.length) s.write(b); });
     s.on('data', () => console.log('DATA'));
     s.on('error', (e) => console.log('error', e.code));
-    s.on('close', () => console.log('closed'));`], { timeoutMs: 20000 });
+    s.on('close', () => console.log('closed'));`,
+      ],
+      { timeoutMs: 20000 },
+    );
   const [silent, stalled, huge] = await Promise.all([
     probe(''),
     // A handshake record header announcing 300 bytes, then nothing more.
@@ -331,7 +415,11 @@ test('a silent socket and a stalled ClientHello are reset at the 10 s peek timeo
     const port = /port (\d+)/.exec(r.stdout)?.[1];
     return g.log.waitFor((l) => l.event === 'conn' && l.src === `${w.topo.addr('sbx')}:${port}`, 5000, `the conn line of port ${port}`);
   };
-  for (const [what, r] of [['silent', silent], ['stalled', stalled], ['huge', huge]] as const) {
+  for (const [what, r] of [
+    ['silent', silent],
+    ['stalled', stalled],
+    ['huge', huge],
+  ] as const) {
     t.regex(r.stdout, /closed/, `${what}: ${r.stdout}`);
     t.notRegex(r.stdout, /DATA/, what);
   }

@@ -20,11 +20,7 @@ const settle = (ms = 500): Promise<void> => new Promise((r) => setTimeout(r, ms)
 
 function config(extra: Record<string, unknown> = {}): Record<string, unknown> {
   const c = baseConfig(w, {
-    allow: [
-      { host: 'api.example.test' },
-      { protocol: 'udp', cidr: `${w.a}/32`, ports: [5301] },
-      { protocol: 'udp', host: 'ntp.example.test', ports: [5302] },
-    ],
+    allow: [{ host: 'api.example.test' }, { protocol: 'udp', cidr: `${w.a}/32`, ports: [5301] }, { protocol: 'udp', host: 'ntp.example.test', ports: [5302] }],
     upstream: { hosts: { ...Object.fromEntries(NAMES.map((n) => [n, w.a])), 'ntp.example.test': w.a } },
   });
   return { ...c, ...extra };
@@ -65,7 +61,7 @@ test.serial('ready: the backend in use and packet verdicts on', (t) => {
   t.log(`backend: ${String(ready?.backend)}`);
 });
 
-test.serial('UDP to a listed cidr:port arrives, from the host\'s address, and the reply comes back; later packets skip the queue', async (t) => {
+test.serial("UDP to a listed cidr:port arrives, from the host's address, and the reply comes back; later packets skip the queue", async (t) => {
   const ra = await recA5301();
   const echoes = await sendUdp(w.topo, w.sandbox, w.a, 5301, 'listed', 3);
   const got = ra.hits(5301, 'udp').filter((l) => l.data === 'listed');
@@ -77,7 +73,10 @@ test.serial('UDP to a listed cidr:port arrives, from the host\'s address, and th
   t.is(lines.length, 1, JSON.stringify(lines));
   t.like(lines[0], { decision: 'allow', sandbox: 'agent', user: 'alice', proto: 'udp', port: 5301, rule: 'policies.default.allow[1]' });
   await settle(1200); // a summary would say the flow's later packets were queued too
-  t.deepEqual(packets((l) => l.summary === true && JSON.stringify(l.top ?? {}).includes(`${w.a}:5301`)), []);
+  t.deepEqual(
+    packets((l) => l.summary === true && JSON.stringify(l.top ?? {}).includes(`${w.a}:5301`)),
+    [],
+  );
 });
 
 test.serial('UDP by host name: sandgate answers the name and accepts the address it resolved', async (t) => {
@@ -98,7 +97,10 @@ test.serial('UDP to an unlisted destination or port never arrives, and is audite
   await rb.log.waitFor((l) => l.kind === 'udp' && l.data === 'control', 3000, 'control at b');
   const [eb, ea] = await Promise.all([sendUdp(w.topo, w.sandbox, w.b, 5301, 'unlisted'), sendUdp(w.topo, w.sandbox, w.a, 5399, 'wrong-port')]);
   await settle();
-  t.deepEqual(rb.hits(5301).filter((l) => l.data === 'unlisted'), []);
+  t.deepEqual(
+    rb.hits(5301).filter((l) => l.data === 'unlisted'),
+    [],
+  );
   t.deepEqual(ra.hits(5399), []);
   t.deepEqual([...eb, ...ea], []);
   const denyB = await g.log.waitFor((l) => l.event === 'packet' && l.dst === `${w.b}:5301`);
@@ -118,7 +120,7 @@ test.serial('ICMP echo is dropped and audited', async (t) => {
   }
 });
 
-test.serial('IPv6: link-local, ULA, the host\'s own, NAT64 and IPv4-mapped destinations; TCP, UDP, ICMPv6: nothing gets through, all audited', async (t) => {
+test.serial("IPv6: link-local, ULA, the host's own, NAT64 and IPv4-mapped destinations; TCP, UDP, ICMPv6: nothing gets through, all audited", async (t) => {
   const host = w.topo.hostNs;
   const ll = await w.topo.exec(host, '/usr/sbin/ip', ['-6', '-j', 'addr', 'show', 'dev', w.topo.hostIface('sbx'), 'scope', 'link']);
   const hostLinkLocal = (JSON.parse(ll.stdout) as { addr_info: { local?: string }[] }[])[0]?.addr_info.find((a) => a.local !== undefined)?.local;
@@ -153,7 +155,11 @@ test.serial('IPv6: link-local, ULA, the host\'s own, NAT64 and IPv4-mapped desti
   for (const [addr] of targets) {
     const ip = addr.replace(/%.*/, '');
     for (const proto of ['tcp', 'udp', 'icmpv6']) {
-      const line = await g.log.waitFor((l) => l.event === 'packet' && l.proto === proto && String(l.dst).replace(/^\[(.*)\]:\d+$/, '$1') === ip, 3000, `${proto} line for ${ip}`);
+      const line = await g.log.waitFor(
+        (l) => l.event === 'packet' && l.proto === proto && String(l.dst).replace(/^\[(.*)\]:\d+$/, '$1') === ip,
+        3000,
+        `${proto} line for ${ip}`,
+      );
       t.like(line, { decision: 'deny', family: 6, sandbox: 'agent', reason: 'IPv6 is not carried' });
     }
   }
@@ -165,7 +171,10 @@ test.serial('IPv6: link-local, ULA, the host\'s own, NAT64 and IPv4-mapped desti
   t.deepEqual(rb4.hits(6054), []);
   t.like(await g.log.waitFor((l) => l.event === 'packet' && l.dst === `${w.b}:6054`), { decision: 'deny', proto: 'udp' });
   // Nothing IPv6 was ever allowed.
-  t.deepEqual(packets((l) => l.family === 6 && l.decision !== 'deny'), []);
+  t.deepEqual(
+    packets((l) => l.family === 6 && l.decision !== 'deny'),
+    [],
+  );
 });
 
 test.serial('a UDP flood is bounded (rate limit, sampled audit) and TCP through sandgate keeps working', async (t) => {
@@ -184,7 +193,9 @@ test.serial('a UDP flood is bounded (rate limit, sampled audit) and TCP through 
   for (let i = 0; i < 10; i++) loaded.push(await curlOnce(`flood-${i}`));
   const { sent, ms } = await flood;
   await settle(1500); // the last summary
-  const after = g.log.lines.slice(startLine).filter((l) => l.event === 'packet' && String(l.dst ?? '').startsWith(`${w.b}:`) || (l.event === 'packet' && l.summary === true));
+  const after = g.log.lines
+    .slice(startLine)
+    .filter((l) => (l.event === 'packet' && String(l.dst ?? '').startsWith(`${w.b}:`)) || (l.event === 'packet' && l.summary === true));
   const written = after.filter((l) => l.summary !== true).length;
   const summarised = after.filter((l) => l.summary === true).reduce((n, l) => n + Number(l.count ?? 0), 0);
   const pps = 100;
@@ -193,7 +204,9 @@ test.serial('a UDP flood is bounded (rate limit, sampled audit) and TCP through 
   t.true(written + summarised <= burst + (pps * (ms + 1500)) / 1000 + 50, `verdicts ${written + summarised} for ${sent} sent in ${ms} ms`);
   t.true(written <= 50 + 20 * ((ms + 1500) / 1000) + 10, `audit lines written individually: ${written}`);
   t.log(`flood: ${sent} datagrams in ${ms} ms; verdicts ${written + summarised} (lines ${written}, summarised ${summarised})`);
-  t.log(`TCP request latency (curl time_total): idle median ${median(idle).toFixed(1)} ms, under flood median ${median(loaded).toFixed(1)} ms, max ${Math.max(...loaded).toFixed(1)} ms`);
+  t.log(
+    `TCP request latency (curl time_total): idle median ${median(idle).toFixed(1)} ms, under flood median ${median(loaded).toFixed(1)} ms, max ${Math.max(...loaded).toFixed(1)} ms`,
+  );
   t.is(g.proc.exitCode, null);
 });
 
@@ -210,8 +223,10 @@ test.serial('measurement: packet verdicts per second with the rate limit lifted'
   const span = times.length > 1 ? Math.max(...times) - Math.min(...times) : 0;
   t.true(lines.length > 0);
   t.true(total <= sent);
-  t.log(`${sent} datagrams, each a new flow, sent in ${ms} ms: ${total} verdicts (the rest overflowed the kernel queue, 1024 packets, and were dropped); ` +
-    `the first ${lines.length}, each written as its own audit line, took ${span} ms = ${span > 0 ? Math.round((lines.length * 1000) / span) : 'n/a'} verdicts/s`);
+  t.log(
+    `${sent} datagrams, each a new flow, sent in ${ms} ms: ${total} verdicts (the rest overflowed the kernel queue, 1024 packets, and were dropped); ` +
+      `the first ${lines.length}, each written as its own audit line, took ${span} ms = ${span > 0 ? Math.round((lines.length * 1000) / span) : 'n/a'} verdicts/s`,
+  );
   t.is((await g.reload(config())).action, 'reloaded');
 });
 
@@ -226,8 +241,14 @@ test.serial('binding absent (SANDGATE_NFQUEUE=off): listed UDP is dropped by the
   const ra = await recA5301();
   t.deepEqual(await sendUdp(w.topo, w.sandbox, w.a, 5301, 'no-binding'), []);
   await settle();
-  t.deepEqual(ra.hits(5301).filter((l) => l.data === 'no-binding'), []);
-  t.deepEqual(packets(() => true), []);
+  t.deepEqual(
+    ra.hits(5301).filter((l) => l.data === 'no-binding'),
+    [],
+  );
+  t.deepEqual(
+    packets(() => true),
+    [],
+  );
   // TCP is unaffected.
   const ok = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/no-binding']);
   t.is(ok.code, 0, ok.stderr);
@@ -244,5 +265,8 @@ test.serial('a queue with no reader drops: sandgate killed, listed UDP goes nowh
   // A new flow (new source port): its first packet is queued, and nobody reads the queue.
   t.deepEqual(await sendUdp(w.topo, w.sandbox, w.a, 5301, 'dead'), []);
   await settle();
-  t.deepEqual(ra.hits(5301).filter((l) => l.data === 'dead'), []);
+  t.deepEqual(
+    ra.hits(5301).filter((l) => l.data === 'dead'),
+    [],
+  );
 });

@@ -43,12 +43,33 @@ function memory(): { rss: number; hwm: number } {
 
 async function roundTrip(t: ExecutionContext, size: number): Promise<void> {
   const ca = join(w.dir, 'ca', 'ca.pem');
-  const down = await w.topo.exec(w.sandbox, '/usr/bin/curl', ['-sS', '--max-time', '30', '--cacert', ca, '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `https://bulk.example.test:8443/_sg/bytes/${size}`], { timeoutMs: 35000 });
+  const down = await w.topo.exec(
+    w.sandbox,
+    '/usr/bin/curl',
+    ['-sS', '--max-time', '30', '--cacert', ca, '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `https://bulk.example.test:8443/_sg/bytes/${size}`],
+    { timeoutMs: 35000 },
+  );
   t.is(down.stdout, `200 ${size}`, down.stderr);
   const file = join(w.dir, 'upload.bin');
   const data = randomBytes(size);
   writeFileSync(file, data);
-  const upl = await w.topo.exec(w.sandbox, '/usr/bin/curl', ['-sS', '--max-time', '30', '--cacert', ca, '--data-binary', `@${file}`, '-H', 'content-type: application/octet-stream', `https://bulk.example.test:8443/_sg/upload?size=${size}`], { timeoutMs: 35000 });
+  const upl = await w.topo.exec(
+    w.sandbox,
+    '/usr/bin/curl',
+    [
+      '-sS',
+      '--max-time',
+      '30',
+      '--cacert',
+      ca,
+      '--data-binary',
+      `@${file}`,
+      '-H',
+      'content-type: application/octet-stream',
+      `https://bulk.example.test:8443/_sg/upload?size=${size}`,
+    ],
+    { timeoutMs: 35000 },
+  );
   const res = JSON.parse(upl.stdout) as { bytes: number; sha256: string };
   t.is(res.bytes, size, upl.stderr);
   t.is(res.sha256, createHash('sha256').update(data).digest('hex'));
@@ -67,7 +88,9 @@ test.serial('20 MiB download and 20 MiB upload are streamed through interception
   // Buffers' external memory in batches of a few tens of MiB), not a function of body size.
   await roundTrip(t, 100 * MIB);
   const after = memory();
-  t.log(`sandgate RSS before ${before.rss.toFixed(1)} MiB; peak after 2 x 20 MiB ${mid.hwm.toFixed(1)} MiB; peak after 2 x 100 MiB more ${after.hwm.toFixed(1)} MiB`);
+  t.log(
+    `sandgate RSS before ${before.rss.toFixed(1)} MiB; peak after 2 x 20 MiB ${mid.hwm.toFixed(1)} MiB; peak after 2 x 100 MiB more ${after.hwm.toFixed(1)} MiB`,
+  );
   t.true(mid.hwm - before.hwm < 64, `20 MiB each way raised the peak by ${(mid.hwm - before.hwm).toFixed(1)} MiB`);
   t.true(after.hwm - mid.hwm < 32, `100 MiB each way raised the peak by another ${(after.hwm - mid.hwm).toFixed(1)} MiB`);
   const line = await g.log.waitFor((l) => l.event === 'http' && l.path === '/_sg/upload' && l.bytesOut === 20 * MIB);
@@ -107,7 +130,9 @@ test.serial('latency: one intercepted keep-alive request vs direct (500 sequenti
   const direct = await w.topo.exec(w.topo.hostNs, process.execPath, ['-e', LATENCY_CLIENT, w.a, w.pki.caFile, n, `Bearer ${SECRET}`], { timeoutMs: 30000 });
   // Intercepted: from the sandbox, with no key; sandgate terminates TLS, injects, re-encrypts.
   const cpu0 = cpuMs();
-  const icpt = await w.topo.exec(w.sandbox, process.execPath, ['-e', LATENCY_CLIENT, 'bulk.example.test', join(w.dir, 'ca', 'ca.pem'), n, ''], { timeoutMs: 30000 });
+  const icpt = await w.topo.exec(w.sandbox, process.execPath, ['-e', LATENCY_CLIENT, 'bulk.example.test', join(w.dir, 'ca', 'ca.pem'), n, ''], {
+    timeoutMs: 30000,
+  });
   const cpu = cpuMs() - cpu0;
   const d = JSON.parse(direct.stdout) as { median: number; p99: number; error?: string };
   const i = JSON.parse(icpt.stdout) as { median: number; p99: number; error?: string };

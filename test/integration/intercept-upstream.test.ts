@@ -36,12 +36,17 @@ async function mintExpired(name: string): Promise<{ cert: string; key: string }>
     publicKey: leaf.publicKey,
     signingKey: caKey,
     signingAlgorithm: alg,
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: name }]), new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth])],
+    extensions: [
+      new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: name }]),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+    ],
   });
   const certFile = join(w.dir, 'expired.pem');
   const keyFile = join(w.dir, 'expired.key');
   writeFileSync(certFile, cert.toString('pem'));
-  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', leaf.privateKey)).toString('base64').replace(/.{64}/g, '$&\n');
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', leaf.privateKey))
+    .toString('base64')
+    .replace(/.{64}/g, '$&\n');
   writeFileSync(keyFile, `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`);
   return { cert: certFile, key: keyFile };
 }
@@ -57,11 +62,13 @@ test.before(async () => {
   const expired = await mintExpired('expired.example.test');
   const self = w.pki.issue(['selfsigned.example.test'], { selfSigned: true, tag: 'self' });
   const wrong = w.pki.issue(['somebody-else.example.test'], { tag: 'wrong' });
-  ups.push(...await Promise.all([
-    startUpstream(w.topo, 'a', ['--name', 'expired', '--port', '9441', '--tls', expired.cert, expired.key]),
-    startUpstream(w.topo, 'a', ['--name', 'self', '--port', '9442', '--tls', self.cert, self.key]),
-    startUpstream(w.topo, 'a', ['--name', 'wrong', '--port', '9443', '--tls', wrong.cert, wrong.key]),
-  ]));
+  ups.push(
+    ...(await Promise.all([
+      startUpstream(w.topo, 'a', ['--name', 'expired', '--port', '9441', '--tls', expired.cert, expired.key]),
+      startUpstream(w.topo, 'a', ['--name', 'self', '--port', '9442', '--tls', self.cert, self.key]),
+      startUpstream(w.topo, 'a', ['--name', 'wrong', '--port', '9443', '--tls', wrong.cert, wrong.key]),
+    ])),
+  );
   const names = [...CASES.map((c) => c.host), 'refused.example.test', 'loop.example.test'];
   const config = {
     ...baseConfig(w, {
@@ -89,11 +96,16 @@ test.after.always(async () => {
 });
 
 function curl(url: string): Promise<{ status: number; body: Record<string, unknown>; raw: string }> {
-  return w.topo.exec(w.sandbox, '/usr/bin/curl', ['-sS', '--max-time', '8', '--cacert', join(w.dir, 'ca', 'ca.pem'), '-w', '\n%{http_code}', url], { timeoutMs: 10000 })
+  return w.topo
+    .exec(w.sandbox, '/usr/bin/curl', ['-sS', '--max-time', '8', '--cacert', join(w.dir, 'ca', 'ca.pem'), '-w', '\n%{http_code}', url], { timeoutMs: 10000 })
     .then((r) => {
       const i = r.stdout.lastIndexOf('\n');
       let body: Record<string, unknown> = {};
-      try { body = JSON.parse(r.stdout.slice(0, i)) as Record<string, unknown>; } catch { /* not JSON */ }
+      try {
+        body = JSON.parse(r.stdout.slice(0, i)) as Record<string, unknown>;
+      } catch {
+        /* not JSON */
+      }
       return { status: Number(r.stdout.slice(i + 1)), body, raw: r.stdout + r.stderr };
     });
 }

@@ -97,16 +97,24 @@ function parse(r: ExecResult): { status: number; headers: Record<string, string>
   while (i < parts.length - 2 && /^HTTP\/1\.1 \d/.test(parts[i + 1] ?? '')) i++;
   const [statusLine = '', ...lines] = (parts[i] ?? '').split('\r\n');
   const headers: Record<string, string> = {};
-  for (const l of lines) { const c = l.indexOf(':'); if (c > 0) headers[l.slice(0, c).toLowerCase()] = l.slice(c + 1).trim(); }
+  for (const l of lines) {
+    const c = l.indexOf(':');
+    if (c > 0) headers[l.slice(0, c).toLowerCase()] = l.slice(c + 1).trim();
+  }
   return { status: Number(statusLine.split(' ')[1]), headers, body: parts.slice(i + 1).join('\r\n\r\n') };
 }
 
 function json(s: string): Record<string, unknown> {
-  try { return JSON.parse(s) as Record<string, unknown>; } catch { throw new Error(`not JSON: ${s.slice(0, 500)}`); }
+  try {
+    return JSON.parse(s) as Record<string, unknown>;
+  } catch {
+    throw new Error(`not JSON: ${s.slice(0, 500)}`);
+  }
 }
 
 const httpLine = (path: string): Promise<Line> => g.log.waitFor((l) => l.event === 'http' && l.path === path, 5000, `http line for ${path}`);
-const upLine = (u: Upstream, path: string): Promise<Line> => u.log.waitFor((l) => (l.request as Line | undefined)?.path === path, 5000, `upstream request ${path}`);
+const upLine = (u: Upstream, path: string): Promise<Line> =>
+  u.log.waitFor((l) => (l.request as Line | undefined)?.path === path, 5000, `upstream request ${path}`);
 
 test.serial('curl with a placeholder key: the upstream gets the real one, the echo the sandbox sees is scrubbed', async (t) => {
   const r = await curl(['-H', `Authorization: Bearer ${PLACEHOLDER}`, 'https://llm.example.test:8443/t1/echo?x=1']);
@@ -125,7 +133,16 @@ test.serial('curl with a placeholder key: the upstream gets the real one, the ec
   t.deepEqual((u.request as Line).auth, 'ok');
   t.is((u.request as Line).authHeaders, 1);
   const a = await httpLine('/t1/echo');
-  t.like(a, { decision: 'allow', proto: 'tls', host: 'llm.example.test', method: 'GET', status: 200, credential: 'llm', rule: 'policies.default.allow[0]', sandbox: 'agent' });
+  t.like(a, {
+    decision: 'allow',
+    proto: 'tls',
+    host: 'llm.example.test',
+    method: 'GET',
+    status: 200,
+    credential: 'llm',
+    rule: 'policies.default.allow[0]',
+    sandbox: 'agent',
+  });
   t.true((a.bytesIn as number) > 0);
   t.is(typeof a.ms, 'number');
   // The interception itself is audited once per connection.
@@ -152,7 +169,7 @@ test.serial('Basic form: Authorization: Basic base64(user:secret), scrubbed from
   t.like(await httpLine('/t3/basic'), { credential: 'basic', status: 200 });
 });
 
-test.serial('query form: the parameter is set (replacing the sandbox\'s), the audit path has no query', async (t) => {
+test.serial("query form: the parameter is set (replacing the sandbox's), the audit path has no query", async (t) => {
   const r = await curl(['https://query.example.test:8445/t4/q?key=junk&a=1&key=more']);
   t.is(parse(r).status, 200, r.stdout);
   noSecret(t, r.stdout + r.stderr, 'the query response');
@@ -173,18 +190,31 @@ test.serial('custom header with a bare {secret} format', async (t) => {
 });
 
 test.serial('Node fetch (NODE_EXTRA_CA_CERTS) and python3 urllib (SSL_CERT_FILE) get the key injected', async (t) => {
-  const node = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const node = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     fetch('https://llm.example.test:8443/t6/node', { headers: { authorization: 'Bearer ${PLACEHOLDER}' } })
-      .then(async (r) => console.log(r.status, await r.text()), (e) => { console.log('error', String(e.cause ?? e)); });`],
-  { env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: caPem() }, timeoutMs: 10000 });
+      .then(async (r) => console.log(r.status, await r.text()), (e) => { console.log('error', String(e.cause ?? e)); });`,
+    ],
+    { env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: caPem() }, timeoutMs: 10000 },
+  );
   t.regex(node.stdout, /^200 /, node.stdout + node.stderr);
   noSecret(t, node.stdout + node.stderr, 'node fetch output');
   t.is(((await upLine(up.llm!, '/t6/node')).request as Line).auth, 'ok');
-  const py = await w.topo.exec(w.sandbox, '/usr/bin/python3', ['-c', [
-    'import urllib.request',
-    'r = urllib.request.urlopen("https://llm.example.test:8443/t6/python", timeout=8)',
-    'print(r.status, r.read().decode())',
-  ].join('\n')], { env: { PATH: '/usr/bin:/bin', SSL_CERT_FILE: caPem() }, timeoutMs: 10000 });
+  const py = await w.topo.exec(
+    w.sandbox,
+    '/usr/bin/python3',
+    [
+      '-c',
+      ['import urllib.request', 'r = urllib.request.urlopen("https://llm.example.test:8443/t6/python", timeout=8)', 'print(r.status, r.read().decode())'].join(
+        '\n',
+      ),
+    ],
+    { env: { PATH: '/usr/bin:/bin', SSL_CERT_FILE: caPem() }, timeoutMs: 10000 },
+  );
   t.regex(py.stdout, /^200 /, py.stdout + py.stderr);
   noSecret(t, py.stdout + py.stderr, 'python output');
   t.is(((await upLine(up.llm!, '/t6/python')).request as Line).auth, 'ok');
@@ -215,7 +245,11 @@ test.serial('methods and paths: globs allow, everything else is a 403 JSON an ag
   t.is(parse(await curl(['https://paths.example.test:8443/%761/models'])).status, 200);
   const line = await g.log.waitFor((l) => l.event === 'http' && l.path === '/admin/users');
   t.like(line, { decision: 'deny', status: 403, host: 'paths.example.test' });
-  t.is(up.llm!.log.lines.filter((l) => ['/admin/users', '/v1/../admin'].includes(String((l.request as Line | undefined)?.path))).length, 0, 'denied requests never reached the upstream');
+  t.is(
+    up.llm!.log.lines.filter((l) => ['/admin/users', '/v1/../admin'].includes(String((l.request as Line | undefined)?.path))).length,
+    0,
+    'denied requests never reached the upstream',
+  );
 });
 
 test.serial('domain fronting: a Host other than the SNI is refused with 403', async (t) => {
@@ -229,7 +263,7 @@ test.serial('domain fronting: a Host other than the SNI is refused with 403', as
   t.like(line, { decision: 'deny', status: 403 });
 });
 
-test.serial('a redirect is relayed, never followed; the client\'s follow-up to an unlisted host is denied without a credential', async (t) => {
+test.serial("a redirect is relayed, never followed; the client's follow-up to an unlisted host is denied without a credential", async (t) => {
   const target = 'https://evil.example.test:8443/t9/steal';
   const no = parse(await curl([`https://llm.example.test:8443/_sg/redirect?to=${encodeURIComponent(target)}`]));
   t.is(no.status, 302);
@@ -251,7 +285,12 @@ test.serial('a gzip-encoded echo is decoded and scrubbed', async (t) => {
 });
 
 test.serial('SSE: each event reaches the sandbox as it is sent', async (t) => {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     (async () => {
       const res = await fetch('https://llm.example.test:8443/_sg/sse?n=5&interval=400');
       const dec = new TextDecoder(); let buf = ''; const out = [];
@@ -260,8 +299,10 @@ test.serial('SSE: each event reaches the sandbox as it is sent', async (t) => {
         let i; while ((i = buf.indexOf('\\n\\n')) >= 0) { const ev = JSON.parse(buf.slice(6, i)); buf = buf.slice(i + 2); out.push({ ...ev, got: Date.now() }); }
       }
       console.log(JSON.stringify({ status: res.status, type: res.headers.get('content-type'), out }));
-    })().catch((e) => console.log(JSON.stringify({ error: String(e.cause ?? e) })));`],
-  { env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: caPem() }, timeoutMs: 10000 });
+    })().catch((e) => console.log(JSON.stringify({ error: String(e.cause ?? e) })));`,
+    ],
+    { env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: caPem() }, timeoutMs: 10000 },
+  );
   const res = json(r.stdout.trim()) as { status: number; type: string; out: { i: number; t: number; got: number }[] };
   t.is(res.status, 200, r.stdout + r.stderr);
   t.is(res.type, 'text/event-stream');
@@ -274,18 +315,37 @@ test.serial('SSE: each event reaches the sandbox as it is sent', async (t) => {
 });
 
 test.serial('keep-alive and pipelining: several requests on one TLS connection, each checked and injected', async (t) => {
-  const seq = await curl(['https://llm.example.test:8443/t12/a', 'https://llm.example.test:8443/t12/b', '-o', '/dev/null', '-o', '/dev/null', '-w', '%{num_connects} %{http_code}\n'], 8000);
+  const seq = await curl(
+    [
+      'https://llm.example.test:8443/t12/a',
+      'https://llm.example.test:8443/t12/b',
+      '-o',
+      '/dev/null',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{num_connects} %{http_code}\n',
+    ],
+    8000,
+  );
   t.deepEqual(seq.stdout.trim().split('\n'), ['1 200', '0 200']);
   // Three requests in one write; the third names another Host (fronting): refused, and the
   // connection closes after it.
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2', 'http/1.1'] }, () => {
       const req = (p, h) => 'GET ' + p + ' HTTP/1.1\\r\\nHost: ' + h + '\\r\\n\\r\\n';
       s.write(req('/t12/p1', 'llm.example.test') + req('/t12/p2', 'llm.example.test') + req('/t12/p3', 'basic.example.test'));
     });
     let buf = ''; s.on('data', (d) => { buf += d; });
-    s.on('close', () => console.log(JSON.stringify({ alpn: s.alpnProtocol, codes: [...buf.matchAll(/HTTP\\/1\\.1 (\\d{3}) /g)].map((m) => m[1]), buf })));`],
-  { timeoutMs: 10000 });
+    s.on('close', () => console.log(JSON.stringify({ alpn: s.alpnProtocol, codes: [...buf.matchAll(/HTTP\\/1\\.1 (\\d{3}) /g)].map((m) => m[1]), buf })));`,
+    ],
+    { timeoutMs: 10000 },
+  );
   const out = json(r.stdout.trim());
   t.is(out.alpn, 'http/1.1', 'h2 is not offered');
   t.deepEqual(out.codes, ['200', '200', '403']);
@@ -296,9 +356,18 @@ test.serial('keep-alive and pipelining: several requests on one TLS connection, 
 // BUG (src/tls/intercept.ts): a handshake that ended without an error event (the client hung up,
 // as a Node client that rejects the certificate does, or stalled past the timer) left no line.
 test.serial('the handshake: TLS version audited; a client offering only h2, not trusting the CA, or stalling gets one error line', async (t) => {
-  const hello = (opts: string): Promise<ExecResult> => w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const hello = (opts: string): Promise<ExecResult> =>
+    w.topo.exec(
+      w.sandbox,
+      process.execPath,
+      [
+        '-e',
+        `
     const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ${opts} }, () => { console.log('connected', s.alpnProtocol); s.end(); });
-    s.on('error', (e) => console.log('error', e.code));`], { timeoutMs: 8000 });
+    s.on('error', (e) => console.log('error', e.code));`,
+      ],
+      { timeoutMs: 8000 },
+    );
   const before = g.log.lines.length;
   const since = (): Line[] => g.log.lines.slice(before).filter((l) => l.event === 'conn' && l.host === 'llm.example.test');
   const ok = await hello(`ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2', 'http/1.1']`);
@@ -317,7 +386,12 @@ test.serial('the handshake: TLS version audited; a client offering only h2, not 
   const c = await w.topo.exec(w.sandbox, CURL, ['-sS', '--max-time', '5', 'https://llm.example.test:8443/t16/untrusted'], { timeoutMs: 8000 });
   t.not(c.code, 0);
   // A client whose bytes after the ClientHello never arrive: the handshake timer (10 s) ends it.
-  const stall = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const stall = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const { Duplex } = require('stream');
     const raw = require('net').connect(8443, 'llm.example.test');
     let writes = 0;
@@ -326,16 +400,22 @@ test.serial('the handshake: TLS version audited; a client offering only h2, not 
     raw.on('close', () => { console.log('closed'); lossy.push(null); });
     raw.on('error', () => {});
     const s = require('tls').connect({ socket: lossy, servername: 'llm.example.test', rejectUnauthorized: false });
-    s.on('error', () => {});`], { timeoutMs: 20000 });
+    s.on('error', () => {});`,
+    ],
+    { timeoutMs: 20000 },
+  );
   t.regex(stall.stdout, /closed/, 'sandgate closed the stalled handshake');
   const failed = (): Line[] => since().filter((l) => l.error !== undefined);
   await g.log.waitFor(() => failed().length >= 4, 5000, 'four handshake error lines');
-  t.deepEqual(failed().map((l) => l.error), [
-    'TLS handshake with the sandbox failed (ERR_SSL_NO_APPLICATION_PROTOCOL)',
-    'TLS handshake with the sandbox failed (the sandbox closed the connection)',
-    'TLS handshake with the sandbox failed (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA)',
-    'TLS handshake with the sandbox failed (not completed within 10000 ms)',
-  ]);
+  t.deepEqual(
+    failed().map((l) => l.error),
+    [
+      'TLS handshake with the sandbox failed (ERR_SSL_NO_APPLICATION_PROTOCOL)',
+      'TLS handshake with the sandbox failed (the sandbox closed the connection)',
+      'TLS handshake with the sandbox failed (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA)',
+      'TLS handshake with the sandbox failed (not completed within 10000 ms)',
+    ],
+  );
   noSecret(t, h2.stdout + node.stdout + c.stdout + c.stderr, 'the failed handshakes');
 });
 
@@ -354,10 +434,19 @@ test.serial('Expect: 100-continue: admitted requests get 100 then the body goes 
 });
 
 test.serial('malformed requests get 400, oversized headers 431, Content-Length with Transfer-Encoding 400', async (t) => {
-  const raw = (payload: string): Promise<ExecResult> => w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const raw = (payload: string): Promise<ExecResult> =>
+    w.topo.exec(
+      w.sandbox,
+      process.execPath,
+      [
+        '-e',
+        `
     const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ca: require('fs').readFileSync(${JSON.stringify(caPem())}) }, () => s.write(${JSON.stringify(payload)}));
     let buf = ''; s.on('data', (d) => { buf += d; }); s.on('error', () => {});
-    s.on('close', () => console.log(JSON.stringify(buf)));`], { timeoutMs: 8000 });
+    s.on('close', () => console.log(JSON.stringify(buf)));`,
+      ],
+      { timeoutMs: 8000 },
+    );
   const first = async (payload: string): Promise<string> => JSON.parse((await raw(payload)).stdout.trim() || '""') as string;
   t.regex(await first('GET / HTTP/1.1\r\nHost: llm.example.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), /^HTTP\/1\.1 400 /);
   t.regex(await first(`GET / HTTP/1.1\r\nHost: llm.example.test\r\nX-Big: ${'a'.repeat(20000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
@@ -367,16 +456,26 @@ test.serial('malformed requests get 400, oversized headers 431, Content-Length w
   // A chunked body on a GET stays a body upstream: it is re-framed, never sent raw (where its
   // bytes would parse as a second request on a pooled connection).
   const inner = 'GET /t13/smuggled HTTP/1.1\r\nHost: llm.example.test\r\n\r\n';
-  const smuggle = await first(`GET /t13/carrier HTTP/1.1\r\nHost: llm.example.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`);
+  const smuggle = await first(
+    `GET /t13/carrier HTTP/1.1\r\nHost: llm.example.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`,
+  );
   t.regex(smuggle, /^HTTP\/1\.1 200 /);
   t.is(json(smuggle.slice(smuggle.indexOf('\r\n\r\n') + 4)).body, inner);
   await upLine(up.llm!, '/t13/carrier');
   await new Promise((r) => setTimeout(r, 200));
-  t.false(up.llm!.log.lines.some((l) => (l.request as Line | undefined)?.path === '/t13/smuggled'), 'the upstream saw only one request');
+  t.false(
+    up.llm!.log.lines.some((l) => (l.request as Line | undefined)?.path === '/t13/smuggled'),
+    'the upstream saw only one request',
+  );
 });
 
 test.serial('WebSocket (ws package): the token is injected on the upgrade, frames relayed, nothing leaks', async (t) => {
-  const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
     const WebSocket = require(${JSON.stringify(join(ROOT, 'node_modules/ws'))});
     const raw = [];
     const ws = new WebSocket('wss://llm.example.test:8443/t14/ws', {
@@ -390,8 +489,10 @@ test.serial('WebSocket (ws package): the token is injected on the upgrade, frame
       if (got.length === 3) ws.close();
     });
     ws.on('close', () => console.log(JSON.stringify({ got, ext: ws.extensions, raw: Buffer.concat(raw).toString('latin1') })));
-    ws.on('error', (e) => console.log(JSON.stringify({ error: String(e) })));`],
-  { env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: caPem() }, timeoutMs: 10000 });
+    ws.on('error', (e) => console.log(JSON.stringify({ error: String(e) })));`,
+    ],
+    { env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: caPem() }, timeoutMs: 10000 },
+  );
   const out = json(r.stdout.trim()) as { got: string[]; ext: string; raw: string; error?: string };
   t.is(out.error, undefined);
   t.is(out.got.length, 3, r.stdout);
@@ -423,20 +524,25 @@ test.serial('plainHttp: http:// to the host goes upstream over verified TLS with
 
 test.serial('a missing secret is a config error (exit 2) naming credentials.ID.secret', async (t) => {
   const cfg = join(w.dir, 'missing.json');
-  writeFileSync(cfg, JSON.stringify({
-    ...baseConfig(w, { allow: [{ host: 'llm.example.test', inject: 'llm' }] }),
-    listen: { port: 15101, dnsPort: 15153 },
-    credentials: { llm: { secret: { env: 'SG_TEST_NOT_SET' } } },
-  }));
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      ...baseConfig(w, { allow: [{ host: 'llm.example.test', inject: 'llm' }] }),
+      listen: { port: 15101, dnsPort: 15153 },
+      credentials: { llm: { secret: { env: 'SG_TEST_NOT_SET' } } },
+    }),
+  );
   const r = await w.topo.exec(w.topo.hostNs, process.execPath, [CLI, 'run', '-c', cfg], { env: { PATH: '/usr/bin:/bin' }, timeoutMs: 8000 });
   t.is(r.code, 2, r.stderr);
   t.regex(r.stderr, /credentials\.llm\.secret: environment variable SG_TEST_NOT_SET is not set/);
 });
 
 test.serial('nothing sandgate printed carries a secret; every intercepted request line names its credential', (t) => {
-  noSecret(t, g.log.raw.join('\n'), 'sandgate\'s audit log');
-  noSecret(t, g.stderr(), 'sandgate\'s stderr');
-  const lines = g.log.lines.filter((l) => l.event === 'http' && l.decision === 'allow' && String(l.host).endsWith('example.test') && l.host !== 'plain.example.test');
+  noSecret(t, g.log.raw.join('\n'), "sandgate's audit log");
+  noSecret(t, g.stderr(), "sandgate's stderr");
+  const lines = g.log.lines.filter(
+    (l) => l.event === 'http' && l.decision === 'allow' && String(l.host).endsWith('example.test') && l.host !== 'plain.example.test',
+  );
   t.true(lines.length > 10);
   for (const l of lines) t.truthy(l.credential, JSON.stringify(l));
   for (const l of g.log.lines.filter((x) => x.event === 'http')) t.false(String(l.path).includes('?'), 'audit paths carry no query');

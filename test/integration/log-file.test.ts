@@ -16,10 +16,14 @@ let stderr = '';
 let logFile: string;
 let cfgPath: string;
 
-const read = (file: string): Line[] => (existsSync(file) ? readFileSync(file, 'utf8') : '').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+const read = (file: string): Line[] =>
+  (existsSync(file) ? readFileSync(file, 'utf8') : '')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Line);
 
 async function until<T>(get: () => T | undefined, what: string, ms = 5000): Promise<T> {
-  for (const end = Date.now() + ms; Date.now() < end;) {
+  for (const end = Date.now() + ms; Date.now() < end; ) {
     const v = get();
     if (v !== undefined) return v;
     if (proc.exitCode !== null) throw new Error(`sandgate exited ${proc.exitCode}: ${stderr}`);
@@ -42,8 +46,12 @@ test.before(async () => {
   cfgPath = join(w.dir, 'file-log.json');
   writeFileSync(cfgPath, JSON.stringify(config()));
   proc = w.topo.spawn(w.topo.hostNs, process.execPath, [CLI, 'run', '-c', cfgPath]);
-  proc.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); });
-  proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+  proc.stdout?.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  proc.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   await until(() => read(logFile).find((l) => l.event === 'ready'), 'ready line', 10000);
 });
 
@@ -52,31 +60,44 @@ test.after.always(async () => {
   await w?.cleanup();
 });
 
-test.serial('log.level warn: every audit line is still written; a rejected reload is a warn line in the file and on stderr, audit lines are not on stderr', async (t) => {
-  const ok = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/level']);
-  t.is(ok.code, 0, ok.stderr);
-  await w.curl(['--resolve', `evil.example.test:443:${w.a}`, 'https://evil.example.test/level']);
-  const allow = await until(() => read(logFile).find((l) => l.event === 'conn' && l.decision === 'allow' && l.host === 'api.example.test'), 'allow line');
-  t.is(allow.level, 'info');
-  await until(() => read(logFile).find((l) => l.event === 'conn' && l.decision === 'deny' && l.host === 'evil.example.test'), 'deny line');
+test.serial(
+  'log.level warn: every audit line is still written; a rejected reload is a warn line in the file and on stderr, audit lines are not on stderr',
+  async (t) => {
+    const ok = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/level']);
+    t.is(ok.code, 0, ok.stderr);
+    await w.curl(['--resolve', `evil.example.test:443:${w.a}`, 'https://evil.example.test/level']);
+    const allow = await until(() => read(logFile).find((l) => l.event === 'conn' && l.decision === 'allow' && l.host === 'api.example.test'), 'allow line');
+    t.is(allow.level, 'info');
+    await until(() => read(logFile).find((l) => l.event === 'conn' && l.decision === 'deny' && l.host === 'evil.example.test'), 'deny line');
 
-  writeFileSync(cfgPath, '{"listen": {"port": "nope"}}');
-  proc.kill('SIGHUP');
-  const rejected = await until(() => read(logFile).find((l) => l.event === 'config' && l.action === 'rejected'), 'rejected line');
-  t.is(rejected.level, 'warn');
-  const onStderr = await until(() => stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line).find((l) => l.action === 'rejected'), 'rejected on stderr');
-  t.is(onStderr.reason, rejected.reason);
-  t.false(stderr.includes('"event":"conn"'), 'audit lines stay in the file');
-  t.is(stdout, '', 'nothing on stdout');
-  writeFileSync(cfgPath, JSON.stringify(config()));
-});
+    writeFileSync(cfgPath, '{"listen": {"port": "nope"}}');
+    proc.kill('SIGHUP');
+    const rejected = await until(() => read(logFile).find((l) => l.event === 'config' && l.action === 'rejected'), 'rejected line');
+    t.is(rejected.level, 'warn');
+    const onStderr = await until(
+      () =>
+        stderr
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Line)
+          .find((l) => l.action === 'rejected'),
+      'rejected on stderr',
+    );
+    t.is(onStderr.reason, rejected.reason);
+    t.false(stderr.includes('"event":"conn"'), 'audit lines stay in the file');
+    t.is(stdout, '', 'nothing on stdout');
+    writeFileSync(cfgPath, JSON.stringify(config()));
+  },
+);
 
 test.serial('SIGUSR1 after a rename: later lines land in a new file at the path, none lost, none torn', async (t) => {
   const rotated = `${logFile}.1`;
   // A sandbox client sends DNS queries without pause (up to 32 outstanding); after PHASE
   // answers it prints "half", keeps asking, and once told "go" asks PHASE more and stops.
   const PHASE = 1500;
-  const client = w.topo.spawn(w.sandbox, process.execPath, ['-e', `
+  const client = w.topo.spawn(w.sandbox, process.execPath, [
+    '-e',
+    `
     const dgram = require('node:dgram');
     const s = dgram.createSocket('udp4');
     const q = (id) => {
@@ -103,9 +124,12 @@ test.serial('SIGUSR1 after a rename: later lines land in a new file at the path,
       pump();
     });
     pump();
-  `]);
+  `,
+  ]);
   let out = '';
-  client.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+  client.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<void>((r) => client.once('exit', () => r()));
   try {
     await until(() => (out.includes('half') ? true : undefined), 'the first half of the queries', 30000);
@@ -121,7 +145,10 @@ test.serial('SIGUSR1 after a rename: later lines land in a new file at the path,
   t.true(answered >= 2 * PHASE, out);
   // Every answered query has its line, in one file or the other; every line parses (read() would throw).
   const dnsLines = (f: string): number => read(f).filter((l) => l.event === 'dns' && l.host === 'api.example.test').length;
-  const total = await until(() => { const n = dnsLines(rotated) + dnsLines(logFile); return n >= answered ? n : undefined; }, `${answered} dns lines`);
+  const total = await until(() => {
+    const n = dnsLines(rotated) + dnsLines(logFile);
+    return n >= answered ? n : undefined;
+  }, `${answered} dns lines`);
   t.is(total, answered);
   t.true(dnsLines(rotated) >= PHASE, 'the lines before the rotation stay in the renamed file');
   t.true(dnsLines(logFile) >= PHASE, 'the lines after it are in the new file at the path');

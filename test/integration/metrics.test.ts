@@ -37,7 +37,11 @@ async function scrape(): Promise<Scrape> {
   for (const line of r.stdout.split('\n')) {
     const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) continue;
-    const labels = (m[2] ?? '').split(/,(?=[a-z_]+=")/).filter(Boolean).sort().join(',');
+    const labels = (m[2] ?? '')
+      .split(/,(?=[a-z_]+=")/)
+      .filter(Boolean)
+      .sort()
+      .join(',');
     if (!out.has(m[1]!)) out.set(m[1]!, new Map());
     out.get(m[1]!)!.set(labels, Number(m[3]));
   }
@@ -106,12 +110,20 @@ test.serial('a sandbox cannot reach the metrics port on any host address; the ho
   t.is((await scrape()).get('sandgate_audit_lines_total')?.get('event="ready"'), 1);
   t.notRegex(await sandboxReachesMetrics(), /sandgate_/);
   for (const addr of [w.topo.hostAddr('sbx'), w.topo.hostAddr('a')]) {
-    const r = await w.topo.exec(w.sandbox, process.execPath, ['-e', `
+    const r = await w.topo.exec(
+      w.sandbox,
+      process.execPath,
+      [
+        '-e',
+        `
       const s = require('net').connect(${PORT}, '${addr}');
       s.setTimeout(1500, () => { console.log('timeout'); s.destroy(); });
       s.on('connect', () => s.write('GET /metrics HTTP/1.0\\r\\n\\r\\n'));
       s.on('data', d => { console.log('DATA', String(d).slice(0, 40)); s.destroy(); });
-      s.on('error', e => console.log('error', e.code));`], { timeoutMs: 5000 });
+      s.on('error', e => console.log('error', e.code));`,
+      ],
+      { timeoutMs: 5000 },
+    );
     t.notRegex(r.stdout, /DATA/, `${addr}:${PORT}: ${r.stdout}`);
   }
   // What the sandbox met was sandgate's own listener, which denied the port.
@@ -124,19 +136,26 @@ test.serial('after allowed and denied traffic, the counters match the audit line
   await g!.log.waitFor(() => g!.log.lines.filter((l) => l.event === 'close').length >= 3, 5000, 'close lines');
   const { s, lines } = await settledScrape(g!);
   const want = decisionsOf(lines);
-  t.true([...want.keys()].some((k) => k.includes('decision="allow"') && k.includes('kind="tls"')), JSON.stringify([...want]));
+  t.true(
+    [...want.keys()].some((k) => k.includes('decision="allow"') && k.includes('kind="tls"')),
+    JSON.stringify([...want]),
+  );
   t.true([...want.keys()].some((k) => k.includes('decision="deny"') && k.includes('kind="tls"')));
   t.true([...want.keys()].some((k) => k.includes('kind="dns"')));
   t.deepEqual(new Map([...(s.get('sandgate_decisions_total') ?? new Map())].filter(([, v]) => v > 0)), want);
   const byEvent = new Map<string, number>();
   for (const l of lines) byEvent.set(`event="${String(l.event)}"`, (byEvent.get(`event="${String(l.event)}"`) ?? 0) + 1);
   t.deepEqual(s.get('sandgate_audit_lines_total'), byEvent);
-  const bytes = (dir: 'In' | 'Out'): number => lines.filter((l) => l.event === 'close' || l.event === 'http').reduce((n, l) => n + Number(l[`bytes${dir}`] ?? 0), 0);
+  const bytes = (dir: 'In' | 'Out'): number =>
+    lines.filter((l) => l.event === 'close' || l.event === 'http').reduce((n, l) => n + Number(l[`bytes${dir}`] ?? 0), 0);
   t.is(s.get('sandgate_bytes_total')?.get('direction="in",sandbox="agent"'), bytes('In'));
   t.is(s.get('sandgate_bytes_total')?.get('direction="out",sandbox="agent"'), bytes('Out'));
   t.true(bytes('In') > 0);
   const rcodes = lines.filter((l) => l.event === 'dns' && typeof l.rcode === 'string');
-  t.is([...(s.get('sandgate_dns_answers_total') ?? new Map()).values()].reduce((a, b) => a + b, 0), rcodes.length);
+  t.is(
+    [...(s.get('sandgate_dns_answers_total') ?? new Map()).values()].reduce((a, b) => a + b, 0),
+    rcodes.length,
+  );
   t.is(s.get('sandgate_open_connections')?.get('sandbox="agent"'), 0);
 });
 
@@ -152,38 +171,44 @@ test.serial('metrics cannot change on reload: the reload is rejected (and counte
   t.is(s.get('sandgate_config_reloads_total')?.get('result="reloaded"'), 1);
 });
 
-test.serial('sandgate health: exit 0 while the firewall is in place; 1 naming the firewall once it is gone (and then a sandbox reaches the port)', async (t) => {
-  const ok = await health(g!);
-  t.is(ok.code, 0, ok.stdout + ok.stderr);
-  t.regex(ok.stdout, /^ok\n/);
-  t.regex(ok.stdout, /listener tcp: 0\.0\.0\.0:15001 accepting/);
-  t.regex(ok.stdout, /listener metrics: 0\.0\.0\.0:9464 accepting/);
-  const json = JSON.parse((await health(g!, ['--json'])).stdout) as { status: string; checks: { name: string; ok: boolean }[] };
-  t.is(json.status, 'ok');
-  t.true(json.checks.some((c) => c.name === 'firewall' && c.ok));
+test.serial(
+  'sandgate health: exit 0 while the firewall is in place; 1 naming the firewall once it is gone (and then a sandbox reaches the port)',
+  async (t) => {
+    const ok = await health(g!);
+    t.is(ok.code, 0, ok.stdout + ok.stderr);
+    t.regex(ok.stdout, /^ok\n/);
+    t.regex(ok.stdout, /listener tcp: 0\.0\.0\.0:15001 accepting/);
+    t.regex(ok.stdout, /listener metrics: 0\.0\.0\.0:9464 accepting/);
+    const json = JSON.parse((await health(g!, ['--json'])).stdout) as { status: string; checks: { name: string; ok: boolean }[] };
+    t.is(json.status, 'ok');
+    t.true(json.checks.some((c) => c.name === 'firewall' && c.ok));
 
-  // --force: the daemon still answers on its control socket (firewall down refuses otherwise).
-  const down = await inHost(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', g!.configPath]);
-  t.is(down.code, 0, down.stderr);
-  const failing = await health(g!);
-  t.is(failing.code, 1, failing.stdout + failing.stderr);
-  t.regex(failing.stdout, /^failing\n/);
-  t.regex(failing.stdout, /FAILING {2}firewall: /);
-  // The control that the earlier unreachability test can fail: without the firewall, it is reachable.
-  t.regex(await sandboxReachesMetrics(), /sandgate_decisions_total/);
-  g!.proc.kill('SIGKILL');
-  g = undefined;
-  const gone = await inHost(process.execPath, [CLI, 'health', '--socket', join(w.dir, 'control.sock')]);
-  t.is(gone.code, 1, 'no daemon: not healthy');
-  t.regex(gone.stderr, /cannot reach sandgate's control socket/);
-});
+    // --force: the daemon still answers on its control socket (firewall down refuses otherwise).
+    const down = await inHost(process.execPath, [CLI, 'firewall', 'down', '--force', '-c', g!.configPath]);
+    t.is(down.code, 0, down.stderr);
+    const failing = await health(g!);
+    t.is(failing.code, 1, failing.stdout + failing.stderr);
+    t.regex(failing.stdout, /^failing\n/);
+    t.regex(failing.stdout, /FAILING {2}firewall: /);
+    // The control that the earlier unreachability test can fail: without the firewall, it is reachable.
+    t.regex(await sandboxReachesMetrics(), /sandgate_decisions_total/);
+    g!.proc.kill('SIGKILL');
+    g = undefined;
+    const gone = await inHost(process.execPath, [CLI, 'health', '--socket', join(w.dir, 'control.sock')]);
+    t.is(gone.code, 1, 'no daemon: not healthy');
+    t.regex(gone.stderr, /cannot reach sandgate's control socket/);
+  },
+);
 
-test.serial('workers: 2: the workers\' audit lines are counted too; health checks the workers', async (t) => {
+test.serial("workers: 2: the workers' audit lines are counted too; health checks the workers", async (t) => {
   g = await startGate(w.topo, w.dir, config({ workers: 2 }), 'workers.json');
   await traffic();
   await g.log.waitFor(() => g!.log.lines.filter((l) => l.event === 'close').length >= 3, 5000, 'close lines');
   const { s, lines } = await settledScrape(g);
-  t.true(lines.some((l) => l.event === 'conn' && typeof l.worker === 'number'), 'lines came from the workers');
+  t.true(
+    lines.some((l) => l.event === 'conn' && typeof l.worker === 'number'),
+    'lines came from the workers',
+  );
   t.deepEqual(new Map([...(s.get('sandgate_decisions_total') ?? new Map())].filter(([, v]) => v > 0)), decisionsOf(lines));
   t.is(s.get('sandgate_workers_ready')?.get(''), 2);
   const ok = await health(g);

@@ -22,7 +22,12 @@ let sock: string;
 let config: Record<string, unknown>;
 
 test.before(async () => {
-  w = await createWorld({ sandboxes: [{ name: 'sbx', subnet: 1 }, { name: 'two', subnet: 4 }] });
+  w = await createWorld({
+    sandboxes: [
+      { name: 'sbx', subnet: 1 },
+      { name: 'two', subnet: 4 },
+    ],
+  });
   sock = join(w.dir, 'run', 'control.sock');
   const base = baseConfig(w);
   config = {
@@ -45,7 +50,9 @@ test.after.always(async () => {
 });
 
 function curlFrom(ns: string, host: string): Promise<ExecResult> {
-  return w.topo.exec(w.topo.ns(ns), 'curl', ['-sS', '--max-time', '5', '--cacert', w.pki.caFile, '--resolve', `${host}:443:${w.a}`, `https://${host}/alone`], { timeoutMs: 7000 });
+  return w.topo.exec(w.topo.ns(ns), 'curl', ['-sS', '--max-time', '5', '--cacert', w.pki.caFile, '--resolve', `${host}:443:${w.a}`, `https://${host}/alone`], {
+    timeoutMs: 7000,
+  });
 }
 
 /** The live daemon still serves both sandboxes: the config's and the registered one. */
@@ -75,17 +82,31 @@ test.serial('a second run with the same table on other ports is refused before i
   const r = await secondRun('same-table.json', { listen: { port: 15002, dnsPort: 15054, control: join(w.dir, 'other.sock') } });
   t.is(r.code, 1, `exit code (-1: still running): ${r.stderr}`);
   t.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
-  t.regex(r.stderr, /^sandgate: (table inet sandgate|iptables chains SANDGATE-\*) is installed and something listens on its TPROXY port 15001: another sandgate is serving it/);
+  t.regex(
+    r.stderr,
+    /^sandgate: (table inet sandgate|iptables chains SANDGATE-\*) is installed and something listens on its TPROXY port 15001: another sandgate is serving it/,
+  );
   await stillServes(t, 'after the same-table run');
 });
 
 test.serial('a second run under another table name over the same interfaces is refused', async (t) => {
   const r = await secondRun('other-table.json', {
     listen: { port: 15003, dnsPort: 15055, control: join(w.dir, 'third.sock') },
-    firewall: { table: 'sgother', mark: 0x6001, routeTable: 6001, queue: 6001, flowMark: 0x6002, queueMark: 0x6003, ...(TEST_BACKEND ? { backend: TEST_BACKEND } : {}) },
+    firewall: {
+      table: 'sgother',
+      mark: 0x6001,
+      routeTable: 6001,
+      queue: 6001,
+      flowMark: 0x6002,
+      queueMark: 0x6003,
+      ...(TEST_BACKEND ? { backend: TEST_BACKEND } : {}),
+    },
   });
   t.is(r.code, 1, `exit code (-1: still running): ${r.stderr}`);
-  t.regex(r.stderr, /^sandgate: (table inet sandgate|iptables chains SANDGATE-\*) \(served by another sandgate\) overlaps .*other-table\.json: it claims interface "sbx-\S+"/);
+  t.regex(
+    r.stderr,
+    /^sandgate: (table inet sandgate|iptables chains SANDGATE-\*) \(served by another sandgate\) overlaps .*other-table\.json: it claims interface "sbx-\S+"/,
+  );
   await stillServes(t, 'after the other-table run');
   const tables = await w.topo.exec(w.topo.hostNs, NFT, ['list', 'tables']);
   t.notRegex(tables.stdout, /sgother/, 'the refused run installed no table');

@@ -16,7 +16,11 @@ import { renderUnit, DEFAULT_UNIT_PATHS } from '../../src/cli/service-unit.js';
 const ANALYZE = '/usr/bin/systemd-analyze';
 let dir: string;
 
-interface Result { code: number; stdout: string; stderr: string }
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<Result> {
   return new Promise((resolve) => {
     execFile(cmd, args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
@@ -26,11 +30,18 @@ function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<Result> {
   });
 }
 
-test.before(() => { dir = mkdtempSync(join(tmpdir(), 'sg-unit-')); });
-test.after.always(() => { rmSync(dir, { recursive: true, force: true }); });
+test.before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sg-unit-'));
+});
+test.after.always(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 test('install-service writes a unit that systemd-analyze verify accepts without a word', async (t) => {
-  if (!existsSync(ANALYZE)) { t.fail(`${ANALYZE} is missing (scripts/provision.sh installs systemd)`); return; }
+  if (!existsSync(ANALYZE)) {
+    t.fail(`${ANALYZE} is missing (scripts/provision.sh installs systemd)`);
+    return;
+  }
   const config = join(dir, 'sandgate.yaml');
   writeFileSync(config, 'sandboxes: []\npolicies: {}\n');
   const r = await run(process.execPath, [CLI, 'install-service', '--unit-dir', join(dir, 'units'), '-c', config]);
@@ -63,9 +74,11 @@ test('the unit in packaging/ is the one install-service renders for the default 
 });
 
 let w: World | undefined;
-test.after.always(async () => { await w?.cleanup(); });
+test.after.always(async () => {
+  await w?.cleanup();
+});
 
-test('with only CAP_NET_ADMIN and CAP_NET_RAW (the unit\'s bounding set) sandgate serves; wait-ready returns once it does', async (t) => {
+test("with only CAP_NET_ADMIN and CAP_NET_RAW (the unit's bounding set) sandgate serves; wait-ready returns once it does", async (t) => {
   w = await createWorld();
   const config = join(w.dir, 'caps.json');
   writeFileSync(config, JSON.stringify(baseConfig(w), null, 2));
@@ -79,12 +92,17 @@ test('with only CAP_NET_ADMIN and CAP_NET_RAW (the unit\'s bounding set) sandgat
   const log = new LineLog();
   log.attach(proc);
   let err = '';
-  proc.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+  proc.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   try {
     const ready = await w.topo.exec(w.topo.hostNs, process.execPath, [CLI, 'wait-ready', '-c', config, '--timeout', '20'], { timeoutMs: 30_000 });
     t.is(ready.code, 0, `${ready.stderr} / sandgate: ${err}`);
     t.regex(ready.stdout, /^sandgate is serving \(control socket .*control\.sock\)\n$/);
-    t.truthy(log.find((l) => l.event === 'ready'), 'the ready line was written before the socket answered');
+    t.truthy(
+      log.find((l) => l.event === 'ready'),
+      'the ready line was written before the socket answered',
+    );
     const status = readFileSync(`/proc/${proc.pid}/status`, 'utf8');
     t.regex(status, /^CapBnd:\s+0000000000003000$/m, 'bounding set: CAP_NET_ADMIN (12) and CAP_NET_RAW (13) only');
     const r = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/caps']);

@@ -34,9 +34,15 @@ test.after.always(async () => {
 function connect(flag: '-sess_out' | '-sess_in', sess: string, path: string): Promise<ExecResult> {
   const ca = join(w.dir, 'ca', 'ca.pem');
   // The request and a short wait let the TLS 1.3 tickets (sent after the handshake) arrive.
-  return w.topo.exec(w.sandbox, '/bin/sh', ['-c',
-    `(printf 'GET ${path} HTTP/1.1\\r\\nHost: ${HOST}\\r\\n\\r\\n'; sleep 0.3) | /usr/bin/openssl s_client -connect ${w.a}:443 -servername ${HOST} -CAfile ${ca} ${flag} ${sess} 2>&1`,
-  ], { timeoutMs: 10_000 });
+  return w.topo.exec(
+    w.sandbox,
+    '/bin/sh',
+    [
+      '-c',
+      `(printf 'GET ${path} HTTP/1.1\\r\\nHost: ${HOST}\\r\\n\\r\\n'; sleep 0.3) | /usr/bin/openssl s_client -connect ${w.a}:443 -servername ${HOST} -CAfile ${ca} ${flag} ${sess} 2>&1`,
+    ],
+    { timeoutMs: 10_000 },
+  );
 }
 const reused = (r: ExecResult): boolean => /^Reused,/m.test(r.stdout);
 

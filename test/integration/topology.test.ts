@@ -7,13 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
-import {
-  createTopology,
-  namespaceExists,
-  sweepStale,
-  TopologyError,
-  type Topology,
-} from '../../src/demo/topology.js';
+import { createTopology, namespaceExists, sweepStale, TopologyError, type Topology } from '../../src/demo/topology.js';
 
 const IP = '/usr/sbin/ip';
 const NODE = process.execPath;
@@ -21,9 +15,7 @@ const PORT = 8080;
 
 /** A TCP server inside `ns` that greets and closes; resolves once it listens. */
 async function startServer(topo: Topology, ns: string, host: string): Promise<ChildProcess> {
-  const script =
-    "const [h,p]=process.argv.slice(1);require('net').createServer(s=>s.end('hi\\n'))" +
-    ".listen(Number(p),h,()=>console.log('ready'))";
+  const script = "const [h,p]=process.argv.slice(1);require('net').createServer(s=>s.end('hi\\n'))" + ".listen(Number(p),h,()=>console.log('ready'))";
   const child = topo.spawn(ns, NODE, ['-e', script, host, String(PORT)]);
   await new Promise<void>((resolve, reject) => {
     let out = '';
@@ -214,7 +206,13 @@ test('invalid specs are rejected before anything is made', async (t) => {
     // A namespace name is a file name: at most 255 bytes.
     { sandboxes: [{ name: 'a'.repeat(250), subnet: 1 }], upstreams: [] },
     // Both truncate to the 15-character interface name sbx-abcdefghijk.
-    { sandboxes: [{ name: 'abcdefghijk1', subnet: 1 }, { name: 'abcdefghijk2', subnet: 2 }], upstreams: [] },
+    {
+      sandboxes: [
+        { name: 'abcdefghijk1', subnet: 1 },
+        { name: 'abcdefghijk2', subnet: 2 },
+      ],
+      upstreams: [],
+    },
   ];
   for (const spec of bad) {
     const err = await t.throwsAsync(() => createTopology({ ...spec, prefix }), { instanceOf: TopologyError });
@@ -232,11 +230,9 @@ test('a failure midway removes what was made and names the step', async (t) => {
   mkdirSync('/etc/netns', { recursive: true });
   writeFileSync(`/etc/netns/${prefix}api`, 'in the way\n');
   t.teardown(() => rmSync(`/etc/netns/${prefix}api`, { force: true }));
-  const err = await t.throwsAsync(
-    () =>
-      createTopology({ prefix, sandboxes: [{ name: 'agent', subnet: 1 }], upstreams: [{ name: 'api', subnet: 2 }] }),
-    { instanceOf: TopologyError },
-  );
+  const err = await t.throwsAsync(() => createTopology({ prefix, sandboxes: [{ name: 'agent', subnet: 1 }], upstreams: [{ name: 'api', subnet: 2 }] }), {
+    instanceOf: TopologyError,
+  });
   t.is(err?.step, 'write /etc/netns files');
   for (const ns of names) {
     t.false(namespaceExists(ns), ns);

@@ -21,8 +21,13 @@ const CURL = '/usr/bin/curl';
 const HOLD = join(ROOT, 'test/helpers/hold-client.mjs');
 const LLM = 'sk-workers-test-secret-0123';
 const H = {
-  pass: 'pass.example.test', llm: 'llm.example.test', plain: 'plain.example.test', evil: 'evil.example.test',
-  later: 'later.example.test', burst: 'burst.svc.example.test', r401: 'r401.svc.example.test',
+  pass: 'pass.example.test',
+  llm: 'llm.example.test',
+  plain: 'plain.example.test',
+  evil: 'evil.example.test',
+  later: 'later.example.test',
+  burst: 'burst.svc.example.test',
+  r401: 'r401.svc.example.test',
 };
 const NAMES = Object.values(H);
 
@@ -45,13 +50,15 @@ test.before(async () => {
   aw = await createAuthWorld(NAMES, { ttl: 30 });
   const { w } = aw;
   const cert = w.pki.issue(NAMES, { tag: 'workers' });
-  ups.push(...await Promise.all([
-    startUpstream(w.topo, 'a', ['--name', 'a', '--port', '8443', '--tls', cert.cert, cert.key]),
-    startUpstream(w.topo, 'a', ['--name', 'llm', '--port', '8444', '--tls', cert.cert, cert.key, '--expect-auth', `Bearer ${LLM}`]),
-    startUpstream(w.topo, 'a', ['--name', 'a-plain', '--port', '80']),
-    startUpstream(w.topo, 'b', ['--name', 'b', '--port', '8443', '--tls', cert.cert, cert.key]),
-    startUpstream(w.topo, 'a', ['--name', 'a-db', '--port', '5432', '--banner', 'db-on-a']),
-  ]));
+  ups.push(
+    ...(await Promise.all([
+      startUpstream(w.topo, 'a', ['--name', 'a', '--port', '8443', '--tls', cert.cert, cert.key]),
+      startUpstream(w.topo, 'a', ['--name', 'llm', '--port', '8444', '--tls', cert.cert, cert.key, '--expect-auth', `Bearer ${LLM}`]),
+      startUpstream(w.topo, 'a', ['--name', 'a-plain', '--port', '80']),
+      startUpstream(w.topo, 'b', ['--name', 'b', '--port', '8443', '--tls', cert.cert, cert.key]),
+      startUpstream(w.topo, 'a', ['--name', 'a-db', '--port', '5432', '--banner', 'db-on-a']),
+    ])),
+  );
   const base = authConfig(aw, NAMES, allow, {
     svc: { authService: { url: authUrl('?ttl=30'), timeoutMs: 3000, secret: { env: 'SG_AUTH_KEY' } } },
     llm: { secret: { env: 'SG_TEST_LLM' } },
@@ -80,13 +87,33 @@ test.after.always(async () => {
 function curl(host: string, port: number, path: string, extra: string[] = [], ns = aw.ns.alice): Promise<ExecResult> {
   const scheme = port === 80 ? 'http' : 'https';
   const ip = host === H.evil ? aw.w.b : aw.w.a;
-  return aw.w.topo.exec(ns, CURL, ['-sS', '--max-time', '5', '--cacert', bundle,
-    '--resolve', `${host}:${port}:${ip}`, '-w', '\n%{http_code}', ...extra, `${scheme}://${host}:${port}${path}`], { timeoutMs: 7000 });
+  return aw.w.topo.exec(
+    ns,
+    CURL,
+    [
+      '-sS',
+      '--max-time',
+      '5',
+      '--cacert',
+      bundle,
+      '--resolve',
+      `${host}:${port}:${ip}`,
+      '-w',
+      '\n%{http_code}',
+      ...extra,
+      `${scheme}://${host}:${port}${path}`,
+    ],
+    { timeoutMs: 7000 },
+  );
 }
 
 const status = (r: ExecResult): number => Number(r.stdout.slice(r.stdout.lastIndexOf('\n') + 1));
 const body = (r: ExecResult): Record<string, unknown> => {
-  try { return JSON.parse(r.stdout.slice(0, r.stdout.lastIndexOf('\n'))) as Record<string, unknown>; } catch { return {}; }
+  try {
+    return JSON.parse(r.stdout.slice(0, r.stdout.lastIndexOf('\n'))) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
 };
 
 /** The worker processes: children of sandgate's process (which `ip netns exec` replaced in place). */
@@ -98,7 +125,9 @@ function workerPids(): number[] {
       const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       if (ppid === g.proc.pid) out.push(Number(d));
-    } catch { /* gone meanwhile */ }
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return out;
 }
@@ -150,9 +179,16 @@ test.serial('a TLS session ticket from one worker resumes on the other (shared t
   const sess = join(aw.w.dir, 'llm.sess');
   const ca = join(aw.w.dir, 'ca', 'ca.pem');
   // The request and a short wait let the TLS 1.3 tickets (sent after the handshake) arrive.
-  const connect = (flag: '-sess_out' | '-sess_in', path: string): Promise<ExecResult> => aw.w.topo.exec(aw.ns.alice, '/bin/sh', ['-c',
-    `(printf 'GET ${path} HTTP/1.1\\r\\nHost: ${H.llm}:8444\\r\\n\\r\\n'; sleep 0.3) | /usr/bin/openssl s_client -connect ${aw.w.a}:8444 -servername ${H.llm} -CAfile ${ca} ${flag} ${sess} 2>&1`,
-  ], { timeoutMs: 10_000 });
+  const connect = (flag: '-sess_out' | '-sess_in', path: string): Promise<ExecResult> =>
+    aw.w.topo.exec(
+      aw.ns.alice,
+      '/bin/sh',
+      [
+        '-c',
+        `(printf 'GET ${path} HTTP/1.1\\r\\nHost: ${H.llm}:8444\\r\\n\\r\\n'; sleep 0.3) | /usr/bin/openssl s_client -connect ${aw.w.a}:8444 -servername ${H.llm} -CAfile ${ca} ${flag} ${sess} 2>&1`,
+      ],
+      { timeoutMs: 10_000 },
+    );
   const first = await connect('-sess_out', '/ticket-0');
   t.regex(first.stdout, /^New,/m, first.stdout);
   const reused: boolean[] = [];
@@ -160,13 +196,21 @@ test.serial('a TLS session ticket from one worker resumes on the other (shared t
   t.deepEqual(reused, [true, true, true, true]);
   // Round robin: the five connections were served by both workers.
   await until(() => g.log.lines.filter((l) => l.event === 'http' && String(l.path).startsWith('/ticket-')).length >= 5, 5000, 'five http lines');
-  const by = new Set(g.log.lines.filter((l) => l.event === 'conn' && l.host === H.llm && l.intercept === true).slice(-5).map((l) => l.worker));
+  const by = new Set(
+    g.log.lines
+      .filter((l) => l.event === 'conn' && l.host === H.llm && l.intercept === true)
+      .slice(-5)
+      .map((l) => l.worker),
+  );
   t.is(by.size, 2, `workers seen: ${[...by].join(',')}`);
 });
 
 test.serial('parallel connections are spread over both workers', async (t) => {
   const rs = await Promise.all(Array.from({ length: 12 }, (_, i) => curl(H.pass, 8443, `/spread-${i}`)));
-  t.true(rs.every((r) => status(r) === 200), rs.map((r) => r.stderr).join(''));
+  t.true(
+    rs.every((r) => status(r) === 200),
+    rs.map((r) => r.stderr).join(''),
+  );
   await until(() => g.log.lines.filter((l) => l.event === 'close' && l.host === H.pass).length >= 12, 5000, 'close lines');
   const lines = g.log.lines.filter((l) => l.event === 'conn' && l.host === H.pass && l.decision === 'allow');
   const by = new Set(lines.slice(-12).map((l) => l.worker));
@@ -189,24 +233,34 @@ async function rejectNext(): Promise<void> {
   const acks = (): number => aw.api.log.lines.filter((l) => l.ack !== undefined).length;
   const before = acks();
   aw.api.proc.stdin?.write(JSON.stringify({ rejectNext: 1 }) + '\n');
-  await aw.api.log.waitFor(() => acks() > before, 5000, 'the fake API\'s ack');
+  await aw.api.log.waitFor(() => acks() > before, 5000, "the fake API's ack");
 }
 
 test.serial('an upstream 401 in one worker invalidates the token for every worker', async (t) => {
-  const get = (path: string): Promise<ExecResult> => aw.w.topo.exec(aw.ns.alice, CURL, ['-sS', '--max-time', '5', '--cacert', bundle, '-w', '\n%{http_code}', `https://${H.r401}${path}`], { timeoutMs: 7000 });
+  const get = (path: string): Promise<ExecResult> =>
+    aw.w.topo.exec(aw.ns.alice, CURL, ['-sS', '--max-time', '5', '--cacert', bundle, '-w', '\n%{http_code}', `https://${H.r401}${path}`], { timeoutMs: 7000 });
   t.is(status(await get('/u/alice/warm')), 200);
   const before = calls(aw, (x) => x.host === H.r401).length;
   await rejectNext();
   const r = await get('/u/alice/refused');
   t.is(status(r), 200, r.stdout);
-  t.deepEqual(apiRequests(aw, (x) => x.path === '/u/alice/refused').map((x) => x.status), [401, 200]);
+  t.deepEqual(
+    apiRequests(aw, (x) => x.path === '/u/alice/refused').map((x) => x.status),
+    [401, 200],
+  );
   // Two more connections, one per worker: both carry the new token at once (no second 401).
   for (const p of ['/u/alice/next-1', '/u/alice/next-2']) {
     t.is(status(await get(p)), 200);
-    t.deepEqual(apiRequests(aw, (x) => x.path === p).map((x) => x.status), [200], p);
+    t.deepEqual(
+      apiRequests(aw, (x) => x.path === p).map((x) => x.status),
+      [200],
+      p,
+    );
   }
   t.is(calls(aw, (x) => x.host === H.r401).length - before, 1, 'one new token for all workers');
-  const lines = await Promise.all(['/u/alice/refused', '/u/alice/next-1', '/u/alice/next-2'].map((p) => g.log.waitFor((l) => l.event === 'http' && l.path === p)));
+  const lines = await Promise.all(
+    ['/u/alice/refused', '/u/alice/next-1', '/u/alice/next-2'].map((p) => g.log.waitFor((l) => l.event === 'http' && l.path === p)),
+  );
   t.like(lines[0], { status: 200, tokenRejected: 'retried' });
   t.is(new Set(lines.map((l) => l.worker)).size, 2, 'the three connections went to both workers');
 });
@@ -225,18 +279,22 @@ test.serial('SIGHUP reaches the workers: a newly allowed host works on every wor
   t.is(by.size, 2);
 });
 
-test.serial('raw TCP: a worker asks the primary\'s DNS answer log (the name has moved since the answer)', async (t) => {
+test.serial("raw TCP: a worker asks the primary's DNS answer log (the name has moved since the answer)", async (t) => {
   const inSandbox = async (code: string): Promise<unknown> => {
     const r = await aw.w.topo.exec(aw.ns.alice, process.execPath, ['--input-type=module', '-e', code], { timeoutMs: 10_000 });
     return JSON.parse(r.stdout || 'null');
   };
-  const hosts = (db: string): Record<string, unknown> => ({ ...config, upstream: { ...(config.upstream as object), hosts: { ...(config.upstream as { hosts: object }).hosts, 'db.example.test': db } } });
+  const hosts = (db: string): Record<string, unknown> => ({
+    ...config,
+    upstream: { ...(config.upstream as object), hosts: { ...(config.upstream as { hosts: object }).hosts, 'db.example.test': db } },
+  });
   t.is((await g.reload(hosts(aw.w.a))).action, 'reloaded');
   // The sandbox asks sandgate's responder (not its hosts file) and is told a.
   t.deepEqual(await inSandbox(`const dns = await import('node:dns'); console.log(JSON.stringify(await dns.promises.resolve4('db.example.test')));`), [aw.w.a]);
   // sandgate itself now resolves the name to b: only the answer log says a is fine.
   t.is((await g.reload(hosts(aw.w.b))).action, 'reloaded');
-  const connect = (): Promise<unknown> => inSandbox(`
+  const connect = (): Promise<unknown> =>
+    inSandbox(`
     const net = await import('node:net');
     const s = net.connect(5432, ${JSON.stringify(aw.w.a)});
     let data = '';
@@ -253,10 +311,28 @@ test.serial('raw TCP: a worker asks the primary\'s DNS answer log (the name has 
 });
 
 test.serial('sandbox rm through the control API closes an open connection a worker holds', async (t) => {
-  const add = await controlRequest(sock, 'POST', '/sandboxes', { name: 'two', interface: aw.w.topo.hostIface('bob'), cidr: '10.77.8.0/24', policy: 'default', user: 'bob' });
+  const add = await controlRequest(sock, 'POST', '/sandboxes', {
+    name: 'two',
+    interface: aw.w.topo.hostIface('bob'),
+    cidr: '10.77.8.0/24',
+    policy: 'default',
+    user: 'bob',
+  });
   t.is(add.status, 201, JSON.stringify(add.body));
   // An intercepted connection idling in keep-alive: only the removal can end it now.
-  const proc = aw.w.topo.spawn(aw.ns.bob, process.execPath, [HOLD, '--connect', aw.w.a, '--port', '8444', '--host', H.llm, '--ca', join(aw.w.dir, 'ca', 'ca.pem'), '--path', '/held']);
+  const proc = aw.w.topo.spawn(aw.ns.bob, process.execPath, [
+    HOLD,
+    '--connect',
+    aw.w.a,
+    '--port',
+    '8444',
+    '--host',
+    H.llm,
+    '--ca',
+    join(aw.w.dir, 'ca', 'ca.pem'),
+    '--path',
+    '/held',
+  ]);
   const log = new LineLog();
   log.attach(proc);
   const first = await log.waitFor((l) => l.event === 'response', 5000, 'the held response');
@@ -265,7 +341,10 @@ test.serial('sandbox rm through the control API closes an open connection a work
   t.like(held, { sandbox: 'two', user: 'bob' });
   t.is(typeof held.worker, 'number');
   await new Promise((r) => setTimeout(r, 200));
-  t.falsy(log.find((l) => l.event === 'closed'), 'still open before the removal');
+  t.falsy(
+    log.find((l) => l.event === 'closed'),
+    'still open before the removal',
+  );
   const rm = await controlRequest(sock, 'DELETE', '/sandboxes/two');
   t.is(rm.status, 200, JSON.stringify(rm.body));
   const closed = await log.waitFor((l) => l.event === 'closed', 3000, 'the held connection closed');
@@ -284,7 +363,14 @@ test.serial('kill -9 of a worker: it is replaced and new connections work', asyn
   t.regex(String(died.reason), /SIGKILL.*connections it held are lost/);
   // Meanwhile the other worker serves everything.
   t.is(status(await curl(H.pass, 8443, '/during')), 200);
-  await until(() => { const p = workerPids(); return p.length === 2 && !p.includes(victim); }, 8000, 'a replacement worker');
+  await until(
+    () => {
+      const p = workerPids();
+      return p.length === 2 && !p.includes(victim);
+    },
+    8000,
+    'a replacement worker',
+  );
   // Once the replacement is ready it takes its turn: connections reach a worker id not seen before.
   const old = new Set(g.log.lines.filter((l) => l.worker !== undefined).map((l) => l.worker));
   const fresh = (): Line | undefined => g.log.lines.find((l) => l.event === 'conn' && l.worker !== undefined && !old.has(l.worker));
@@ -304,8 +390,23 @@ test.serial('the audit stream holds whole JSON lines only, and no secret', (t) =
 
 test.serial('SIGTERM stops the workers and exits 0', async (t) => {
   const pids = workerPids();
-  const code = await new Promise<number | null>((resolve) => { g.proc.once('exit', (c) => resolve(c)); g.proc.kill('SIGTERM'); });
+  const code = await new Promise<number | null>((resolve) => {
+    g.proc.once('exit', (c) => resolve(c));
+    g.proc.kill('SIGTERM');
+  });
   t.is(code, 0);
   t.truthy(g.log.find((l) => l.event === 'stop'));
-  await until(() => pids.every((p) => { try { process.kill(p, 0); return false; } catch { return true; } }), 3000, 'workers gone');
+  await until(
+    () =>
+      pids.every((p) => {
+        try {
+          process.kill(p, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      }),
+    3000,
+    'workers gone',
+  );
 });

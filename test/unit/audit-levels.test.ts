@@ -6,9 +6,21 @@ function capture(level: string, stderr: boolean, write: (a: ReturnType<typeof cr
   const lines: Record<string, unknown>[] = [];
   let err = '';
   const orig = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((chunk: string | Uint8Array): boolean => { err += String(chunk); return true; }) as typeof process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array): boolean => {
+    err += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
   try {
-    write(createLineAudit(level, {}, (l) => { for (const s of l.split('\n').filter(Boolean)) lines.push(JSON.parse(s) as Record<string, unknown>); }, { stderr }));
+    write(
+      createLineAudit(
+        level,
+        {},
+        (l) => {
+          for (const s of l.split('\n').filter(Boolean)) lines.push(JSON.parse(s) as Record<string, unknown>);
+        },
+        { stderr },
+      ),
+    );
   } finally {
     process.stderr.write = orig;
   }
@@ -29,7 +41,9 @@ const REJECTED: AuditFields = { event: 'config', action: 'rejected', reason: 'sg
 
 test('audit lines are written at level info whatever log.level says; operational lines obey it', (t) => {
   for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace']) {
-    const { lines } = capture(level, false, (a) => { for (const d of [...DECISIONS, FAILURE, REJECTED]) a.write(d); });
+    const { lines } = capture(level, false, (a) => {
+      for (const d of [...DECISIONS, FAILURE, REJECTED]) a.write(d);
+    });
     const audit = lines.filter((l) => operationalLevel(l as AuditFields) === undefined);
     t.is(audit.length, DECISIONS.length, `log.level ${level}: every audit line`);
     t.true(audit.every((l) => l.level === 'info'));
@@ -40,12 +54,37 @@ test('audit lines are written at level info whatever log.level says; operational
 });
 
 test('with a log file, operational lines also go to stderr (audit lines do not); without, stderr stays quiet', (t) => {
-  const withFile = capture('info', true, (a) => { for (const d of [...DECISIONS, FAILURE, REJECTED]) a.write(d); });
-  const errLines = withFile.err.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-  t.deepEqual(errLines.map((l) => [l.event, l.level, l.reason]), [['error', 'error', FAILURE.reason], ['config', 'warn', REJECTED.reason]]);
+  const withFile = capture('info', true, (a) => {
+    for (const d of [...DECISIONS, FAILURE, REJECTED]) a.write(d);
+  });
+  const errLines = withFile.err
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.deepEqual(
+    errLines.map((l) => [l.event, l.level, l.reason]),
+    [
+      ['error', 'error', FAILURE.reason],
+      ['config', 'warn', REJECTED.reason],
+    ],
+  );
   t.is(withFile.lines.length, DECISIONS.length + 2, 'and into the log as well');
-  const quiet = capture('warn', true, (a) => { a.write(FAILURE); a.write(DECISIONS[0]!); });
+  const quiet = capture('warn', true, (a) => {
+    a.write(FAILURE);
+    a.write(DECISIONS[0]!);
+  });
   t.is(quiet.err.split('\n').filter(Boolean).length, 1);
-  t.is(capture('info', false, (a) => { a.write(FAILURE); }).err, '');
-  t.is(capture('fatal', true, (a) => { a.write(FAILURE); }).err, '', 'log.level fatal: not even on stderr');
+  t.is(
+    capture('info', false, (a) => {
+      a.write(FAILURE);
+    }).err,
+    '',
+  );
+  t.is(
+    capture('fatal', true, (a) => {
+      a.write(FAILURE);
+    }).err,
+    '',
+    'log.level fatal: not even on stderr',
+  );
 });

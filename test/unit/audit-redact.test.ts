@@ -16,10 +16,14 @@ async function lines(count: number, write: (a: ReturnType<typeof createAudit>) =
     write(a);
     const whole = (): string[] => {
       let text = '';
-      try { text = readFileSync(file, 'utf8'); } catch { /* not created yet */ }
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch {
+        /* not created yet */
+      }
       return text.split('\n').slice(0, -1);
     };
-    for (const deadline = Date.now() + 10_000; whole().length < count && Date.now() < deadline;) {
+    for (const deadline = Date.now() + 10_000; whole().length < count && Date.now() < deadline; ) {
       a.flush();
       await new Promise((r) => setTimeout(r, 20));
     }

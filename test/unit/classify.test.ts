@@ -8,7 +8,8 @@ import { parseConfig } from '../../src/config/load.js';
 import { compilePolicies } from '../../src/policy/policy.js';
 
 function info(mode: 'enforce' | 'report', port = 443): ConnInfo {
-  const config = parseConfig(`
+  const config = parseConfig(
+    `
 sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
 policies:
   p:
@@ -18,17 +19,29 @@ policies:
       - { host: api.example.test, inject: k }
 credentials:
   k: { secret: { env: SG_K } }
-`, 'c.yaml');
+`,
+    'c.yaml',
+  );
   const policies = compilePolicies(config);
   const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return { rt: {} as Runtime, sandbox, src: '10.77.1.2:1', dst: `10.77.2.2:${port}`, dstPort: port };
 }
 
 const head = Buffer.from('x');
-const tls = (sni: string | undefined, ech = false, esni = false): Peeked => ({ kind: 'tls', head, hello: { kind: 'hello', sni, alpn: [], ech, esni, legacyVersion: 0x0303, supportedVersions: [0x0304], length: 1 } });
+const tls = (sni: string | undefined, ech = false, esni = false): Peeked => ({
+  kind: 'tls',
+  head,
+  hello: { kind: 'hello', sni, alpn: [], ech, esni, legacyVersion: 0x0303, supportedVersions: [0x0304], length: 1 },
+});
 
-test('neither TLS nor HTTP: denied with the peek\'s reason', (t) => {
-  t.deepEqual(classify(info('enforce'), { kind: 'reject', reason: 'neither TLS nor HTTP', head }, true), { kind: 'deny', proto: undefined, host: undefined, rule: undefined, reason: 'neither TLS nor HTTP' });
+test("neither TLS nor HTTP: denied with the peek's reason", (t) => {
+  t.deepEqual(classify(info('enforce'), { kind: 'reject', reason: 'neither TLS nor HTTP', head }, true), {
+    kind: 'deny',
+    proto: undefined,
+    host: undefined,
+    rule: undefined,
+    reason: 'neither TLS nor HTTP',
+  });
 });
 
 test('plain HTTP goes to the relay whatever its Host (decided per request)', (t) => {
@@ -36,19 +49,40 @@ test('plain HTTP goes to the relay whatever its Host (decided per request)', (t)
 });
 
 test('TLS: an allowed name passes through; an intercepted one is intercepted, or denied if interception is off', (t) => {
-  t.deepEqual(classify(info('enforce'), tls('pass.example.test'), true), { kind: 'passthrough', host: 'pass.example.test', decision: 'allow', rule: 'policies.p.allow[0]' });
+  t.deepEqual(classify(info('enforce'), tls('pass.example.test'), true), {
+    kind: 'passthrough',
+    host: 'pass.example.test',
+    decision: 'allow',
+    rule: 'policies.p.allow[0]',
+  });
   const i = classify(info('enforce'), tls('api.example.test'), true);
   t.is(i.kind, 'intercept');
   t.like(i, { sni: 'api.example.test', rule: { id: 'policies.p.allow[1]' } });
-  t.deepEqual(classify(info('enforce'), tls('api.example.test'), false), { kind: 'deny', proto: 'tls', host: 'api.example.test', rule: 'policies.p.allow[1]', reason: 'interception is not enabled' });
+  t.deepEqual(classify(info('enforce'), tls('api.example.test'), false), {
+    kind: 'deny',
+    proto: 'tls',
+    host: 'api.example.test',
+    rule: 'policies.p.allow[1]',
+    reason: 'interception is not enabled',
+  });
 });
 
 test('TLS: an unlisted name, no SNI, or ESNI is denied; ECH is decided on the outer SNI; in report mode a name passes through as would-deny, no name goes to the original destination', (t) => {
   t.like(classify(info('enforce'), tls('evil.example.test'), true), { kind: 'deny', proto: 'tls', host: 'evil.example.test' });
   t.like(classify(info('enforce'), tls(undefined), true), { kind: 'deny', proto: 'tls', host: undefined });
-  t.deepEqual(classify(info('enforce'), tls('pass.example.test', false, true), true), { kind: 'deny', proto: 'tls', host: 'pass.example.test', rule: undefined, reason: 'encrypted SNI (ESNI) is not allowed' });
+  t.deepEqual(classify(info('enforce'), tls('pass.example.test', false, true), true), {
+    kind: 'deny',
+    proto: 'tls',
+    host: 'pass.example.test',
+    rule: undefined,
+    reason: 'encrypted SNI (ESNI) is not allowed',
+  });
   t.deepEqual(classify(info('report'), tls('pass.example.test', false, true), true).kind, 'deny', 'ESNI is refused even in report mode');
-  t.like(classify(info('enforce'), tls('pass.example.test', true), true), { kind: 'passthrough', host: 'pass.example.test', decision: 'allow' }, 'ECH (GREASE or real) on an allowed outer name');
+  t.like(
+    classify(info('enforce'), tls('pass.example.test', true), true),
+    { kind: 'passthrough', host: 'pass.example.test', decision: 'allow' },
+    'ECH (GREASE or real) on an allowed outer name',
+  );
   t.like(classify(info('enforce'), tls('evil.example.test', true), true), { kind: 'deny', host: 'evil.example.test' }, 'ECH on an unlisted outer name');
   t.like(classify(info('report'), tls('evil.example.test'), true), { kind: 'passthrough', host: 'evil.example.test', decision: 'would-deny' });
   t.like(classify(info('report'), tls(undefined), true), { kind: 'raw' });

@@ -206,7 +206,19 @@ test('server_name must hold exactly one host_name', (t) => {
 
 test('duplicate extensions are invalid', (t) => {
   t.is(reasonOf(parseClientHello(hello({ extensions: [alpnExt('h2'), sniExt('a.example'), alpnExt('h2')] }))), 'duplicate extension');
-  t.is(reasonOf(parseClientHello(hello({ extensions: [[0x1234, Buffer.alloc(0)], [0x1234, Buffer.alloc(1)]] }))), 'duplicate extension');
+  t.is(
+    reasonOf(
+      parseClientHello(
+        hello({
+          extensions: [
+            [0x1234, Buffer.alloc(0)],
+            [0x1234, Buffer.alloc(1)],
+          ],
+        }),
+      ),
+    ),
+    'duplicate extension',
+  );
 });
 
 test('ECH (0xfe0d) and the old ESNI (0xffce) are flagged apart; an ECH hello keeps its outer SNI', (t) => {

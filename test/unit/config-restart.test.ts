@@ -23,7 +23,10 @@ test('a reload that changes a restart key is refused, naming the key and what to
   const prev = parse();
   t.is(restartNeeded(prev, parse()), undefined);
   t.is(restartNeeded(prev, parse('listen: { port: 15002 }\n')), 'listen.port cannot change on reload (restart sandgate)');
-  t.is(restartNeeded(prev, parse('firewall: { table: other }\n')), 'firewall.table cannot change on reload (run "sandgate firewall down" with the old config, then restart)');
+  t.is(
+    restartNeeded(prev, parse('firewall: { table: other }\n')),
+    'firewall.table cannot change on reload (run "sandgate firewall down" with the old config, then restart)',
+  );
   t.is(restartNeeded(prev, parse('tls: { caDir: /tmp/x }\n')), 'tls.caDir cannot change on reload (restart sandgate)');
   t.is(restartNeeded(prev, parse('log: { file: /tmp/x.log }\n')), 'log.file cannot change on reload (restart sandgate)');
   t.is(restartNeeded(prev, parse('workers: 2\n')), 'workers cannot change on reload (restart sandgate)');

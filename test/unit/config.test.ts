@@ -97,10 +97,13 @@ test('the first published full example parses, without reading the secret (resol
 
 test('the same config written as JSON parses to the same result', (t) => {
   const yaml = parseConfig(MINIMAL, 'a.yaml');
-  const json = parseConfig(JSON.stringify({
-    sandboxes: [{ name: 'agent', cidr: '10.77.1.0/24', policy: 'default' }],
-    policies: { default: { allow: [{ host: 'api.example.test' }] } },
-  }), 'a.json');
+  const json = parseConfig(
+    JSON.stringify({
+      sandboxes: [{ name: 'agent', cidr: '10.77.1.0/24', policy: 'default' }],
+      policies: { default: { allow: [{ host: 'api.example.test' }] } },
+    }),
+    'a.json',
+  );
   t.deepEqual(json, yaml);
 });
 
@@ -117,7 +120,9 @@ test('defaults are filled in, and the result is deeply frozen', (t) => {
   t.deepEqual(c.credentials, {});
   t.true(Object.isFrozen(c));
   t.true(Object.isFrozen(c.policies.default!.allow[0]!.ports));
-  t.throws(() => { (c.listen as { port: number }).port = 1; });
+  t.throws(() => {
+    (c.listen as { port: number }).port = 1;
+  });
 });
 
 test('credential defaults: header Authorization, format "Bearer {secret}"', (t) => {
@@ -130,7 +135,7 @@ test('rule hosts are normalised: lowercase, one trailing dot dropped', (t) => {
   t.is(c.policies.default!.allow[0]!.host, 'api.example.test');
 });
 
-test('bad YAML: the parser\'s position, no key path', (t) => {
+test("bad YAML: the parser's position, no key path", (t) => {
   const p = problems('sandboxes: [\n  - name: a\npolicies: {}\n')[0]!;
   t.is(p.file, 'sg.yaml');
   t.is(p.line, 2);
@@ -177,7 +182,8 @@ test('an unknown key whose name repeats an earlier path segment is still located
 });
 
 test('JSON input: errors carry line and column too', (t) => {
-  const text = '{\n  "sandboxes": [{"name": "a", "cidr": "10.77.1.0/24", "policy": "p"}],\n  "policies": {"p": {"allow": [{"host": "x.test", "bogus": 1}]}}\n}\n';
+  const text =
+    '{\n  "sandboxes": [{"name": "a", "cidr": "10.77.1.0/24", "policy": "p"}],\n  "policies": {"p": {"allow": [{"host": "x.test", "bogus": 1}]}}\n}\n';
   const p = only(text);
   t.is(p.path, 'policies.p.allow[0].bogus');
   t.is(p.line, 3);
@@ -185,7 +191,11 @@ test('JSON input: errors carry line and column too', (t) => {
 });
 
 test('a bad CIDR points at the value', (t) => {
-  for (const [cidr, re] of [['10.77.1.0/33', /invalid prefix length/], ['10.77.1.300/24', /not an IP address or CIDR/], ['banana', /not an IP address/]] as const) {
+  for (const [cidr, re] of [
+    ['10.77.1.0/33', /invalid prefix length/],
+    ['10.77.1.300/24', /not an IP address or CIDR/],
+    ['banana', /not an IP address/],
+  ] as const) {
     const p = only(MINIMAL.replace('10.77.1.0/24', cidr));
     t.is(p.path, 'sandboxes[0].cidr');
     t.deepEqual([p.line, p.col], [3, 11]);
@@ -208,7 +218,7 @@ test('an IPv6 sandbox CIDR is refused (sandbox IPv6 is dropped, not routed)', (t
   t.regex(p.message, /IPv4/);
 });
 
-test('an unknown policy is reported at the sandbox\'s policy value', (t) => {
+test("an unknown policy is reported at the sandbox's policy value", (t) => {
   const p = only(MINIMAL.replace('policy: default', 'policy: defualt'));
   t.is(p.path, 'sandboxes[0].policy');
   t.deepEqual([p.line, p.col], [4, 13]);
@@ -325,7 +335,7 @@ test('a raw TCP rule cannot be a wildcard or inject', (t) => {
   t.is(methods.path, 'policies.default.allow[0].protocol');
 });
 
-test('tls.ech and a rule\'s ech: allow or refuse, at FILE:LINE:COL otherwise; not on raw TCP rules', (t) => {
+test("tls.ech and a rule's ech: allow or refuse, at FILE:LINE:COL otherwise; not on raw TCP rules", (t) => {
   const ok = parseConfig('tls:\n  ech: refuse\n' + MINIMAL + '        ech: allow\n', 'sg.yaml');
   t.is(ok.tls.ech, 'refuse');
   t.is(ok.policies.default!.allow[0]!.ech, 'allow');
@@ -366,7 +376,9 @@ test('a credential format without {secret} is refused', (t) => {
 
 test('every problem is reported, not just the first', (t) => {
   const text = MINIMAL.replace('10.77.1.0/24', '10.77.1.0/99').replace('policy: default', 'policy: nope') + 'bogus: 1\n';
-  const paths = problems(text).map((p) => p.path).sort();
+  const paths = problems(text)
+    .map((p) => p.path)
+    .sort();
   t.deepEqual(paths, ['bogus', 'sandboxes[0].cidr', 'sandboxes[0].policy']);
 });
 
@@ -392,7 +404,12 @@ test('an unknown key under upstream.hosts is a host name check, at the key', (t)
 
 test('an alias bomb is refused instead of expanded', (t) => {
   const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
-  for (let i = 1; i < 8; i++) lines.push(`${'abcdefgh'[i]}: &${'abcdefgh'[i]} [${Array(10).fill(`*${'abcdefgh'[i - 1]}`).join(', ')}]`);
+  for (let i = 1; i < 8; i++)
+    lines.push(
+      `${'abcdefgh'[i]}: &${'abcdefgh'[i]} [${Array(10)
+        .fill(`*${'abcdefgh'[i - 1]}`)
+        .join(', ')}]`,
+    );
   const p = only(lines.join('\n') + '\n');
   t.regex(p.message, /alias/i);
 });

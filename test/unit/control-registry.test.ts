@@ -5,7 +5,8 @@ import { parseBody, planAdd, planRemove, planUpdate, reloadConflict, type Regist
 import { compilePolicies } from '../../src/policy/policy.js';
 import { SandboxTable, type SandboxSpec } from '../../src/policy/sandboxes.js';
 
-const CONFIG = parseConfig(`sandboxes:
+const CONFIG = parseConfig(
+  `sandboxes:
   - name: agent
     interface: sbx-sbx
     cidr: 10.77.1.0/24
@@ -18,7 +19,9 @@ policies:
     allow:
       - host: api.example.test
   none: {}
-`, 'c.yaml');
+`,
+  'c.yaml',
+);
 
 const state = (dynamic: SandboxSpec[] = []): RegistryState => ({ config: CONFIG, dynamic });
 
@@ -59,7 +62,10 @@ test('cidrs intersect when one contains the other', (t) => {
 });
 
 test('conflict: cidr overlap is refused unless their interfaces tell them apart', (t) => {
-  t.regex(conflict({ name: 'x', cidr: '10.77.1.0/25' }, { name: 'a', interface: 'sbx-a', cidr: '10.77.1.0/24' }, false) ?? '', /cidr 10\.77\.1\.0\/25 overlaps cidr 10\.77\.1\.0\/24 of sandbox "a" \(from the config\)/);
+  t.regex(
+    conflict({ name: 'x', cidr: '10.77.1.0/25' }, { name: 'a', interface: 'sbx-a', cidr: '10.77.1.0/24' }, false) ?? '',
+    /cidr 10\.77\.1\.0\/25 overlaps cidr 10\.77\.1\.0\/24 of sandbox "a" \(from the config\)/,
+  );
   t.is(conflict({ name: 'x', interface: 'sbx-b', cidr: '10.77.1.0/25' }, { name: 'a', interface: 'sbx-a', cidr: '10.77.1.0/24' }, false), undefined);
   t.is(conflict({ name: 'x', cidr: '10.77.2.0/24' }, { name: 'a', cidr: '10.77.1.0/24' }, true), undefined);
 });
@@ -67,11 +73,21 @@ test('conflict: cidr overlap is refused unless their interfaces tell them apart'
 test('conflict: interfaces may only carve a narrower one out of a config glob', (t) => {
   t.is(conflict({ name: 'x', interface: 'sbx-two' }, { name: 'f', interface: 'sbx-*' }, false), undefined, 'carve-out of the config glob');
   t.regex(conflict({ name: 'x', interface: 'sbx-*' }, { name: 'f', interface: 'sbx-*' }, false) ?? '', /overlaps interface "sbx-\*"/);
-  t.regex(conflict({ name: 'x', interface: 'sbx-s*' }, { name: 'a', interface: 'sbx-sbx', cidr: '10.77.1.0/24' }, false) ?? '', /overlaps interface "sbx-sbx" of sandbox "a"/);
-  t.regex(conflict({ name: 'x', interface: 'sbx-two' }, { name: 'y', interface: 'sbx-*' }, true) ?? '', /of sandbox "y"$/, 'no carve-outs among registered ones');
+  t.regex(
+    conflict({ name: 'x', interface: 'sbx-s*' }, { name: 'a', interface: 'sbx-sbx', cidr: '10.77.1.0/24' }, false) ?? '',
+    /overlaps interface "sbx-sbx" of sandbox "a"/,
+  );
+  t.regex(
+    conflict({ name: 'x', interface: 'sbx-two' }, { name: 'y', interface: 'sbx-*' }, true) ?? '',
+    /of sandbox "y"$/,
+    'no carve-outs among registered ones',
+  );
   // Registered ones on the same interface with disjoint cidrs: fine; on merely intersecting patterns: not.
   t.is(conflict({ name: 'x', interface: 'tap0', cidr: '10.9.1.0/24' }, { name: 'y', interface: 'tap0', cidr: '10.9.2.0/24' }, true), undefined);
-  t.regex(conflict({ name: 'x', interface: 'tap*', cidr: '10.9.1.0/24' }, { name: 'y', interface: 'tap0', cidr: '10.9.2.0/24' }, true) ?? '', /interface "tap\*" overlaps interface "tap0"/);
+  t.regex(
+    conflict({ name: 'x', interface: 'tap*', cidr: '10.9.1.0/24' }, { name: 'y', interface: 'tap0', cidr: '10.9.2.0/24' }, true) ?? '',
+    /interface "tap\*" overlaps interface "tap0"/,
+  );
   t.regex(conflict({ name: 'x', interface: 'tap0' }, { name: 'y', interface: 'tap0', cidr: '10.9.2.0/24' }, true) ?? '', /interface "tap0" overlaps/);
 });
 
@@ -80,7 +96,7 @@ test('conflict: an interface-only sandbox and a cidr-only one are not compared',
   t.is(conflict({ name: 'x', interface: 'sbx-two' }, { name: 'c', cidr: '10.0.0.0/8' }, true), undefined);
 });
 
-test('findConflict skips the candidate\'s own name among registered ones (updates)', (t) => {
+test("findConflict skips the candidate's own name among registered ones (updates)", (t) => {
   const me = { name: 'x', cidr: '10.9.0.0/24' };
   t.is(findConflict(me, [me], []), undefined);
   t.regex(findConflict(me, [{ name: 'y', cidr: '10.9.0.128/25' }], []) ?? '', /of sandbox "y"$/);
@@ -97,9 +113,12 @@ test('parseBody: JSON objects only, one sentence otherwise', (t) => {
   t.regex((parseBody('null') as { error: string }).error, /must be a JSON object/);
 });
 
-test('planAdd: the config\'s rules, address as a /32, labels kept frozen', (t) => {
+test("planAdd: the config's rules, address as a /32, labels kept frozen", (t) => {
   const o = planAdd(state(), { name: 'two', interface: 'sbx-two', address: '10.77.4.2', policy: 'default', user: 'bob', labels: { team: 'x' } });
-  if (!o.ok) { t.fail(o.error); return; }
+  if (!o.ok) {
+    t.fail(o.error);
+    return;
+  }
   t.deepEqual(o.value.spec, { name: 'two', policy: 'default', interface: 'sbx-two', cidr: '10.77.4.2/32', user: 'bob', labels: { team: 'x' } });
   t.true(Object.isFrozen(o.value.spec));
   t.deepEqual(o.value.next, [o.value.spec]);
@@ -137,11 +156,17 @@ test('planAdd refuses with 400 what the config would refuse, and 409 what clashe
 test('planUpdate: fields replace, a new match replaces the whole match, null removes user and labels', (t) => {
   const s = added(state(), { name: 'two', interface: 'sbx-two', cidr: '10.77.4.0/24', policy: 'default', user: 'bob', labels: { a: '1' } });
   const u = planUpdate(s, 'two', { address: '10.77.5.2', user: null, labels: null });
-  if (!u.ok) { t.fail(u.error); return; }
+  if (!u.ok) {
+    t.fail(u.error);
+    return;
+  }
   t.deepEqual(u.value.spec, { name: 'two', policy: 'default', cidr: '10.77.5.2/32' });
   t.is(u.value.before, s.dynamic[0] as SandboxSpec);
   const p = planUpdate(s, 'two', { policy: 'none' });
-  if (!p.ok) { t.fail(p.error); return; }
+  if (!p.ok) {
+    t.fail(p.error);
+    return;
+  }
   t.deepEqual(p.value.spec, { name: 'two', policy: 'none', interface: 'sbx-two', cidr: '10.77.4.0/24', user: 'bob', labels: { a: '1' } });
   t.like(planUpdate(s, 'ghost', {}), { ok: false, status: 404 });
   t.like(planUpdate(s, 'agent', {}), { ok: false, status: 409 });
@@ -149,7 +174,7 @@ test('planUpdate: fields replace, a new match replaces the whole match, null rem
   t.like(planUpdate(s, 'two', { policy: 'nope' }), { ok: false, status: 400 });
 });
 
-test('planRemove: registered only; the config\'s are 409, unknown 404', (t) => {
+test("planRemove: registered only; the config's are 409, unknown 404", (t) => {
   const s = added(state(), { name: 'two', interface: 'sbx-two', policy: 'default' });
   const r = planRemove(s, 'two');
   t.true(r.ok && r.value.next.length === 0);
@@ -158,7 +183,7 @@ test('planRemove: registered only; the config\'s are 409, unknown 404', (t) => {
   t.like(planRemove(s, 'ghost'), { ok: false, status: 404 });
 });
 
-test('reloadConflict: a new config must keep the registered sandboxes\' policies, names and room', (t) => {
+test("reloadConflict: a new config must keep the registered sandboxes' policies, names and room", (t) => {
   const dyn = added(state(), { name: 'two', interface: 'sbx-two', cidr: '10.77.4.0/24', policy: 'default' }).dynamic;
   t.is(reloadConflict(CONFIG, dyn), undefined);
   const noPolicy = parseConfig('sandboxes: [{name: agent, cidr: 10.77.1.0/24, policy: other}]\npolicies: {other: {}}\n', 'c.yaml');
@@ -181,7 +206,8 @@ test('SandboxTable: registered sandboxes first (pair, interface, address), then 
     { name: 'two', interface: 'sbx-two', policy: 'default' },
     { name: 'host', address: '10.9.9.9', policy: 'default' },
     { name: 'net', cidr: '10.8.0.0/16', policy: 'default' },
-  ]) s = added(s, b);
+  ])
+    s = added(s, b);
   const table = new SandboxTable(CONFIG.sandboxes, policies, s.dynamic);
   t.is(table.identify('10.9.1.5', 'tap0')?.name, 'pair');
   t.is(table.identify('10.9.2.5', 'tap0')?.name, 'pair2');
@@ -200,7 +226,10 @@ test('SandboxTable: registered sandboxes first (pair, interface, address), then 
   t.true(table.needsIface);
   t.is(table.byName('two')?.source, 'api');
   t.is(table.byName('agent')?.source, 'config');
-  t.deepEqual(table.list.map((x) => x.name), ['pair', 'pair2', 'glob', 'two', 'host', 'net', 'agent', 'fallback']);
+  t.deepEqual(
+    table.list.map((x) => x.name),
+    ['pair', 'pair2', 'glob', 'two', 'host', 'net', 'agent', 'fallback'],
+  );
   // Rebuilt with another registry, unchanged ones keep their compiled object.
   const again = new SandboxTable(CONFIG.sandboxes, policies, s.dynamic.slice(1));
   t.is(again.byName('two'), table.byName('two'));

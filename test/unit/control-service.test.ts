@@ -8,7 +8,8 @@ import type { SandboxMatch } from '../../src/firewall/plan.js';
 import { ConnRegistry } from '../../src/net/conn-registry.js';
 import { createControlService } from '../../src/control/service.js';
 
-const CONFIG = parseConfig(`sandboxes:
+const CONFIG = parseConfig(
+  `sandboxes:
   - name: agent
     cidr: 10.77.1.0/24
     policy: default
@@ -16,7 +17,9 @@ policies:
   default:
     allow:
       - host: api.example.test
-`, 'c.yaml');
+`,
+  'c.yaml',
+);
 
 /** A socket stand-in: counts resets, emits close like a real one. */
 class FakeSocket extends EventEmitter {
@@ -38,14 +41,21 @@ class FakeSocket extends EventEmitter {
 
 function world(opts: { failFirewall?: (after: readonly SandboxMatch[]) => boolean } = {}) {
   const lines: AuditFields[] = [];
-  const audit = { write: (f: AuditFields) => { lines.push(f); }, flush: () => undefined } as unknown as Audit;
+  const audit = {
+    write: (f: AuditFields) => {
+      lines.push(f);
+    },
+    flush: () => undefined,
+  } as unknown as Audit;
   let rt: Runtime = buildRuntime(CONFIG, audit);
   const calls: { before: readonly SandboxMatch[]; after: readonly SandboxMatch[] }[] = [];
   let queue: Promise<unknown> = Promise.resolve();
   const conns = new ConnRegistry(() => rt);
   const svc = createControlService({
     runtime: () => rt,
-    swap: (next) => { rt = next; },
+    swap: (next) => {
+      rt = next;
+    },
     serial: <T>(fn: () => Promise<T>): Promise<T> => {
       const next = queue.then(fn, fn);
       queue = next.catch(() => undefined);
@@ -67,7 +77,10 @@ test('one change alone goes through at once; its audit line names policy, user a
   t.true(o.ok);
   t.deepEqual(w.calls, [{ before: [], after: [{ name: 'two', cidr: '10.77.4.2/32' }] }]);
   t.is(w.rt().sandboxes.identify('10.77.4.2', undefined)?.name, 'two');
-  t.like(w.lines.find((l) => l.action === 'sandbox-added'), { event: 'config', sandbox: 'two', policy: 'default', user: 'bob', match: { name: 'two', cidr: '10.77.4.2/32' } });
+  t.like(
+    w.lines.find((l) => l.action === 'sandbox-added'),
+    { event: 'config', sandbox: 'two', policy: 'default', user: 'bob', match: { name: 'two', cidr: '10.77.4.2/32' } },
+  );
 });
 
 test('changes that arrive together are one firewall transaction; an invalid one is refused alone', async (t) => {
@@ -79,19 +92,34 @@ test('changes that arrive together are one firewall transaction; an invalid one 
     w.svc.add({ name: 'd', address: '10.77.4.4', policy: 'default' }),
     w.svc.remove('b'),
   ]);
-  t.deepEqual(results.map((r) => r.ok), [true, true, false, true, true]);
+  t.deepEqual(
+    results.map((r) => r.ok),
+    [true, true, false, true, true],
+  );
   t.like(results[2], { status: 409 });
   // Queued in the same tick: one transaction with the net effect.
   t.is(w.calls.length, 1);
-  t.deepEqual(w.calls[0]?.after.map((m) => m.name), ['a', 'd']);
+  t.deepEqual(
+    w.calls[0]?.after.map((m) => m.name),
+    ['a', 'd'],
+  );
   // One more while a transaction runs waits for it, then goes in the next one.
   const e = w.svc.add({ name: 'e', address: '10.77.4.5', policy: 'default' });
   await new Promise((r) => setImmediate(r));
   const f = w.svc.add({ name: 'f', address: '10.77.4.6', policy: 'default' });
   const g = w.svc.add({ name: 'g', address: '10.77.4.7', policy: 'default' });
-  t.deepEqual((await Promise.all([e, f, g])).map((r) => r.ok), [true, true, true]);
-  t.deepEqual(w.calls.map((c) => c.after.length), [2, 3, 5]);
-  t.deepEqual(w.rt().dynamic.map((s) => s.name), ['a', 'd', 'e', 'f', 'g']);
+  t.deepEqual(
+    (await Promise.all([e, f, g])).map((r) => r.ok),
+    [true, true, true],
+  );
+  t.deepEqual(
+    w.calls.map((c) => c.after.length),
+    [2, 3, 5],
+  );
+  t.deepEqual(
+    w.rt().dynamic.map((s) => s.name),
+    ['a', 'd', 'e', 'f', 'g'],
+  );
   t.truthy(w.lines.find((l) => l.action === 'sandbox-rejected' && l.sandbox === 'c'));
 });
 
@@ -103,7 +131,10 @@ test('a firewall failure changes nothing: same registry, same runtime, 500 with 
   t.like(o, { ok: false, status: 500 });
   t.regex((o as { error: string }).error, /^the firewall could not be updated, so nothing changed: nft could not/);
   t.is(w.rt(), rt);
-  t.deepEqual(w.rt().dynamic.map((s) => s.name), ['ok']);
+  t.deepEqual(
+    w.rt().dynamic.map((s) => s.name),
+    ['ok'],
+  );
 });
 
 test('a failed batch is retried change by change, so one change never fails another', async (t) => {
@@ -119,14 +150,20 @@ test('a failed batch is retried change by change, so one change never fails anot
   t.true(good.ok);
   t.like(bad, { ok: false, status: 500 });
   t.true(also.ok);
-  t.deepEqual(w.rt().dynamic.map((s) => s.name), ['first', 'good', 'also']);
+  t.deepEqual(
+    w.rt().dynamic.map((s) => s.name),
+    ['first', 'good', 'also'],
+  );
 });
 
-test('removal resets the sandbox\'s open connections, and a late one identified before it is refused', async (t) => {
+test("removal resets the sandbox's open connections, and a late one identified before it is refused", async (t) => {
   const w = world();
   await w.svc.add({ name: 'two', address: '10.77.4.2', policy: 'default' });
   const before = w.rt().sandboxes.byName('two');
-  if (!before) { t.fail(); return; }
+  if (!before) {
+    t.fail();
+    return;
+  }
   const socks = [new FakeSocket(), new FakeSocket()];
   for (const s of socks) t.true(w.conns.track(before, s as unknown as net.Socket));
   const other = new FakeSocket();
@@ -134,12 +171,18 @@ test('removal resets the sandbox\'s open connections, and a late one identified 
   t.is(w.svc.list().find((v) => v.name === 'two')?.connections, 2);
   const o = await w.svc.remove('two');
   t.deepEqual(o, { ok: true, value: { removed: 'two', closed: 2 } });
-  t.deepEqual(socks.map((s) => s.resets), [1, 1]);
-  t.false(other.destroyed, 'another sandbox\'s connection is untouched');
+  t.deepEqual(
+    socks.map((s) => s.resets),
+    [1, 1],
+  );
+  t.false(other.destroyed, "another sandbox's connection is untouched");
   const late = new FakeSocket();
   t.false(w.conns.track(before, late as unknown as net.Socket), 'identified with the old runtime, tracked after the removal');
   t.true(late.destroyed);
-  t.like(w.lines.find((l) => l.action === 'sandbox-removed'), { sandbox: 'two', closed: 2 });
+  t.like(
+    w.lines.find((l) => l.action === 'sandbox-removed'),
+    { sandbox: 'two', closed: 2 },
+  );
 });
 
 test('an update resets connections only when policy, user or match change', async (t) => {
@@ -155,10 +198,18 @@ test('an update resets connections only when policy, user or match change', asyn
 
 test('the iptables backend: registration is refused with 501 and one sentence', async (t) => {
   const lines: AuditFields[] = [];
-  const audit = { write: (f: AuditFields) => { lines.push(f); }, flush: () => undefined } as unknown as Audit;
+  const audit = {
+    write: (f: AuditFields) => {
+      lines.push(f);
+    },
+    flush: () => undefined,
+  } as unknown as Audit;
   const rt = buildRuntime(CONFIG, audit);
   const svc = createControlService({
-    runtime: () => rt, swap: () => undefined, serial: (fn) => fn(), updateFirewall: async () => undefined,
+    runtime: () => rt,
+    swap: () => undefined,
+    serial: (fn) => fn(),
+    updateFirewall: async () => undefined,
     unsupported: 'registered sandboxes need the nft firewall backend (firewall.backend: nft); this sandgate runs the iptables backend',
     conns: new ConnRegistry(() => rt),
   });

@@ -11,14 +11,31 @@ credentials:
 
 function problems(cred: string): Located[] {
   try {
-    parseConfig(BASE + cred.split('\n').map((l) => `    ${l}`).join('\n') + '\n', 'sg.yaml');
+    parseConfig(
+      BASE +
+        cred
+          .split('\n')
+          .map((l) => `    ${l}`)
+          .join('\n') +
+        '\n',
+      'sg.yaml',
+    );
   } catch (err) {
     if (err instanceof ConfigError) return [...err.problems];
     throw err;
   }
   return [];
 }
-const ok = (cred: string): ReturnType<typeof parseConfig> => parseConfig(BASE + cred.split('\n').map((l) => `    ${l}`).join('\n') + '\n', 'sg.yaml');
+const ok = (cred: string): ReturnType<typeof parseConfig> =>
+  parseConfig(
+    BASE +
+      cred
+        .split('\n')
+        .map((l) => `    ${l}`)
+        .join('\n') +
+      '\n',
+    'sg.yaml',
+  );
 /** The one problem with the credential (an invalid credential also makes the rule's `inject` unknown: that echo is dropped). */
 const one = (cred: string): string => {
   const p = problems(cred).filter((x) => x.path !== 'policies.p.allow[0].inject');
@@ -28,20 +45,43 @@ const one = (cred: string): string => {
 
 test('authService: url, secret; timeoutMs defaults to 2000; header/format/placeholder apply to the token', (t) => {
   const c = ok('authService: { url: "https://auth.internal.test/token", secret: { env: AUTH_KEY } }\nformat: "Token {secret}"').credentials.c;
-  t.deepEqual(c, { authService: { url: 'https://auth.internal.test/token', timeoutMs: 2000, secret: { env: 'AUTH_KEY' } }, header: 'Authorization', format: 'Token {secret}' });
+  t.deepEqual(c, {
+    authService: { url: 'https://auth.internal.test/token', timeoutMs: 2000, secret: { env: 'AUTH_KEY' } },
+    header: 'Authorization',
+    format: 'Token {secret}',
+  });
   t.is(ok('authService: { url: "http://127.0.0.1:9000/t", timeoutMs: 500, secret: { file: /k } }').credentials.c?.authService?.timeoutMs, 500);
 });
 
 test('oauth2: both grants, defaults (clientAuth basic, timeoutMs 2000), scope', (t) => {
-  const cc = ok('oauth2: { tokenUrl: "https://idp.test/oauth/token", grant: client_credentials, clientId: x, clientSecret: { env: S }, scope: "a b" }').credentials.c;
-  t.deepEqual(cc?.oauth2, { tokenUrl: 'https://idp.test/oauth/token', grant: 'client_credentials', clientId: 'x', clientSecret: { env: 'S' }, scope: 'a b', clientAuth: 'basic', timeoutMs: 2000 });
+  const cc = ok('oauth2: { tokenUrl: "https://idp.test/oauth/token", grant: client_credentials, clientId: x, clientSecret: { env: S }, scope: "a b" }')
+    .credentials.c;
+  t.deepEqual(cc?.oauth2, {
+    tokenUrl: 'https://idp.test/oauth/token',
+    grant: 'client_credentials',
+    clientId: 'x',
+    clientSecret: { env: 'S' },
+    scope: 'a b',
+    clientAuth: 'basic',
+    timeoutMs: 2000,
+  });
   const rt = ok('oauth2: { tokenUrl: "https://idp.test/t", grant: refresh_token, clientId: x, refreshToken: { file: /rt }, clientAuth: body }').credentials.c;
-  t.deepEqual(rt?.oauth2, { tokenUrl: 'https://idp.test/t', grant: 'refresh_token', clientId: 'x', refreshToken: { file: '/rt' }, clientAuth: 'body', timeoutMs: 2000 });
+  t.deepEqual(rt?.oauth2, {
+    tokenUrl: 'https://idp.test/t',
+    grant: 'refresh_token',
+    clientId: 'x',
+    refreshToken: { file: '/rt' },
+    clientAuth: 'body',
+    timeoutMs: 2000,
+  });
 });
 
 test('exactly one source per credential', (t) => {
   t.is(one('header: X-Key'), 'credentials.c: needs one of "secret", "authService" or "oauth2" (where the credential comes from)');
-  t.is(one('secret: { env: K }\nauthService: { url: "https://a.test/t", secret: { env: A } }'), 'credentials.c: has "secret" and "authService": exactly one source is allowed');
+  t.is(
+    one('secret: { env: K }\nauthService: { url: "https://a.test/t", secret: { env: A } }'),
+    'credentials.c: has "secret" and "authService": exactly one source is allowed',
+  );
 });
 
 test('service URLs: https anywhere; http only to a loopback or allowPrivate IP literal; no credentials or fragments in the URL', (t) => {
@@ -55,22 +95,46 @@ test('service URLs: https anywhere; http only to a loopback or allowPrivate IP l
   t.regex(one(svc('https://user:pw@auth.internal.test/token')), /must not carry user:password/);
   t.regex(one(svc('https://auth.internal.test/token#x')), /fragment/);
   t.regex(one(svc('not a url')), /is not a URL/);
-  t.regex(one('oauth2: { tokenUrl: "http://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S } }'), /^credentials\.c\.oauth2\.tokenUrl: /);
+  t.regex(
+    one('oauth2: { tokenUrl: "http://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S } }'),
+    /^credentials\.c\.oauth2\.tokenUrl: /,
+  );
 });
 
 test('authService and oauth2 mistakes are named by key', (t) => {
   t.is(one('authService: { url: "https://a.test/t" }'), 'credentials.c.authService: missing required key "secret"');
   t.is(one('authService: { url: "https://a.test/t", secret: "inline-key" }'), 'credentials.c.authService.secret: must be a mapping');
-  t.is(one('authService: { url: "https://a.test/t", secret: { env: A }, timeoutMs: 10 }'), 'credentials.c.authService.timeoutMs: must be a whole number from 100 to 60000');
+  t.is(
+    one('authService: { url: "https://a.test/t", secret: { env: A }, timeoutMs: 10 }'),
+    'credentials.c.authService.timeoutMs: must be a whole number from 100 to 60000',
+  );
   t.regex(one('authService: { url: "https://a.test/t", secret: { env: A }, cache: 5 }'), /^credentials\.c\.authService\.cache: unknown key "cache"/);
-  t.is(one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x }'), 'credentials.c.oauth2: grant client_credentials needs "clientSecret"');
+  t.is(
+    one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x }'),
+    'credentials.c.oauth2: grant client_credentials needs "clientSecret"',
+  );
   t.is(one('oauth2: { tokenUrl: "https://idp.test/t", grant: refresh_token, clientId: x }'), 'credentials.c.oauth2: grant refresh_token needs "refreshToken"');
-  t.is(one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, refreshToken: { env: R } }'), 'credentials.c.oauth2.refreshToken: only applies to grant refresh_token');
-  t.is(one('oauth2: { tokenUrl: "https://idp.test/t", grant: password, clientId: x, clientSecret: { env: S } }'), 'credentials.c.oauth2.grant: must be one of: client_credentials, refresh_token');
-  t.regex(one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, scope: "a\\"b" }'), /^credentials\.c\.oauth2\.scope: .* scope tokens/);
-  t.is(one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, clientAuth: jwt }'), 'credentials.c.oauth2.clientAuth: must be one of: basic, body');
+  t.is(
+    one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, refreshToken: { env: R } }'),
+    'credentials.c.oauth2.refreshToken: only applies to grant refresh_token',
+  );
+  t.is(
+    one('oauth2: { tokenUrl: "https://idp.test/t", grant: password, clientId: x, clientSecret: { env: S } }'),
+    'credentials.c.oauth2.grant: must be one of: client_credentials, refresh_token',
+  );
+  t.regex(
+    one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, scope: "a\\"b" }'),
+    /^credentials\.c\.oauth2\.scope: .* scope tokens/,
+  );
+  t.is(
+    one('oauth2: { tokenUrl: "https://idp.test/t", grant: client_credentials, clientId: x, clientSecret: { env: S }, clientAuth: jwt }'),
+    'credentials.c.oauth2.clientAuth: must be one of: basic, body',
+  );
 });
 
 test('format cannot be combined with basic (Basic builds the header value itself)', (t) => {
-  t.is(one('secret: { env: K }\nbasic: { username: u }\nformat: "token {secret}"'), 'credentials.c.format: cannot be combined with "basic" (Basic builds the header value itself)');
+  t.is(
+    one('secret: { env: K }\nbasic: { username: u }\nformat: "token {secret}"'),
+    'credentials.c.format: cannot be combined with "basic" (Basic builds the header value itself)',
+  );
 });

@@ -18,14 +18,24 @@ import { parseConfig } from '../../src/config/load.js';
 import type { CredentialConfig, OAuth2Config } from '../../src/config/types.js';
 
 const reason = (f: () => unknown): string => {
-  try { f(); } catch (err) { if (err instanceof TokenError) return err.message; throw err; }
+  try {
+    f();
+  } catch (err) {
+    if (err instanceof TokenError) return err.message;
+    throw err;
+  }
   return 'no error';
 };
 
 test('auth service answers: {token, expiresIn} and {headers, expiresIn}', (t) => {
   t.deepEqual(parseAuthAnswer({ token: 'tok-0123456789', expiresIn: 1.5 }), { kind: 'token', token: 'tok-0123456789', lifetimeMs: 1500 });
   t.deepEqual(parseAuthAnswer({ headers: { 'X-Api-Key': 'key-0123456789', 'X-Tenant': 'acme' }, expiresIn: 60 }), {
-    kind: 'headers', headers: [['x-api-key', 'key-0123456789'], ['x-tenant', 'acme']], lifetimeMs: 60_000,
+    kind: 'headers',
+    headers: [
+      ['x-api-key', 'key-0123456789'],
+      ['x-tenant', 'acme'],
+    ],
+    lifetimeMs: 60_000,
   });
 });
 
@@ -62,16 +72,43 @@ test('auth service answers that are refused, each with a reason that never quote
 });
 
 test('OAuth2 answers (RFC 6749 §5.1): bearer only, expires_in optional (default 300 s), refresh_token rotation', (t) => {
-  t.deepEqual(parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'bearer', expires_in: 3600 }), { accessToken: 'at-0123456789', lifetimeMs: 3600_000, refreshToken: undefined });
-  t.deepEqual(parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'Bearer', expires_in: '60', refresh_token: 'rt-0123456789' }), { accessToken: 'at-0123456789', lifetimeMs: 60_000, refreshToken: 'rt-0123456789' });
+  t.deepEqual(parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'bearer', expires_in: 3600 }), {
+    accessToken: 'at-0123456789',
+    lifetimeMs: 3600_000,
+    refreshToken: undefined,
+  });
+  t.deepEqual(parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'Bearer', expires_in: '60', refresh_token: 'rt-0123456789' }), {
+    accessToken: 'at-0123456789',
+    lifetimeMs: 60_000,
+    refreshToken: 'rt-0123456789',
+  });
   t.is(parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'Bearer' }).lifetimeMs, 300_000);
-  t.regex(reason(() => parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'DPoP' })), /"token_type" must be "Bearer"/);
-  t.regex(reason(() => parseOAuth2Answer({ access_token: 'at-0123456789' })), /"token_type"/);
-  t.regex(reason(() => parseOAuth2Answer({ token_type: 'Bearer' })), /"access_token" must be a string/);
-  t.regex(reason(() => parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'Bearer', expires_in: -1 })), /"expires_in"/);
+  t.regex(
+    reason(() => parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'DPoP' })),
+    /"token_type" must be "Bearer"/,
+  );
+  t.regex(
+    reason(() => parseOAuth2Answer({ access_token: 'at-0123456789' })),
+    /"token_type"/,
+  );
+  t.regex(
+    reason(() => parseOAuth2Answer({ token_type: 'Bearer' })),
+    /"access_token" must be a string/,
+  );
+  t.regex(
+    reason(() => parseOAuth2Answer({ access_token: 'at-0123456789', token_type: 'Bearer', expires_in: -1 })),
+    /"expires_in"/,
+  );
 });
 
-const o2 = (c: Partial<OAuth2Config>): OAuth2Config => ({ tokenUrl: 'https://idp.test/token', grant: 'client_credentials', clientId: 'my client', clientAuth: 'basic', timeoutMs: 2000, ...c });
+const o2 = (c: Partial<OAuth2Config>): OAuth2Config => ({
+  tokenUrl: 'https://idp.test/token',
+  grant: 'client_credentials',
+  clientId: 'my client',
+  clientAuth: 'basic',
+  timeoutMs: 2000,
+  ...c,
+});
 
 test('OAuth2 token requests: form body, Basic client auth with form-encoded id and secret (RFC 6749 §2.3.1), body auth, public client', (t) => {
   const cc = tokenRequestBody(o2({ scope: 'a b' }), 's3cr:t+/', undefined);
@@ -87,10 +124,17 @@ test('OAuth2 token requests: form body, Basic client auth with form-encoded id a
   t.is(pub.headers.authorization, undefined);
 });
 
-test('a {headers} credential sets each header (replacing the sandbox\'s) and scrubs the long values and the token after a scheme', (t) => {
+test("a {headers} credential sets each header (replacing the sandbox's) and scrubs the long values and the token after a scheme", (t) => {
   const tok = 'tok-0123456789abcdef';
-  const cred = compileHeaderCredential('svc', 'Authorization', [['authorization', `Bearer ${tok}`], ['x-tenant', 'acme']]);
-  const head = requestHead({ method: 'GET', url: '/', rawHeaders: ['Authorization', 'Bearer sandbox-own', 'X-Tenant', 'spoofed', 'Accept', '*/*'], connectionNamed: undefined }, 'api', cred);
+  const cred = compileHeaderCredential('svc', 'Authorization', [
+    ['authorization', `Bearer ${tok}`],
+    ['x-tenant', 'acme'],
+  ]);
+  const head = requestHead(
+    { method: 'GET', url: '/', rawHeaders: ['Authorization', 'Bearer sandbox-own', 'X-Tenant', 'spoofed', 'Accept', '*/*'], connectionNamed: undefined },
+    'api',
+    cred,
+  );
   t.is(head, `GET / HTTP/1.1\r\nHost: api\r\nAccept: */*\r\nauthorization: Bearer ${tok}\r\nx-tenant: acme\r\nAccept-Encoding: identity\r\n\r\n`);
   t.true(cred.needles.includes(tok) && cred.needles.includes(`Bearer ${tok}`));
   t.true(cred.needles.includes(Buffer.from(tok).toString('base64')));
@@ -101,7 +145,7 @@ test('a {headers} credential sets each header (replacing the sandbox\'s) and scr
 test('the cache key is the user when there is one, else the sandbox; always with the host', (t) => {
   const r: TokenRequest = { sandbox: 's1', user: 'alice', host: 'api.example.test', port: 443, method: 'GET', path: '/' };
   t.is(cacheKey(r), 'u:alice\napi.example.test');
-  t.is(cacheKey({ ...r, sandbox: 's2' }), cacheKey(r), 'two sandboxes of one user share the user\'s token');
+  t.is(cacheKey({ ...r, sandbox: 's2' }), cacheKey(r), "two sandboxes of one user share the user's token");
   t.not(cacheKey({ ...r, user: 'bob' }), cacheKey(r));
   t.not(cacheKey({ ...r, host: 'other.example.test' }), cacheKey(r));
   t.is(cacheKey({ ...r, user: undefined }), 's:s1\napi.example.test');
@@ -111,7 +155,11 @@ test('the cache key is the user when there is one, else the sandbox; always with
 
 /* Against a loopback server ------------------------------------------------------------------ */
 
-interface Seen { headers: http.IncomingHttpHeaders; body: string; url: string }
+interface Seen {
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  url: string;
+}
 type Handler = (seen: Seen, res: http.ServerResponse) => void;
 
 async function server(handler: Handler): Promise<{ url: string; seen: Seen[]; close: () => Promise<void> }> {
@@ -127,7 +175,15 @@ async function server(handler: Handler): Promise<{ url: string; seen: Seen[]; cl
   });
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
   const port = (s.address() as AddressInfo).port;
-  return { url: `http://127.0.0.1:${port}`, seen, close: () => new Promise((r) => { s.closeAllConnections(); s.close(() => r()); }) };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise((r) => {
+        s.closeAllConnections();
+        s.close(() => r());
+      }),
+  };
 }
 
 const json = (res: http.ServerResponse, status: number, body: unknown): void => {
@@ -137,12 +193,21 @@ const json = (res: http.ServerResponse, status: number, body: unknown): void => 
 };
 
 const NET: TokenNet = {
-  lookup: (_h, _o, cb) => { (cb as (e: Error) => void)(new Error('no lookups in this test')); },
+  lookup: (_h, _o, cb) => {
+    (cb as (e: Error) => void)(new Error('no lookups in this test'));
+  },
   guard: { check: (a) => (a.startsWith('10.') ? `upstream address ${a} is in 10.0.0.0/8, a range not allowed (upstream.allowPrivate)` : undefined) },
   httpsAgent: new https.Agent(),
 };
 
-const req = (user: string | undefined, sandbox = 'agent', host = 'api.example.test'): TokenRequest => ({ sandbox, user, host, port: 443, method: 'POST', path: '/v1/x' });
+const req = (user: string | undefined, sandbox = 'agent', host = 'api.example.test'): TokenRequest => ({
+  sandbox,
+  user,
+  host,
+  port: 443,
+  method: 'POST',
+  path: '/v1/x',
+});
 const KEY = 'service-key-0123456789';
 
 function authSource(url: string, timeoutMs = 2000, extra: Partial<CredentialConfig> = {}): AuthServiceSource {
@@ -169,18 +234,28 @@ test('auth service: POST JSON {sandbox, user, credential, host, port, method, pa
     // A sandbox without a user: user null, keyed by sandbox.
     await src.acquire(req(undefined, 'lonely'), NET);
     t.like(JSON.parse(srv.seen[1]!.body), { user: null, sandbox: 'lonely' });
-  } finally { await srv.close(); }
+  } finally {
+    await srv.close();
+  }
 });
 
 test('auth service: concurrent requests of two users get one call each, and each their own token', async (t) => {
-  const srv = await server((seen, res) => { setTimeout(() => json(res, 200, { token: `tok-${JSON.parse(seen.body).user}-0123456789`, expiresIn: 60 }), 30); });
+  const srv = await server((seen, res) => {
+    setTimeout(() => json(res, 200, { token: `tok-${JSON.parse(seen.body).user}-0123456789`, expiresIn: 60 }), 30);
+  });
   try {
     const src = authSource(srv.url);
-    const all = await Promise.all(Array.from({ length: 40 }, (_, i) => Promise.resolve(src.acquire(req(i % 2 === 0 ? 'alice' : 'bob'), NET)).then((c) => [i % 2 === 0 ? 'alice' : 'bob', c.value] as const)));
+    const all = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        Promise.resolve(src.acquire(req(i % 2 === 0 ? 'alice' : 'bob'), NET)).then((c) => [i % 2 === 0 ? 'alice' : 'bob', c.value] as const),
+      ),
+    );
     for (const [user, value] of all) t.is(value, `Bearer tok-${user}-0123456789`);
     t.is(srv.seen.length, 2);
     t.like(src.stats(), { fetches: 2, misses: 40, coalesced: 38 });
-  } finally { await srv.close(); }
+  } finally {
+    await srv.close();
+  }
 });
 
 test('auth service failures are TokenErrors: 500 retried 3 times, 401 once, bad JSON, a huge body, a timeout', async (t) => {
@@ -208,7 +283,9 @@ test('auth service failures are TokenErrors: 500 retried 3 times, 401 once, bad 
     await t.throwsAsync(Promise.resolve(src.acquire(req('e'), NET)), { message: /did not answer within 1000 ms/ });
     t.true(Date.now() - started < 5000, 'gave up at its deadline instead of waiting for the slow answer');
     t.is(src.stats().failures, 5);
-  } finally { await srv.close(); }
+  } finally {
+    await srv.close();
+  }
 });
 
 test('auth service unreachable (nothing listens): retried, then a TokenError naming the cause', async (t) => {
@@ -230,7 +307,10 @@ test('OAuth2 refresh_token grant: the rotated refresh token is sent next time; o
   let n = 0;
   const srv = await server((seen, res) => {
     const form = new URLSearchParams(seen.body);
-    if (form.get('refresh_token') !== current) { json(res, 400, { error: 'invalid_grant', error_description: 'stale rt-secret' }); return; }
+    if (form.get('refresh_token') !== current) {
+      json(res, 400, { error: 'invalid_grant', error_description: 'stale rt-secret' });
+      return;
+    }
     current = `rt-rotated-${++n}-0123`;
     json(res, 200, { access_token: `at-${n}-0123456789`, token_type: 'Bearer', expires_in: 1, refresh_token: current });
   });
@@ -250,7 +330,9 @@ test('OAuth2 refresh_token grant: the rotated refresh token is sent next time; o
     src.reject(req('alice'), b);
     const err = await t.throwsAsync(Promise.resolve(src.acquire(req('alice'), NET)), { instanceOf: TokenError });
     t.regex(err?.message ?? '', /answered 400 \(invalid_grant\)$/);
-  } finally { await srv.close(); }
+  } finally {
+    await srv.close();
+  }
 });
 
 test('loadCredentialSources: static secrets compiled, token sources built with their secrets; a reload keeps an unchanged source', (t) => {
@@ -280,6 +362,13 @@ credentials:
   // Missing secrets are config errors naming the exact key.
   const err = t.throws(() => loadCredentialSources(parseConfig(yaml(), 'c.yaml'), { ...readers, env: { SG_S: 'static-secret-1' } }));
   t.regex(err?.message ?? '', /^credentials\.svc\.authService\.secret: environment variable SG_K is not set$/);
-  const err2 = t.throws(() => loadCredentialSources(parseConfig(yaml(), 'c.yaml'), { env, readFile: () => { throw Object.assign(new Error('x'), { code: 'ENOENT' }); } }));
+  const err2 = t.throws(() =>
+    loadCredentialSources(parseConfig(yaml(), 'c.yaml'), {
+      env,
+      readFile: () => {
+        throw Object.assign(new Error('x'), { code: 'ENOENT' });
+      },
+    }),
+  );
   t.regex(err2?.message ?? '', /^credentials\.o\.oauth2\.clientSecret: cannot read \/cs \(ENOENT\)$/);
 });

@@ -9,9 +9,13 @@ import { TokenError } from '../../src/creds/token-error.js';
 class FakeClock implements Clock {
   t = 1000;
   private timers: { at: number; resolve: () => void }[] = [];
-  now(): number { return this.t; }
+  now(): number {
+    return this.t;
+  }
   sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => { this.timers.push({ at: this.t + ms, resolve }); });
+    return new Promise((resolve) => {
+      this.timers.push({ at: this.t + ms, resolve });
+    });
   }
   /** Move time forward, firing sleeps in order and letting their continuations run. */
   async advance(ms: number): Promise<void> {
@@ -29,17 +33,25 @@ class FakeClock implements Clock {
     this.t = target;
     await flush();
   }
-  get pending(): number { return this.timers.length; }
+  get pending(): number {
+    return this.timers.length;
+  }
 }
 
-const flush = (): Promise<void> => new Promise((r) => { setImmediate(r); });
+const flush = (): Promise<void> =>
+  new Promise((r) => {
+    setImmediate(r);
+  });
 
 /** A fetch whose calls the test resolves or rejects by hand. */
 function manualFetch<T>(): { fetch: () => Promise<Issued<T>>; calls: { resolve: (v: Issued<T>) => void; reject: (e: unknown) => void }[] } {
   const calls: { resolve: (v: Issued<T>) => void; reject: (e: unknown) => void }[] = [];
   return {
     calls,
-    fetch: () => new Promise<Issued<T>>((resolve, reject) => { calls.push({ resolve, reject }); }),
+    fetch: () =>
+      new Promise<Issued<T>>((resolve, reject) => {
+        calls.push({ resolve, reject });
+      }),
   };
 }
 
@@ -70,8 +82,14 @@ test('different keys (users, hosts) never share a fetch or a value', async (t) =
   const a = c.get('u:alice\nh', () => Promise.resolve({ value: 'alice-tok', lifetimeMs: 1000 }));
   const b = c.get('u:bob\nh', () => Promise.resolve({ value: 'bob-tok', lifetimeMs: 1000 }));
   t.deepEqual(await Promise.all([a, b]), ['alice-tok', 'bob-tok']);
-  t.is(c.get('u:alice\nh', () => Promise.reject(new Error('no'))), 'alice-tok');
-  t.is(c.get('u:bob\nh', () => Promise.reject(new Error('no'))), 'bob-tok');
+  t.is(
+    c.get('u:alice\nh', () => Promise.reject(new Error('no'))),
+    'alice-tok',
+  );
+  t.is(
+    c.get('u:bob\nh', () => Promise.reject(new Error('no'))),
+    'bob-tok',
+  );
 });
 
 test('refresh ahead of expiry: the old token is served while one background fetch runs; expiry forces a wait', async (t) => {
@@ -154,16 +172,25 @@ test('invalidate is compare-and-set: many 401s with one token cause one new fetc
 
 test('LRU: the least recently used key is evicted when the cache is full; a hit refreshes recency', async (t) => {
   const c = new TokenCache<string>({ maxEntries: 3, clock: new FakeClock() });
-  const put = async (k: string): Promise<void> => { await c.get(k, () => Promise.resolve({ value: `v-${k}`, lifetimeMs: 60_000 })); };
+  const put = async (k: string): Promise<void> => {
+    await c.get(k, () => Promise.resolve({ value: `v-${k}`, lifetimeMs: 60_000 }));
+  };
   await put('a');
   await put('b');
   await put('c');
-  t.is(c.get('a', () => Promise.reject(new Error('x'))), 'v-a'); // a is now the most recent
+  t.is(
+    c.get('a', () => Promise.reject(new Error('x'))),
+    'v-a',
+  ); // a is now the most recent
   await put('d'); // evicts b
   t.is(c.stats().entries, 3);
   t.is(c.stats().evictions, 1);
   let fetched = 0;
-  const probe = (k: string): unknown => c.get(k, () => { fetched++; return Promise.resolve({ value: `again-${k}`, lifetimeMs: 60_000 }); });
+  const probe = (k: string): unknown =>
+    c.get(k, () => {
+      fetched++;
+      return Promise.resolve({ value: `again-${k}`, lifetimeMs: 60_000 });
+    });
   t.is(probe('a'), 'v-a');
   t.is(probe('c'), 'v-c');
   t.is(probe('d'), 'v-d');
@@ -186,20 +213,48 @@ test('a key evicted while its fetch is in flight is put back when the fetch comp
 test('withRetries: retryable failures are tried 3 times with 100 and 200 ms pauses, then the last error, saying so', async (t) => {
   const clock = new FakeClock();
   const times: number[] = [];
-  const p = withRetries(async (left) => { times.push(clock.now()); t.true(left > 0); throw new TokenError('auth service unreachable (ECONNREFUSED)', true); }, { delaysMs: [100, 200], timeoutMs: 2000 }, clock);
+  const p = withRetries(
+    async (left) => {
+      times.push(clock.now());
+      t.true(left > 0);
+      throw new TokenError('auth service unreachable (ECONNREFUSED)', true);
+    },
+    { delaysMs: [100, 200], timeoutMs: 2000 },
+    clock,
+  );
   const done = t.throwsAsync(p, { instanceOf: TokenError, message: 'auth service unreachable (ECONNREFUSED) (after 3 tries)' });
   await clock.advance(1000);
   await done;
-  t.deepEqual(times.map((x) => x - 1000), [0, 100, 300]);
+  t.deepEqual(
+    times.map((x) => x - 1000),
+    [0, 100, 300],
+  );
 });
 
 test('withRetries: a non-retryable failure is not retried; a success ends the loop', async (t) => {
   const clock = new FakeClock();
   let n = 0;
-  await t.throwsAsync(withRetries(async () => { n++; throw new TokenError('auth service answered 403', false); }, { delaysMs: [100, 200], timeoutMs: 2000 }, clock), { message: 'auth service answered 403' });
+  await t.throwsAsync(
+    withRetries(
+      async () => {
+        n++;
+        throw new TokenError('auth service answered 403', false);
+      },
+      { delaysMs: [100, 200], timeoutMs: 2000 },
+      clock,
+    ),
+    { message: 'auth service answered 403' },
+  );
   t.is(n, 1);
   let m = 0;
-  const ok = withRetries(async () => { if (++m < 2) throw new TokenError('503', true); return 'tok'; }, { delaysMs: [100, 200], timeoutMs: 2000 }, clock);
+  const ok = withRetries(
+    async () => {
+      if (++m < 2) throw new TokenError('503', true);
+      return 'tok';
+    },
+    { delaysMs: [100, 200], timeoutMs: 2000 },
+    clock,
+  );
   await clock.advance(100);
   t.is(await ok, 'tok');
   t.is(m, 2);
@@ -208,11 +263,15 @@ test('withRetries: a non-retryable failure is not retried; a success ends the lo
 test('withRetries: every attempt gets only the time left, and no pause runs past the deadline', async (t) => {
   const clock = new FakeClock();
   const given: number[] = [];
-  const p = withRetries(async (left) => {
-    given.push(left);
-    clock.t += 200; // each attempt takes 200 ms before failing
-    throw new TokenError('timeout', true);
-  }, { delaysMs: [100, 200], timeoutMs: 450 }, clock);
+  const p = withRetries(
+    async (left) => {
+      given.push(left);
+      clock.t += 200; // each attempt takes 200 ms before failing
+      throw new TokenError('timeout', true);
+    },
+    { delaysMs: [100, 200], timeoutMs: 450 },
+    clock,
+  );
   const done = t.throwsAsync(p, { message: 'timeout (after 2 tries)' });
   await clock.advance(1000);
   await done;

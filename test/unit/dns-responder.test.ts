@@ -32,11 +32,7 @@ function harness(overrides: Record<string, unknown> = {}, upstream: Upstream = {
     ],
     policies: {
       default: {
-        allow: [
-          { host: 'api.example.test' },
-          { host: '*.wild.example.test' },
-          { host: 'db.example.test', ports: [5432], protocol: 'tcp' },
-        ],
+        allow: [{ host: 'api.example.test' }, { host: '*.wild.example.test' }, { host: 'db.example.test', ports: [5432], protocol: 'tcp' }],
       },
       narrow: { allow: [{ host: 'only.example.test' }] },
     },
@@ -52,7 +48,8 @@ function harness(overrides: Record<string, unknown> = {}, upstream: Upstream = {
     async resolveWithTtl(host: string) {
       asked.push(host);
       const u = upstream[host] ?? { addrs: ['10.77.2.2'], ttl: 60 };
-      if ('code' in u) throw new SandgateError(`cannot resolve ${host} (${u.code})`, 'UPSTREAM_RESOLVE', { cause: Object.assign(new Error(u.code), { code: u.code }) });
+      if ('code' in u)
+        throw new SandgateError(`cannot resolve ${host} (${u.code})`, 'UPSTREAM_RESOLVE', { cause: Object.assign(new Error(u.code), { code: u.code }) });
       return u;
     },
   } as unknown as UpstreamResolver;
@@ -66,7 +63,11 @@ function harness(overrides: Record<string, unknown> = {}, upstream: Upstream = {
   });
   let id = 1;
   return {
-    responder, rt, lines, asked, clock,
+    responder,
+    rt,
+    lines,
+    asked,
+    clock,
     async ask(name, type = QTYPE.A, o = {}) {
       const msg = buildQuery(id++, name, type, o.edns ? { edns: { udpSize: 1232 } } : {});
       const reply = await responder.handle(msg, o.src ?? SBX, 40000, o.tcp ? 'tcp' : 'udp');
@@ -76,16 +77,30 @@ function harness(overrides: Record<string, unknown> = {}, upstream: Upstream = {
   };
 }
 
-test('an allowed name gets sandgate\'s A answer with a clamped TTL, and the answer is recorded for that sandbox', async (t) => {
+test("an allowed name gets sandgate's A answer with a clamped TTL, and the answer is recorded for that sandbox", async (t) => {
   const h = harness({}, { 'api.example.test': { addrs: ['10.77.2.2', '10.77.2.3'], ttl: 86400 } });
   const r = await h.ask('api.example.test');
   t.is(r.rcode, RCODE.NOERROR);
-  t.deepEqual(r.answers.map((a) => a.address), ['10.77.2.2', '10.77.2.3']);
+  t.deepEqual(
+    r.answers.map((a) => a.address),
+    ['10.77.2.2', '10.77.2.3'],
+  );
   t.true(r.answers.every((a) => a.ttl === MAX_ANSWER_TTL_S));
   t.true(h.rt.dnsAnswers.has('agent', 'api.example.test', '10.77.2.3'));
   t.false(h.rt.dnsAnswers.has('other', 'api.example.test', '10.77.2.3'), 'answers are per sandbox');
   const line = h.lines.find((l) => l.event === 'dns');
-  t.like(line, { event: 'dns', proto: 'dns', decision: 'allow', sandbox: 'agent', user: 'alice', src: `${SBX}:40000`, host: 'api.example.test', qtype: 'A', rcode: 'NOERROR', rule: 'policies.default.allow[0]' });
+  t.like(line, {
+    event: 'dns',
+    proto: 'dns',
+    decision: 'allow',
+    sandbox: 'agent',
+    user: 'alice',
+    src: `${SBX}:40000`,
+    host: 'api.example.test',
+    qtype: 'A',
+    rcode: 'NOERROR',
+    rule: 'policies.default.allow[0]',
+  });
   t.deepEqual(line?.answers, ['10.77.2.2', '10.77.2.3']);
   t.is(line?.ttl, MAX_ANSWER_TTL_S);
 });
@@ -121,9 +136,19 @@ test('AAAA, HTTPS, SVCB, TXT, MX, ANY, CNAME, PTR... for an allowed name: empty 
   t.deepEqual(h.asked, []);
 });
 
-test('wildcard semantics are the TLS matcher\'s: any depth below, never the apex, case-insensitive', async (t) => {
+test("wildcard semantics are the TLS matcher's: any depth below, never the apex, case-insensitive", async (t) => {
   const h = harness();
-  const names = ['x.wild.example.test', 'deep.x.wild.example.test', 'wild.example.test', 'xwild.example.test', 'X.Wild.Example.TEST', 'api.example.test', 'API.EXAMPLE.TEST', 'a.api.example.test', 'db.example.test'];
+  const names = [
+    'x.wild.example.test',
+    'deep.x.wild.example.test',
+    'wild.example.test',
+    'xwild.example.test',
+    'X.Wild.Example.TEST',
+    'api.example.test',
+    'API.EXAMPLE.TEST',
+    'a.api.example.test',
+    'db.example.test',
+  ];
   const rules = h.rt.sandboxes.byName('agent')!.policy.rules;
   for (const n of names) {
     const r = await h.ask(n);
@@ -142,11 +167,14 @@ test('each sandbox is answered from its own policy; an unknown source is REFUSED
 });
 
 test('upstream NXDOMAIN / NODATA / timeout map to NXDOMAIN / empty NOERROR / SERVFAIL', async (t) => {
-  const h = harness({}, {
-    'a.wild.example.test': { code: 'ENOTFOUND' },
-    'b.wild.example.test': { code: 'ENODATA' },
-    'c.wild.example.test': { code: 'ETIMEOUT' },
-  });
+  const h = harness(
+    {},
+    {
+      'a.wild.example.test': { code: 'ENOTFOUND' },
+      'b.wild.example.test': { code: 'ENODATA' },
+      'c.wild.example.test': { code: 'ETIMEOUT' },
+    },
+  );
   t.is((await h.ask('a.wild.example.test')).rcode, RCODE.NXDOMAIN);
   const b = await h.ask('b.wild.example.test');
   t.is(b.rcode, RCODE.NOERROR);
@@ -158,7 +186,10 @@ test('upstream NXDOMAIN / NODATA / timeout map to NXDOMAIN / empty NOERROR / SER
 test('IPv6 and guarded upstream addresses are not handed out', async (t) => {
   const h = harness({}, { 'api.example.test': { addrs: ['fd00::1', '169.254.169.254', '10.77.2.2'], ttl: 60 } });
   const r = await h.ask('api.example.test');
-  t.deepEqual(r.answers.map((a) => a.address), ['10.77.2.2']);
+  t.deepEqual(
+    r.answers.map((a) => a.address),
+    ['10.77.2.2'],
+  );
   const h2 = harness({}, { 'api.example.test': { addrs: ['127.0.0.1'], ttl: 60 } });
   const r2 = await h2.ask('api.example.test');
   t.is(r2.rcode, RCODE.NOERROR);
@@ -195,7 +226,10 @@ test('rate limit: over the bucket -> REFUSED; one audit line per burst with the 
   t.is(rcodes.filter((c) => c === RCODE.NXDOMAIN).length, 5);
   t.is(rcodes.filter((c) => c === RCODE.REFUSED).length, 25);
   h.responder.tick();
-  t.falsy(h.lines.find((l) => l.refused !== undefined), 'the burst is still open');
+  t.falsy(
+    h.lines.find((l) => l.refused !== undefined),
+    'the burst is still open',
+  );
   h.clock.t += 1500; // quiet for longer than 1 s: the burst closes
   h.responder.tick();
   const bursts = h.lines.filter((l) => l.refused !== undefined);
@@ -301,10 +335,15 @@ test('fuzz: random and mutated messages never throw; every reply parses and echo
 test('a retransmitted query (same source, same bytes) while the first is being answered is answered too, with no audit line of its own', async (t) => {
   const h = harness();
   let release!: () => void;
-  const held = new Promise<void>((r) => { release = r; });
+  const held = new Promise<void>((r) => {
+    release = r;
+  });
   const resolver = h.rt.upstream.resolver as unknown as { resolveWithTtl(host: string): Promise<{ addrs: string[]; ttl: number }> };
   const answer = resolver.resolveWithTtl.bind(resolver);
-  resolver.resolveWithTtl = async (host) => { await held; return answer(host); };
+  resolver.resolveWithTtl = async (host) => {
+    await held;
+    return answer(host);
+  };
   // A stub resolver retransmits the identical datagram (same id, same socket) on its timeout.
   const msg = buildQuery(77, 'api.example.test', QTYPE.A);
   const first = h.responder.handle(msg, SBX, 40000, 'udp');
@@ -317,10 +356,13 @@ test('a retransmitted query (same source, same bytes) while the first is being a
   for (const r of replies) {
     const p = parseResponse(r as Buffer);
     t.is(p.id, 77);
-    t.deepEqual(p.answers.map((a) => a.address), ["10.77.2.2"]);
+    t.deepEqual(
+      p.answers.map((a) => a.address),
+      ['10.77.2.2'],
+    );
   }
   t.is(h.lines.filter((l) => l.event === 'dns').length, 2, JSON.stringify(h.lines));
-  t.is(h.asked.length, 4, "each copy is answered (the real resolver asks upstream once for them)");
+  t.is(h.asked.length, 4, 'each copy is answered (the real resolver asks upstream once for them)');
   // Once answered, the same query again is a new query (the reply may have been lost): a new line.
   await h.responder.handle(Buffer.from(msg), SBX, 40000, 'udp');
   t.is(h.lines.filter((l) => l.event === 'dns').length, 3);

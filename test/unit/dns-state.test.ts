@@ -42,7 +42,12 @@ test('answer log: bounded names per sandbox (least recently answered dropped), a
   t.is(log.size('s'), 100);
   t.true(log.has('s', 'n999.wild.test', '10.0.0.1'));
   t.false(log.has('s', 'n0.wild.test', '10.0.0.1'));
-  log.record('s', 'many', Array.from({ length: 10 }, (_, i) => `10.0.1.${i}`), 60);
+  log.record(
+    's',
+    'many',
+    Array.from({ length: 10 }, (_, i) => `10.0.1.${i}`),
+    60,
+  );
   t.false(log.has('s', 'many', '10.0.1.0'));
   t.true(log.has('s', 'many', '10.0.1.9'));
   for (const s of ['a', 'b', 'c']) log.record(s, 'h', ['10.0.0.1'], 60);
@@ -70,7 +75,7 @@ test('token bucket: burst at once, then the rate', (t) => {
   t.false(b.take(spec, 0));
 });
 
-test('rate limiter: one report per burst, keyed, with the first query\'s description', (t) => {
+test("rate limiter: one report per burst, keyed, with the first query's description", (t) => {
   const rl = new KeyedRateLimiter<string>({ quietMs: 1000, maxBurstMs: 10_000 });
   const spec = { rate: 1, burst: 2 };
   let n = 0;
@@ -79,7 +84,13 @@ test('rate limiter: one report per burst, keyed, with the first query\'s descrip
   t.is(n, 2);
   t.deepEqual(rl.due(500), []);
   const due = rl.due(1000);
-  t.deepEqual(due.map((d) => [d.key, d.meta, d.refused, d.ongoing]), [['a', 'a2', 8, false], ['b', 'b2', 1, false]]);
+  t.deepEqual(
+    due.map((d) => [d.key, d.meta, d.refused, d.ongoing]),
+    [
+      ['a', 'a2', 8, false],
+      ['b', 'b2', 1, false],
+    ],
+  );
   t.deepEqual(rl.due(5000), []);
 });
 
@@ -90,7 +101,10 @@ test('rate limiter: keys are bounded', (t) => {
     rl.take(`k${i}`, { rate: 1, burst: 1 }, 0, () => i); // refused: opens a burst for the key
   }
   // Every key opened a burst; only the last 10 keys are still held.
-  t.deepEqual(rl.due(0, true).map((d) => d.meta), [990, 991, 992, 993, 994, 995, 996, 997, 998, 999]);
+  t.deepEqual(
+    rl.due(0, true).map((d) => d.meta),
+    [990, 991, 992, 993, 994, 995, 996, 997, 998, 999],
+  );
 });
 
 test('sampler: parent domains and the lumping of many domains', (t) => {

@@ -116,7 +116,10 @@ test('follows a backward pointer: OPT owner pointing at the question name termin
 
 test('buildQuery encodes the same bytes as the hand-made builder', (t) => {
   t.deepEqual(buildQuery(0x1234, 'a.example.test.', QTYPE.A), rawQuery('a.example.test', QTYPE.A));
-  t.deepEqual(buildQuery(7, 'x.test', QTYPE.AAAA, { rd: false, edns: { udpSize: 1400 } }), rawQuery('x.test', QTYPE.AAAA, { id: 7, flags: 0, ar: 1 }, opt(1400)));
+  t.deepEqual(
+    buildQuery(7, 'x.test', QTYPE.AAAA, { rd: false, edns: { udpSize: 1400 } }),
+    rawQuery('x.test', QTYPE.AAAA, { id: 7, flags: 0, ar: 1 }, opt(1400)),
+  );
   t.throws(() => buildQuery(1, 'bad name.test', QTYPE.A), { instanceOf: RangeError });
   t.throws(() => buildQuery(1, `${'a'.repeat(64)}.test`, QTYPE.A), { instanceOf: RangeError });
 });
@@ -178,14 +181,29 @@ const hostile: Case[] = [
   ['opcode 2 (STATUS)', rawQuery('a.test', QTYPE.A, { flags: (2 << 11) | 0x0100 }), RCODE.NOTIMP, 'opcode not implemented'],
   ['opcode 5 (UPDATE)', rawQuery('a.test', QTYPE.SOA, { flags: 5 << 11 }), RCODE.NOTIMP, 'opcode not implemented'],
   ['QR=1 (a response)', rawQuery('a.test', QTYPE.A, { flags: 0x8180 }), RCODE.FORMERR, 'not a query'],
-  ['ANCOUNT 1', rawQuery('a.test', QTYPE.A, { an: 1 }, [0xc0, 12, ...u16(1), ...u16(1), ...u32(60), ...u16(4), 1, 2, 3, 4]), RCODE.FORMERR, 'answer or authority records'],
+  [
+    'ANCOUNT 1',
+    rawQuery('a.test', QTYPE.A, { an: 1 }, [0xc0, 12, ...u16(1), ...u16(1), ...u32(60), ...u16(4), 1, 2, 3, 4]),
+    RCODE.FORMERR,
+    'answer or authority records',
+  ],
   ['OPT in authority', rawQuery('a.test', QTYPE.A, { ns: 1 }, opt()), RCODE.FORMERR, 'answer or authority records'],
   ['OPT with ARCOUNT 0', rawQuery('a.test', QTYPE.A, { ar: 0 }, opt()), RCODE.FORMERR, 'trailing bytes'],
   ['two OPT RRs', rawQuery('a.test', QTYPE.A, { ar: 2 }, [...opt(), ...opt()]), RCODE.FORMERR, 'additional records'],
-  ['A record in additional', rawQuery('a.test', QTYPE.A, { ar: 1 }, [0, ...u16(QTYPE.A), ...u16(1), ...u32(0), ...u16(4), 1, 2, 3, 4]), RCODE.FORMERR, 'additional record is not OPT'],
+  [
+    'A record in additional',
+    rawQuery('a.test', QTYPE.A, { ar: 1 }, [0, ...u16(QTYPE.A), ...u16(1), ...u32(0), ...u16(4), 1, 2, 3, 4]),
+    RCODE.FORMERR,
+    'additional record is not OPT',
+  ],
   ['OPT with a non-root owner', rawQuery('a.test', QTYPE.A, { ar: 1 }, opt(1232, 0, [], nameBytes('x'))), RCODE.FORMERR, 'additional record is not OPT'],
   ['OPT cut short', rawQuery('a.test', QTYPE.A, { ar: 1 }, opt().slice(0, 7)), RCODE.FORMERR, 'truncated additional record'],
-  ['OPT rdata longer than the message', rawQuery('a.test', QTYPE.A, { ar: 1 }, [...opt().slice(0, 9), ...u16(20), 1, 2]), RCODE.FORMERR, 'truncated additional record'],
+  [
+    'OPT rdata longer than the message',
+    rawQuery('a.test', QTYPE.A, { ar: 1 }, [...opt().slice(0, 9), ...u16(20), 1, 2]),
+    RCODE.FORMERR,
+    'truncated additional record',
+  ],
   ['OPT option overrunning rdata', rawQuery('a.test', QTYPE.A, { ar: 1 }, opt(1232, 0, [...u16(10), ...u16(9), 1, 2, 3, 4])), RCODE.FORMERR, 'bad EDNS option'],
   ['OPT option header cut', rawQuery('a.test', QTYPE.A, { ar: 1 }, opt(1232, 0, [0, 10, 0])), RCODE.FORMERR, 'bad EDNS option'],
   ['trailing garbage', rawQuery('a.test', QTYPE.A, {}, [0]), RCODE.FORMERR, 'trailing bytes'],
@@ -337,13 +355,19 @@ test('buildError echoes id, opcode, RD and a readable question', (t) => {
   t.truthy(res);
   const d = parseResponse(res as Buffer);
   t.like(d, { id: 0x0102, qr: true, opcode: 2, rd: true, rcode: RCODE.NOTIMP, answers: [] });
-  t.deepEqual(d.questions.map((q) => q.name), ['a.test']);
+  t.deepEqual(
+    d.questions.map((q) => q.name),
+    ['a.test'],
+  );
 });
 
 test('buildError: question echoed for trailing garbage, header only when unreadable', (t) => {
   const trailing = rawQuery('Mixed.Test', QTYPE.A, { id: 9 }, [1, 2, 3]);
   const d = parseResponse(buildError(trailing, RCODE.FORMERR) as Buffer);
-  t.deepEqual(d.questions.map((q) => q.nameAsSent), ['Mixed.Test']);
+  t.deepEqual(
+    d.questions.map((q) => q.nameAsSent),
+    ['Mixed.Test'],
+  );
   t.is(d.rcode, RCODE.FORMERR);
 
   const loop = Buffer.from([...header({ id: 7 }), 0xc0, 12, ...u16(1), ...u16(1)]);
@@ -485,13 +509,27 @@ test('fuzz: 5,000 mutations of valid queries never throw', (t) => {
     for (let k = 1 + pick(4); k > 0; k--) {
       const at = pick(m.length + 1);
       switch (pick(7)) {
-        case 0: m[at] = pick(256); break; // overwrite a byte
-        case 1: m[at] = (m[at] ?? 0) ^ (1 << pick(8)); break; // flip a bit
-        case 2: m.splice(at, 0, pick(256)); break; // insert
-        case 3: m.splice(at, 1); break; // delete
-        case 4: m = m.slice(0, at); break; // truncate
-        case 5: m.splice(at, 0, 0xc0 | pick(4), pick(64)); break; // plant a pointer
-        default: m[at] = m[at] === undefined ? 0 : pick(64); break; // plausible label length
+        case 0:
+          m[at] = pick(256);
+          break; // overwrite a byte
+        case 1:
+          m[at] = (m[at] ?? 0) ^ (1 << pick(8));
+          break; // flip a bit
+        case 2:
+          m.splice(at, 0, pick(256));
+          break; // insert
+        case 3:
+          m.splice(at, 1);
+          break; // delete
+        case 4:
+          m = m.slice(0, at);
+          break; // truncate
+        case 5:
+          m.splice(at, 0, 0xc0 | pick(4), pick(64));
+          break; // plant a pointer
+        default:
+          m[at] = m[at] === undefined ? 0 : pick(64);
+          break; // plausible label length
       }
     }
     checkResult(t, Buffer.from(m), parseQuery(Buffer.from(m)), stats);

@@ -21,16 +21,25 @@ class Tokens implements TokenSource {
   fail: TokenError | undefined;
   later = false;
 
-  token(i: number): string { return `tok-${i}-0123456789abcdef`; }
+  token(i: number): string {
+    return `tok-${i}-0123456789abcdef`;
+  }
 
   acquire(req: TokenRequest): Credential | Promise<Credential> {
     this.asked.push(req);
-    if (this.fail !== undefined) return this.later ? Promise.reject(this.fail) : (() => { throw this.fail; })();
+    if (this.fail !== undefined)
+      return this.later
+        ? Promise.reject(this.fail)
+        : (() => {
+            throw this.fail;
+          })();
     const c = compileCredential('k', { secret: { env: 'X' }, header: 'Authorization', format: 'Bearer {secret}' }, this.token(++this.n));
     return this.later ? Promise.resolve(c) : c;
   }
 
-  reject(_req: TokenRequest, used: Credential): void { this.rejected.push(used.secret); }
+  reject(_req: TokenRequest, used: Credential): void {
+    this.rejected.push(used.secret);
+  }
 
   stats(): ReturnType<TokenSource['stats']> {
     return { entries: 0, hits: 0, misses: 0, coalesced: 0, fetches: 0, refreshes: 0, failures: 0, invalidations: 0, evictions: 0 };
@@ -132,7 +141,10 @@ test('no token to be had: 503 with Retry-After, the connection closes, no upstre
     const p = w.play({ sni: TOKEN });
     p.send(req('GET', '/down', TOKEN));
     await settle();
-    t.is(p.take(), own(503, 'Service Unavailable', { error: 'credential unavailable', reason: 'the credential service is unavailable' }, true, 'Retry-After: 1\r\n'));
+    t.is(
+      p.take(),
+      own(503, 'Service Unavailable', { error: 'credential unavailable', reason: 'the credential service is unavailable' }, true, 'Retry-After: 1\r\n'),
+    );
     t.true(p.closedGracefully);
     t.is(p.dials.length, 0);
     t.like(w.http()[0], { status: 503, credential: 'k', bytesOut: 0, reason: 'credential k unavailable: auth service unreachable (ECONNREFUSED)' });
@@ -282,7 +294,9 @@ test('an upstream answering again while a decoded body is still being decoded: t
 
 /** Tokens with upper-case letters, as most API keys have. */
 class MixedCaseTokens extends Tokens {
-  override token(i: number): string { return `Tok-${i}-AbCdEf0123456789XyZ`; }
+  override token(i: number): string {
+    return `Tok-${i}-AbCdEf0123456789XyZ`;
+  }
 }
 
 // The refusal reasons quote the upstream's codings lower-cased (addCodings,
@@ -318,7 +332,7 @@ test('an upstream closing right after a complete encoded response, before its de
     d?.sink.decodedEnd();
     await settle();
     t.is(p.take(), 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nplain\r\n0\r\n\r\n', framing);
-    t.false(p.destroyed, 'the sandbox\'s connection is not dropped');
+    t.false(p.destroyed, "the sandbox's connection is not dropped");
     t.is(w.http()[0]?.error, undefined);
     t.false(u.released);
   }

@@ -35,7 +35,14 @@ test('pipelining: three requests in one read go upstream one at a time, in order
   t.is(p.take(), ok('two') + ok('three'));
   await settle();
   t.true(p.isReading, 'all answered: reading again');
-  t.deepEqual(w.http().map((l) => [l.path, l.status, l.credential, l.decision]), [['/a', 200, 'k', 'allow'], ['/b', 200, 'k', 'allow'], ['/c', 200, 'k', 'allow']]);
+  t.deepEqual(
+    w.http().map((l) => [l.path, l.status, l.credential, l.decision]),
+    [
+      ['/a', 200, 'k', 'allow'],
+      ['/b', 200, 'k', 'allow'],
+      ['/c', 200, 'k', 'allow'],
+    ],
+  );
 });
 
 test('a chunked request body is re-framed by sandgate: extensions, leading zeros and upper-case sizes gone, trailers dropped, nothing leaks into the next request', async (t) => {
@@ -171,7 +178,11 @@ test('HEAD with Content-Length, 204 and 304 with Content-Length: no body bytes r
   await settle();
   p.ready(u);
   u.answer(ok('last'));
-  t.is(p.take(), 'HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n' + ok('last'));
+  t.is(
+    p.take(),
+    'HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n' +
+      ok('last'),
+  );
   t.false(u.destroyed);
 });
 
@@ -193,12 +204,17 @@ test('an upstream that closes mid-body: the sandbox gets the truncated bytes and
     const p = w.play({ sni: API });
     p.send(req('GET', '/t', API));
     const u = p.ready();
-    u.answer(framing === 'length' ? 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart' : 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n');
+    u.answer(
+      framing === 'length' ? 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart' : 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n',
+    );
     u.reader.end();
     await settle();
     t.true(p.destroyed, `${framing}: dropped, never ended cleanly`);
     t.true(p.take().endsWith('part' + (framing === 'chunked' ? '\r\n' : '')));
-    t.like(w.http()[0], { status: 200, error: framing === 'length' ? 'upstream closed before the response was complete' : 'response stream: HPE_INVALID_EOF_STATE' });
+    t.like(w.http()[0], {
+      status: 200,
+      error: framing === 'length' ? 'upstream closed before the response was complete' : 'response stream: HPE_INVALID_EOF_STATE',
+    });
   }
 });
 
@@ -222,7 +238,7 @@ test('malformed upstream responses (garbage status line, CL+TE, two Content-Leng
   }
 });
 
-test('an upstream that answers twice: the unasked answer closes that connection and is never relayed as the next request\'s', async (t) => {
+test("an upstream that answers twice: the unasked answer closes that connection and is never relayed as the next request's", async (t) => {
   const w = playWorld();
   const p = w.play({ sni: API });
   p.send(req('GET', '/d1', API) + req('GET', '/d2', API));
@@ -267,7 +283,10 @@ test('stale pooled connection: reset (RST) or closed (FIN) on reuse before any a
     p.send(req('GET', '/s', API));
     const stale = new UpRecorder(99);
     p.ready(stale);
-    if (how === 'rst') { stale.reader.error(Object.assign(new Error('reset'), { code: 'ECONNRESET' })); stale.reader.closed(); } else stale.reader.end();
+    if (how === 'rst') {
+      stale.reader.error(Object.assign(new Error('reset'), { code: 'ECONNRESET' }));
+      stale.reader.closed();
+    } else stale.reader.end();
     await settle();
     t.is(p.dials.length, 2, `${how}: retried`);
     const fresh = p.ready();
@@ -376,7 +395,7 @@ test('oversized request head: 431', (t) => {
   t.is(p.take(), own(431, 'Request Header Fields Too Large', { error: 'request header fields too large' }, true));
 });
 
-test('backpressure: an upstream that stops accepting holds the sandbox\'s reads until it drains', (t) => {
+test("backpressure: an upstream that stops accepting holds the sandbox's reads until it drains", (t) => {
   const w = playWorld();
   const p = w.play({ sni: API });
   p.send(req('POST', '/bp', API, ['Content-Length: 6'], 'ab'));

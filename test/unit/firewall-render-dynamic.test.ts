@@ -16,9 +16,14 @@ test('no dynamic part: no sets, no set rules (static-only configs render as befo
   t.false(text.includes('dyn_'));
 });
 
-test('the dynamic part: four interval sets, and set rules before the config\'s in every chain', (t) => {
+test("the dynamic part: four interval sets, and set rules before the config's in every chain", (t) => {
   const text = renderRuleset(plan(STATIC, []));
-  for (const [set, type] of [['dyn_pair', 'ifname . ipv4_addr'], ['dyn_pair_iface', 'ifname'], ['dyn_iface', 'ifname'], ['dyn_addr4', 'ipv4_addr']]) {
+  for (const [set, type] of [
+    ['dyn_pair', 'ifname . ipv4_addr'],
+    ['dyn_pair_iface', 'ifname'],
+    ['dyn_iface', 'ifname'],
+    ['dyn_addr4', 'ipv4_addr'],
+  ]) {
     t.true(text.includes(`\tset ${set} {\n\t\ttype ${type}\n\t\tflags interval\n\t}`), set);
   }
   t.deepEqual(chainLines(text, 'pre_mangle'), [
@@ -77,7 +82,11 @@ test('registered sandboxes meet the DNS rate limit: each of their IPv4 rules in 
 });
 
 test('registered sandboxes are elements, never rules: the rules are the same for 0, 1 and 1000', (t) => {
-  const rules = (text: string): string => text.split('\n').filter((l) => !l.includes('elements = ')).join('\n');
+  const rules = (text: string): string =>
+    text
+      .split('\n')
+      .filter((l) => !l.includes('elements = '))
+      .join('\n');
   const none = renderRuleset(plan(STATIC, []));
   t.is(rules(renderRuleset(plan(STATIC, MANY(1)))), none);
   const big = renderRuleset(plan(STATIC, MANY(1000)));
@@ -86,29 +95,40 @@ test('registered sandboxes are elements, never rules: the rules are the same for
 });
 
 test('dynamicElements: pairs also name their interface (once), each kind in its own set', (t) => {
-  t.deepEqual(dynamicElements([
-    { name: 'a', interface: 'tap0', cidr: '10.9.1.0/24' },
-    { name: 'b', interface: 'tap0', cidr: '10.9.2.0/24' },
-    { name: 'c', interface: 'vm-*' },
-    { name: 'd', cidr: '10.9.9.9/32' },
-  ]), {
-    dyn_pair: ['"tap0" . 10.9.1.0/24', '"tap0" . 10.9.2.0/24'],
-    dyn_pair_iface: ['"tap0"'],
-    dyn_iface: ['"vm-*"'],
-    dyn_addr4: ['10.9.9.9/32'],
-  });
+  t.deepEqual(
+    dynamicElements([
+      { name: 'a', interface: 'tap0', cidr: '10.9.1.0/24' },
+      { name: 'b', interface: 'tap0', cidr: '10.9.2.0/24' },
+      { name: 'c', interface: 'vm-*' },
+      { name: 'd', cidr: '10.9.9.9/32' },
+    ]),
+    {
+      dyn_pair: ['"tap0" . 10.9.1.0/24', '"tap0" . 10.9.2.0/24'],
+      dyn_pair_iface: ['"tap0"'],
+      dyn_iface: ['"vm-*"'],
+      dyn_addr4: ['10.9.9.9/32'],
+    },
+  );
 });
 
 test('renderSetChanges: one transaction of deletes then adds; a shared pair interface stays while used', (t) => {
   const a = { name: 'a', interface: 'tap0', cidr: '10.9.1.0/24' };
   const b = { name: 'b', interface: 'tap0', cidr: '10.9.2.0/24' };
-  t.is(renderSetChanges('sandgate', [], [a]), 'add element inet sandgate dyn_pair { "tap0" . 10.9.1.0/24 }\nadd element inet sandgate dyn_pair_iface { "tap0" }\n');
+  t.is(
+    renderSetChanges('sandgate', [], [a]),
+    'add element inet sandgate dyn_pair { "tap0" . 10.9.1.0/24 }\nadd element inet sandgate dyn_pair_iface { "tap0" }\n',
+  );
   t.is(renderSetChanges('sandgate', [a], [a, b]), 'add element inet sandgate dyn_pair { "tap0" . 10.9.2.0/24 }\n');
   t.is(renderSetChanges('sandgate', [a, b], [b]), 'delete element inet sandgate dyn_pair { "tap0" . 10.9.1.0/24 }\n');
-  t.is(renderSetChanges('sandgate', [b], []), 'delete element inet sandgate dyn_pair { "tap0" . 10.9.2.0/24 }\ndelete element inet sandgate dyn_pair_iface { "tap0" }\n');
+  t.is(
+    renderSetChanges('sandgate', [b], []),
+    'delete element inet sandgate dyn_pair { "tap0" . 10.9.2.0/24 }\ndelete element inet sandgate dyn_pair_iface { "tap0" }\n',
+  );
   // An update that moves a sandbox: its old elements go, the new ones come, in one script.
-  t.is(renderSetChanges('sandgate', [{ name: 'x', cidr: '10.9.9.9/32' }], [{ name: 'x', interface: 'sbx-x' }]),
-    'delete element inet sandgate dyn_addr4 { 10.9.9.9/32 }\nadd element inet sandgate dyn_iface { "sbx-x" }\n');
+  t.is(
+    renderSetChanges('sandgate', [{ name: 'x', cidr: '10.9.9.9/32' }], [{ name: 'x', interface: 'sbx-x' }]),
+    'delete element inet sandgate dyn_addr4 { 10.9.9.9/32 }\nadd element inet sandgate dyn_iface { "sbx-x" }\n',
+  );
   t.is(renderSetChanges('sandgate', [a], [a]), '', 'no change, no script');
 });
 
@@ -120,14 +140,19 @@ test('renderSetChanges checks what it splices in', (t) => {
   t.throws(() => renderRuleset(plan(STATIC, [{ name: 'agent', cidr: '10.9.0.0/24' }])), { instanceOf: FirewallError, message: /appears twice/ });
 });
 
-test('the iptables backend: the same places as nft\'s set rules, as `-m set --match-set`, before the config\'s rules', (t) => {
+test("the iptables backend: the same places as nft's set rules, as `-m set --match-set`, before the config's rules", (t) => {
   const spec = iptablesSpec(plan(STATIC, MANY(3)));
   const rules = (family: 'v4' | 'v6', chain: string): readonly string[] => {
     for (const tb of spec[family]) for (const c of tb.chains) if (c.name === chain) return c.rules;
     throw new Error(`no chain ${chain}`);
   };
-  const R = (set: string, dirs: string, note: string, tail: string): string => `-m set --match-set SANDGATE-${set} ${dirs} -m comment --comment "registered sandboxes: ${note}" ${tail}`;
-  const per = (tail: string): string[] => [R('PAIR4', 'src,src', 'interface and cidr', tail), R('IF4', 'src,src', 'interface', tail), R('ADDR4', 'src', 'cidr', tail)];
+  const R = (set: string, dirs: string, note: string, tail: string): string =>
+    `-m set --match-set SANDGATE-${set} ${dirs} -m comment --comment "registered sandboxes: ${note}" ${tail}`;
+  const per = (tail: string): string[] => [
+    R('PAIR4', 'src,src', 'interface and cidr', tail),
+    R('IF4', 'src,src', 'interface', tail),
+    R('ADDR4', 'src', 'cidr', tail),
+  ];
   t.deepEqual(rules('v4', 'SANDGATE-PRE'), [
     ...per('-g SANDGATE-SBX'),
     '-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" -g SANDGATE-SBX',
@@ -137,8 +162,10 @@ test('the iptables backend: the same places as nft\'s set rules, as `-m set --ma
   const udp = '-p udp -m udp --dport 53 -j REDIRECT --to-ports 15053';
   const tcp = '-p tcp -m tcp --dport 53 -j REDIRECT --to-ports 15053';
   t.deepEqual(rules('v4', 'SANDGATE-NAT'), [
-    ...per(udp), `-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" ${udp}`,
-    ...per(tcp), `-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" ${tcp}`,
+    ...per(udp),
+    `-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" ${udp}`,
+    ...per(tcp),
+    `-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" ${tcp}`,
   ]);
   t.deepEqual(rules('v4', 'SANDGATE-IN'), [...per('-g SANDGATE-SBXIN'), '-i sbx-sbx -s 10.77.1.0/24 -m comment --comment "sandbox agent" -g SANDGATE-SBXIN']);
   const replies = '-m connmark ! --mark 0x5348 -j DROP';
@@ -157,20 +184,26 @@ test('the iptables backend: the same places as nft\'s set rules, as `-m set --ma
     '-i sbx-sbx -m comment --comment "sandbox agent" -g SANDGATE-SBX',
   ]);
   const nd = (type: number): string => `-p ipv6-icmp -m icmp6 --icmpv6-type ${type} -m hl --hl-eq 255 -j RETURN`;
-  t.deepEqual(rules('v6', 'SANDGATE-IN').filter((r) => r.includes('registered')), [
-    R('IF6', 'src,src', 'neighbour discovery with the host', nd(135)),
-    R('PAIRIF6', 'src,src', 'neighbour discovery with the host', nd(135)),
-    R('IF6', 'src,src', 'neighbour discovery with the host', nd(136)),
-    R('PAIRIF6', 'src,src', 'neighbour discovery with the host', nd(136)),
-    R('IF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
-    R('PAIRIF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
-  ]);
-  t.deepEqual(rules('v6', 'SANDGATE-FWD').filter((r) => r.includes('registered')), [
-    R('IF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
-    R('PAIRIF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
-    R('IF6', 'dst,dst', 'IPv6 is never carried', '-j DROP'),
-    R('PAIRIF6', 'dst,dst', 'IPv6 is never carried', '-j DROP'),
-  ]);
+  t.deepEqual(
+    rules('v6', 'SANDGATE-IN').filter((r) => r.includes('registered')),
+    [
+      R('IF6', 'src,src', 'neighbour discovery with the host', nd(135)),
+      R('PAIRIF6', 'src,src', 'neighbour discovery with the host', nd(135)),
+      R('IF6', 'src,src', 'neighbour discovery with the host', nd(136)),
+      R('PAIRIF6', 'src,src', 'neighbour discovery with the host', nd(136)),
+      R('IF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+      R('PAIRIF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+    ],
+  );
+  t.deepEqual(
+    rules('v6', 'SANDGATE-FWD').filter((r) => r.includes('registered')),
+    [
+      R('IF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+      R('PAIRIF6', 'src,src', 'IPv6 is never carried', '-j DROP'),
+      R('IF6', 'dst,dst', 'IPv6 is never carried', '-j DROP'),
+      R('PAIRIF6', 'dst,dst', 'IPv6 is never carried', '-j DROP'),
+    ],
+  );
   // The shared chains (DNS rate limit, TPROXY, the packet path) are the config sandboxes' own.
   t.true(rules('v4', 'SANDGATE-SBX').some((r) => r.includes('--dport 53 -m hashlimit')));
 });

@@ -24,7 +24,12 @@ function rules(spec: IptSpec, family: 'v4' | 'v6', chain: string): readonly stri
 }
 
 test('mangle: per-sandbox goto, then rpfilter, DNS over its rate dropped, DNS returns, TPROXY, accepted flows, rate limit, NFQUEUE without bypass', (t) => {
-  const spec = iptablesSpec(plan([{ name: 'agent', interface: 'sbx-*', cidr: '10.77.1.0/24' }, { name: 'net', cidr: '10.77.5.0/24' }]));
+  const spec = iptablesSpec(
+    plan([
+      { name: 'agent', interface: 'sbx-*', cidr: '10.77.1.0/24' },
+      { name: 'net', cidr: '10.77.5.0/24' },
+    ]),
+  );
   t.deepEqual(rules(spec, 'v4', 'SANDGATE-PRE'), [
     '-i sbx-+ -s 10.77.1.0/24 -m comment --comment "sandbox agent" -g SANDGATE-SBX',
     '-s 10.77.5.0/24 -m comment --comment "sandbox net" -g SANDGATE-SBX',
@@ -33,7 +38,8 @@ test('mangle: per-sandbox goto, then rpfilter, DNS over its rate dropped, DNS re
   const sbx = rules(spec, 'v4', 'SANDGATE-SBX');
   t.is(sbx[0], '-m rpfilter --invert -j DROP');
   // DNS: one hashlimit table (the same name) for UDP and TCP, per source address, before the returns.
-  const dnsLimit = /^-p (tcp|udp) -m \1 --dport 53 -m hashlimit --hashlimit-above 1000\/sec --hashlimit-burst 2000 --hashlimit-mode srcip --hashlimit-name (sg-[0-9a-z]+-d) --hashlimit-htable-expire 60000 -j DROP$/;
+  const dnsLimit =
+    /^-p (tcp|udp) -m \1 --dport 53 -m hashlimit --hashlimit-above 1000\/sec --hashlimit-burst 2000 --hashlimit-mode srcip --hashlimit-name (sg-[0-9a-z]+-d) --hashlimit-htable-expire 60000 -j DROP$/;
   t.is(dnsLimit.exec(sbx[1] ?? '')?.[1], 'tcp');
   t.is(dnsLimit.exec(sbx[2] ?? '')?.[1], 'udp');
   t.is(dnsLimit.exec(sbx[1] ?? '')?.[2], dnsLimit.exec(sbx[2] ?? '')?.[2]);
@@ -56,7 +62,10 @@ test('DNS rate: from the plan, and a new hashlimit name when it changes (a table
   t.not(/hashlimit-name (\S+)/.exec(a)?.[1], /hashlimit-name (\S+)/.exec(b)?.[1]);
   // Never the packet path's table, even at the same rate.
   const same = plan([], { dnsRate: { pps: 100, burst: 200 } });
-  t.not(/hashlimit-name (\S+)/.exec(dnsRule(same))?.[1]?.replace(/-d$/, ''), /hashlimit-name (\S+)/.exec(rules(iptablesSpec(same), 'v4', 'SANDGATE-SBX')[7] ?? '')?.[1]?.replace(/-4$/, ''));
+  t.not(
+    /hashlimit-name (\S+)/.exec(dnsRule(same))?.[1]?.replace(/-d$/, ''),
+    /hashlimit-name (\S+)/.exec(rules(iptablesSpec(same), 'v4', 'SANDGATE-SBX')[7] ?? '')?.[1]?.replace(/-4$/, ''),
+  );
   t.throws(() => iptablesSpec(plan([], { dnsRate: { pps: 0, burst: 1 } })), { instanceOf: FirewallError, message: /dnsRate.pps/ });
 });
 
@@ -89,7 +98,12 @@ test('nat, filter: DNS redirect, masquerade of accepted flows, input and forward
 });
 
 test('IPv6: neighbour discovery returns, RD/MLD drop, the rest queued then dropped; cidr-only sandboxes have no IPv6 rules', (t) => {
-  const spec = iptablesSpec(plan([{ name: 'agent', interface: 'sbx-*' }, { name: 'net', cidr: '10.77.5.0/24' }]));
+  const spec = iptablesSpec(
+    plan([
+      { name: 'agent', interface: 'sbx-*' },
+      { name: 'net', cidr: '10.77.5.0/24' },
+    ]),
+  );
   t.deepEqual(rules(spec, 'v6', 'SANDGATE-PRE'), ['-i sbx-+ -m comment --comment "sandbox agent" -g SANDGATE-SBX']);
   const sbx = rules(spec, 'v6', 'SANDGATE-SBX');
   t.deepEqual(sbx.slice(0, 2), [
@@ -107,8 +121,13 @@ test('IPv6: neighbour discovery returns, RD/MLD drop, the rest queued then dropp
 
 test('restore up: chains declared, rules, jumps only where missing; down: jumps, flushes, deletes', (t) => {
   const spec = queueCompanionSpec(plan([]));
-  t.is(renderRestoreUp(spec.v4, EMPTY_STATE), '*mangle\n:SANDGATE-Q - [0:0]\n-A SANDGATE-Q -m mark --mark 0x5349 -j NFQUEUE --queue-num 5347\n-I PREROUTING 1 -j SANDGATE-Q\nCOMMIT\n');
-  const state = parseIptablesSave('# Generated\n*mangle\n:PREROUTING ACCEPT [0:0]\n:SANDGATE-Q - [0:0]\n-A PREROUTING -p udp -j MARK --set-mark 7\n-A PREROUTING -j SANDGATE-Q\n-A PREROUTING -j SANDGATE-Q\n-A SANDGATE-Q -m mark --mark 0x5349 -j NFQUEUE --queue-num 5347\nCOMMIT\n');
+  t.is(
+    renderRestoreUp(spec.v4, EMPTY_STATE),
+    '*mangle\n:SANDGATE-Q - [0:0]\n-A SANDGATE-Q -m mark --mark 0x5349 -j NFQUEUE --queue-num 5347\n-I PREROUTING 1 -j SANDGATE-Q\nCOMMIT\n',
+  );
+  const state = parseIptablesSave(
+    '# Generated\n*mangle\n:PREROUTING ACCEPT [0:0]\n:SANDGATE-Q - [0:0]\n-A PREROUTING -p udp -j MARK --set-mark 7\n-A PREROUTING -j SANDGATE-Q\n-A PREROUTING -j SANDGATE-Q\n-A SANDGATE-Q -m mark --mark 0x5349 -j NFQUEUE --queue-num 5347\nCOMMIT\n',
+  );
   t.true(state.chains.has('mangle/SANDGATE-Q'));
   t.is(state.jumps.get('mangle/PREROUTING/SANDGATE-Q'), 2);
   t.false(renderRestoreUp(spec.v4, state).includes('-I PREROUTING'), 'present: not inserted again');

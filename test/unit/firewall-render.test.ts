@@ -20,10 +20,7 @@ test('one interface sandbox: every hook matches it by iifname', (t) => {
     'type nat hook prerouting priority dstnat; policy accept;',
     'iifname "sbx-*" meta l4proto { tcp, udp } th dport 53 redirect to :15053 comment "sandbox agent"',
   ]);
-  t.deepEqual(chainLines(text, 'input'), [
-    'type filter hook input priority filter; policy accept;',
-    'iifname "sbx-*" jump sandbox_in comment "sandbox agent"',
-  ]);
+  t.deepEqual(chainLines(text, 'input'), ['type filter hook input priority filter; policy accept;', 'iifname "sbx-*" jump sandbox_in comment "sandbox agent"']);
   t.deepEqual(chainLines(text, 'forward'), [
     'type filter hook forward priority filter; policy accept;',
     'iifname "sbx-*" goto sandbox_fwd comment "sandbox agent"',

@@ -14,9 +14,9 @@ test('plain HTTP to a plainHttp rule goes upstream as TLS: port 80 -> 443, any o
 
 /* admit(): the per-request verdict, with a minimal connection and request. */
 
-
 function world(mode: 'enforce' | 'report'): { info: (sni?: string, port?: number) => ConnInfo } {
-  const config = parseConfig(`
+  const config = parseConfig(
+    `
 sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
 policies:
   p:
@@ -27,7 +27,9 @@ policies:
       - { host: open.example.test, ports: [80] }
 credentials:
   llm: { secret: { env: SG_K } }
-`, 'c.yaml');
+`,
+    'c.yaml',
+  );
   const policies = compilePolicies(config);
   const credentials = loadCredentials(config, { env: { SG_K: 'sk-real-secret' }, readFile: () => '' });
   const rt = { config, policies, credentials } as unknown as Runtime;
@@ -43,20 +45,37 @@ const req = (method: string, url: string, host: string | string[]): http.Incomin
 test('admit: inside intercepted TLS, Host must be the SNI; methods and paths are checked', (t) => {
   const { info } = world('enforce');
   const ok = admit(req('GET', '/v1/models?x=1', 'API.example.test:443'), info('api.example.test'));
-  t.like(ok, { ok: true, decision: 'allow', host: 'api.example.test', upstream: { tls: true, host: 'api.example.test', port: 443, hostHeader: 'API.example.test:443' } });
+  t.like(ok, {
+    ok: true,
+    decision: 'allow',
+    host: 'api.example.test',
+    upstream: { tls: true, host: 'api.example.test', port: 443, hostHeader: 'API.example.test:443' },
+  });
   t.is(ok.ok && ok.credential?.id, 'llm');
   t.like(ok.base, { event: 'http', proto: 'tls', method: 'GET', path: '/v1/models', sandbox: 's' });
-  t.like(admit(req('GET', '/v1/x', 'open.example.test'), info('api.example.test')), { ok: false, status: 403, reason: 'Host open.example.test does not match the TLS server name api.example.test (domain fronting)' });
+  t.like(admit(req('GET', '/v1/x', 'open.example.test'), info('api.example.test')), {
+    ok: false,
+    status: 403,
+    reason: 'Host open.example.test does not match the TLS server name api.example.test (domain fronting)',
+  });
   t.like(admit(req('POST', '/v1/x', 'api.example.test'), info('api.example.test')), { ok: false, status: 403 });
   t.like(admit(req('GET', '/admin', 'api.example.test'), info('api.example.test')), { ok: false, status: 403 });
   t.like(admit(req('GET', '/v1/../admin', 'api.example.test'), info('api.example.test')), { ok: false, status: 400 });
-  t.like(admit(req('GET', '/v1/x', ['api.example.test', 'api.example.test']), info('api.example.test')), { ok: false, status: 400, reason: 'more than one Host header' });
+  t.like(admit(req('GET', '/v1/x', ['api.example.test', 'api.example.test']), info('api.example.test')), {
+    ok: false,
+    status: 400,
+    reason: 'more than one Host header',
+  });
   t.like(admit(req('GET', 'http://api.example.test/v1/x', 'api.example.test'), info('api.example.test')), { ok: false, status: 400 });
 });
 
 test('admit: report mode lets method/path denials through as would-deny, but never domain fronting', (t) => {
   const { info } = world('report');
-  t.like(admit(req('DELETE', '/admin', 'api.example.test'), info('api.example.test')), { ok: true, decision: 'would-deny', reason: 'method DELETE is not allowed here (allowed: GET)' });
+  t.like(admit(req('DELETE', '/admin', 'api.example.test'), info('api.example.test')), {
+    ok: true,
+    decision: 'would-deny',
+    reason: 'method DELETE is not allowed here (allowed: GET)',
+  });
   t.like(admit(req('GET', '/v1/x', 'open.example.test'), info('api.example.test')), { ok: false, status: 403 });
   t.like(admit(req('GET', '/v1/../x', 'api.example.test'), info('api.example.test')), { ok: false, status: 400 }, 'ambiguous paths stay refused');
 });
@@ -64,8 +83,14 @@ test('admit: report mode lets method/path denials through as would-deny, but nev
 test('admit: plain HTTP to an intercepted host only with plainHttp, then TLS upstream (80 -> 443, others unchanged)', (t) => {
   const { info } = world('enforce');
   t.like(admit(req('GET', '/x', 'api.example.test'), info(undefined, 443)), { ok: false, status: 403, reason: 'host api.example.test requires TLS' });
-  t.like(admit(req('GET', '/x', 'plain.example.test'), info(undefined, 80)), { ok: true, upstream: { tls: true, port: 443, hostHeader: 'plain.example.test' } });
-  t.like(admit(req('GET', '/x', 'plain.example.test:8080'), info(undefined, 8080)), { ok: true, upstream: { tls: true, port: 8080, hostHeader: 'plain.example.test:8080' } });
+  t.like(admit(req('GET', '/x', 'plain.example.test'), info(undefined, 80)), {
+    ok: true,
+    upstream: { tls: true, port: 443, hostHeader: 'plain.example.test' },
+  });
+  t.like(admit(req('GET', '/x', 'plain.example.test:8080'), info(undefined, 8080)), {
+    ok: true,
+    upstream: { tls: true, port: 8080, hostHeader: 'plain.example.test:8080' },
+  });
   const open = admit(req('GET', '/x', 'open.example.test'), info(undefined, 80));
   t.like(open, { ok: true, credential: undefined, upstream: { tls: false, port: 80 } });
   t.like(admit(req('GET', '/x', 'other.example.test'), info(undefined, 80)), { ok: false, status: 403 });

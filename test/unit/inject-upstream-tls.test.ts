@@ -9,8 +9,12 @@ import { SandgateError } from '../../src/errors.js';
 const base = { hosts: {}, allowPrivate: [], connectTimeoutMs: 1000 };
 let dir: string;
 
-test.before(() => { dir = mkdtempSync(join(tmpdir(), 'sg-utls-')); });
-test.after.always(() => { rmSync(dir, { recursive: true, force: true }); });
+test.before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sg-utls-'));
+});
+test.after.always(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 test('upstream.caFile: read at load; missing, empty or invalid files are config errors naming the key', (t) => {
   const missing = t.throws(() => createUpstreamTls({ ...base, caFile: join(dir, 'nope.pem') }), { instanceOf: SandgateError });
@@ -24,12 +28,14 @@ test('upstream.caFile: read at load; missing, empty or invalid files are config 
 
 test('a valid caFile builds one context and a keep-alive pool that uses it', (t) => {
   execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', join(dir, 'k.pem')]);
-  execFileSync('openssl', ['req', '-x509', '-new', '-key', join(dir, 'k.pem'), '-subj', '/CN=test root', '-days', '1', '-out', join(dir, 'ca.pem')], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-x509', '-new', '-key', join(dir, 'k.pem'), '-subj', '/CN=test root', '-days', '1', '-out', join(dir, 'ca.pem')], {
+    stdio: 'ignore',
+  });
   const u = createUpstreamTls({ ...base, caFile: join(dir, 'ca.pem') });
   t.truthy(u.context);
   t.true((u.agent as unknown as { keepAlive: boolean }).keepAlive);
   t.is((u.agent.options as { secureContext?: unknown }).secureContext, u.context);
-  t.truthy(createUpstreamTls(base).context, 'no caFile: Node\'s roots only');
+  t.truthy(createUpstreamTls(base).context, "no caFile: Node's roots only");
 });
 
 test('TLS failures are named for the audit line', (t) => {

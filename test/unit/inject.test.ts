@@ -11,22 +11,41 @@ const SECRET = 'sk-real-0123456789';
 function injected(fields: [string, string][], cred: ReturnType<typeof compileCredential>): [string, string][] {
   const raw = fields.flat();
   const head = requestHead({ method: 'GET', url: '/', rawHeaders: raw, connectionNamed: undefined }, 'api', cred);
-  return head.split('\r\n').slice(2, -2).map((l) => { const i = l.indexOf(': '); return [l.slice(0, i), l.slice(i + 2)] as [string, string]; });
+  return head
+    .split('\r\n')
+    .slice(2, -2)
+    .map((l) => {
+      const i = l.indexOf(': ');
+      return [l.slice(0, i), l.slice(i + 2)] as [string, string];
+    });
 }
 
 const cfg = (c: Partial<CredentialConfig>): CredentialConfig => ({ secret: { env: 'X' }, header: 'Authorization', format: 'Bearer {secret}', ...c });
 
 test('default form: Authorization: Bearer {secret}, replacing what the sandbox sent (never duplicated)', (t) => {
   const cred = compileCredential('llm', cfg({}), SECRET);
-  const h = injected([['Authorization', 'Bearer sandbox-junk'], ['accept', '*/*']], cred);
-  t.deepEqual(h, [['accept', '*/*'], ['authorization', `Bearer ${SECRET}`], ['Accept-Encoding', 'identity']]);
+  const h = injected(
+    [
+      ['Authorization', 'Bearer sandbox-junk'],
+      ['accept', '*/*'],
+    ],
+    cred,
+  );
+  t.deepEqual(h, [
+    ['accept', '*/*'],
+    ['authorization', `Bearer ${SECRET}`],
+    ['Accept-Encoding', 'identity'],
+  ]);
   t.is(h.filter(([k]) => k.toLowerCase() === 'authorization').length, 1);
 });
 
 test('custom header and format; the header name is matched case-insensitively', (t) => {
   const cred = compileCredential('k', cfg({ header: 'X-Api-Key', format: 'key={secret};v=1' }), SECRET);
   t.is(cred.header, 'x-api-key');
-  t.deepEqual(injected([['X-API-Key', 'mine']], cred), [['x-api-key', `key=${SECRET};v=1`], ['Accept-Encoding', 'identity']]);
+  t.deepEqual(injected([['X-API-Key', 'mine']], cred), [
+    ['x-api-key', `key=${SECRET};v=1`],
+    ['Accept-Encoding', 'identity'],
+  ]);
 });
 
 test('a secret with $ patterns is inserted literally', (t) => {
@@ -40,18 +59,24 @@ test('Basic form: base64(username:secret), and the base64 is a needle to scrub',
   t.is(cred.value, `Basic ${b64}`);
   t.true(cred.needles.includes(b64));
   t.true(cred.needles.includes(SECRET));
-  t.deepEqual(injected([['authorization', 'Basic Zm9vOmJhcg==']], cred), [['authorization', `Basic ${b64}`], ['Accept-Encoding', 'identity']]);
+  t.deepEqual(injected([['authorization', 'Basic Zm9vOmJhcg==']], cred), [
+    ['authorization', `Basic ${b64}`],
+    ['Accept-Encoding', 'identity'],
+  ]);
 });
 
 test('placeholder: replaced in every header value; the credential header is still set', (t) => {
   const cred = compileCredential('llm', cfg({ placeholder: 'sk-placeholder' }), SECRET);
-  const h = injected([
-    ['Authorization', 'Bearer sk-placeholder'],
-    ['X-Other', 'token=sk-placeholder; again=sk-placeholder'],
-    ['Cookie', 'a=sk-placeholder'],
-    ['Cookie', 'b=1'],
-    ['Content-Length', '3'],
-  ], cred);
+  const h = injected(
+    [
+      ['Authorization', 'Bearer sk-placeholder'],
+      ['X-Other', 'token=sk-placeholder; again=sk-placeholder'],
+      ['Cookie', 'a=sk-placeholder'],
+      ['Cookie', 'b=1'],
+      ['Content-Length', '3'],
+    ],
+    cred,
+  );
   t.deepEqual(h, [
     ['X-Other', `token=${SECRET}; again=${SECRET}`],
     ['Cookie', `a=${SECRET}`],
@@ -65,7 +90,10 @@ test('placeholder: replaced in every header value; the credential header is stil
 test('query form: the parameter is set, every copy the sandbox sent is dropped, no header is added', (t) => {
   const cred = compileCredential('q', cfg({ query: 'key' }), SECRET);
   t.is(cred.value, undefined);
-  t.deepEqual(injected([['Authorization', 'Bearer mine']], cred), [['Authorization', 'Bearer mine'], ['Accept-Encoding', 'identity']]);
+  t.deepEqual(injected([['Authorization', 'Bearer mine']], cred), [
+    ['Authorization', 'Bearer mine'],
+    ['Accept-Encoding', 'identity'],
+  ]);
   t.is(injectQuery('/v1/x', cred), `/v1/x?key=${SECRET}`);
   t.is(injectQuery('/v1/x?a=1&key=junk&b=%20&k%65y=2&key', cred), `/v1/x?a=1&b=%20&key=${SECRET}`);
   t.is(injectQuery('/v1/x?', cred), `/v1/x?key=${SECRET}`);
@@ -80,7 +108,10 @@ test('withQueryParam encodes the value', (t) => {
 test('needles are sorted longest first and include the JSON-escaped form', (t) => {
   const cred = compileCredential('k', cfg({}), 'se"cret\\value1');
   const lens = cred.needles.map((n) => n.length);
-  t.deepEqual(lens, [...lens].sort((a, b) => b - a));
+  t.deepEqual(
+    lens,
+    [...lens].sort((a, b) => b - a),
+  );
   t.true(cred.needles.includes('se\\"cret\\\\value1'));
 });
 
@@ -110,10 +141,16 @@ test('a missing, unreadable, empty, short or multi-line secret is a config error
     [fileConfig, {}, /^credentials\.llm\.secret: cannot read \/nope \(ENOENT\)$/],
   ];
   for (const [c, env, re] of cases) {
-    const err = t.throws(() => loadCredentials(c, {
-      env,
-      readFile: () => { throw Object.assign(new Error('no such file'), { code: 'ENOENT' }); },
-    }), { instanceOf: SandgateError });
+    const err = t.throws(
+      () =>
+        loadCredentials(c, {
+          env,
+          readFile: () => {
+            throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+          },
+        }),
+      { instanceOf: SandgateError },
+    );
     t.regex(err?.message ?? '', re);
     t.is(exitCodeFor(err), 2);
     t.false((err?.message ?? '').includes('two\nlines'), 'the value never appears in the error');

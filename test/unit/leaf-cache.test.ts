@@ -28,11 +28,7 @@ test.after.always(async () => {
 });
 
 /** A TLS server on 127.0.0.1:0 whose SNICallback asks `pick` which name to mint for. */
-async function startServer(
-  t: ExecutionContext,
-  cache: LeafCache,
-  pick: (servername: string) => string = (name) => name,
-): Promise<number> {
+async function startServer(t: ExecutionContext, cache: LeafCache, pick: (servername: string) => string = (name) => name): Promise<number> {
   const server = tls.createServer({
     SNICallback: (name, cb) => {
       cache.get(pick(name)).then((ctx) => cb(null, ctx), cb);
@@ -173,10 +169,7 @@ test('a leaf never outlives the CA, and is still cached when the CA is near expi
     notBefore: new Date(Date.now() - HOUR),
     notAfter: caNotAfter,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
-    ],
+    extensions: [new x509.BasicConstraintsExtension(true, 0, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
   });
   const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey));
   await mkdir(dir, { mode: 0o700 });
@@ -307,11 +300,14 @@ test('mint time over 50 hosts (logged, not asserted)', async (t) => {
  */
 async function startTicketServer(t: ExecutionContext, cache: LeafCache, host: string): Promise<number> {
   const server = net.createServer((raw) => {
-    cache.get(host).then((ctx) => {
-      const s = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
-      s.on('error', () => undefined);
-      s.on('secure', () => s.end('hi'));
-    }, () => raw.destroy());
+    cache.get(host).then(
+      (ctx) => {
+        const s = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
+        s.on('error', () => undefined);
+        s.on('secure', () => s.end('hi'));
+      },
+      () => raw.destroy(),
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
@@ -322,7 +318,9 @@ function resume(port: number, host: string, session: Buffer | undefined): Promis
   return new Promise((resolve, reject) => {
     let ticket: Buffer | undefined;
     const socket = tls.connect({ host: '127.0.0.1', port, servername: host, ca: ca.certPem, ...(session ? { session } : {}) });
-    socket.on('session', (s: Buffer) => { ticket ??= s; });
+    socket.on('session', (s: Buffer) => {
+      ticket ??= s;
+    });
     socket.on('data', () => undefined);
     socket.on('end', () => {
       const reused = socket.isSessionReused();

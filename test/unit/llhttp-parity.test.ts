@@ -21,8 +21,12 @@ function run(P: Ctor, kind: 'request' | 'response', pieces: Buffer[], after: (i:
       if (a === 'raw' || h.upgrade) stopped = true;
       return a;
     },
-    onBody: (c) => { log.push(`body ${c.toString('latin1')}`); },
-    onComplete: () => { log.push('complete'); },
+    onBody: (c) => {
+      log.push(`body ${c.toString('latin1')}`);
+    },
+    onComplete: () => {
+      log.push('complete');
+    },
   });
   for (const piece of pieces) {
     // Each read lands in one buffer that the next read overwrites.
@@ -30,7 +34,10 @@ function run(P: Ctor, kind: 'request' | 'response', pieces: Buffer[], after: (i:
     piece.copy(shared);
     const r = p.execute(shared.subarray(0, piece.length));
     shared.fill(0x41);
-    if (typeof r !== 'number') { log.push(`error ${r.code ?? ''} at ${r.code === 'HPE_HEADER_OVERFLOW' ? '-' : String(r.bytesParsed)}`); break; }
+    if (typeof r !== 'number') {
+      log.push(`error ${r.code ?? ''} at ${r.code === 'HPE_HEADER_OVERFLOW' ? '-' : String(r.bytesParsed)}`);
+      break;
+    }
     log.push(`parsed ${r}`);
     if (stopped) break;
   }
@@ -106,8 +113,11 @@ const responses = [
 
 const afters: Array<(i: number) => AfterHead> = [() => 'body', () => 'none', () => 'raw'];
 
-test('the pinned llhttp parses exactly as Node\'s own binding did: every message, every cut, mutated messages', (t) => {
-  if (!available) { t.pass('Node no longer exposes _http_common: nothing to compare with'); return; }
+test("the pinned llhttp parses exactly as Node's own binding did: every message, every cut, mutated messages", (t) => {
+  if (!available) {
+    t.pass('Node no longer exposes _http_common: nothing to compare with');
+    return;
+  }
   let cases = 0;
   const same = (kind: 'request' | 'response', pieces: Buffer[], after: (i: number) => AfterHead, max: number, label: string): void => {
     cases++;
@@ -115,7 +125,10 @@ test('the pinned llhttp parses exactly as Node\'s own binding did: every message
     const actual = run(Parser, kind, pieces, after, max);
     if (actual !== expected) t.is(actual, expected, label);
   };
-  for (const [kind, list] of [['request', requests], ['response', responses]] as const) {
+  for (const [kind, list] of [
+    ['request', requests],
+    ['response', responses],
+  ] as const) {
     for (const s of list) {
       const msg = Buffer.from(s, 'latin1');
       for (const [ai, after] of afters.entries()) {
@@ -123,14 +136,23 @@ test('the pinned llhttp parses exactly as Node\'s own binding did: every message
           const label = `${kind} ${JSON.stringify(s.slice(0, 80))} after=${ai} max=${max}`;
           same(kind, [msg], after, max, label);
           for (let cut = 1; cut < msg.length; cut++) same(kind, [msg.subarray(0, cut), msg.subarray(cut)], after, max, `${label} cut ${cut}`);
-          same(kind, [...msg].map((b) => Buffer.from([b])), after, max, `${label} byte by byte`);
+          same(
+            kind,
+            [...msg].map((b) => Buffer.from([b])),
+            after,
+            max,
+            `${label} byte by byte`,
+          );
         }
       }
     }
   }
   // Mutations: bytes inserted, removed or replaced, favouring the ones framing is made of.
   let seed = 12345;
-  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
   const alphabet = [0x0d, 0x0a, 0x20, 0x09, 0x3a, 0x00, 0x7f, 0xff, 0x30, 0x61, 0x2c, 0x3b];
   for (let i = 0; i < 20000; i++) {
     const kind = rnd(2) === 0 ? 'request' : 'response';
@@ -139,8 +161,10 @@ test('the pinned llhttp parses exactly as Node\'s own binding did: every message
     for (let m = 1 + rnd(3); m > 0; m--) {
       const pos = rnd(b.length + 1);
       const op = rnd(3);
-      const byte = rnd(2) === 1 ? alphabet[rnd(alphabet.length)] ?? 0 : rnd(256);
-      if (op === 0) b.splice(pos, 0, byte); else if (op === 1) b.splice(pos, 1); else b[pos] = byte;
+      const byte = rnd(2) === 1 ? (alphabet[rnd(alphabet.length)] ?? 0) : rnd(256);
+      if (op === 0) b.splice(pos, 0, byte);
+      else if (op === 1) b.splice(pos, 1);
+      else b[pos] = byte;
     }
     const msg = Buffer.from(b);
     const cut = rnd(msg.length + 1);

@@ -10,9 +10,16 @@ function collect(after: AfterHead = 'body'): { p: Parser; heads: Head[]; body: B
   const body: Buffer[] = [];
   const done: number[] = [];
   const p = new Parser('response', 16 * 1024, {
-    onHead: (h) => { heads.push(h); return after; },
-    onBody: (c) => { body.push(Buffer.from(c)); },
-    onComplete: () => { done.push(heads.length); },
+    onHead: (h) => {
+      heads.push(h);
+      return after;
+    },
+    onBody: (c) => {
+      body.push(Buffer.from(c));
+    },
+    onComplete: () => {
+      done.push(heads.length);
+    },
   });
   return { p, heads, body, done };
 }
@@ -37,9 +44,12 @@ test("'raw': execute stops at the end of the head; after reset() the next messag
   const c = collect('raw');
   const two = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 204 No Content\r\n\r\n');
   const n = c.p.execute(two);
-  if (typeof n !== 'number') { t.fail(n.message); return; }
+  if (typeof n !== 'number') {
+    t.fail(n.message);
+    return;
+  }
   t.is(n, two.indexOf('hello'));
-  t.is(c.body.length, 0, 'the body is the caller\'s to read');
+  t.is(c.body.length, 0, "the body is the caller's to read");
   c.p.reset();
   t.is(c.p.execute(two.subarray(n + 5)), two.length - n - 5);
   t.is(c.heads[1]?.statusCode, 204);
@@ -47,7 +57,9 @@ test("'raw': execute stops at the end of the head; after reset() the next messag
 
 test('trailer fields are dropped at the end of a message, never carried into the next head', (t) => {
   const c = collect();
-  c.p.execute(Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: t1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'));
+  c.p.execute(
+    Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: t1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'),
+  );
   t.is(c.heads.length, 2);
   t.deepEqual(c.heads[1]?.rawHeaders, ['Content-Length', '0']);
   t.deepEqual(c.done, [1, 2]);
@@ -67,26 +79,39 @@ test('strict: Content-Length with Transfer-Encoding, bare LF and obs-fold are pa
 function requests(max = 16 * 1024, after: AfterHead = 'body'): { p: Parser; heads: Head[]; bodies: string[]; done: number } & { body: Buffer[] } {
   const c = { heads: [] as Head[], bodies: [] as string[], body: [] as Buffer[], done: 0, p: undefined as unknown as Parser };
   c.p = new Parser('request', max, {
-    onHead: (h) => { c.heads.push(h); c.body = []; return after; },
-    onBody: (b) => { c.body.push(b); },
-    onComplete: () => { c.done++; c.bodies.push(Buffer.concat(c.body).toString('latin1')); },
+    onHead: (h) => {
+      c.heads.push(h);
+      c.body = [];
+      return after;
+    },
+    onBody: (b) => {
+      c.body.push(b);
+    },
+    onComplete: () => {
+      c.done++;
+      c.bodies.push(Buffer.concat(c.body).toString('latin1'));
+    },
   });
   return c;
 }
 
 function code(r: number | Error): string {
-  return typeof r === 'number' ? `parsed ${r}` : (r as Error & { code?: string }).code ?? 'no code';
+  return typeof r === 'number' ? `parsed ${r}` : ((r as Error & { code?: string }).code ?? 'no code');
 }
 
 test('pipelined requests in one buffer: each head, body and completion in order', (t) => {
   const c = requests();
-  const buf = Buffer.from('GET /a HTTP/1.1\r\nHost: h\r\n\r\n'
-    + 'POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello'
-    + 'PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n'
-    + 'DELETE /d HTTP/1.0\r\nHost: h\r\n\r\n');
+  const buf = Buffer.from(
+    'GET /a HTTP/1.1\r\nHost: h\r\n\r\n' +
+      'POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello' +
+      'PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n' +
+      'DELETE /d HTTP/1.0\r\nHost: h\r\n\r\n',
+  );
   t.is(c.p.execute(buf), buf.length);
-  t.deepEqual(c.heads.map((h) => `${h.method} ${h.url} ${h.versionMajor}.${h.versionMinor} ${h.shouldKeepAlive}`),
-    ['GET /a 1.1 true', 'POST /b 1.1 true', 'PUT /c 1.1 true', 'DELETE /d 1.0 false']);
+  t.deepEqual(
+    c.heads.map((h) => `${h.method} ${h.url} ${h.versionMajor}.${h.versionMinor} ${h.shouldKeepAlive}`),
+    ['GET /a 1.1 true', 'POST /b 1.1 true', 'PUT /c 1.1 true', 'DELETE /d 1.0 false'],
+  );
   t.deepEqual(c.bodies, ['', 'hello', 'abcde', '']);
 });
 
@@ -100,24 +125,24 @@ test('a head cut at every byte (reads of one byte each) parses intact, empty val
   const msg = Buffer.from('POST /p?q=1 HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Pad: v  \r\nContent-Length: 2\r\n\r\nok');
   const c = requests();
   const one = Buffer.alloc(1);
-  for (const b of msg) { one[0] = b; t.is(c.p.execute(one), 1); }
+  for (const b of msg) {
+    one[0] = b;
+    t.is(c.p.execute(one), 1);
+  }
   t.is(c.heads[0]?.url, '/p?q=1');
   t.deepEqual(c.heads[0]?.rawHeaders, ['Host', 'h', 'X-Empty', '', 'X-Pad', 'v', 'Content-Length', '2']);
   t.deepEqual(c.bodies, ['ok']);
 });
 
 test('an upgrade request stops the parser at the end of its head; nothing after it is parsed, until reset()', (t) => {
-  for (const head of [
-    'GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
-    'CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n',
-  ]) {
+  for (const head of ['GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n', 'CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n']) {
     const c = requests();
     // What follows is the new protocol's: not HTTP, and no parse error.
     const buf = Buffer.from(`${head}\x81\x05hello GARBAGE\r\n\r\n`, 'latin1');
     t.is(c.p.execute(buf), head.length, head);
     t.true(c.heads[0]?.upgrade, head);
     t.is(c.p.execute(Buffer.from('more frames')), 0, 'a stopped parser takes no bytes');
-    t.is(c.p.finish(), undefined, 'the stream\'s end is the new protocol\'s');
+    t.is(c.p.finish(), undefined, "the stream's end is the new protocol's");
     c.p.reset();
     const next = Buffer.from('GET /next HTTP/1.1\r\nHost: h\r\n\r\n');
     t.is(c.p.execute(next), next.length);
@@ -180,10 +205,27 @@ test('the header limit: HPE_HEADER_OVERFLOW, counted across reads, and for trail
 
 test("responses: 'none' skips a HEAD response's declared body; the next response parses", (t) => {
   const heads: Head[] = [];
-  const p = new Parser('response', 16 * 1024, { onHead: (h) => { heads.push(h); return heads.length === 1 ? 'none' : 'body'; }, onBody: () => { /* none */ }, onComplete: () => { /* none */ } });
+  const p = new Parser('response', 16 * 1024, {
+    onHead: (h) => {
+      heads.push(h);
+      return heads.length === 1 ? 'none' : 'body';
+    },
+    onBody: () => {
+      /* none */
+    },
+    onComplete: () => {
+      /* none */
+    },
+  });
   const buf = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
   t.is(p.execute(buf), buf.length);
-  t.deepEqual(heads.map((h) => [h.statusCode, h.statusMessage, h.method, h.url]), [[200, 'OK', '', ''], [404, 'Not Found', '', '']]);
+  t.deepEqual(
+    heads.map((h) => [h.statusCode, h.statusMessage, h.method, h.url]),
+    [
+      [200, 'OK', '', ''],
+      [404, 'Not Found', '', ''],
+    ],
+  );
 });
 
 test('finish(): completes a close-delimited response, reports a truncated one', (t) => {
@@ -207,7 +249,7 @@ test('an input larger than the parser takes at once parses whole: a body across 
   requests().p.execute(Buffer.from('GET'));
   const mem = parserStats().memoryBytes;
   t.is(c.p.execute(buf), buf.length);
-  t.true(parserStats().memoryBytes < mem + body.length, 'the parser\'s memory does not grow with the input');
+  t.true(parserStats().memoryBytes < mem + body.length, "the parser's memory does not grow with the input");
   t.is(c.bodies[0], body.toString('latin1'));
   t.deepEqual(c.heads[1]?.rawHeaders, ['Host', 'h', 'X-At-The-Seam', 'yes']);
   // A parse error past the first slice reports its position in the whole input.
@@ -227,21 +269,41 @@ test('a callback may parse on another parser: both parses stay intact', (t) => {
       inner.p.execute(Buffer.from('GET /inner HTTP/1.1\r\nHost: i\r\nX-Inner: 1\r\n\r\n'));
       return 'body';
     },
-    onBody: () => { /* none */ },
-    onComplete: () => { /* none */ },
+    onBody: () => {
+      /* none */
+    },
+    onComplete: () => {
+      /* none */
+    },
   });
   const buf = Buffer.from('GET /outer HTTP/1.1\r\nHost: o\r\n\r\nGET /outer2 HTTP/1.1\r\nHost: o\r\nX-Outer: 2\r\n\r\n');
   t.is(outer.execute(buf), buf.length);
-  t.deepEqual(outerHeads.map((h) => [h.url, h.rawHeaders]), [['/outer', ['Host', 'o']], ['/outer2', ['Host', 'o', 'X-Outer', '2']]]);
-  t.deepEqual(inner.heads.map((h) => h.url), ['/inner', '/inner']);
+  t.deepEqual(
+    outerHeads.map((h) => [h.url, h.rawHeaders]),
+    [
+      ['/outer', ['Host', 'o']],
+      ['/outer2', ['Host', 'o', 'X-Outer', '2']],
+    ],
+  );
+  t.deepEqual(
+    inner.heads.map((h) => h.url),
+    ['/inner', '/inner'],
+  );
 });
 
 test('an exception from a callback reaches the caller; the parser then refuses bytes until reset()', (t) => {
   let n = 0;
   const p = new Parser('request', 16 * 1024, {
-    onHead: () => { if (n++ === 0) throw new Error('boom'); return 'body'; },
-    onBody: () => { /* none */ },
-    onComplete: () => { /* none */ },
+    onHead: () => {
+      if (n++ === 0) throw new Error('boom');
+      return 'body';
+    },
+    onBody: () => {
+      /* none */
+    },
+    onComplete: () => {
+      /* none */
+    },
   });
   t.throws(() => p.execute(Buffer.from('GET / HTTP/1.1\r\nHost: h\r\n\r\n')), { message: 'boom' });
   t.is(code(p.execute(Buffer.from('GET / HTTP/1.1\r\nHost: h\r\n\r\n'))), 'HPE_INTERNAL');
@@ -261,7 +323,18 @@ test('parsers give their memory back: on free(), and when collected without it',
   // Parsers dropped without free() (a sandbox connection's) are freed once collected.
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
-  const make = (): void => { for (let i = 0; i < 20000; i++) new Parser('request', 1024, { onHead: () => 'body', onBody: () => { /* none */ }, onComplete: () => { /* none */ } }).execute(Buffer.from('GET / HTTP/1.1\r\n')); };
+  const make = (): void => {
+    for (let i = 0; i < 20000; i++)
+      new Parser('request', 1024, {
+        onHead: () => 'body',
+        onBody: () => {
+          /* none */
+        },
+        onComplete: () => {
+          /* none */
+        },
+      }).execute(Buffer.from('GET / HTTP/1.1\r\n'));
+  };
   make();
   t.true(parserStats().live >= before + 20000);
   while (parserStats().live > before) {
@@ -274,7 +347,7 @@ test('parsers give their memory back: on free(), and when collected without it',
     gc();
     await new Promise((r) => setTimeout(r, 10));
   }
-  t.is(parserStats().memoryBytes, mem, 'the second batch reused the first one\'s memory');
+  t.is(parserStats().memoryBytes, mem, "the second batch reused the first one's memory");
 });
 
 test('the llhttp build is the pinned one (a new one must pass these tests before its hash goes here)', (t) => {

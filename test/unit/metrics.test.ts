@@ -9,7 +9,11 @@ async function scrape(reg: Registry): Promise<Map<string, Map<string, number>>> 
   for (const line of (await reg.metrics()).split('\n')) {
     const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) continue;
-    const labels = (m[2] ?? '').split(/,(?=[a-z_]+=")/).filter(Boolean).sort().join(',');
+    const labels = (m[2] ?? '')
+      .split(/,(?=[a-z_]+=")/)
+      .filter(Boolean)
+      .sort()
+      .join(',');
     if (!out.has(m[1]!)) out.set(m[1]!, new Map());
     out.get(m[1]!)!.set(labels, Number(m[3]));
   }
@@ -60,7 +64,7 @@ test('decisions by kind, sandbox, rule and decision; sampled summaries add their
   t.is(s.get('sandgate_audit_lines_total')!.get('event="dns"'), 4);
 });
 
-test('upstream errors: conn and http lines with error, close lines whose error is the upstream\'s; not a sandbox\'s', async (t) => {
+test("upstream errors: conn and http lines with error, close lines whose error is the upstream's; not a sandbox's", async (t) => {
   const { reg } = metrics([
     { event: 'conn', sandbox: 'agent', decision: 'allow', proto: 'tls', error: 'cannot resolve x (ENOTFOUND)' },
     { event: 'close', sandbox: 'agent', proto: 'tcp', error: 'upstream: ECONNRESET' },

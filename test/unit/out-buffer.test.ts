@@ -14,7 +14,16 @@ async function pair(): Promise<{ a: net.Socket; b: net.Socket; received: () => B
   await once(a, 'connect');
   const chunks: Buffer[] = [];
   b.on('data', (c: Buffer) => chunks.push(c));
-  return { a, b, received: () => Buffer.concat(chunks), close: () => { a.destroy(); b.destroy(); server.close(); } };
+  return {
+    a,
+    b,
+    received: () => Buffer.concat(chunks),
+    close: () => {
+      a.destroy();
+      b.destroy();
+      server.close();
+    },
+  };
 }
 
 async function until(cond: () => boolean): Promise<void> {
@@ -25,7 +34,10 @@ test('pieces written in one turn arrive in order, byte for byte, as one write; l
   const p = await pair();
   const writes: number[] = [];
   const orig = p.a.write.bind(p.a);
-  (p.a as unknown as { write: (...a: unknown[]) => boolean }).write = (...args: unknown[]) => { writes.push((args[0] as Buffer).length); return (orig as (...a: unknown[]) => boolean)(...args); };
+  (p.a as unknown as { write: (...a: unknown[]) => boolean }).write = (...args: unknown[]) => {
+    writes.push((args[0] as Buffer).length);
+    return (orig as (...a: unknown[]) => boolean)(...args);
+  };
   const out = new OutBuffer(p.a);
   const obsText = String.fromCharCode(0xe9, 0xff, 0x80);
   out.write(`HTTP/1.1 200 OK\r\nX: ${obsText}\r\n\r\n`);

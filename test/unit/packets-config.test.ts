@@ -29,15 +29,21 @@ function problems(text: string): Located[] {
 }
 
 test('udp rules: host or cidr with ports; kept apart from allow, with their config position as id', (t) => {
-  const c = parseConfig(`${BASE}      - protocol: udp
+  const c = parseConfig(
+    `${BASE}      - protocol: udp
         host: NTP.Example.Test.
         ports: [123]
       - protocol: udp
         cidr: 192.0.2.0/28
         ports: [3478, 3479]
-`, 'sg.yaml');
+`,
+    'sg.yaml',
+  );
   const p = c.policies['default']!;
-  t.deepEqual(p.allow.map((r) => r.host), ['api.example.test']);
+  t.deepEqual(
+    p.allow.map((r) => r.host),
+    ['api.example.test'],
+  );
   t.deepEqual(p.udp, [
     { id: 'policies.default.allow[1]', host: 'ntp.example.test', ports: [123] },
     { id: 'policies.default.allow[2]', cidr: '192.0.2.0/28', ports: [3478, 3479] },
@@ -65,12 +71,16 @@ test('udp rule mistakes are located and explained', (t) => {
   ];
   for (const [rule, path, re] of cases) {
     const list = problems(BASE + rule);
-    t.true(list.some((p) => p.path === path && re.test(p.message)), `${rule}\n${list.map(formatLocated).join('\n')}`);
+    t.true(
+      list.some((p) => p.path === path && re.test(p.message)),
+      `${rule}\n${list.map(formatLocated).join('\n')}`,
+    );
   }
 });
 
 test('firewall backend, queue and marks; packets limits; and the plan they make', (t) => {
-  const c = parseConfig(`${BASE}firewall:
+  const c = parseConfig(
+    `${BASE}firewall:
   backend: iptables
   queue: 7
   flowMark: 0x10
@@ -78,7 +88,9 @@ test('firewall backend, queue and marks; packets limits; and the plan they make'
 packets:
   rateLimit: { pps: 5, burst: 6 }
   auditSampling: { linesPerSecond: 7, burst: 8 }
-`, 'sg.yaml');
+`,
+    'sg.yaml',
+  );
   t.like(c.firewall, { backend: 'iptables', queue: 7, flowMark: 0x10, queueMark: 0x20 });
   t.deepEqual(c.packets, { rateLimit: { pps: 5, burst: 6 }, auditSampling: { linesPerSecond: 7, burst: 8 } });
   t.like(planFromConfig(c), { queueNum: 7, flowMark: 0x10, queueMark: 0x20, packetRate: { pps: 5, burst: 6 } });

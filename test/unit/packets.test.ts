@@ -39,7 +39,13 @@ const udp = (sport: number, dport: number): number[] => [sport >> 8, sport & 255
 
 test('IPv4: UDP ports, ICMP type, other protocols; later fragments carry no ports; junk is undefined', (t) => {
   t.deepEqual(parsePacket(ipv4(17, [10, 77, 1, 2], [10, 77, 2, 2], udp(40000, 123))), {
-    family: 4, protocol: 17, proto: 'udp', src: '10.77.1.2', dst: '10.77.2.2', srcPort: 40000, dstPort: 123,
+    family: 4,
+    protocol: 17,
+    proto: 'udp',
+    src: '10.77.1.2',
+    dst: '10.77.2.2',
+    srcPort: 40000,
+    dstPort: 123,
   });
   t.like(parsePacket(ipv4(1, [10, 0, 0, 1], [10, 0, 0, 2], [8, 0, 0, 0])), { proto: 'icmp', icmpType: 8, icmpCode: 0 });
   t.like(parsePacket(ipv4(47, [10, 0, 0, 1], [10, 0, 0, 2], [])), { proto: 'ip', protocol: 47 });
@@ -103,15 +109,23 @@ test('decide: udp by cidr and by host name, port must match; ICMP, IPv6 and loca
     parsePacket(ipv4(proto, [10, 77, 1, 2], dst, proto === 1 ? [8, 0, 0, 0] : udp(40000, dport)));
   const byCidr = await decidePacket(c, h([10, 77, 3, 9], 5301)!);
   t.true(byCidr.accept);
-  t.like(byCidr.line, { decision: 'allow', rule: 'policies.default.allow[0]', sandbox: 'agent', user: 'alice', proto: 'udp', dst: '10.77.3.9:5301', port: 5301 });
+  t.like(byCidr.line, {
+    decision: 'allow',
+    rule: 'policies.default.allow[0]',
+    sandbox: 'agent',
+    user: 'alice',
+    proto: 'udp',
+    dst: '10.77.3.9:5301',
+    port: 5301,
+  });
   t.is(byCidr.what, 'udp 10.77.3.9:5301');
   t.like((await decidePacket(c, h([10, 77, 2, 2], 123)!)).line, { decision: 'allow', rule: 'policies.default.allow[1]' });
   const wrongPort = await decidePacket(c, h([10, 77, 3, 9], 5302)!);
   t.false(wrongPort.accept);
   t.like(wrongPort.line, { decision: 'deny', reason: 'udp 10.77.3.9:5302 is not allowed' });
-  t.false((await decidePacket(c, h([10, 77, 4, 4], 123)!)).accept, 'not the name\'s address');
+  t.false((await decidePacket(c, h([10, 77, 4, 4], 123)!)).accept, "not the name's address");
   t.like((await decidePacket(c, h([10, 77, 3, 9], 0, 1)!)).line, { decision: 'deny', proto: 'icmp', reason: 'icmp is not allowed', icmpType: 8 });
-  t.like((await decidePacket(c, h([10, 77, 1, 1], 5301)!)).line, { decision: 'deny', reason: 'the gate host\'s own addresses are not reachable' });
+  t.like((await decidePacket(c, h([10, 77, 1, 1], 5301)!)).line, { decision: 'deny', reason: "the gate host's own addresses are not reachable" });
   const v6 = await decidePacket(c, parsePacket(ipv6(6, 'fd770003000000000000000000000002', udp(1, 443)))!);
   t.false(v6.accept);
   t.like(v6.line, { decision: 'deny', family: 6, sandbox: 'agent', reason: 'IPv6 is not carried', dst: '[fd77:3::2]:443' });
@@ -132,7 +146,7 @@ test('decide: guarded ranges denied even when a rule lists them; unknown sources
   t.false(report6.accept, 'IPv6 is never carried, report mode or not');
 });
 
-test('decide: a packet no rule allows is denied for that reason, not the SSRF guard\'s, even to a guarded address; report mode still meets the guard', async (t) => {
+test("decide: a packet no rule allows is denied for that reason, not the SSRF guard's, even to a guarded address; report mode still meets the guard", async (t) => {
   const c = ctx('sbx-1');
   // 192.168.5.5 is private and not in allowPrivate: the guard would refuse it, but ICMP is
   // denied by the policy whatever the address.
@@ -166,7 +180,10 @@ test('audit sampling: repeats once per window, distinct lines within the bucket,
   t.is(summary.length, 1);
   t.like(summary[0], { summary: true, sandbox: 'agent', decision: 'deny', count: 997 });
   t.is(Object.keys(summary[0]!.top).length, 9, 'eight destinations and (other)');
-  t.is(Object.values(summary[0]!.top).reduce((a, b) => a + b, 0), 997);
+  t.is(
+    Object.values(summary[0]!.top).reduce((a, b) => a + b, 0),
+    997,
+  );
   t.is(s.totals.deny, 1000);
   // A new window: the repeat may be written again (tokens refilled after 1 s).
   t.true(s.admit(line(1), 'udp x:1', spec, 1004));

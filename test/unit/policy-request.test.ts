@@ -28,7 +28,22 @@ test('path normalisation decodes unreserved escapes only and refuses what an ups
   t.deepEqual(normalisePath('/v1/%63hat/a%20b/%7e'), { ok: true, path: '/v1/chat/a%20b/~' });
   t.deepEqual(normalisePath('/v1/a%2a'), { ok: true, path: '/v1/a%2A' });
   t.deepEqual(normalisePath('/v1/models/'), { ok: true, path: '/v1/models/' });
-  for (const bad of ['/v1/../admin', '/v1/./x', '/v1/%2e%2e/admin', '/v1/.%2E/x', '/v1/a%2fb', '/v1/a%2Fb', '/v1/a%5cb', '/v1\\x', '/v1//x', '/v1/%00', '/v1/%zz', '/v1/%4', 'v1', '/..']) {
+  for (const bad of [
+    '/v1/../admin',
+    '/v1/./x',
+    '/v1/%2e%2e/admin',
+    '/v1/.%2E/x',
+    '/v1/a%2fb',
+    '/v1/a%2Fb',
+    '/v1/a%5cb',
+    '/v1\\x',
+    '/v1//x',
+    '/v1/%00',
+    '/v1/%zz',
+    '/v1/%4',
+    'v1',
+    '/..',
+  ]) {
     const r = normalisePath(bad);
     t.false(r.ok, bad);
   }
@@ -49,7 +64,9 @@ test('checkRequest: methods, then paths (400 for ambiguous paths, 403 for unlist
   t.is(checkRequest(rules({}), 'PATCH', '/v1/../anything'), undefined, 'no paths: nothing to normalise or refuse');
 });
 
-const CONFIG = (mode: 'enforce' | 'report') => parseConfig(`
+const CONFIG = (mode: 'enforce' | 'report') =>
+  parseConfig(
+    `
 sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
 policies:
   p:
@@ -61,11 +78,17 @@ policies:
       - { host: "*.wild.example.test", methods: [GET] }
 credentials:
   llm: { secret: { env: SG_K } }
-`, 'c.yaml');
+`,
+    'c.yaml',
+  );
 
 test('request checks are compiled once per load, on the intercepted rules only', (t) => {
   const p = compilePolicies(CONFIG('enforce')).byName.get('p')!;
-  t.deepEqual(p.rules.map((r) => r.checks !== undefined), [true, false, true, true], 'passthrough rules have no request checks');
+  t.deepEqual(
+    p.rules.map((r) => r.checks !== undefined),
+    [true, false, true, true],
+    'passthrough rules have no request checks',
+  );
   const r0 = p.rules[0]!.checks!;
   t.deepEqual([...r0.methods!], ['GET', 'POST']);
   t.true(r0.paths![0]!.test('/v1/x'));
@@ -81,24 +104,48 @@ test('requestVerdict: host and port, then methods and paths, on one RequestFacts
   const p = compilePolicies(CONFIG('enforce')).byName.get('p')!;
   t.like(p.requestVerdict(facts({})), { decision: 'allow', rule: { id: 'policies.p.allow[0]' } });
   t.is(p.requestVerdict(facts({})), p.requestVerdict(facts({ path: '/v1/other' })), 'the allow verdict is built once per rule, not per request');
-  t.deepEqual(p.requestVerdict(facts({ host: 'evil.example.test' })), { decision: 'deny', status: 403, reason: 'host evil.example.test on port 443 is not allowed by policy' });
-  t.deepEqual(p.requestVerdict(facts({ method: 'DELETE' })), { decision: 'deny', status: 403, reason: 'method DELETE is not allowed here (allowed: GET, POST)' });
+  t.deepEqual(p.requestVerdict(facts({ host: 'evil.example.test' })), {
+    decision: 'deny',
+    status: 403,
+    reason: 'host evil.example.test on port 443 is not allowed by policy',
+  });
+  t.deepEqual(p.requestVerdict(facts({ method: 'DELETE' })), {
+    decision: 'deny',
+    status: 403,
+    reason: 'method DELETE is not allowed here (allowed: GET, POST)',
+  });
   t.deepEqual(p.requestVerdict(facts({ path: '/admin' })), { decision: 'deny', status: 403, reason: 'path /admin is not allowed here (allowed: /v1/**)' });
   t.like(p.requestVerdict(facts({ path: '/v1/../admin' })), { decision: 'deny', status: 400 });
-  t.like(p.requestVerdict(facts({ host: 'a.wild.example.test', method: 'POST' })), { decision: 'deny', status: 403, reason: 'method POST is not allowed here (allowed: GET)' });
+  t.like(p.requestVerdict(facts({ host: 'a.wild.example.test', method: 'POST' })), {
+    decision: 'deny',
+    status: 403,
+    reason: 'method POST is not allowed here (allowed: GET)',
+  });
 });
 
 test('requestVerdict: plain HTTP to an intercepted rule only where it opts in (plainHttp)', (t) => {
   const p = compilePolicies(CONFIG('enforce')).byName.get('p')!;
   t.deepEqual(p.requestVerdict(facts({ intercepted: false })), { decision: 'deny', status: 403, reason: 'host api.example.test requires TLS' });
   t.like(p.requestVerdict(facts({ host: 'plain.example.test', port: 80, intercepted: false })), { decision: 'allow', rule: { id: 'policies.p.allow[2]' } });
-  t.like(p.requestVerdict(facts({ host: 'pkgs.example.test', intercepted: false, method: 'DELETE', path: '/../x' })), { decision: 'allow', rule: { id: 'policies.p.allow[1]' } }, 'a passthrough rule checks no method or path');
+  t.like(
+    p.requestVerdict(facts({ host: 'pkgs.example.test', intercepted: false, method: 'DELETE', path: '/../x' })),
+    { decision: 'allow', rule: { id: 'policies.p.allow[1]' } },
+    'a passthrough rule checks no method or path',
+  );
 });
 
 test('requestVerdict in report mode: host, method and path denials become would-deny; plainHttp and ambiguous paths do not', (t) => {
   const p = compilePolicies(CONFIG('report')).byName.get('p')!;
-  t.deepEqual(p.requestVerdict(facts({ host: 'evil.example.test' })), { decision: 'would-deny', rule: undefined, reason: 'evil.example.test:443 is not allowed' });
-  t.like(p.requestVerdict(facts({ method: 'DELETE' })), { decision: 'would-deny', rule: { id: 'policies.p.allow[0]' }, reason: 'method DELETE is not allowed here (allowed: GET, POST)' });
+  t.deepEqual(p.requestVerdict(facts({ host: 'evil.example.test' })), {
+    decision: 'would-deny',
+    rule: undefined,
+    reason: 'evil.example.test:443 is not allowed',
+  });
+  t.like(p.requestVerdict(facts({ method: 'DELETE' })), {
+    decision: 'would-deny',
+    rule: { id: 'policies.p.allow[0]' },
+    reason: 'method DELETE is not allowed here (allowed: GET, POST)',
+  });
   t.like(p.requestVerdict(facts({ path: '/v1/../x' })), { decision: 'deny', status: 400 });
   t.like(p.requestVerdict(facts({ intercepted: false })), { decision: 'deny', status: 403, reason: 'host api.example.test requires TLS' });
 });

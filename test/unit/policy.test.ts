@@ -10,13 +10,13 @@ function rule(host: string, extra: Partial<AllowRule> = {}): AllowRule {
 }
 
 const P = new Policy('default', 'enforce', [
-  rule('api.example.test'),                                    // [0]
-  rule('plain.example.test', { ports: [80, 8080] }),           // [1]
-  rule('*.wild.example.test'),                                 // [2]
-  rule('*.x.wild.example.test', { ports: [443, 8443] }),       // [3] more specific wildcard
+  rule('api.example.test'), // [0]
+  rule('plain.example.test', { ports: [80, 8080] }), // [1]
+  rule('*.wild.example.test'), // [2]
+  rule('*.x.wild.example.test', { ports: [443, 8443] }), // [3] more specific wildcard
   rule('db.example.test', { ports: [5432], protocol: 'tcp' }), // [4]
-  rule('llm.example.test', { inject: 'llm' }),                 // [5]
-  rule('paths.example.test', { paths: ['/v1/**'] }),           // [6]
+  rule('llm.example.test', { inject: 'llm' }), // [5]
+  rule('paths.example.test', { paths: ['/v1/**'] }), // [6]
 ]);
 
 /** What callers do with SNI / Host before asking (client-hello.ts, headers.ts). */
@@ -84,7 +84,10 @@ test('ports: each rule has its own list; default is 443 only', (t) => {
   t.is(ask('plain.example.test', 80, 'http').decision, 'allow');
   t.is(ask('plain.example.test', 8080, 'http').decision, 'allow');
   t.is(ask('plain.example.test', 443, 'tls').decision, 'deny');
-  t.deepEqual([...P.namedPorts].sort((a, b) => a - b), [80, 443, 8080, 8443]);
+  t.deepEqual(
+    [...P.namedPorts].sort((a, b) => a - b),
+    [80, 443, 8080, 8443],
+  );
   t.deepEqual([...P.tcpPorts], [5432]);
 });
 
@@ -93,7 +96,10 @@ test('kinds: raw TCP rules answer only tcp, TLS/HTTP rules never answer tcp', (t
   t.is(P.decide('db.example.test', 5432, 'tls').decision, 'deny', 'a raw TCP rule does not allow TLS by SNI');
   t.is(P.decide('db.example.test', 5432, 'http').decision, 'deny');
   t.is(P.decide('api.example.test', 443, 'tcp').decision, 'deny', 'a TLS rule does not allow raw TCP');
-  t.deepEqual(P.tcpRules.map((r) => r.host), ['db.example.test']);
+  t.deepEqual(
+    P.tcpRules.map((r) => r.host),
+    ['db.example.test'],
+  );
 });
 
 test('TLS and HTTP share rules: the port decides which one the sandbox speaks', (t) => {
@@ -105,11 +111,18 @@ test('inject, methods or paths mark a rule as intercepted', (t) => {
   t.true(P.decide('llm.example.test', 443, 'tls').rule?.intercept);
   t.true(P.decide('paths.example.test', 443, 'tls').rule?.intercept);
   t.false(P.decide('plain.example.test', 80, 'http').rule?.intercept);
-  t.true(compilePolicies(parseConfig(`sandboxes: [{name: a, cidr: 10.0.0.0/8, policy: p}]
+  t.true(
+    compilePolicies(
+      parseConfig(
+        `sandboxes: [{name: a, cidr: 10.0.0.0/8, policy: p}]
 policies:
   p:
     allow: [{host: m.example.test, methods: [get]}]
-`, 'c.yaml')).anyIntercept);
+`,
+        'c.yaml',
+      ),
+    ).anyIntercept,
+  );
 });
 
 test('report mode: a denial becomes would-deny with the same reason; allows are unchanged', (t) => {
@@ -127,7 +140,8 @@ test('ECH: the outer SNI decides; a rule refusing ECH denies it, naming the rule
   t.deepEqual(P.decide('evil.example.test', 443, 'tls', true), { decision: 'deny', reason: 'evil.example.test:443 is not allowed' });
   const strict = new Policy('s', 'enforce', [rule('api.example.test', { ech: 'refuse' }), rule('open.example.test')]);
   t.deepEqual(strict.decide('api.example.test', 443, 'tls', true), {
-    decision: 'deny', reason: 'encrypted ClientHello (ECH) is refused for api.example.test (policies.s.allow[0], ech: refuse)',
+    decision: 'deny',
+    reason: 'encrypted ClientHello (ECH) is refused for api.example.test (policies.s.allow[0], ech: refuse)',
   });
   t.is(strict.decide('api.example.test', 443, 'tls', false).decision, 'allow', 'without ECH the rule allows');
   t.is(strict.decide('open.example.test', 443, 'tls', true).decision, 'allow');
@@ -139,13 +153,18 @@ test('ECH: the outer SNI decides; a rule refusing ECH denies it, naming the rule
   t.is(report.decide('api.example.test', 443, 'tls', true).decision, 'would-deny');
 });
 
-test('tls.ech and a rule\'s ech compile into the Policy', (t) => {
-  const compiled = compilePolicies(parseConfig(`tls: { ech: refuse }
+test("tls.ech and a rule's ech compile into the Policy", (t) => {
+  const compiled = compilePolicies(
+    parseConfig(
+      `tls: { ech: refuse }
 sandboxes: [{name: a, cidr: 10.0.0.0/8, policy: p}]
 policies:
   p:
     allow: [{host: a.example.test}, {host: b.example.test, ech: allow}]
-`, 'c.yaml')).byName.get('p')!;
+`,
+      'c.yaml',
+    ),
+  ).byName.get('p')!;
   t.true(compiled.decide('a.example.test', 443, 'tls').rule?.refuseEch);
   t.false(compiled.decide('b.example.test', 443, 'tls').rule?.refuseEch);
 });
@@ -258,17 +277,17 @@ test('globPredicate', (t) => {
 
 test('the DNS covering rule (nameRule) and find() agree: exact before wildcard, longest wildcard first, config order among equals', (t) => {
   const p = new Policy('o', 'enforce', [
-    rule('*.example.test'),                                          // [0]
-    rule('*.api.example.test', { ports: [8443] }),                   // [1] longer, another port
+    rule('*.example.test'), // [0]
+    rule('*.api.example.test', { ports: [8443] }), // [1] longer, another port
     rule('deep.api.example.test', { ports: [5432], protocol: 'tcp' }), // [2] exact, raw TCP
-    rule('*.api.example.test', { ports: [443, 8443] }),              // [3] same wildcard, later
-    rule('deep.api.example.test', { ports: [8443] }),                // [4] exact, later
+    rule('*.api.example.test', { ports: [443, 8443] }), // [3] same wildcard, later
+    rule('deep.api.example.test', { ports: [8443] }), // [4] exact, later
   ]);
   // Names where the rule find() picks is the same at every port it covers: nameRule must name it.
   const agree: [string, number, string][] = [
-    ['x.example.test', 443, 'policies.o.allow[0]'],            // only the short wildcard
-    ['x.api.example.test', 8443, 'policies.o.allow[1]'],       // longest wildcard, first in config order
-    ['deep.api.example.test', 5432, 'policies.o.allow[2]'],    // exact beats every wildcard
+    ['x.example.test', 443, 'policies.o.allow[0]'], // only the short wildcard
+    ['x.api.example.test', 8443, 'policies.o.allow[1]'], // longest wildcard, first in config order
+    ['deep.api.example.test', 5432, 'policies.o.allow[2]'], // exact beats every wildcard
   ];
   for (const [host, port, id] of agree) {
     const kind = port === 5432 ? 'tcp' : 'tls';
@@ -283,8 +302,11 @@ test('the DNS covering rule (nameRule) and find() agree: exact before wildcard, 
   t.true(p.coversName('x.api.example.test'));
 });
 
-test('nameRule keeps find()\'s order whatever the config order of the wildcards', (t) => {
-  for (const allow of [[rule('*.wild.example.test'), rule('*.x.wild.example.test')], [rule('*.x.wild.example.test'), rule('*.wild.example.test')]]) {
+test("nameRule keeps find()'s order whatever the config order of the wildcards", (t) => {
+  for (const allow of [
+    [rule('*.wild.example.test'), rule('*.x.wild.example.test')],
+    [rule('*.x.wild.example.test'), rule('*.wild.example.test')],
+  ]) {
     const p = new Policy('w', 'enforce', allow);
     t.is(p.nameRule('y.x.wild.example.test')?.host, '*.x.wild.example.test');
     t.is(p.nameRule('y.x.wild.example.test'), p.find('y.x.wild.example.test', 443, 'tls'));
@@ -297,16 +319,27 @@ test('tcpRulesFor: the raw TCP rules listing a port, in config order (the addres
     rule('b.example.test', { ports: [5432], protocol: 'tcp' }),
     rule('c.example.test', { ports: [5432] }), // TLS on that port: not a raw TCP rule
   ]);
-  t.deepEqual(p.tcpRulesFor(5432).map((r) => r.host), ['a.example.test', 'b.example.test']);
-  t.deepEqual(p.tcpRulesFor(22).map((r) => r.host), ['a.example.test']);
+  t.deepEqual(
+    p.tcpRulesFor(5432).map((r) => r.host),
+    ['a.example.test', 'b.example.test'],
+  );
+  t.deepEqual(
+    p.tcpRulesFor(22).map((r) => r.host),
+    ['a.example.test'],
+  );
   t.deepEqual(p.tcpRulesFor(443), []);
 });
 
 test('udp rules are compiled with the policy: cidr parsed, ports as a set, names answerable by DNS', (t) => {
-  const p = new Policy('u', 'enforce', [], [
-    { id: 'policies.u.udp[0]', host: 'ntp.example.test', ports: [123] },
-    { id: 'policies.u.udp[1]', cidr: '10.9.0.0/16', ports: [53, 5353] },
-  ]);
+  const p = new Policy(
+    'u',
+    'enforce',
+    [],
+    [
+      { id: 'policies.u.udp[0]', host: 'ntp.example.test', ports: [123] },
+      { id: 'policies.u.udp[1]', cidr: '10.9.0.0/16', ports: [53, 5353] },
+    ],
+  );
   t.is(p.udpRules.length, 2);
   t.like(p.udpRules[0], { id: 'policies.u.udp[0]', host: 'ntp.example.test' });
   t.true(p.udpRules[0]!.ports.has(123));

@@ -7,9 +7,20 @@ import { validateConfig } from '../../src/config/validate.js';
 import type { Config } from '../../src/config/types.js';
 
 const plan: FirewallPlan = {
-  table: 'sandgate', tproxyPort: 15001, dnsPort: 15053, mark: 0x5347, routeTable: 5347, ...DEFAULT_PACKET_PLAN,
-  sandboxes: [{ name: 'agent', interface: 'sbx-*', cidr: '10.77.1.0/24' }, { name: 'lab', cidr: '10.9.0.0/16' }],
-  dynamic: [{ name: 'two', interface: 'sbx-two' }, { name: 'three', cidr: '10.8.0.5/32' }],
+  table: 'sandgate',
+  tproxyPort: 15001,
+  dnsPort: 15053,
+  mark: 0x5347,
+  routeTable: 5347,
+  ...DEFAULT_PACKET_PLAN,
+  sandboxes: [
+    { name: 'agent', interface: 'sbx-*', cidr: '10.77.1.0/24' },
+    { name: 'lab', cidr: '10.9.0.0/16' },
+  ],
+  dynamic: [
+    { name: 'two', interface: 'sbx-two' },
+    { name: 'three', cidr: '10.8.0.5/32' },
+  ],
 };
 
 function config(sandboxes: unknown[], extra: Record<string, unknown> = {}): Config {
@@ -26,14 +37,17 @@ test('parseNftTable reads the port, the interfaces and ranges of a rendered tabl
   t.deepEqual(r?.cidrs, ['10.77.1.0/24', '10.8.0.5/32', '10.9.0.0/16']);
 });
 
-test('parseNftTable ignores a table that is not sandgate\'s', (t) => {
+test("parseNftTable ignores a table that is not sandgate's", (t) => {
   t.is(parseNftTable('filter', 'table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0;\n\t}\n}\n'), undefined);
 });
 
 test('parseIptablesMangle reads the chain prefix, port and matches', (t) => {
   // As iptables-save prints the chains render-iptables.ts installs.
   const text = [
-    '*mangle', ':SANDGATE-PRE - [0:0]', ':SANDGATE-SBX - [0:0]', '-A PREROUTING -j SANDGATE-PRE',
+    '*mangle',
+    ':SANDGATE-PRE - [0:0]',
+    ':SANDGATE-SBX - [0:0]',
+    '-A PREROUTING -j SANDGATE-PRE',
     '-A SANDGATE-PRE -s 10.77.1.0/24 -i sbx-+ -m comment --comment "sandbox agent" -g SANDGATE-SBX',
     '-A SANDGATE-PRE -s 10.8.0.5/32 -m comment --comment "sandbox three" -g SANDGATE-SBX',
     '-A SANDGATE-PRE -i sbx-+ -m comment --comment "sandbox agent: a source outside its cidr" -j DROP',
@@ -47,10 +61,12 @@ test('parseIptablesMangle reads the chain prefix, port and matches', (t) => {
   t.deepEqual(r[0]!.cidrs, ['10.77.1.0/24', '10.8.0.5']);
 });
 
-test('parseIptablesMangle adds the registered sandboxes of the prefix\'s ipsets (globs as wildcard elements)', (t) => {
+test("parseIptablesMangle adds the registered sandboxes of the prefix's ipsets (globs as wildcard elements)", (t) => {
   const text = [
-    '*mangle', '-A SANDGATE-PRE -i sbx-sbx -m comment --comment "sandbox agent" -g SANDGATE-SBX',
-    '-A SANDGATE-SBX -p tcp -j TPROXY --on-port 15001 --on-ip 0.0.0.0 --tproxy-mark 0x5347/0xffffffff', 'COMMIT',
+    '*mangle',
+    '-A SANDGATE-PRE -i sbx-sbx -m comment --comment "sandbox agent" -g SANDGATE-SBX',
+    '-A SANDGATE-SBX -p tcp -j TPROXY --on-port 15001 --on-ip 0.0.0.0 --tproxy-mark 0x5347/0xffffffff',
+    'COMMIT',
   ].join('\n');
   const sets = [
     'create SANDGATE-IF4 hash:net,iface family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1',
@@ -80,9 +96,15 @@ test('notAlone: a served same-name table, an overlapping other table, a live con
   // Same name, nobody serving it: what a stopped sandgate leaves (fail closed); replaced.
   t.is(notAlone(cfg, 'f', { controlAnswers: false, installed: [installed], listening: new Set() }), undefined);
   const other = config([{ name: 'a', interface: 'sbx-a', policy: 'p' }], { firewall: { table: 'other' } });
-  t.regex(notAlone(other, 'f', { controlAnswers: false, installed: [installed], listening: new Set() }) ?? '', /table inet sandgate \(left installed by a sandgate that stopped\) overlaps f: it claims interface "sbx-\*"/);
+  t.regex(
+    notAlone(other, 'f', { controlAnswers: false, installed: [installed], listening: new Set() }) ?? '',
+    /table inet sandgate \(left installed by a sandgate that stopped\) overlaps f: it claims interface "sbx-\*"/,
+  );
   const disjoint = config([{ name: 'a', interface: 'vm-a', cidr: '192.168.5.0/24', policy: 'p' }], { firewall: { table: 'other' } });
   t.is(notAlone(disjoint, 'f', { controlAnswers: false, installed: [installed], listening: new Set([15001]) }), undefined);
   const byCidr = config([{ name: 'a', cidr: '10.8.0.0/24', policy: 'p' }], { firewall: { table: 'other' } });
-  t.regex(notAlone(byCidr, 'f', { controlAnswers: false, installed: [installed], listening: new Set([15001]) }) ?? '', /served by another sandgate.*source range 10\.8\.0\.5\/32/);
+  t.regex(
+    notAlone(byCidr, 'f', { controlAnswers: false, installed: [installed], listening: new Set([15001]) }) ?? '',
+    /served by another sandgate.*source range 10\.8\.0\.5\/32/,
+  );
 });

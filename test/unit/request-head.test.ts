@@ -17,36 +17,78 @@ const fields = (raw: string[], url = '/p'): { method: string; url: string; rawHe
   return { method: 'POST', url, rawHeaders: raw, connectionNamed: named };
 };
 
-test('no credential: Host first (the upstream\'s), the sandbox\'s fields in order and case, hop-by-hop, Connection-named and Expect dropped', (t) => {
-  const raw = ['User-Agent', 'x', 'Host', 'sandbox-said', 'Connection', 'keep-alive, X-Hop', 'X-Hop', 'gone', 'Keep-Alive', '5', 'TE', 'trailers',
-    'Proxy-Authorization', 'Basic x', 'Upgrade', 'h2c', 'Expect', '100-continue', 'Trailer', 'X-T', 'X-Keep', 'a', 'x-keep', 'b'];
-  t.is(requestHead(fields(raw), 'up.example.test:8443', undefined), 'POST /p HTTP/1.1\r\nHost: up.example.test:8443\r\nUser-Agent: x\r\nX-Keep: a\r\nx-keep: b\r\n\r\n');
+test("no credential: Host first (the upstream's), the sandbox's fields in order and case, hop-by-hop, Connection-named and Expect dropped", (t) => {
+  const raw = [
+    'User-Agent',
+    'x',
+    'Host',
+    'sandbox-said',
+    'Connection',
+    'keep-alive, X-Hop',
+    'X-Hop',
+    'gone',
+    'Keep-Alive',
+    '5',
+    'TE',
+    'trailers',
+    'Proxy-Authorization',
+    'Basic x',
+    'Upgrade',
+    'h2c',
+    'Expect',
+    '100-continue',
+    'Trailer',
+    'X-T',
+    'X-Keep',
+    'a',
+    'x-keep',
+    'b',
+  ];
+  t.is(
+    requestHead(fields(raw), 'up.example.test:8443', undefined),
+    'POST /p HTTP/1.1\r\nHost: up.example.test:8443\r\nUser-Agent: x\r\nX-Keep: a\r\nx-keep: b\r\n\r\n',
+  );
 });
 
 test('a chunked body keeps its Transfer-Encoding (after the other fields): its bytes are framed by sandgate', (t) => {
-  t.is(requestHead(fields(['Transfer-Encoding', 'chunked', 'A', '1']), 'h', undefined), 'POST /p HTTP/1.1\r\nHost: h\r\nA: 1\r\nTransfer-Encoding: chunked\r\n\r\n');
+  t.is(
+    requestHead(fields(['Transfer-Encoding', 'chunked', 'A', '1']), 'h', undefined),
+    'POST /p HTTP/1.1\r\nHost: h\r\nA: 1\r\nTransfer-Encoding: chunked\r\n\r\n',
+  );
 });
 
-test('the credential\'s field replaces every copy the sandbox sent under its name (any case); Accept-Encoding becomes identity', (t) => {
+test("the credential's field replaces every copy the sandbox sent under its name (any case); Accept-Encoding becomes identity", (t) => {
   const cred = compileCredential('k', cfg({}), SECRET);
   const head = requestHead(fields(['authorization', 'Bearer mine', 'AUTHORIZATION', 'Bearer again', 'Accept-Encoding', 'gzip, br', 'A', '1']), 'h', cred);
   t.is(head, `POST /p HTTP/1.1\r\nHost: h\r\nA: 1\r\nauthorization: Bearer ${SECRET}\r\nAccept-Encoding: identity\r\n\r\n`);
 });
 
-test('a {headers} credential sets each of its fields, replacing the sandbox\'s', (t) => {
-  const cred = compileHeaderCredential('svc', 'Authorization', [['authorization', 'Bearer tok-0123456789'], ['x-tenant', 'acme']]);
-  t.is(requestHead(fields(['X-Tenant', 'spoofed', 'B', '2']), 'h', cred), 'POST /p HTTP/1.1\r\nHost: h\r\nB: 2\r\nauthorization: Bearer tok-0123456789\r\nx-tenant: acme\r\nAccept-Encoding: identity\r\n\r\n');
+test("a {headers} credential sets each of its fields, replacing the sandbox's", (t) => {
+  const cred = compileHeaderCredential('svc', 'Authorization', [
+    ['authorization', 'Bearer tok-0123456789'],
+    ['x-tenant', 'acme'],
+  ]);
+  t.is(
+    requestHead(fields(['X-Tenant', 'spoofed', 'B', '2']), 'h', cred),
+    'POST /p HTTP/1.1\r\nHost: h\r\nB: 2\r\nauthorization: Bearer tok-0123456789\r\nx-tenant: acme\r\nAccept-Encoding: identity\r\n\r\n',
+  );
 });
 
 test('placeholder: replaced in every value, every occurrence; the credential field is still set', (t) => {
   const cred = compileCredential('k', cfg({ placeholder: 'PH-123' }), SECRET);
   const head = requestHead(fields(['Authorization', 'Bearer PH-123', 'X-Other', 'a=PH-123;b=PH-123', 'Cookie', 'c=PH-123']), 'h', cred);
-  t.is(head, `POST /p HTTP/1.1\r\nHost: h\r\nX-Other: a=${SECRET};b=${SECRET}\r\nCookie: c=${SECRET}\r\nauthorization: Bearer ${SECRET}\r\nAccept-Encoding: identity\r\n\r\n`);
+  t.is(
+    head,
+    `POST /p HTTP/1.1\r\nHost: h\r\nX-Other: a=${SECRET};b=${SECRET}\r\nCookie: c=${SECRET}\r\nauthorization: Bearer ${SECRET}\r\nAccept-Encoding: identity\r\n\r\n`,
+  );
 });
 
 test('query mode: the parameter is set in the target, every copy the sandbox sent dropped; no field is added but Accept-Encoding', (t) => {
   const cred = compileCredential('q', cfg({ query: 'key' }), SECRET);
-  t.is(requestHead(fields(['Authorization', 'Bearer mine'], '/v1?a=1&key=junk'), 'h', cred), `POST /v1?a=1&key=${SECRET} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer mine\r\nAccept-Encoding: identity\r\n\r\n`);
+  t.is(
+    requestHead(fields(['Authorization', 'Bearer mine'], '/v1?a=1&key=junk'), 'h', cred),
+    `POST /v1?a=1&key=${SECRET} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer mine\r\nAccept-Encoding: identity\r\n\r\n`,
+  );
   t.is(requestTarget('/v1?key=x', cred), `/v1?key=${SECRET}`);
   t.is(requestTarget('/v1?key=x', undefined), '/v1?key=x');
 });
@@ -68,9 +110,50 @@ test('the builder leaves no state behind: a refused build does not leak into the
   t.is(requestHead(fields(['B', '2']), 'h', undefined), 'POST /p HTTP/1.1\r\nHost: h\r\nB: 2\r\n\r\n');
 });
 
-test('upgrade fields: the same rules, Connection: Upgrade and Upgrade: websocket sandgate\'s own; with a credential, Sec-WebSocket-Extensions dropped', (t) => {
-  const raw = ['Host', 'x', 'Connection', 'Upgrade, X-Hop', 'Upgrade', 'websocket', 'X-Hop', '1', 'Sec-WebSocket-Key', 'k==', 'Sec-WebSocket-Extensions', 'permessage-deflate', 'Authorization', 'mine'];
-  t.deepEqual(upgradeFields(fields(raw), 'up', undefined), ['Host', 'up', 'Sec-WebSocket-Key', 'k==', 'Sec-WebSocket-Extensions', 'permessage-deflate', 'Authorization', 'mine', 'Connection', 'Upgrade', 'Upgrade', 'websocket']);
+test("upgrade fields: the same rules, Connection: Upgrade and Upgrade: websocket sandgate's own; with a credential, Sec-WebSocket-Extensions dropped", (t) => {
+  const raw = [
+    'Host',
+    'x',
+    'Connection',
+    'Upgrade, X-Hop',
+    'Upgrade',
+    'websocket',
+    'X-Hop',
+    '1',
+    'Sec-WebSocket-Key',
+    'k==',
+    'Sec-WebSocket-Extensions',
+    'permessage-deflate',
+    'Authorization',
+    'mine',
+  ];
+  t.deepEqual(upgradeFields(fields(raw), 'up', undefined), [
+    'Host',
+    'up',
+    'Sec-WebSocket-Key',
+    'k==',
+    'Sec-WebSocket-Extensions',
+    'permessage-deflate',
+    'Authorization',
+    'mine',
+    'Connection',
+    'Upgrade',
+    'Upgrade',
+    'websocket',
+  ]);
   const cred = compileCredential('k', cfg({}), SECRET);
-  t.deepEqual(upgradeFields(fields(raw), 'up', cred), ['Host', 'up', 'Sec-WebSocket-Key', 'k==', 'Connection', 'Upgrade', 'Upgrade', 'websocket', 'authorization', `Bearer ${SECRET}`, 'Accept-Encoding', 'identity']);
+  t.deepEqual(upgradeFields(fields(raw), 'up', cred), [
+    'Host',
+    'up',
+    'Sec-WebSocket-Key',
+    'k==',
+    'Connection',
+    'Upgrade',
+    'Upgrade',
+    'websocket',
+    'authorization',
+    `Bearer ${SECRET}`,
+    'Accept-Encoding',
+    'identity',
+  ]);
 });

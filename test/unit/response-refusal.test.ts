@@ -3,7 +3,8 @@ import { nameCarriesSecret, unrelayableTransferCoding } from '../../src/http/hea
 import { addCodings, responseFacts } from '../../src/http/response-head.js';
 
 test('only a single chunked coding (any case, any spacing, over any number of fields) is relayable', (t) => {
-  for (const ok of [[], ['chunked'], ['Chunked'], [' CHUNKED '], ['chunked,'], [', chunked']]) t.is(unrelayableTransferCoding(ok), undefined, JSON.stringify(ok));
+  for (const ok of [[], ['chunked'], ['Chunked'], [' CHUNKED '], ['chunked,'], [', chunked']])
+    t.is(unrelayableTransferCoding(ok), undefined, JSON.stringify(ok));
   const cases: [string[], string][] = [
     [['gzip, chunked'], 'gzip, chunked'],
     [['gzip', 'chunked'], 'gzip, chunked'],
@@ -21,7 +22,7 @@ test('only a single chunked coding (any case, any spacing, over any number of fi
   for (const [values, named] of cases) t.is(unrelayableTransferCoding(values), named, JSON.stringify(values));
 });
 
-test('a secret in a field name is found whatever the case; values are not this check\'s concern', (t) => {
+test("a secret in a field name is found whatever the case; values are not this check's concern", (t) => {
   const needles = ['Bearer sk-abc123', 'sk-abc123'];
   t.true(nameCarriesSecret(['X-sk-abc123', '1'], needles));
   t.true(nameCarriesSecret(['Content-Type', 'text/plain', 'X-SK-ABC123-Y', '1'], needles));

@@ -20,7 +20,7 @@ const expected = (text: string): string => {
   return out;
 };
 
-test('the mask has the needle\'s length', (t) => {
+test("the mask has the needle's length", (t) => {
   for (const n of [1, 5, 9, 10, 11, 40]) t.is(maskFor(n).length, n);
   t.is(maskFor(12), '[redacted]**');
   t.is(maskFor(4), '****');
@@ -51,7 +51,10 @@ test('every split into three chunks, including one-byte chunks', (t) => {
       // No intermediate output ever contains a prefix of the secret long enough to matter: the
       // concatenation of what was emitted so far never holds the whole secret.
       let sofar = '';
-      for (const o of outs) { sofar += o.toString(); if (sofar.includes(SECRET)) t.fail(`leaked at ${i},${j}`); }
+      for (const o of outs) {
+        sofar += o.toString();
+        if (sofar.includes(SECRET)) t.fail(`leaked at ${i},${j}`);
+      }
       checked++;
     }
   }
@@ -60,7 +63,10 @@ test('every split into three chunks, including one-byte chunks', (t) => {
 
 test('byte-at-a-time input is scrubbed too', (t) => {
   const text = `xx${SECRET}yy Bearer ${SECRET} zz`;
-  const { all } = run(NEEDLES, [...Buffer.from(text)].map((b) => Buffer.from([b])));
+  const { all } = run(
+    NEEDLES,
+    [...Buffer.from(text)].map((b) => Buffer.from([b])),
+  );
   t.is(all.toString(), expected(text));
 });
 
@@ -82,7 +88,7 @@ test('a held tail is flushed at the end of the stream', (t) => {
   t.is(s.end().toString(), 'sk-real');
 });
 
-test('the caller\'s buffer is not modified', (t) => {
+test("the caller's buffer is not modified", (t) => {
   const s = new Scrubber([SECRET]);
   const input = Buffer.from(`x${SECRET}y`);
   const copy = Buffer.from(input);
@@ -125,17 +131,27 @@ test('only needles that contain no other are searched for: whole texts get the l
     return covered;
   };
   let seed = 7;
-  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
   const pieces = [...needles, 'Bearer ', 'tok-', 'tok-A1b2', ':', 'key=', 'ZXhh', 'x', ' ', '\n', '"'];
   for (let i = 0; i < 3000; i++) {
     let text = '';
     for (let k = rnd(12); k >= 0; k--) text += pieces[rnd(pieces.length)];
     const buf = Buffer.from(text);
     const whole = run(needles, [buf]).all.toString();
-    if (whole !== reference(text)) { t.fail(`whole ${JSON.stringify(text)}: got ${JSON.stringify(whole)}`); return; }
+    if (whole !== reference(text)) {
+      t.fail(`whole ${JSON.stringify(text)}: got ${JSON.stringify(whole)}`);
+      return;
+    }
     const parts: Buffer[] = [];
     let at = 0;
-    while (at < buf.length) { const n = 1 + rnd(9); parts.push(buf.subarray(at, at + n)); at += n; }
+    while (at < buf.length) {
+      const n = 1 + rnd(9);
+      parts.push(buf.subarray(at, at + n));
+      at += n;
+    }
     const got = run(needles, parts).all.toString();
     const covered = secretAt(text);
     const leak = needles.find((n) => got.includes(n));

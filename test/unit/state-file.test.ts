@@ -28,19 +28,28 @@ test('stateDir defaults to tls.caDir and can be set', (t) => {
 test('render then parse gives the same registry back', (t) => {
   const r = parseState(renderState([TWO, THREE]), config());
   t.deepEqual(r.skipped, []);
-  t.deepEqual(r.specs.map((s) => ({ ...s })), [{ ...TWO }, { ...THREE }]);
+  t.deepEqual(
+    r.specs.map((s) => ({ ...s })),
+    [{ ...TWO }, { ...THREE }],
+  );
 });
 
 test('entries the config no longer allows are left out and named; the rest is restored', (t) => {
-  const text = JSON.stringify({ version: 1, sandboxes: [
-    { name: 'gone', interface: 'sbx-gone', policy: 'deleted' },
-    { name: 'agent', interface: 'sbx-x', policy: 'p' },
-    { name: 'clash', interface: 'sbx-agent', policy: 'p' },
-    'junk',
-    { name: 'two', interface: 'sbx-two', policy: 'q' },
-  ] });
+  const text = JSON.stringify({
+    version: 1,
+    sandboxes: [
+      { name: 'gone', interface: 'sbx-gone', policy: 'deleted' },
+      { name: 'agent', interface: 'sbx-x', policy: 'p' },
+      { name: 'clash', interface: 'sbx-agent', policy: 'p' },
+      'junk',
+      { name: 'two', interface: 'sbx-two', policy: 'q' },
+    ],
+  });
   const r = parseState(text, config());
-  t.deepEqual(r.specs.map((s) => s.name), ['two']);
+  t.deepEqual(
+    r.specs.map((s) => s.name),
+    ['two'],
+  );
   t.is(r.skipped.length, 4);
   t.regex(r.skipped[0] ?? '', /"gone" not restored: policy: unknown policy "deleted"/);
   t.regex(r.skipped[1] ?? '', /"agent" not restored: a sandbox named "agent" already exists \(from the config\)/);
@@ -62,7 +71,10 @@ test('writeState replaces the file atomically (no temporary left) with mode 0600
     t.deepEqual(readdirSync(dir), ['registered.json']);
     t.is(statSync(join(dir, 'registered.json')).mode & 0o777, 0o600);
     t.is(readFileSync(join(dir, 'registered.json'), 'utf8'), renderState([TWO, THREE]));
-    t.deepEqual(readState(cfg).specs.map((s) => s.name), ['two', 'three']);
+    t.deepEqual(
+      readState(cfg).specs.map((s) => s.name),
+      ['two', 'three'],
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

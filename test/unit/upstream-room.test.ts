@@ -47,22 +47,27 @@ test('registering sandboxes (withDynamicSandboxes) shares the whole room: pooled
   t.is(next.tokenNet, rt.tokenNet);
 });
 
-test('token services use the room\'s lookup, SSRF guard and upstream TLS agent', (t) => {
+test("token services use the room's lookup, SSRF guard and upstream TLS agent", (t) => {
   const rt = buildRuntime(A, audit);
   t.is(rt.tokenNet.lookup, rt.upstream.lookup);
   t.is(rt.tokenNet.guard, rt.upstream.guard);
   t.is(rt.tokenNet.httpsAgent, rt.upstream.tls.agent);
 });
 
-test('the guarded lookup answers from the room\'s resolver and refuses what its guard refuses', async (t) => {
+test("the guarded lookup answers from the room's resolver and refuses what its guard refuses", async (t) => {
   const ok = buildRuntime(A, audit);
   const addr = await new Promise<string>((resolve, reject) => {
-    ok.upstream.lookup('api.example.test', {}, (err, a) => { if (err) reject(err); else resolve(a as string); });
+    ok.upstream.lookup('api.example.test', {}, (err, a) => {
+      if (err) reject(err);
+      else resolve(a as string);
+    });
   });
   t.is(addr, '10.77.2.2');
   const guarded = buildRuntime(parseConfig(yaml('  hosts: { api.example.test: [10.77.2.2] }'), 'c.yaml'), audit);
   const err = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
-    guarded.upstream.lookup('api.example.test', {}, (e) => { resolve(e); });
+    guarded.upstream.lookup('api.example.test', {}, (e) => {
+      resolve(e);
+    });
   });
   t.is(err?.code, 'UPSTREAM_FORBIDDEN');
 });

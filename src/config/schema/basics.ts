@@ -8,9 +8,9 @@ export function listen(v: Reader, raw: unknown): Config['listen'] {
   const d = DEFAULTS.listen;
   const l = v.optObj(raw, ['listen'], ['port', 'dnsPort', 'address', 'control']);
   const out = {
-    port: l.port === undefined ? d.port : v.port(l.port, ['listen', 'port']) ?? d.port,
-    dnsPort: l.dnsPort === undefined ? d.dnsPort : v.port(l.dnsPort, ['listen', 'dnsPort']) ?? d.dnsPort,
-    address: l.address === undefined ? d.address : v.ipAddress(l.address, ['listen', 'address']) ?? d.address,
+    port: l.port === undefined ? d.port : (v.port(l.port, ['listen', 'port']) ?? d.port),
+    dnsPort: l.dnsPort === undefined ? d.dnsPort : (v.port(l.dnsPort, ['listen', 'dnsPort']) ?? d.dnsPort),
+    address: l.address === undefined ? d.address : (v.ipAddress(l.address, ['listen', 'address']) ?? d.address),
     control: controlPath(v, l.control),
   };
   if (out.port === out.dnsPort) v.fail(['listen', 'dnsPort'], 'must differ from listen.port');
@@ -46,7 +46,7 @@ export function log(v: Reader, raw: unknown): Config['log'] {
   const lg = v.optObj(raw, ['log'], ['file', 'level']);
   return {
     ...(lg.file !== undefined ? { file: v.str(lg.file, ['log', 'file']) ?? '' } : {}),
-    level: lg.level === undefined ? DEFAULTS.log.level : v.oneOf(lg.level, ['log', 'level'], LEVELS) ?? DEFAULTS.log.level,
+    level: lg.level === undefined ? DEFAULTS.log.level : (v.oneOf(lg.level, ['log', 'level'], LEVELS) ?? DEFAULTS.log.level),
   };
 }
 
@@ -55,8 +55,8 @@ export const ECH_CHOICES = ['allow', 'refuse'] as const;
 export function tls(v: Reader, raw: unknown): Config['tls'] {
   const t = v.optObj(raw, ['tls'], ['caDir', 'ech', 'ticketKeyRotationMs']);
   return {
-    caDir: t.caDir === undefined ? DEFAULTS.tls.caDir : v.str(t.caDir, ['tls', 'caDir']) ?? '',
-    ech: t.ech === undefined ? DEFAULTS.tls.ech : v.oneOf(t.ech, ['tls', 'ech'], ECH_CHOICES) ?? DEFAULTS.tls.ech,
+    caDir: t.caDir === undefined ? DEFAULTS.tls.caDir : (v.str(t.caDir, ['tls', 'caDir']) ?? ''),
+    ech: t.ech === undefined ? DEFAULTS.tls.ech : (v.oneOf(t.ech, ['tls', 'ech'], ECH_CHOICES) ?? DEFAULTS.tls.ech),
     ticketKeyRotationMs: v.int(t.ticketKeyRotationMs, ['tls', 'ticketKeyRotationMs'], 1000, 86_400_000, DEFAULTS.tls.ticketKeyRotationMs),
   };
 }
@@ -66,15 +66,20 @@ export function firewall(v: Reader, raw: unknown): Config['firewall'] {
   const fw = v.optObj(raw, ['firewall'], ['table', 'mark', 'routeTable', 'backend', 'queue', 'flowMark', 'queueMark']);
   const out = {
     // At most 21 characters: the iptables backend names its chains "<TABLE>-SBXFWD" (28 max).
-    table: fw.table === undefined ? d.table : v.str(fw.table, ['firewall', 'table'], /^[A-Za-z][A-Za-z0-9_]{0,20}$/, 'a valid table name (a letter, then up to 20 letters, digits or "_")') ?? d.table,
+    table:
+      fw.table === undefined
+        ? d.table
+        : (v.str(fw.table, ['firewall', 'table'], /^[A-Za-z][A-Za-z0-9_]{0,20}$/, 'a valid table name (a letter, then up to 20 letters, digits or "_")') ??
+          d.table),
     mark: v.int(fw.mark, ['firewall', 'mark'], 1, 0xffffffff, d.mark),
     routeTable: v.int(fw.routeTable, ['firewall', 'routeTable'], 1, 0xfffffffe, d.routeTable),
-    backend: fw.backend === undefined ? d.backend : v.oneOf(fw.backend, ['firewall', 'backend'], ['nft', 'iptables', 'auto'] as const) ?? d.backend,
+    backend: fw.backend === undefined ? d.backend : (v.oneOf(fw.backend, ['firewall', 'backend'], ['nft', 'iptables', 'auto'] as const) ?? d.backend),
     queue: v.int(fw.queue, ['firewall', 'queue'], 0, 65535, d.queue),
     flowMark: v.int(fw.flowMark, ['firewall', 'flowMark'], 1, 0xffffffff, d.flowMark),
     queueMark: v.int(fw.queueMark, ['firewall', 'queueMark'], 1, 0xffffffff, d.queueMark),
   };
-  if ([253, 254, 255].includes(out.routeTable)) v.fail(['firewall', 'routeTable'], 'must not be one of the kernel\'s own tables (253 default, 254 main, 255 local)');
+  if ([253, 254, 255].includes(out.routeTable))
+    v.fail(['firewall', 'routeTable'], "must not be one of the kernel's own tables (253 default, 254 main, 255 local)");
   if (new Set([out.mark, out.flowMark, out.queueMark]).size !== 3) v.fail(['firewall'], 'mark, flowMark and queueMark must be three different values');
   return out;
 }

@@ -8,21 +8,32 @@ import { NAME, TOKEN, type Obj, type PathPart, type Reader } from './reader.js';
 export function credentials(v: Reader, raw: unknown, upstream: Config['upstream']): Record<string, CredentialConfig> {
   const out: Record<string, CredentialConfig> = {};
   if (raw === undefined || raw === null) return out;
-  if (typeof raw !== 'object' || Array.isArray(raw)) { v.fail(['credentials'], 'must be a mapping of credential id to credential'); return out; }
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    v.fail(['credentials'], 'must be a mapping of credential id to credential');
+    return out;
+  }
   for (const [id, val] of Object.entries(raw as Obj)) {
     const p = ['credentials', id];
-    if (!NAME.test(id)) { v.fail(p, `credential id "${id}" must match [A-Za-z0-9_.-]{1,64}`, true); continue; }
+    if (!NAME.test(id)) {
+      v.fail(p, `credential id "${id}" must match [A-Za-z0-9_.-]{1,64}`, true);
+      continue;
+    }
     const c = v.obj(val, p, ['secret', 'authService', 'oauth2', 'header', 'format', 'placeholder', 'basic', 'query']);
     if (!c) continue;
     const sources = (['secret', 'authService', 'oauth2'] as const).filter((k) => c[k] !== undefined && c[k] !== null);
     if (sources.length !== 1) {
-      v.fail(p, sources.length === 0 ? 'needs one of "secret", "authService" or "oauth2" (where the credential comes from)' : `has ${sources.map((k) => `"${k}"`).join(' and ')}: exactly one source is allowed`);
+      v.fail(
+        p,
+        sources.length === 0
+          ? 'needs one of "secret", "authService" or "oauth2" (where the credential comes from)'
+          : `has ${sources.map((k) => `"${k}"`).join(' and ')}: exactly one source is allowed`,
+      );
       continue;
     }
     const secret = c.secret !== undefined ? v.secret(c.secret, [...p, 'secret']) : undefined;
     const authService = c.authService !== undefined ? readAuthService(v, c.authService, [...p, 'authService'], upstream) : undefined;
     const oauth2 = c.oauth2 !== undefined ? readOAuth2(v, c.oauth2, [...p, 'oauth2'], upstream) : undefined;
-    const header = c.header === undefined ? 'Authorization' : v.str(c.header, [...p, 'header'], TOKEN, 'a valid header name') ?? 'Authorization';
+    const header = c.header === undefined ? 'Authorization' : (v.str(c.header, [...p, 'header'], TOKEN, 'a valid header name') ?? 'Authorization');
     let format = 'Bearer {secret}';
     if (c.format !== undefined) {
       const f = v.str(c.format, [...p, 'format']);
@@ -59,7 +70,11 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
 function readTokenUrl(v: Reader, raw: unknown, p: PathPart[], upstream: Config['upstream']): string | undefined {
   if (typeof raw !== 'string' || raw.length === 0) return v.fail(p, 'must be an http(s) URL such as https://auth.internal.example/token');
   let u: URL;
-  try { u = new URL(raw); } catch { return v.fail(p, `"${raw}" is not a URL`); }
+  try {
+    u = new URL(raw);
+  } catch {
+    return v.fail(p, `"${raw}" is not a URL`);
+  }
   if (u.protocol !== 'https:' && u.protocol !== 'http:') return v.fail(p, 'must be an https:// (or, to a loopback or allowPrivate address, http://) URL');
   if (u.username !== '' || u.password !== '') return v.fail(p, 'must not carry user:password (the key goes in "secret")');
   if (u.hash !== '') return v.fail(p, 'must not have a #fragment');
@@ -68,7 +83,11 @@ function readTokenUrl(v: Reader, raw: unknown, p: PathPart[], upstream: Config['
     const ip = net.isIP(host) !== 0 ? parseIp(host) : undefined;
     if (!ip) return v.fail(p, 'http:// is only allowed to an IP address (loopback or in upstream.allowPrivate); use https:// for a name');
     const allowed = upstream.allowPrivate.map((t) => parseCidr(t)).filter((c): c is Cidr => !('error' in c));
-    if (!isLoopback(host) && !inAny(allowed, ip)) return v.fail(p, `http:// to ${host} is refused: tokens would cross the network in clear (use https://, or list the address in upstream.allowPrivate if it is a private link)`);
+    if (!isLoopback(host) && !inAny(allowed, ip))
+      return v.fail(
+        p,
+        `http:// to ${host} is refused: tokens would cross the network in clear (use https://, or list the address in upstream.allowPrivate if it is a private link)`,
+      );
   }
   return raw;
 }
@@ -83,7 +102,12 @@ function readAuthService(v: Reader, raw: unknown, p: PathPart[], upstream: Confi
 }
 
 function readOAuth2(v: Reader, raw: unknown, p: PathPart[], upstream: Config['upstream']): OAuth2Config | undefined {
-  const o = v.obj(raw, p, ['tokenUrl', 'grant', 'clientId', 'clientSecret', 'refreshToken', 'scope', 'clientAuth', 'timeoutMs'], ['tokenUrl', 'grant', 'clientId']);
+  const o = v.obj(
+    raw,
+    p,
+    ['tokenUrl', 'grant', 'clientId', 'clientSecret', 'refreshToken', 'scope', 'clientAuth', 'timeoutMs'],
+    ['tokenUrl', 'grant', 'clientId'],
+  );
   if (!o) return undefined;
   const tokenUrl = o.tokenUrl !== undefined ? readTokenUrl(v, o.tokenUrl, [...p, 'tokenUrl'], upstream) : undefined;
   const grant = o.grant !== undefined ? v.oneOf(o.grant, [...p, 'grant'], ['client_credentials', 'refresh_token'] as const) : undefined;
@@ -96,14 +120,24 @@ function readOAuth2(v: Reader, raw: unknown, p: PathPart[], upstream: Config['up
   if (grant === 'refresh_token' && o.refreshToken === undefined) v.fail(p, 'grant refresh_token needs "refreshToken"');
   let scope: string | undefined;
   // RFC 6749 §3.3: space-delimited scope-tokens of %x21 / %x23-5B / %x5D-7E.
-  if (o.scope !== undefined) scope = v.str(o.scope, [...p, 'scope'], /^[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*$/, 'a space-separated list of scope tokens (RFC 6749 §3.3)');
-  const clientAuth = o.clientAuth === undefined ? 'basic' as const : v.oneOf(o.clientAuth, [...p, 'clientAuth'], ['basic', 'body'] as const) ?? 'basic';
+  if (o.scope !== undefined)
+    scope = v.str(
+      o.scope,
+      [...p, 'scope'],
+      /^[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*$/,
+      'a space-separated list of scope tokens (RFC 6749 §3.3)',
+    );
+  const clientAuth = o.clientAuth === undefined ? ('basic' as const) : (v.oneOf(o.clientAuth, [...p, 'clientAuth'], ['basic', 'body'] as const) ?? 'basic');
   const timeoutMs = v.int(o.timeoutMs, [...p, 'timeoutMs'], 100, 60_000, DEFAULTS.tokenTimeoutMs);
   if (tokenUrl === undefined || grant === undefined || clientId === undefined) return undefined;
   if (grant === 'client_credentials' && !clientSecret) return undefined;
   if (grant === 'refresh_token' && !refreshToken) return undefined;
   return {
-    tokenUrl, grant, clientId, clientAuth, timeoutMs,
+    tokenUrl,
+    grant,
+    clientId,
+    clientAuth,
+    timeoutMs,
     ...(clientSecret ? { clientSecret } : {}),
     ...(refreshToken ? { refreshToken } : {}),
     ...(scope !== undefined ? { scope } : {}),

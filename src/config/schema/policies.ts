@@ -8,13 +8,19 @@ import { NAME, TOKEN, type Obj, type PathPart, type Reader } from './reader.js';
 export function policies(v: Reader, raw: unknown, credentials: Record<string, CredentialConfig>): Record<string, PolicyConfig> {
   const out: Record<string, PolicyConfig> = {};
   if (raw === undefined || raw === null) return out; // already reported as a missing required key
-  if (typeof raw !== 'object' || Array.isArray(raw)) { v.fail(['policies'], 'must be a mapping of policy name to policy'); return out; }
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    v.fail(['policies'], 'must be a mapping of policy name to policy');
+    return out;
+  }
   for (const [name, val] of Object.entries(raw as Obj)) {
     const p = ['policies', name];
-    if (!NAME.test(name)) { v.fail(p, `policy name "${name}" must match [A-Za-z0-9_.-]{1,64}`, true); continue; }
+    if (!NAME.test(name)) {
+      v.fail(p, `policy name "${name}" must match [A-Za-z0-9_.-]{1,64}`, true);
+      continue;
+    }
     const po = v.obj(val, p, ['mode', 'allow']);
     if (!po) continue;
-    const mode = po.mode === undefined ? 'enforce' : v.oneOf(po.mode, [...p, 'mode'], ['enforce', 'report'] as const) ?? 'enforce';
+    const mode = po.mode === undefined ? 'enforce' : (v.oneOf(po.mode, [...p, 'mode'], ['enforce', 'report'] as const) ?? 'enforce');
     const allow: AllowRule[] = [];
     const udp: UdpRule[] = [];
     if (po.allow !== undefined && po.allow !== null) {
@@ -46,7 +52,8 @@ function udpRule(v: Reader, r: Obj, p: PathPart[], id: string): UdpRule | undefi
   if (o.host !== undefined) {
     if (typeof o.host !== 'string') return v.fail([...p, 'host'], 'must be a host name such as ntp.example.com');
     host = normaliseHost(o.host);
-    if (host.startsWith('*.')) return v.fail([...p, 'host'], 'a udp rule needs an exact host name (a datagram carries no name to match a wildcard against); use "cidr" for a range');
+    if (host.startsWith('*.'))
+      return v.fail([...p, 'host'], 'a udp rule needs an exact host name (a datagram carries no name to match a wildcard against); use "cidr" for a range');
     const problem = hostPatternProblem(host);
     if (problem) return v.fail([...p, 'host'], problem);
   } else {
@@ -73,7 +80,10 @@ function readRule(v: Reader, raw: unknown, p: PathPart[], credentials: Record<st
   else {
     host = normaliseHost(r.host);
     const problem = hostPatternProblem(host);
-    if (problem) { v.fail([...p, 'host'], problem); host = undefined; }
+    if (problem) {
+      v.fail([...p, 'host'], problem);
+      host = undefined;
+    }
   }
   let ports = [443];
   if (r.ports !== undefined) {
@@ -82,11 +92,15 @@ function readRule(v: Reader, raw: unknown, p: PathPart[], credentials: Record<st
     ports = list.map((x, i) => v.port(x, [...p, 'ports', i]) ?? 0);
   }
   // 'udp' never gets here (policies() hands it to udpRule), but it is a valid answer to name.
-  const protocol = r.protocol === undefined ? 'tls' : r.protocol === 'tls' || r.protocol === 'tcp' ? r.protocol : v.fail([...p, 'protocol'], 'must be one of: tls, tcp, udp');
+  const protocol =
+    r.protocol === undefined ? 'tls' : r.protocol === 'tls' || r.protocol === 'tcp' ? r.protocol : v.fail([...p, 'protocol'], 'must be one of: tls, tcp, udp');
   let inject: string | undefined;
   if (r.inject !== undefined) {
     inject = v.str(r.inject, [...p, 'inject']);
-    if (inject !== undefined && !credentials[inject]) { v.fail([...p, 'inject'], `unknown credential "${inject}" (not under credentials)`); inject = undefined; }
+    if (inject !== undefined && !credentials[inject]) {
+      v.fail([...p, 'inject'], `unknown credential "${inject}" (not under credentials)`);
+      inject = undefined;
+    }
   }
   let methods: string[] | undefined;
   if (r.methods !== undefined) {
@@ -106,15 +120,19 @@ function readRule(v: Reader, raw: unknown, p: PathPart[], credentials: Record<st
   const ech = r.ech === undefined ? undefined : v.oneOf(r.ech, [...p, 'ech'], ECH_CHOICES);
   const intercepted = inject !== undefined || methods !== undefined || paths !== undefined;
   if (protocol === 'tcp' && r.ech !== undefined) v.fail([...p, 'ech'], 'only applies to TLS rules (a raw TCP rule never reads a ClientHello)');
-  if (protocol === 'tcp' && (intercepted || plainHttp)) v.fail([...p, 'protocol'], 'a raw TCP rule cannot inject, check methods/paths or use plainHttp (those need TLS interception)');
+  if (protocol === 'tcp' && (intercepted || plainHttp))
+    v.fail([...p, 'protocol'], 'a raw TCP rule cannot inject, check methods/paths or use plainHttp (those need TLS interception)');
   if (plainHttp && !intercepted) v.fail([...p, 'plainHttp'], 'only applies to an intercepted host (one with inject, methods or paths)');
   // plainHttp means "http://host/ works": without explicit ports, port 80 joins the default 443
   // (docs/interception.md: plain HTTP on 80 goes upstream as TLS on 443).
   if (plainHttp && r.ports === undefined) ports = [443, 80];
   if (host === undefined || protocol === undefined) return undefined;
-  if (protocol === 'tcp' && host.startsWith('*.')) v.fail([...p, 'host'], 'a raw TCP rule needs an exact host name: without SNI a wildcard could only be matched from DNS answers');
+  if (protocol === 'tcp' && host.startsWith('*.'))
+    v.fail([...p, 'host'], 'a raw TCP rule needs an exact host name: without SNI a wildcard could only be matched from DNS answers');
   return {
-    host, ports, protocol,
+    host,
+    ports,
+    protocol,
     ...(inject !== undefined ? { inject } : {}),
     ...(methods !== undefined ? { methods } : {}),
     ...(paths !== undefined ? { paths } : {}),

@@ -7,7 +7,11 @@ import net from 'node:net';
 import type { SecretSource } from '../types.js';
 
 export type PathPart = string | number;
-export interface Problem { path: PathPart[]; message: string; atKey?: boolean }
+export interface Problem {
+  path: PathPart[];
+  message: string;
+  atKey?: boolean;
+}
 export type Obj = Record<string, unknown>;
 
 export const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -77,8 +81,12 @@ export class Reader {
   secret(raw: unknown, p: PathPart[]): SecretSource | undefined {
     const s = this.obj(raw, p, ['env', 'file']);
     if (!s) return undefined;
-    if ((s.env === undefined) === (s.file === undefined)) return this.fail(p, 'must have exactly one of "env" or "file" (secrets never live in the config file)');
-    if (s.env !== undefined) { const env = this.str(s.env, [...p, 'env'], ENV_NAME, 'an environment variable name'); return env ? { env } : undefined; }
+    if ((s.env === undefined) === (s.file === undefined))
+      return this.fail(p, 'must have exactly one of "env" or "file" (secrets never live in the config file)');
+    if (s.env !== undefined) {
+      const env = this.str(s.env, [...p, 'env'], ENV_NAME, 'an environment variable name');
+      return env ? { env } : undefined;
+    }
     const file = this.str(s.file, [...p, 'file']);
     return file ? { file } : undefined;
   }

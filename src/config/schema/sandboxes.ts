@@ -14,14 +14,15 @@ export function sandboxEntry(v: Reader, val: unknown, p: PathPart[], policies: R
   if (!s) return undefined;
   const name = v.str(s.name, [...p, 'name'], NAME, 'a sandbox name matching [A-Za-z0-9_.-]{1,64}');
   let iface: string | undefined;
-  if (s.interface !== undefined) iface = v.str(s.interface, [...p, 'interface'], IFACE_GLOB, 'an interface name, or a name prefix ending in one "*" (at most 15 characters in all)');
+  if (s.interface !== undefined)
+    iface = v.str(s.interface, [...p, 'interface'], IFACE_GLOB, 'an interface name, or a name prefix ending in one "*" (at most 15 characters in all)');
   let cidr: string | undefined;
   if (s.cidr !== undefined) {
     if (typeof s.cidr !== 'string') v.fail([...p, 'cidr'], 'must be an IPv4 CIDR such as 10.77.0.0/24');
     else {
       const c = parseCidr(s.cidr);
       if ('error' in c) v.fail([...p, 'cidr'], c.error);
-      else if (c.family !== 4) v.fail([...p, 'cidr'], 'must be an IPv4 CIDR (sandboxes\' IPv6 is dropped, not routed)');
+      else if (c.family !== 4) v.fail([...p, 'cidr'], "must be an IPv4 CIDR (sandboxes' IPv6 is dropped, not routed)");
       else cidr = s.cidr;
     }
   }
@@ -31,9 +32,14 @@ export function sandboxEntry(v: Reader, val: unknown, p: PathPart[], policies: R
   let user: string | undefined;
   if (s.user !== undefined) user = v.str(s.user, [...p, 'user'], USER, 'a user name of printable ASCII');
   if (name === undefined || policy === undefined || (iface === undefined && cidr === undefined)) return undefined;
-  return { name, policy, ...(iface !== undefined ? { interface: iface } : {}), ...(cidr !== undefined ? { cidr } : {}), ...(user !== undefined ? { user } : {}) };
+  return {
+    name,
+    policy,
+    ...(iface !== undefined ? { interface: iface } : {}),
+    ...(cidr !== undefined ? { cidr } : {}),
+    ...(user !== undefined ? { user } : {}),
+  };
 }
-
 
 export function sandboxes(v: Reader, raw: unknown, policies: Record<string, PolicyConfig>): SandboxConfig[] {
   const out: SandboxConfig[] = [];

@@ -17,19 +17,23 @@ export function upstream(v: Reader, raw: unknown): Config['upstream'] {
   const hosts: Record<string, string[]> = {};
   if (u.hosts !== undefined && u.hosts !== null) {
     if (typeof u.hosts !== 'object' || Array.isArray(u.hosts)) v.fail([...p, 'hosts'], 'must be a mapping of host name to IP address(es)');
-    else for (const [name, val] of Object.entries(u.hosts as Obj)) {
-      const hp = [...p, 'hosts', name];
-      const host = normaliseHost(name);
-      if (!isHostName(host)) { v.fail(hp, `"${name}" is not a valid host name`, true); continue; }
-      const addrs = Array.isArray(val) ? val : [val];
-      const ok: string[] = [];
-      addrs.forEach((a, i) => {
-        if (typeof a !== 'string' || net.isIP(a) === 0) v.fail(Array.isArray(val) ? [...hp, i] : hp, 'must be an IP address (or a list of them)');
-        else ok.push(a);
-      });
-      if (addrs.length === 0) v.fail(hp, 'must list at least one IP address');
-      hosts[host] = ok;
-    }
+    else
+      for (const [name, val] of Object.entries(u.hosts as Obj)) {
+        const hp = [...p, 'hosts', name];
+        const host = normaliseHost(name);
+        if (!isHostName(host)) {
+          v.fail(hp, `"${name}" is not a valid host name`, true);
+          continue;
+        }
+        const addrs = Array.isArray(val) ? val : [val];
+        const ok: string[] = [];
+        addrs.forEach((a, i) => {
+          if (typeof a !== 'string' || net.isIP(a) === 0) v.fail(Array.isArray(val) ? [...hp, i] : hp, 'must be an IP address (or a list of them)');
+          else ok.push(a);
+        });
+        if (addrs.length === 0) v.fail(hp, 'must list at least one IP address');
+        hosts[host] = ok;
+      }
   }
   const allowPrivate: string[] = [];
   if (u.allowPrivate !== undefined) {
