@@ -6,6 +6,7 @@
  * credential; see token-cache.ts for refresh, single-flight and bounds.
  */
 import type { CredentialConfig } from '../config/types.js';
+import { HOP_BY_HOP } from '../http/headers.js';
 import {
   compileCredential,
   compileHeaderCredential,
@@ -33,16 +34,8 @@ const FIELD_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
  * Headers an auth service may not set: hop-by-hop ones (RFC 9110 §7.6.1) and those that frame or
  * route the request (Host, Content-Length, Expect...), which sandgate owns.
  */
-const REFUSED_HEADERS = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'proxy-authorization',
-  'proxy-authenticate',
+const REFUSED_HEADERS: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
   'host',
   'content-length',
   'content-encoding',
