@@ -954,40 +954,42 @@ class Bench {
     this.results.push(row);
   }
 
+  /** One bench/lib/dns-load.mjs run from the sandbox for `seconds` (bounded by timeout): its JSON result, or { error }. */
+  async dnsLoad(name, seconds, extra) {
+    const r = await this.topo.exec(
+      this.topo.ns('sbx'),
+      TIMEOUT,
+      [
+        '-k',
+        '5',
+        String(Math.ceil(seconds + 15)),
+        process.execPath,
+        join(LIB, 'dns-load.mjs'),
+        '--server',
+        HOST_SBX,
+        '--port',
+        '53',
+        '--name',
+        name,
+        '--seconds',
+        String(seconds),
+        ...extra,
+      ],
+      { timeoutMs: (seconds + 25) * 1000 },
+    );
+    try {
+      return JSON.parse(r.stdout.trim().split('\n').pop());
+    } catch {
+      return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` };
+    }
+  }
+
   async measureDns(round, kind) {
     const t = this.targets['sg-intercept'] ?? this.targets['sg-pass'];
     await this.activate(t);
     const name = kind === 'allowed' ? BENCH_NAME : DENIED_NAME;
     const pid = t.pid();
-    const run = async (seconds) => {
-      const r = await this.topo.exec(
-        this.topo.ns('sbx'),
-        TIMEOUT,
-        [
-          '-k',
-          '5',
-          String(Math.ceil(seconds + 15)),
-          process.execPath,
-          join(LIB, 'dns-load.mjs'),
-          '--server',
-          HOST_SBX,
-          '--port',
-          '53',
-          '--name',
-          name,
-          '--seconds',
-          String(seconds),
-          '--window',
-          '32',
-        ],
-        { timeoutMs: (seconds + 25) * 1000 },
-      );
-      try {
-        return JSON.parse(r.stdout.trim().split('\n').pop());
-      } catch {
-        return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` };
-      }
-    };
+    const run = (seconds) => this.dnsLoad(name, seconds, ['--window', '32']);
     await run(this.o.warmup);
     const c0 = cpuUs(pid);
     const d = await run(this.o.duration);
@@ -1031,39 +1033,7 @@ class Bench {
     const { dns: _lifted, ...defaults } = conf;
     await reload(defaults);
     const seconds = this.o.duration;
-    const victim = async () => {
-      const r = await this.topo.exec(
-        this.topo.ns('sbx'),
-        TIMEOUT,
-        [
-          '-k',
-          '5',
-          String(Math.ceil(seconds + 15)),
-          process.execPath,
-          join(LIB, 'dns-load.mjs'),
-          '--server',
-          HOST_SBX,
-          '--port',
-          '53',
-          '--name',
-          BENCH_NAME,
-          '--seconds',
-          String(seconds),
-          '--window',
-          '4',
-          '--pace-qps',
-          '150',
-          '--timeout-ms',
-          '1000',
-        ],
-        { timeoutMs: (seconds + 25) * 1000 },
-      );
-      try {
-        return JSON.parse(r.stdout.trim().split('\n').pop());
-      } catch {
-        return { error: `dns-load exit ${r.code}: ${r.stderr.trim().slice(0, 300)}` };
-      }
-    };
+    const victim = () => this.dnsLoad(BENCH_NAME, seconds, ['--window', '4', '--pace-qps', '150', '--timeout-ms', '1000']);
     try {
       for (const flooded of [false, true]) {
         let flood;

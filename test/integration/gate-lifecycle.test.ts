@@ -227,9 +227,8 @@ test.serial('SIGTERM: exits 0, the rules stay, requests fail', async (t) => {
   t.not((await get('api.example.test', '/stopped', 2000)).code, 0);
 });
 
-test.serial('SIGTERM with a connection the sandbox keeps open: reset after the grace period, the stop line counts it', async (t) => {
-  g = await startGate(w.topo, w.dir, baseConfig(w, { allow: ONLY_API }));
-  // One keep-alive TLS connection (passthrough) that the client never closes.
+/** test/helpers/hold-client.mjs in the sandbox: one TLS connection to api.example.test it never closes; its lines. */
+function holdOpen(ca: string, extra: string[]): LineLog {
   const hold = w.topo.spawn(w.sandbox, process.execPath, [
     join(ROOT, 'test/helpers/hold-client.mjs'),
     '--connect',
@@ -237,15 +236,26 @@ test.serial('SIGTERM with a connection the sandbox keeps open: reset after the g
     '--host',
     'api.example.test',
     '--ca',
-    w.pki.caFile,
+    ca,
+    ...extra,
   ]);
   const held = new LineLog();
   held.attach(hold);
+  return held;
+}
+
+/** SIGTERM, then the exit, or 'hung' after 15 s (a hang detector, not a speed check). */
+function stopWithin(gate: Gate): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'hung'> {
+  gate.proc.kill('SIGTERM');
+  return Promise.race([exitOf(gate), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
+}
+
+test.serial('SIGTERM with a connection the sandbox keeps open: reset after the grace period, the stop line counts it', async (t) => {
+  g = await startGate(w.topo, w.dir, baseConfig(w, { allow: ONLY_API }));
+  // One keep-alive TLS connection (passthrough) that the client never closes.
+  const held = holdOpen(w.pki.caFile, []);
   await held.waitFor((l) => l.event === 'response', 5000, "the held connection's first response");
-  g.proc.kill('SIGTERM');
-  // A hang detector, not a speed check: without the reset the stop waits for the client forever.
-  const exit = await Promise.race([exitOf(g), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
-  t.not(exit, 'hung', 'sandgate did not exit while a sandbox connection stayed open');
+  t.not(await stopWithin(g), 'hung', 'sandgate did not exit while a sandbox connection stayed open');
   const stop = await g.log.waitFor((l) => l.event === 'stop', 1000, 'stop line');
   t.is(stop.connectionsReset, 1);
   const closed = await held.waitFor((l) => l.event === 'closed', 5000, 'the held connection closing');
@@ -260,24 +270,9 @@ test.serial('SIGTERM with an intercepted SSE stream in flight: the request still
   g.proc.kill('SIGKILL'); // whichever gate ran before (run alone, the file's first one)
   await exitOf(g);
   g = await startGate(w.topo, w.dir, config, 'sse.json', { env: { SG_TEST_SSE_K: 'sk-sse-shutdown-0123456789' } });
-  const hold = w.topo.spawn(w.sandbox, process.execPath, [
-    join(ROOT, 'test/helpers/hold-client.mjs'),
-    '--connect',
-    w.a,
-    '--host',
-    'api.example.test',
-    '--ca',
-    join(w.dir, 'ca', 'ca.pem'),
-    '--path',
-    '/_sg/sse?n=1000&interval=100',
-    '--stream',
-  ]);
-  const held = new LineLog();
-  held.attach(hold);
+  const held = holdOpen(join(w.dir, 'ca', 'ca.pem'), ['--path', '/_sg/sse?n=1000&interval=100', '--stream']);
   await held.waitFor((l) => l.event === 'chunk', 5000, 'the first event of the stream');
-  g.proc.kill('SIGTERM');
-  const exit = await Promise.race([exitOf(g), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
-  t.not(exit, 'hung');
+  t.not(await stopWithin(g), 'hung');
   const line = await g.log.waitFor((l) => l.event === 'http' && String(l.path) === '/_sg/sse', 1000, "the SSE request's http line");
   t.like(line, { decision: 'allow', status: 200, credential: 'k' });
   t.truthy(line.error, 'the line says the stream was cut off');
