@@ -11,6 +11,7 @@ import type { UpgradeHandover } from './io.js';
 import { requestTarget, upgradeFields } from './request-head.js';
 import { addCodings } from './response-head.js';
 import { scrubStream, scrubString } from './scrub.js';
+import { literalRefused } from '../upstream/lookup.js';
 import { tlsFailure } from '../upstream/tls.js';
 
 /** A whole HTTP response written straight to a socket the HTTP server has let go of. */
@@ -132,6 +133,12 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
   };
 
   const open = (): void => {
+    const refused = literalRefused(up.host, rt.upstream.guard);
+    if (refused !== undefined) {
+      log(502, { reason: refused.message, deny: true });
+      rawResponse(socket, 502, { error: 'bad gateway', reason: 'upstream unreachable' });
+      return;
+    }
     let headers: string[];
     try {
       headers = upgradeFields(req, up.hostHeader, cred);

@@ -1,4 +1,4 @@
-import type { LookupFunction } from 'node:net';
+import { isIP, type LookupFunction } from 'node:net';
 import { SandgateError } from '../errors.js';
 import type { AddressGuard } from './address-guard.js';
 import type { UpstreamResolver } from './resolver.js';
@@ -27,4 +27,15 @@ export function createGuardedLookup(resolver: UpstreamResolver, guard: AddressGu
       })
       .catch((err: Error) => cb(err as NodeJS.ErrnoException, '', 4));
   };
+}
+
+/**
+ * Node's net.connect never calls `lookup` for a host that is an IP literal, so the guard above
+ * would not see it: every connection to a literal (a plain-HTTP Host of 10.0.0.1 in report mode)
+ * is checked here instead. The refusal, or undefined.
+ */
+export function literalRefused(host: string, guard: AddressGuard): SandgateError | undefined {
+  if (isIP(host) === 0) return undefined;
+  const why = guard.check(host);
+  return why !== undefined ? new SandgateError(why, 'UPSTREAM_FORBIDDEN') : undefined;
 }

@@ -12,6 +12,8 @@ import net, { type LookupFunction } from 'node:net';
 import tls from 'node:tls';
 import { SandgateError } from '../errors.js';
 import type { UpstreamTls } from './tls.js';
+import type { AddressGuard } from './address-guard.js';
+import { literalRefused } from './lookup.js';
 
 export interface Target {
   readonly tls: boolean;
@@ -61,12 +63,17 @@ export class UpstreamPool {
   readonly #sessions = new Map<string, Buffer>();
   readonly #tls: UpstreamTls;
   readonly #lookup: LookupFunction;
+  readonly #guard: AddressGuard;
   readonly #connectTimeoutMs: number;
 
-  /** `lookup`: sandgate's resolver then the SSRF guard (lookup.ts); `connectTimeoutMs`: upstream.connectTimeoutMs. */
-  constructor(upstreamTls: UpstreamTls, lookup: LookupFunction, connectTimeoutMs: number) {
+  /**
+   * `lookup`: sandgate's resolver then the SSRF guard (lookup.ts); `guard`: the same guard, for IP
+   * literal hosts, which Node connects to without a lookup; `connectTimeoutMs`: upstream.connectTimeoutMs.
+   */
+  constructor(upstreamTls: UpstreamTls, lookup: LookupFunction, guard: AddressGuard, connectTimeoutMs: number) {
     this.#tls = upstreamTls;
     this.#lookup = lookup;
+    this.#guard = guard;
     this.#connectTimeoutMs = connectTimeoutMs;
   }
 
@@ -100,6 +107,17 @@ export class UpstreamPool {
    * SSRF guard, TLS verification codes). Returns a function that aborts the attempt.
    */
   connect(t: Target, ready: (p: PooledSocket) => void, failed: (err: NodeJS.ErrnoException) => void): () => void {
+    const refused = literalRefused(t.host, this.#guard);
+    if (refused !== undefined) {
+      // As a refused lookup would: asynchronously, before any socket exists.
+      let aborted = false;
+      queueMicrotask(() => {
+        if (!aborted) failed(refused);
+      });
+      return () => {
+        aborted = true;
+      };
+    }
     const key = UpstreamPool.keyOf(t);
     const lookup = this.#lookup;
     // Reads land in one shared buffer (READ_BUFFER) and go to whoever reads this socket (onRead).

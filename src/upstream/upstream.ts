@@ -39,7 +39,7 @@ export function buildUpstream(cfg: Config['upstream'], previous?: { readonly cfg
   const guard = new AddressGuard(cfg.allowPrivate);
   const lookup = createGuardedLookup(resolver, guard);
   const tls = createUpstreamTls(cfg);
-  return { resolver, guard, lookup, tls, pool: new UpstreamPool(tls, lookup, cfg.connectTimeoutMs) };
+  return { resolver, guard, lookup, tls, pool: new UpstreamPool(tls, lookup, guard, cfg.connectTimeoutMs) };
 }
 
 /** How token sources reach their services: the same resolver, SSRF guard and upstream TLS trust. */

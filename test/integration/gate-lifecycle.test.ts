@@ -167,6 +167,21 @@ test.serial('sandgate reload: prints what the daemon loaded, or why it refused (
   t.is(again.action, 'reloaded');
 });
 
+// BUG (fixed): Node's net.connect skips the `lookup` for an IP literal host, so in report mode a
+// plain-HTTP request with `Host: 127.0.0.1` (or the metadata address) went upstream to that address
+// past the SSRF guard, which sits in the lookup.
+test.serial('report mode: a plain-HTTP Host that is a guarded IP literal (loopback, metadata) is denied by the SSRF guard, never connected', async (t) => {
+  t.is((await g.reload(baseConfig(w, { mode: 'report' }))).action, 'reloaded');
+  for (const literal of ['127.0.0.1', '169.254.169.254']) {
+    const r = await w.curl(['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Host: ${literal}`, `http://${w.a}/literal-${literal}`]);
+    t.is(r.stdout.trim(), '502', `${literal}: ${r.stderr}`);
+    const line = await g.log.waitFor((l) => l.event === 'http' && l.path === `/literal-${literal}`);
+    t.like(line, { decision: 'deny', status: 502, host: literal });
+    t.regex(String(line.reason), new RegExp(`upstream address ${literal.replaceAll('.', '\\.')} is in .*not allowed`));
+  }
+  t.is((await g.reload(baseConfig(w, { allow: ONLY_API }))).action, 'reloaded');
+});
+
 test.serial('report mode: an unlisted SNI gets through, logged as would-deny', async (t) => {
   const line = await g.reload(baseConfig(w, { allow: ONLY_API, mode: 'report' }));
   t.is(line.action, 'reloaded', JSON.stringify(line));
