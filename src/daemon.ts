@@ -6,7 +6,7 @@ import { buildRuntime, withDynamicSandboxes, type Runtime } from './runtime.js';
 import { readState, stateFilePath, writeState } from './control/state-file.js';
 import { mkdirSync } from 'node:fs';
 import { planFromConfig } from './firewall/from-config.js';
-import { dynamicUnsupported, firewallMissing, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
+import { firewallMissing, firewallUp, firewallUpdateDynamic, resolveBackend } from './firewall/backend.js';
 import { loadBinding, startPacketGate, type PacketGate } from './packets/packet-gate.js';
 import { listenTransparent } from './net/transparent-listener.js';
 import { startDnsServer } from './dns/server.js';
@@ -171,10 +171,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   if (config.listen.control !== false) {
     const restored = readState(config);
     for (const reason of restored.skipped) audit.write({ event: 'error', reason });
-    const why = dynamicUnsupported(backend);
-    if (restored.specs.length > 0 && why !== undefined) {
-      audit.write({ event: 'error', reason: `${restored.specs.length} registered sandboxes in ${stateFilePath(config)} not restored: ${why}` });
-    } else if (restored.specs.length > 0) {
+    if (restored.specs.length > 0) {
       rt = withDynamicSandboxes(rt, restored.specs);
       pool?.sandboxes(rt);
       audit.write({ event: 'config', action: 'restored', file: stateFilePath(config), registered: restored.specs.length });
@@ -236,7 +233,6 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       },
       serial,
       updateFirewall: (before, after) => firewallUpdateDynamic({ table: config.firewall.table }, backend, before, after),
-      ...(dynamicUnsupported(backend) !== undefined ? { unsupported: dynamicUnsupported(backend) } : {}),
       conns,
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
       reload: () => serial(reload),

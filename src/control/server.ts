@@ -13,8 +13,7 @@
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
- * changed), 501 (a firewall backend that cannot hold registered sandboxes: neither nft nor
- * iptables today). Access control is the socket file itself: mode 0600 in a directory sandgate
+ * changed). Access control is the socket file itself: mode 0600 in a directory sandgate
  * creates 0700, so only root (sandgate's user) can connect; it is a path in the host's file
  * system, never an address a sandbox's network can reach.
  */

@@ -39,8 +39,6 @@ export interface ControlDeps {
   serial<T>(fn: () => Promise<T>): Promise<T>;
   /** One change of the firewall's sets (nft: atomic; iptables: undone on failure); throws (nothing changed) on failure. */
   updateFirewall(before: readonly SandboxMatch[], after: readonly SandboxMatch[]): Promise<void>;
-  /** Why this daemon cannot register sandboxes at all, if so (firewall/backend.ts dynamicUnsupported). */
-  unsupported?: string;
   conns: ConnRegistry;
   /** Ends the flows the packet path accepted for these sandboxes (src/net/flows.ts); never throws. */
   endFlows?(specs: readonly SandboxSpec[]): Promise<void>;
@@ -139,13 +137,6 @@ export function createControlService(deps: ControlDeps): ControlService {
 
   const submit = (p: Omit<Pending, 'resolve' | 'started'>): Promise<Outcome<Applied>> =>
     new Promise((resolve) => {
-      const unsupported = deps.unsupported;
-      if (unsupported !== undefined) {
-        const o = { ok: false as const, status: 501, error: unsupported };
-        rejected({ ...p, started: 0, resolve }, o);
-        resolve(o);
-        return;
-      }
       queue.push({ ...p, started: performance.now(), resolve });
       if (!scheduled) {
         scheduled = true;

@@ -110,7 +110,9 @@ export class DnsResponder {
    * answered; the resolver asks upstream once for both (UpstreamResolver's in-flight lookups).
    */
   async handle(msg: Buffer, srcIp: string, srcPort: number, transport: Transport): Promise<Buffer | undefined> {
-    const key = `${transport} ${srcIp} ${srcPort} ${msg.toString('latin1')}`;
+    // Only UDP is retransmitted datagram by datagram; over TCP each message is a query of its own.
+    if (transport !== 'udp') return this.answer(msg, srcIp, srcPort, transport, false);
+    const key = `${srcIp} ${srcPort} ${msg.toString('latin1')}`;
     const copies = this.inflight.get(key) ?? 0;
     this.inflight.set(key, copies + 1);
     try {

@@ -39,15 +39,6 @@ export async function firewallMissing(plan: FirewallPlan, backend: Backend, opti
 }
 
 /**
- * Why `backend` cannot hold registered sandboxes, or undefined when it can. Both can now: nft in
- * sets of its table, iptables in ipsets (render-ipset.ts); kept as the one place that would say
- * so for a backend that cannot.
- */
-export function dynamicUnsupported(_backend: Backend): string | undefined {
-  return undefined;
-}
-
-/**
  * Changes the registered sandboxes in place: nft in one atomic transaction of set elements,
  * iptables as ipset element changes ordered to fail closed (render-ipset.ts).
  */

@@ -72,23 +72,14 @@ export interface FirewallPlan {
   dnsRate: { pps: number; burst: number };
 }
 
-export const DEFAULT_TABLE = DEFAULTS.firewall.table;
-export const DEFAULT_MARK = DEFAULTS.firewall.mark;
-export const DEFAULT_ROUTE_TABLE = DEFAULTS.firewall.routeTable;
-export const DEFAULT_QUEUE_NUM = DEFAULTS.firewall.queue;
-export const DEFAULT_FLOW_MARK = DEFAULTS.firewall.flowMark;
-export const DEFAULT_QUEUE_MARK = DEFAULTS.firewall.queueMark;
-export const DEFAULT_PACKET_RATE = DEFAULTS.packets.rateLimit;
-/** The config's default dns.sourceRateLimit (five times the default dns.rateLimit). */
-export const DEFAULT_DNS_RATE = DEFAULTS.dns.sourceRateLimit;
-
 /** The packet-path and DNS-rate part of a plan with its defaults (tests and callers that only care about TCP). */
 export const DEFAULT_PACKET_PLAN: Pick<FirewallPlan, 'queueNum' | 'queueMark' | 'flowMark' | 'packetRate' | 'dnsRate'> = {
-  queueNum: DEFAULT_QUEUE_NUM,
-  queueMark: DEFAULT_QUEUE_MARK,
-  flowMark: DEFAULT_FLOW_MARK,
-  packetRate: { ...DEFAULT_PACKET_RATE },
-  dnsRate: { ...DEFAULT_DNS_RATE },
+  queueNum: DEFAULTS.firewall.queue,
+  queueMark: DEFAULTS.firewall.queueMark,
+  flowMark: DEFAULTS.firewall.flowMark,
+  packetRate: { ...DEFAULTS.packets.rateLimit },
+  // The config's default dns.sourceRateLimit (five times the default dns.rateLimit).
+  dnsRate: { ...DEFAULTS.dns.sourceRateLimit },
 };
 
 /**

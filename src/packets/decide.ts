@@ -122,13 +122,14 @@ export async function decidePacket(ctx: DecideContext, h: PacketHeader): Promise
   // rule, or report mode); one that no rule allows is denied for that reason, whatever its
   // address: an ICMP echo to a private address is "icmp is not allowed", not a remark about
   // upstream.allowPrivate.
-  const guard = rt.upstream.guard.check(h.dst);
   if (rule) {
+    const guard = rt.upstream.guard.check(h.dst);
     if (guard !== undefined) return deny(guard, sandbox);
     return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'allow', rule: rule.id } };
   }
   const d = sandbox.policy.denied(reason);
   if (d.decision === 'deny') return deny(d.reason, sandbox);
+  const guard = rt.upstream.guard.check(h.dst);
   if (guard !== undefined) return deny(guard, sandbox);
   return { accept: true, what, line: { ...base, ...who(sandbox), decision: 'would-deny', reason: d.reason } };
 }

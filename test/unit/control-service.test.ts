@@ -195,26 +195,3 @@ test('an update resets connections only when policy, user or match change', asyn
   t.like(await w.svc.update('two', { user: 'carol' }), { ok: true, value: { closed: 1, user: 'carol' } });
   t.true(s.destroyed);
 });
-
-test('the iptables backend: registration is refused with 501 and one sentence', async (t) => {
-  const lines: AuditFields[] = [];
-  const audit = {
-    write: (f: AuditFields) => {
-      lines.push(f);
-    },
-    flush: () => undefined,
-  } as unknown as Audit;
-  const rt = buildRuntime(CONFIG, audit);
-  const svc = createControlService({
-    runtime: () => rt,
-    swap: () => undefined,
-    serial: (fn) => fn(),
-    updateFirewall: async () => undefined,
-    unsupported: 'registered sandboxes need the nft firewall backend (firewall.backend: nft); this sandgate runs the iptables backend',
-    conns: new ConnRegistry(() => rt),
-  });
-  const o = await svc.add({ name: 'two', address: '10.77.4.2', policy: 'default' });
-  t.like(o, { ok: false, status: 501 });
-  t.regex((o as { error: string }).error, /need the nft firewall backend/);
-  t.is(svc.list().length, 1);
-});
