@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
-import { loadConfigFile, ConfigError } from './config/load.js';
+import { ConfigError, formatLocated, loadConfigFile } from './config/load.js';
 import { createAudit, type PrimaryAudit } from './audit/logger.js';
 import { buildRuntime, withDynamicSandboxes, type Runtime } from './runtime.js';
 import { readState, stateFilePath, writeState } from './control/state-file.js';
@@ -59,6 +59,11 @@ function inFile<T>(file: string, build: () => T): T {
   }
 }
 
+/** One line for a failure: a config's located problems (as `sandgate check` prints them), or the message. */
+function reasonOf(err: unknown): string {
+  return err instanceof ConfigError ? err.problems.map(formatLocated).join('; ') : (err as Error).message;
+}
+
 export interface Daemon {
   readonly runtime: () => Runtime;
   reload(): Promise<void>;
@@ -82,8 +87,7 @@ export async function runDaemon(file: string): Promise<Daemon> {
   } catch (err) {
     // One audit line for the failure too (the one-line message goes to stderr from the CLI),
     // written before the process exits: the log may be a file that is still opening.
-    const reason =
-      err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
+    const reason = reasonOf(err);
     audit.writeLogOnly({ event: 'error', reason: `start-up failed: ${reason}` });
     await audit.settle();
     throw err;
@@ -272,8 +276,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length, registered: nextRt.dynamic.length });
       return { ok: true, value: { file, sandboxes: next.sandboxes.length, policies: Object.keys(next.policies).length, registered: nextRt.dynamic.length } };
     } catch (err) {
-      const reason =
-        err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path}: ${p.message}`).join('; ') : (err as Error).message;
+      const reason = reasonOf(err);
       audit.write({ event: 'config', action: 'rejected', file, reason });
       // A config the daemon refuses is the caller's to fix (400); a firewall that failed is not (500).
       const refused = err instanceof SandgateError && (err.code === 'CONFIG' || err.code === 'SECRET');

@@ -109,8 +109,8 @@ export function pathProblems(config: Config): PathProblem[] {
     if (log !== undefined) out.push({ key: 'log.file', message: log });
   }
   if (config.listen.control !== false) {
-    const st = dirProblem(config.stateDir);
-    if (st !== undefined && config.stateDir !== config.tls.caDir) out.push({ key: 'stateDir', message: st });
+    const st = config.stateDir !== config.tls.caDir ? dirProblem(config.stateDir) : undefined;
+    if (st !== undefined) out.push({ key: 'stateDir', message: st });
     const c = dirProblem(dirname(config.listen.control));
     if (c !== undefined) out.push({ key: 'listen.control', message: c });
   }

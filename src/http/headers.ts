@@ -79,9 +79,14 @@ export function unrelayableTransferCoding(values: readonly string[]): string | u
  * Masking a name would not give a valid field name, so such a response is refused instead.
  */
 export function nameCarriesSecret(raw: readonly string[], needles: readonly string[]): boolean {
+  let lowered: string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const k = (raw[i] as string).toLowerCase();
-    for (const n of needles) if (n.length > 0 && k.includes(n.toLowerCase())) return true;
+    const name = raw[i] as string;
+    lowered ??= needles.filter((n) => n.length > 0).map((n) => n.toLowerCase());
+    // Most names are shorter than any secret: no lower-casing for them.
+    if (!lowered.some((n) => name.length >= n.length)) continue;
+    const k = name.toLowerCase();
+    for (const n of lowered) if (k.includes(n)) return true;
   }
   return false;
 }

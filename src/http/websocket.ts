@@ -5,7 +5,7 @@ import { SandgateError } from '../errors.js';
 import type { Credential } from '../creds/credential.js';
 import { asTokenError } from '../creds/token-error.js';
 import { refreshCredential, unavailableReason, withCredential, type Dynamic } from './credential-step.js';
-import { jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
+import { HOP_BY_HOP, jsonResponse, nameCarriesSecret, unrelayableTransferCoding } from './headers.js';
 import { httpLine } from './http-audit.js';
 import type { UpgradeHandover } from './io.js';
 import { requestTarget, upgradeFields } from './request-head.js';
@@ -19,8 +19,6 @@ export function rawResponse(socket: net.Socket, status: number, body: Record<str
   if (socket.writable) socket.end(jsonResponse(status, body));
   socket.destroySoon();
 }
-
-const DROP_ON_CLOSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'trailer']);
 
 function head(status: number, message: string, raw: readonly string[], needles: readonly string[] | undefined, drop?: ReadonlySet<string>): string {
   const sc = (s: string): string => (needles ? scrubString(s, needles) : s);
@@ -228,7 +226,7 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
       upRes.on('data', (c: Buffer) => {
         bytesIn += c.length;
       });
-      socket.write(head(status, upRes.statusMessage ?? '', upRes.rawHeaders, needles, DROP_ON_CLOSE));
+      socket.write(head(status, upRes.statusMessage ?? '', upRes.rawHeaders, needles, HOP_BY_HOP));
       const body = needles ? upRes.pipe(scrubStream(needles)) : upRes;
       body.pipe(socket);
       upRes.once('end', () => log(status));

@@ -114,7 +114,7 @@ export class AuditMetrics {
       case 'close':
         this.#bytesOf(sandbox, f);
         if (typeof f.error === 'string' && f.error.startsWith('upstream'))
-          this.#upstreamErrors.inc({ kind: decisionKind({ ...f, event: 'conn' }) ?? 'tcp', sandbox });
+          this.#upstreamErrors.inc({ kind: f.proto !== undefined && PROTOS.has(f.proto) ? f.proto : 'tcp', sandbox });
         return;
       case 'conn':
         if (typeof f.error === 'string') this.#upstreamErrors.inc({ kind: kind ?? 'tcp', sandbox });
