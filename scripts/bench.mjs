@@ -869,9 +869,10 @@ class Bench {
       started = true;
     }
     if (this.state.fw !== undefined && this.state.fw !== t.sandgate) {
-      // `sandgate firewall up|down -c FILE` (the documented commands) in the host namespace.
+      // `sandgate firewall up|down -c FILE` (the documented commands) in the host namespace, with
+      // --force: the bench routes traffic around the sandgate it keeps running (they refuse otherwise).
       const action = t.sandgate ? 'up' : 'down';
-      const r = await topo.exec(topo.hostNs, process.execPath, [CLI, 'firewall', action, '-c', this.sgConfigPath], { timeoutMs: 20000 });
+      const r = await topo.exec(topo.hostNs, process.execPath, [CLI, 'firewall', action, '--force', '-c', this.sgConfigPath], { timeoutMs: 20000 });
       if (r.code !== 0) throw new Error(`sandgate firewall ${action}: ${(r.stderr || r.stdout).trim()}`);
       this.state.fw = t.sandgate;
     }
