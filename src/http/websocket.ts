@@ -11,6 +11,7 @@ import type { UpgradeHandover } from './io.js';
 import { requestTarget, upgradeFields } from './request-head.js';
 import { addCodings } from './response-head.js';
 import { scrubStream, scrubString } from './scrub.js';
+import { scrubFrames } from './ws-scrub.js';
 import { literalRefused } from '../upstream/lookup.js';
 import { tlsFailure } from '../upstream/tls.js';
 
@@ -57,7 +58,8 @@ function notRelayable(raw: readonly string[], needles: readonly string[] | undef
 /**
  * A WebSocket upgrade (RFC 6455 §4): the same admission as any request, the credential injected
  * into the upgrade request, a dedicated upstream connection (TLS when intercepted), the 101
- * relayed with scrubbed headers, then frames spliced both ways. With a credential injected,
+ * relayed with scrubbed headers, then frames spliced both ways, the upstream's scrubbed frame by
+ * frame (ws-scrub.ts: a secret split across a message's fragments is masked too). With a credential injected,
  * `Sec-WebSocket-Extensions` is not forwarded, so permessage-deflate (RFC 7692) is never
  * negotiated and the scrubber can see every upstream frame's payload; the mask keeps frame
  * lengths intact.
@@ -250,7 +252,7 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
       upSock.setNoDelay(true);
       socket.setNoDelay(true);
       socket.write(head(status, upRes.statusMessage ?? 'Switching Protocols', upRes.rawHeaders, needles));
-      const toSandbox = needles ? scrubStream(needles) : undefined;
+      const toSandbox = needles ? scrubFrames(needles) : undefined;
       let error: string | undefined;
       const fail =
         (side: string) =>
@@ -261,6 +263,7 @@ function relayWith(req: UpgradeHandover, socket: net.Socket, started: number, fi
         };
       socket.on('error', fail('sandbox'));
       upSock.on('error', fail('upstream'));
+      toSandbox?.on('error', fail('upstream frames'));
       let closed = 0;
       const onClose = (): void => {
         if (!socket.destroyed) socket.destroy();

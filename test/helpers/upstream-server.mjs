@@ -17,6 +17,8 @@
 //   /_sg/gzip             the JSON echo, gzip-encoded (whatever Accept-Encoding says)
 //   WebSocket upgrade (any path; same auth checks, else 401): first sends a text message
 //     {"hello":NAME,"authorization":<the Authorization received>,"extensions":<Sec-WebSocket-Extensions>},
+//     (on a path ending in /fragmented as two frames of one message, RFC 6455 §5.4, split in the
+//     middle of the Authorization value, with a ping between them),
 //     then echoes every message (permessage-deflate allowed if the client offers it)
 // Prints {"listening":PORT} on stdout once ready; one {"request":{method, path, host, auth, authHeaders}}
 // line per request (the path without its query; auth is ok|missing|wrong, never the value).
@@ -177,7 +179,18 @@ if (args.includes('--udp')) {
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.send(JSON.stringify({ hello: name, authorization: req.headers.authorization ?? null, extensions: req.headers['sec-websocket-extensions'] ?? null }));
+      const hello = JSON.stringify({
+        hello: name,
+        authorization: req.headers.authorization ?? null,
+        extensions: req.headers['sec-websocket-extensions'] ?? null,
+      });
+      const auth = req.headers.authorization ?? '';
+      if (url.pathname.endsWith('/fragmented') && auth.length > 1) {
+        const cut = hello.indexOf(auth) + Math.floor(auth.length / 2);
+        ws.send(hello.slice(0, cut), { fin: false });
+        ws.ping('between fragments');
+        ws.send(hello.slice(cut), { fin: true });
+      } else ws.send(hello);
       ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
       ws.on('error', () => {});
     });

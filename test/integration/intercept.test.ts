@@ -507,6 +507,33 @@ test.serial('WebSocket (ws package): the token is injected on the upgrade, frame
   t.like(line, { status: 101, credential: 'llm', websocket: true });
 });
 
+test.serial('WebSocket: a token the upstream splits across two fragments of one message is masked too', async (t) => {
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
+    const WebSocket = require(${JSON.stringify(join(ROOT, 'node_modules/ws'))});
+    const raw = [];
+    const ws = new WebSocket('wss://llm.example.test:8443/t14/fragmented', {
+      headers: { authorization: 'Bearer ${PLACEHOLDER}' },
+      createConnection: (o) => { const s = require('tls').connect({ ...o, servername: 'llm.example.test' }); s.on('data', (d) => raw.push(d)); return s; },
+    });
+    const got = [];
+    ws.on('message', (d) => { got.push(String(d)); ws.close(); });
+    ws.on('close', () => console.log(JSON.stringify({ got, raw: Buffer.concat(raw).toString('latin1') })));
+    ws.on('error', (e) => console.log(JSON.stringify({ error: String(e) })));`,
+    ],
+    { env: { PATH: '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: caPem() }, timeoutMs: 10000 },
+  );
+  const out = json(r.stdout.trim()) as { got: string[]; raw: string; error?: string };
+  t.is(out.error, undefined);
+  t.is(out.got.length, 1, r.stdout);
+  t.regex(String(json(out.got[0]!).authorization), /^\[redacted\]\**$/, 'the message reassembled from two fragments carries the mask');
+  noSecret(t, out.raw, 'the WebSocket byte stream');
+});
+
 test.serial('plainHttp: http:// to the host goes upstream over verified TLS with the credential; without it, 403', async (t) => {
   const r = await curl(['-H', `Authorization: Bearer ${PLACEHOLDER}`, 'http://api.example.test/t15/plain']);
   const res = parse(r);
