@@ -343,6 +343,14 @@ export function renderSetChanges(table: string, before: readonly SandboxMatch[],
     const next = new Set(now[set]);
     const gone = was[set].filter((e) => !next.has(e));
     const added = now[set].filter((e) => !old.has(e));
+    if (set !== 'dyn_addr4' && gone.some((e) => e.endsWith('*"'))) {
+      // nft 1.0.6 cannot delete a prefix ("sbx-*") from an interval ifname set: "element does
+      // not exist" (checked here). The set is emptied and refilled instead, in the same
+      // transaction, so no packet ever sees it empty.
+      dels.push(`flush set inet ${table} ${set}`);
+      if (now[set].length > 0) adds.push(`add element inet ${table} ${set} { ${now[set].join(', ')} }`);
+      continue;
+    }
     if (gone.length > 0) dels.push(`delete element inet ${table} ${set} { ${gone.join(', ')} }`);
     if (added.length > 0) adds.push(`add element inet ${table} ${set} { ${added.join(', ')} }`);
   }

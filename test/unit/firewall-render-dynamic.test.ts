@@ -132,6 +132,14 @@ test('renderSetChanges: one transaction of deletes then adds; a shared pair inte
   t.is(renderSetChanges('sandgate', [a], [a]), '', 'no change, no script');
 });
 
+test('renderSetChanges: a set losing an interface glob is flushed and refilled in the same transaction (nft cannot delete a prefix)', (t) => {
+  const glob = { name: 'g', interface: 'sbx-g*' };
+  const other = { name: 'o', interface: 'sbx-o' };
+  t.is(renderSetChanges('sandgate', [glob, other], [other]), 'flush set inet sandgate dyn_iface\nadd element inet sandgate dyn_iface { "sbx-o" }\n');
+  t.is(renderSetChanges('sandgate', [glob], []), 'flush set inet sandgate dyn_iface\n', 'the last one: flushed, nothing re-added');
+  t.is(renderSetChanges('sandgate', [], [glob]), 'add element inet sandgate dyn_iface { "sbx-g*" }\n', 'adding one is a plain add');
+});
+
 test('renderSetChanges checks what it splices in', (t) => {
   t.throws(() => renderSetChanges('sandgate', [], [{ name: 'x', interface: 'a"b' }]), { instanceOf: FirewallError });
   t.throws(() => renderSetChanges('sandgate', [], [{ name: 'x', cidr: '10.9.9.9/24' }]), { instanceOf: FirewallError, message: /host bits/ });
