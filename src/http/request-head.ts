@@ -89,6 +89,7 @@ function emitFields(
     const l = k.toLowerCase();
     if (l === 'transfer-encoding') te = raw[i + 1];
     if (l === 'host' || l === 'expect' || l === drop || HOP_BY_HOP.has(l) || named?.has(l) === true || replaced?.has(l) === true) continue;
+    if (l.includes('_') && aliases(l.replaceAll('_', '-'), replaced)) continue;
     const v = raw[i + 1] as string;
     if (ph !== undefined && cred !== undefined && v.includes(ph)) sink.field(k, checked(k, v.split(ph).join(cred.secret)));
     else sink.field(k, v);
@@ -104,6 +105,26 @@ function emitFields(
     // that encodes anyway is decoded (src/http/exchange.ts) or refused.
     sink.field('Accept-Encoding', 'identity');
   }
+}
+
+/**
+ * CGI-style servers (WSGI, Rack, PHP's $_SERVER, some proxies) read `_` in a field name as `-`:
+ * to them `Transfer_Encoding` is Transfer-Encoding and `X_Api_Key` the credential's field. Such a
+ * field would frame the body differently upstream than here (request smuggling: a second request
+ * hidden in the body, with the next request on the pooled connection, credential and all, as its
+ * body), or stand beside the injected credential. So a name that aliases a field sandgate owns
+ * (framing, Host, Expect, hop-by-hop, the credential's) is dropped, as nginx drops every name with
+ * an underscore by default.
+ */
+function aliases(dashed: string, replaced: ReadonlySet<string> | undefined): boolean {
+  return (
+    dashed === 'host' ||
+    dashed === 'content-length' ||
+    dashed === 'transfer-encoding' ||
+    dashed === 'expect' ||
+    HOP_BY_HOP.has(dashed) ||
+    replaced?.has(dashed) === true
+  );
 }
 
 const NO_EXTRA: readonly string[] = [];

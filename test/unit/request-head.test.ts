@@ -63,6 +63,35 @@ test("the credential's field replaces every copy the sandbox sent under its name
   t.is(head, `POST /p HTTP/1.1\r\nHost: h\r\nA: 1\r\nauthorization: Bearer ${SECRET}\r\nAccept-Encoding: identity\r\n\r\n`);
 });
 
+test('a field name that reads as one sandgate owns once `_` is `-` (CGI-style servers do) is dropped; other underscores pass', (t) => {
+  const cred = compileCredential('k', cfg({ header: 'X-Api-Key', format: '{secret}' }), SECRET);
+  const raw = [
+    'Transfer_Encoding',
+    'chunked',
+    'content_length',
+    '5',
+    'X_API_KEY',
+    'mine',
+    'Connection_',
+    'x',
+    'Host_',
+    'evil',
+    'Proxy_Authorization',
+    'p',
+    'My_Field',
+    'kept',
+  ];
+  t.is(
+    requestHead(fields(raw), 'h', cred),
+    `POST /p HTTP/1.1\r\nHost: h\r\nConnection_: x\r\nHost_: evil\r\nMy_Field: kept\r\nx-api-key: ${SECRET}\r\nAccept-Encoding: identity\r\n\r\n`,
+  );
+  t.is(
+    requestHead(fields(['X_Api_Key', 'mine']), 'h', undefined),
+    'POST /p HTTP/1.1\r\nHost: h\r\nX_Api_Key: mine\r\n\r\n',
+    'no credential: not a field sandgate owns',
+  );
+});
+
 test("a {headers} credential sets each of its fields, replacing the sandbox's", (t) => {
   const cred = compileHeaderCredential('svc', 'Authorization', [
     ['authorization', 'Bearer tok-0123456789'],
