@@ -46,4 +46,7 @@ export function serveMetadata(socket: net.Socket, info: ConnInfo, cfg: MetadataC
     else s.destroy();
   });
   server.emit('connection', socket);
+  // The transparent listener accepts paused (pauseOnConnect) so that nothing is read before the
+  // connection is routed; reading starts here.
+  socket.resume();
 }
