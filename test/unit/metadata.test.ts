@@ -152,3 +152,18 @@ test('GCE: Metadata-Flavor required (403 without); token, email, scopes, project
   t.like(ask('GET', tokenPath, g, { aws: BOTH.aws }), { status: 404, service: undefined });
   t.like(ask('GET', '/', g), { status: 404, service: undefined });
 });
+
+test('the session key is put in the environment, and a process started with that environment (a forked worker) uses the same key', async (t) => {
+  const { sessionKey } = await import('../../src/metadata/session-token.js');
+  const { execFileSync } = await import('node:child_process');
+  const { join } = await import('node:path');
+  const k = sessionKey();
+  t.is(process.env.SANDGATE_METADATA_KEY, k.toString('hex'));
+  const mod = join(import.meta.dirname, '../../src/metadata/session-token.ts');
+  const child = execFileSync(
+    process.execPath,
+    ['--import', 'tsx', '--input-type=module', '-e', `const m = await import(${JSON.stringify(mod)}); process.stdout.write(m.sessionKey().toString('hex'));`],
+    { env: process.env, encoding: 'utf8' },
+  );
+  t.is(child, k.toString('hex'));
+});
