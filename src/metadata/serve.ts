@@ -15,8 +15,14 @@ import { sessionKey } from './session-token.js';
 const MAX_HEADER_BYTES = 8 * 1024;
 const HEADERS_TIMEOUT_MS = 10_000;
 const KEEP_ALIVE_MS = 5_000;
+/**
+ * A connection that sends nothing for this long is closed. node:http checks headersTimeout and
+ * requestTimeout only for servers that listen, and this one never does (it is handed sockets), so
+ * the socket's own idle timeout is what bounds a silent or dripping client (with the head limit).
+ */
+export const IDLE_TIMEOUT_MS = 10_000;
 
-export function serveMetadata(socket: net.Socket, info: ConnInfo, cfg: MetadataConfig): void {
+export function serveMetadata(socket: net.Socket, info: ConnInfo, cfg: MetadataConfig, idleTimeoutMs = IDLE_TIMEOUT_MS): void {
   const ident = who(info);
   const key = sessionKey();
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: HEADERS_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_MS }, (req, res) => {
@@ -40,6 +46,8 @@ export function serveMetadata(socket: net.Socket, info: ConnInfo, cfg: MetadataC
     res.end(req.method === 'HEAD' ? undefined : a.body);
   });
   server.headersTimeout = HEADERS_TIMEOUT_MS;
+  // No 'timeout' listener: node:http destroys the socket when it fires.
+  server.timeout = idleTimeoutMs;
   server.on('clientError', (_err, s) => {
     info.rt.audit.write({ event: 'metadata', ...ident, proto: 'http', decision: 'deny', status: 400, reason: 'malformed request' });
     if (s.writable) s.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');

@@ -37,7 +37,7 @@ const CFG: MetadataConfig = {
 };
 
 /** A loopback server whose connections go to serveMetadata, as the transparent listener's would (paused). */
-async function responder(): Promise<{ port: number; lines: AuditFields[]; close: () => void }> {
+async function responder(idleMs?: number): Promise<{ port: number; lines: AuditFields[]; close: () => void }> {
   const lines: AuditFields[] = [];
   const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
     const info = {
@@ -47,7 +47,7 @@ async function responder(): Promise<{ port: number; lines: AuditFields[]; close:
       dst: '169.254.169.254:80',
       dstPort: 80,
     } as unknown as ConnInfo;
-    serveMetadata(socket, info, CFG);
+    serveMetadata(socket, info, CFG, idleMs);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { port: (server.address() as AddressInfo).port, lines, close: () => server.close() };
@@ -124,4 +124,21 @@ test('a malformed request gets 400 and a deny line; the query of a path is not a
     path: '/computeMetadata/v1/instance/service-accounts/default/token',
     reason: 'no Metadata-Flavor: Google header',
   });
+});
+
+test('a connection that sends nothing is closed by the idle timeout (no request, no line)', async (t) => {
+  const r = await responder(200);
+  t.teardown(r.close);
+  // Nothing is sent; the 10 s timer only catches a hang.
+  const s = net.connect(r.port, '127.0.0.1');
+  const closed = await new Promise<boolean>((resolve) => {
+    const hang = setTimeout(() => resolve(false), 10_000);
+    s.on('close', () => {
+      clearTimeout(hang);
+      resolve(true);
+    });
+    s.on('error', () => undefined);
+  });
+  t.true(closed);
+  t.deepEqual(r.lines, []);
 });
