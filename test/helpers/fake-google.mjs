@@ -6,11 +6,14 @@
 // 400 {"error":"invalid_grant"}.
 // Any other request: needs "Authorization: Bearer <a minted token>", else 401; 200 answers echo
 // {ok, path, authorization} (the header as received, so a test can check sandgate scrubs it).
+// stdin, one JSON command per line: {"revokeAll": true} -> every token minted so far is revoked
+// (the API answers 401 to it from then on); answered {"ack": ...}.
 // Prints {"listening":PORT}, {"call":{ok, iss, aud, scope, why}} per token request and
 // {"request":{method, path, status, why}} per API request: never a token.
 import https from 'node:https';
 import { createPublicKey, createVerify, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 
 const args = process.argv.slice(2);
 const opt = (k, n = 1) => {
@@ -24,6 +27,17 @@ const pub = createPublicKey(readFileSync(opt('--public-key')[0], 'utf8'));
 const [email] = opt('--email');
 const [tokenUri] = opt('--token-uri');
 const minted = new Set();
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch {
+    return;
+  }
+  if (cmd.revokeAll === true) minted.clear();
+  say({ ack: cmd });
+});
 
 function checkAssertion(jwt) {
   const parts = (jwt ?? '').split('.');

@@ -147,6 +147,22 @@ test.serial('googleServiceAccount: a request from the sandbox without credential
   t.like(await g.log.waitFor((l) => l.event === 'http' && l.host === API), { decision: 'allow', credential: 'gcp', status: 200 });
 });
 
+test.serial('googleServiceAccount: a token the API refuses (401) is dropped, a new one is minted and the request retried', async (t) => {
+  const callsBefore = goog.log.lines.filter((l) => l.call !== undefined).length;
+  goog.proc.stdin?.write(`${JSON.stringify({ revokeAll: true })}\n`);
+  await goog.log.waitFor((l) => l.ack !== undefined);
+  const r = await curl('sbx', ['--cacert', join(w.dir, 'ca', 'ca.pem'), `https://${API}/storage/v1/b/after-revoke`]);
+  t.is(r.code, 200, r.out);
+  t.like(await g.log.waitFor((l) => l.event === 'http' && l.path === '/storage/v1/b/after-revoke'), {
+    status: 200,
+    tokenRejected: 'retried',
+    credential: 'gcp',
+  });
+  const calls = goog.log.lines.filter((l) => l.call !== undefined).slice(callsBefore);
+  t.is(calls.length, 1, 'one new token');
+  t.like(calls[0]?.call, { ok: true });
+});
+
 test.serial(
   "google-auth-library's default chain: the metadata server is found, the placeholder token and project come from sandgate, the API call carries the real token",
   async (t) => {
