@@ -34,6 +34,7 @@ const KEY_PIECE = (privateKey.split('\n')[5] ?? '').slice(0, 40);
 let w: World;
 let g: Gate;
 let goog: Fake;
+let config: Record<string, unknown>;
 /** What each sandbox saw (stdout + stderr of every client run there), checked for leaks at the end. */
 const seen: string[] = [];
 
@@ -82,7 +83,7 @@ test.before(async () => {
   ]);
   const goo = w.topo.addr('a');
   const allow = [{ host: API, inject: 'gcp' }];
-  g = await startGate(w.topo, w.dir, {
+  config = {
     listen: { port: 15001, dnsPort: 15053, control: join(w.dir, 'control.sock') },
     tls: { caDir: join(w.dir, 'ca') },
     upstream: { hosts: { [API]: [goo], [TOKEN_HOST]: [goo] }, allowPrivate: ['10.77.0.0/16'], caFile: w.pki.caFile },
@@ -101,7 +102,8 @@ test.before(async () => {
       gcp: { googleServiceAccount: { keyFile, scopes: ['https://www.googleapis.com/auth/cloud-platform'] }, placeholder: GCE_PLACEHOLDER },
     },
     ...(TEST_BACKEND !== undefined ? { firewall: { backend: TEST_BACKEND } } : {}),
-  });
+  };
+  g = await startGate(w.topo, w.dir, config);
 });
 
 test.after.always(async () => {
@@ -235,6 +237,18 @@ test.serial(
     t.is(metadataLines('other').length, 0);
   },
 );
+
+test.serial('a reload that gives the other policy GCE metadata: its sandbox now resolves the name and gets GCE answers', async (t) => {
+  const policies = config.policies as Record<string, Record<string, unknown>>;
+  const next = { ...config, policies: { ...policies, plain: { ...policies.plain, metadata: { gce: { projectId: 'sg-other' } } } } };
+  t.like(await g.reload(next), { action: 'reloaded' });
+  const dig = await w.topo.exec(ns('plain'), 'dig', ['+short', '+tries=1', '+time=3', 'metadata.google.internal'], { timeoutMs: 8000 });
+  t.is(dig.stdout.trim(), '169.254.169.254');
+  const r = await curl('plain', ['-H', 'Metadata-Flavor: Google', 'http://metadata.google.internal/computeMetadata/v1/project/project-id']);
+  t.deepEqual(r, { code: 200, out: 'sg-other' });
+  // AWS is still not enabled for it.
+  t.is((await curl('plain', ['-X', 'PUT', '-H', 'X-aws-ec2-metadata-token-ttl-seconds: 60', 'http://169.254.169.254/latest/api/token'])).code, 404);
+});
 
 test.serial('neither the private key nor a minted token reaches a sandbox or the audit log', (t) => {
   const printed = [...g.log.lines.map((l) => JSON.stringify(l)), g.stderr()].join('\n');
