@@ -241,7 +241,12 @@ test.serial(
 test.serial('a reload that gives the other policy GCE metadata: its sandbox now resolves the name and gets GCE answers', async (t) => {
   const policies = config.policies as Record<string, Record<string, unknown>>;
   const next = { ...config, policies: { ...policies, plain: { ...policies.plain, metadata: { gce: { projectId: 'sg-other' } } } } };
+  const before = await curl('sbx', ['-X', 'PUT', '-H', 'X-aws-ec2-metadata-token-ttl-seconds: 60', 'http://169.254.169.254/latest/api/token']);
+  t.is(before.code, 200);
   t.like(await g.reload(next), { action: 'reloaded' });
+  // A session token from before the reload still works (one key for the process's life).
+  const role = await curl('sbx', ['-H', `X-aws-ec2-metadata-token: ${before.out}`, 'http://169.254.169.254/latest/meta-data/iam/security-credentials/']);
+  t.deepEqual(role, { code: 200, out: 'agent-role' });
   const dig = await w.topo.exec(ns('plain'), 'dig', ['+short', '+tries=1', '+time=3', 'metadata.google.internal'], { timeoutMs: 8000 });
   t.is(dig.stdout.trim(), '169.254.169.254');
   const r = await curl('plain', ['-H', 'Metadata-Flavor: Google', 'http://metadata.google.internal/computeMetadata/v1/project/project-id']);
