@@ -28,8 +28,9 @@ passed=${passed:-0}; failed=${failed:-0}; skipped=${skipped:-0}
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi   # crash, uncaught error, timeout
 
 if [ "$#" -eq 0 ] && [ "${SANDGATE_SKIP_IPTABLES_PASS:-}" != 1 ]; then
-  # Every file whose sandgate takes its config from test/helpers (baseConfig reads the backend).
-  files=$(grep -lE "baseConfig|auth-world" test/integration/*.test.ts)
+  # Every file whose sandgate takes its config from test/helpers (baseConfig reads the backend),
+  # or that reads TEST_BACKEND itself.
+  files=$(grep -lE "baseConfig|auth-world|TEST_BACKEND" test/integration/*.test.ts)
   echo
   echo "== second pass: firewall backend iptables =="
   # shellcheck disable=SC2086

@@ -22,6 +22,7 @@ import type { Runtime } from '../runtime.js';
 import { isTokenSource, type Credential } from '../creds/credential.js';
 import { asTokenError, TokenError } from '../creds/token-error.js';
 import { SandgateError } from '../errors.js';
+import { sessionKey } from '../metadata/session-token.js';
 import { isFromWorker, type FromWorker, type Question, type ToWorker } from './messages.js';
 
 export interface WorkerPool {
@@ -132,6 +133,9 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     }
   };
 
+  // IMDSv2 session tokens must be accepted by whichever worker the next connection lands on: the
+  // key is made here, before any fork, and inherited through the environment (src/metadata/).
+  sessionKey();
   const fork = (): Worker => {
     const w = cluster.fork();
     started.set(w.id, performance.now());

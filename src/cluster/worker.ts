@@ -101,7 +101,7 @@ class RemoteTokenSource implements TokenSource {
 /** The credential's timeout in the primary (retries included) plus a margin for the IPC hops. */
 function tokenTimeoutMs(config: Config, id: string): number {
   const c = config.credentials[id];
-  const t = c?.authService?.timeoutMs ?? c?.oauth2?.timeoutMs ?? 10_000;
+  const t = c?.authService?.timeoutMs ?? c?.oauth2?.timeoutMs ?? c?.googleServiceAccount?.timeoutMs ?? 10_000;
   return t + 5_000;
 }
 

@@ -41,6 +41,45 @@ export interface PolicyConfig {
   readonly allow: readonly AllowRule[];
   /** The policy's `protocol: udp` entries; absent = none. */
   readonly udp?: readonly UdpRule[];
+  /** Cloud instance metadata answered by sandgate itself (docs/metadata.md); absent = none. */
+  readonly metadata?: MetadataConfig;
+}
+
+/**
+ * `metadata`: which cloud instance-metadata services sandgate answers from memory for the
+ * policy's sandboxes, on 169.254.169.254:80 (docs/metadata.md). Every credential in the answers
+ * is a placeholder that a credential rule swaps for the real one on the way out.
+ */
+export interface MetadataConfig {
+  readonly aws?: AwsMetadataConfig;
+  readonly gce?: GceMetadataConfig;
+}
+
+/** AWS IMDSv2 answers (IMDSv1 requests without a session token get 401). */
+export interface AwsMetadataConfig {
+  readonly role: string;
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken: string;
+  /** Expiration of the credentials document: this long after each answer. */
+  readonly credentialLifetimeS: number;
+  readonly region: string;
+  readonly availabilityZone: string;
+  readonly instanceId: string;
+  readonly instanceType: string;
+  readonly accountId: string;
+}
+
+/** GCE metadata server answers (requests need Metadata-Flavor: Google). */
+export interface GceMetadataConfig {
+  readonly projectId: string;
+  readonly numericProjectId: string;
+  readonly email: string;
+  readonly scopes: readonly string[];
+  readonly accessToken: string;
+  readonly expiresInS: number;
+  readonly zone: string;
+  readonly instanceId: string;
 }
 
 export type FirewallBackendChoice = 'nft' | 'iptables' | 'auto';
@@ -89,11 +128,25 @@ export interface OAuth2Config {
   readonly timeoutMs: number;
 }
 
-/** Exactly one of `secret`, `authService`, `oauth2` is set (the validator guarantees it). */
+/**
+ * `googleServiceAccount`: access tokens minted from a Google service-account key file with the
+ * JWT bearer grant (RFC 7523 §2.1), per credential (one scope list), injected as a bearer token.
+ */
+export interface GoogleServiceAccountConfig {
+  /** The JSON key file (client_email, private_key, token_uri), read at load like a secret file. */
+  readonly keyFile: string;
+  readonly scopes: readonly string[];
+  /** Domain-wide delegation: the user to act as (the JWT's `sub`). */
+  readonly subject?: string;
+  readonly timeoutMs: number;
+}
+
+/** Exactly one of `secret`, `authService`, `oauth2`, `googleServiceAccount` is set (the validator guarantees it). */
 export interface CredentialConfig {
   readonly secret?: SecretSource;
   readonly authService?: AuthServiceConfig;
   readonly oauth2?: OAuth2Config;
+  readonly googleServiceAccount?: GoogleServiceAccountConfig;
   readonly header: string;
   readonly format: string;
   readonly placeholder?: string;

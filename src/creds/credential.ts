@@ -136,7 +136,7 @@ export interface TokenCacheStats {
  */
 export interface TokenSource {
   readonly id: string;
-  readonly kind: 'authService' | 'oauth2';
+  readonly kind: 'authService' | 'oauth2' | 'googleServiceAccount';
   /** Identifies config and secrets: a reload keeps the source (and its cache) when this is unchanged. */
   readonly fingerprint: string;
   acquire(req: TokenRequest, net: TokenNet): Credential | Promise<Credential>;

@@ -5,6 +5,7 @@ import { SandgateError } from '../errors.js';
 import { compileCredential, isTokenSource, type Credential, type CredentialSource } from './credential.js';
 import { AuthServiceSource } from './auth-service.js';
 import { OAuth2Source } from './oauth2.js';
+import { GoogleServiceAccountSource, loadServiceAccountKey } from './google-service-account.js';
 
 /** Shorter secrets would make response scrubbing mangle ordinary text, and are guessable anyway. */
 export const MIN_SECRET_LENGTH = 8;
@@ -29,7 +30,8 @@ export function loadCredentials(config: Config, readers: SecretReaders = default
 /**
  * Resolve every credential's secrets once, at config load (the data path never reads env or
  * files): static secrets are compiled into credentials, `authService`/`oauth2` ones become token
- * sources holding their service key / client secret / refresh token. A missing variable or
+ * sources holding their service key / client secret / refresh token, `googleServiceAccount` ones
+ * token sources holding the parsed key file (src/creds/google-service-account.ts). A missing variable or
  * unreadable file is a config error (exit 2) naming the key (`credentials.ID.secret`,
  * `credentials.ID.authService.secret`...); the message never contains the value.
  *
@@ -65,6 +67,11 @@ export function loadCredentialSources(
       const refreshToken = o.refreshToken !== undefined ? readSecret(`${key}.oauth2.refreshToken`, o.refreshToken, readers) : undefined;
       const fp = fingerprint(c, [clientSecret ?? '', refreshToken ?? '']);
       out.set(id, keep(fp) ?? new OAuth2Source(id, cfg, clientSecret, refreshToken, fp));
+    } else if (c.googleServiceAccount !== undefined) {
+      const cfg = { ...c, googleServiceAccount: c.googleServiceAccount };
+      const { key, text } = loadServiceAccountKey(config, id, c.googleServiceAccount, readers.readFile);
+      const fp = fingerprint(c, [text]);
+      out.set(id, keep(fp) ?? new GoogleServiceAccountSource(id, cfg, key, fp));
     }
   }
   return out;

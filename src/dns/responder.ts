@@ -26,6 +26,7 @@ import type { AuditFields, Decision } from '../audit/logger.js';
 import { QTYPE, RCODE, EXTENDED_RCODE, parseQuery, buildResponse, buildError, type AnswerRecord } from './wire.js';
 import { KeyedRateLimiter } from './rate-limit.js';
 import { AuditSampler } from './audit-sampler.js';
+import { GCE_METADATA_NAME, METADATA_IP } from '../metadata/answer.js';
 
 /** RFC 2181 §8 allows up to 2^31-1; sandbox caches are kept short so policy changes land soon. */
 export const MIN_ANSWER_TTL_S = 5;
@@ -166,6 +167,21 @@ export class DnsResponder {
     }
 
     const policy = sandbox.policy;
+    if (host === GCE_METADATA_NAME && policy.metadata?.gce !== undefined) {
+      // GCE clients reach the metadata server by this name; sandgate answers there itself
+      // (src/metadata/). Sandboxes whose policy does not enable it get the usual denial below.
+      const a = q.question.type === QTYPE.A;
+      audit(sandbox.name, now, {
+        ...ident,
+        host,
+        qtype,
+        decision: 'allow',
+        rule: `policies.${policy.name}.metadata.gce`,
+        rcode: 'NOERROR',
+        answers: a ? [METADATA_IP] : [],
+      });
+      return reply(RCODE.NOERROR, a ? [{ type: QTYPE.A, ttl: MAX_ANSWER_TTL_S, address: METADATA_IP }] : []);
+    }
     let decision: Decision = 'allow';
     let rule: string | undefined;
     let reason: string | undefined;

@@ -12,6 +12,8 @@ import { connectTcp, connectToHost } from '../upstream/connect.js';
 import { splice } from './splice.js';
 import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
+import { METADATA_IP } from '../metadata/answer.js';
+import { serveMetadata } from '../metadata/serve.js';
 
 export interface Gate {
   /** The current runtime (swapped on reload). */
@@ -62,6 +64,14 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   const info: ConnInfo = { rt, sandbox, src, dst, dstPort };
   const ident = who(info);
   const policy = sandbox.policy;
+
+  // Instance metadata, for policies that enable it: answered from memory, never relayed. Every
+  // other connection to 169.254.169.254 (other ports, other policies) goes on as before and meets
+  // the policy and the SSRF guard (docs/metadata.md).
+  if (policy.metadata !== undefined && dstIp === METADATA_IP && dstPort === 80) {
+    serveMetadata(socket, info, policy.metadata);
+    return;
+  }
 
   // Raw TCP: the destination must be an address sandgate itself resolved for a listed name.
   if (policy.tcpPorts.has(dstPort)) {

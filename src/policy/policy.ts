@@ -1,4 +1,4 @@
-import type { AllowRule, Config, EchChoice, Mode, SandboxConfig, UdpRule } from '../config/types.js';
+import type { AllowRule, Config, EchChoice, MetadataConfig, Mode, SandboxConfig, UdpRule } from '../config/types.js';
 import { parseCidr, type Cidr } from '../util/ip.js';
 import { hostMatches } from './host-name.js';
 import { checkRequest, compileRequestChecks, type RequestChecks } from './request-rules.js';
@@ -73,10 +73,13 @@ export class Policy {
   readonly udpRules: readonly CompiledUdpRule[];
   /** The allow verdict of each rule for requestVerdict(), built once (no object per request). */
   private readonly requestAllowed = new Map<CompiledRule, RequestVerdict>();
+  /** Instance metadata sandgate answers itself for this policy's sandboxes (src/metadata/); absent = none. */
+  readonly metadata: MetadataConfig | undefined;
 
   /** `udp`: the policy's `udp` rules; `ech`: the config's `tls.ech`, for rules that do not set their own. */
-  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udp: readonly UdpRule[] = [], ech: EchChoice = 'allow') {
+  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udp: readonly UdpRule[] = [], ech: EchChoice = 'allow', metadata?: MetadataConfig) {
     this.name = name;
+    this.metadata = metadata;
     this.mode = mode;
     this.udpHosts = new Set(udp.flatMap((r) => (r.host !== undefined ? [r.host] : [])));
     this.udpRules = udp.map(compileUdpRule);
@@ -223,7 +226,7 @@ export interface CompiledPolicies {
 export function compilePolicies(config: Config): CompiledPolicies {
   const byName = new Map<string, Policy>();
   for (const [name, p] of Object.entries(config.policies)) {
-    byName.set(name, new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech));
+    byName.set(name, new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech, p.metadata));
   }
   let anyIntercept = false;
   for (const p of byName.values()) if (p.rules.some((r) => r.intercept)) anyIntercept = true;

@@ -71,6 +71,8 @@ test.before(async () => {
     workers: 2,
     // Only alice's sandbox is in the config; bob's is registered through the control API below.
     sandboxes: [(base.sandboxes as unknown[])[0]],
+    // AWS instance metadata (docs/metadata.md): its session tokens must work on every worker.
+    policies: { default: { allow, metadata: { aws: {} } } },
     log: { level: 'info' },
   };
   g = await startGate(w.topo, w.dir, config, 'sandgate.json', { env: { ...secretEnv, SG_TEST_LLM: LLM } });
@@ -215,6 +217,26 @@ test.serial('parallel connections are spread over both workers', async (t) => {
   const lines = g.log.lines.filter((l) => l.event === 'conn' && l.host === H.pass && l.decision === 'allow');
   const by = new Set(lines.slice(-12).map((l) => l.worker));
   t.is(by.size, 2, `workers seen: ${[...by].join(',')}`);
+});
+
+test.serial('an IMDSv2 session token from one worker is accepted by the other (one key for the run)', async (t) => {
+  const imds = (args: string[]): Promise<ExecResult> =>
+    aw.w.topo.exec(aw.ns.alice, CURL, ['-sS', '--max-time', '5', '-w', '\n%{http_code}', ...args], { timeoutMs: 7000 });
+  const codes: number[] = [];
+  // Each curl is a connection of its own, dealt round robin to the workers.
+  for (let i = 0; i < 4; i++) {
+    const put = await imds(['-X', 'PUT', '-H', 'X-aws-ec2-metadata-token-ttl-seconds: 60', 'http://169.254.169.254/latest/api/token']);
+    const token = put.stdout.slice(0, put.stdout.lastIndexOf('\n'));
+    const get = await imds(['-H', `X-aws-ec2-metadata-token: ${token}`, 'http://169.254.169.254/latest/meta-data/iam/security-credentials/']);
+    codes.push(status(put), status(get));
+  }
+  t.deepEqual(codes, [200, 200, 200, 200, 200, 200, 200, 200]);
+  await until(() => g.log.lines.filter((l) => l.event === 'metadata').length >= 8, 5000, 'metadata lines');
+  // In order: token, role, token, role... Some role request went to another worker than the
+  // one that issued its token (round robin makes it every one).
+  const lines = g.log.lines.filter((l) => l.event === 'metadata').slice(-8);
+  const crossed = [0, 2, 4, 6].filter((i) => lines[i]?.worker !== lines[i + 1]?.worker);
+  t.true(crossed.length > 0, JSON.stringify(lines.map((l) => [l.answer, l.worker])));
 });
 
 test.serial('an authService credential under 50 concurrent requests across workers: one auth-service call', async (t) => {

@@ -77,7 +77,7 @@ test('oauth2: both grants, defaults (clientAuth basic, timeoutMs 2000), scope', 
 });
 
 test('exactly one source per credential', (t) => {
-  t.is(one('header: X-Key'), 'credentials.c: needs one of "secret", "authService" or "oauth2" (where the credential comes from)');
+  t.is(one('header: X-Key'), 'credentials.c: needs one of "secret", "authService", "oauth2" or "googleServiceAccount" (where the credential comes from)');
   t.is(
     one('secret: { env: K }\nauthService: { url: "https://a.test/t", secret: { env: A } }'),
     'credentials.c: has "secret" and "authService": exactly one source is allowed',

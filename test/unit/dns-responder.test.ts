@@ -367,3 +367,27 @@ test('a retransmitted query (same source, same bytes) while the first is being a
   await h.responder.handle(Buffer.from(msg), SBX, 40000, 'udp');
   t.is(h.lines.filter((l) => l.event === 'dns').length, 3);
 });
+
+test('metadata.google.internal: 169.254.169.254 for a sandbox whose policy enables GCE metadata, the usual NXDOMAIN for others; never asked upstream', async (t) => {
+  const h = harness({
+    policies: {
+      default: { allow: [{ host: 'api.example.test' }], metadata: { gce: { projectId: 'proj' } } },
+      narrow: { allow: [{ host: 'only.example.test' }], metadata: { aws: {} } },
+    },
+  });
+  const r = await h.ask('metadata.google.internal');
+  t.is(r.rcode, RCODE.NOERROR);
+  t.deepEqual(
+    r.answers.map((a) => a.address),
+    ['169.254.169.254'],
+  );
+  t.like(h.lines.at(-1), { event: 'dns', decision: 'allow', host: 'metadata.google.internal', rule: 'policies.default.metadata.gce', rcode: 'NOERROR' });
+  const aaaa = await h.ask('metadata.google.internal', QTYPE.AAAA);
+  t.is(aaaa.rcode, RCODE.NOERROR);
+  t.is(aaaa.answers.length, 0);
+  // The other sandbox's policy answers AWS metadata only: the name is not covered there.
+  const other = await h.ask('metadata.google.internal', QTYPE.A, { src: '10.77.9.2' });
+  t.is(other.rcode, RCODE.NXDOMAIN);
+  t.like(h.lines.at(-1), { decision: 'deny', sandbox: 'other', host: 'metadata.google.internal', rcode: 'NXDOMAIN' });
+  t.deepEqual(h.asked, []);
+});

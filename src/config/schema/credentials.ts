@@ -1,6 +1,6 @@
 /** Credentials: where each secret or token comes from, and how it is put into requests (docs/interception.md, docs/auth-service.md). */
 import net from 'node:net';
-import type { AuthServiceConfig, Config, CredentialConfig, OAuth2Config } from '../types.js';
+import type { AuthServiceConfig, Config, CredentialConfig, GoogleServiceAccountConfig, OAuth2Config } from '../types.js';
 import { DEFAULTS } from '../defaults.js';
 import { inAny, parseCidr, parseIp, type Cidr } from '../../util/ip.js';
 import { NAME, TOKEN, type Obj, type PathPart, type Reader } from './reader.js';
@@ -18,14 +18,14 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
       v.fail(p, `credential id "${id}" must match [A-Za-z0-9_.-]{1,64}`, true);
       continue;
     }
-    const c = v.obj(val, p, ['secret', 'authService', 'oauth2', 'header', 'format', 'placeholder', 'basic', 'query']);
+    const c = v.obj(val, p, ['secret', 'authService', 'oauth2', 'googleServiceAccount', 'header', 'format', 'placeholder', 'basic', 'query']);
     if (!c) continue;
-    const sources = (['secret', 'authService', 'oauth2'] as const).filter((k) => c[k] !== undefined && c[k] !== null);
+    const sources = (['secret', 'authService', 'oauth2', 'googleServiceAccount'] as const).filter((k) => c[k] !== undefined && c[k] !== null);
     if (sources.length !== 1) {
       v.fail(
         p,
         sources.length === 0
-          ? 'needs one of "secret", "authService" or "oauth2" (where the credential comes from)'
+          ? 'needs one of "secret", "authService", "oauth2" or "googleServiceAccount" (where the credential comes from)'
           : `has ${sources.map((k) => `"${k}"`).join(' and ')}: exactly one source is allowed`,
       );
       continue;
@@ -33,6 +33,8 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
     const secret = c.secret !== undefined ? v.secret(c.secret, [...p, 'secret']) : undefined;
     const authService = c.authService !== undefined ? readAuthService(v, c.authService, [...p, 'authService'], upstream) : undefined;
     const oauth2 = c.oauth2 !== undefined ? readOAuth2(v, c.oauth2, [...p, 'oauth2'], upstream) : undefined;
+    const googleServiceAccount =
+      c.googleServiceAccount !== undefined ? readGoogleServiceAccount(v, c.googleServiceAccount, [...p, 'googleServiceAccount']) : undefined;
     const header = c.header === undefined ? 'Authorization' : (v.str(c.header, [...p, 'header'], TOKEN, 'a valid header name') ?? 'Authorization');
     let format = 'Bearer {secret}';
     if (c.format !== undefined) {
@@ -54,7 +56,7 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
     let query: string | undefined;
     if (c.query !== undefined) query = v.str(c.query, [...p, 'query'], /^[A-Za-z0-9_.~-]{1,64}$/, 'a query parameter name');
     if (basic && c.format !== undefined) v.fail([...p, 'format'], 'cannot be combined with "basic" (Basic builds the header value itself)');
-    const source = secret ? { secret } : authService ? { authService } : oauth2 ? { oauth2 } : undefined;
+    const source = secret ? { secret } : authService ? { authService } : oauth2 ? { oauth2 } : googleServiceAccount ? { googleServiceAccount } : undefined;
     if (source) out[id] = { ...source, header, format, ...(placeholder ? { placeholder } : {}), ...(basic ? { basic } : {}), ...(query ? { query } : {}) };
   }
   return out;
@@ -68,28 +70,61 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
  * decide where they go (docs/auth-service.md, "Transport").
  */
 function readTokenUrl(v: Reader, raw: unknown, p: PathPart[], upstream: Config['upstream']): string | undefined {
-  if (typeof raw !== 'string' || raw.length === 0) return v.fail(p, 'must be an http(s) URL such as https://auth.internal.example/token');
+  const problem = tokenUrlProblem(raw, upstream.allowPrivate);
+  return problem === undefined ? (raw as string) : v.fail(p, problem);
+}
+
+/**
+ * What is wrong with a token service URL under the rules above, or undefined. Shared with the
+ * token_uri of a Google service-account key file, which is only read at load
+ * (src/creds/google-service-account.ts).
+ */
+export function tokenUrlProblem(raw: unknown, allowPrivate: readonly string[]): string | undefined {
+  if (typeof raw !== 'string' || raw.length === 0) return 'must be an http(s) URL such as https://auth.internal.example/token';
   let u: URL;
   try {
     u = new URL(raw);
   } catch {
-    return v.fail(p, `"${raw}" is not a URL`);
+    return `"${raw}" is not a URL`;
   }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return v.fail(p, 'must be an https:// (or, to a loopback or allowPrivate address, http://) URL');
-  if (u.username !== '' || u.password !== '') return v.fail(p, 'must not carry user:password (the key goes in "secret")');
-  if (u.hash !== '') return v.fail(p, 'must not have a #fragment');
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'must be an https:// (or, to a loopback or allowPrivate address, http://) URL';
+  if (u.username !== '' || u.password !== '') return 'must not carry user:password (the key goes in "secret")';
+  if (u.hash !== '') return 'must not have a #fragment';
   const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
   if (u.protocol === 'http:') {
     const ip = net.isIP(host) !== 0 ? parseIp(host) : undefined;
-    if (!ip) return v.fail(p, 'http:// is only allowed to an IP address (loopback or in upstream.allowPrivate); use https:// for a name');
-    const allowed = upstream.allowPrivate.map((t) => parseCidr(t)).filter((c): c is Cidr => !('error' in c));
+    if (!ip) return 'http:// is only allowed to an IP address (loopback or in upstream.allowPrivate); use https:// for a name';
+    const allowed = allowPrivate.map((t) => parseCidr(t)).filter((c): c is Cidr => !('error' in c));
     if (!isLoopback(host) && !inAny(allowed, ip))
-      return v.fail(
-        p,
-        `http:// to ${host} is refused: tokens would cross the network in clear (use https://, or list the address in upstream.allowPrivate if it is a private link)`,
-      );
+      return `http:// to ${host} is refused: tokens would cross the network in clear (use https://, or list the address in upstream.allowPrivate if it is a private link)`;
   }
-  return raw;
+  return undefined;
+}
+
+/** RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E. */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+
+/**
+ * `googleServiceAccount`: the key file's path (read at load, like a secret file: the private key
+ * never lives in the config), the scopes the minted tokens carry, an optional subject.
+ */
+function readGoogleServiceAccount(v: Reader, raw: unknown, p: PathPart[]): GoogleServiceAccountConfig | undefined {
+  const o = v.obj(raw, p, ['keyFile', 'scopes', 'subject', 'timeoutMs'], ['keyFile', 'scopes']);
+  if (!o) return undefined;
+  const keyFile = o.keyFile !== undefined ? v.str(o.keyFile, [...p, 'keyFile'], /^\//, 'an absolute path') : undefined;
+  let scopes: string[] | undefined;
+  if (o.scopes !== undefined && o.scopes !== null) {
+    const list = v.list(o.scopes, [...p, 'scopes']);
+    if (list && list.length === 0) v.fail([...p, 'scopes'], 'must list at least one scope (such as https://www.googleapis.com/auth/cloud-platform)');
+    else if (list) {
+      const got = list.map((s, i) => v.str(s, [...p, 'scopes', i], SCOPE_TOKEN, 'a scope (RFC 6749 §3.3: no spaces or quotes)'));
+      if (got.every((s): s is string => s !== undefined)) scopes = got;
+    }
+  }
+  const subject = o.subject !== undefined ? v.str(o.subject, [...p, 'subject'], /^[^\s@]+@[^\s@]+$/, 'an email address') : undefined;
+  const timeoutMs = v.int(o.timeoutMs, [...p, 'timeoutMs'], 100, 60_000, DEFAULTS.tokenTimeoutMs);
+  if (keyFile === undefined || scopes === undefined) return undefined;
+  return { keyFile, scopes, timeoutMs, ...(subject !== undefined ? { subject } : {}) };
 }
 
 function readAuthService(v: Reader, raw: unknown, p: PathPart[], upstream: Config['upstream']): AuthServiceConfig | undefined {

@@ -3,6 +3,7 @@ import type { AllowRule, CredentialConfig, PolicyConfig, UdpRule } from '../type
 import { hostPatternProblem, normaliseHost } from '../../policy/host-name.js';
 import { parseCidr } from '../../util/ip.js';
 import { ECH_CHOICES } from './basics.js';
+import { readMetadata } from './metadata.js';
 import { NAME, TOKEN, type Obj, type PathPart, type Reader } from './reader.js';
 
 export function policies(v: Reader, raw: unknown, credentials: Record<string, CredentialConfig>): Record<string, PolicyConfig> {
@@ -18,7 +19,7 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
       v.fail(p, `policy name "${name}" must match [A-Za-z0-9_.-]{1,64}`, true);
       continue;
     }
-    const po = v.obj(val, p, ['mode', 'allow']);
+    const po = v.obj(val, p, ['mode', 'allow', 'metadata']);
     if (!po) continue;
     const mode = po.mode === undefined ? 'enforce' : (v.oneOf(po.mode, [...p, 'mode'], ['enforce', 'report'] as const) ?? 'enforce');
     const allow: AllowRule[] = [];
@@ -34,7 +35,8 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
         if (rule) allow.push(rule);
       });
     }
-    out[name] = { mode, allow, ...(udp.length > 0 ? { udp } : {}) };
+    const metadata = po.metadata !== undefined && po.metadata !== null ? readMetadata(v, po.metadata, [...p, 'metadata']) : undefined;
+    out[name] = { mode, allow, ...(udp.length > 0 ? { udp } : {}), ...(metadata ? { metadata } : {}) };
   }
   return out;
 }
