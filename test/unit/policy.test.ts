@@ -205,6 +205,17 @@ test('host-name helpers', (t) => {
   t.regex(hostPatternProblem('a.*.test') ?? '', /leading/);
 });
 
+test('wildcards: the whole Public Suffix List, not a short built-in list', (t) => {
+  // Suffixes the earlier built-in list of common registries did not have: a Japanese city
+  // registry, a Brazilian personal-name one, private-section platforms.
+  for (const name of ['kawasaki.jp', 'nom.br', 'ondigitalocean.app', 'r2.dev', 'blob.core.windows.net', 'sch.uk', 'pvt.k12.ma.us'])
+    t.regex(hostPatternProblem(`*.${name}`) ?? '', /public suffix/, name);
+  // The apex of a platform whose customers' suffixes sit below it.
+  for (const name of ['amazonaws.com', 's3.amazonaws.com', 'core.windows.net']) t.regex(hostPatternProblem(`*.${name}`) ?? '', /public suffix/, name);
+  // Registrable domains below those suffixes are fine (including the PSL's exception rule "!city.kawasaki.jp").
+  for (const name of ['mybucket.r2.dev', 'city.kawasaki.jp', 'example.test', 'example.com']) t.is(hostPatternProblem(`*.${name}`), undefined, name);
+});
+
 /* ---------------------------------- SandboxTable ---------------------------------- */
 
 const policies = new Map([
