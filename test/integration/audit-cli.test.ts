@@ -101,7 +101,8 @@ test('audit -f: follows the log across a rename-and-recreate rotation and a trun
   });
   const until = async (pred: () => boolean, what: string): Promise<void> => {
     while (!pred()) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`audit -f exited (${child.exitCode ?? child.signalCode}) waiting for ${what}: ${err}`);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`audit -f exited (${child.exitCode ?? child.signalCode}) waiting for ${what}: ${err}`);
       await new Promise<void>((r) => waiters.push(r));
     }
   };
