@@ -39,6 +39,17 @@ export const AUDIT_USAGE = `usage: sandgate audit [FILE | -] [filters] [--json |
   -f          follow FILE like tail -F (across rotation and truncation) until interrupted
 `;
 
+/**
+ * `sandgate audit ... | head`: once the reader is gone, stop quietly (as grep does) instead of
+ * dying with an EPIPE stack trace.
+ */
+export function exitQuietlyOnClosedStdout(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
 function bad(message: string): never {
   throw new SandgateError(`audit: ${message}\n${AUDIT_USAGE}`, 'USAGE');
 }
@@ -128,6 +139,7 @@ export async function cmdAudit(args: string[]): Promise<number | undefined> {
     return 0;
   }
   const opts = parseAuditArgs(args, Date.now());
+  exitQuietlyOnClosedStdout();
   if (opts.file === undefined && opts.follow === false && process.stdin.isTTY === true) bad('give a FILE, or pipe the log on stdin');
   if (opts.file !== undefined) {
     // Fail before any output: a missing or unreadable file is bad input (exit 2), not a runtime error.

@@ -11,6 +11,7 @@ import { parseLine } from '../audit/query.js';
 import { configPolicies, draft, gather, type SandboxFacts } from '../audit/suggest.js';
 import { renderDiff, renderYaml } from '../audit/suggest-render.js';
 import { loadConfigFile } from '../config/load.js';
+import { exitQuietlyOnClosedStdout } from './audit.js';
 
 export const SUGGEST_USAGE = `usage: sandgate suggest [FILE | -] [--sandbox NAME] [--policy NAME] [--json] [--diff CONFIG]
 
@@ -71,6 +72,7 @@ export async function cmdSuggest(args: string[]): Promise<number> {
       bad(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
   }
+  exitQuietlyOnClosedStdout();
   // The config first: a bad CONFIG is reported before reading a long log.
   const config = values.diff !== undefined ? loadConfigFile(values.diff) : undefined;
 

@@ -143,3 +143,19 @@ test('audit -f: follows the log across a rename-and-recreate rotation and a trun
     child.kill('SIGKILL');
   }
 });
+
+test('audit | head: a reader that goes away ends audit quietly (exit 0, no stack trace)', async (t) => {
+  const file = join(dir, 'many.log');
+  writeFileSync(file, conn('api.example.test').repeat(20_000));
+  const child = spawn(process.execPath, [CLI, 'audit', file, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const hang = setTimeout(() => child.kill('SIGKILL'), HANG_MS);
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  child.stdout.once('data', () => child.stdout.destroy());
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  clearTimeout(hang);
+  t.is(code, 0, err);
+  t.notRegex(err, /EPIPE|at /);
+});
