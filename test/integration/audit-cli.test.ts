@@ -159,3 +159,32 @@ test('audit | head: a reader that goes away ends audit quietly (exit 0, no stack
   t.is(code, 0, err);
   t.notRegex(err, /EPIPE|at /);
 });
+
+test('suggest --json --sandbox --policy --include-denied, audit --summary --json', async (t) => {
+  const file = join(dir, 'two.log');
+  const other = (host: string): string => line({ event: 'conn', sandbox: 'bot', dst: '10.77.2.2:443', decision: 'would-deny', proto: 'tls', host });
+  writeFileSync(file, `${conn('api.example.test')}${conn('evil.example.test', 'deny')}${other('pkgs.example.test')}`);
+  const one = await run(['suggest', file, '--json', '--sandbox', 'agent', '--policy', 'p1']);
+  t.is(one.code, 0, one.stderr);
+  t.deepEqual(JSON.parse(one.stdout), { policies: { p1: { mode: 'enforce', allow: [{ host: 'api.example.test', ports: [443] }] } } });
+  const denied = await run(['suggest', file, '--json', '--sandbox', 'agent', '--include-denied']);
+  t.deepEqual(
+    (JSON.parse(denied.stdout).policies.agent.allow as { host: string }[]).map((r) => r.host),
+    ['api.example.test', 'evil.example.test'],
+  );
+  // One policy per sandbox without --sandbox; --policy then names which one? Refused.
+  const all = await run(['suggest', file, '--json']);
+  t.deepEqual(Object.keys(JSON.parse(all.stdout).policies), ['agent', 'bot']);
+  const two = await run(['suggest', file, '--policy', 'p1']);
+  t.is(two.code, 2);
+  t.regex(two.stderr, /--policy names one policy, but the log has 2 sandboxes/);
+  const sum = await run(['audit', file, '--summary', '--json']);
+  t.is(sum.code, 0, sum.stderr);
+  t.deepEqual(
+    (JSON.parse(sum.stdout) as { sandbox: string; denials: Record<string, number> }[]).map((s) => [s.sandbox, Object.keys(s.denials).length]),
+    [
+      ['agent', 1],
+      ['bot', 1],
+    ],
+  );
+});
