@@ -64,6 +64,7 @@ export interface GatherOptions {
   readonly includeDenied?: boolean;
 }
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
@@ -155,7 +156,8 @@ export function gather(into: Map<string, SandboxFacts>, l: AuditFields, opts: Ga
   if (l.proto === 'tls') h.intercepted = true;
   else if (typeof l.upstream === 'string' && l.upstream.startsWith('https://')) h.plainHttpUpgraded = true;
   else h.plainHttp = true;
-  if (typeof l.method === 'string') bump(h.methods, l.method.toUpperCase());
+  // A method is an HTTP token (RFC 9110 §5.6.2), as the config requires; anything else is not drafted.
+  if (typeof l.method === 'string' && TOKEN.test(l.method)) bump(h.methods, l.method.toUpperCase());
   const glob = typeof l.path === 'string' ? pathGlob(l.path) : undefined;
   if (glob === undefined) h.unmatchablePaths++;
   else bump(h.paths, glob);

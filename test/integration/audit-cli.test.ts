@@ -188,3 +188,15 @@ test('suggest --json --sandbox --policy --include-denied, audit --summary --json
     ],
   );
 });
+
+test('the CLI help lists audit and suggest; each has its own --help (exit 0)', async (t) => {
+  const help = await run(['--help']);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /^ {2}audit \[FILE\]/m);
+  t.regex(help.stdout, /^ {2}suggest \[FILE\]/m);
+  for (const cmd of ['audit', 'suggest']) {
+    const r = await run([cmd, '--help']);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, new RegExp(`^usage: sandgate ${cmd} `));
+  }
+});

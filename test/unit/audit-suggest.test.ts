@@ -85,6 +85,9 @@ test('suggest: plain HTTP to an ordinary rule stays a rule for its port (methods
     { host: 'up.example.test', ports: [80], inject: 'llm', methods: ['GET'], paths: ['/b/*'], plainHttp: true },
   ]);
   t.true(d[0]?.rules[0]?.notes.some((n) => n.includes('GET 1')));
+  // A method that is not an HTTP token never reaches the draft (the config would refuse it).
+  const odd = drafts([req('api.example.test', 'GET', '/'), req('api.example.test', 'X]\n#', '/')]);
+  t.deepEqual(configPolicies(odd).default?.allow[0]?.methods, ['GET']);
 });
 
 test('suggest: raw TCP keeps protocol tcp; destinations without a name are listed, never drafted; denied and failed lines are left out', (t) => {
