@@ -36,7 +36,8 @@ export const AUDIT_USAGE = `usage: sandgate audit [FILE | -] [filters] [--json |
   --json      the matching lines, unchanged (one JSON object a line)
   --summary   per sandbox: hosts and decisions, denials by reason, bytes in/out, credentials
               (with --json: the same as one JSON document)
-  -f          follow FILE like tail -F (across rotation and truncation) until interrupted
+  -f          follow FILE like tail -F (from its first line; across rotation and truncation)
+              until interrupted
 `;
 
 /**
