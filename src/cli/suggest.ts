@@ -105,15 +105,16 @@ export async function cmdSuggest(args: string[]): Promise<number> {
   if (malformed > 0) process.stderr.write(`sandgate suggest: ${malformed} of ${read} lines are not audit lines (JSON objects with an "event"), skipped\n`);
   const sandboxes = [...facts.values()].sort((a, b) => a.sandbox.localeCompare(b.sandbox));
   if (values.policy !== undefined && sandboxes.length > 1) bad(`--policy names one policy, but the log has ${sandboxes.length} sandboxes: add --sandbox NAME`);
-  const drafts = sandboxes.map((s) => {
-    const policy = values.policy ?? (config ? config.sandboxes.find((c) => c.name === s.sandbox)?.policy : undefined);
+  const byConfig = (sandbox: string): string | undefined => config?.sandboxes.find((c) => c.name === sandbox)?.policy;
+  let drafts = sandboxes.map((s) => {
+    const policy = values.policy ?? byConfig(s.sandbox);
     return draft(s, { wildcardMin, ...(policy !== undefined ? { policy } : {}) });
   });
   const names = drafts.map((d) => d.policy);
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) {
     // Two sandboxes drafting one policy name would overwrite each other: name each after its sandbox.
-    for (let i = 0; i < drafts.length; i++) drafts[i] = { ...(drafts[i] as (typeof drafts)[number]), policy: (drafts[i] as (typeof drafts)[number]).sandbox };
+    drafts = drafts.map((d) => ({ ...d, policy: d.sandbox }));
     process.stderr.write(`sandgate suggest: several sandboxes used policy "${twice}": each drafted policy is named after its sandbox\n`);
   }
   if (config !== undefined && values.diff !== undefined) process.stdout.write(renderDiff(drafts, config, values.diff));

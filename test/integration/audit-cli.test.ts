@@ -200,3 +200,16 @@ test('the CLI help lists audit and suggest; each has its own --help (exit 0)', a
     t.regex(r.stdout, new RegExp(`^usage: sandgate ${cmd} `));
   }
 });
+
+test('suggest: two sandboxes whose lines name one policy get a draft each, named after the sandbox', async (t) => {
+  const file = join(dir, 'shared.log');
+  const as = (sandbox: string, host: string): string =>
+    line({ event: 'conn', sandbox, dst: '10.77.2.2:443', decision: 'allow', rule: 'policies.default.allow[0]', proto: 'tls', host });
+  writeFileSync(file, `${as('agent1', 'a.example.test')}${as('agent2', 'b.example.test')}`);
+  const r = await run(['suggest', file, '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(Object.keys(JSON.parse(r.stdout).policies), ['agent1', 'agent2']);
+  t.regex(r.stderr, /several sandboxes used policy "default": each drafted policy is named after its sandbox/);
+  const one = await run(['suggest', file, '--json', '--sandbox', 'agent2']);
+  t.deepEqual(Object.keys(JSON.parse(one.stdout).policies), ['default']);
+});
