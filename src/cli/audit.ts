@@ -127,6 +127,9 @@ export function parseAuditArgs(args: string[], now: number): AuditOptions {
   return { file, filter, output, follow: values.follow === true };
 }
 
+/** Table rows that set the column widths before the rest streams. */
+const TABLE_SAMPLE = 1000;
+
 /** Counts what was read, for the closing stderr line. */
 interface Tally {
   read: number;
@@ -178,17 +181,25 @@ export async function cmdAudit(args: string[]): Promise<number | undefined> {
         summarise(sums, p.line.fields);
         return;
       case 'table':
-        if (!opts.follow) {
-          rows.push(rowOf(p.line.fields));
+        if (headerDone) {
+          out(renderRows([rowOf(p.line.fields)], widths));
           return;
         }
-        if (!headerDone) {
+        if (opts.follow) {
           // Followed: fixed starting widths, so early rows need not wait for the widest one.
           widths.push(24, 6, 10, 8, 10, 28, 5, 24, 6);
           out(renderRows([[...COLUMNS]], widths));
           headerDone = true;
+          out(renderRows([rowOf(p.line.fields)], widths));
+          return;
         }
-        out(renderRows([rowOf(p.line.fields)], widths));
+        // Read once: the first TABLE_SAMPLE rows set the widths, then rows stream (a log of any
+        // size in bounded memory; a wider cell later widens its column from that row on).
+        rows.push(rowOf(p.line.fields));
+        if (rows.length >= TABLE_SAMPLE) {
+          out(renderRows([[...COLUMNS], ...rows.splice(0)], widths));
+          headerDone = true;
+        }
         return;
       default: {
         const never: never = opts.output;
@@ -231,7 +242,7 @@ export async function cmdAudit(args: string[]): Promise<number | undefined> {
       reject(new SandgateError(`audit: cannot read ${opts.file ?? 'stdin'} (${err.code ?? err.message})`, 'USAGE')),
     );
   });
-  if (opts.output === 'table') out(renderRows([[...COLUMNS], ...rows], widths));
+  if (opts.output === 'table' && !headerDone) out(renderRows([[...COLUMNS], ...rows], widths));
   if (opts.output === 'summary') out(renderSummary(sums));
   if (opts.output === 'summary-json') out(`${JSON.stringify(summaryJson(sums), null, 2)}\n`);
   reportMalformed(tally);

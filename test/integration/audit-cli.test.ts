@@ -213,3 +213,29 @@ test('suggest: two sandboxes whose lines name one policy get a draft each, named
   const one = await run(['suggest', file, '--json', '--sandbox', 'agent2']);
   t.deepEqual(Object.keys(JSON.parse(one.stdout).policies), ['default']);
 });
+
+test('audit: the table streams once its first 1000 rows have set the widths (rows appear before the input ends)', async (t) => {
+  const child = spawn(process.execPath, [CLI, 'audit', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const hang = setTimeout(() => child.kill('SIGKILL'), HANG_MS);
+  let out = '';
+  const firstRows = new Promise<void>((resolve) => {
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.split('\n').length > 1000) resolve();
+    });
+    child.once('exit', () => resolve());
+  });
+  child.stdin.write(conn('a.example.test').repeat(1000));
+  await firstRows;
+  // The input is still open: what arrived so far is already printed.
+  t.is(child.exitCode, null);
+  t.is(out.split('\n').filter((l) => l.includes('a.example.test')).length, 1000);
+  child.stdin.end(conn('a-much-longer-name.example.test'));
+  const code = await new Promise<number | null>((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', (c) => r(c))));
+  clearTimeout(hang);
+  t.is(code, 0);
+  const lines = out.trimEnd().split('\n');
+  t.is(lines.length, 1002);
+  t.is(lines.filter((l) => l.startsWith('TIME')).length, 1);
+  t.regex(lines[1001] as string, /allow +a-much-longer-name\.example\.test +443$/);
+});
