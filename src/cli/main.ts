@@ -39,6 +39,14 @@ const USAGE = `usage: sandgate <command> [options]
   health [--socket PATH | -c FILE] [--json]
                                  exit 0 when the running daemon's firewall is in place and its
                                  listeners accept, 1 otherwise
+  audit [FILE] [filters] [--json | --summary] [-f]
+                                 query the audit log (FILE or stdin): --sandbox, --user, --host GLOB,
+                                 --decision, --event, --since/--until (10m or ISO time); -f follows
+                                 FILE across rotation (sandgate audit --help)
+  suggest [FILE] [--sandbox NAME] [--policy NAME] [--json] [--diff CONFIG]
+                                 draft a policy from what a report-mode run's audit log shows:
+                                 hosts, ports, methods, path globs, credentials, with counts
+                                 (sandgate suggest --help)
   demo                           a self-contained demonstration in throwaway namespaces
 `;
 
@@ -94,6 +102,14 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'health': {
         const { cmdHealth } = await import('./health.js');
         return await cmdHealth(rest);
+      }
+      case 'audit': {
+        const { cmdAudit } = await import('./audit.js');
+        return await cmdAudit(rest);
+      }
+      case 'suggest': {
+        const { cmdSuggest } = await import('./suggest.js');
+        return await cmdSuggest(rest);
       }
       case 'demo': {
         const { runDemo } = await import('../demo/demo.js');

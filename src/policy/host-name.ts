@@ -1,3 +1,5 @@
+import { getPublicSuffix } from 'tldts';
+
 /**
  * Host names and the one matcher that TLS (SNI), plain HTTP (Host) and DNS all use, so the three
  * can never disagree about what a rule covers.
@@ -35,91 +37,26 @@ export function hostMatches(pattern: string, host: string): boolean {
 }
 
 /**
- * Public suffixes with more than one label under which a wildcard would cover unrelated owners.
- * A wildcard directly under any single label ("*.com", "*.test") is refused outright; this list
- * catches the common multi-label registries. It is deliberately small and conservative: see
- * docs/policy.md ("Wildcards") for the limitation.
+ * Platform apexes under which the Public Suffix List lists suffixes of its own (each customer's
+ * names live below "s3.amazonaws.com", "blob.core.windows.net", ...) without listing the apex
+ * itself: "*.amazonaws.com" would cover every customer of those suffixes, so it is refused too.
+ * The PSL cannot be asked "is there a suffix below this name?", hence this short list.
  */
-const MULTI_LABEL_PUBLIC_SUFFIXES = new Set([
-  'co.uk',
-  'org.uk',
-  'me.uk',
-  'ltd.uk',
-  'plc.uk',
-  'net.uk',
-  'ac.uk',
-  'gov.uk',
-  'nhs.uk',
-  'sch.uk',
-  'com.au',
-  'net.au',
-  'org.au',
-  'edu.au',
-  'gov.au',
-  'id.au',
-  'co.nz',
-  'org.nz',
-  'net.nz',
-  'govt.nz',
-  'co.jp',
-  'ne.jp',
-  'or.jp',
-  'ac.jp',
-  'go.jp',
-  'com.br',
-  'net.br',
-  'org.br',
-  'gov.br',
-  'com.cn',
-  'net.cn',
-  'org.cn',
-  'gov.cn',
-  'edu.cn',
-  'com.hk',
-  'com.tw',
-  'com.sg',
-  'com.my',
-  'co.in',
-  'net.in',
-  'org.in',
-  'gov.in',
-  'co.za',
-  'org.za',
-  'gov.za',
-  'com.mx',
-  'com.ar',
-  'com.tr',
-  'com.ua',
-  'co.kr',
-  'or.kr',
-  'co.il',
-  'org.il',
-  'com.pl',
-  'co.id',
-  'or.id',
-  'com.ph',
-  'com.vn',
-  'com.eg',
-  'com.sa',
-  'com.ng',
-  'github.io',
-  'githubusercontent.com',
-  'herokuapp.com',
-  'appspot.com',
-  'azurewebsites.net',
-  'cloudfront.net',
-  'amazonaws.com',
-  's3.amazonaws.com',
-  'blogspot.com',
-  'netlify.app',
-  'vercel.app',
-  'pages.dev',
-  'workers.dev',
-  'web.app',
-  'firebaseapp.com',
-  'fly.dev',
-  'onrender.com',
-]);
+const PLATFORM_APEXES = new Set(['amazonaws.com', 'windows.net', 'core.windows.net']);
+
+const PSL = { allowPrivateDomains: true } as const;
+
+/**
+ * Whether a wildcard directly under `name` would span unrelated owners: `name` is a public suffix
+ * (the PSL's ICANN and private sections alike: "co.uk", "github.io"; tldts also counts the parent
+ * of a PSL wildcard rule such as "*.sch.uk"), or it is a platform apex above such suffixes. The whole
+ * Public Suffix List, through tldts; a single label is always a suffix (the PSL's default rule "*").
+ */
+export function isPublicSuffixOrAbove(name: string): boolean {
+  if (!name.includes('.')) return true;
+  if (getPublicSuffix(name, PSL) === name) return true;
+  return PLATFORM_APEXES.has(name);
+}
 
 /** Why a host pattern is unacceptable, or undefined when it is fine. Expects a normalised pattern. */
 export function hostPatternProblem(pattern: string): string | undefined {
@@ -128,8 +65,7 @@ export function hostPatternProblem(pattern: string): string | undefined {
   if (name.includes('*')) return 'only a leading "*." wildcard is supported';
   if (!isHostName(name)) return `"${pattern}" is not a valid host name (IP literals are not allowed: policy is by name)`;
   if (wildcard) {
-    if (!name.includes('.')) return `wildcard "${pattern}" is directly under a public suffix`;
-    if (MULTI_LABEL_PUBLIC_SUFFIXES.has(name)) return `wildcard "${pattern}" is directly under a public suffix`;
+    if (isPublicSuffixOrAbove(name)) return `wildcard "${pattern}" is directly under a public suffix`;
   }
   return undefined;
 }

@@ -205,6 +205,103 @@ test('host-name helpers', (t) => {
   t.regex(hostPatternProblem('a.*.test') ?? '', /leading/);
 });
 
+/** The short built-in list the PSL replaced: every one of its suffixes is still refused. */
+const FORMER_BUILT_IN = [
+  'co.uk',
+  'org.uk',
+  'me.uk',
+  'ltd.uk',
+  'plc.uk',
+  'net.uk',
+  'ac.uk',
+  'gov.uk',
+  'nhs.uk',
+  'sch.uk',
+  'com.au',
+  'net.au',
+  'org.au',
+  'edu.au',
+  'gov.au',
+  'id.au',
+  'co.nz',
+  'org.nz',
+  'net.nz',
+  'govt.nz',
+  'co.jp',
+  'ne.jp',
+  'or.jp',
+  'ac.jp',
+  'go.jp',
+  'com.br',
+  'net.br',
+  'org.br',
+  'gov.br',
+  'com.cn',
+  'net.cn',
+  'org.cn',
+  'gov.cn',
+  'edu.cn',
+  'com.hk',
+  'com.tw',
+  'com.sg',
+  'com.my',
+  'co.in',
+  'net.in',
+  'org.in',
+  'gov.in',
+  'co.za',
+  'org.za',
+  'gov.za',
+  'com.mx',
+  'com.ar',
+  'com.tr',
+  'com.ua',
+  'co.kr',
+  'or.kr',
+  'co.il',
+  'org.il',
+  'com.pl',
+  'co.id',
+  'or.id',
+  'com.ph',
+  'com.vn',
+  'com.eg',
+  'com.sa',
+  'com.ng',
+  'github.io',
+  'githubusercontent.com',
+  'herokuapp.com',
+  'appspot.com',
+  'azurewebsites.net',
+  'cloudfront.net',
+  'amazonaws.com',
+  's3.amazonaws.com',
+  'blogspot.com',
+  'netlify.app',
+  'vercel.app',
+  'pages.dev',
+  'workers.dev',
+  'web.app',
+  'firebaseapp.com',
+  'fly.dev',
+  'onrender.com',
+];
+
+test('wildcards: every suffix of the former built-in list is still refused', (t) => {
+  for (const name of FORMER_BUILT_IN) t.regex(hostPatternProblem(`*.${name}`) ?? '', /public suffix/, name);
+});
+
+test('wildcards: the whole Public Suffix List, not a short built-in list', (t) => {
+  // Suffixes the earlier built-in list of common registries did not have: a Japanese city
+  // registry, a Brazilian personal-name one, private-section platforms.
+  for (const name of ['kawasaki.jp', 'nom.br', 'ondigitalocean.app', 'r2.dev', 'blob.core.windows.net', 'sch.uk', 'pvt.k12.ma.us'])
+    t.regex(hostPatternProblem(`*.${name}`) ?? '', /public suffix/, name);
+  // The apex of a platform whose customers' suffixes sit below it.
+  for (const name of ['amazonaws.com', 's3.amazonaws.com', 'core.windows.net']) t.regex(hostPatternProblem(`*.${name}`) ?? '', /public suffix/, name);
+  // Registrable domains below those suffixes are fine (including the PSL's exception rule "!city.kawasaki.jp").
+  for (const name of ['mybucket.r2.dev', 'city.kawasaki.jp', 'example.test', 'example.com']) t.is(hostPatternProblem(`*.${name}`), undefined, name);
+});
+
 /* ---------------------------------- SandboxTable ---------------------------------- */
 
 const policies = new Map([
