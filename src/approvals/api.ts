@@ -41,6 +41,8 @@ export function parseDecision(body: Record<string, unknown>): Outcome<{ action: 
 /** GET /approvals?watch=1: the stream lives until the client goes away or the server closes. */
 export function watch(api: ApprovalsApi, req: http.IncomingMessage, res: http.ServerResponse): void {
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  // Headers now, not with the first line: a watcher with nothing pending must know it is connected.
+  res.flushHeaders();
   const line = (e: BrokerEvent): void => {
     res.write(`${JSON.stringify(e)}\n`);
   };
