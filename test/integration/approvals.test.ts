@@ -169,14 +169,16 @@ test.serial('DNS: a query for an unlisted name is held, then answered after POST
     { event: 'decided', id: p.id, action: 'once', approver: 'test-suite' },
   );
   watch.stop();
-  t.like(
-    g.log.find((l) => l.event === 'approval' && l.action === 'decided' && l.id === p.id),
-    { decision: 'allow', scope: 'once', approver: 'test-suite', host: 't1.example.test' },
-  );
-  t.like(
-    g.log.find((l) => l.event === 'dns' && l.host === 't1.example.test' && l.decision === 'allow'),
-    { rule: `approvals.once.${String(p.id)}`, answers: [w.a] },
-  );
+  t.like(await g.log.waitFor((l) => l.event === 'approval' && l.action === 'decided' && l.id === p.id), {
+    decision: 'allow',
+    scope: 'once',
+    approver: 'test-suite',
+    host: 't1.example.test',
+  });
+  t.like(await g.log.waitFor((l) => l.event === 'dns' && l.host === 't1.example.test' && l.decision === 'allow'), {
+    rule: `approvals.once.${String(p.id)}`,
+    answers: [w.a],
+  });
   // Decided: it is gone; an unknown id, a bad body.
   t.is((await decide(p.id, 'once')).status, 404);
   t.is((await decide('no-such-id', 'once')).status, 404);
@@ -221,10 +223,7 @@ test.serial('plain HTTP: held at the request; deny answers 403 with the reason, 
   const [body, code] = r.stdout.split('\n');
   t.is(code, '403');
   t.deepEqual(JSON.parse(body ?? ''), { error: 'denied', reason: 'not approved', by: 'sandgate' });
-  t.like(
-    g.log.find((l) => l.event === 'approval' && l.action === 'decided' && l.id === p.id),
-    { decision: 'deny', scope: 'deny', approver: 'carol' },
-  );
+  t.like(await g.log.waitFor((l) => l.event === 'approval' && l.action === 'decided' && l.id === p.id), { decision: 'deny', scope: 'deny', approver: 'carol' });
 });
 
 test.serial('timeout: no decision within askTimeoutMs is a denial with reason ask-timeout', async (t) => {
@@ -247,6 +246,7 @@ test.serial('sandbox scope: the name is allowed for that sandbox from then on, a
   // Again from the same sandbox: no question.
   const again = await curl('sbx', [...resolveTo('t5.example.test', 80), 'http://t5.example.test/two']);
   t.like(JSON.parse(again.stdout), { server: 'a-plain', path: '/two' });
+  await g.log.waitFor((l) => l.event === 'http' && l.host === 't5.example.test' && l.path === '/two', 15_000, 'the second request');
   t.is(g.log.lines.filter((l) => l.event === 'approval' && l.action === 'pending' && l.host === 't5.example.test').length, 1);
   // Sandbox "two" is on the same policy, and is asked about it: A's approval is not B's.
   const other = curl('two', [...resolveTo('t5.example.test', 80), '-w', '\n%{http_code}', 'http://t5.example.test/']);
@@ -276,11 +276,11 @@ test.serial('policy scope: a second sandbox on the same policy gets the name wit
   const other = await curl('two', [...resolveTo('t6.example.test', 443), 'https://t6.example.test/from-two']);
   t.is(other.code, 0, other.stderr);
   t.like(JSON.parse(other.stdout), { server: 'a', path: '/from-two' });
+  t.like(await g.log.waitFor((l) => l.event === 'conn' && l.host === 't6.example.test' && l.sandbox === 'two' && l.decision === 'allow'), {
+    rule: `approvals.policy.${String(p.id)}`,
+  });
+  // A pending line would have come before that conn line.
   t.false(g.log.lines.some((l) => l.event === 'approval' && l.action === 'pending' && l.host === 't6.example.test' && l.sandbox === 'two'));
-  t.like(
-    g.log.find((l) => l.event === 'conn' && l.host === 't6.example.test' && l.sandbox === 'two' && l.decision === 'allow'),
-    { rule: `approvals.policy.${String(p.id)}` },
-  );
   // DNS answers it too, for every sandbox on the policy.
   const dig = await w.topo.exec(w.topo.ns('two'), 'dig', ['+tries=1', '+time=5', '+short', 't6.example.test'], { timeoutMs: 10_000 });
   t.is(dig.stdout.trim(), w.a);
@@ -380,7 +380,7 @@ test.serial('webhook: the pending item is POSTed from the host, its answer decid
   const failing = await startApprover(['--status', '500']);
   t.is((await g.reload({ ...config, approvals: { webhook: `http://127.0.0.1:${failing.port}/approve` } })).action, 'reloaded');
   const req = curl('sbx', [...resolveTo('t9.example.test', 80), 'http://t9.example.test/']);
-  const first = g.log.find((l) => l.event === 'approval' && l.action === 'pending' && l.host === 't9.example.test')?.id;
+  const first = (await g.log.waitFor((l) => l.event === 'approval' && l.action === 'pending' && l.host === 't9.example.test')).id;
   const p = await pending('t9.example.test', 'agent', [first]);
   await failing.log.waitFor((l) => (l.asked as { id?: string } | null)?.id === p.id);
   t.like(await g.log.waitFor((l) => l.event === 'error' && String(l.reason).includes(String(p.id))), {
