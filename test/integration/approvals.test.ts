@@ -229,12 +229,21 @@ test.serial('plain HTTP: held at the request; deny answers 403 with the reason, 
 test.serial('timeout: no decision within askTimeoutMs is a denial with reason ask-timeout', async (t) => {
   const req = curl('three', [...resolveTo('t4.example.test', 443), 'https://t4.example.test/']);
   const p = await pending('t4.example.test', 'three');
+  // A query for the name, held too (it joins that decision, or opens its own if it comes late).
+  const dig = w.topo.exec(w.topo.ns('three'), 'dig', ['+tries=1', '+time=10', 't4.example.test'], { timeoutMs: 15_000 });
   const timeout = await g.log.waitFor((l) => l.event === 'approval' && l.action === 'timeout' && l.id === p.id, 15_000, 'timeout line');
   t.like(timeout, { decision: 'deny', reason: 'ask-timeout', sandbox: 'three' });
   const r = await req;
   t.not(r.code, 0);
   t.like(await g.log.waitFor((l) => l.event === 'conn' && l.host === 't4.example.test' && l.decision === 'deny'), { reason: 'ask-timeout', sandbox: 'three' });
   t.is((await decide(p.id, 'once')).status, 404, 'a timed-out decision cannot be approved afterwards');
+  t.regex((await dig).stdout, /status: NXDOMAIN/);
+  t.like(await g.log.waitFor((l) => l.event === 'dns' && l.host === 't4.example.test'), {
+    decision: 'deny',
+    reason: 'ask-timeout',
+    rcode: 'NXDOMAIN',
+    sandbox: 'three',
+  });
 });
 
 test.serial('sandbox scope: the name is allowed for that sandbox from then on, and still asked about for another sandbox', async (t) => {

@@ -245,6 +245,11 @@ test('policy: only enforce-mode ask policies ask, only on 443 and 80, and those 
   );
   t.false(deny.sandboxes.byName('a')!.policy.asks('x.test', 443));
   t.false(deny.sandboxes.byName('a')!.policy.namedPorts.has(80));
+  const report = buildRuntime(
+    parseConfig(CONFIG.replace('unlisted: ask', 'mode: report\n    unlisted: ask'), 'sg.yaml'),
+    createLineAudit('info', {}, () => undefined),
+  );
+  t.false(report.sandboxes.byName('a')!.policy.asks('x.test', 443), 'report mode lets it through instead');
 });
 
 test('POST /approvals/ID body: action required and known; approver free text, bounded', (t) => {
