@@ -125,22 +125,6 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // leaks opens only its own period's tickets. Never written anywhere.
   let ticketKeys = randomBytes(48);
   const leaves = await LeafCache.create(ca, { ticketKeys });
-  // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
-  // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
-  // Loaded only then: with the default (1) this process never touches node:cluster.
-  const pool =
-    config.workers > 1
-      ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit, ticketKeys: () => ticketKeys })
-      : undefined;
-  const rotation = setInterval(() => {
-    ticketKeys = randomBytes(48);
-    leaves.rotateTicketKeys(ticketKeys);
-    pool?.ticketKeys(ticketKeys);
-  }, config.tls.ticketKeyRotationMs);
-  rotation.unref();
-  // Open connections per sandbox, so removing a registered one closes what it has open.
-  const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
-  const track = conns.track.bind(conns);
   // `unlisted: ask` (docs/approvals.md): pending decisions, and what `sandbox`/`policy` approvals
   // added, compiled into the runtime (one assignment, like every other change).
   const grants = new Grants();
@@ -152,6 +136,8 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     grant: (item, policy, scope, approver) => {
       grants.add(item, policy, scope, approver, Date.now());
       rt = grants.apply(rt);
+      // Before the reply that releases a worker's held connection (same IPC channel, in order).
+      pool?.grants(grants.all());
     },
     audit: (f) => rt.audit.write({ event: 'approval', ...f }),
   });
@@ -179,6 +165,29 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     decide: (id, action, approver) => broker.decide(id, action, approver),
     added: () => addedView(rt.config, grants.all()),
   };
+  // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
+  // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
+  // Loaded only then: with the default (1) this process never touches node:cluster.
+  const pool =
+    config.workers > 1
+      ? await (await import('./cluster/primary.js')).startWorkers({
+          count: config.workers,
+          runtime: () => rt,
+          audit,
+          ticketKeys: () => ticketKeys,
+          grants: () => grants.all(),
+          approve: (who, host, port, via, timeoutMs) => broker.ask(who, host, port, via, timeoutMs),
+        })
+      : undefined;
+  const rotation = setInterval(() => {
+    ticketKeys = randomBytes(48);
+    leaves.rotateTicketKeys(ticketKeys);
+    pool?.ticketKeys(ticketKeys);
+  }, config.tls.ticketKeyRotationMs);
+  rotation.unref();
+  // Open connections per sandbox, so removing a registered one closes what it has open.
+  const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
+  const track = conns.track.bind(conns);
   const gate = createDataPlane({ runtime: () => rt, leaves, conns, ask });
   const servers: net.Server[] = [];
 
@@ -274,7 +283,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       runtime: () => rt,
       swap: (next) => {
         // Approvals given while the firewall changed are compiled in again; a removed sandbox's go.
-        grants.prune(next);
+        if (grants.prune(next)) pool?.grants(grants.all());
         rt = grants.all().length > 0 ? grants.apply(next) : next;
         gate.ifaces.clear();
         pool?.sandboxes(next);

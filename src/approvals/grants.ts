@@ -36,6 +36,13 @@ export interface Grant {
 export class Grants {
   private list: Grant[] = [];
 
+  /** The grants as another process holds them (a worker takes the primary's list, src/cluster/). */
+  static of(list: readonly Grant[]): Grants {
+    const g = new Grants();
+    g.list = [...list];
+    return g;
+  }
+
   add(item: PendingItem, policy: string, scope: Grant['scope'], approver: string, now: number): Grant {
     const g: Grant = { scope, policy, sandbox: item.sandbox, host: item.host, port: item.port, id: item.id, approver, at: new Date(now).toISOString() };
     this.list.push(g);

@@ -12,7 +12,7 @@ import { policies } from './schema/policies.js';
 import { Reader, type PathPart, type Problem } from './schema/reader.js';
 import { sandboxEntry, sandboxes } from './schema/sandboxes.js';
 import { upstream } from './schema/upstream.js';
-import { approvals, askWithWorkers } from './schema/approvals.js';
+import { approvals } from './schema/approvals.js';
 
 export type { PathPart, Problem } from './schema/reader.js';
 export { DEFAULT_CONTROL_SOCKET, MAX_WORKERS } from './defaults.js';
@@ -50,7 +50,6 @@ function root(v: Reader, raw: unknown): Config {
   const m = metrics(v, r.metrics, ports);
   const t = tls(v, r.tls);
   const w = workers(v, r.workers);
-  askWithWorkers(v, w, pols);
   return {
     listen: ports,
     dns: dns(v, r.dns),

@@ -209,7 +209,7 @@ test('GET /approvals/added: the changed policy in config form, which the config 
   );
 });
 
-test('config: unlisted and askTimeoutMs; askTimeoutMs only with ask; ask refused with workers > 1', (t) => {
+test('config: unlisted and askTimeoutMs; askTimeoutMs only with ask; approvals section', (t) => {
   const bad = (text: string): string[] => {
     try {
       parseConfig(text, 'sg.yaml');
@@ -222,9 +222,7 @@ test('config: unlisted and askTimeoutMs; askTimeoutMs only with ask; ask refused
   t.deepEqual(bad(CONFIG.replace('unlisted: ask', 'unlisted: maybe')), ['policies.default.unlisted: must be one of: deny, ask']);
   t.deepEqual(bad(CONFIG.replace('unlisted: ask', 'unlisted: deny')), ['policies.default.askTimeoutMs: only applies with unlisted: ask']);
   t.deepEqual(bad(CONFIG.replace('askTimeoutMs: 5000', 'askTimeoutMs: 5')), ['policies.default.askTimeoutMs: must be a whole number from 1000 to 3600000']);
-  t.deepEqual(bad(`${CONFIG}workers: 2\n`), [
-    'workers: policy "default" has unlisted: ask, which needs workers: 1 (held connections in worker processes are not supported; docs/approvals.md)',
-  ]);
+  t.deepEqual(bad(`${CONFIG}workers: 2\n`), [], 'workers: held connections in workers ask the primary');
   t.deepEqual(bad(`${CONFIG}approvals: { webhook: "ftp://x" }\n`), ['approvals.webhook: must be an http:// or https:// URL']);
   t.deepEqual(bad(`${CONFIG}approvals: { maxPendingPerSandbox: 0 }\n`), ['approvals.maxPendingPerSandbox: must be a whole number from 1 to 1024']);
   const ok = parseConfig(`${CONFIG}approvals: { webhook: "http://127.0.0.1:9/x", maxPendingPerSandbox: 4 }\n`, 'sg.yaml');
