@@ -2,7 +2,7 @@
  * What the primary and its workers say to each other over the cluster IPC channel (`workers: N`,
  * docs/performance.md "1 vs N workers"). Nothing here is per request except token acquisition
  * for authService/oauth2 credentials and the batched audit text; raw-TCP rules ask about DNS
- * answers once per connection.
+ * answers once per connection, and a connection held for an `unlisted: ask` approval asks once.
  */
 import type { Config } from '../config/types.js';
 import type { SandboxSpec } from '../policy/sandboxes.js';

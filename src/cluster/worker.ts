@@ -7,6 +7,8 @@
  *   removal resets the sandbox's connections here in the same tick as the runtime swap;
  * - raw TCP rules: "did the DNS responder give this sandbox that address?" (the answer log lives
  *   beside the responder);
+ * - `unlisted: ask`: a held connection asks the primary, which holds the pending decisions beside
+ *   the control API; what approvals added is pushed here whole (`grants`) and compiled in;
  * - authService/oauth2 credentials: acquire and reject go to the primary's token sources, so
  *   single-flight fetches and 401 invalidation are global, not per worker;
  * - audit: lines are formatted here and handed to the primary, the one writer of the stream.
