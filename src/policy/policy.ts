@@ -1,6 +1,6 @@
 import type { AllowRule, Config, EchChoice, Mode, SandboxConfig, UdpRule, Unlisted } from '../config/types.js';
 import { parseCidr, type Cidr } from '../util/ip.js';
-import { hostMatches } from './host-name.js';
+import { hostMatches, isHostName } from './host-name.js';
 import { checkRequest, compileRequestChecks, type RequestChecks } from './request-rules.js';
 
 /** A rule with what the data path needs precomputed. */
@@ -160,7 +160,9 @@ export class Policy {
 
   /** Whether an unlisted (host, port) is asked about rather than denied (never in report mode: that lets it through anyway). */
   asks(host: string | undefined, port: number): boolean {
-    return this.unlisted === 'ask' && this.mode === 'enforce' && host !== undefined && host !== '' && ASK_PORTS.has(port);
+    // Only a well-formed name is put to an approver: never an IP literal (no rule can name one),
+    // never bytes that would reach the approver's terminal as control sequences.
+    return this.unlisted === 'ask' && this.mode === 'enforce' && host !== undefined && ASK_PORTS.has(port) && isHostName(host);
   }
 
   /** First rule covering (host, port) for the given kind; exact names before wildcards. */

@@ -236,6 +236,9 @@ test('policy: only enforce-mode ask policies ask, only on 443 and 80, and those 
   t.true(p.asks('x.test', 80));
   t.false(p.asks('x.test', 22));
   t.false(p.asks(undefined, 443), 'no SNI: nothing to ask about');
+  t.false(p.asks('10.77.2.2', 80), 'an IP literal Host is denied, never asked about');
+  t.false(p.asks('evil\x1b[2J.test', 443), 'nor a name with control bytes (the approver reads it in a terminal)');
+  t.false(p.asks('a b.test', 80));
   t.true(p.namedPorts.has(80), 'port 80 is peeked although no rule lists it');
   const deny = buildRuntime(
     parseConfig(CONFIG.replace('unlisted: ask', 'unlisted: deny').replace('    askTimeoutMs: 5000\n', ''), 'sg.yaml'),
