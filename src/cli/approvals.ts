@@ -11,7 +11,7 @@ import { controlSocketPath, expectOk } from './sandbox.js';
 
 export const APPROVALS_USAGE = `usage: sandgate approvals <action> [options]
 
-  approvals list [--json]        the pending decisions
+  approvals [list] [--json]      the pending decisions
   approvals watch [--json]       pending decisions and decisions as they happen (until Ctrl-C)
   approvals allow ID [--for once|sandbox|policy] [--approver TEXT]
                                  approve: this decision only (once, the default), this name for
@@ -73,7 +73,9 @@ function stream(socketPath: string, onLine: (line: string) => void): Promise<num
 }
 
 export async function cmdApprovals(args: string[]): Promise<number> {
-  const [action, ...rest] = args;
+  // No action, or only options: list (the common case, as `sandgate approvals`).
+  const first = args[0];
+  const [action, ...rest] = first === undefined || (first.startsWith('-') && first !== '-h' && first !== '--help') ? ['list', ...args] : args;
   let parsed: ReturnType<
     typeof parseArgs<{
       options: {
@@ -147,12 +149,11 @@ export async function cmdApprovals(args: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       return 0;
     }
-    case undefined:
     case '-h':
     case '--help':
     case 'help':
       process.stdout.write(APPROVALS_USAGE);
-      return action === undefined ? 2 : 0;
+      return 0;
     default:
       return usage(`approvals: unknown action "${action}" (expected list, watch, allow, deny or added)`);
   }

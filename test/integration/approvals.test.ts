@@ -306,10 +306,10 @@ test.serial('policy scope: a second sandbox on the same policy gets the name wit
   t.is(c.policies.default?.unlisted, 'ask');
 });
 
-test.serial('CLI: sandgate approvals list, allow --for once, deny of an unknown ID', async (t) => {
+test.serial('CLI: sandgate approvals (list), allow --for once, deny of an unknown ID', async (t) => {
   const req = curl('sbx', [...resolveTo('t7.example.test', 443), 'https://t7.example.test/']);
   const p = await pending('t7.example.test');
-  const list = await w.topo.exec(w.topo.hostNs, process.execPath, [CLI, 'approvals', 'list', '--socket', sock]);
+  const list = await w.topo.exec(w.topo.hostNs, process.execPath, [CLI, 'approvals', '--socket', sock]); // no action: list
   t.is(list.code, 0, list.stderr);
   t.regex(list.stdout, new RegExp(`^${String(p.id)}  agent \\(alice\\)  t7\\.example\\.test:443  via tls  until `, 'm'));
   const allow = await w.topo.exec(w.topo.hostNs, process.execPath, [CLI, 'approvals', 'allow', String(p.id), '--for', 'once', '--socket', sock]);
