@@ -6,6 +6,7 @@ import { requestHost } from '../../src/net/request-host.js';
 import { parseConfig, ConfigError } from '../../src/config/load.js';
 import { buildRuntime, withDynamicSandboxes } from '../../src/runtime.js';
 import { createLineAudit } from '../../src/audit/logger.js';
+import { SandboxTable } from '../../src/policy/sandboxes.js';
 
 /** A broker on a hand-turned clock: timers fire only when the test says so. */
 function broker(opts: { max?: number } = {}) {
@@ -183,6 +184,28 @@ test('grants: a sandbox grant is for that sandbox alone; a policy grant for ever
     ['ours.test'],
     'a reload ends sandbox grants, keeps policy ones',
   );
+});
+
+test('grants: a removed sandbox loses its own approvals (a later sandbox of the same name starts without them); policy ones stay', (t) => {
+  const rt = runtime();
+  const grants = new Grants();
+  const item = (sandbox: string, host: string): PendingItem => ({ id: host, sandbox, host, port: 443, via: 'tls', since: '', expires: '' });
+  grants.add(item('a', 'mine.test'), 'default', 'sandbox', 'ops', 0);
+  grants.add(item('a', 'ours.test'), 'default', 'policy', 'ops', 0);
+  t.false(grants.prune(rt), 'a is still there');
+  const withoutA = {
+    ...rt,
+    sandboxes: new SandboxTable(
+      rt.config.sandboxes.filter((s) => s.name !== 'a'),
+      rt.policies.byName,
+    ),
+  };
+  t.true(grants.prune(withoutA));
+  t.deepEqual(
+    grants.all().map((g) => g.host),
+    ['ours.test'],
+  );
+  t.is(grants.apply(rt).sandboxes.byName('a')!.policy.find('mine.test', 443, 'tls'), undefined);
 });
 
 test('GET /approvals/added: the changed policy in config form, which the config loader reads back with the rule', (t) => {
