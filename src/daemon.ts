@@ -28,6 +28,11 @@ import type { WorkerPool } from './cluster/primary.js';
 import type { Config } from './config/types.js';
 import { proveAlone } from './preflight.js';
 import { pathProblems } from './config/paths.js';
+import { ApprovalBroker } from './approvals/broker.js';
+import { Grants, addedView } from './approvals/grants.js';
+import { askWebhook } from './approvals/webhook.js';
+import type { AskApproval } from './approvals/ask.js';
+import type { ApprovalsApi } from './approvals/api.js';
 
 /**
  * With workers, a sandbox's open connections are in the worker processes: closing them there
@@ -120,12 +125,59 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // leaks opens only its own period's tickets. Never written anywhere.
   let ticketKeys = randomBytes(48);
   const leaves = await LeafCache.create(ca, { ticketKeys });
+  // `unlisted: ask` (docs/approvals.md): pending decisions, and what `sandbox`/`policy` approvals
+  // added, compiled into the runtime (one assignment, like every other change).
+  const grants = new Grants();
+  const broker = new ApprovalBroker({
+    now: () => Date.now(),
+    setTimer: (fn, ms) => setTimeout(fn, ms),
+    clearTimer: (t) => clearTimeout(t as NodeJS.Timeout),
+    maxPendingPerSandbox: () => rt.config.approvals.maxPendingPerSandbox,
+    grant: (item, policy, scope, approver) => {
+      grants.add(item, policy, scope, approver, Date.now());
+      rt = grants.apply(rt);
+      // Before the reply that releases a worker's held connection (same IPC channel, in order).
+      pool?.grants(grants.all());
+    },
+    audit: (f) => rt.audit.write({ event: 'approval', ...f }),
+  });
+  const ask: AskApproval = (sandbox, host, port, via) =>
+    broker.ask(
+      { sandbox: sandbox.name, ...(sandbox.user !== undefined ? { user: sandbox.user } : {}), policy: sandbox.policy.name },
+      host,
+      port,
+      via,
+      sandbox.policy.askTimeoutMs,
+    );
+  // The webhook approver: called from this process on the host's network, once per pending item.
+  broker.subscribe((e) => {
+    const url = rt.config.approvals.webhook;
+    if (e.event !== 'pending' || url === undefined) return;
+    const { event: _, ...item } = e;
+    void askWebhook(url, item, rt.config.approvals.webhookTimeoutMs).then((r) => {
+      if (r.ok) broker.decide(item.id, r.action, 'webhook');
+      else rt.audit.write({ event: 'error', reason: `approvals webhook failed for ${item.id} (${r.reason}); it stays pending` });
+    });
+  });
+  const approvalsApi: ApprovalsApi = {
+    list: () => broker.list(),
+    subscribe: (fn) => broker.subscribe(fn),
+    decide: (id, action, approver) => broker.decide(id, action, approver),
+    added: () => addedView(rt.config, grants.all()),
+  };
   // `workers: N` > 1: the TCP data path runs in N worker processes; this one keeps the listener,
   // the firewall, DNS, packets, the control API and the audit stream (src/cluster/primary.ts).
   // Loaded only then: with the default (1) this process never touches node:cluster.
   const pool =
     config.workers > 1
-      ? await (await import('./cluster/primary.js')).startWorkers({ count: config.workers, runtime: () => rt, audit, ticketKeys: () => ticketKeys })
+      ? await (await import('./cluster/primary.js')).startWorkers({
+          count: config.workers,
+          runtime: () => rt,
+          audit,
+          ticketKeys: () => ticketKeys,
+          grants: () => grants.all(),
+          approve: (who, host, port, via, timeoutMs) => broker.ask(who, host, port, via, timeoutMs),
+        })
       : undefined;
   const rotation = setInterval(() => {
     ticketKeys = randomBytes(48);
@@ -136,7 +188,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // Open connections per sandbox, so removing a registered one closes what it has open.
   const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
   const track = conns.track.bind(conns);
-  const gate = createDataPlane({ runtime: () => rt, leaves, conns });
+  const gate = createDataPlane({ runtime: () => rt, leaves, conns, ask });
   const servers: net.Server[] = [];
 
   servers.push(
@@ -151,7 +203,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     ),
   );
   // The DNS responder reads the current runtime per query (`() => rt`), so reloads reach it.
-  const dns = await startDnsServer({ runtime: () => rt, ifaces: gate.ifaces, address: config.listen.address, port: config.listen.dnsPort, track });
+  const dns = await startDnsServer({ runtime: () => rt, ifaces: gate.ifaces, address: config.listen.address, port: config.listen.dnsPort, track, ask });
   // The queue reader starts before the rules that feed it. Without it (binding absent or the
   // queue taken), the kernel drops queued packets: fail closed, said once here.
   let packets: PacketGate | undefined;
@@ -230,7 +282,9 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     const svc = createControlService({
       runtime: () => rt,
       swap: (next) => {
-        rt = next;
+        // Approvals given while the firewall changed are compiled in again; a removed sandbox's go.
+        if (grants.prune(next)) pool?.grants(grants.all());
+        rt = grants.all().length > 0 ? grants.apply(next) : next;
         gate.ifaces.clear();
         pool?.sandboxes(next);
         persist(next);
@@ -241,7 +295,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
       reload: () => serial(reload),
     });
-    control = await startControlServer(config.listen.control, svc, health);
+    control = await startControlServer(config.listen.control, svc, health, approvalsApi);
   }
   audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
   audit.write({
@@ -270,7 +324,9 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       // whole. With the control API the sets are re-created holding the registered sandboxes.
       const reup = await firewallUp(planFromConfig(next, nextRt.dynamic), backend);
       for (const w of reup.warnings) audit.write({ event: 'error', reason: w });
-      rt = nextRt;
+      // `sandbox` approvals end with a reload; `policy` ones stay while their policy does.
+      grants.reloaded(next);
+      rt = grants.all().length > 0 ? grants.apply(nextRt) : nextRt;
       gate.ifaces.clear();
       pool?.reloaded(nextRt);
       audit.write({ event: 'config', action: 'reloaded', file, sandboxes: next.sandboxes.length, registered: nextRt.dynamic.length });
@@ -294,6 +350,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
     },
     async stop() {
       clearInterval(rotation);
+      broker.close('sandgate is stopping');
       packets?.close();
       await control?.close();
       await metricsListener?.close();

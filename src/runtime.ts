@@ -1,6 +1,6 @@
 import type { Config } from './config/types.js';
 import type { Audit } from './audit/logger.js';
-import { compilePolicies, type CompiledPolicies } from './policy/policy.js';
+import { compilePolicies, type CompiledPolicies, type Policy } from './policy/policy.js';
 import { SandboxTable, type SandboxSpec } from './policy/sandboxes.js';
 import { DnsAnswerLog } from './dns/answer-log.js';
 import type { CredentialSource, TokenNet } from './creds/credential.js';
@@ -16,6 +16,11 @@ export interface Runtime {
   readonly policies: CompiledPolicies;
   /** The config's sandboxes and the registered ones (`dynamic`), indexed for identification. */
   readonly sandboxes: SandboxTable;
+  /**
+   * Per sandbox name, its policy with the names approved for it alone (src/approvals/grants.ts);
+   * absent: none. Kept when the registered sandboxes change.
+   */
+  readonly sandboxPolicies?: ReadonlyMap<string, Policy>;
   /**
    * Sandboxes registered through the control API, in registration order. Held in memory only:
    * a reload keeps them (buildRuntime hands them on), a restart forgets them.
@@ -82,5 +87,5 @@ export function buildRuntime(config: Config, audit: Audit, previous?: Runtime, o
  * responder, packet gate, interception) sees either the old set or the new one.
  */
 export function withDynamicSandboxes(rt: Runtime, dynamic: readonly SandboxSpec[]): Runtime {
-  return { ...rt, dynamic, sandboxes: new SandboxTable(rt.config.sandboxes, rt.policies.byName, dynamic) };
+  return { ...rt, dynamic, sandboxes: new SandboxTable(rt.config.sandboxes, rt.policies.byName, dynamic, rt.sandboxPolicies) };
 }

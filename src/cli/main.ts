@@ -36,6 +36,9 @@ const USAGE = `usage: sandgate <command> [options]
   --version                      print sandgate's version
   sandbox add|set|rm|ls ...      register, change, remove, list sandboxes of the running daemon
                                  (sandgate sandbox --help)
+  approvals list|watch|allow ID [--for once|sandbox|policy]|deny ID|added
+                                 pending unlisted: ask decisions of the running daemon
+                                 (sandgate approvals --help)
   health [--socket PATH | -c FILE] [--json]
                                  exit 0 when the running daemon's firewall is in place and its
                                  listeners accept, 1 otherwise
@@ -98,6 +101,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'sandbox': {
         const { cmdSandbox } = await import('./sandbox.js');
         return await cmdSandbox(rest);
+      }
+      case 'approvals': {
+        const { cmdApprovals } = await import('./approvals.js');
+        return await cmdApprovals(rest);
       }
       case 'health': {
         const { cmdHealth } = await import('./health.js');

@@ -2,20 +2,28 @@
  * What the primary and its workers say to each other over the cluster IPC channel (`workers: N`,
  * docs/performance.md "1 vs N workers"). Nothing here is per request except token acquisition
  * for authService/oauth2 credentials and the batched audit text; raw-TCP rules ask about DNS
- * answers once per connection.
+ * answers once per connection, and a connection held for an `unlisted: ask` approval asks once.
  */
 import type { Config } from '../config/types.js';
 import type { SandboxSpec } from '../policy/sandboxes.js';
 import type { Credential, TokenRequest } from '../creds/credential.js';
+import type { Grant } from '../approvals/grants.js';
+import type { Via } from '../approvals/broker.js';
 
 /** Primary -> worker. */
 export type ToWorker =
   /** First message: the config and the registered sandboxes; the worker answers `ready`. */
-  | { readonly t: 'init'; readonly config: Config; readonly dynamic: readonly SandboxSpec[]; readonly ticketKeys: Buffer }
+  | { readonly t: 'init'; readonly config: Config; readonly dynamic: readonly SandboxSpec[]; readonly ticketKeys: Buffer; readonly grants: readonly Grant[] }
   /** New TLS session ticket keys (rotation): every leaf context takes them. */
   | { readonly t: 'ticketKeys'; readonly keys: Buffer }
   /** A SIGHUP reload was accepted: build the new runtime from this. */
-  | { readonly t: 'config'; readonly config: Config; readonly dynamic: readonly SandboxSpec[] }
+  | { readonly t: 'config'; readonly config: Config; readonly dynamic: readonly SandboxSpec[]; readonly grants: readonly Grant[] }
+  /**
+   * What `sandbox`/`policy` approvals added, whole (src/approvals/grants.ts): sent before the
+   * reply that releases the connections waiting on the approval, so they and every later
+   * connection in this worker see it.
+   */
+  | { readonly t: 'grants'; readonly grants: readonly Grant[] }
   /** The control API changed the registered sandboxes; `closes`: reset these sandboxes' connections. */
   | { readonly t: 'sandboxes'; readonly dynamic: readonly SandboxSpec[]; readonly closes: readonly string[] }
   /** One accepted transparent connection; the socket travels as the message's handle. */
@@ -34,7 +42,21 @@ export type ToWorker =
 export type Question =
   | { readonly kind: 'answered'; readonly sandbox: string; readonly host: string; readonly ip: string }
   | { readonly kind: 'acquire'; readonly id: string; readonly req: TokenRequest }
-  | { readonly kind: 'reject'; readonly id: string; readonly req: TokenRequest; readonly used: Credential };
+  | { readonly kind: 'reject'; readonly id: string; readonly req: TokenRequest; readonly used: Credential }
+  /**
+   * `unlisted: ask`: the worker holds the connection, the primary holds the pending decision
+   * (beside the control API); the reply is the decision's outcome (src/approvals/broker.ts).
+   */
+  | {
+      readonly kind: 'approve';
+      readonly sandbox: string;
+      readonly user?: string;
+      readonly policy: string;
+      readonly host: string;
+      readonly port: number;
+      readonly via: Via;
+      readonly timeoutMs: number;
+    };
 
 /** Worker -> primary. */
 export type FromWorker =

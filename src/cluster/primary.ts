@@ -24,6 +24,8 @@ import { asTokenError, TokenError } from '../creds/token-error.js';
 import { SandgateError } from '../errors.js';
 import { sessionKey } from '../metadata/session-token.js';
 import { isFromWorker, type FromWorker, type Question, type ToWorker } from './messages.js';
+import type { Grant } from '../approvals/grants.js';
+import type { Asker, Outcome, Via } from '../approvals/broker.js';
 
 export interface WorkerPool {
   /** Hands an accepted connection to the next ready worker (reset if none is). */
@@ -40,6 +42,8 @@ export interface WorkerPool {
   ready(): number;
   /** Every worker takes these TLS session ticket keys (rotation); a worker started later gets them at init. */
   ticketKeys(keys: Buffer): void;
+  /** What approvals added changed: every worker compiles it in (a worker started later gets it at init). */
+  grants(list: readonly Grant[]): void;
 }
 
 export interface PoolOptions {
@@ -50,6 +54,10 @@ export interface PoolOptions {
   readonly ticketKeys: () => Buffer;
   /** How long the first workers may take to report ready. */
   readonly startTimeoutMs?: number;
+  /** What approvals added, for a worker's init and a reload's config message. */
+  readonly grants: () => readonly Grant[];
+  /** A worker's held connection asks: the primary's pending decisions (src/approvals/broker.ts). */
+  readonly approve: (who: Asker, host: string, port: number, via: Via, timeoutMs: number) => Promise<Outcome>;
 }
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
@@ -93,6 +101,15 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
       case 'answered':
         reply({ t: 'reply', n, ok: true, value: rt.dnsAnswers.has(q.sandbox, q.host, q.ip) });
         return;
+      case 'approve': {
+        const who: Asker = { sandbox: q.sandbox, ...(q.user !== undefined ? { user: q.user } : {}), policy: q.policy };
+        // A grant reaches every worker (pool.grants, same channel) before this reply does.
+        opts.approve(who, q.host, q.port, q.via, q.timeoutMs).then(
+          (value) => reply({ t: 'reply', n, ok: true, value }),
+          (err: Error) => reply({ t: 'reply', n, ok: true, value: { allow: false, reason: `approval failed (${err.message})` } satisfies Outcome }),
+        );
+        return;
+      }
       case 'acquire': {
         const src = rt.credentials.get(q.id);
         if (src === undefined || !isTokenSource(src)) {
@@ -145,7 +162,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
       switch (msg.t) {
         case 'hello': {
           const rt = opts.runtime();
-          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys() });
+          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys(), grants: opts.grants() });
           return;
         }
         case 'ready':
@@ -244,10 +261,13 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
       });
     },
     reloaded(rt) {
-      broadcast({ t: 'config', config: rt.config, dynamic: rt.dynamic });
+      broadcast({ t: 'config', config: rt.config, dynamic: rt.dynamic, grants: opts.grants() });
     },
     ticketKeys(keys) {
       broadcast({ t: 'ticketKeys', keys });
+    },
+    grants(list) {
+      broadcast({ t: 'grants', grants: list });
     },
     sandboxes(rt) {
       schedule(rt);

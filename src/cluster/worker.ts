@@ -7,6 +7,8 @@
  *   removal resets the sandbox's connections here in the same tick as the runtime swap;
  * - raw TCP rules: "did the DNS responder give this sandbox that address?" (the answer log lives
  *   beside the responder);
+ * - `unlisted: ask`: a held connection asks the primary, which holds the pending decisions beside
+ *   the control API; what approvals added is pushed here whole (`grants`) and compiled in;
  * - authService/oauth2 credentials: acquire and reject go to the primary's token sources, so
  *   single-flight fetches and 401 invalidation are global, not per worker;
  * - audit: lines are formatted here and handed to the primary, the one writer of the stream.
@@ -27,6 +29,9 @@ import { ConnRegistry } from '../net/conn-registry.js';
 import { isTokenSource, type Credential, type CredentialSource, type TokenRequest, type TokenSource } from '../creds/credential.js';
 import { TokenError } from '../creds/token-error.js';
 import type { FromWorker, Question, ToWorker } from './messages.js';
+import { Grants, type Grant } from '../approvals/grants.js';
+import type { Outcome } from '../approvals/broker.js';
+import type { AskApproval } from '../approvals/ask.js';
 
 function send(m: FromWorker, cb?: () => void): void {
   if (!process.connected) return;
@@ -162,6 +167,31 @@ export async function runWorker(): Promise<void> {
     return rt;
   };
   const conns = new ConnRegistry(current);
+  // What approvals added, as the primary last sent it, compiled into every runtime built here.
+  let grants: readonly Grant[] = [];
+  const withGrants = (r: Runtime): Runtime => (grants.length > 0 ? Grants.of(grants).apply(r) : r);
+  // A held connection's question goes to the primary, which holds the pending decisions; a
+  // missing answer (the decision's own timeout plus a margin) is a denial.
+  const ask: AskApproval = async (sandbox, host, port, via) => {
+    const timeoutMs = sandbox.policy.askTimeoutMs;
+    try {
+      return (await asker.ask(
+        {
+          kind: 'approve',
+          sandbox: sandbox.name,
+          ...(sandbox.user !== undefined ? { user: sandbox.user } : {}),
+          policy: sandbox.policy.name,
+          host,
+          port,
+          via,
+          timeoutMs,
+        },
+        timeoutMs + 5_000,
+      )) as Outcome;
+    } catch {
+      return { allow: false, reason: 'the primary process did not answer about the approval' };
+    }
+  };
 
   const build = (config: Config, dynamic: readonly SandboxSpec[], previous: Runtime | undefined): Runtime => {
     audit ??= createLineAudit(config.log.level, { worker: id }, batch.out, { stderr: config.log.file !== undefined });
@@ -177,12 +207,13 @@ export async function runWorker(): Promise<void> {
 
   let leaves: LeafCache | undefined;
   const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer): Promise<void> => {
-    rt = build(config, dynamic, undefined);
+    rt = withGrants(build(config, dynamic, undefined));
     leaves = await LeafCache.create(await loadCa(config.tls.caDir), { ticketKeys: Buffer.from(ticketKeys) });
     gate = createDataPlane({
       runtime: current,
       leaves,
       conns,
+      ask,
       answered: async (sandbox, host, ip) => {
         try {
           return (await asker.ask({ kind: 'answered', sandbox, host, ip }, 5_000)) === true;
@@ -203,6 +234,7 @@ export async function runWorker(): Promise<void> {
   process.on('message', (m: ToWorker, handle?: unknown) => {
     switch (m.t) {
       case 'init':
+        grants = m.grants;
         init(m.config, m.dynamic, m.ticketKeys).catch((err: Error) => {
           process.stderr.write(`sandgate worker ${id}: ${err.message}\n`);
           process.exit(1);
@@ -229,7 +261,8 @@ export async function runWorker(): Promise<void> {
         return;
       case 'config':
         try {
-          rt = build(m.config, m.dynamic, rt);
+          grants = m.grants;
+          rt = withGrants(build(m.config, m.dynamic, rt));
           gate?.ifaces.clear();
         } catch (err) {
           fatal('the reloaded config', err);
@@ -247,6 +280,10 @@ export async function runWorker(): Promise<void> {
         }
         return;
       }
+      case 'grants':
+        grants = m.grants;
+        if (rt) rt = withGrants(rt);
+        return;
       case 'reply':
         asker.settle(m);
         return;

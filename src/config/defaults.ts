@@ -39,6 +39,9 @@ export const DEFAULTS = {
   },
   /** authService and oauth2 token requests. */
   tokenTimeoutMs: 2000,
+  /** `unlisted: ask` (docs/approvals.md). */
+  askTimeoutMs: 30_000,
+  approvals: { webhookTimeoutMs: 5000, maxPendingPerSandbox: 16 },
   workers: 1,
 } as const;
 

@@ -36,9 +36,16 @@ export interface UdpRule {
   readonly ports: readonly number[];
 }
 
+/** What happens to a name (or name:port) the policy does not list: denied, or asked about (docs/approvals.md). */
+export type Unlisted = 'deny' | 'ask';
+
 export interface PolicyConfig {
   readonly mode: Mode;
   readonly allow: readonly AllowRule[];
+  /** `ask`: an unlisted name waits for an approver (docs/approvals.md); default `deny`. */
+  readonly unlisted: Unlisted;
+  /** How long an `ask` waits before it is a denial (reason ask-timeout). */
+  readonly askTimeoutMs: number;
   /** The policy's `protocol: udp` entries; absent = none. */
   readonly udp?: readonly UdpRule[];
   /** Cloud instance metadata answered by sandgate itself (docs/metadata.md); absent = none. */
@@ -227,7 +234,18 @@ export interface Config {
    * port of the host. Absent: no metrics listener.
    */
   readonly metrics?: { readonly address: string; readonly port: number };
+  /** Approvers of `unlisted: ask` policies besides the control API (docs/approvals.md). */
+  readonly approvals: ApprovalsConfig;
   readonly sandboxes: readonly SandboxConfig[];
   readonly policies: Readonly<Record<string, PolicyConfig>>;
   readonly credentials: Readonly<Record<string, CredentialConfig>>;
+}
+
+/** `approvals:` (docs/approvals.md). */
+export interface ApprovalsConfig {
+  /** POSTed each pending item; its JSON answer `{"action": ...}` decides it. */
+  readonly webhook?: string;
+  readonly webhookTimeoutMs: number;
+  /** Pending decisions one sandbox may have at once; past it an unlisted name is denied at once. */
+  readonly maxPendingPerSandbox: number;
 }

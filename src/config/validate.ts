@@ -12,11 +12,27 @@ import { policies } from './schema/policies.js';
 import { Reader, type PathPart, type Problem } from './schema/reader.js';
 import { sandboxEntry, sandboxes } from './schema/sandboxes.js';
 import { upstream } from './schema/upstream.js';
+import { approvals } from './schema/approvals.js';
 
 export type { PathPart, Problem } from './schema/reader.js';
 export { DEFAULT_CONTROL_SOCKET, MAX_WORKERS } from './defaults.js';
 
-const SECTIONS = ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers', 'metrics', 'stateDir'];
+const SECTIONS = [
+  'listen',
+  'dns',
+  'packets',
+  'log',
+  'tls',
+  'upstream',
+  'firewall',
+  'sandboxes',
+  'policies',
+  'credentials',
+  'workers',
+  'metrics',
+  'stateDir',
+  'approvals',
+];
 
 /** Returns the config only when there are no problems. */
 export function validateConfig(raw: unknown): { config?: Config; problems: Problem[] } {
@@ -33,6 +49,7 @@ function root(v: Reader, raw: unknown): Config {
   const ports = listen(v, r.listen);
   const m = metrics(v, r.metrics, ports);
   const t = tls(v, r.tls);
+  const w = workers(v, r.workers);
   return {
     listen: ports,
     dns: dns(v, r.dns),
@@ -46,7 +63,8 @@ function root(v: Reader, raw: unknown): Config {
     sandboxes: sandboxes(v, r.sandboxes, pols),
     policies: pols,
     credentials: creds,
-    workers: workers(v, r.workers),
+    workers: w,
+    approvals: approvals(v, r.approvals),
     ...(m ? { metrics: m } : {}),
   };
 }

@@ -10,6 +10,7 @@
  *                             accept, 503 otherwise (health.ts)
  *   POST   /reload            re-read the config file (as SIGHUP): 200 with what it loaded, or
  *                             400 with why it was rejected (the old config stays)
+ *   /approvals...              pending `unlisted: ask` decisions (src/approvals/api.ts)
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
@@ -25,6 +26,7 @@ import { socketAnswers } from '../preflight.js';
 import { isSandboxName, parseBody, type Outcome } from './registry.js';
 import type { ControlService } from './service.js';
 import type { HealthReport } from './health.js';
+import { parseDecision, watch, type ApprovalsApi } from '../approvals/api.js';
 
 const MAX_BODY = 64 * 1024;
 
@@ -69,15 +71,71 @@ function readBody(req: http.IncomingMessage): Promise<Outcome<Record<string, unk
   });
 }
 
+/** /approvals, /approvals/added, /approvals/ID (src/approvals/api.ts). */
+async function routeApprovals(api: ApprovalsApi | undefined, parts: string[], url: URL, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const method = req.method ?? 'GET';
+  if (!api) {
+    send(res, 404, { error: 'approvals are not enabled (no policy has unlisted: ask)' });
+    return;
+  }
+  if (parts.length === 1) {
+    if (method !== 'GET') {
+      send(res, 405, { error: `${method} is not allowed on /approvals (GET)` }, { allow: 'GET' });
+      return;
+    }
+    if (url.searchParams.get('watch') === '1') watch(api, req, res);
+    else send(res, 200, { pending: api.list() });
+    return;
+  }
+  if (parts.length === 2 && parts[1] === 'added') {
+    if (method !== 'GET') {
+      send(res, 405, { error: `${method} is not allowed on /approvals/added (GET)` }, { allow: 'GET' });
+      return;
+    }
+    send(res, 200, api.added());
+    return;
+  }
+  if (parts.length !== 2) {
+    send(res, 404, { error: `no such path ${url.pathname}` });
+    return;
+  }
+  if (method !== 'POST') {
+    send(res, 405, { error: `${method} is not allowed on /approvals/ID (POST)` }, { allow: 'POST' });
+    return;
+  }
+  const body = await readBody(req);
+  if (!body.ok) {
+    send(res, body.status, { error: body.error });
+    return;
+  }
+  const d = parseDecision(body.value);
+  if (!d.ok) {
+    send(res, d.status, { error: d.error });
+    return;
+  }
+  const id = parts[1] ?? '';
+  const item = api.decide(id, d.value.action, d.value.approver);
+  if (!item) {
+    send(res, 404, { error: `no pending approval ${JSON.stringify(id)} (unknown, or already decided)` });
+    return;
+  }
+  send(res, 200, { id: item.id, action: d.value.action });
+}
+
 async function route(
   svc: ControlService,
   health: (() => Promise<HealthReport>) | undefined,
+  approvals: ApprovalsApi | undefined,
   req: http.IncomingMessage,
   res: http.ServerResponse,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter((p) => p !== '');
   const method = req.method ?? 'GET';
+  if (parts[0] === 'approvals') {
+    await routeApprovals(approvals, parts, url, req, res);
+    return;
+  }
   if (health && parts.length === 1 && parts[0] === 'health') {
     if (method !== 'GET') {
       send(res, 405, { error: `${method} is not allowed on /health (GET)` }, { allow: 'GET' });
@@ -96,7 +154,7 @@ async function route(
     return;
   }
   if (parts[0] !== 'sandboxes' || parts.length > 2) {
-    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health and /reload)` });
+    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health, /reload and /approvals)` });
     return;
   }
   if (parts.length === 1) {
@@ -166,7 +224,12 @@ function listenError(path: string, why: string): SandgateError {
  * a socket is ever deleted. The socket is created 0600 (umask held for the synchronous bind, then
  * chmod as well), so there is no moment when others could connect.
  */
-export async function startControlServer(path: string, svc: ControlService, health?: () => Promise<HealthReport>): Promise<ControlServer> {
+export async function startControlServer(
+  path: string,
+  svc: ControlService,
+  health?: () => Promise<HealthReport>,
+  approvals?: ApprovalsApi,
+): Promise<ControlServer> {
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   } catch (err) {
@@ -185,7 +248,7 @@ export async function startControlServer(path: string, svc: ControlService, heal
   if (stale) unlinkSync(path);
 
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    route(svc, health, req, res).catch((err: Error) => {
+    route(svc, health, approvals, req, res).catch((err: Error) => {
       if (!res.headersSent) send(res, 500, { error: `internal error: ${err.message}` });
       else res.destroy();
     });

@@ -27,6 +27,11 @@ import { QTYPE, RCODE, EXTENDED_RCODE, parseQuery, buildResponse, buildError, ty
 import { KeyedRateLimiter } from './rate-limit.js';
 import { AuditSampler } from './audit-sampler.js';
 import { GCE_METADATA_NAME, METADATA_IP } from '../metadata/answer.js';
+import type { AskApproval } from '../approvals/ask.js';
+import { approvedRuleId } from '../approvals/grants.js';
+
+/** The port a held DNS question is about (DNS carries no port; 443 is the one usually dialled next). */
+const ASK_DNS_PORT = 443;
 
 /** RFC 2181 §8 allows up to 2^31-1; sandbox caches are kept short so policy changes land soon. */
 export const MIN_ANSWER_TTL_S = 5;
@@ -48,6 +53,8 @@ export interface ResponderDeps {
   ifaces: IfaceLookup;
   /** Monotonic milliseconds (tests inject a clock). */
   now?: () => number;
+  /** `unlisted: ask`: an unlisted name's query waits for an approver (docs/approvals.md). */
+  ask?: AskApproval;
 }
 
 const TYPE_NAMES = new Map<number, string>([...Object.entries(QTYPE).map(([k, v]) => [v, k] as [number, string]), [251, 'IXFR'], [252, 'AXFR']]);
@@ -188,6 +195,23 @@ export class DnsResponder {
     if (host !== '' && policy.coversName(host)) {
       // For the audit line only (the decision is coversName's), in Policy.find's order.
       rule = policy.nameRule(host)?.id;
+    } else if (this.deps.ask && policy.asks(host, ASK_DNS_PORT)) {
+      // Held until an approver decides: the answer (or NXDOMAIN) only then. The question is about
+      // the name on port 443, so the TLS connection that usually follows shares it.
+      const o = await this.deps.ask(sandbox, host, ASK_DNS_PORT, 'dns');
+      if (!o.allow) {
+        audit(sandbox.name, this.now(), {
+          ...ident,
+          host,
+          qtype,
+          decision: 'deny',
+          reason: o.reason,
+          ...(o.id !== undefined ? { approval: o.id } : {}),
+          rcode: 'NXDOMAIN',
+        });
+        return reply(RCODE.NXDOMAIN);
+      }
+      rule = approvedRuleId(o.action, o.id);
     } else {
       const d = policy.denied(`${host === '' ? 'the root' : host} is not allowed`);
       if (d.decision === 'deny') {

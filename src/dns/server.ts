@@ -14,6 +14,7 @@ import type { Runtime } from '../runtime.js';
 import type { Sandbox } from '../policy/sandboxes.js';
 import { SandgateError } from '../errors.js';
 import { DnsResponder, UNKNOWN_SOURCE, type IfaceLookup } from './responder.js';
+import type { AskApproval } from '../approvals/ask.js';
 import { TcpFrameReader, encodeTcpFrame, MAX_QUERY_SIZE } from './wire.js';
 
 /** UDP queries being answered at once, over all sandboxes; past this, datagrams are dropped (clients retry). */
@@ -44,6 +45,8 @@ export interface DnsServerOptions {
    * removing the sandbox closes it; false: the sandbox is gone, the socket is already closed.
    */
   track?: (sandbox: Sandbox, socket: net.Socket) => boolean;
+  /** `unlisted: ask` (docs/approvals.md): a query for an unlisted name waits for the decision. */
+  ask?: AskApproval;
 }
 
 export interface DnsServer {
@@ -57,7 +60,7 @@ export interface DnsServer {
 }
 
 export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
-  const responder = new DnsResponder({ runtime: opts.runtime, ifaces: opts.ifaces });
+  const responder = new DnsResponder({ runtime: opts.runtime, ifaces: opts.ifaces, ...(opts.ask ? { ask: opts.ask } : {}) });
   const udp = await bindUdp(opts, responder);
   let tcp: { server: net.Server; sockets: Set<net.Socket> };
   try {

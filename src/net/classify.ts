@@ -19,6 +19,8 @@ export type Route =
   /** TLS relayed unopened to the SNI host as sandgate resolves it. */
   | { readonly kind: 'passthrough'; readonly host: string; readonly decision: 'allow'; readonly rule: string }
   | { readonly kind: 'passthrough'; readonly host: string; readonly decision: 'would-deny'; readonly reason: string }
+  /** `unlisted: ask`: an unlisted SNI waits for an approver, its ClientHello held (docs/approvals.md). */
+  | { readonly kind: 'ask'; readonly host: string }
   /** TLS terminated with sandgate's CA: requests are checked and get their credential. */
   | { readonly kind: 'intercept'; readonly sni: string; readonly rule: CompiledRule };
 
@@ -40,6 +42,10 @@ export function classify(info: ConnInfo, p: Peeked, intercepting: boolean): Rout
   // global tls.ech may refuse it (docs/threat-model.md).
   const verdict = info.sandbox.policy.decide(hello.sni, info.dstPort, 'tls', hello.ech);
   if (verdict.decision !== 'allow') {
+    // Only a name no rule covers is asked about (a rule that refuses ECH is a denial, not a question).
+    const policy = info.sandbox.policy;
+    if (hello.sni !== undefined && policy.asks(hello.sni, info.dstPort) && policy.find(hello.sni, info.dstPort, 'tls') === undefined)
+      return { kind: 'ask', host: hello.sni };
     if (verdict.decision === 'deny') return deny(verdict.reason, 'tls', hello.sni);
     if (hello.sni === undefined) return { kind: 'raw', reason: verdict.reason };
     return { kind: 'passthrough', host: hello.sni, decision: 'would-deny', reason: verdict.reason };

@@ -14,6 +14,11 @@ import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
 import { METADATA_IP } from '../metadata/answer.js';
 import { serveMetadata } from '../metadata/serve.js';
+import type { AskApproval } from '../approvals/ask.js';
+import { approvedSandbox, sandboxReason } from '../approvals/ask.js';
+import { jsonResponse } from '../http/headers.js';
+import { readRequestHead, requestHost } from './request-host.js';
+import type { Peeked } from './peek.js';
 
 export interface Gate {
   /** The current runtime (swapped on reload). */
@@ -29,6 +34,8 @@ export interface Gate {
    * runtime's own log is read (src/cluster/worker.ts).
    */
   readonly answered?: (sandbox: string, host: string, ip: string) => Promise<boolean>;
+  /** `unlisted: ask` (docs/approvals.md): waits for an approver's decision on (sandbox, host, port). */
+  readonly ask?: AskApproval;
 }
 
 /**
@@ -86,8 +93,26 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     return;
   }
 
-  const p = await peek(socket, rt.peekTimeoutMs);
-  const route = classify(info, p, gate.intercept !== undefined);
+  let p = await peek(socket, rt.peekTimeoutMs);
+  let route = classify(info, p, gate.intercept !== undefined);
+  if (route.kind === 'http' && gate.ask && policy.unlisted === 'ask') {
+    // The name of a plain-HTTP connection is in its first request's Host: read the head (held,
+    // nothing sent anywhere) and ask about it before the relay starts.
+    p = { kind: 'http', head: await readRequestHead(socket, p.head, rt.peekTimeoutMs) };
+    const host = requestHost(p.head);
+    if (host !== undefined && policy.asks(host, dstPort) && policy.find(host, dstPort, 'http') === undefined) {
+      const approved = await askFor(gate, rt, socket, info, tlsOrHttpIdent(ident, p), host, 'http');
+      if (approved === undefined) return;
+      serveHttp(socket, approved, p.head);
+      return;
+    }
+  }
+  if (route.kind === 'ask' && gate.ask) {
+    // The ClientHello is held (already read, nothing sent upstream) until the decision.
+    const approved = await askFor(gate, rt, socket, info, tlsOrHttpIdent(ident, p), route.host, 'tls');
+    if (approved === undefined) return;
+    route = classify(approved, p, gate.intercept !== undefined);
+  }
   // A ClientHello carrying encrypted_client_hello is said so on its lines (decided on the outer SNI).
   const ech = p.kind === 'tls' && p.hello.ech;
   const tlsIdent = ech ? { ...ident, ech: true } : ident;
@@ -98,6 +123,11 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
       return;
     case 'http':
       serveHttp(socket, info, p.head);
+      return;
+    case 'ask':
+      // Asking needs an approver; without one (no broker wired) an unlisted name is a denial.
+      conn({ ...tlsIdent, decision: 'deny', proto: 'tls', host: route.host, reason: `${route.host}:${dstPort} is not allowed` });
+      socket.resetAndDestroy();
       return;
     case 'raw':
       return reportOriginal(rt, socket, tlsIdent, 'tls', undefined, route.reason, dstIp, dstPort, p.head);
@@ -119,6 +149,52 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
       return never;
     }
   }
+}
+
+function tlsOrHttpIdent(ident: Ident, p: Peeked): Ident & { ech?: true } {
+  return p.kind === 'tls' && p.hello.ech ? { ...ident, ech: true } : ident;
+}
+
+/**
+ * Holds the connection until an approver decides about (sandbox, host, port): the ConnInfo it
+ * goes on with (its sandbox's policy allows exactly that name and port), or undefined when it was
+ * denied (reset for TLS, 403 for plain HTTP, with a conn line) or went away meanwhile.
+ */
+async function askFor(
+  gate: Gate,
+  rt: Runtime,
+  socket: net.Socket,
+  info: ConnInfo,
+  ident: Ident,
+  host: string,
+  via: 'tls' | 'http',
+): Promise<ConnInfo | undefined> {
+  const ask = gate.ask as AskApproval;
+  const started = performance.now();
+  const o = await ask(info.sandbox, host, info.dstPort, via);
+  const ms = Math.round(performance.now() - started);
+  const proto = via;
+  if (!o.allow) {
+    rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto, host, reason: o.reason, ...(o.id !== undefined ? { approval: o.id } : {}), ms });
+    if (via === 'http' && !socket.destroyed) socket.end(jsonResponse(403, { error: 'denied', reason: sandboxReason(o) }));
+    else socket.resetAndDestroy();
+    return undefined;
+  }
+  if (socket.destroyed || socket.readableEnded) {
+    rt.audit.write({
+      event: 'conn',
+      ...ident,
+      decision: 'allow',
+      proto,
+      host,
+      approval: o.id,
+      error: 'the sandbox closed the connection while it waited for approval',
+      ms,
+    });
+    socket.destroy();
+    return undefined;
+  }
+  return { ...info, sandbox: approvedSandbox(info.sandbox, host, info.dstPort, o) };
 }
 
 /**

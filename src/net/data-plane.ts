@@ -18,6 +18,8 @@ export interface DataPlaneDeps {
   readonly conns: ConnRegistry;
   /** A worker asks the primary's DNS answer log (Gate.answered); unset, the runtime's own is read. */
   readonly answered?: Gate['answered'];
+  /** `unlisted: ask` approvals (src/approvals/); unset, unlisted names are denied. */
+  readonly ask?: Gate['ask'];
 }
 
 export interface DataPlane {
@@ -35,6 +37,7 @@ export function createDataPlane(deps: DataPlaneDeps): DataPlane {
     intercept: createInterceptor({ leaves: deps.leaves, track: (sb, t, raw) => conns.handOver(sb, raw, t) }),
     conns,
     ...(deps.answered !== undefined ? { answered: deps.answered } : {}),
+    ...(deps.ask !== undefined ? { ask: deps.ask } : {}),
   };
   return {
     ifaces: gate.ifaces,

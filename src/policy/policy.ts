@@ -1,6 +1,6 @@
-import type { AllowRule, Config, EchChoice, MetadataConfig, Mode, SandboxConfig, UdpRule } from '../config/types.js';
+import type { AllowRule, Config, EchChoice, MetadataConfig, Mode, SandboxConfig, UdpRule, Unlisted } from '../config/types.js';
 import { parseCidr, type Cidr } from '../util/ip.js';
-import { hostMatches } from './host-name.js';
+import { hostMatches, isHostName } from './host-name.js';
 import { checkRequest, compileRequestChecks, type RequestChecks } from './request-rules.js';
 
 /** A rule with what the data path needs precomputed. */
@@ -50,6 +50,28 @@ export type RequestVerdict =
   | { readonly decision: 'would-deny'; readonly rule: CompiledRule | undefined; readonly reason: string; readonly status?: undefined }
   | { readonly decision: 'deny'; readonly status: 400 | 403; readonly reason: string; readonly rule?: undefined };
 
+/** A rule an approver added (docs/approvals.md): a passthrough for one name and port, with its own id. */
+export interface ApprovedRule {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface PolicyOptions {
+  readonly unlisted?: Unlisted;
+  readonly askTimeoutMs?: number;
+  /** Instance metadata sandgate answers itself for this policy's sandboxes (src/metadata/). */
+  readonly metadata?: MetadataConfig;
+  /** Rules approvers added, after the config's (so the config's own rule for a name wins). */
+  readonly approved?: readonly ApprovedRule[];
+}
+
+/**
+ * The ports on which an unlisted name is asked about under `unlisted: ask`: TLS (SNI) and plain
+ * HTTP (Host), where a name is on the wire. Other unlisted ports are denied as ever.
+ */
+export const ASK_PORTS: ReadonlySet<number> = new Set([443, 80]);
+
 /**
  * One policy, compiled once at load: exact names in a Map, wildcards sorted longest suffix first,
  * per-port indexes, per-rule request checks, the udp rules. Every decision about what a sandbox
@@ -59,6 +81,11 @@ export class Policy {
   readonly name: string;
   readonly mode: Mode;
   readonly rules: readonly CompiledRule[];
+  /** `ask`: unlisted names on ASK_PORTS wait for an approver instead of being denied. */
+  readonly unlisted: Unlisted;
+  readonly askTimeoutMs: number;
+  /** What this policy was compiled from, so withApproved() can compile it again with more. */
+  private readonly source: { allow: readonly AllowRule[]; udp: readonly UdpRule[]; ech: EchChoice; opts: PolicyOptions };
   private readonly exact = new Map<string, CompiledRule[]>();
   private readonly wildcards: CompiledRule[] = [];
   /** Ports some TLS/HTTP rule lists (worth peeking at), and ports some raw TCP rule lists. */
@@ -77,15 +104,19 @@ export class Policy {
   readonly metadata: MetadataConfig | undefined;
 
   /** `udp`: the policy's `udp` rules; `ech`: the config's `tls.ech`, for rules that do not set their own. */
-  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udp: readonly UdpRule[] = [], ech: EchChoice = 'allow', metadata?: MetadataConfig) {
+  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udp: readonly UdpRule[] = [], ech: EchChoice = 'allow', opts: PolicyOptions = {}) {
     this.name = name;
-    this.metadata = metadata;
+    this.metadata = opts.metadata;
     this.mode = mode;
+    this.unlisted = opts.unlisted ?? 'deny';
+    this.askTimeoutMs = opts.askTimeoutMs ?? 30_000;
+    this.source = { allow, udp, ech, opts };
+    const approved = opts.approved ?? [];
     this.udpHosts = new Set(udp.flatMap((r) => (r.host !== undefined ? [r.host] : [])));
     this.udpRules = udp.map(compileUdpRule);
     const named = new Set<number>();
     const tcp = new Set<number>();
-    this.rules = allow.map((r, i) => {
+    const configured = allow.map((r, i) => {
       const intercept = r.inject !== undefined || r.methods !== undefined || r.paths !== undefined;
       return {
         ...r,
@@ -95,6 +126,11 @@ export class Policy {
         checks: intercept ? compileRequestChecks(r) : undefined,
       };
     });
+    // Approved names are passthrough rules (never intercepted: no credential is ever approved).
+    const added = approved.map(
+      (a): CompiledRule => ({ host: a.host, ports: [a.port], protocol: 'tls', id: a.id, intercept: false, refuseEch: ech === 'refuse', checks: undefined }),
+    );
+    this.rules = [...configured, ...added];
     for (const r of this.rules) {
       this.requestAllowed.set(r, { decision: 'allow', rule: r });
       for (const p of r.ports) {
@@ -114,9 +150,24 @@ export class Policy {
     }
     // Most specific wildcard first, so "*.api.example.test" wins over "*.example.test".
     this.wildcards.sort((a, b) => b.host.length - a.host.length);
+    if (this.unlisted === 'ask') for (const p of ASK_PORTS) named.add(p);
     this.namedPorts = named;
     this.tcpPorts = tcp;
     this.tcpRules = this.rules.filter((r) => r.protocol === 'tcp');
+  }
+
+  /** This policy with more approved rules (after the ones it has): a new object, this one unchanged. */
+  withApproved(more: readonly ApprovedRule[]): Policy {
+    if (more.length === 0) return this;
+    const { allow, udp, ech, opts } = this.source;
+    return new Policy(this.name, this.mode, allow, udp, ech, { ...opts, approved: [...(opts.approved ?? []), ...more] });
+  }
+
+  /** Whether an unlisted (host, port) is asked about rather than denied (never in report mode: that lets it through anyway). */
+  asks(host: string | undefined, port: number): boolean {
+    // Only a well-formed name is put to an approver: never an IP literal (no rule can name one),
+    // never bytes that would reach the approver's terminal as control sequences.
+    return this.unlisted === 'ask' && this.mode === 'enforce' && host !== undefined && ASK_PORTS.has(port) && isHostName(host);
   }
 
   /** First rule covering (host, port) for the given kind; exact names before wildcards. */
@@ -226,7 +277,10 @@ export interface CompiledPolicies {
 export function compilePolicies(config: Config): CompiledPolicies {
   const byName = new Map<string, Policy>();
   for (const [name, p] of Object.entries(config.policies)) {
-    byName.set(name, new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech, p.metadata));
+    byName.set(
+      name,
+      new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech, { unlisted: p.unlisted, askTimeoutMs: p.askTimeoutMs, metadata: p.metadata }),
+    );
   }
   let anyIntercept = false;
   for (const p of byName.values()) if (p.rules.some((r) => r.intercept)) anyIntercept = true;

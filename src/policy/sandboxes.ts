@@ -33,22 +33,33 @@ export function globPredicate(glob: string): (name: string) => boolean {
   return (n) => n === glob;
 }
 
+const NO_OVERRIDES: ReadonlyMap<string, Policy> = new Map();
+
 /**
  * Compiled registered sandboxes by spec: the table is rebuilt on every registry change, and
  * the sandboxes that did not change keep their compiled object (same spec, same policy).
  */
 const compiled = new WeakMap<SandboxSpec, Sandbox>();
 
-function compileRegistered(s: SandboxSpec, policies: ReadonlyMap<string, Policy>): Sandbox {
+function compileRegistered(s: SandboxSpec, policies: ReadonlyMap<string, Policy>, overrides: ReadonlyMap<string, Policy>): Sandbox {
   const hit = compiled.get(s);
-  if (hit && hit.policy === policies.get(s.policy)) return hit;
-  const sandbox = compile(s, policies, 'api');
+  if (hit && hit.policy === policyOf(s, policies, overrides)) return hit;
+  const sandbox = compile(s, policies, overrides, 'api');
   compiled.set(s, sandbox);
   return sandbox;
 }
 
-function compile(s: SandboxSpec, policies: ReadonlyMap<string, Policy>, source: Sandbox['source']): Sandbox {
-  const policy = policies.get(s.policy);
+/**
+ * The sandbox's policy: its own copy with names approved for it alone (src/approvals/), if it has
+ * one made from the policy it uses now, else the shared one.
+ */
+function policyOf(s: SandboxSpec, policies: ReadonlyMap<string, Policy>, overrides: ReadonlyMap<string, Policy>): Policy | undefined {
+  const own = overrides.get(s.name);
+  return own !== undefined && own.name === s.policy ? own : policies.get(s.policy);
+}
+
+function compile(s: SandboxSpec, policies: ReadonlyMap<string, Policy>, overrides: ReadonlyMap<string, Policy>, source: Sandbox['source']): Sandbox {
+  const policy = policyOf(s, policies, overrides);
   if (!policy) throw new Error(`sandbox ${s.name}: unknown policy ${s.policy}`); // validated earlier
   let cidr: Cidr | undefined;
   if (s.cidr !== undefined) {
@@ -97,9 +108,15 @@ export class SandboxTable {
   private readonly addrExact = new Map<bigint, Sandbox>();
   private readonly addrNets: Sandbox[] = [];
 
-  constructor(configs: readonly SandboxConfig[], policies: ReadonlyMap<string, Policy>, dynamic: readonly SandboxSpec[] = []) {
-    const dyn = dynamic.map((s) => compileRegistered(s, policies));
-    this.staticList = configs.map((s) => compile(s, policies, 'config'));
+  /** `overrides`: per sandbox name, its policy with the names approved for that sandbox alone. */
+  constructor(
+    configs: readonly SandboxConfig[],
+    policies: ReadonlyMap<string, Policy>,
+    dynamic: readonly SandboxSpec[] = [],
+    overrides: ReadonlyMap<string, Policy> = NO_OVERRIDES,
+  ) {
+    const dyn = dynamic.map((s) => compileRegistered(s, policies, overrides));
+    this.staticList = configs.map((s) => compile(s, policies, overrides, 'config'));
     this.list = [...dyn, ...this.staticList];
     for (const s of this.list) if (!this.byNameMap.has(s.name)) this.byNameMap.set(s.name, s);
     for (const s of dyn) {

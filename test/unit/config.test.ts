@@ -116,7 +116,13 @@ test('defaults are filled in, and the result is deeply frozen', (t) => {
   t.deepEqual(c.upstream, { hosts: {}, allowPrivate: [], connectTimeoutMs: 5000 });
   t.deepEqual(c.firewall, { table: 'sandgate', mark: 0x5347, routeTable: 5347, backend: 'auto', queue: 5347, flowMark: 0x5348, queueMark: 0x5349 });
   t.deepEqual(c.packets, { rateLimit: { pps: 100, burst: 200 }, auditSampling: { linesPerSecond: 20, burst: 50 } });
-  t.deepEqual(c.policies.default, { mode: 'enforce', allow: [{ host: 'api.example.test', ports: [443], protocol: 'tls' }] });
+  t.deepEqual(c.policies.default, {
+    mode: 'enforce',
+    allow: [{ host: 'api.example.test', ports: [443], protocol: 'tls' }],
+    unlisted: 'deny',
+    askTimeoutMs: 30_000,
+  });
+  t.deepEqual(c.approvals, { webhookTimeoutMs: 5000, maxPendingPerSandbox: 16 });
   t.deepEqual(c.credentials, {});
   t.true(Object.isFrozen(c));
   t.true(Object.isFrozen(c.policies.default!.allow[0]!.ports));

@@ -3,6 +3,7 @@ import type { AllowRule, CredentialConfig, PolicyConfig, UdpRule } from '../type
 import { hostPatternProblem, normaliseHost } from '../../policy/host-name.js';
 import { parseCidr } from '../../util/ip.js';
 import { ECH_CHOICES } from './basics.js';
+import { DEFAULTS } from '../defaults.js';
 import { readMetadata } from './metadata.js';
 import { NAME, TOKEN, type Obj, type PathPart, type Reader } from './reader.js';
 
@@ -19,7 +20,7 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
       v.fail(p, `policy name "${name}" must match [A-Za-z0-9_.-]{1,64}`, true);
       continue;
     }
-    const po = v.obj(val, p, ['mode', 'allow', 'metadata']);
+    const po = v.obj(val, p, ['mode', 'allow', 'unlisted', 'askTimeoutMs', 'metadata']);
     if (!po) continue;
     const mode = po.mode === undefined ? 'enforce' : (v.oneOf(po.mode, [...p, 'mode'], ['enforce', 'report'] as const) ?? 'enforce');
     const allow: AllowRule[] = [];
@@ -36,7 +37,11 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
       });
     }
     const metadata = po.metadata !== undefined && po.metadata !== null ? readMetadata(v, po.metadata, [...p, 'metadata']) : undefined;
-    out[name] = { mode, allow, ...(udp.length > 0 ? { udp } : {}), ...(metadata ? { metadata } : {}) };
+    const unlisted = po.unlisted === undefined ? 'deny' : (v.oneOf(po.unlisted, [...p, 'unlisted'], ['deny', 'ask'] as const) ?? 'deny');
+    const askTimeoutMs = v.int(po.askTimeoutMs, [...p, 'askTimeoutMs'], 1000, 3_600_000, DEFAULTS.askTimeoutMs);
+    if (po.askTimeoutMs !== undefined && (po.unlisted === undefined || po.unlisted === 'deny'))
+      v.fail([...p, 'askTimeoutMs'], 'only applies with unlisted: ask');
+    out[name] = { mode, allow, unlisted, askTimeoutMs, ...(udp.length > 0 ? { udp } : {}), ...(metadata ? { metadata } : {}) };
   }
   return out;
 }
