@@ -10,6 +10,8 @@
  *                             accept, 503 otherwise (health.ts)
  *   POST   /reload            re-read the config file (as SIGHUP): 200 with what it loaded, or
  *                             400 with why it was rejected (the old config stays)
+ *   GET    /events            the audit lines as they are written, NDJSON, optionally filtered
+ *                             (?sandbox=NAME&host=GLOB&decision=deny; events.ts)
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
@@ -25,6 +27,8 @@ import { socketAnswers } from '../preflight.js';
 import { isSandboxName, parseBody, type Outcome } from './registry.js';
 import type { ControlService } from './service.js';
 import type { HealthReport } from './health.js';
+import type { EventHub } from './events.js';
+import { serveEvents } from './events-http.js';
 
 const MAX_BODY = 64 * 1024;
 
@@ -72,12 +76,21 @@ function readBody(req: http.IncomingMessage): Promise<Outcome<Record<string, unk
 async function route(
   svc: ControlService,
   health: (() => Promise<HealthReport>) | undefined,
+  events: EventHub | undefined,
   req: http.IncomingMessage,
   res: http.ServerResponse,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter((p) => p !== '');
   const method = req.method ?? 'GET';
+  if (events && parts.length === 1 && parts[0] === 'events') {
+    if (method !== 'GET') {
+      send(res, 405, { error: `${method} is not allowed on /events (GET)` }, { allow: 'GET' });
+      return;
+    }
+    serveEvents(events, url, req, res);
+    return;
+  }
   if (health && parts.length === 1 && parts[0] === 'health') {
     if (method !== 'GET') {
       send(res, 405, { error: `${method} is not allowed on /health (GET)` }, { allow: 'GET' });
@@ -96,7 +109,7 @@ async function route(
     return;
   }
   if (parts[0] !== 'sandboxes' || parts.length > 2) {
-    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health and /reload)` });
+    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health, /reload and /events)` });
     return;
   }
   if (parts.length === 1) {
@@ -166,7 +179,7 @@ function listenError(path: string, why: string): SandgateError {
  * a socket is ever deleted. The socket is created 0600 (umask held for the synchronous bind, then
  * chmod as well), so there is no moment when others could connect.
  */
-export async function startControlServer(path: string, svc: ControlService, health?: () => Promise<HealthReport>): Promise<ControlServer> {
+export async function startControlServer(path: string, svc: ControlService, health?: () => Promise<HealthReport>, events?: EventHub): Promise<ControlServer> {
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   } catch (err) {
@@ -185,7 +198,7 @@ export async function startControlServer(path: string, svc: ControlService, heal
   if (stale) unlinkSync(path);
 
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    route(svc, health, req, res).catch((err: Error) => {
+    route(svc, health, events, req, res).catch((err: Error) => {
       if (!res.headersSent) send(res, 500, { error: `internal error: ${err.message}` });
       else res.destroy();
     });
