@@ -39,6 +39,8 @@ const USAGE = `usage: sandgate <command> [options]
   health [--socket PATH | -c FILE] [--json]
                                  exit 0 when the running daemon's firewall is in place and its
                                  listeners accept, 1 otherwise
+  top [--socket PATH | -c FILE]  live view of the running daemon's decisions, per-sandbox rates and
+                                 pending approvals (keys: / filter, p pause, d denials, q quit)
   demo                           a self-contained demonstration in throwaway namespaces
 `;
 
@@ -94,6 +96,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'health': {
         const { cmdHealth } = await import('./health.js');
         return await cmdHealth(rest);
+      }
+      case 'top': {
+        const { cmdTop } = await import('./top.js');
+        return await cmdTop(rest);
       }
       case 'demo': {
         const { runDemo } = await import('../demo/demo.js');
