@@ -93,6 +93,8 @@ function kindOf(line: Record<string, unknown>): string {
   const proto = str(line.proto);
   if (event === 'conn') return proto || 'conn';
   if (event === 'packet') return `pkt/${proto}`;
+  // An HTTP request line: inside intercepted TLS, or plain HTTP.
+  if (event === 'http') return proto === 'tls' ? 'https' : 'http';
   return event;
 }
 
@@ -180,6 +182,23 @@ export function withMessage(s: TopState, message: string): TopState {
 
 /** A key as the shell reports it: one printable character, or a named key. */
 export type Key = { readonly ch: string } | { readonly name: 'up' | 'down' | 'return' | 'escape' | 'backspace' };
+
+/**
+ * Printable text as the terminal delivered it, as keys. Keys typed (or pasted, or sent by tmux)
+ * faster than the view reads arrive as one chunk, "evil\r" say: Enter, Backspace and Escape inside
+ * it are keys, other control characters are ignored (a carriage return drawn as text would move
+ * the cursor).
+ */
+export function keysOf(input: string): Key[] {
+  const out: Key[] = [];
+  for (const ch of input) {
+    if (ch === '\r' || ch === '\n') out.push({ name: 'return' });
+    else if (ch === '\x7f' || ch === '\b') out.push({ name: 'backspace' });
+    else if (ch === '\x1b') out.push({ name: 'escape' });
+    else if (ch >= ' ') out.push({ ch });
+  }
+  return out;
+}
 
 export type Effect = { readonly t: 'quit' } | { readonly t: 'answer'; readonly id: string; readonly action: ApprovalAction; readonly label: string };
 

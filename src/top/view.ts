@@ -4,7 +4,7 @@
  */
 import { createElement as h, type ReactElement } from 'react';
 import { Box, Text, useInput } from 'ink';
-import type { DecisionRow, Key, Pending, ViewModel } from './model.js';
+import { keysOf, type DecisionRow, type Key, type Pending, type ViewModel } from './model.js';
 
 function cell(text: string, width: number): string {
   if (text.length > width) return `${text.slice(0, Math.max(0, width - 1))}…`;
@@ -89,7 +89,7 @@ export function App(props: AppProps): ReactElement {
     else if (key.return) props.onKey({ name: 'return' });
     else if (key.escape) props.onKey({ name: 'escape' });
     else if (key.backspace || key.delete) props.onKey({ name: 'backspace' });
-    else if (input !== '' && !key.ctrl && !key.meta) for (const ch of input) props.onKey({ ch });
+    else if (input !== '' && !key.ctrl && !key.meta) for (const k of keysOf(input)) props.onKey(k);
   });
   return h(
     Box,

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { INITIAL, MAX_ROWS, onApprovalLine, onApprovalsAbsent, onAuditLine, onKey, viewModel, type Key, type TopState } from '../../src/top/model.js';
+import { INITIAL, MAX_ROWS, keysOf, onApprovalLine, onApprovalsAbsent, onAuditLine, onKey, viewModel, type Key, type TopState } from '../../src/top/model.js';
 
 const T0 = Date.parse('2026-12-04T10:00:00.000Z');
 const allow = (host: string, sandbox = 'agent', extra: Record<string, unknown> = {}) => ({
@@ -161,4 +161,14 @@ test('a drop marker from the daemon is counted, not shown as a row', (t) => {
   const vm = viewModel(s, T0, 10);
   t.is(vm.dropped, 10);
   t.deepEqual(vm.rows, []);
+});
+
+test('a chunk of typed text splits into keys: Enter, Backspace, Escape inside it are keys, other controls dropped', (t) => {
+  t.deepEqual(keysOf('ev\x7fil\r'), [{ ch: 'e' }, { ch: 'v' }, { name: 'backspace' }, { ch: 'i' }, { ch: 'l' }, { name: 'return' }]);
+  t.deepEqual(keysOf('a\x01\x1b'), [{ ch: 'a' }, { name: 'escape' }]);
+  let s = onAuditLine(INITIAL, allow('api.example.test'), T0);
+  s = onAuditLine(s, deny('evil.example.test'), T0);
+  for (const k of [{ ch: '/' }, ...keysOf('evil\r')] as Key[]) s = onKey(s, k).state;
+  t.is(s.filter, 'evil');
+  t.is(s.input, undefined);
 });
