@@ -12,8 +12,8 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 
 export interface Screen {
-  /** The pane's text now (no colours). */
-  capture(): Promise<string>;
+  /** The pane's text now (no colours; `escapes`: with its SGR colour sequences). */
+  capture(escapes?: boolean): Promise<string>;
   /** Polls the screen until `pred` holds; a hang detector, not a timing assertion. */
   until(pred: (screen: string) => boolean, what: string, ms?: number): Promise<string>;
   /** tmux key names or literal text: keys('p'), keys('Escape'), literal('evil'). */
@@ -45,9 +45,9 @@ export async function startInTmux(argv: readonly string[], dir: string, width = 
       await new Promise((r) => setTimeout(r, 100));
     }
   };
-  const capture = async (): Promise<string> => {
+  const capture = async (escapes = false): Promise<string> => {
     try {
-      return (await tmux('capture-pane', '-p', '-t', 'main')).stdout;
+      return (await tmux('capture-pane', '-p', ...(escapes ? ['-e'] : []), '-t', 'main')).stdout;
     } catch {
       return '(no pane: the program ended)';
     }
@@ -62,7 +62,7 @@ export async function startInTmux(argv: readonly string[], dir: string, width = 
         },
         what,
         ms,
-        capture,
+        () => capture(),
       );
     },
     async keys(...keys) {
@@ -73,7 +73,12 @@ export async function startInTmux(argv: readonly string[], dir: string, width = 
     },
     exitCode,
     untilExit(what, ms = 10_000) {
-      return wait(async () => exitCode(), what, ms, capture);
+      return wait(
+        async () => exitCode(),
+        what,
+        ms,
+        () => capture(),
+      );
     },
     async kill() {
       await tmux('kill-server').catch(() => undefined);

@@ -74,7 +74,11 @@ test.serial('a real gate: decisions appear as they happen; filter, pause, denial
   );
   t.regex(screen, /^agent\s+\d+\.\d\s+\d+\.\d\s+2\s+1\s*$/m, 'per-sandbox panel: 2 requests, 1 denied');
   t.false(screen.includes('PENDING APPROVALS'), 'no /approvals on this daemon: no panel');
-  t.log(`\n${screen}`);
+  // Denials highlighted: the deny row is drawn in red (SGR 31), the allowed one is not.
+  const colored = (await s.capture(true)).split('\n');
+  const sgr = (host: string): string => colored.find((l) => l.includes(host) && /\d\d:\d\d:\d\d/.test(l)) ?? '';
+  t.regex(sgr('evil.example.test'), /\x1b\[[0-9;]*31[;m]/);
+  t.notRegex(sgr('api.example.test'), /\x1b\[[0-9;]*31[;m]/);
 
   // Filter by host.
   await s.keys('/');
@@ -96,6 +100,7 @@ test.serial('a real gate: decisions appear as they happen; filter, pause, denial
   await s.keys('p');
   screen = await s.until((x) => rows(x).some((r) => r.includes('GET /while-paused')), 'the held line after resume');
   t.false(screen.includes('PAUSED'));
+  t.log(`\n${screen}`);
 
   // Denials only.
   await s.keys('d');
