@@ -5,7 +5,7 @@
  * to the subscriber's bounded Outbox, which drops (and later reports) what does not fit.
  */
 import type http from 'node:http';
-import { Outbox, parseEventFilter, type EventHub } from './events.js';
+import { MAX_SUBSCRIBERS, Outbox, parseEventFilter, type EventHub } from './events.js';
 
 /** Lines waiting for one slow subscriber, beyond what the socket itself buffers. */
 export const EVENTS_QUEUE_BYTES = 256 * 1024;
@@ -18,14 +18,10 @@ export function serveEvents(hub: EventHub, url: URL, req: http.IncomingMessage, 
     res.end(text);
     return;
   }
-  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-  // Headers out at once: a client sees the stream is open before the first line.
-  res.flushHeaders();
   const box = new Outbox(queueBytes);
   const write = (text: string): void => {
-    if (text !== '' && !res.write(text)) box.block();
+    if (text !== '' && !res.destroyed && !res.write(text)) box.block();
   };
-  res.on('drain', () => write(box.drain()));
   const leave = hub.subscribe({
     filter: parsed.filter,
     push(line) {
@@ -33,6 +29,16 @@ export function serveEvents(hub: EventHub, url: URL, req: http.IncomingMessage, 
       if (now !== undefined) write(now);
     },
   });
+  if (leave === undefined) {
+    const text = `${JSON.stringify({ error: `${MAX_SUBSCRIBERS} event streams are open already` })}\n`;
+    res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  // Headers out at once: a client sees the stream is open before the first line.
+  res.flushHeaders();
+  res.on('drain', () => write(box.drain()));
   // The client went away (or the daemon closes every connection at stop).
   res.once('close', leave);
   req.resume();

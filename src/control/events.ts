@@ -121,6 +121,9 @@ export class Outbox {
   }
 }
 
+/** Open streams at most: each may hold its queue, so their number is bounded too. */
+export const MAX_SUBSCRIBERS = 64;
+
 export interface Subscriber {
   readonly filter: EventFilter;
   /** Takes one line (ending in "\n") that passed the filter. */
@@ -144,7 +147,9 @@ export class EventHub {
     return this.#subs.size;
   }
 
-  subscribe(s: Subscriber): () => void {
+  /** undefined when MAX_SUBSCRIBERS are already subscribed. */
+  subscribe(s: Subscriber): (() => void) | undefined {
+    if (this.#subs.size >= MAX_SUBSCRIBERS) return undefined;
     this.#subs.add(s);
     if (this.#subs.size === 1) this.#onActive(true);
     return () => {
@@ -172,7 +177,14 @@ export class EventHub {
           }
           if (parsed === null || !matchesFilter(s.filter, parsed)) continue;
         }
-        s.push(line);
+        // The tap runs inside the audit writer: one subscriber's failure must not reach the
+        // data path that wrote the line, nor the other subscribers.
+        try {
+          s.push(line);
+        } catch {
+          this.#subs.delete(s);
+          if (this.#subs.size === 0) this.#onActive(false);
+        }
       }
     }
   }

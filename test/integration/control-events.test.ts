@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startControlServer } from '../../src/control/server.js';
 import { controlRequest, controlStream } from '../../src/control/client.js';
-import { EventHub } from '../../src/control/events.js';
+import { EventHub, MAX_SUBSCRIBERS } from '../../src/control/events.js';
 import type { ControlService } from '../../src/control/service.js';
 import { EVENTS_QUEUE_BYTES } from '../../src/control/events-http.js';
 import { baseConfig, createWorld, startGate, type Gate, type World } from '../helpers/gate.js';
@@ -123,6 +123,21 @@ test.serial('a client that goes away unsubscribes: nobody watching, no tap', asy
   t.deepEqual(seen, [true, false]);
   t.like(await controlRequest(path, 'GET', '/events?decision=maybe'), { status: 400 });
   t.like(await controlRequest(path, 'POST', '/events'), { status: 405 });
+  await server.close();
+});
+
+test.serial('at most MAX_SUBSCRIBERS streams: one more is refused with 503, and admitted once one leaves', async (t) => {
+  const hub = new EventHub(() => undefined);
+  const path = join(dir, 'cap.sock');
+  const server = await startControlServer(path, svc, undefined, hub);
+  const open = await Promise.all(Array.from({ length: MAX_SUBSCRIBERS }, () => controlStream(path, '/events', () => undefined)));
+  t.true(open.every((o) => o.ok));
+  t.like(await controlStream(path, '/events', () => undefined), { ok: false, status: 503 });
+  const first = open[0];
+  if (first?.ok) first.stream.close();
+  await until(() => hub.size === MAX_SUBSCRIBERS - 1, 'one stream closed');
+  const again = await controlStream(path, '/events', () => undefined);
+  t.true(again.ok);
   await server.close();
 });
 

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { EventHub, Outbox, droppedMarker, globMatch, matchesFilter, parseEventFilter, type EventFilter } from '../../src/control/events.js';
+import { EventHub, MAX_SUBSCRIBERS, Outbox, droppedMarker, globMatch, matchesFilter, parseEventFilter, type EventFilter } from '../../src/control/events.js';
 
 const filter = (q: string): EventFilter => {
   const o = parseEventFilter(new URLSearchParams(q));
@@ -61,8 +61,8 @@ test('hub: taps only while someone subscribes; each subscriber gets the lines it
   const hub = new EventHub((a) => active.push(a));
   const all: string[] = [];
   const denies: string[] = [];
-  const leaveAll = hub.subscribe({ filter: {}, push: (l) => all.push(l) });
-  const leaveDeny = hub.subscribe({ filter: filter('decision=deny'), push: (l) => denies.push(l) });
+  const leaveAll = hub.subscribe({ filter: {}, push: (l) => all.push(l) })!;
+  const leaveDeny = hub.subscribe({ filter: filter('decision=deny'), push: (l) => denies.push(l) })!;
   t.deepEqual(active, [true]);
   const a = '{"event":"conn","decision":"allow"}\n';
   const d = '{"event":"conn","decision":"deny","worker":1}\n';
@@ -76,4 +76,25 @@ test('hub: taps only while someone subscribes; each subscriber gets the lines it
   leaveDeny();
   t.deepEqual(active, [true, false]);
   t.is(hub.size, 0);
+});
+
+test('hub: at most MAX_SUBSCRIBERS; a subscriber that throws is dropped, the others and the writer go on', (t) => {
+  const active: boolean[] = [];
+  const hub = new EventHub((a) => active.push(a));
+  const got: string[] = [];
+  hub.subscribe({
+    filter: {},
+    push: () => {
+      throw new Error('broken');
+    },
+  });
+  hub.subscribe({ filter: {}, push: (l) => got.push(l) });
+  t.notThrows(() => hub.publish('{"event":"conn"}\n{"event":"close"}\n'));
+  t.is(got.length, 2);
+  t.is(hub.size, 1);
+  const leaves = [];
+  for (let i = 1; i < MAX_SUBSCRIBERS; i++) leaves.push(hub.subscribe({ filter: {}, push: () => undefined }));
+  t.is(hub.size, MAX_SUBSCRIBERS);
+  t.is(hub.subscribe({ filter: {}, push: () => undefined }), undefined);
+  t.deepEqual(active, [true]);
 });
