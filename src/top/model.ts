@@ -253,9 +253,15 @@ export interface SandboxView {
   readonly denied: number;
 }
 
+/** Panels never push the decision list off the screen: at most this many lines each. */
+export const MAX_SANDBOX_LINES = 8;
+export const MAX_PENDING_LINES = 6;
+
 export interface ViewModel {
   readonly rows: readonly DecisionRow[];
+  /** The busiest MAX_SANDBOX_LINES (rate, then total), by name; `moreSandboxes` not shown. */
   readonly sandboxes: readonly SandboxView[];
+  readonly moreSandboxes: number;
   readonly paused: boolean;
   /** Decisions received while paused (shown on resume). */
   readonly held: number;
@@ -263,7 +269,10 @@ export interface ViewModel {
   readonly filter: string;
   readonly input: string | undefined;
   readonly showApprovals: boolean;
+  /** A window of MAX_PENDING_LINES around the selected one; `pendingFrom` is its first index. */
   readonly pending: readonly Pending[];
+  readonly pendingFrom: number;
+  readonly pendingTotal: number;
   readonly selected: number;
   readonly dropped: number;
   readonly message: string;
@@ -285,7 +294,7 @@ export function viewModel(s: TopState, nowMs: number, height: number): ViewModel
   }
   shown.reverse();
   const sec = Math.floor(nowMs / 1000);
-  const sandboxes = [...s.stats.entries()]
+  const all = [...s.stats.entries()]
     .map(([name, st]) => {
       let requests = 0;
       let denials = 0;
@@ -296,17 +305,22 @@ export function viewModel(s: TopState, nowMs: number, height: number): ViewModel
         }
       return { name, requestRate: requests / RATE_WINDOW_S, denialRate: denials / RATE_WINDOW_S, total: st.total, denied: st.denied };
     })
-    .sort((a, b) => a.name.localeCompare(b.name));
+    .sort((a, b) => b.requestRate - a.requestRate || b.total - a.total || a.name.localeCompare(b.name));
+  const sandboxes = all.slice(0, MAX_SANDBOX_LINES).sort((a, b) => a.name.localeCompare(b.name));
+  const pendingFrom = Math.max(0, Math.min(s.selected - Math.floor(MAX_PENDING_LINES / 2), s.pending.length - MAX_PENDING_LINES));
   return {
     rows: shown,
     sandboxes,
+    moreSandboxes: all.length - sandboxes.length,
     paused: s.pausedAt !== undefined,
     held: s.pausedAt === undefined ? 0 : s.seq - s.pausedAt,
     denialsOnly: s.denialsOnly,
     filter: s.filter,
     input: s.input,
     showApprovals: s.approvals === 'present',
-    pending: s.pending,
+    pending: s.pending.slice(pendingFrom, pendingFrom + MAX_PENDING_LINES),
+    pendingFrom,
+    pendingTotal: s.pending.length,
     selected: s.selected,
     dropped: s.dropped,
     message: s.message,

@@ -67,7 +67,7 @@ export async function runTop(socket: string): Promise<number> {
     const height = process.stdout.rows || 40;
     const vm0 = viewModel(state, Date.now(), 0);
     // Status, sandbox panel and its header and gap, table header, message; the approvals box.
-    const fixed = 5 + vm0.sandboxes.length + (vm0.showApprovals ? 3 + Math.max(1, vm0.pending.length) : 0);
+    const fixed = 5 + vm0.sandboxes.length + (vm0.moreSandboxes > 0 ? 1 : 0) + (vm0.showApprovals ? 3 + Math.max(1, vm0.pending.length) : 0);
     return { vm: viewModel(state, Date.now(), Math.max(1, height - fixed - 1)), socket, nowMs: Date.now(), width, onKey: key };
   };
   const ink = render(h(App, props()), { exitOnCtrlC: false, patchConsole: false });

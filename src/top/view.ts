@@ -24,17 +24,18 @@ function approvals(vm: ViewModel, nowMs: number, width: number): ReactElement {
   const lines =
     vm.pending.length === 0
       ? [h(Text, { key: 'none', dimColor: true }, 'no requests waiting')]
-      : vm.pending.map((p: Pending, i: number) =>
-          h(
+      : vm.pending.map((p: Pending, j: number) => {
+          const i = vm.pendingFrom + j;
+          return h(
             Text,
-            { key: p.id, inverse: i === vm.selected, color: 'yellow' },
+            { key: p.id, inverse: i === vm.selected, color: 'yellow', wrap: 'truncate' },
             `${i === vm.selected ? '>' : ' '} ${cell(`${p.host}:${p.port}`, 36)} ${cell(p.sandbox, 14)} ${cell(p.user, 12)} ${cell(p.via, 5)} expires in ${until(p.expires, nowMs)}`,
-          ),
-        );
+          );
+        });
   return h(
     Box,
-    { borderStyle: 'round', borderColor: vm.pending.length > 0 ? 'yellow' : 'gray', flexDirection: 'column', width },
-    h(Text, { bold: true }, `PENDING APPROVALS (${vm.pending.length})   a allow once  s allow for sandbox  P add to policy  x deny  ↑↓ select`),
+    { borderStyle: 'round', borderColor: vm.pendingTotal > 0 ? 'yellow' : 'gray', flexDirection: 'column', width },
+    h(Text, { bold: true, wrap: 'truncate' }, `PENDING APPROVALS (${vm.pendingTotal})   a allow once  s allow for sandbox  P add to policy  x deny  ↑↓ select`),
     ...lines,
   );
 }
@@ -51,6 +52,7 @@ function sandboxes(vm: ViewModel): ReactElement {
         `${cell(s.name, 20)} ${num(s.requestRate, 7, 1)} ${num(s.denialRate, 7, 1)} ${num(s.total, 8)} ${num(s.denied, 8)}`,
       ),
     ),
+    vm.moreSandboxes > 0 ? h(Text, { dimColor: true }, `(${vm.moreSandboxes} quieter sandboxes not shown)`) : null,
   );
 }
 

@@ -1,5 +1,18 @@
 import test from 'ava';
-import { INITIAL, MAX_ROWS, keysOf, onApprovalLine, onApprovalsAbsent, onAuditLine, onKey, viewModel, type Key, type TopState } from '../../src/top/model.js';
+import {
+  INITIAL,
+  MAX_PENDING_LINES,
+  MAX_ROWS,
+  MAX_SANDBOX_LINES,
+  keysOf,
+  onApprovalLine,
+  onApprovalsAbsent,
+  onAuditLine,
+  onKey,
+  viewModel,
+  type Key,
+  type TopState,
+} from '../../src/top/model.js';
 
 const T0 = Date.parse('2026-12-04T10:00:00.000Z');
 const allow = (host: string, sandbox = 'agent', extra: Record<string, unknown> = {}) => ({
@@ -171,4 +184,35 @@ test('a chunk of typed text splits into keys: Enter, Backspace, Escape inside it
   for (const k of [{ ch: '/' }, ...keysOf('evil\r')] as Key[]) s = onKey(s, k).state;
   t.is(s.filter, 'evil');
   t.is(s.input, undefined);
+});
+
+test('panels are bounded: the busiest sandboxes by name, a window of pending requests around the selected one', (t) => {
+  let s = INITIAL;
+  // sandbox i makes i requests this second; 0..11.
+  for (let i = 0; i < 12; i++) for (let n = 0; n < i; n++) s = onAuditLine(s, allow('api.example.test', `s${String(i).padStart(2, '0')}`), T0);
+  s = onAuditLine(s, allow('api.example.test', 'zz-old'), T0 - 60_000);
+  for (let n = 0; n < 20; n++) s = onAuditLine(s, allow('api.example.test', 'zz-old'), T0 - 60_000);
+  let vm = viewModel(s, T0, 10);
+  t.is(vm.sandboxes.length, MAX_SANDBOX_LINES);
+  t.deepEqual(
+    vm.sandboxes.map((x) => x.name),
+    ['s04', 's05', 's06', 's07', 's08', 's09', 's10', 's11'],
+  );
+  t.is(vm.moreSandboxes, 4, 's01..s03 and the quiet zz-old (s00 made no request)');
+  for (let i = 0; i < 10; i++) s = onApprovalLine(s, pending(`p${i}`, `h${i}.example.test`));
+  vm = viewModel(s, T0, 10);
+  t.is(vm.pendingTotal, 10);
+  t.deepEqual(
+    vm.pending.map((p) => p.id),
+    ['p0', 'p1', 'p2', 'p3', 'p4', 'p5'].slice(0, MAX_PENDING_LINES),
+  );
+  for (let i = 0; i < 9; i++) s = onKey(s, { name: 'down' }).state;
+  vm = viewModel(s, T0, 10);
+  t.is(vm.selected, 9);
+  t.deepEqual(
+    vm.pending.map((p) => p.id),
+    ['p4', 'p5', 'p6', 'p7', 'p8', 'p9'],
+  );
+  t.is(vm.pendingFrom, 4);
+  t.like(onKey(s, { ch: 'x' }).effect, { id: 'p9' });
 });
