@@ -39,6 +39,10 @@ export async function cmdTop(args: string[]): Promise<number> {
     return 0;
   }
   const socket = controlSocketPath('top', values, usage);
+  // ink draws only the last frame when it believes it runs in CI (is-in-ci: CI, CI_*,
+  // CONTINUOUS_INTEGRATION set), which suits logs, not a live view; top always has a terminal
+  // (run.ts checks). The check is made when ink is first imported, just below.
+  process.env['CI'] = 'false';
   const { runTop } = await import('../top/run.js');
   return await runTop(socket);
 }

@@ -30,8 +30,8 @@ test.after.always(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function top(socket: string): Promise<Screen> {
-  const s = await startInTmux([process.execPath, CLI, 'top', '--socket', socket], dir, 160, 40);
+async function top(socket: string, env: readonly string[] = []): Promise<Screen> {
+  const s = await startInTmux(['/usr/bin/env', ...env, process.execPath, CLI, 'top', '--socket', socket], dir, 160, 40);
   screens.push(s);
   return s;
 }
@@ -263,7 +263,7 @@ test.serial('approvals: pending requests shown prominently; a, s, P, x answer th
   }
 });
 
-test.serial('a daemon without /approvals (404): top hides the panel and the answer keys post nothing', async (t) => {
+test.serial('a daemon without /approvals (404): top hides the panel and the answer keys post nothing (and draws live under CI=true)', async (t) => {
   const path = join(dir, 'fake-404.sock');
   const posts: string[] = [];
   const events: http.ServerResponse[] = [];
@@ -280,7 +280,8 @@ test.serial('a daemon without /approvals (404): top hides the panel and the answ
   });
   await new Promise<void>((r) => server.listen(path, () => r()));
   try {
-    const s = await top(path);
+    // A CI environment (CI=true, CI_*) must not turn the live view into a last-frame-only one.
+    const s = await top(path, ['CI=true', 'CI_JOB_ID=1']);
     await s.until((x) => x.includes('TIME ') && events.length === 1, 'the view');
     events[0]?.write(
       `${JSON.stringify({ time: new Date().toISOString(), event: 'conn', proto: 'tls', sandbox: 'agent', host: 'api.example.test', decision: 'allow' })}\n`,
