@@ -40,9 +40,9 @@ export async function cmdTop(args: string[]): Promise<number> {
   }
   const socket = controlSocketPath('top', values, usage);
   // ink draws only the last frame when it believes it runs in CI (is-in-ci: CI, CI_*,
-  // CONTINUOUS_INTEGRATION set), which suits logs, not a live view; top always has a terminal
-  // (run.ts checks). The check is made when ink is first imported, just below.
-  process.env['CI'] = 'false';
+  // CONTINUOUS_INTEGRATION set), and chalk then drops colours: right for logs, wrong for a live
+  // view, and top always has a terminal (run.ts checks). Both decide when first imported, below.
+  for (const k of Object.keys(process.env)) if (k === 'CI' || k === 'CONTINUOUS_INTEGRATION' || k.startsWith('CI_')) delete process.env[k];
   const { runTop } = await import('../top/run.js');
   return await runTop(socket);
 }

@@ -172,6 +172,11 @@ export function onApprovalLine(s: TopState, line: Record<string, unknown>): TopS
   return base;
 }
 
+/** GET /approvals?watch=1 answered 200: the panel shows, empty until a `pending` line. */
+export function onApprovalsPresent(s: TopState): TopState {
+  return s.approvals === 'present' ? s : { ...s, approvals: 'present' };
+}
+
 export function onApprovalsAbsent(s: TopState): TopState {
   return { ...s, approvals: 'absent', pending: [], selected: 0 };
 }

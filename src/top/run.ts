@@ -7,7 +7,19 @@ import { createElement as h } from 'react';
 import { render } from 'ink';
 import { controlRequest, controlStream, type ControlStream } from '../control/client.js';
 import { SandgateError } from '../errors.js';
-import { INITIAL, onApprovalLine, onApprovalsAbsent, onAuditLine, onKey, viewModel, withMessage, type Effect, type Key, type TopState } from './model.js';
+import {
+  INITIAL,
+  onApprovalLine,
+  onApprovalsAbsent,
+  onApprovalsPresent,
+  onAuditLine,
+  onKey,
+  viewModel,
+  withMessage,
+  type Effect,
+  type Key,
+  type TopState,
+} from './model.js';
 import { App } from './view.js';
 
 /** Redraws at most this often: a busy gate writes thousands of lines a second. */
@@ -50,17 +62,37 @@ export async function runTop(socket: string): Promise<number> {
     draw();
   };
 
-  const events = await controlStream(socket, '/events', (line) => update(onAuditLine(state, line, Date.now())));
-  if (!events.ok) throw new SandgateError(`the daemon refused the decision stream (HTTP ${events.status}): ${String(events.body.error ?? '')}`, 'RUNTIME');
-  streams.push(events.stream);
-  events.stream.ended.then(() => update(withMessage(state, 'the daemon closed the decision stream (stopped?); q quits')));
-
-  const approvals = await controlStream(socket, '/approvals?watch=1', (line) => update(onApprovalLine(state, line))).catch(() => undefined);
-  if (approvals === undefined || !approvals.ok) update(onApprovalsAbsent(state));
-  else {
-    streams.push(approvals.stream);
-    update(onApprovalLine(state, {}));
-  }
+  let quitting = false;
+  /**
+   * Opens the decision stream and the approvals watch. The first failure is the command's error;
+   * once the view runs, a stream that ends (the daemon restarted) is re-opened every second, and
+   * the approvals list starts over from what the new watch reports.
+   */
+  const connect = async (): Promise<void> => {
+    const events = await controlStream(socket, '/events', (line) => update(onAuditLine(state, line, Date.now())));
+    if (!events.ok) throw new SandgateError(`the daemon refused the decision stream (HTTP ${events.status}): ${String(events.body.error ?? '')}`, 'RUNTIME');
+    streams.push(events.stream);
+    events.stream.ended.then(() => {
+      if (quitting) return;
+      update(withMessage(state, 'the daemon closed the decision stream (restarting?): reconnecting'));
+      setTimeout(retry, 1000).unref();
+    });
+    const approvals = await controlStream(socket, '/approvals?watch=1', (line) => update(onApprovalLine(state, line))).catch(() => undefined);
+    update(onApprovalsAbsent(state));
+    if (approvals?.ok) {
+      streams.push(approvals.stream);
+      update(onApprovalsPresent(state));
+    }
+  };
+  const retry = (): void => {
+    if (quitting) return;
+    for (const s of streams.splice(0)) s.close();
+    connect().then(
+      () => update(withMessage(state, 'reconnected')),
+      () => setTimeout(retry, 1000).unref(),
+    );
+  };
+  await connect();
 
   const props = () => {
     const width = process.stdout.columns || 120;
@@ -85,6 +117,7 @@ export async function runTop(socket: string): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   const code = await finished;
+  quitting = true;
   clearInterval(timer);
   for (const s of streams) s.close();
   ink.unmount();

@@ -286,11 +286,59 @@ test.serial('a daemon without /approvals (404): top hides the panel and the answ
     events[0]?.write(
       `${JSON.stringify({ time: new Date().toISOString(), event: 'conn', proto: 'tls', sandbox: 'agent', host: 'api.example.test', decision: 'allow' })}\n`,
     );
-    const screen = await s.until((x) => rows(x).some((r) => r.includes('api.example.test')), 'a decision');
+    events[0]?.write(
+      `${JSON.stringify({ time: new Date().toISOString(), event: 'conn', proto: 'tls', sandbox: 'agent', host: 'evil.example.test', decision: 'deny' })}\n`,
+    );
+    const screen = await s.until(
+      (x) => rows(x).some((r) => r.includes('api.example.test')) && rows(x).some((r) => r.includes('evil.example.test')),
+      'decisions',
+    );
     t.false(screen.includes('PENDING APPROVALS'));
+    // Colours too, under CI=true.
+    const red = (await s.capture(true)).split('\n').find((l) => l.includes('evil.example.test')) ?? '';
+    t.regex(red, /\x1b\[[0-9;]*31[;m]/);
     await s.keys('a', 'x', 'P', 's', 'q');
     t.is(await s.untilExit('top exiting on q'), 0);
     t.deepEqual(posts, []);
+  } finally {
+    await new Promise<void>((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    });
+  }
+});
+
+test.serial('the daemon closing the stream (a restart): top reconnects and goes on', async (t) => {
+  const path = join(dir, 'fake-restart.sock');
+  const events: http.ServerResponse[] = [];
+  const server = http.createServer((req, res) => {
+    if (req.url === '/events') {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.flushHeaders();
+      events.push(res);
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end('{"error":"no such path"}\n');
+  });
+  await new Promise<void>((r) => server.listen(path, () => r()));
+  const line = (host: string): string =>
+    `${JSON.stringify({ time: new Date().toISOString(), event: 'conn', proto: 'tls', sandbox: 'agent', host, decision: 'allow' })}\n`;
+  try {
+    const s = await top(path);
+    await s.until((x) => x.includes('TIME ') && events.length === 1, 'the view');
+    events[0]?.write(line('before.example.test'));
+    await s.until((x) => rows(x).some((r) => r.includes('before.example.test')), 'the first line');
+    server.closeAllConnections();
+    await s.until((x) => x.includes('reconnected') && events.length === 2, 'the stream opened again');
+    events[1]?.write(line('after.example.test'));
+    const screen = await s.until((x) => rows(x).some((r) => r.includes('after.example.test')), 'a line on the new stream');
+    t.true(
+      rows(screen).some((r) => r.includes('before.example.test')),
+      'what was seen stays',
+    );
+    await s.keys('q');
+    t.is(await s.untilExit('top exiting on q'), 0);
   } finally {
     await new Promise<void>((r) => {
       server.close(() => r());
