@@ -72,6 +72,8 @@ export async function runTop(socket: string): Promise<number> {
     const events = await controlStream(socket, '/events', (line) => update(onAuditLine(state, line, Date.now())));
     if (!events.ok) throw new SandgateError(`the daemon refused the decision stream (HTTP ${events.status}): ${String(events.body.error ?? '')}`, 'RUNTIME');
     streams.push(events.stream);
+    // A reconnect that completes after q: nothing may keep the process open.
+    if (quitting) events.stream.close();
     events.stream.ended.then(() => {
       if (quitting) return;
       update(withMessage(state, 'the daemon closed the decision stream (restarting?): reconnecting'));
@@ -81,6 +83,7 @@ export async function runTop(socket: string): Promise<number> {
     update(onApprovalsAbsent(state));
     if (approvals?.ok) {
       streams.push(approvals.stream);
+      if (quitting) approvals.stream.close();
       update(onApprovalsPresent(state));
     }
   };
