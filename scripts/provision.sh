@@ -19,7 +19,7 @@ fi
 # chromium + libnss3-tools (certutil) for the headless-browser test (test/integration/browser.test.ts).
 # Bench: wrk, nginx, haproxy, mitmproxy are installed by scripts/bench.sh, not here.
 PACKAGES=(nftables iptables ipset iproute2 ca-certificates openssl curl dnsutils iputils-ping git python3 conntrack procps chromium libnss3-tools
-  libnetfilter-queue-dev make g++)
+  libnetfilter-queue-dev make g++ tmux)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

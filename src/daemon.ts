@@ -20,6 +20,7 @@ import { ConnRegistry } from './net/conn-registry.js';
 import { createControlService, type ReloadResult } from './control/service.js';
 import type { Outcome } from './control/registry.js';
 import { startControlServer, type ControlServer } from './control/server.js';
+import { EventHub } from './control/events.js';
 import { reloadConflict } from './control/registry.js';
 import { checkHealth, type HealthReport } from './control/health.js';
 import type { MetricsListener } from './metrics/server.js';
@@ -295,7 +296,9 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
       reload: () => serial(reload),
     });
-    control = await startControlServer(config.listen.control, svc, health, approvalsApi);
+    // The decision stream taps the audit text only while someone watches (GET /events).
+    const events = new EventHub((active) => audit.tap(active ? (text) => events.publish(text) : undefined));
+    control = await startControlServer(config.listen.control, svc, health, approvalsApi, events);
   }
   audit.write({ event: 'config', action: 'loaded', file, sandboxes: config.sandboxes.length, policies: Object.keys(config.policies).length });
   audit.write({

@@ -100,6 +100,12 @@ export interface PrimaryAudit extends Audit {
   reopen(): void;
   /** Sets the one observer of every line written (own and workers'); undefined removes it. */
   observe(fn: AuditObserver | undefined): void;
+  /**
+   * Sets the one tap of the written text: each of this process's lines exactly as formatted, and
+   * each batch of a worker's lines as received (complete lines); undefined removes it. The control
+   * API's `/events` sets it only while someone subscribes.
+   */
+  tap(fn: ((text: string) => void) | undefined): void;
   /** Resolves once the destination is open and every line written so far is on it (before an early exit). */
   settle(): Promise<void>;
   /**
@@ -115,8 +121,16 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
     dest.write(text);
   });
   let observer: AuditObserver | undefined;
-  const audit = auditOn(batch, level, undefined, { stderr: file !== undefined, observe: (f) => observer?.(f) });
-  const logOnly = file !== undefined ? auditOn(batch, level, undefined, { stderr: false, observe: (f) => observer?.(f) }) : audit;
+  let tap: ((text: string) => void) | undefined;
+  // Every line of this process passes here on its way to the batch, formatted as it is written.
+  const tapped: pino.DestinationStream = {
+    write(line: string) {
+      tap?.(line);
+      return batch.write(line);
+    },
+  };
+  const audit = auditOn(tapped, level, undefined, { stderr: file !== undefined, observe: (f) => observer?.(f) });
+  const logOnly = file !== undefined ? auditOn(tapped, level, undefined, { stderr: false, observe: (f) => observer?.(f) }) : audit;
   const flush = (): void => {
     batch.flush();
     try {
@@ -149,6 +163,7 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
     // One writer (this process) appends to one buffer: a worker's lines land between ours, never inside one.
     raw(text) {
       batch.write(text);
+      tap?.(text);
       if (observer) observeText(text, observer);
     },
     flush,
@@ -161,6 +176,9 @@ export function createAudit(file: string | undefined, level = 'info'): PrimaryAu
     },
     observe(fn) {
       observer = fn;
+    },
+    tap(fn) {
+      tap = fn;
     },
     writeLogOnly(fields) {
       logOnly.write(fields);

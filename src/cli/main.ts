@@ -50,6 +50,8 @@ const USAGE = `usage: sandgate <command> [options]
                                  draft a policy from what a report-mode run's audit log shows:
                                  hosts, ports, methods, path globs, credentials, with counts
                                  (sandgate suggest --help)
+  top [--socket PATH | -c FILE]  live view of the running daemon's decisions, per-sandbox rates and
+                                 pending approvals (keys: / filter, p pause, d denials, q quit)
   demo                           a self-contained demonstration in throwaway namespaces
 `;
 
@@ -117,6 +119,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       case 'suggest': {
         const { cmdSuggest } = await import('./suggest.js');
         return await cmdSuggest(rest);
+      }
+      case 'top': {
+        const { cmdTop } = await import('./top.js');
+        return await cmdTop(rest);
       }
       case 'demo': {
         const { runDemo } = await import('../demo/demo.js');

@@ -11,6 +11,8 @@
  *   POST   /reload            re-read the config file (as SIGHUP): 200 with what it loaded, or
  *                             400 with why it was rejected (the old config stays)
  *   /approvals...              pending `unlisted: ask` decisions (src/approvals/api.ts)
+ *   GET    /events            the audit lines as they are written, NDJSON, optionally filtered
+ *                             (?sandbox=NAME&host=GLOB&decision=deny; events.ts)
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
@@ -27,6 +29,8 @@ import { isSandboxName, parseBody, type Outcome } from './registry.js';
 import type { ControlService } from './service.js';
 import type { HealthReport } from './health.js';
 import { parseDecision, watch, type ApprovalsApi } from '../approvals/api.js';
+import type { EventHub } from './events.js';
+import { serveEvents } from './events-http.js';
 
 const MAX_BODY = 64 * 1024;
 
@@ -126,12 +130,21 @@ async function route(
   svc: ControlService,
   health: (() => Promise<HealthReport>) | undefined,
   approvals: ApprovalsApi | undefined,
+  events: EventHub | undefined,
   req: http.IncomingMessage,
   res: http.ServerResponse,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter((p) => p !== '');
   const method = req.method ?? 'GET';
+  if (events && parts.length === 1 && parts[0] === 'events') {
+    if (method !== 'GET') {
+      send(res, 405, { error: `${method} is not allowed on /events (GET)` }, { allow: 'GET' });
+      return;
+    }
+    serveEvents(events, url, req, res);
+    return;
+  }
   if (parts[0] === 'approvals') {
     await routeApprovals(approvals, parts, url, req, res);
     return;
@@ -154,7 +167,7 @@ async function route(
     return;
   }
   if (parts[0] !== 'sandboxes' || parts.length > 2) {
-    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health, /reload and /approvals)` });
+    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health, /reload, /approvals and /events)` });
     return;
   }
   if (parts.length === 1) {
@@ -229,6 +242,7 @@ export async function startControlServer(
   svc: ControlService,
   health?: () => Promise<HealthReport>,
   approvals?: ApprovalsApi,
+  events?: EventHub,
 ): Promise<ControlServer> {
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -248,7 +262,7 @@ export async function startControlServer(
   if (stale) unlinkSync(path);
 
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    route(svc, health, approvals, req, res).catch((err: Error) => {
+    route(svc, health, approvals, events, req, res).catch((err: Error) => {
       if (!res.headersSent) send(res, 500, { error: `internal error: ${err.message}` });
       else res.destroy();
     });

@@ -13,7 +13,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGate, startUpstream, type Gate, type Line, type Upstream } from '../helpers/gate.js';
 import type { ExecResult } from '../../src/demo/topology.js';
-import { controlRequest } from '../../src/control/client.js';
+import { controlRequest, controlStream } from '../../src/control/client.js';
 import { LineLog, ROOT } from '../helpers/gate.js';
 import { apiRequests, authConfig, authUrl, calls, createAuthWorld, load, NEVER_LOGGED, secretEnv, type AuthWorld } from '../helpers/auth-world.js';
 
@@ -237,6 +237,27 @@ test.serial('an IMDSv2 session token from one worker is accepted by the other (o
   const lines = g.log.lines.filter((l) => l.event === 'metadata').slice(-8);
   const crossed = [0, 2, 4, 6].filter((i) => lines[i]?.worker !== lines[i + 1]?.worker);
   t.true(crossed.length > 0, JSON.stringify(lines.map((l) => [l.answer, l.worker])));
+});
+
+test.serial("GET /events carries the workers' lines, as the log has them, filtered", async (t) => {
+  const all: Record<string, unknown>[] = [];
+  const denied: Record<string, unknown>[] = [];
+  const streams = await Promise.all([
+    controlStream(sock, `/events?sandbox=agent-a&host=${H.plain}`, (l) => all.push(l)),
+    controlStream(sock, '/events?decision=deny', (l) => denied.push(l)),
+  ]);
+  // Connections go to the workers in turn: two requests, two workers.
+  for (const path of ['/events-1', '/events-2']) t.is(status(await curl(H.plain, 80, path)), 200);
+  t.not((await curl(H.evil, 8443, '/events-no')).code, 0);
+  const mine = (l: Record<string, unknown>): boolean => l.event === 'http' && typeof l.path === 'string' && l.path.startsWith('/events-');
+  await until(() => all.filter(mine).length === 2 && denied.some((l) => l.host === H.evil), 20_000, 'the lines on the streams');
+  const lines = all.filter(mine);
+  t.is(new Set(lines.map((l) => l.worker)).size, 2, "both workers' lines");
+  for (const l of lines) t.deepEqual(l, await g.log.waitFor((x) => x.path === l.path));
+  t.true(all.every((l) => l.sandbox === 'agent-a' && l.host === H.plain));
+  t.true(denied.every((l) => l.decision === 'deny'));
+  t.is(typeof denied.find((l) => l.host === H.evil)?.worker, 'number');
+  for (const s of streams) if (s.ok) s.stream.close();
 });
 
 test.serial('an authService credential under 50 concurrent requests across workers: one auth-service call', async (t) => {
