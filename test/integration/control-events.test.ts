@@ -46,7 +46,7 @@ test.serial('a subscriber that does not read loses lines, not memory: a drop mar
     active += a ? 1 : -1;
   });
   const path = join(dir, 'drop.sock');
-  const server = await startControlServer(path, svc, undefined, hub);
+  const server = await startControlServer(path, svc, undefined, undefined, hub);
   const text: string[] = [];
   let res: http.IncomingMessage | undefined;
   const done = new Promise<void>((resolve, reject) => {
@@ -110,7 +110,7 @@ test.serial('a client that goes away unsubscribes: nobody watching, no tap', asy
   const seen: boolean[] = [];
   const hub = new EventHub((a) => seen.push(a));
   const path = join(dir, 'leave.sock');
-  const server = await startControlServer(path, svc, undefined, hub);
+  const server = await startControlServer(path, svc, undefined, undefined, hub);
   const got: Record<string, unknown>[] = [];
   const open = await controlStream(path, '/events?decision=deny', (l) => got.push(l));
   if (!open.ok) throw new Error(`status ${open.status}`);
@@ -129,7 +129,7 @@ test.serial('a client that goes away unsubscribes: nobody watching, no tap', asy
 test.serial('at most MAX_SUBSCRIBERS streams: one more is refused with 503, and admitted once one leaves', async (t) => {
   const hub = new EventHub(() => undefined);
   const path = join(dir, 'cap.sock');
-  const server = await startControlServer(path, svc, undefined, hub);
+  const server = await startControlServer(path, svc, undefined, undefined, hub);
   const open = await Promise.all(Array.from({ length: MAX_SUBSCRIBERS }, () => controlStream(path, '/events', () => undefined)));
   t.true(open.every((o) => o.ok));
   t.like(await controlStream(path, '/events', () => undefined), { ok: false, status: 503 });
