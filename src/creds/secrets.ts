@@ -5,6 +5,7 @@ import { SandgateError } from '../errors.js';
 import { compileCredential, isTokenSource, type Credential, type CredentialSource } from './credential.js';
 import { AuthServiceSource } from './auth-service.js';
 import { OAuth2Source } from './oauth2.js';
+import { compileAwsCredential } from './aws.js';
 
 /** Shorter secrets would make response scrubbing mangle ordinary text, and are guessable anyway. */
 export const MIN_SECRET_LENGTH = 8;
@@ -47,6 +48,18 @@ export function loadCredentialSources(
     const key = `credentials.${id}`;
     if (c.secret !== undefined) {
       out.set(id, compileCredential(id, c, readSecret(`${key}.secret`, c.secret, readers)));
+      continue;
+    }
+    if (c.awsSigV4 !== undefined) {
+      const a = c.awsSigV4;
+      out.set(
+        id,
+        compileAwsCredential(id, a, {
+          accessKeyId: readSecret(`${key}.awsSigV4.accessKeyId`, a.accessKeyId, readers),
+          secretAccessKey: readSecret(`${key}.awsSigV4.secretAccessKey`, a.secretAccessKey, readers),
+          sessionToken: a.sessionToken !== undefined ? readSecret(`${key}.awsSigV4.sessionToken`, a.sessionToken, readers) : undefined,
+        }),
+      );
       continue;
     }
     const keep = (fingerprint: string): CredentialSource | undefined => {
