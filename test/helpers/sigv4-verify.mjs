@@ -45,7 +45,7 @@ export async function verifySigV4(req, keys) {
   const { method, path, headers } = req;
   const q = req.query ?? '';
   const presigned = /(^|&)X-Amz-Signature=/i.test(q);
-  let keyId, region, service, signedNames, signature, date, expires;
+  let keyId, region, service, signedNames, signature, date, expires, token;
   if (presigned) {
     const o = queryObject(q);
     [keyId, , region, service] = String(o['X-Amz-Credential'] ?? '').split('/');
@@ -53,7 +53,7 @@ export async function verifySigV4(req, keys) {
     signature = o['X-Amz-Signature'];
     date = amzToDate(o['X-Amz-Date']);
     expires = Number(o['X-Amz-Expires'] ?? 3600);
-    if (keys.sessionToken !== undefined && o['X-Amz-Security-Token'] !== keys.sessionToken) return { ok: false, why: 'security token missing or wrong' };
+    token = o['X-Amz-Security-Token'];
   } else {
     const auth = one(headers.authorization);
     if (auth === undefined) return { ok: false, why: 'no Authorization' };
@@ -63,10 +63,10 @@ export async function verifySigV4(req, keys) {
     signedNames = m[2].split(';');
     signature = m[3];
     date = amzToDate(one(headers['x-amz-date']));
-    if (keys.sessionToken !== undefined && one(headers['x-amz-security-token']) !== keys.sessionToken)
-      return { ok: false, why: 'security token missing or wrong' };
+    token = one(headers['x-amz-security-token']);
   }
   if (keyId !== keys.accessKeyId) return { ok: false, why: 'unknown access key id' };
+  if (keys.sessionToken !== undefined && token !== keys.sessionToken) return { ok: false, why: 'security token missing or wrong' };
   if (date === undefined) return { ok: false, why: 'no or malformed date' };
   if (!signedNames.includes('host')) return { ok: false, why: 'host is not signed' };
   const signed = {};
