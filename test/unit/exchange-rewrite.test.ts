@@ -66,8 +66,26 @@ test('AWS signed payload: a chunked body is held until complete, then sent with 
   t.false(u.sent.includes(AWS_PLACEHOLDER_KEY_ID));
   t.like(await verifySigV4({ ...s, body: Buffer.from(s.body) }, REAL), { ok: true, service: 'bedrock', region: 'us-east-1' });
   t.like(await verifySigV4({ ...s, body: Buffer.from('{"a":"c"}') }, REAL), { ok: false, why: 'x-amz-content-sha256 does not match the body' });
-  u.answer('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
-  t.regex(p.take(), /ok$/);
+  // An upstream echoing the Authorization it got: neither the real key id nor sandgate's signature reaches the sandbox.
+  const echo = s.headers.authorization ?? '';
+  u.answer(`HTTP/1.1 200 OK\r\nContent-Length: ${echo.length}\r\n\r\n${echo}`);
+  const back = p.take();
+  t.true(back.includes('AWS4-HMAC-SHA256 Credential=[redacted]'));
+  t.false(back.includes(REAL.accessKeyId));
+  t.false(back.includes(/Signature=([0-9a-f]{64})/.exec(echo)?.[1] ?? 'none'));
+});
+
+test('AWS: a request with no signature is signed; a WebSocket upgrade toward the host is refused (400)', async (t) => {
+  const w = playWorld({ source: aws() });
+  const p = w.play({ sni: HOST });
+  p.send(req('GET', '/x?list-type=2', HOST));
+  const s = parseSent(p.ready().sent);
+  t.like(await verifySigV4({ ...s, body: Buffer.alloc(0) }, REAL), { ok: true });
+  const q = w.play({ sni: HOST });
+  q.send(req('GET', '/ws', HOST, ['Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version: 13']));
+  t.regex(q.take(), /^HTTP\/1\.1 400 /);
+  t.is(q.dials.length, 0);
+  t.is(q.upgrades.length, 0);
 });
 
 test('AWS signed payload past maxBodyBytes: 413 (declared length at once; chunked when it gets there), never sent upstream', async (t) => {

@@ -304,6 +304,11 @@ test('refused: another access key id (header or query), SigV4a, an unknown paylo
   );
   const mine = `AWS4-HMAC-SHA256 Credential=${AWS_PLACEHOLDER_KEY_ID}/20261204/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=${'a'.repeat(64)}`;
   t.like(req(['Host', host, 'Authorization', mine]), { ok: true });
+  t.like(req(['Host', host, 'Authorization', `AWS ${AWS_PLACEHOLDER_KEY_ID}:c2lnbmF0dXJl`]), { ok: false, status: 403 });
+  const q = `X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=${AWS_PLACEHOLDER_KEY_ID}%2F20261204%2Fus-east-1%2Fbedrock%2Faws4_request&X-Amz-Signature=${'b'.repeat(64)}`;
+  t.like(req(['Host', host, 'Authorization', mine], `/x?${q}`), { ok: false, status: 400 });
+  t.like(req(['Host', host], `/x?${q}`, 10), { ok: false, status: 400, reason: 'a presigned request with a body is re-signed only toward S3' });
+  t.like(req(['Host', host], `/x?${q}`), { ok: true });
   t.like(req(['Host', host, 'Authorization', mine, 'x-amz-content-sha256', 'STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD']), { ok: false, status: 400 });
   t.like(req(['Host', host, 'Authorization', mine], '/model/x/invoke', 2 * 1024 * 1024), { ok: false, status: 413 });
   t.like(
