@@ -179,6 +179,8 @@ test.serial('Bedrock Runtime SDK (InvokeModel, InvokeModelWithResponseStream, Co
   t.is(seen.length, 3);
   for (const l of seen) t.like(l, { request: { auth: 'ok' }, status: 200 });
   assertNoSecret(t, String(out.seen), 'what the SDK received');
+  // The audit line is written once the response is relayed: it may follow the client's exit.
+  await g.log.waitFor((l) => l.event === 'http' && l.host === BEDROCK && String(l.path).endsWith('/converse'), 5000, 'the Converse audit line');
   assertGateClean(t, g);
   const lines = g.log.lines.filter((l) => l.event === 'http' && l.host === BEDROCK);
   t.true(lines.length >= 3 && lines.every((l) => l.credential === 'aws' && l.status === 200));
@@ -201,6 +203,7 @@ test.serial(
       [...new Set(seen.map((l) => `${(l.request as { method: string }).method} ${String((l.request as { sha: string }).sha)}`))].join(', '),
     );
     assertNoSecret(t, String(out.seen), 'what the SDK received');
+    await g.log.waitFor((l) => l.event === 'http' && l.path === '/echo-auth', 5000, 'the last GetObject audit line');
     assertGateClean(t, g);
   },
 );
@@ -269,6 +272,7 @@ test.serial(
     t.like(last, { real: true, placeholder: false, te: null });
     t.is(Number(last.contentLength), Number(last.length), 'a chunked body arrives length-framed, with its new length');
     assertNoSecret(t, c.stdout + c.stderr, 'what curl received');
+    await g.log.waitFor((l) => l.event === 'http' && l.path === '/v1/q', 5000, "curl's audit line");
     assertGateClean(t, g);
   },
 );
