@@ -3,7 +3,9 @@
 // sandbox namespace, configured with sandgate's placeholder keys (never real ones). It trusts
 // whatever CA NODE_EXTRA_CA_CERTS names.
 //
-// argv: --mode s3|bedrock --region R --key-id ID --secret S [--http2]
+// argv: --mode s3|bedrock|presign --region R --key-id ID --secret S [--http2]
+//   presign: prints presigned PutObject and GetObject URLs for sgtest-bucket/presigned.txt in
+//   `results` (made with the placeholder keys; nothing is sent).
 //   The Bedrock Runtime client defaults to HTTP/2, which sandgate's interception does not speak
 //   (ALPN offers http/1.1 only): it is given the SDK's HTTP/1.1 handler unless --http2.
 // Prints one JSON line: {ok, results, error?, seen}
@@ -20,6 +22,7 @@ import {
   CompleteMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { BedrockRuntimeClient, InvokeModelCommand, InvokeModelWithResponseStreamCommand, ConverseCommand } from '@aws-sdk/client-bedrock-runtime';
 
 const args = process.argv.slice(2);
@@ -86,6 +89,13 @@ async function s3() {
   results.echo = (await get('echo-auth')).toString();
 }
 
+async function presign() {
+  const c = new S3Client({ region, credentials });
+  const Bucket = 'sgtest-bucket';
+  results.put = await getSignedUrl(c, new PutObjectCommand({ Bucket, Key: 'presigned.txt' }), { expiresIn: 600 });
+  results.get = await getSignedUrl(c, new GetObjectCommand({ Bucket, Key: 'presigned.txt' }), { expiresIn: 600 });
+}
+
 async function bedrock() {
   const c = new BedrockRuntimeClient({ region, credentials, maxAttempts: 1, ...(args.includes('--http2') ? {} : { requestHandler: new NodeHttpHandler() }) });
   const modelId = 'anthropic.claude-3-haiku-20240307-v1:0';
@@ -101,6 +111,7 @@ async function bedrock() {
 try {
   if (mode === 's3') await s3();
   else if (mode === 'bedrock') await bedrock();
+  else if (mode === 'presign') await presign();
   else throw new Error(`unknown --mode ${mode}`);
   console.log(JSON.stringify({ ok: true, results, seen: seen.join('') }));
 } catch (err) {

@@ -157,7 +157,7 @@ function parseOut(r: ExecResult): Record<string, unknown> {
 }
 
 /** The AWS SDK client in the sandbox, with the placeholder keys; `ca` is what it trusts. */
-async function awsClient(mode: 's3' | 'bedrock', region: string, ca: string, extra: string[] = []): Promise<Record<string, unknown>> {
+async function awsClient(mode: 's3' | 'bedrock' | 'presign', region: string, ca: string, extra: string[] = []): Promise<Record<string, unknown>> {
   const home = join(w.dir, `home-${mode}-${region}`);
   const r = await w.topo.exec(
     w.sandbox,
@@ -204,6 +204,28 @@ test.serial(
     );
     assertNoSecret(t, String(out.seen), 'what the SDK received');
     await g.log.waitFor((l) => l.event === 'http' && l.path === '/echo-auth', 5000, 'the last GetObject audit line');
+    assertGateClean(t, g);
+  },
+);
+
+test.serial(
+  'presigned URLs made in the sandbox with the placeholder (@aws-sdk/s3-request-presigner) work through sandgate with curl: PUT then GET',
+  async (t) => {
+    const g = await gate();
+    const urls = (await awsClient('presign', 'us-east-1', caPem())).results as { put: string; get: string };
+    t.true(urls.put.includes(AWS_PLACEHOLDER_KEY_ID));
+    const curl = (args: string[]) =>
+      w.topo.exec(w.sandbox, CURL, ['-sS', '--fail-with-body', '--max-time', '8', '--cacert', caPem(), ...args], { env: cleanEnv({}), timeoutMs: 10000 });
+    const put = await curl(['-X', 'PUT', '--data-binary', 'presigned body', urls.put]);
+    t.is(put.code, 0, put.stdout + put.stderr);
+    const get = await curl([urls.get]);
+    t.is(get.code, 0, get.stderr);
+    t.is(get.stdout, 'presigned body');
+    const seen = requests(fakes.s3).filter((l) => (l.request as { path: string }).path === '/presigned.txt');
+    t.is(seen.length, 2);
+    for (const l of seen) t.like(l, { request: { auth: 'ok' }, status: 200 });
+    assertNoSecret(t, put.stdout + put.stderr + get.stdout + get.stderr, 'what curl received');
+    await g.log.waitFor((l) => l.event === 'http' && l.path === '/presigned.txt' && l.method === 'GET', 5000, 'the presigned GET audit line');
     assertGateClean(t, g);
   },
 );

@@ -324,3 +324,29 @@ test('refused: another access key id (header or query), SigV4a, an unknown paylo
     },
   );
 });
+
+test('aws-chunked with a signed trailer: the trailer signature is re-signed over the trailing fields, chained from the final chunk', async (t) => {
+  const { long, short } = amzDate(NOW);
+  const scope = credentialScope(short, 'us-east-1', 's3');
+  const key = signingKey(REAL.secretAccessKey, short, 'us-east-1', 's3');
+  const seed = 'a'.repeat(64);
+  const wrong = '0'.repeat(64);
+  const body = `5;chunk-signature=${wrong}\r\nhello\r\n0;chunk-signature=${wrong}\r\nx-amz-checksum-crc32:NhCmhg==\r\nx-amz-trailer-signature:${wrong}\r\n\r\n`;
+  const r = new AwsChunkedResigner({ key, long, scope, seed, trailer: true, maxChunk: 1024 });
+  const out = Buffer.concat([...body].map((c) => r.push(Buffer.from(c, 'latin1')))).toString('latin1');
+  r.end();
+  t.is(out.length, body.length);
+  const s1 = chunkSignature(key, long, scope, seed, createHash('sha256').update('hello').digest('hex'));
+  const s0 = chunkSignature(key, long, scope, s1, EMPTY_SHA256);
+  // The trailer's string to sign (S3 "Signature calculation: trailing headers"), signed by smithy's own signString.
+  const smithy = new SignatureV4({ credentials: REAL, region: 'us-east-1', service: 's3', sha256: Sha256 });
+  const expected = await smithy.sign(
+    `AWS4-HMAC-SHA256-TRAILER\n${long}\n${scope}\n${s0}\n${createHash('sha256').update('x-amz-checksum-crc32:NhCmhg==\n').digest('hex')}`,
+    {
+      signingDate: new Date(NOW),
+    },
+  );
+  t.is(out, `5;chunk-signature=${s1}\r\nhello\r\n0;chunk-signature=${s0}\r\nx-amz-checksum-crc32:NhCmhg==\r\nx-amz-trailer-signature:${expected}\r\n\r\n`);
+  const noSig = new AwsChunkedResigner({ key, long, scope, seed, trailer: true, maxChunk: 1024 });
+  t.throws(() => noSig.push(Buffer.from(`0;chunk-signature=${wrong}\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n`)), { message: /no x-amz-trailer-signature/ });
+});
