@@ -165,7 +165,9 @@ export interface Signature {
 export function sign(r: Signable, key: Buffer, long: string, scope: string, s3: boolean): Signature {
   const h = canonicalHeaders(r.fields, r.signedNames);
   const canonicalRequest = `${r.method}\n${canonicalUri(r.path, s3)}\n${canonicalQuery(r.query)}\n${h.text}\n${h.signed}\n${r.payloadHash}`;
-  const toSign = `${ALGORITHM}\n${long}\n${scope}\n${sha256Hex(canonicalRequest)}`;
+  // Header values are byte strings (latin1, as parsed and as written); everything else is ASCII.
+  // AWS hashes the bytes that were sent, so the canonical request is hashed as latin1, not UTF-8.
+  const toSign = `${ALGORITHM}\n${long}\n${scope}\n${sha256Hex(Buffer.from(canonicalRequest, 'latin1'))}`;
   return { signature: createHmac('sha256', key).update(toSign, 'utf8').digest('hex'), signedHeaders: h.signed, canonicalRequest };
 }
 

@@ -35,7 +35,7 @@ import { AwsChunkedResigner } from './aws-chunked.js';
 import { renderHead, upstreamFields, type RequestFields } from './request-head.js';
 import type { Built, Planned, Rewrite } from './rewrite.js';
 
-const HEX64 = /^[0-9a-f]{64}$/;
+const HEX64 = /^[0-9a-fA-F]{64}$/;
 const PRESIGN_PARAMS = new Set(['x-amz-algorithm', 'x-amz-credential', 'x-amz-date', 'x-amz-signedheaders', 'x-amz-signature', 'x-amz-security-token']);
 const DROP_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 const DROP_NONE: ReadonlySet<string> = new Set();

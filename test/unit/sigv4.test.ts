@@ -5,7 +5,7 @@
  * and the result must verify with the real keys (test/helpers/sigv4-verify.mjs).
  */
 import test from 'ava';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Sha256 } from '@aws-crypto/sha256-js';
 import { amzDate, chunkSignature, credentialScope, sign, signingKey, EMPTY_SHA256 } from '../../src/creds/sigv4.js';
@@ -349,4 +349,30 @@ test('aws-chunked with a signed trailer: the trailer signature is re-signed over
   t.is(out, `5;chunk-signature=${s1}\r\nhello\r\n0;chunk-signature=${s0}\r\nx-amz-checksum-crc32:NhCmhg==\r\nx-amz-trailer-signature:${expected}\r\n\r\n`);
   const noSig = new AwsChunkedResigner({ key, long, scope, seed, trailer: true, maxChunk: 1024 });
   t.throws(() => noSig.push(Buffer.from(`0;chunk-signature=${wrong}\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n`)), { message: /no x-amz-trailer-signature/ });
+});
+
+test('a header value of raw UTF-8 bytes is signed over the bytes sent (as a server hashing the wire would)', (t) => {
+  const { long, short } = amzDate(NOW);
+  const key = signingKey(REAL.secretAccessKey, short, 'us-east-1', 's3');
+  const scope = credentialScope(short, 'us-east-1', 's3');
+  // "café" as UTF-8 bytes, held as a latin1 string (as llhttp parses it and the relay writes it).
+  const wire = Buffer.from('café', 'utf8').toString('latin1');
+  const fields: [string, string][] = [
+    ['host', 'b.s3.us-east-1.amazonaws.com'],
+    ['x-amz-meta-name', wire],
+  ];
+  const s = sign(
+    { method: 'PUT', path: '/k', query: [], fields, signedNames: new Set(['host', 'x-amz-meta-name']), payloadHash: 'UNSIGNED-PAYLOAD' },
+    key,
+    long,
+    scope,
+    true,
+  );
+  const bytes = Buffer.concat([
+    Buffer.from('PUT\n/k\n\nhost:b.s3.us-east-1.amazonaws.com\nx-amz-meta-name:'),
+    Buffer.from('café', 'utf8'),
+    Buffer.from('\n\nhost;x-amz-meta-name\nUNSIGNED-PAYLOAD'),
+  ]);
+  const toSign = `AWS4-HMAC-SHA256\n${long}\n${scope}\n${createHash('sha256').update(bytes).digest('hex')}`;
+  t.is(s.signature, createHmac('sha256', key).update(toSign).digest('hex'));
 });
