@@ -94,9 +94,11 @@ export interface OAuth2Config {
  * a placeholder key id (docs/credentials-aws.md).
  */
 export interface AwsSigV4Config {
-  readonly accessKeyId: SecretSource;
-  readonly secretAccessKey: SecretSource;
+  /** Static keys (both set), or temporary ones from `authService` (docs/credentials-aws.md). */
+  readonly accessKeyId?: SecretSource;
+  readonly secretAccessKey?: SecretSource;
   readonly sessionToken?: SecretSource;
+  readonly authService?: AuthServiceConfig;
   /** Signing region and service; otherwise taken from the host name. */
   readonly region?: string;
   readonly service?: string;

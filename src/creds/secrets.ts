@@ -50,22 +50,29 @@ export function loadCredentialSources(
       out.set(id, compileCredential(id, c, readSecret(`${key}.secret`, c.secret, readers)));
       continue;
     }
-    if (c.awsSigV4 !== undefined) {
-      const a = c.awsSigV4;
-      out.set(
-        id,
-        compileAwsCredential(id, a, {
-          accessKeyId: readSecret(`${key}.awsSigV4.accessKeyId`, a.accessKeyId, readers),
-          secretAccessKey: readSecret(`${key}.awsSigV4.secretAccessKey`, a.secretAccessKey, readers),
-          sessionToken: a.sessionToken !== undefined ? readSecret(`${key}.awsSigV4.sessionToken`, a.sessionToken, readers) : undefined,
-        }),
-      );
-      continue;
-    }
     const keep = (fingerprint: string): CredentialSource | undefined => {
       const prev = previous?.get(id);
       return prev !== undefined && isTokenSource(prev) && prev.fingerprint === fingerprint ? prev : undefined;
     };
+    const aws = c.awsSigV4;
+    if (aws?.authService !== undefined) {
+      // Temporary keys per (user, host) from the operator's service (docs/credentials-aws.md).
+      const serviceKey = readSecret(`${key}.awsSigV4.authService.secret`, aws.authService.secret, readers);
+      const fp = fingerprint(c, [serviceKey]);
+      out.set(id, keep(fp) ?? new AuthServiceSource(id, { ...c, authService: aws.authService }, serviceKey, fp));
+      continue;
+    }
+    if (aws !== undefined && aws.accessKeyId !== undefined && aws.secretAccessKey !== undefined) {
+      out.set(
+        id,
+        compileAwsCredential(id, aws, {
+          accessKeyId: readSecret(`${key}.awsSigV4.accessKeyId`, aws.accessKeyId, readers),
+          secretAccessKey: readSecret(`${key}.awsSigV4.secretAccessKey`, aws.secretAccessKey, readers),
+          sessionToken: aws.sessionToken !== undefined ? readSecret(`${key}.awsSigV4.sessionToken`, aws.sessionToken, readers) : undefined,
+        }),
+      );
+      continue;
+    }
     if (c.authService !== undefined) {
       const cfg = { ...c, authService: c.authService };
       const serviceKey = readSecret(`${key}.authService.secret`, c.authService.secret, readers);

@@ -152,7 +152,7 @@ test('awsSigV4: keys from env/file, placeholder key id and body limit default, r
     'awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK }, region: eu-west-1, service: s3, placeholderKeyId: AKIAMYPLACEHOLDER0001, maxBodyBytes: 4096 }',
   ).credentials.c;
   t.like(d?.awsSigV4, { region: 'eu-west-1', service: 's3', placeholderKeyId: 'AKIAMYPLACEHOLDER0001', maxBodyBytes: 4096 });
-  t.is(one('awsSigV4: { accessKeyId: { env: AK } }'), 'credentials.c.awsSigV4: missing required key "secretAccessKey"');
+  t.is(one('awsSigV4: { accessKeyId: { env: AK } }'), 'credentials.c.awsSigV4: needs both "accessKeyId" and "secretAccessKey"');
   t.regex(
     one('awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK } }\nplaceholder: sk-placeholder-x'),
     /credentials\.c\.placeholder: does not apply to an "awsSigV4" credential/,
@@ -172,4 +172,16 @@ test('placeholderIn: header, query, body (default header only); needs a placehol
   t.is(one('secret: { env: K }\nplaceholderIn: [body]'), 'credentials.c.placeholderIn: needs "placeholder" (the string to replace)');
   t.regex(one('secret: { env: K }\nplaceholder: sk-placeholder-x\nplaceholderIn: [cookie]'), /placeholderIn\[0\]: must be one of: header, query, body/);
   t.regex(one('secret: { env: K }\nplaceholder: sk-placeholder-x\nmaxBodyBytes: 10'), /maxBodyBytes: must be a whole number/);
+});
+
+test('awsSigV4 with authService: temporary keys from the service; not together with static keys', (t) => {
+  const c = ok('awsSigV4: { authService: { url: "https://auth.internal.example/aws", secret: { env: SVC } }, region: us-east-1 }').credentials.c;
+  t.like(c?.awsSigV4, { authService: { url: 'https://auth.internal.example/aws', timeoutMs: 2000, secret: { env: 'SVC' } }, region: 'us-east-1' });
+  t.is(c?.awsSigV4?.accessKeyId, undefined);
+  t.regex(
+    one('awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK }, authService: { url: "https://a.example/x", secret: { env: SVC } } }'),
+    /needs either "accessKeyId" and "secretAccessKey" .* or "authService"/,
+  );
+  t.regex(one('awsSigV4: { region: us-east-1 }'), /needs either "accessKeyId" and "secretAccessKey"/);
+  t.regex(one('awsSigV4: { accessKeyId: { env: AK } }'), /needs both "accessKeyId" and "secretAccessKey"/);
 });

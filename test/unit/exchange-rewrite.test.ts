@@ -4,7 +4,7 @@
  * aws-chunked bodies re-signed as they stream) and a placeholder replaced in query and body.
  */
 import test from 'ava';
-import { compileCredential } from '../../src/creds/credential.js';
+import { compileCredential, type TokenRequest, type TokenSource } from '../../src/creds/credential.js';
 import { compileAwsCredential } from '../../src/creds/aws.js';
 import { AWS_PLACEHOLDER_KEY_ID } from '../../src/creds/aws-placeholder.js';
 import { own, playWorld, req, settle, type Line } from '../helpers/exchange-play.js';
@@ -209,4 +209,44 @@ test('placeholderIn query: replaced URL-encoded in the query only; over maxBodyB
       true,
     ),
   );
+});
+
+test('AWS with temporary keys from a token source (awsSigV4.authService): fetched per request, signed with them and their session token', async (t) => {
+  const temp = { accessKeyId: 'ASIATEMPORARYKEY0001', secretAccessKey: 'temporary/secret/0123456789abcdef', sessionToken: 'session-token-0123456789abcdef' };
+  const asked: TokenRequest[] = [];
+  const src: TokenSource = {
+    id: 't',
+    kind: 'authService',
+    fingerprint: 'test',
+    acquire(r) {
+      asked.push(r);
+      return Promise.resolve(
+        compileAwsCredential(
+          't',
+          {
+            authService: { url: 'https://auth.example/x', timeoutMs: 1000, secret: { env: 'S' } },
+            region: 'us-east-1',
+            service: 's3',
+            placeholderKeyId: AWS_PLACEHOLDER_KEY_ID,
+            maxBodyBytes: 1024,
+          },
+          temp,
+        ),
+      );
+    },
+    reject() {},
+    stats: () => ({ entries: 0, hits: 0, misses: 0, coalesced: 0, fetches: 0, refreshes: 0, failures: 0, invalidations: 0, evictions: 0 }),
+  };
+  const w = playWorld({ source: src });
+  const p = w.play({ sni: HOST });
+  p.send(req('PUT', '/b/k', HOST, [sandboxAuth(), 'x-amz-content-sha256: UNSIGNED-PAYLOAD', 'Content-Length: 3'], 'abc'));
+  await settle();
+  const u = p.ready();
+  const s = parseSent(u.sent);
+  t.is(s.headers['x-amz-security-token'], temp.sessionToken);
+  t.is(s.body, 'abc');
+  t.like(await verifySigV4({ ...s, body: Buffer.from(s.body) }, temp), { ok: true, service: 's3' });
+  t.like(asked[0], { sandbox: 's', host: HOST, method: 'PUT' });
+  u.answer(`HTTP/1.1 403 Forbidden\r\nContent-Length: ${temp.sessionToken.length}\r\n\r\n${temp.sessionToken}`);
+  t.false(p.take().includes(temp.sessionToken), 'an echoed session token is scrubbed');
 });

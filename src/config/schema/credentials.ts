@@ -46,7 +46,7 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
     const secret = c.secret !== undefined ? v.secret(c.secret, [...p, 'secret']) : undefined;
     const authService = c.authService !== undefined ? readAuthService(v, c.authService, [...p, 'authService'], upstream) : undefined;
     const oauth2 = c.oauth2 !== undefined ? readOAuth2(v, c.oauth2, [...p, 'oauth2'], upstream) : undefined;
-    const awsSigV4 = c.awsSigV4 !== undefined ? readAwsSigV4(v, c.awsSigV4, [...p, 'awsSigV4']) : undefined;
+    const awsSigV4 = c.awsSigV4 !== undefined ? readAwsSigV4(v, c.awsSigV4, [...p, 'awsSigV4'], upstream) : undefined;
     if (awsSigV4) {
       // The request is re-signed whole: nothing else of an injected credential applies.
       for (const k of ['header', 'format', 'placeholder', 'placeholderIn', 'maxBodyBytes', 'basic', 'query'] as const)
@@ -108,14 +108,19 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
 /** AWS region and service names: lower-case letters, digits and dashes. */
 const AWS_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
-function readAwsSigV4(v: Reader, raw: unknown, p: PathPart[]): AwsSigV4Config | undefined {
-  const a = v.obj(
-    raw,
-    p,
-    ['accessKeyId', 'secretAccessKey', 'sessionToken', 'region', 'service', 'placeholderKeyId', 'maxBodyBytes'],
-    ['accessKeyId', 'secretAccessKey'],
-  );
+function readAwsSigV4(v: Reader, raw: unknown, p: PathPart[], upstream: Config['upstream']): AwsSigV4Config | undefined {
+  const a = v.obj(raw, p, ['accessKeyId', 'secretAccessKey', 'sessionToken', 'authService', 'region', 'service', 'placeholderKeyId', 'maxBodyBytes']);
   if (!a) return undefined;
+  const keyed = a.accessKeyId !== undefined || a.secretAccessKey !== undefined || a.sessionToken !== undefined;
+  if (keyed === (a.authService !== undefined)) {
+    v.fail(p, 'needs either "accessKeyId" and "secretAccessKey" (optionally "sessionToken") or "authService" (temporary keys), not both');
+    return undefined;
+  }
+  if (keyed && (a.accessKeyId === undefined || a.secretAccessKey === undefined)) {
+    v.fail(p, 'needs both "accessKeyId" and "secretAccessKey"');
+    return undefined;
+  }
+  const authService = a.authService !== undefined ? readAuthService(v, a.authService, [...p, 'authService'], upstream) : undefined;
   const accessKeyId = a.accessKeyId !== undefined ? v.secret(a.accessKeyId, [...p, 'accessKeyId']) : undefined;
   const secretAccessKey = a.secretAccessKey !== undefined ? v.secret(a.secretAccessKey, [...p, 'secretAccessKey']) : undefined;
   const sessionToken = a.sessionToken !== undefined ? v.secret(a.sessionToken, [...p, 'sessionToken']) : undefined;
@@ -127,6 +132,8 @@ function readAwsSigV4(v: Reader, raw: unknown, p: PathPart[]): AwsSigV4Config | 
         AWS_PLACEHOLDER_KEY_ID)
       : AWS_PLACEHOLDER_KEY_ID;
   const maxBodyBytes = v.int(a.maxBodyBytes, [...p, 'maxBodyBytes'], 1024, 1024 * 1024 * 1024, DEFAULT_MAX_SIGNED_BODY);
+  if (authService)
+    return { authService, placeholderKeyId, maxBodyBytes, ...(region !== undefined ? { region } : {}), ...(service !== undefined ? { service } : {}) };
   if (!accessKeyId || !secretAccessKey) return undefined;
   return {
     accessKeyId,
