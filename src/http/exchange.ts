@@ -88,6 +88,8 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   /** The body goes upstream with a Content-Length (it was buffered), not re-chunked. */
   #lengthFramed = false;
   #transform: BodyTransform | undefined;
+  /** The body being held for the rewrite, until it is complete. */
+  #buffer: BodyBuffer | undefined;
 
   constructor(conn: ExchangeConn, inc: Incoming) {
     this.conn = conn;
@@ -164,7 +166,8 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
           this.bodyBuffered(EMPTY);
           return;
         }
-        this.inc.take(new BodyBuffer(p.rewrite.bufferLimit, this));
+        this.#buffer = new BodyBuffer(p.rewrite.bufferLimit, this);
+        this.inc.take(this.#buffer);
         return;
       }
     }
@@ -184,15 +187,20 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     this.#reject(413, 'content too large', `the request body is held whole to be signed or searched, and it is larger than ${limit} bytes`);
   }
 
+  bodyBusy(): void {
+    this.#reject(503, 'busy', 'sandgate holds too many request bodies at once; try again', 'Retry-After: 1\r\n');
+  }
+
   /** Refused after admission (by the credential's rewrite): nothing went upstream. */
-  #reject(status: number, error: string, reason: string): void {
+  #reject(status: number, error: string, reason: string, extra?: string): void {
     if (this.#over) return;
     this.#over = true;
+    this.#buffer?.drop();
     this.log(status, reason, undefined, status === 403);
     this.inc.discard();
     // A body the sandbox may still be sending: the connection closes rather than read it all.
     const keep = this.inc.keepAlive && this.inc.complete;
-    this.conn.respond(status, { error, reason }, !keep);
+    this.conn.respond(status, { error, reason }, !keep, extra);
     this.conn.exchangeDone(keep);
   }
 
@@ -586,6 +594,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
 
   /** The sandbox went away: never leave the upstream hanging. */
   sandboxClosed(): void {
+    this.#buffer?.drop();
     if (this.#over) return;
     this.#over = true;
     this.#abortConnect?.();
@@ -595,6 +604,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
 
   /** The connection is being closed for a reason of its own (a malformed pipelined request). */
   abort(): void {
+    this.#buffer?.drop();
     this.#over = true;
     this.#abortConnect?.();
     this.#attempt?.destroy();

@@ -9,6 +9,7 @@ import { compileAwsCredential } from '../../src/creds/aws.js';
 import { AWS_PLACEHOLDER_KEY_ID } from '../../src/creds/aws-placeholder.js';
 import { own, playWorld, req, settle, type Line } from '../helpers/exchange-play.js';
 import { verifySigV4 } from '../helpers/sigv4-verify.mjs';
+import { BodyBuffer, BufferBudget, heldBodies } from '../../src/http/body-buffer.js';
 
 const HOST = 'token.example.test';
 const REAL = { accessKeyId: 'AKIAREALKEY000000001', secretAccessKey: 'realSecret/0123456789abcdefghijklmnopqrstu' };
@@ -249,4 +250,43 @@ test('AWS with temporary keys from a token source (awsSigV4.authService): fetche
   t.like(asked[0], { sandbox: 's', host: HOST, method: 'PUT' });
   u.answer(`HTTP/1.1 403 Forbidden\r\nContent-Length: ${temp.sessionToken.length}\r\n\r\n${temp.sessionToken}`);
   t.false(p.take().includes(temp.sessionToken), 'an echoed session token is scrubbed');
+});
+
+test('held bodies share one budget per process: past it 503 with Retry-After; a body held by a sandbox that hangs up is let go', async (t) => {
+  const budget = new BufferBudget(10);
+  const events: string[] = [];
+  const waiter = {
+    bodyBuffered: (b: Buffer) => events.push(`done ${b.length}`),
+    bodyTooLarge: () => events.push('large'),
+    bodyBusy: () => events.push('busy'),
+  };
+  const a = new BodyBuffer(100, waiter, budget);
+  a.bodyChunk(Buffer.alloc(6));
+  const b = new BodyBuffer(100, waiter, budget);
+  b.bodyChunk(Buffer.alloc(6));
+  t.deepEqual(events, ['busy']);
+  t.is(budget.used, 6);
+  a.bodyDone();
+  t.is(budget.used, 0, 'handed on: no longer held');
+  t.deepEqual(events, ['busy', 'done 6']);
+
+  const w = playWorld({ source: aws(1024) });
+  const before = heldBodies.used;
+  t.true(heldBodies.take(heldBodies.limit - before - 4), 'the test holds nearly all of the budget, as other uploads would');
+  try {
+    const p = w.play({ sni: HOST });
+    p.send(req('POST', '/x', HOST, [sandboxAuth(), 'Content-Length: 8'], '01234567'));
+    const got = p.take();
+    t.regex(got, /^HTTP\/1\.1 503 /);
+    t.regex(got, /Retry-After: 1/);
+    t.is(p.dials.length, 0);
+  } finally {
+    heldBodies.give(heldBodies.limit - before - 4);
+  }
+  const q = w.play({ sni: HOST });
+  q.send(req('POST', '/x', HOST, [sandboxAuth(), 'Content-Length: 8'], '0123'));
+  t.is(heldBodies.used, before + 4);
+  q.destroyed = true;
+  q.conn.closed();
+  t.is(heldBodies.used, before, 'let go when the sandbox went away');
 });
