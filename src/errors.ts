@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'REJECTED' // the daemon refused a request (control API 4xx): bad or conflicting input
   | 'TLS_LEAF' // a leaf certificate could not be issued for a name (src/tls/leaf-cache.ts)
   | 'TOKEN' // a token source could not produce a credential (src/creds/token-error.ts)
+  | 'AWS_CHUNKED' // an aws-chunked request body that cannot be re-signed (src/http/aws-chunked.ts)
   | 'TOPOLOGY' // network namespaces for the demo or tests could not be built
   | 'DEMO' // the demo could not set itself up
   | 'RUNTIME';

@@ -148,12 +148,39 @@ export interface GoogleServiceAccountConfig {
   readonly timeoutMs: number;
 }
 
-/** Exactly one of `secret`, `authService`, `oauth2`, `googleServiceAccount` is set (the validator guarantees it). */
+/**
+ * `awsSigV4`: sandgate re-signs AWS Signature V4 requests with these keys; the sandbox signs with
+ * a placeholder key id (docs/credentials-aws.md).
+ */
+export interface AwsSigV4Config {
+  /** Static keys (both set), or temporary ones from `authService` (docs/credentials-aws.md). */
+  readonly accessKeyId?: SecretSource;
+  readonly secretAccessKey?: SecretSource;
+  readonly sessionToken?: SecretSource;
+  readonly authService?: AuthServiceConfig;
+  /** Signing region and service; otherwise taken from the host name. */
+  readonly region?: string;
+  readonly service?: string;
+  /** The only access key id the sandbox may sign with. */
+  readonly placeholderKeyId: string;
+  /** A signed payload is buffered to be hashed: past this many bytes, 413. */
+  readonly maxBodyBytes: number;
+}
+
+/** Where a placeholder is replaced (docs/credentials-placeholders.md). */
+export type PlaceholderPlace = 'header' | 'query' | 'body';
+
+/** Exactly one of `secret`, `authService`, `oauth2`, `googleServiceAccount`, `awsSigV4` is set (the validator guarantees it). */
 export interface CredentialConfig {
   readonly secret?: SecretSource;
   readonly authService?: AuthServiceConfig;
   readonly oauth2?: OAuth2Config;
   readonly googleServiceAccount?: GoogleServiceAccountConfig;
+  readonly awsSigV4?: AwsSigV4Config;
+  /** Default ['header']. */
+  readonly placeholderIn?: readonly PlaceholderPlace[];
+  /** Bodies searched for the placeholder are buffered up to this many bytes; past it, 413. */
+  readonly maxBodyBytes?: number;
   readonly header: string;
   readonly format: string;
   readonly placeholder?: string;

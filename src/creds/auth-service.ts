@@ -19,6 +19,7 @@ import {
 import { DEFAULT_DELAYS_MS, MAX_LIFETIME_MS, TokenCache, realClock, withRetries, type Clock, type Issued } from './token-cache.js';
 import { parseJsonBody, postToken, retryableStatus } from './token-client.js';
 import { TokenError } from './token-error.js';
+import { compileAwsCredential } from './aws.js';
 
 /** Tokens kept per credential (keys are user x host); the least recently used go first. */
 export const AUTH_CACHE_ENTRIES = 4096;
@@ -50,19 +51,44 @@ const REFUSED_HEADERS: ReadonlySet<string> = new Set([
 
 export type AuthAnswer =
   | { readonly kind: 'token'; readonly token: string; readonly lifetimeMs: number }
+  | { readonly kind: 'aws'; readonly keys: AwsTemporaryKeys; readonly lifetimeMs: number }
   | { readonly kind: 'headers'; readonly headers: readonly (readonly [string, string])[]; readonly lifetimeMs: number };
 
 /**
  * Check an auth service's JSON answer. Messages name the field and the rule broken, never a value
  * (a malformed answer may still hold a real token).
  */
-export function parseAuthAnswer(body: unknown): AuthAnswer {
+export interface AwsTemporaryKeys {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken: string | undefined;
+}
+
+/** An access key id: AWS's are upper-case letters and digits (AKIA..., ASIA...). */
+const KEY_ID = /^[A-Z0-9]{16,128}$/;
+
+/**
+ * `aws`: the credential is awsSigV4, whose service answers
+ * `{aws: {accessKeyId, secretAccessKey, sessionToken?}, expiresIn}` and nothing else.
+ */
+export function parseAuthAnswer(body: unknown, aws = false): AuthAnswer {
   const bad = (why: string): TokenError => new TokenError(`auth service answer rejected: ${why}`, false);
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw bad('not a JSON object');
   const o = body as Record<string, unknown>;
   const exp = o.expiresIn;
   if (typeof exp !== 'number' || !Number.isFinite(exp) || exp <= 0) throw bad('"expiresIn" must be a positive number of seconds');
   const lifetimeMs = Math.min(exp * 1000, MAX_LIFETIME_MS);
+  if (aws) {
+    const k = o.aws;
+    if (o.token !== undefined || o.headers !== undefined || k === null || typeof k !== 'object' || Array.isArray(k))
+      throw bad('an awsSigV4 credential needs "aws": {accessKeyId, secretAccessKey, sessionToken?} (and no "token" or "headers")');
+    const a = k as Record<string, unknown>;
+    if (typeof a.accessKeyId !== 'string' || !KEY_ID.test(a.accessKeyId)) throw bad('"aws.accessKeyId" must be 16 to 128 upper-case letters and digits');
+    const secretAccessKey = checkToken(a.secretAccessKey, '"aws.secretAccessKey"', bad);
+    const sessionToken = a.sessionToken === undefined ? undefined : checkToken(a.sessionToken, '"aws.sessionToken"', bad);
+    return { kind: 'aws', keys: { accessKeyId: a.accessKeyId, secretAccessKey, sessionToken }, lifetimeMs };
+  }
+  if (o.aws !== undefined) throw bad('"aws" keys are only for an awsSigV4 credential');
   const hasToken = o.token !== undefined;
   const hasHeaders = o.headers !== undefined;
   if (hasToken === hasHeaders) throw bad('needs exactly one of "token" or "headers"');
@@ -157,9 +183,14 @@ export class AuthServiceSource implements TokenSource {
       'auth service',
     );
     if (r.status < 200 || r.status > 299) throw new TokenError(`${where} answered ${r.status}`, retryableStatus(r.status));
-    const answer = parseAuthAnswer(parseJsonBody(r, where));
-    const value =
-      answer.kind === 'token' ? compileCredential(this.id, this.cfg, answer.token) : compileHeaderCredential(this.id, this.cfg.header, answer.headers);
+    const aws = this.cfg.awsSigV4;
+    const answer = parseAuthAnswer(parseJsonBody(r, where), aws !== undefined);
+    let value: Credential;
+    if (answer.kind === 'aws') {
+      if (aws === undefined) throw new TokenError(`${where} answered AWS keys for a credential that is not awsSigV4`, false);
+      value = compileAwsCredential(this.id, aws, answer.keys);
+    } else if (answer.kind === 'token') value = compileCredential(this.id, this.cfg, answer.token);
+    else value = compileHeaderCredential(this.id, this.cfg.header, answer.headers);
     return { value, lifetimeMs: answer.lifetimeMs };
   }
 }

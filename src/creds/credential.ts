@@ -1,6 +1,7 @@
 import type { Agent as HttpsAgent } from 'node:https';
 import type { LookupFunction } from 'node:net';
-import type { CredentialConfig } from '../config/types.js';
+import type { CredentialConfig, PlaceholderPlace } from '../config/types.js';
+import type { AwsKeys } from './aws.js';
 
 /**
  * A credential ready for the data path: the secret is resolved and every derived string
@@ -31,6 +32,12 @@ export interface Credential {
    * value, each set upstream, replacing whatever the sandbox sent under that name.
    */
   readonly headers?: readonly (readonly [string, string])[];
+  /** Where `placeholder` is replaced (default header only; docs/credentials-placeholders.md). */
+  readonly placeholderIn?: ReadonlySet<PlaceholderPlace>;
+  /** Bodies searched for the placeholder are buffered up to this many bytes. */
+  readonly maxBodyBytes?: number;
+  /** An `awsSigV4` credential: the request is re-signed with these keys (docs/credentials-aws.md). */
+  readonly aws?: AwsKeys;
 }
 
 export function compileCredential(id: string, c: CredentialConfig, secret: string): Credential {
@@ -57,6 +64,8 @@ export function compileCredential(id: string, c: CredentialConfig, secret: strin
     placeholder: c.placeholder,
     secret,
     needles: [...needles].sort((a, b) => b.length - a.length),
+    ...(c.placeholderIn !== undefined ? { placeholderIn: new Set(c.placeholderIn) } : {}),
+    ...(c.maxBodyBytes !== undefined ? { maxBodyBytes: c.maxBodyBytes } : {}),
   };
 }
 
@@ -64,7 +73,7 @@ export function compileCredential(id: string, c: CredentialConfig, secret: strin
  * Forms an echoing upstream may reflect a secret in: as is, URL-encoded (query echo), base64 (a
  * debug endpoint decoding or re-encoding credentials), JSON-escaped (a body that quotes the request).
  */
-function addForms(needles: Set<string>, secret: string): void {
+export function addForms(needles: Set<string>, secret: string): void {
   needles.add(secret);
   needles.add(encodeURIComponent(secret));
   needles.add(Buffer.from(secret, 'utf8').toString('base64'));

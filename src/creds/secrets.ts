@@ -6,6 +6,7 @@ import { compileCredential, isTokenSource, type Credential, type CredentialSourc
 import { AuthServiceSource } from './auth-service.js';
 import { OAuth2Source } from './oauth2.js';
 import { GoogleServiceAccountSource, loadServiceAccountKey } from './google-service-account.js';
+import { compileAwsCredential } from './aws.js';
 
 /** Shorter secrets would make response scrubbing mangle ordinary text, and are guessable anyway. */
 export const MIN_SECRET_LENGTH = 8;
@@ -55,6 +56,25 @@ export function loadCredentialSources(
       const prev = previous?.get(id);
       return prev !== undefined && isTokenSource(prev) && prev.fingerprint === fingerprint ? prev : undefined;
     };
+    const aws = c.awsSigV4;
+    if (aws?.authService !== undefined) {
+      // Temporary keys per (user, host) from the operator's service (docs/credentials-aws.md).
+      const serviceKey = readSecret(`${key}.awsSigV4.authService.secret`, aws.authService.secret, readers);
+      const fp = fingerprint(c, [serviceKey]);
+      out.set(id, keep(fp) ?? new AuthServiceSource(id, { ...c, authService: aws.authService }, serviceKey, fp));
+      continue;
+    }
+    if (aws !== undefined && aws.accessKeyId !== undefined && aws.secretAccessKey !== undefined) {
+      out.set(
+        id,
+        compileAwsCredential(id, aws, {
+          accessKeyId: readSecret(`${key}.awsSigV4.accessKeyId`, aws.accessKeyId, readers),
+          secretAccessKey: readSecret(`${key}.awsSigV4.secretAccessKey`, aws.secretAccessKey, readers),
+          sessionToken: aws.sessionToken !== undefined ? readSecret(`${key}.awsSigV4.sessionToken`, aws.sessionToken, readers) : undefined,
+        }),
+      );
+      continue;
+    }
     if (c.authService !== undefined) {
       const cfg = { ...c, authService: c.authService };
       const serviceKey = readSecret(`${key}.authService.secret`, c.authService.secret, readers);

@@ -28,6 +28,9 @@ import type { Head } from './llhttp.js';
 import { requestHead } from './request-head.js';
 import { codingToDecode, decodable, declaredLength, refusal, responseFacts, responseHead, type Framing } from './response-head.js';
 import { Scrubber } from './scrub.js';
+import { BodyBuffer, type BufferWaiter } from './body-buffer.js';
+import { planRewrite, type BodyTransform, type Rewrite } from './rewrite.js';
+import { isTokenSource } from '../creds/credential.js';
 import { tlsFailure } from '../upstream/tls.js';
 
 const STALE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
@@ -54,7 +57,7 @@ export interface ExchangeConn {
   cutShort(): void;
 }
 
-export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, DecodeSink {
+export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, DecodeSink, BufferWaiter {
   readonly conn: ExchangeConn;
   readonly inc: Incoming;
   readonly #started: number;
@@ -78,6 +81,15 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   #mayRetry = false;
   /** The token a 401 refused, while the rest of the body is kept for the retry. */
   #refused: { dyn: Dynamic; used: Credential } | undefined;
+  /** A head built with the body in view (AWS re-signing, a placeholder in the body): src/http/rewrite.ts. */
+  #rewrite: Rewrite | undefined;
+  /** The body as the sandbox sent it, when the rewrite buffered it (a retry rebuilds from it). */
+  #original: Buffer | undefined;
+  /** The body goes upstream with a Content-Length (it was buffered), not re-chunked. */
+  #lengthFramed = false;
+  #transform: BodyTransform | undefined;
+  /** The body being held for the rewrite, until it is complete. */
+  #buffer: BodyBuffer | undefined;
 
   constructor(conn: ExchangeConn, inc: Incoming) {
     this.conn = conn;
@@ -111,6 +123,18 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
         });
         return;
       }
+      const c = adm.credential;
+      if (c !== undefined && !isTokenSource(c) && c.aws !== undefined) {
+        this.#refuse({
+          ...adm,
+          ok: false,
+          status: 400,
+          error: 'bad request',
+          reason: 'WebSocket upgrades toward an awsSigV4 host are not re-signed',
+          host: adm.host,
+        });
+        return;
+      }
       this.#over = true;
       conn.upgrade(inc, adm);
       return;
@@ -129,8 +153,68 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     this.#cred = cred;
     this.#dyn = dyn;
     this.#needles = cred?.needles;
+    if (cred !== undefined && (cred.aws !== undefined || cred.placeholderIn !== undefined)) {
+      const adm = this.#adm as Admitted;
+      const p = planRewrite(this.inc, adm.host, adm.upstream.hostHeader, cred);
+      if (!p.ok) {
+        this.#reject(p.status, p.error, p.reason);
+        return;
+      }
+      this.#rewrite = p.rewrite;
+      if (p.rewrite?.bufferLimit !== undefined) {
+        if (!this.inc.hasBody) {
+          this.bodyBuffered(EMPTY);
+          return;
+        }
+        this.#buffer = new BodyBuffer(p.rewrite.bufferLimit, this);
+        this.inc.take(this.#buffer);
+        return;
+      }
+    }
     if (dyn !== undefined && this.inc.hasBody) this.#kept = [];
     this.#send(true, undefined);
+  }
+
+  /** The whole body, for a rewrite that needed it. */
+  bodyBuffered(body: Buffer): void {
+    if (this.#over) return;
+    this.#original = body;
+    this.#lengthFramed = true;
+    this.#send(true, body);
+  }
+
+  bodyTooLarge(limit: number): void {
+    this.#reject(413, 'content too large', `the request body is held whole to be signed or searched, and it is larger than ${limit} bytes`);
+  }
+
+  bodyBusy(): void {
+    this.#reject(503, 'busy', 'sandgate holds too many request bodies at once; try again', 'Retry-After: 1\r\n');
+  }
+
+  /** Refused after admission (by the credential's rewrite): nothing went upstream. */
+  #reject(status: number, error: string, reason: string, extra?: string): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.#buffer?.drop();
+    this.log(status, reason, undefined, status === 403);
+    this.inc.discard();
+    // A body the sandbox may still be sending: the connection closes rather than read it all.
+    const keep = this.inc.keepAlive && this.inc.complete;
+    this.conn.respond(status, { error, reason }, !keep, extra);
+    this.conn.exchangeDone(keep);
+  }
+
+  /** The streamed body could not be rewritten (malformed aws-chunked framing): the request goes no further. */
+  #bodyRefused(reason: string): void {
+    if (this.#over) return;
+    const a = this.#attempt;
+    this.#attempt = undefined;
+    a?.destroy();
+    if (this.headSent) {
+      this.#midBodyFailure(reason);
+      return;
+    }
+    this.#reject(400, 'bad request', reason);
   }
 
   /** No credential, no request: 503, and the upstream never hears of it. */
@@ -208,7 +292,15 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   #send(mayRetry: boolean, replay: Buffer | undefined): void {
     const adm = this.#adm as Admitted;
     try {
-      this.#head = requestHead(this.inc, adm.upstream.hostHeader, this.#cred);
+      const rw = this.#rewrite;
+      if (rw !== undefined) {
+        const built = rw.build(rw.bufferLimit !== undefined ? replay : undefined, Date.now());
+        this.#head = built.head;
+        if (built.body !== undefined) replay = built.body;
+        this.#transform = built.transform;
+        if (built.needles !== undefined && built.needles.length > 0)
+          this.#needles = [...new Set([...(this.#needles ?? []), ...built.needles])].sort((x, y) => y.length - x.length);
+      } else this.#head = requestHead(this.inc, adm.upstream.hostHeader, this.#cred);
     } catch (err) {
       this.log(502, (err as Error).message);
       this.#badGateway('sandgate could not build the upstream request');
@@ -241,14 +333,33 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
       if (this.bytesOut > MAX_REPLAY_BODY) this.#kept = undefined;
       else this.#kept.push(chunk);
     }
-    if (!this.inc.chunked) return up.write(chunk);
-    up.write(chunk.length.toString(16) + CRLF);
-    up.write(chunk);
+    let data = chunk;
+    if (this.#transform !== undefined) {
+      try {
+        data = this.#transform.push(chunk);
+      } catch (err) {
+        this.#bodyRefused((err as Error).message);
+        return true;
+      }
+      // Held back until a whole aws-chunked chunk is in (an empty HTTP chunk would end the body).
+      if (data.length === 0) return true;
+    }
+    if (!this.inc.chunked || this.#lengthFramed) return up.write(data);
+    up.write(data.length.toString(16) + CRLF);
+    up.write(data);
     return up.write(CRLF);
   }
 
   endBody(up: UpstreamIo): void {
-    if (this.inc.chunked) up.write(LAST_CHUNK);
+    if (this.#transform !== undefined) {
+      try {
+        this.#transform.end();
+      } catch (err) {
+        this.#bodyRefused((err as Error).message);
+        return;
+      }
+    }
+    if (this.inc.chunked && !this.#lengthFramed) up.write(LAST_CHUNK);
   }
 
   /** The attempt's response head: whether its body is relayed, skipped (none) or discarded. */
@@ -260,7 +371,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     if (status === 401 && dyn !== undefined && cred !== undefined && this.#rejected === undefined) {
       // The upstream refused the token (RFC 9110 §15.5.2): it is dropped whatever happens next.
       // The request is retried once with a fresh one if it can be replayed, else the 401 is relayed.
-      const replayable = !this.inc.hasBody || (this.inc.length >= 0 && this.inc.length <= MAX_REPLAY_BODY);
+      const replayable = !this.inc.hasBody || this.#original !== undefined || (this.inc.length >= 0 && this.inc.length <= MAX_REPLAY_BODY);
       if (!replayable) {
         dyn.src.reject(dyn.req, cred);
         this.#rejected = 'relayed';
@@ -295,7 +406,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
       dyn.src.reject(dyn.req, used);
       return;
     }
-    const body = this.#kept !== undefined ? Buffer.concat(this.#kept) : EMPTY;
+    const body = this.#original ?? (this.#kept !== undefined ? Buffer.concat(this.#kept) : EMPTY);
     refreshCredential(dyn, used).then(
       (next) => {
         if (this.#over) {
@@ -483,6 +594,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
 
   /** The sandbox went away: never leave the upstream hanging. */
   sandboxClosed(): void {
+    this.#buffer?.drop();
     if (this.#over) return;
     this.#over = true;
     this.#abortConnect?.();
@@ -492,6 +604,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
 
   /** The connection is being closed for a reason of its own (a malformed pipelined request). */
   abort(): void {
+    this.#buffer?.drop();
     this.#over = true;
     this.#abortConnect?.();
     this.#attempt?.destroy();

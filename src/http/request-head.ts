@@ -8,6 +8,7 @@
  */
 import { SandgateError } from '../errors.js';
 import { injectQuery, type Credential } from '../creds/credential.js';
+import { queryPlaceholder } from './placeholder-body.js';
 import { HOP_BY_HOP } from './headers.js';
 
 /** What the builder reads of a request as the sandbox sent it. */
@@ -51,12 +52,21 @@ function credentialNames(cred: Credential): ReadonlySet<string> {
   if (known !== undefined) return known;
   const n = new Set(['accept-encoding']);
   if (cred.value !== undefined) n.add(cred.header.toLowerCase());
+  // Re-signed whole (src/http/aws-resign.ts): the sandbox's signature and what it signed with go.
+  if (cred.aws !== undefined) for (const k of AWS_REPLACED) n.add(k);
   if (cred.headers !== undefined) for (const [k] of cred.headers) n.add(k.toLowerCase());
   credNames.set(cred, n);
   return n;
 }
 
 const credNames = new WeakMap<Credential, ReadonlySet<string>>();
+const AWS_REPLACED = ['authorization', 'x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256'];
+
+/** Whether the credential's placeholder is replaced in header values (the default; docs/credentials-placeholders.md). */
+export function placeholderIn(cred: Credential, place: 'header' | 'query' | 'body'): boolean {
+  if (cred.placeholder === undefined) return false;
+  return cred.placeholderIn === undefined ? place === 'header' : cred.placeholderIn.has(place);
+}
 
 /** A value sandgate put there (a secret, a token) must not end the line or the head. */
 function checked(name: string, value: string): string {
@@ -74,22 +84,22 @@ function emitFields(
   hostHeader: string,
   cred: Credential | undefined,
   keepTe: boolean,
-  drop: string | undefined,
+  drop: ReadonlySet<string> | undefined,
   extra: readonly string[],
   sink: FieldSink,
 ): void {
   const raw = req.rawHeaders;
   const named = req.connectionNamed;
   const replaced = cred !== undefined ? credentialNames(cred) : undefined;
-  const ph = cred?.placeholder;
+  const ph = cred !== undefined && placeholderIn(cred, 'header') ? cred.placeholder : undefined;
   sink.field('Host', hostHeader);
   let te: string | undefined;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const k = raw[i] as string;
     const l = k.toLowerCase();
     if (l === 'transfer-encoding') te = raw[i + 1];
-    if (l === 'host' || l === 'expect' || l === drop || HOP_BY_HOP.has(l) || named?.has(l) === true || replaced?.has(l) === true) continue;
-    if (l.includes('_') && aliases(l.replaceAll('_', '-'), replaced)) continue;
+    if (l === 'host' || l === 'expect' || drop?.has(l) === true || HOP_BY_HOP.has(l) || named?.has(l) === true || replaced?.has(l) === true) continue;
+    if (l.includes('_') && (aliases(l.replaceAll('_', '-'), replaced) || drop?.has(l.replaceAll('_', '-')) === true)) continue;
     const v = raw[i + 1] as string;
     if (ph !== undefined && cred !== undefined && v.includes(ph)) sink.field(k, checked(k, v.split(ph).join(cred.secret)));
     else sink.field(k, v);
@@ -129,9 +139,31 @@ function aliases(dashed: string, replaced: ReadonlySet<string> | undefined): boo
 
 const NO_EXTRA: readonly string[] = [];
 
+/**
+ * The fields toward the upstream as name/value pairs, for a head that is finished elsewhere
+ * (re-signed, or with a rewritten body): `drop` names more fields to leave out (Content-Length of
+ * a body that changes length), `keepTe` keeps Transfer-Encoding (a body still sent chunked).
+ */
+export function upstreamFields(req: RequestFields, hostHeader: string, cred: Credential, keepTe: boolean, drop: ReadonlySet<string>): [string, string][] {
+  const sink = new ListSink();
+  emitFields(req, hostHeader, cred, keepTe, drop, NO_EXTRA, sink);
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < sink.list.length; i += 2) out.push([sink.list[i] as string, sink.list[i + 1] as string]);
+  return out;
+}
+
+/** A head's text from its request line's parts and its fields. */
+export function renderHead(method: string, target: string, fields: readonly (readonly [string, string])[]): string {
+  let t = `${method} ${target} HTTP/1.1\r\n`;
+  for (const [k, v] of fields) t += `${k}: ${checked(k, v)}\r\n`;
+  return t + '\r\n';
+}
+
 /** The request target toward the upstream (the credential's query parameter set). */
 export function requestTarget(url: string, cred: Credential | undefined): string {
-  return cred !== undefined ? injectQuery(url, cred) : url;
+  if (cred === undefined) return url;
+  const t = injectQuery(url, cred);
+  return placeholderIn(cred, 'query') ? queryPlaceholder(t, cred) : t;
 }
 
 /** An ordinary request's head toward the upstream, as HTTP/1.1 text (latin1, as parsed). */
@@ -145,6 +177,7 @@ export function requestHead(req: RequestFields, hostHeader: string, cred: Creden
   }
 }
 
+const NO_WS_EXTENSIONS: ReadonlySet<string> = new Set(['sec-websocket-extensions']);
 const UPGRADE: readonly string[] = ['Connection', 'Upgrade', 'Upgrade', 'websocket'];
 
 /**
@@ -154,6 +187,6 @@ const UPGRADE: readonly string[] = ['Connection', 'Upgrade', 'Upgrade', 'websock
  */
 export function upgradeFields(req: RequestFields, hostHeader: string, cred: Credential | undefined): string[] {
   const sink = new ListSink();
-  emitFields(req, hostHeader, cred, false, cred !== undefined ? 'sec-websocket-extensions' : undefined, UPGRADE, sink);
+  emitFields(req, hostHeader, cred, false, cred !== undefined ? NO_WS_EXTENSIONS : undefined, UPGRADE, sink);
   return sink.list;
 }

@@ -77,7 +77,10 @@ test('oauth2: both grants, defaults (clientAuth basic, timeoutMs 2000), scope', 
 });
 
 test('exactly one source per credential', (t) => {
-  t.is(one('header: X-Key'), 'credentials.c: needs one of "secret", "authService", "oauth2" or "googleServiceAccount" (where the credential comes from)');
+  t.is(
+    one('header: X-Key'),
+    'credentials.c: needs one of "secret", "authService", "oauth2", "googleServiceAccount" or "awsSigV4" (where the credential comes from)',
+  );
   t.is(
     one('secret: { env: K }\nauthService: { url: "https://a.test/t", secret: { env: A } }'),
     'credentials.c: has "secret" and "authService": exactly one source is allowed',
@@ -137,4 +140,51 @@ test('format cannot be combined with basic (Basic builds the header value itself
     one('secret: { env: K }\nbasic: { username: u }\nformat: "token {secret}"'),
     'credentials.c.format: cannot be combined with "basic" (Basic builds the header value itself)',
   );
+});
+
+test('awsSigV4: keys from env/file, placeholder key id and body limit default, region/service optional; header options refused', (t) => {
+  const c = ok('awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { file: /run/sk }, sessionToken: { env: ST } }').credentials.c;
+  t.deepEqual(c?.awsSigV4, {
+    accessKeyId: { env: 'AK' },
+    secretAccessKey: { file: '/run/sk' },
+    sessionToken: { env: 'ST' },
+    placeholderKeyId: 'AKIASANDGATEPLACEHOLDER',
+    maxBodyBytes: 16 * 1024 * 1024,
+  });
+  const d = ok(
+    'awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK }, region: eu-west-1, service: s3, placeholderKeyId: AKIAMYPLACEHOLDER0001, maxBodyBytes: 4096 }',
+  ).credentials.c;
+  t.like(d?.awsSigV4, { region: 'eu-west-1', service: 's3', placeholderKeyId: 'AKIAMYPLACEHOLDER0001', maxBodyBytes: 4096 });
+  t.is(one('awsSigV4: { accessKeyId: { env: AK } }'), 'credentials.c.awsSigV4: needs both "accessKeyId" and "secretAccessKey"');
+  t.regex(
+    one('awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK } }\nplaceholder: sk-placeholder-x'),
+    /credentials\.c\.placeholder: does not apply to an "awsSigV4" credential/,
+  );
+  t.regex(
+    one('awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK }, placeholderKeyId: short }'),
+    /placeholderKeyId: "short" is not an access key id/,
+  );
+  t.regex(one('awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK }, region: "US East" }'), /region: "US East" is not a region name/);
+});
+
+test('placeholderIn: header, query, body (default header only); needs a placeholder; maxBodyBytes bounded', (t) => {
+  const c = ok('secret: { env: K }\nplaceholder: sk-placeholder-x\nplaceholderIn: [query, body]\nmaxBodyBytes: 2048').credentials.c;
+  t.deepEqual(c?.placeholderIn, ['query', 'body']);
+  t.is(c?.maxBodyBytes, 2048);
+  t.is(ok('secret: { env: K }\nplaceholder: sk-placeholder-x').credentials.c?.placeholderIn, undefined);
+  t.is(one('secret: { env: K }\nplaceholderIn: [body]'), 'credentials.c.placeholderIn: needs "placeholder" (the string to replace)');
+  t.regex(one('secret: { env: K }\nplaceholder: sk-placeholder-x\nplaceholderIn: [cookie]'), /placeholderIn\[0\]: must be one of: header, query, body/);
+  t.regex(one('secret: { env: K }\nplaceholder: sk-placeholder-x\nmaxBodyBytes: 10'), /maxBodyBytes: must be a whole number/);
+});
+
+test('awsSigV4 with authService: temporary keys from the service; not together with static keys', (t) => {
+  const c = ok('awsSigV4: { authService: { url: "https://auth.internal.example/aws", secret: { env: SVC } }, region: us-east-1 }').credentials.c;
+  t.like(c?.awsSigV4, { authService: { url: 'https://auth.internal.example/aws', timeoutMs: 2000, secret: { env: 'SVC' } }, region: 'us-east-1' });
+  t.is(c?.awsSigV4?.accessKeyId, undefined);
+  t.regex(
+    one('awsSigV4: { accessKeyId: { env: AK }, secretAccessKey: { env: SK }, authService: { url: "https://a.example/x", secret: { env: SVC } } }'),
+    /needs either "accessKeyId" and "secretAccessKey" .* or "authService"/,
+  );
+  t.regex(one('awsSigV4: { region: us-east-1 }'), /needs either "accessKeyId" and "secretAccessKey"/);
+  t.regex(one('awsSigV4: { accessKeyId: { env: AK } }'), /needs both "accessKeyId" and "secretAccessKey"/);
 });

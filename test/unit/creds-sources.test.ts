@@ -372,3 +372,51 @@ credentials:
   );
   t.regex(err2?.message ?? '', /^credentials\.o\.oauth2\.clientSecret: cannot read \/cs \(ENOENT\)$/);
 });
+
+test('auth service for an awsSigV4 credential: {aws: {accessKeyId, secretAccessKey, sessionToken}, expiresIn} becomes temporary keys; other answers are refused', async (t) => {
+  const keys = { accessKeyId: 'ASIATEMPORARYKEY0001', secretAccessKey: 'temporary/secret/0123456789abcdef', sessionToken: 'session-token-0123456789abcdef' };
+  t.deepEqual(parseAuthAnswer({ aws: keys, expiresIn: 900 }, true), { kind: 'aws', keys, lifetimeMs: 900_000 });
+  t.regex(
+    reason(() => parseAuthAnswer({ token: 'tok-0123456789', expiresIn: 60 }, true)),
+    /an awsSigV4 credential needs "aws"/,
+  );
+  t.regex(
+    reason(() => parseAuthAnswer({ aws: { ...keys, accessKeyId: 'lower-case-0000000' }, expiresIn: 60 }, true)),
+    /"aws.accessKeyId" must be/,
+  );
+  t.regex(
+    reason(() => parseAuthAnswer({ aws: { ...keys, secretAccessKey: 'short' }, expiresIn: 60 }, true)),
+    /"aws.secretAccessKey" must be 8 to/,
+  );
+  t.regex(
+    reason(() => parseAuthAnswer({ aws: keys, expiresIn: 60 })),
+    /"aws" keys are only for an awsSigV4 credential/,
+  );
+  for (const m of [
+    reason(() => parseAuthAnswer({ aws: { ...keys, accessKeyId: 'bad' }, expiresIn: 60 }, true)),
+    reason(() => parseAuthAnswer({ aws: { ...keys, secretAccessKey: 'x' }, expiresIn: 60 }, true)),
+  ])
+    t.false(m.includes('temporary/secret') || m.includes('bad'), 'messages never carry a value');
+
+  const srv = await server((_seen, res) => json(res, 200, { aws: keys, expiresIn: 900 }));
+  try {
+    const config = parseConfig(
+      `sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
+policies: { p: { allow: [{ host: s3.us-east-1.amazonaws.com, inject: aws }] } }
+credentials:
+  aws:
+    awsSigV4: { authService: { url: "${srv.url}/aws", secret: { env: SVC } }, region: us-east-1 }
+`,
+      'sg.yaml',
+    );
+    const src = loadCredentialSources(config, { env: { SVC: KEY }, readFile: () => '' }).get('aws');
+    if (src === undefined || !isTokenSource(src)) return t.fail('not a token source');
+    const c = (await src.acquire(req('alice', 'agent', 's3.us-east-1.amazonaws.com'), NET)) as Credential;
+    t.like(c.aws, { ...keys, region: 'us-east-1', placeholderKeyId: 'AKIASANDGATEPLACEHOLDER' });
+    for (const s of [keys.accessKeyId, keys.secretAccessKey, keys.sessionToken]) t.true(c.needles.includes(s));
+    t.like(JSON.parse(srv.seen[0]?.body ?? '{}'), { user: 'alice', credential: 'aws', host: 's3.us-east-1.amazonaws.com' });
+    t.is(srv.seen[0]?.headers.authorization, `Bearer ${KEY}`);
+  } finally {
+    await srv.close();
+  }
+});

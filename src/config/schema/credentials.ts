@@ -1,6 +1,7 @@
 /** Credentials: where each secret or token comes from, and how it is put into requests (docs/interception.md, docs/auth-service.md). */
 import net from 'node:net';
-import type { AuthServiceConfig, Config, CredentialConfig, GoogleServiceAccountConfig, OAuth2Config } from '../types.js';
+import type { AuthServiceConfig, AwsSigV4Config, Config, CredentialConfig, GoogleServiceAccountConfig, OAuth2Config, PlaceholderPlace } from '../types.js';
+import { AWS_PLACEHOLDER_KEY_ID, DEFAULT_MAX_SIGNED_BODY } from '../../creds/aws-placeholder.js';
 import { DEFAULTS } from '../defaults.js';
 import { inAny, parseCidr, parseIp, type Cidr } from '../../util/ip.js';
 import { NAME, TOKEN, type Obj, type PathPart, type Reader } from './reader.js';
@@ -18,14 +19,27 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
       v.fail(p, `credential id "${id}" must match [A-Za-z0-9_.-]{1,64}`, true);
       continue;
     }
-    const c = v.obj(val, p, ['secret', 'authService', 'oauth2', 'googleServiceAccount', 'header', 'format', 'placeholder', 'basic', 'query']);
+    const c = v.obj(val, p, [
+      'secret',
+      'authService',
+      'oauth2',
+      'googleServiceAccount',
+      'awsSigV4',
+      'header',
+      'format',
+      'placeholder',
+      'placeholderIn',
+      'maxBodyBytes',
+      'basic',
+      'query',
+    ]);
     if (!c) continue;
-    const sources = (['secret', 'authService', 'oauth2', 'googleServiceAccount'] as const).filter((k) => c[k] !== undefined && c[k] !== null);
+    const sources = (['secret', 'authService', 'oauth2', 'googleServiceAccount', 'awsSigV4'] as const).filter((k) => c[k] !== undefined && c[k] !== null);
     if (sources.length !== 1) {
       v.fail(
         p,
         sources.length === 0
-          ? 'needs one of "secret", "authService", "oauth2" or "googleServiceAccount" (where the credential comes from)'
+          ? 'needs one of "secret", "authService", "oauth2", "googleServiceAccount" or "awsSigV4" (where the credential comes from)'
           : `has ${sources.map((k) => `"${k}"`).join(' and ')}: exactly one source is allowed`,
       );
       continue;
@@ -35,6 +49,28 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
     const oauth2 = c.oauth2 !== undefined ? readOAuth2(v, c.oauth2, [...p, 'oauth2'], upstream) : undefined;
     const googleServiceAccount =
       c.googleServiceAccount !== undefined ? readGoogleServiceAccount(v, c.googleServiceAccount, [...p, 'googleServiceAccount']) : undefined;
+    const awsSigV4 = c.awsSigV4 !== undefined ? readAwsSigV4(v, c.awsSigV4, [...p, 'awsSigV4'], upstream) : undefined;
+    if (awsSigV4) {
+      // The request is re-signed whole: nothing else of an injected credential applies.
+      for (const k of ['header', 'format', 'placeholder', 'placeholderIn', 'maxBodyBytes', 'basic', 'query'] as const)
+        if (c[k] !== undefined) v.fail([...p, k], 'does not apply to an "awsSigV4" credential (see docs/credentials-aws.md)');
+      out[id] = { awsSigV4, header: 'Authorization', format: 'Bearer {secret}' };
+      continue;
+    }
+    let placeholderIn: PlaceholderPlace[] | undefined;
+    if (c.placeholderIn !== undefined) {
+      const list = v.list(c.placeholderIn, [...p, 'placeholderIn']);
+      if (list) {
+        placeholderIn = [];
+        list.forEach((x, i) => {
+          const place = v.oneOf(x, [...p, 'placeholderIn', i], ['header', 'query', 'body'] as const);
+          if (place !== undefined && !placeholderIn?.includes(place)) placeholderIn?.push(place);
+        });
+        if (c.placeholder === undefined) v.fail([...p, 'placeholderIn'], 'needs "placeholder" (the string to replace)');
+      }
+    }
+    const maxBodyBytes =
+      c.maxBodyBytes !== undefined ? v.int(c.maxBodyBytes, [...p, 'maxBodyBytes'], 1024, 1024 * 1024 * 1024, DEFAULT_MAX_SIGNED_BODY) : undefined;
     const header = c.header === undefined ? 'Authorization' : (v.str(c.header, [...p, 'header'], TOKEN, 'a valid header name') ?? 'Authorization');
     let format = 'Bearer {secret}';
     if (c.format !== undefined) {
@@ -57,9 +93,60 @@ export function credentials(v: Reader, raw: unknown, upstream: Config['upstream'
     if (c.query !== undefined) query = v.str(c.query, [...p, 'query'], /^[A-Za-z0-9_.~-]{1,64}$/, 'a query parameter name');
     if (basic && c.format !== undefined) v.fail([...p, 'format'], 'cannot be combined with "basic" (Basic builds the header value itself)');
     const source = secret ? { secret } : authService ? { authService } : oauth2 ? { oauth2 } : googleServiceAccount ? { googleServiceAccount } : undefined;
-    if (source) out[id] = { ...source, header, format, ...(placeholder ? { placeholder } : {}), ...(basic ? { basic } : {}), ...(query ? { query } : {}) };
+    if (source)
+      out[id] = {
+        ...source,
+        header,
+        format,
+        ...(placeholder ? { placeholder } : {}),
+        ...(basic ? { basic } : {}),
+        ...(query ? { query } : {}),
+        ...(placeholderIn ? { placeholderIn } : {}),
+        ...(maxBodyBytes !== undefined ? { maxBodyBytes } : {}),
+      };
   }
   return out;
+}
+
+/** AWS region and service names: lower-case letters, digits and dashes. */
+const AWS_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+function readAwsSigV4(v: Reader, raw: unknown, p: PathPart[], upstream: Config['upstream']): AwsSigV4Config | undefined {
+  const a = v.obj(raw, p, ['accessKeyId', 'secretAccessKey', 'sessionToken', 'authService', 'region', 'service', 'placeholderKeyId', 'maxBodyBytes']);
+  if (!a) return undefined;
+  const keyed = a.accessKeyId !== undefined || a.secretAccessKey !== undefined || a.sessionToken !== undefined;
+  if (keyed === (a.authService !== undefined)) {
+    v.fail(p, 'needs either "accessKeyId" and "secretAccessKey" (optionally "sessionToken") or "authService" (temporary keys), not both');
+    return undefined;
+  }
+  if (keyed && (a.accessKeyId === undefined || a.secretAccessKey === undefined)) {
+    v.fail(p, 'needs both "accessKeyId" and "secretAccessKey"');
+    return undefined;
+  }
+  const authService = a.authService !== undefined ? readAuthService(v, a.authService, [...p, 'authService'], upstream) : undefined;
+  const accessKeyId = a.accessKeyId !== undefined ? v.secret(a.accessKeyId, [...p, 'accessKeyId']) : undefined;
+  const secretAccessKey = a.secretAccessKey !== undefined ? v.secret(a.secretAccessKey, [...p, 'secretAccessKey']) : undefined;
+  const sessionToken = a.sessionToken !== undefined ? v.secret(a.sessionToken, [...p, 'sessionToken']) : undefined;
+  const region = a.region !== undefined ? v.str(a.region, [...p, 'region'], AWS_NAME, 'a region name such as us-east-1') : undefined;
+  const service = a.service !== undefined ? v.str(a.service, [...p, 'service'], AWS_NAME, 'a signing name such as s3 or bedrock') : undefined;
+  const placeholderKeyId =
+    a.placeholderKeyId !== undefined
+      ? (v.str(a.placeholderKeyId, [...p, 'placeholderKeyId'], /^[A-Z0-9]{16,128}$/, 'an access key id of 16 to 128 upper-case letters and digits') ??
+        AWS_PLACEHOLDER_KEY_ID)
+      : AWS_PLACEHOLDER_KEY_ID;
+  const maxBodyBytes = v.int(a.maxBodyBytes, [...p, 'maxBodyBytes'], 1024, 1024 * 1024 * 1024, DEFAULT_MAX_SIGNED_BODY);
+  if (authService)
+    return { authService, placeholderKeyId, maxBodyBytes, ...(region !== undefined ? { region } : {}), ...(service !== undefined ? { service } : {}) };
+  if (!accessKeyId || !secretAccessKey) return undefined;
+  return {
+    accessKeyId,
+    secretAccessKey,
+    placeholderKeyId,
+    maxBodyBytes,
+    ...(sessionToken ? { sessionToken } : {}),
+    ...(region !== undefined ? { region } : {}),
+    ...(service !== undefined ? { service } : {}),
+  };
 }
 
 /**

@@ -3,6 +3,7 @@
  * sandboxes from memory (docs/metadata.md). Every value is a placeholder or a fact the operator
  * chooses to show; none is a secret, so they live in the config itself.
  */
+import { AWS_PLACEHOLDER_KEY_ID, AWS_PLACEHOLDER_SECRET_KEY } from '../../creds/aws-placeholder.js';
 import type { AwsMetadataConfig, GceMetadataConfig, MetadataConfig } from '../types.js';
 import type { PathPart, Reader } from './reader.js';
 
@@ -10,9 +11,10 @@ import type { PathPart, Reader } from './reader.js';
 export const METADATA_DEFAULTS = {
   aws: {
     role: 'sandgate',
-    // The shapes AWS uses (20 characters, ASIA = temporary credentials), visibly not real keys.
-    accessKeyId: 'ASIASANDGATEEXAMPLE0',
-    secretAccessKey: 'sandgate-placeholder-secret-access-key-0',
+    // The awsSigV4 credential's placeholder key id by default, so an SDK that takes these from
+    // the metadata endpoint signs with the one key id sandgate re-signs (docs/credentials-aws.md).
+    accessKeyId: AWS_PLACEHOLDER_KEY_ID,
+    secretAccessKey: AWS_PLACEHOLDER_SECRET_KEY,
     sessionToken: 'sandgate-placeholder-session-token',
     credentialLifetimeS: 3600,
     region: 'us-east-1',
