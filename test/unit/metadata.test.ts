@@ -34,7 +34,7 @@ test('config: defaults, placeholders configurable, refused shapes', (t) => {
   t.deepEqual(BOTH.aws, {
     role: 'agent-role',
     accessKeyId: 'AKIDSANDGATEPLACEHOLDER',
-    secretAccessKey: 'sandgate-placeholder-secret-access-key-0',
+    secretAccessKey: 'sandgate/placeholder/secret/not/a/real/k',
     sessionToken: 'sandgate-placeholder-session-token',
     credentialLifetimeS: 3600,
     region: 'us-east-1',
@@ -77,7 +77,7 @@ test('AWS IMDSv2: a session token from PUT, then the role and a placeholder cred
     LastUpdated: '2026-01-02T03:04:05Z',
     Type: 'AWS-HMAC',
     AccessKeyId: 'AKIDSANDGATEPLACEHOLDER',
-    SecretAccessKey: 'sandgate-placeholder-secret-access-key-0',
+    SecretAccessKey: 'sandgate/placeholder/secret/not/a/real/k',
     Token: 'sandgate-placeholder-session-token',
     Expiration: '2026-01-02T04:04:05Z',
   });
