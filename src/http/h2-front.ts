@@ -11,8 +11,10 @@
  * fields, no uppercase names, no CR/LF/NUL in values: such a stream is reset, never relayed), the
  * Content-Length of a request against its DATA (§8.1.1), a rate limit on streams the peer resets
  * (rapid reset, CVE-2023-44487: 1000 at once, then 33 per second, past which the session gets
- * GOAWAY), a cap on CONTINUATION frames per header block, and a cap on queued
- * acknowledgements (SETTINGS and PING floods).
+ * GOAWAY; this also bounds the exchanges a reset leaves winding down, such as one awaiting a
+ * token), a cap on CONTINUATION frames per header block, a connection error for a stream past
+ * the acknowledged SETTINGS_MAX_CONCURRENT_STREAMS, and flood detection on queued
+ * acknowledgements (SETTINGS and PING floods from a client that does not read).
  */
 import http2 from 'node:http2';
 import type tls from 'node:tls';
@@ -22,11 +24,6 @@ import { H2StreamConn, type H2Session } from './h2-stream.js';
 
 /** Streams a sandbox may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113 §6.5.2). */
 export const H2_MAX_STREAMS = 100;
-/**
- * Exchanges one session may hold at once, counting streams the sandbox reset whose exchange is
- * still winding down (a credential being fetched): past it new streams are refused (REFUSED_STREAM).
- */
-export const H2_MAX_EXCHANGES = 2 * H2_MAX_STREAMS;
 /** A session with no exchange in flight is closed (GOAWAY) after this long without a frame, as HTTP/1.1 idles out. */
 const IDLE_MS = 60_000;
 
@@ -61,20 +58,18 @@ export function serveH2(socket: tls.TLSSocket, info: ConnInfo): void {
   server.on('session', (session: http2.ServerHttp2Session) => {
     const front: H2Session = { info, active: 0 };
     session.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, raw: string[]) => {
-      if (front.active >= H2_MAX_EXCHANGES) {
-        stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
-        return;
-      }
       new H2StreamConn(front, stream, headers, flags, raw).run();
     });
     session.on('error', (err: NodeJS.ErrnoException) => {
+      // nghttp2's own verdicts (a flood detected, a protocol error) come as ERR_HTTP2_ERROR, the reason in the message.
+      const why = err.code === 'ERR_HTTP2_ERROR' ? `${err.code}: ${err.message}` : (err.code ?? err.message);
       info.rt.audit.write({
         event: 'error',
         ...who(info),
         proto: 'tls',
         alpn: 'h2',
         host: info.sni,
-        reason: `HTTP/2 session failed (${err.code ?? err.message})`,
+        reason: `HTTP/2 session failed (${why})`,
       });
     });
     // Idle: nothing in flight and no frame for IDLE_MS. GOAWAY lets a client retry elsewhere cleanly.

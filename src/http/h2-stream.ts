@@ -10,9 +10,11 @@
  * grpc-message) that gRPC clients report as the call's status.
  */
 import http2 from 'node:http2';
-import type { ConnInfo } from '../net/conn-info.js';
+import { who, type ConnInfo } from '../net/conn-info.js';
+import { MAX_HEADER_SIZE } from './attempt.js';
+import { httpLine } from './http-audit.js';
 import { Exchange, type ExchangeConn } from './exchange.js';
-import { HOP_BY_HOP } from './headers.js';
+import { HOP_BY_HOP, pathOnly } from './headers.js';
 import { Incoming } from './incoming.js';
 import type { DecodeSink, Decoder, Pausable, SandboxIo, UpstreamWaiter } from './io.js';
 import type { Head } from './llhttp.js';
@@ -119,12 +121,22 @@ export class H2StreamConn implements ExchangeConn, SandboxIo {
     this.#grpc = typeof ct === 'string' && ct.toLowerCase().startsWith('application/grpc');
     const te = headers.te;
     this.#teTrailers = typeof te === 'string' && te.trim().toLowerCase() === 'trailers';
+    // Counted as RFC 9113 §6.5.2 counts it: names and values, plus 32 octets per field.
+    let size = 0;
+    for (const f of raw) size += f.length + 16;
+    this.#headerListSize = size;
   }
 
   run(): void {
     const stream = this.#stream;
     const inc = this.#inc;
     this.#front.active++;
+    // The header list limit (SETTINGS_MAX_HEADER_LIST_SIZE) binds nghttp2 only once the client has
+    // acknowledged it; a request sent before that is held to the same 16 KiB here, as over HTTP/1.1.
+    if (this.#headerListSize > MAX_HEADER_SIZE) {
+      this.#tooLarge();
+      return;
+    }
     stream.on('data', (c: Buffer) => {
       inc.body(c);
       this.#updateReading();
@@ -150,6 +162,21 @@ export class H2StreamConn implements ExchangeConn, SandboxIo {
     const ex = new Exchange(this, inc);
     this.#exchange = ex;
     ex.run();
+  }
+
+  readonly #headerListSize: number;
+
+  /** 431, as llhttp's header limit answers over HTTP/1.1 (src/http/sandbox-conn.ts). */
+  #tooLarge(): void {
+    const { info } = this;
+    info.rt.audit.write(
+      httpLine(
+        { event: 'http', ...who(info), proto: 'tls', alpn: 'h2', method: this.#inc.method, path: pathOnly(this.#inc.url) },
+        { host: info.sni, decision: 'deny', status: 431, reason: 'malformed request (HPE_HEADER_OVERFLOW)' },
+      ),
+    );
+    this.respond(431, { error: 'request header fields too large' });
+    this.exchangeDone();
   }
 
   #over(): void {

@@ -7,12 +7,13 @@
 //   big-headers N      one request whose header list is N KiB (1 KiB fields)
 //   hpack-bomb N       one 4000-byte field put in the HPACK dynamic table, then referenced N times (1 byte each)
 //   streams N          N requests left open (no END_STREAM), all at once
-//   ping-flood N       N PINGs written while not reading what the server sends
-//   settings-flood N   N SETTINGS frames written while not reading
+//   ping-flood N       N PINGs written, never reading what the server sends
+//   settings-flood N   N SETTINGS frames written, never reading
 //   connect-protocol   an extended CONNECT (RFC 8441, :protocol websocket)
 //   connect            a CONNECT request (RFC 9113 §8.5)
-// Prints one JSON line once the server closes the connection or after 6 s:
-//   { settings, goaway: {code, lastStreamId} | null, rst: {CODE: count}, responses: [{stream, status}], closed }
+// Prints one JSON line once the server closes the connection or after 6 s (20 s for the floods):
+//   { settings, goaway: {code, lastStreamId} | null, rst: {CODE: count}, responses: [{stream, status}], closed,
+//     unsent: bytes of ours still queued (the server stopped reading them) }
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 
@@ -61,18 +62,44 @@ const litIndexed = (name, value) => Buffer.concat([Buffer.from([0x40]), str(name
 const request = (path, extra = []) =>
   Buffer.concat([lit(':method', 'GET'), lit(':scheme', 'https'), lit(':path', path), lit(':authority', `${host}:${portText}`), ...extra]);
 
-const out = { settings: {}, goaway: null, rst: {}, responses: [], closed: false };
+/** HPACK Huffman codes of the digits (RFC 7541 Appendix B): all a :status value holds. */
+const DIGITS = ['00000', '00001', '00010', '011001', '011010', '011011', '011100', '011101', '011110', '011111'];
+/**
+ * The :status of a response's header block: the first field, either indexed from the static
+ * table (RFC 7541 Appendix A) or a literal with the :status name (index 8), its value raw or Huffman-coded.
+ */
+const statusOf = (p) => {
+  // Static table entries 8-14: :status 200, 204, 206, 304, 400, 404, 500.
+  if (p[0] >= 0x88 && p[0] <= 0x8e) return [200, 204, 206, 304, 400, 404, 500][p[0] - 0x88];
+  if ((p[0] & 0x0f) !== 8 && (p[0] & 0x3f) !== 8) return -1;
+  const len = p[1] & 0x7f;
+  const v = p.subarray(2, 2 + len);
+  if ((p[1] & 0x80) === 0) return Number(v.toString('latin1'));
+  let bits = [...v].map((b) => b.toString(2).padStart(8, '0')).join('');
+  let text = '';
+  while (bits.length >= 5) {
+    const d = DIGITS.findIndex((c) => bits.startsWith(c));
+    if (d < 0) break;
+    text += String(d);
+    bits = bits.slice(DIGITS[d].length);
+  }
+  return Number(text);
+};
+
+const out = { settings: {}, goaway: null, rst: {}, responses: [], closed: false, unsent: 0 };
 const s = tls.connect({ host, port: Number(portText), servername: host, ca: readFileSync(caFile), ALPNProtocols: ['h2'] });
 let buf = Buffer.alloc(0);
 let done = false;
 const finish = () => {
   if (done) return;
   done = true;
+  // Bytes of ours the server had not taken when we stopped (it stopped reading us).
+  out.unsent = s.writableLength;
   process.stdout.write(JSON.stringify(out) + '\n');
   s.destroy();
   process.exit(0);
 };
-setTimeout(finish, 6000);
+setTimeout(finish, mode.endsWith('-flood') ? 20000 : 6000);
 s.on('error', () => {});
 s.on('close', () => {
   out.closed = true;
@@ -88,22 +115,19 @@ s.on('data', (c) => {
     const stream = buf.readUInt32BE(5) & 0x7fffffff;
     const p = buf.subarray(9, 9 + len);
     buf = buf.subarray(9 + len);
-    if (type === SETTINGS && (flags & 1) === 0) for (let i = 0; i + 6 <= p.length; i += 6) out.settings[p.readUInt16BE(i)] = p.readUInt32BE(i + 2);
-    else if (type === GOAWAY) out.goaway = { lastStreamId: p.readUInt32BE(0) & 0x7fffffff, code: p.readUInt32BE(4) };
+    if (type === SETTINGS && (flags & 1) === 0) {
+      for (let i = 0; i + 6 <= p.length; i += 6) out.settings[p.readUInt16BE(i)] = p.readUInt32BE(i + 2);
+      // Acknowledged as a client must (RFC 9113 §6.5.3): the server's limits are then in force.
+      s.write(frame(SETTINGS, 1, 0));
+    } else if (type === GOAWAY) out.goaway = { lastStreamId: p.readUInt32BE(0) & 0x7fffffff, code: p.readUInt32BE(4) };
     else if (type === RST) out.rst[p.readUInt32BE(0)] = (out.rst[p.readUInt32BE(0)] ?? 0) + 1;
-    else if (type === HEADERS) {
-      // The status is the first field; sandgate's encoder sends it as an indexed or literal :status.
-      const b = p[0];
-      const indexed = { 0x88: 200, 0x89: 204, 0x8a: 206, 0x8b: 304, 0x8c: 400, 0x8d: 404, 0x8e: 500 };
-      out.responses.push({ stream, status: indexed[b] ?? (b === 0x08 || b === 0x48 ? Number(p.subarray(3, 3 + p[2]).toString('latin1')) : b) });
-    }
+    else if (type === HEADERS) out.responses.push({ stream, status: statusOf(p) });
   }
 });
-s.on('secureConnect', () => {
+s.on('secureConnect', async () => {
   const w = (b) => s.write(b);
   w(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'));
   w(frame(SETTINGS, 0, 0));
-  w(frame(SETTINGS, 1, 0));
   const rst = (id, code) => {
     const p = Buffer.alloc(4);
     p.writeUInt32BE(code);
@@ -145,6 +169,8 @@ s.on('secureConnect', () => {
       break;
     }
     case 'streams': {
+      // Once the server's SETTINGS (MAX_CONCURRENT_STREAMS) are acknowledged.
+      await new Promise((r) => setTimeout(r, 300));
       const parts = [];
       for (let i = 0; i < N; i++) parts.push(frame(HEADERS, END_HEADERS, 1 + 2 * i, request(`/open/${i}`, [lit('content-length', '1')])));
       w(Buffer.concat(parts));
@@ -155,7 +181,6 @@ s.on('secureConnect', () => {
       s.pause();
       const one = mode === 'ping-flood' ? frame(PING, 0, 0, Buffer.alloc(8)) : frame(SETTINGS, 0, 0);
       w(Buffer.concat(Array.from({ length: N }, () => one)));
-      setTimeout(() => s.resume(), 1000);
       break;
     }
     case 'connect-protocol':
