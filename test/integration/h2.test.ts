@@ -202,3 +202,21 @@ test.serial(
     noSecret(t, g.log.raw.join('\n'), "sandgate's log");
   },
 );
+
+test.serial("Debian's python3-httpx with python3-h2 (http2=True): h2 to sandgate, the credential injected", async (t) => {
+  const script = [
+    'import httpx, json, sys',
+    `with httpx.Client(http2=True, verify=${JSON.stringify(caPem())}) as c:`,
+    `    r = c.get("https://h1up.example.test:8443/ok/httpx", headers={"authorization": "Bearer ${PLACEHOLDER}"})`,
+    '    print(json.dumps({"version": r.http_version, "status": r.status_code, "body": r.text}))',
+  ].join('\n');
+  // Debian's interpreter, where python3-httpx is installed (not whatever python3 is first on PATH).
+  const r = await w.topo.exec(w.sandbox, '/usr/bin/python3', ['-c', script], { timeoutMs: 20000 });
+  const out = JSON.parse(r.stdout.trim() || '{}') as { version?: string; status?: number; body?: string };
+  t.is(out.version, 'HTTP/2', r.stdout + r.stderr);
+  t.is(out.status, 200);
+  t.regex(String(out.body), /\[redacted\]/);
+  t.like(await httpLine('/ok/httpx'), { alpn: 'h2', status: 200, credential: 'llm' });
+  t.is(((await upLine(up.h1up!, '/ok/httpx')).request as Line).auth, 'ok');
+  noSecret(t, r.stdout + r.stderr, 'httpx output');
+});
