@@ -11,6 +11,7 @@
 //   settings-flood N   N SETTINGS frames written, never reading
 //   connect-protocol   an extended CONNECT (RFC 8441, :protocol websocket)
 //   connect            a CONNECT request (RFC 9113 §8.5)
+//   host-mismatch      a request whose host field names another host than its :authority
 // Prints one JSON line once the server closes the connection or after 6 s (20 s for the floods):
 //   { settings, goaway: {code, lastStreamId} | null, rst: {CODE: count}, responses: [{stream, status}], closed,
 //     unsent: bytes of ours still queued (the server stopped reading them) }
@@ -192,6 +193,10 @@ s.on('secureConnect', async () => {
           Buffer.concat([lit(':method', 'CONNECT'), lit(':protocol', 'websocket'), lit(':scheme', 'https'), lit(':path', '/ws'), lit(':authority', host)]),
         ),
       );
+      setTimeout(finish, 1500);
+      break;
+    case 'host-mismatch':
+      w(frame(HEADERS, END_STREAM | END_HEADERS, 1, request('/host-mismatch', [lit('host', `other.example.test:${portText}`)])));
       setTimeout(finish, 1500);
       break;
     case 'connect':

@@ -89,6 +89,18 @@ test.serial(
   },
 );
 
+test.serial('a host field that differs from :authority is a second Host: 400 on that stream, nothing upstream', async (t) => {
+  const out = await raw('host-mismatch');
+  t.deepEqual(out.responses, [{ stream: 1, status: 400 }], JSON.stringify(out));
+  t.like(await g.log.waitFor((l) => l.event === 'http' && l.path === '/host-mismatch', 5000, 'line'), {
+    status: 400,
+    decision: 'deny',
+    reason: 'more than one Host header',
+    alpn: 'h2',
+  });
+  t.is(upstreamSaw('/host-mismatch'), 0);
+});
+
 test.serial('rapid reset (CVE-2023-44487): 3000 streams opened and reset at once end in GOAWAY; sandgate keeps serving', async (t) => {
   const out = await raw('rapid-reset', 3000);
   t.not(out.goaway, null, JSON.stringify(out));
