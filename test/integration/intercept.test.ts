@@ -136,6 +136,7 @@ test.serial('curl with a placeholder key: the upstream gets the real one, the ec
   t.like(a, {
     decision: 'allow',
     proto: 'tls',
+    alpn: 'h2',
     host: 'llm.example.test',
     method: 'GET',
     status: 200,
@@ -166,7 +167,8 @@ test.serial('Basic form: Authorization: Basic base64(user:secret), scrubbed from
   t.is(parse(r).status, 200, r.stdout);
   noSecret(t, r.stdout + r.stderr, 'the Basic response');
   t.is(((await upLine(up.basic!, '/t3/basic')).request as Line).auth, 'ok');
-  t.like(await httpLine('/t3/basic'), { credential: 'basic', status: 200 });
+  // curl's default on https is h2: the Basic form went into an HTTP/2 stream's fields.
+  t.like(await httpLine('/t3/basic'), { credential: 'basic', status: 200, alpn: 'h2' });
 });
 
 test.serial("query form: the parameter is set (replacing the sandbox's), the audit path has no query", async (t) => {
@@ -178,6 +180,7 @@ test.serial("query form: the parameter is set (replacing the sandbox's), the aud
   t.is(((await upLine(up.query!, '/t4/q')).request as Line).auth, 'ok');
   const a = await httpLine('/t4/q');
   t.is(a.credential, 'q');
+  t.is(a.alpn, 'h2', 'the query form on an HTTP/2 stream (:path)');
 });
 
 test.serial('custom header with a bare {secret} format', async (t) => {
@@ -187,6 +190,7 @@ test.serial('custom header with a bare {secret} format', async (t) => {
   const u = (await upLine(up.hdr!, '/t5/h')).request as Line;
   t.is(u.auth, 'ok');
   t.is(u.authHeaders, 1);
+  t.like(await httpLine('/t5/h'), { credential: 'hdr', alpn: 'h2' });
 });
 
 test.serial('Node fetch (NODE_EXTRA_CA_CERTS) and python3 urllib (SSL_CERT_FILE) get the key injected', async (t) => {
