@@ -34,8 +34,8 @@ export interface H2Session {
 }
 
 /**
- * gRPC status for a refusal's HTTP status, as gRPC maps HTTP statuses itself
- * (grpc/doc/http-grpc-status-mapping.md): 7 PERMISSION_DENIED for a denial.
+ * gRPC status for a refusal's HTTP status, as gRPC's own HTTP-to-gRPC status mapping does:
+ * 7 PERMISSION_DENIED for a denial, 14 UNAVAILABLE for a gateway failure.
  */
 function grpcStatus(status: number): number {
   if (status === 403 || status === 405) return 7;

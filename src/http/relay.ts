@@ -183,7 +183,7 @@ export function connectUpstream(info: ConnInfo, target: Target, waiter: Upstream
   return pool.connect(
     target,
     (p) => {
-      if ((p.socket as tls.TLSSocket).alpnProtocol === 'h2') waiter.upstreamH2Ready(pool.h2Session(p), false);
+      if ((p.socket as tls.TLSSocket).alpnProtocol === 'h2') waiter.upstreamH2Ready(pool.h2Session(p, target), false);
       else waiter.upstreamReady(UpstreamShell.of(p, pool), p.reused);
     },
     (err) => {

@@ -129,9 +129,9 @@ export class UpstreamPool {
    * same upstream unless one is already kept (two requests connected at once): then this one
    * serves its request and idles out.
    */
-  h2Session(p: PooledSocket): http2.ClientHttp2Session {
+  h2Session(p: PooledSocket, t: Target): http2.ClientHttp2Session {
     const socket = p.socket;
-    const session = http2.connect(`https://${p.key.slice('https://'.length)}`, {
+    const session = http2.connect(`https://${t.host}:${t.port}`, {
       createConnection: () => socket,
       settings: H2_CLIENT_SETTINGS,
       maxHeaderListPairs: 256,
