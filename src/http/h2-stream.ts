@@ -58,7 +58,7 @@ function grpcMessage(text: string): string {
  * differs is a second Host, which admission refuses), cookie fields joined (RFC 9113 §8.2.3), and
  * a body without Content-Length marked chunked, so an HTTP/1.1 upstream gets it framed.
  */
-function requestOf(headers: http2.IncomingHttpHeaders, flags: number, raw: readonly string[]): Head {
+export function streamRequest(headers: http2.IncomingHttpHeaders, flags: number, raw: readonly string[]): Head {
   const method = String(headers[':method'] ?? '');
   const authority = headers[':authority'];
   const fields: string[] = [];
@@ -116,7 +116,7 @@ export class H2StreamConn implements ExchangeConn, SandboxIo {
     this.#front = front;
     this.info = front.info;
     this.#stream = stream;
-    this.#inc = new Incoming(requestOf(headers, flags, raw));
+    this.#inc = new Incoming(streamRequest(headers, flags, raw));
     const ct = headers['content-type'];
     this.#grpc = typeof ct === 'string' && ct.toLowerCase().startsWith('application/grpc');
     const te = headers.te;
