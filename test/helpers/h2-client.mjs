@@ -1,6 +1,7 @@
 // An HTTP/2 client for integration tests (node:http2), run in a sandbox namespace with plain `node`.
 // argv: CA_FILE ORIGIN PLAN_JSON
-//   PLAN_JSON: [{ path, method?, headers?, body? }, ...], every request a stream of ONE session, all at once
+//   PLAN_JSON: [{ path, method?, headers?, body?, bodyBytes? }, ...], every request a stream of ONE session,
+//   all at once (bodyBytes: a body of that many "u" bytes)
 //   (a request's headers may set ":authority" to name another host than the origin's).
 // Prints one JSON line: { alpn, results: [{ status, headers, body, trailers, error }] } in plan order.
 import http2 from 'node:http2';
@@ -15,6 +16,7 @@ session.on('error', (e) => {
 });
 const one = (p) =>
   new Promise((resolve) => {
+    if (p.bodyBytes !== undefined) p.body = 'u'.repeat(p.bodyBytes);
     const out = { status: 0, headers: {}, body: '', trailers: undefined, error: undefined };
     const req = session.request({ ':method': p.method ?? 'GET', ':path': p.path, ...(p.headers ?? {}) }, { endStream: p.body === undefined });
     req.on('response', (h) => {

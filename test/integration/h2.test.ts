@@ -7,7 +7,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createWorld, startFake, startGate, startUpstream, baseConfig, NAMES, ROOT, type World, type Gate, type Upstream, type Line } from '../helpers/gate.js';
 
@@ -151,8 +151,11 @@ test.serial('an HTTP/2 upstream: h2 end to end, trailers relayed and scrubbed; H
   const { results, raw } = await h2('https://h2up.example.test:8447', [
     { path: '/_sg/trailers', headers: { authorization: `Bearer ${PLACEHOLDER}`, te: 'trailers' } },
     { path: '/ok/h2a' },
+    { path: '/_sg/upload', method: 'POST', bodyBytes: 200_000 },
   ]);
-  const [tr, a] = results as [H2Result, H2Result];
+  const [tr, a, upl] = results as [H2Result, H2Result, H2Result];
+  // A request body crosses as DATA frames both ways, whole.
+  t.is(JSON.parse(upl.body).bytes, 200_000, raw);
   t.is(tr.status, 200, raw);
   t.is(tr.trailers?.['x-done'], 'yes', raw);
   t.regex(String(tr.trailers?.['x-echo-auth']), /^\[redacted\]\*+$/);
@@ -165,6 +168,16 @@ test.serial('an HTTP/2 upstream: h2 end to end, trailers relayed and scrubbed; H
   });
   t.is(JSON.parse(r.stdout).path, '/ok/h1-to-h2', r.stdout + r.stderr);
   t.is(((await upLine(up.h2up!, '/ok/h1-to-h2')).request as Line).proto, '2.0');
+  // A chunked HTTP/1.1 body, de-chunked by the parser, goes upstream as DATA frames.
+  const file = join(w.dir, 'chunked.bin');
+  writeFileSync(file, 'c'.repeat(70_000));
+  const c = await w.topo.exec(
+    w.sandbox,
+    '/usr/bin/curl',
+    ['-sS', '--http1.1', '--cacert', caPem(), '-H', 'Transfer-Encoding: chunked', '--data-binary', `@${file}`, 'https://h2up.example.test:8447/_sg/upload'],
+    { timeoutMs: 10000 },
+  );
+  t.is(JSON.parse(c.stdout).bytes, 70_000, c.stdout + c.stderr);
   t.like(await httpLine('/ok/h1-to-h2'), { status: 200, alpn: undefined });
   noSecret(t, raw + r.stdout, 'client output');
   noSecret(t, g.log.raw.join('\n'), "sandgate's log");
