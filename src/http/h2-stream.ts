@@ -289,7 +289,12 @@ export class H2StreamConn implements ExchangeConn, SandboxIo {
     }
     if (waitForTrailers) {
       s.once('wantTrailers', () => {
-        s.sendTrailers(this.#trailers ?? {});
+        try {
+          s.sendTrailers(this.#trailers ?? {});
+        } catch {
+          // A trailer field node:http2 will not send: the response ends reset, never complete-looking.
+          s.close(NGHTTP2_INTERNAL_ERROR);
+        }
       });
     }
   }

@@ -58,6 +58,9 @@ class H2Sink implements FieldSink {
       this.headers[':authority'] = value;
       return;
     }
+    // The h2c upgrade's settings (RFC 7540 §3.2.1) mean nothing on an HTTP/2 connection, and
+    // node:http2 refuses to send them.
+    if (l === 'http2-settings') return;
     const had = this.headers[l];
     if (had === undefined) this.headers[l] = value;
     else if (typeof had === 'string') this.headers[l] = [had, value];

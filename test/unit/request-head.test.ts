@@ -158,11 +158,13 @@ test("upgrade fields: the same rules, Connection: Upgrade and Upgrade: websocket
   ]);
 });
 
-test('HTTP/2 upstream fields: the same fields as a header list, names lower-cased, Host as :authority, TE only as trailers, the credential and its query', (t) => {
+test('HTTP/2 upstream fields: the same fields as a header list, names lower-cased, Host as :authority, TE only as trailers, no HTTP2-Settings, the credential and its query', (t) => {
   const cred = compileCredential('c', cfg({ placeholder: 'PH' }), SECRET);
   const raw = [
     'Host',
     'sandbox-said',
+    'HTTP2-Settings',
+    'AAMAAABk',
     'X-Key',
     'a PH b',
     'Cookie',
