@@ -5,6 +5,7 @@
 //           text, authorization: the value received (an echo, which sandgate must scrub); the
 //           trailing metadata carries x-echo-auth with the same value
 //   Stream: server-streaming, N (the request as a number) messages {i}
+//   Chat:   bidirectional streaming: each message comes back as {echo: the message as text}
 //   Secret: never listed by the tests' rules (a call reaching it is a bug)
 // Calls whose authorization metadata is not exactly VALUE fail with UNAUTHENTICATED.
 // Prints {"listening":PORT}, then one {"call":{method, auth}} line per call.
@@ -23,6 +24,7 @@ export const service = {
   unary: { path: '/sg.Echo/Unary', requestStream: false, responseStream: false, ...bytes },
   stream: { path: '/sg.Echo/Stream', requestStream: false, responseStream: true, ...bytes },
   secret: { path: '/sg.Echo/Secret', requestStream: false, responseStream: false, ...bytes },
+  chat: { path: '/sg.Echo/Chat', requestStream: true, responseStream: true, ...bytes },
 };
 const authOf = (md) => {
   const v = md.get('authorization');
@@ -50,6 +52,16 @@ server.addService(service, {
     const n = Number(call.request.toString('utf8'));
     for (let i = 0; i < n; i++) call.write(Buffer.from(JSON.stringify({ i })));
     call.end();
+  },
+  chat(call) {
+    const auth = authOf(call.metadata);
+    say({ call: { method: 'Chat', auth } });
+    if (auth !== 'ok') {
+      call.destroy({ code: grpc.status.UNAUTHENTICATED, details: `auth ${auth}` });
+      return;
+    }
+    call.on('data', (m) => call.write(Buffer.from(JSON.stringify({ echo: m.toString('utf8') }))));
+    call.on('end', () => call.end());
   },
   secret(call, cb) {
     say({ call: { method: 'Secret', auth: authOf(call.metadata) } });

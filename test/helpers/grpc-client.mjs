@@ -1,8 +1,9 @@
 // A gRPC client for integration tests (@grpc/grpc-js), run in a sandbox namespace.
 // argv: CA_FILE HOST:PORT PLACEHOLDER
 // Calls sg.Echo (test/helpers/fake-grpc-server.mjs) with `authorization: Bearer PLACEHOLDER`:
-// Unary, Stream (3 messages) and Secret. Prints one JSON line {unary, stream, secret}: each
-// {ok, value?, code?, details?, trailer?}.
+// Unary, Stream (3 messages), Chat (bidirectional: each message written once the previous answer
+// came back) and Secret. Prints one JSON line {unary, stream, chat, secret}: each
+// {ok, value?, code?, details?, trailer?, got?}.
 import grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 
@@ -13,6 +14,7 @@ const Echo = grpc.makeGenericClientConstructor(
     unary: { path: '/sg.Echo/Unary', requestStream: false, responseStream: false, ...bytes },
     stream: { path: '/sg.Echo/Stream', requestStream: false, responseStream: true, ...bytes },
     secret: { path: '/sg.Echo/Secret', requestStream: false, responseStream: false, ...bytes },
+    chat: { path: '/sg.Echo/Chat', requestStream: true, responseStream: true, ...bytes },
   },
   'Echo',
 );
@@ -48,8 +50,24 @@ const streamCall = () =>
     call.on('error', (err) => resolve({ ok: false, code: err.code, details: err.details, got }));
     call.on('end', () => resolve({ ok: true, got }));
   });
+// Ping-pong: the next message goes only after the answer to the last one, so the call is truly
+// bidirectional (the request is still open while responses flow).
+const chatCall = () =>
+  new Promise((resolve) => {
+    const got = [];
+    const call = client.chat(md(), deadline());
+    call.on('data', (d) => {
+      got.push(JSON.parse(d.toString('utf8')));
+      if (got.length < 3) call.write(Buffer.from(`m${got.length}`));
+      else call.end();
+    });
+    call.on('error', (err) => resolve({ ok: false, code: err.code, details: err.details, got }));
+    call.on('end', () => resolve({ ok: true, got }));
+    call.write(Buffer.from('m0'));
+  });
 const unary = await unaryCall('unary', 'hello');
 const stream = await streamCall();
+const chat = await chatCall();
 const secret = await unaryCall('secret', 'x');
-process.stdout.write(JSON.stringify({ unary, stream, secret }) + '\n');
+process.stdout.write(JSON.stringify({ unary, stream, chat, secret }) + '\n');
 client.close();

@@ -46,7 +46,7 @@ test.before(async () => {
         { host: 'h2up.example.test', ports: [8447], inject: 'llm', methods: ['GET', 'POST'], paths: ['/ok/**', '/_sg/*'] },
         { host: 'other.example.test', ports: [8443], inject: 'llm' },
         // gRPC: the credential goes as `authorization` metadata; only two of the service's methods are listed.
-        { host: 'grpc.example.test', ports: [8448], inject: 'llm', methods: ['POST'], paths: ['/sg.Echo/Unary', '/sg.Echo/Stream'] },
+        { host: 'grpc.example.test', ports: [8448], inject: 'llm', methods: ['POST'], paths: ['/sg.Echo/Unary', '/sg.Echo/Stream', '/sg.Echo/Chat'] },
       ],
       upstream: { hosts, allowPrivate: ['10.77.0.0/16'], caFile: w.pki.caFile },
     }),
@@ -184,7 +184,7 @@ test.serial('an HTTP/2 upstream: h2 end to end, trailers relayed and scrubbed; H
 });
 
 test.serial(
-  '@grpc/grpc-js through interception: unary and server-streaming get the credential as metadata; an unlisted method gets PERMISSION_DENIED',
+  '@grpc/grpc-js through interception: unary, server-streaming and bidirectional calls get the credential as metadata; an unlisted method gets PERMISSION_DENIED',
   async (t) => {
     const r = await w.topo.exec(w.sandbox, process.execPath, [join(ROOT, 'test/helpers/grpc-client.mjs'), caPem(), 'grpc.example.test:8448', PLACEHOLDER], {
       timeoutMs: 20000,
@@ -193,7 +193,7 @@ test.serial(
       string,
       { ok: boolean; value?: string; code?: number; details?: string; trailer?: string; got?: unknown[] }
     >;
-    const { unary, stream, secret } = out;
+    const { unary, stream, chat, secret } = out;
     t.true(unary?.ok, r.stdout + r.stderr);
     const echoed = JSON.parse(unary?.value ?? '{}') as Record<string, string>;
     t.is(echoed.auth, 'ok');
@@ -203,6 +203,9 @@ test.serial(
     t.regex(String(unary?.trailer), /^\[redacted\]\*+$/);
     t.true(stream?.ok, JSON.stringify(stream));
     t.deepEqual(stream?.got, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    // Bidirectional: each message sent only after the previous answer came back through sandgate.
+    t.true(chat?.ok, JSON.stringify(chat));
+    t.deepEqual(chat?.got, [{ echo: 'm0' }, { echo: 'm1' }, { echo: 'm2' }]);
     // PERMISSION_DENIED (7) with sandgate's reason, and the upstream never heard of the call.
     t.false(secret?.ok);
     t.is(secret?.code, 7);
