@@ -19,6 +19,7 @@ fi
 # chromium + libnss3-tools (certutil) for the headless-browser test (test/integration/browser.test.ts).
 # Bench: wrk, nginx, haproxy, mitmproxy are installed by scripts/bench.sh, not here.
 PACKAGES=(nftables iptables ipset iproute2 ca-certificates openssl curl dnsutils iputils-ping git python3 conntrack procps chromium libnss3-tools
+  python3-httpx python3-h2
   libnetfilter-queue-dev make g++ tmux)
 missing=()
 for p in "${PACKAGES[@]}"; do

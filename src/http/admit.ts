@@ -64,7 +64,7 @@ export function admit(req: RequestHead, info: ConnInfo): Admission {
   const url = req.url ?? '/';
   const path = pathOnly(url);
   const intercepted = info.sni !== undefined;
-  const base: AuditFields = { event: 'http', ...who(info), proto: intercepted ? 'tls' : 'http', method, path };
+  const base: AuditFields = { event: 'http', ...who(info), proto: intercepted ? 'tls' : 'http', alpn: info.alpn, method, path };
   const refuse = (status: number, error: string, reason: string, host?: string): Refused => ({ ok: false, base, host, status, error, reason });
 
   const hostCount = countRaw(req.rawHeaders, 'host');

@@ -111,12 +111,28 @@ export class UpstreamReader {
   }
 }
 
-function failure(message: string, code: string | undefined): NodeJS.ErrnoException {
+/**
+ * What an exchange holds of the attempt carrying it: an HTTP/1.1 request on one upstream
+ * connection (Attempt) or one stream of an HTTP/2 upstream session (H2Attempt, src/http/h2-attempt.ts).
+ */
+export interface UpstreamAttempt {
+  /** The connection or session served requests before (a stale one may fail on first use). */
+  readonly reused: boolean;
+  readonly mayRetry: boolean;
+  /** A final response head arrived. */
+  readonly responded: boolean;
+  /** The response is complete: give the connection back (or close the stream) cleanly. */
+  finish(requestComplete: boolean): void;
+  /** Abandon the attempt: the connection closes (HTTP/1.1) or the stream is reset (HTTP/2). */
+  destroy(): void;
+}
+
+export function failure(message: string, code: string | undefined): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
 }
 
 /** One upstream connection carrying one request and its response. */
-export class Attempt implements BodySink {
+export class Attempt implements BodySink, UpstreamAttempt {
   readonly ex: Exchange;
   readonly up: UpstreamIo;
   readonly reused: boolean;

@@ -19,21 +19,24 @@ import type { Credential } from '../creds/credential.js';
 import { asTokenError, type TokenError } from '../creds/token-error.js';
 import type { ConnInfo } from '../net/conn-info.js';
 import { admit, type Admitted, type Refused } from './admit.js';
-import { Attempt } from './attempt.js';
+import { Attempt, type UpstreamAttempt } from './attempt.js';
+import { H2Attempt, type H2Upstream } from './h2-attempt.js';
 import { MAX_REPLAY_BODY, refreshCredential, unavailableReason, withCredential, type CredentialWaiter, type Dynamic } from './credential-step.js';
 import { httpLine } from './http-audit.js';
 import type { BodySink, Incoming } from './incoming.js';
 import type { DecodeSink, Decoder, SandboxIo, UpstreamIo, UpstreamWaiter } from './io.js';
 import type { Head } from './llhttp.js';
-import { requestHead } from './request-head.js';
-import { codingToDecode, decodable, declaredLength, refusal, responseFacts, responseHead, type Framing } from './response-head.js';
-import { Scrubber } from './scrub.js';
+import { requestHead, requestHeaders } from './request-head.js';
+import { codingToDecode, decodable, declaredLength, refusal, responseFacts, type Framing, type ResponseFacts } from './response-head.js';
+import { nameCarriesSecret } from './headers.js';
+import { Scrubber, scrubString } from './scrub.js';
 import { BodyBuffer, type BufferWaiter } from './body-buffer.js';
 import { planRewrite, type BodyTransform, type Rewrite } from './rewrite.js';
 import { isTokenSource } from '../creds/credential.js';
 import { tlsFailure } from '../upstream/tls.js';
 
-const STALE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
+// The HTTP/2 codes: a pooled session the upstream is closing (GOAWAY) as a stream starts on it.
+const STALE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
@@ -55,6 +58,27 @@ export interface ExchangeConn {
   upgrade(inc: Incoming, adm: Admitted): void;
   /** The response was cut short after its head reached the sandbox: drop the connection. */
   cutShort(): void;
+  /** An interim 100 (Continue) toward the sandbox (RFC 9110 §15.2.1). */
+  sendContinue(): void;
+  /**
+   * The response head toward the sandbox. `framing` as the exchange chose it; a connection that
+   * frames bodies itself (HTTP/2 DATA frames, `framesBodies`) was told 'raw' or 'none'.
+   */
+  sendHead(
+    status: number,
+    message: string,
+    raw: readonly string[],
+    facts: ResponseFacts,
+    needles: readonly string[] | undefined,
+    decoded: boolean,
+    framing: Framing,
+    keepAlive: boolean,
+    http10: boolean,
+  ): void;
+  /** The response's trailer fields, scrubbed (HTTP/2 relays them; HTTP/1.1 drops them, as it always has). */
+  sendTrailers(raw: readonly string[]): void;
+  /** Bodies are framed by the connection (HTTP/2): the exchange writes bare body bytes, never chunks. */
+  readonly framesBodies: boolean;
 }
 
 export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, DecodeSink, BufferWaiter {
@@ -71,7 +95,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   bytesOut = 0;
   /** Body bytes kept for a 401 retry (token sources only; undefined once over the limit). */
   #kept: Buffer[] | undefined;
-  #attempt: Attempt | undefined;
+  #attempt: UpstreamAttempt | undefined;
   headSent = false;
   #over = false;
   #abortConnect: (() => void) | undefined;
@@ -141,7 +165,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     }
     // Answered by sandgate once the request is admitted, so a denied upload is refused before its
     // body is sent (RFC 9110 §10.1.1); the upstream is sent the body straight away.
-    if (inc.expectsContinue && !inc.http10) conn.io.write('HTTP/1.1 100 Continue\r\n\r\n');
+    if (inc.expectsContinue && !inc.http10) conn.sendContinue();
     withCredential(adm, this);
   }
 
@@ -311,6 +335,10 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     this.#abortConnect = this.conn.io.connect(adm.info, adm.upstream, this);
   }
 
+  get http1Only(): boolean {
+    return this.#rewrite !== undefined;
+  }
+
   upstreamReady(up: UpstreamIo, reused: boolean): void {
     this.#abortConnect = undefined;
     if (this.#over) {
@@ -326,13 +354,35 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     a.start(head, replay);
   }
 
-  /** Request body toward the upstream: framed as the sandbox framed it (chunks re-encoded). */
-  writeBody(up: UpstreamIo, chunk: Buffer): boolean {
+  /**
+   * An HTTP/2 upstream session is ready (one stream of it carries this request): the fields go as
+   * a header list, the body as DATA frames (src/http/h2-attempt.ts).
+   */
+  upstreamH2Ready(session: H2Upstream, reused: boolean): void {
+    this.#abortConnect = undefined;
+    if (this.#over) return;
+    const adm = this.#adm as Admitted;
+    const a = new H2Attempt(this, session, reused, this.#mayRetry);
+    this.#attempt = a;
+    const replay = this.#replay;
+    this.#head = '';
+    this.#replay = undefined;
+    // The same builder as the HTTP/1.1 head (it already accepted these fields in #send).
+    a.start(requestHeaders(this.inc, adm.upstream.hostHeader, this.#cred), replay);
+  }
+
+  /** Body bytes on their way upstream: counted, and kept for a 401 retry while they fit. */
+  bodyOut(chunk: Buffer): void {
     this.bytesOut += chunk.length;
     if (this.#kept !== undefined) {
       if (this.bytesOut > MAX_REPLAY_BODY) this.#kept = undefined;
       else this.#kept.push(chunk);
     }
+  }
+
+  /** Request body toward the upstream: framed as the sandbox framed it (chunks re-encoded). */
+  writeBody(up: UpstreamIo, chunk: Buffer): boolean {
+    this.bodyOut(chunk);
     let data = chunk;
     if (this.#transform !== undefined) {
       try {
@@ -363,7 +413,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   }
 
   /** The attempt's response head: whether its body is relayed, skipped (none) or discarded. */
-  onResponseHead(a: Attempt, h: Head): 'skip' | 'body' | 'discard' {
+  onResponseHead(a: UpstreamAttempt, h: Head): 'skip' | 'body' | 'discard' {
     const status = h.statusCode;
     const bodyless = this.inc.method === 'HEAD' || status === 204 || status === 304;
     const dyn = this.#dyn;
@@ -434,11 +484,11 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   #scrubber: Scrubber | undefined;
   #decoder: Decoder | undefined;
   /** The attempt whose response is being relayed (a decoded body ends asynchronously). */
-  #responding: Attempt | undefined;
+  #responding: UpstreamAttempt | undefined;
   #status = 0;
   #keepAlive = true;
 
-  #respond(a: Attempt, h: Head, bodyless: boolean): void {
+  #respond(a: UpstreamAttempt, h: Head, bodyless: boolean): void {
     const raw = h.rawHeaders;
     const facts = responseFacts(raw);
     this.upstreamLength = declaredLength(facts, bodyless);
@@ -469,11 +519,13 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     }
     // A body of unknown length reaches an HTTP/1.0 client delimited by the connection's close.
     if (framing === 'chunked' && inc.http10) framing = 'close';
+    // HTTP/2 frames the body itself (DATA frames, END_STREAM): the bytes go bare.
+    if (conn.framesBodies && framing !== 'none') framing = 'raw';
     this.#framing = framing;
     this.#keepAlive = inc.keepAlive && framing !== 'close';
     this.#responding = a;
     this.headSent = true;
-    conn.io.write(responseHead(h.statusCode, h.statusMessage, raw, facts, needles, decoding !== undefined, framing, this.#keepAlive, inc.http10));
+    conn.sendHead(h.statusCode, h.statusMessage, raw, facts, needles, decoding !== undefined, framing, this.#keepAlive, inc.http10);
     if (decoding !== undefined) this.#decoder = conn.io.decoder(decoding, this);
   }
 
@@ -518,7 +570,20 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     }
   }
 
-  onResponseComplete(a: Attempt): void {
+  /** The response's trailer section (HTTP/2 upstreams): scrubbed like the head, relayed where the sandbox's protocol can carry it. */
+  onResponseTrailers(raw: readonly string[]): void {
+    if (this.#over) return;
+    const needles = this.#needles;
+    if (needles !== undefined && nameCarriesSecret(raw, needles)) {
+      // A field name cannot be masked: the response is cut short instead of relayed.
+      this.#responding?.destroy();
+      this.#midBodyFailure('upstream sent a trailer field whose name carries the credential');
+      return;
+    }
+    this.conn.sendTrailers(needles !== undefined ? raw.map((v, i) => (i % 2 === 1 ? scrubString(v, needles) : v)) : raw);
+  }
+
+  onResponseComplete(a: UpstreamAttempt): void {
     if (this.#decoder !== undefined) {
       this.#decoder.end();
       return;
@@ -526,7 +591,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     this.#finishResponse(a);
   }
 
-  #finishResponse(a: Attempt): void {
+  #finishResponse(a: UpstreamAttempt): void {
     if (this.#over) return;
     // What the scrubber held back (it could have become a secret) and now cannot: sent as is.
     const rest = this.#scrubber?.end();
@@ -543,7 +608,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   }
 
   /** The upstream failed (or closed) before or during the response; `a` undefined: while connecting. */
-  upstreamFailed(err: NodeJS.ErrnoException, a: Attempt | undefined): void {
+  upstreamFailed(err: NodeJS.ErrnoException, a: UpstreamAttempt | undefined): void {
     if (a === undefined) this.#abortConnect = undefined;
     if (this.#over) return;
     if (a !== undefined && a !== this.#attempt) return;

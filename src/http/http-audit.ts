@@ -53,6 +53,7 @@ export function httpLine(base: AuditFields, f: HttpLineFacts): AuditFields {
     src: base.src,
     dst: base.dst,
     proto: base.proto,
+    alpn: base.alpn,
     method: base.method,
     path: base.path,
     host: f.host,

@@ -8,6 +8,7 @@ import type { ConnInfo } from '../net/conn-info.js';
 import type { Admitted } from './admit.js';
 import type { Target } from '../upstream/pool.js';
 import type { UpstreamReader } from './attempt.js';
+import type { H2Upstream } from './h2-attempt.js';
 
 /** The sandbox's side of one connection. */
 export interface SandboxIo {
@@ -25,8 +26,8 @@ export interface SandboxIo {
   destroy(): void;
   /** Whether the connection is already gone. */
   gone(): boolean;
-  /** The upstream connection feeding the response now (paused while the sandbox is not reading). */
-  source(up: UpstreamIo | undefined): void;
+  /** The upstream connection or stream feeding the response now (paused while the sandbox is not reading). */
+  source(up: Pausable | undefined): void;
   /** Hand the connection to the WebSocket relay: the upgrade request was admitted. */
   upgrade(req: UpgradeHandover): void;
   /**
@@ -52,8 +53,14 @@ export interface UpgradeHandover {
   readonly adm: Admitted;
 }
 
+/** What feeds a response: an upstream connection, or one stream of an HTTP/2 upstream session. */
+export interface Pausable {
+  pause(): void;
+  resume(): void;
+}
+
 /** One upstream connection (held by one attempt at a time). */
-export interface UpstreamIo {
+export interface UpstreamIo extends Pausable {
   /** The connection's response reader: made once per connection, reused by every attempt. */
   readonly reader: UpstreamReader;
   /** Write toward the upstream; false once its buffer is full (wait for the reader's drain). */
@@ -75,6 +82,13 @@ export interface UpstreamWaiter {
   /** `reused`: the connection served requests before (a stale one may fail on first use). */
   upstreamReady(up: UpstreamIo, reused: boolean): void;
   upstreamFailed(err: NodeJS.ErrnoException, attempt: undefined): void;
+  /** The upstream speaks HTTP/2 (ALPN): the request is one stream of this session. */
+  upstreamH2Ready(session: H2Upstream, reused: boolean): void;
+  /**
+   * The request must go as HTTP/1.1 (the head is built as text with its body, e.g. AWS re-signing
+   * or placeholders in the body: src/http/rewrite.ts): only http/1.1 is offered in ALPN.
+   */
+  readonly http1Only: boolean;
 }
 
 export interface Decoder {

@@ -12,10 +12,12 @@
  * ClientRequest or Agent exists per request (docs/performance.md).
  */
 import type net from 'node:net';
+import type { Writable } from 'node:stream';
+import type tls from 'node:tls';
 import zlib from 'node:zlib';
 import type { ConnInfo } from '../net/conn-info.js';
 import { UpstreamReader } from './attempt.js';
-import type { DecodeSink, Decoder, SandboxIo, UpgradeHandover, UpstreamIo, UpstreamWaiter } from './io.js';
+import type { DecodeSink, Decoder, Pausable, SandboxIo, UpgradeHandover, UpstreamIo, UpstreamWaiter } from './io.js';
 import { OutBuffer } from './out-buffer.js';
 import { SandboxConn } from './sandbox-conn.js';
 import { onRead, type PooledSocket, type Target, type UpstreamPool } from '../upstream/pool.js';
@@ -41,7 +43,7 @@ class FrontShell implements SandboxIo {
   readonly #out: OutBuffer;
   #flushScheduled = false;
   /** The upstream connection feeding the current response: paused while the sandbox is not reading. */
-  #source: UpstreamIo | undefined;
+  #source: Pausable | undefined;
   #sourcePaused = false;
 
   constructor(socket: net.Socket, info: ConnInfo) {
@@ -98,7 +100,7 @@ class FrontShell implements SandboxIo {
     }
   }
 
-  source(up: UpstreamIo | undefined): void {
+  source(up: Pausable | undefined): void {
     if (this.#sourcePaused && this.#source !== undefined && this.#source !== up) this.#source.resume();
     this.#source = up;
     this.#sourcePaused = false;
@@ -147,45 +149,70 @@ class FrontShell implements SandboxIo {
   }
 
   connect(info: ConnInfo, target: Target, waiter: UpstreamWaiter): (() => void) | undefined {
-    const pool = info.rt.upstream.pool;
-    const pooled = pool.take(target);
-    if (pooled !== undefined) {
-      waiter.upstreamReady(UpstreamShell.of(pooled, pool), true);
-      return undefined;
-    }
-    return pool.connect(
-      target,
-      (p) => {
-        waiter.upstreamReady(UpstreamShell.of(p, pool), p.reused);
-      },
-      (err) => {
-        waiter.upstreamFailed(err, undefined);
-      },
-    );
+    return connectUpstream(info, target, waiter);
   }
 
   decoder(coding: string, sink: DecodeSink): Decoder {
-    const d = coding === 'br' ? zlib.createBrotliDecompress() : coding === 'deflate' ? zlib.createInflate() : zlib.createGunzip();
-    const socket = this.#socket;
-    d.on('data', (c: Buffer) => {
-      sink.decoded(c);
-      if (socket.writableLength > MAX_QUEUED_OUT) {
-        d.pause();
-        socket.once('drain', () => d.resume());
-      }
-    });
-    d.once('end', () => {
-      sink.decodedEnd();
-    });
-    d.once('error', (err: NodeJS.ErrnoException) => {
-      sink.decodeFailed(err);
-    });
-    return d;
+    return decoderFor(coding, sink, this.#socket);
   }
 
   now(): number {
     return performance.now();
   }
+}
+
+/**
+ * An upstream for one request under `info`'s Runtime: a stream of the kept HTTP/2 session, a free
+ * pooled HTTP/1.1 connection, or a new connection that becomes either by its ALPN answer. Shared by
+ * the HTTP/1.1 shell and the HTTP/2 one (src/http/h2-front.ts).
+ */
+export function connectUpstream(info: ConnInfo, target: Target, waiter: UpstreamWaiter): (() => void) | undefined {
+  const pool = info.rt.upstream.pool;
+  const h1 = waiter.http1Only;
+  if (target.tls && !h1) {
+    const session = pool.takeH2(target);
+    if (session !== undefined) {
+      waiter.upstreamH2Ready(session, true);
+      return undefined;
+    }
+  }
+  const pooled = pool.take(target);
+  if (pooled !== undefined) {
+    waiter.upstreamReady(UpstreamShell.of(pooled, pool), true);
+    return undefined;
+  }
+  return pool.connect(
+    target,
+    (p) => {
+      if ((p.socket as tls.TLSSocket).alpnProtocol === 'h2') waiter.upstreamH2Ready(pool.h2Session(p, target), false);
+      else waiter.upstreamReady(UpstreamShell.of(p, pool), p.reused);
+    },
+    (err) => {
+      waiter.upstreamFailed(err, undefined);
+    },
+    h1 ? HTTP1_ONLY : undefined,
+  );
+}
+
+const HTTP1_ONLY: readonly string[] = ['http/1.1'];
+
+/** A decoder for `coding`, paused while `out` (the sandbox's socket or stream) holds more than it should. */
+export function decoderFor(coding: string, sink: DecodeSink, out: Writable): Decoder {
+  const d = coding === 'br' ? zlib.createBrotliDecompress() : coding === 'deflate' ? zlib.createInflate() : zlib.createGunzip();
+  d.on('data', (c: Buffer) => {
+    sink.decoded(c);
+    if (out.writableLength > MAX_QUEUED_OUT) {
+      d.pause();
+      out.once('drain', () => d.resume());
+    }
+  });
+  d.once('end', () => {
+    sink.decodedEnd();
+  });
+  d.once('error', (err: NodeJS.ErrnoException) => {
+    sink.decodeFailed(err);
+  });
+  return d;
 }
 
 const links = new WeakMap<net.Socket, UpstreamShell>();

@@ -44,6 +44,31 @@ class ListSink implements FieldSink {
   }
 }
 
+/**
+ * The fields as an HTTP/2 header list (node:http2's object form): names lower-cased (RFC 9113
+ * §8.2.1), Host carried as :authority (§8.3.1), repeated names as one array.
+ */
+class H2Sink implements FieldSink {
+  readonly headers: Record<string, string | string[]>;
+  constructor(method: string, path: string) {
+    this.headers = { ':method': method, ':scheme': 'https', ':path': path };
+  }
+  field(name: string, value: string): void {
+    const l = name.toLowerCase();
+    if (l === 'host') {
+      this.headers[':authority'] = value;
+      return;
+    }
+    // The h2c upgrade's settings (RFC 7540 §3.2.1) mean nothing on an HTTP/2 connection, and
+    // node:http2 refuses to send them.
+    if (l === 'http2-settings') return;
+    const had = this.headers[l];
+    if (had === undefined) this.headers[l] = value;
+    else if (typeof had === 'string') this.headers[l] = [had, value];
+    else had.push(value);
+  }
+}
+
 const text = new TextSink();
 
 /** Lower-case names of the fields a credential sets (they replace what the sandbox sent), and Accept-Encoding. */
@@ -178,6 +203,25 @@ export function requestHead(req: RequestFields, hostHeader: string, cred: Creden
 }
 
 const NO_WS_EXTENSIONS: ReadonlySet<string> = new Set(['sec-websocket-extensions']);
+
+const TE_TRAILERS: readonly string[] = ['te', 'trailers'];
+
+/**
+ * An ordinary request's fields toward an HTTP/2 upstream: the same fields as requestHead's, as a
+ * header list. TE is hop-by-hop, but `TE: trailers` is the one value HTTP/2 carries (RFC 9113
+ * §8.2.2), and gRPC servers look for it.
+ */
+export function requestHeaders(req: RequestFields, hostHeader: string, cred: Credential | undefined): Record<string, string | string[]> {
+  const sink = new H2Sink(req.method, requestTarget(req.url, cred));
+  let te = false;
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() === 'te' && (raw[i + 1] as string).trim().toLowerCase() === 'trailers') te = true;
+  }
+  emitFields(req, hostHeader, cred, false, undefined, te ? TE_TRAILERS : NO_EXTRA, sink);
+  return sink.headers;
+}
+
 const UPGRADE: readonly string[] = ['Connection', 'Upgrade', 'Upgrade', 'websocket'];
 
 /**

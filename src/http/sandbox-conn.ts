@@ -13,11 +13,12 @@ import { httpLine } from './http-audit.js';
 import { Incoming } from './incoming.js';
 import type { SandboxIo } from './io.js';
 import { Parser, type Head, type ParseError } from './llhttp.js';
+import { responseHead, type Framing, type ResponseFacts } from './response-head.js';
 
 /** A request head must be complete this long after its first byte (slow-header attacks). */
 export const HEAD_MS = 30_000;
 /** A request body sandgate holds while the upstream connection is being set up, before it stops reading. */
-const MAX_BUFFERED_BODY = 64 * 1024;
+export const MAX_BUFFERED_BODY = 64 * 1024;
 
 export class SandboxConn implements ExchangeConn {
   readonly io: SandboxIo;
@@ -214,6 +215,31 @@ export class SandboxConn implements ExchangeConn {
     const error = status === 431 ? 'request header fields too large' : status === 408 ? 'request timeout' : 'malformed request';
     this.respond(status, { error });
     this.close();
+  }
+
+  readonly framesBodies = false;
+
+  sendContinue(): void {
+    this.io.write('HTTP/1.1 100 Continue\r\n\r\n');
+  }
+
+  sendHead(
+    status: number,
+    message: string,
+    raw: readonly string[],
+    facts: ResponseFacts,
+    needles: readonly string[] | undefined,
+    decoded: boolean,
+    framing: Framing,
+    keepAlive: boolean,
+    http10: boolean,
+  ): void {
+    this.io.write(responseHead(status, message, raw, facts, needles, decoded, framing, keepAlive, http10));
+  }
+
+  /** HTTP/1.1 toward the sandbox relays no trailer section (the last chunk goes without one). */
+  sendTrailers(): void {
+    /* dropped */
   }
 
   respond(status: number, body: Record<string, unknown>, close = true, extra = ''): void {

@@ -12,6 +12,8 @@ export interface ConnInfo {
   readonly sni?: string;
   /** The ClientHello carried encrypted_client_hello (0xfe0d): shown as `ech: true` on its conn line. */
   readonly ech?: boolean;
+  /** The sandbox's TLS settled on HTTP/2 (ALPN h2): shown as `alpn: "h2"` on its lines. */
+  readonly alpn?: 'h2';
 }
 
 /** Audit fields every line about this connection carries. */

@@ -7,9 +7,10 @@
  * Only hosts whose rule has inject, methods or paths come here; every other allowed host is an
  * SNI-checked passthrough, never decrypted (src/net/connection.ts).
  *
- * ALPN offers http/1.1 only: the relay speaks HTTP/1.1, so a client that offers h2 and http/1.1
- * settles on http/1.1 (RFC 7301 §3.2), and one that offers only h2 fails the handshake rather than
- * speak a protocol sandgate would misparse.
+ * ALPN offers h2 and http/1.1 (RFC 7301): a connection that settles on h2 is served by the HTTP/2
+ * front (src/http/h2-front.ts), every stream an exchange of the same core as HTTP/1.1; any other
+ * goes to the HTTP/1.1 relay. A client offering neither fails the handshake
+ * (no_application_protocol) rather than speak a protocol sandgate would misparse.
  */
 import type net from 'node:net';
 import tls from 'node:tls';
@@ -17,6 +18,7 @@ import type { ConnInfo } from '../net/conn-info.js';
 import { who } from '../net/conn-info.js';
 import type { CompiledRule } from '../policy/policy.js';
 import { normaliseHost } from '../policy/host-name.js';
+import { serveH2 } from '../http/h2-front.js';
 import { serveHttp } from '../http/relay.js';
 import type { LeafCache } from './leaf-cache.js';
 
@@ -59,7 +61,7 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
   const t = new tls.TLSSocket(socket, {
     isServer: true,
     secureContext: ctx,
-    ALPNProtocols: ['http/1.1'],
+    ALPNProtocols: ['h2', 'http/1.1'],
     requestCert: false,
   });
   let secure = false;
@@ -79,8 +81,10 @@ async function terminate(deps: InterceptorDeps, socket: net.Socket, head: Buffer
     clearTimeout(timer);
     if (deps.track && !deps.track(info.sandbox, t, socket)) return;
     t.setNoDelay(true);
-    rt.audit.write({ ...base, decision: 'allow', intercept: true, tlsVersion: t.getProtocol() ?? undefined });
-    serveHttp(t, { ...info, sni }, undefined);
+    const h2 = t.alpnProtocol === 'h2';
+    rt.audit.write({ ...base, decision: 'allow', intercept: true, tlsVersion: t.getProtocol() ?? undefined, ...(h2 ? { alpn: 'h2' } : {}) });
+    if (h2) serveH2(t, { ...info, sni, alpn: 'h2' });
+    else serveHttp(t, { ...info, sni }, undefined);
   });
   // After the handshake the relay owns the socket and its errors. Before it, most often: the
   // sandbox does not trust sandgate's CA (alert "unknown ca" / "bad certificate").

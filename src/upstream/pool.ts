@@ -5,9 +5,15 @@
  * connection resumes instead of a full handshake. Addresses come from sandgate's resolver
  * through the SSRF guard (lookup.ts), never from the sandbox.
  *
+ * ALPN offers h2 and http/1.1 (RFC 7301): an upstream that picks h2 gets one multiplexed session
+ * (node:http2), kept per (host, port) and shared by every request to it, whatever protocol the
+ * sandbox speaks; the others get HTTP/1.1 connections as before. The session runs over the
+ * socket connect() made, so the certificate check and the SSRF guard are the same for both.
+ *
  * One pool per UpstreamTls, built with it (src/upstream/upstream.ts, so once per config load):
  * connections made under one trust setting are never reused under another.
  */
+import http2 from 'node:http2';
 import net, { type LookupFunction } from 'node:net';
 import tls from 'node:tls';
 import { SandgateError } from '../errors.js';
@@ -58,8 +64,15 @@ const IDLE_MS = 30_000;
 const MAX_FREE_PER_KEY = 256;
 const MAX_SESSIONS = 256;
 
+/** Settings sandgate sends an upstream's HTTP/2 session: no server push (RFC 9113 §8.4), bounded header lists. */
+const H2_CLIENT_SETTINGS: http2.Settings = { enablePush: false, maxHeaderListSize: 64 * 1024 };
+
+const ALPN: readonly string[] = ['h2', 'http/1.1'];
+
 export class UpstreamPool {
   readonly #free = new Map<string, net.Socket[]>();
+  /** One HTTP/2 session per upstream that chose h2: every request to it is a stream of that session. */
+  readonly #h2 = new Map<string, http2.ClientHttp2Session>();
   readonly #sessions = new Map<string, Buffer>();
   readonly #tls: UpstreamTls;
   readonly #lookup: LookupFunction;
@@ -101,12 +114,61 @@ export class UpstreamPool {
     return undefined;
   }
 
+  /** The HTTP/2 session to `t`, if one is open and not closing (GOAWAY). */
+  takeH2(t: Target): http2.ClientHttp2Session | undefined {
+    const key = UpstreamPool.keyOf(t);
+    const s = this.#h2.get(key);
+    if (s === undefined) return undefined;
+    if (s.closed || s.destroyed) {
+      this.#h2.delete(key);
+      return undefined;
+    }
+    return s;
+  }
+
+  /**
+   * An HTTP/2 session over a new connection whose ALPN said h2; kept for the next requests to the
+   * same upstream unless one is already kept (two requests connected at once): then this one
+   * serves its request and idles out.
+   */
+  h2Session(p: PooledSocket, t: Target): http2.ClientHttp2Session {
+    const socket = p.socket;
+    const session = http2.connect(`https://${t.host}:${t.port}`, {
+      createConnection: () => socket,
+      settings: H2_CLIENT_SETTINGS,
+      maxHeaderListPairs: 256,
+    });
+    const key = p.key;
+    const forget = (): void => {
+      if (this.#h2.get(key) === session) this.#h2.delete(key);
+    };
+    session.on('error', forget);
+    session.once('goaway', forget);
+    session.once('close', forget);
+    // Idle sessions close as idle sockets do; one with streams in flight finishes them first.
+    session.setTimeout(IDLE_MS, () => {
+      forget();
+      session.close();
+    });
+    // A session does not keep a stopping daemon alive; the sandbox connections it serves do.
+    session.unref();
+    const kept = this.#h2.get(key);
+    if (kept === undefined || kept.closed || kept.destroyed) this.#h2.set(key, session);
+    return session;
+  }
+
   /**
    * A new connection to `t`; `ready` once connected (and, for TLS, verified), or `failed` with an
    * error whose code names the cause (UPSTREAM_CONNECT on timeout, UPSTREAM_FORBIDDEN from the
    * SSRF guard, TLS verification codes). Returns a function that aborts the attempt.
    */
-  connect(t: Target, ready: (p: PooledSocket) => void, failed: (err: NodeJS.ErrnoException) => void): () => void {
+  connect(
+    t: Target,
+    ready: (p: PooledSocket) => void,
+    failed: (err: NodeJS.ErrnoException) => void,
+    /** ALPN offered; default h2 then http/1.1. */
+    alpn: readonly string[] = ALPN,
+  ): () => void {
     const refused = literalRefused(t.host, this.#guard);
     if (refused !== undefined) {
       // As a refused lookup would: asynchronously, before any socket exists.
@@ -141,7 +203,7 @@ export class UpstreamPool {
         lookup,
         onread,
         secureContext: this.#tls.context,
-        ALPNProtocols: ['http/1.1'],
+        ALPNProtocols: alpn as string[],
         ...(session !== undefined ? { session } : {}),
       };
       socket = tls.connect(opts);
@@ -227,6 +289,8 @@ export class UpstreamPool {
   drain(): void {
     for (const list of this.#free.values()) for (const s of list) s.destroy();
     this.#free.clear();
+    for (const s of this.#h2.values()) s.close();
+    this.#h2.clear();
   }
 
   /** Taken from the free list by the close handler. */

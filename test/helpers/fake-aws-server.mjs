@@ -4,6 +4,7 @@
 // with the sandbox's placeholder key fails with the error shape the SDKs know.
 //
 // argv: --port N --tls CERT KEY --key-id ID --secret SECRET [--token SESSION_TOKEN]
+//   It offers h2 and http/1.1 in ALPN, as AWS endpoints do; each request line's `proto` says which.
 // S3 (any host containing ".s3"; virtual-hosted, the bucket is the first label):
 //   PUT /KEY (plain, or aws-chunked with a trailing checksum), GET /KEY, and multipart:
 //   POST /KEY?uploads, PUT /KEY?partNumber=N&uploadId=U, POST /KEY?uploadId=U.
@@ -12,9 +13,9 @@
 // Bedrock Runtime (other hosts): POST /model/ID/invoke, /model/ID/invoke-with-response-stream
 //   (application/vnd.amazon.eventstream, 3 chunk events), /model/ID/converse.
 // Prints {"listening":PORT}, then one JSON line per request:
-//   {"request":{"method","path","host","sha","encoding","auth":"ok"|WHY},"status":N}
+//   {"request":{"method","path","host","proto","sha","encoding","auth":"ok"|WHY},"status":N}
 // The keys themselves are never printed.
-import https from 'node:https';
+import http2 from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { verifySigV4 } from './sigv4-verify.mjs';
@@ -103,7 +104,7 @@ async function handler(req, res) {
   const body = Buffer.concat(chunks);
   const url = new URL(req.url ?? '/', 'https://fake');
   const q = (req.url ?? '').includes('?') ? (req.url ?? '').slice((req.url ?? '').indexOf('?') + 1) : '';
-  const host = req.headers.host ?? '';
+  const host = req.headers.host ?? req.headers[':authority'] ?? '';
   const s3 = host.includes('.s3');
   const wirePath = (req.url ?? '/').split('?')[0];
   const v = await verifySigV4({ method: req.method, path: wirePath, query: q, headers: req.headers, body }, keys);
@@ -111,6 +112,7 @@ async function handler(req, res) {
     method: req.method,
     path: url.pathname,
     host,
+    proto: req.httpVersion,
     sha: req.headers['x-amz-content-sha256'],
     encoding: req.headers['content-encoding'],
     auth: v.ok ? 'ok' : v.why,
@@ -224,7 +226,7 @@ async function handler(req, res) {
   log(200);
 }
 
-const server = https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]) }, (req, res) => {
+const server = http2.createSecureServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]), allowHTTP1: true }, (req, res) => {
   handler(req, res).catch((err) => {
     say({ error: String(err?.message ?? err) });
     res.destroy();

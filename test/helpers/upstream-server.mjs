@@ -20,9 +20,12 @@
 //     (on a path ending in /fragmented as two frames of one message, RFC 6455 §5.4, split in the
 //     middle of the Authorization value, with a ping between them),
 //     then echoes every message (permessage-deflate allowed if the client offers it)
+//   /_sg/trailers         the JSON echo with a trailer section: x-echo-auth (the Authorization received), x-done: yes
+// --h2 (with --tls): HTTP/2 and HTTP/1.1 (ALPN); the request line's `proto` says which one a request came over
 // Prints {"listening":PORT} on stdout once ready; one {"request":{method, path, host, auth, authHeaders}}
 // line per request (the path without its query; auth is ok|missing|wrong, never the value).
 import http from 'node:http';
+import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -136,7 +139,16 @@ if (args.includes('--udp')) {
       if (keep) chunks.push(c);
     });
     req.on('end', () => {
-      say({ request: { method: req.method, path: url.pathname, host: req.headers.host, ...(auth ? { auth } : {}), authHeaders } });
+      say({
+        request: {
+          method: req.method,
+          path: url.pathname,
+          host: req.headers.host ?? req.headers[':authority'],
+          proto: req.httpVersion,
+          ...(auth ? { auth } : {}),
+          authHeaders,
+        },
+      });
       if (auth !== undefined && auth !== 'ok') {
         const out = JSON.stringify({ error: 'unauthorized', auth });
         res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
@@ -153,6 +165,13 @@ if (args.includes('--udp')) {
         body: Buffer.concat(chunks).toString('utf8'),
       });
       const extra = echoHeaders ? { 'x-echo-headers': JSON.stringify(req.headers) } : {};
+      if (url.pathname === '/_sg/trailers') {
+        res.writeHead(200, { 'content-type': 'application/json', trailer: 'x-echo-auth, x-done', ...extra });
+        res.write(out);
+        res.addTrailers({ 'x-echo-auth': String(req.headers.authorization ?? ''), 'x-done': 'yes' });
+        res.end();
+        return;
+      }
       if (url.pathname === '/_sg/gzip') {
         const z = zlib.gzipSync(out);
         res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': z.length, ...extra });
@@ -165,9 +184,11 @@ if (args.includes('--udp')) {
   };
   const tlsIdx = args.indexOf('--tls');
   const server =
-    tlsIdx >= 0
-      ? https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]), noDelay: true }, handler)
-      : http.createServer({ noDelay: true }, handler);
+    tlsIdx >= 0 && args.includes('--h2')
+      ? http2.createSecureServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]), allowHTTP1: true }, handler)
+      : tlsIdx >= 0
+        ? https.createServer({ cert: readFileSync(args[tlsIdx + 1]), key: readFileSync(args[tlsIdx + 2]), noDelay: true }, handler)
+        : http.createServer({ noDelay: true }, handler);
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
   server.on('upgrade', (req, socket, head) => {
     socket.on('error', () => {});

@@ -28,6 +28,7 @@ const H = {
   e500: 'e500.example.test',
   e403: 'e403.example.test',
   bad: 'badjson.example.test',
+  h2burst: 'h2burst.example.test',
 };
 const NAMES = Object.values(H);
 const key = { env: 'SG_AUTH_KEY' };
@@ -51,6 +52,7 @@ test.before(async () => {
       { host: H.e500, inject: 'e500' },
       { host: H.e403, inject: 'e403' },
       { host: H.bad, inject: 'bad' },
+      { host: H.h2burst, inject: 'h2burst' },
     ],
     {
       svc: { authService: { url: authUrl('?ttl=1'), timeoutMs: 1500, secret: key } },
@@ -62,6 +64,7 @@ test.before(async () => {
       e500: { authService: { url: authUrl('?status=500'), secret: key } },
       e403: { authService: { url: authUrl('?status=403'), secret: key } },
       bad: { authService: { url: authUrl('?badJson=1'), secret: key } },
+      h2burst: { authService: { url: authUrl('?ttl=60'), timeoutMs: 1500, secret: key } },
     },
   );
   g = await startGate(aw.w.topo, aw.w.dir, config, 'sandgate.json', { env: secretEnv });
@@ -144,6 +147,25 @@ test.serial('50 concurrent requests for a key with nothing cached cause exactly 
   const c = calls(aw, (x) => x.host === H.burst).slice(before);
   t.is(c.length, 1, 'single-flight: one call for all 50 waiting requests');
   t.like(c[0], { user: 'bob', sandbox: 'agent-b' });
+});
+
+test.serial('30 concurrent HTTP/2 streams on one session with nothing cached cause exactly one call', async (t) => {
+  const plan = Array.from({ length: 30 }, (_, i) => ({ path: `/u/alice/h2-${i}` }));
+  const r = await aw.w.topo.exec(
+    aw.ns.alice,
+    process.execPath,
+    [join(ROOT, 'test/helpers/h2-client.mjs'), join(aw.w.dir, 'ca', 'ca.pem'), `https://${H.h2burst}`, JSON.stringify(plan)],
+    { timeoutMs: 15000 },
+  );
+  const out = JSON.parse(r.stdout.trim() || '{}') as { alpn?: string; results?: { status: number; body: string }[] };
+  t.is(out.alpn, 'h2', r.stdout + r.stderr);
+  t.deepEqual(
+    out.results?.map((x) => x.status),
+    plan.map(() => 200),
+  );
+  noToken(t, r.stdout, 'what the h2 client received');
+  t.is(calls(aw, (x) => x.host === H.h2burst).length, 1, 'single-flight across the streams');
+  t.like(await httpLine(H.h2burst, '/u/alice/h2-29'), { alpn: 'h2', status: 200, credential: 'h2burst', user: 'alice' });
 });
 
 test.serial('tokens are refreshed before they expire: ~4 s of continuous requests with 1 s tokens, none fails', async (t) => {
@@ -253,7 +275,8 @@ test.serial('upstream 401: the token is dropped, refreshed, and a GET and a smal
   // own fresh token was the one revoked).
   const n = calls(aw, (x) => x.host === H.r401).length - warmCalls;
   t.true(n === 1 || n === 2, `${n} calls`);
-  t.like(await httpLine(H.r401, '/u/alice/get'), { status: 200, tokenRejected: 'retried' });
+  // curl speaks h2 to sandgate: the refusal, the refresh and the retry happened on one stream.
+  t.like(await httpLine(H.r401, '/u/alice/get'), { status: 200, tokenRejected: 'retried', alpn: 'h2' });
 
   // A small POST body was kept while it streamed, and is replayed whole.
   await rejectNext();

@@ -157,6 +157,9 @@ test.serial("interception: chromium trusts sandgate's CA from its NSS db; the up
   t.is(line.error, undefined, 'the handshake with chromium completed');
   const http = await g.log.waitFor((l) => l.event === 'http' && l.path === '/browser-icpt', 5000, 'http line');
   t.like(http, { decision: 'allow', credential: 'llm', status: 200 });
+  // Chromium takes h2 when sandgate offers it: the page came over an HTTP/2 stream.
+  t.is(http.alpn, 'h2');
+  t.is(line.alpn, 'h2');
 });
 
 test.serial("without sandgate's CA in its NSS db chromium refuses the intercepted page (the trust comes from that db)", async (t) => {

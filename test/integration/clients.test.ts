@@ -391,14 +391,14 @@ test.serial('curl with no key at all gets the key injected; a placeholder is rep
 
   const none = await curl(['https://api.example.test/v1/echo']);
   t.is(none.code, 0, none.stderr);
-  t.regex(none.stdout, /^HTTP\/1\.1 200/);
+  t.regex(none.stdout, /^HTTP\/2 200/);
   t.is(lastEcho()?.auth, 'ok', 'the upstream got the real key though curl sent none');
   t.is(lastEcho()?.authHeaders, 1);
   assertNoSecret(t, none.stdout + none.stderr, "curl's view of an upstream that echoes the credential (headers and body)");
 
   const ph = await curl(['-H', `Authorization: Bearer ${LLM_PLACEHOLDER}`, 'https://api.example.test/v1/echo']);
   t.is(ph.code, 0, ph.stderr);
-  t.regex(ph.stdout, /^HTTP\/1\.1 200/);
+  t.regex(ph.stdout, /^HTTP\/2 200/);
   t.is(lastEcho()?.auth, 'ok');
   t.is(lastEcho()?.authHeaders, 1, 'replaced, not duplicated');
   assertNoSecret(t, ph.stdout + ph.stderr, "curl's view with a placeholder key");
@@ -411,7 +411,7 @@ test.serial('curl with no key at all gets the key injected; a placeholder is rep
     'https://api.example.test/v1/chat/completions',
   ]);
   t.is(post.code, 0, post.stderr);
-  t.regex(post.stdout, /^HTTP\/1\.1 200/);
+  t.regex(post.stdout, /^HTTP\/2 200/);
   t.regex(post.stdout, /"object":"chat.completion"/);
   await g.log.waitFor((l) => l.event === 'http' && l.path === '/v1/echo' && l.credential === 'llm', 5000, 'audit line for /v1/echo');
   assertGateClean(t, g);

@@ -230,11 +230,21 @@ test.serial(
   },
 );
 
-test.serial('the Bedrock Runtime client left on its default HTTP/2 handler fails its handshake (interception offers http/1.1 only)', async (t) => {
-  await gate();
+test.serial('the Bedrock Runtime client on its default HTTP/2 handler: h2 streams from the sandbox, re-signed, to the upstream over HTTP/1.1', async (t) => {
+  const g = await gate();
+  const before = requests(fakes.bedrock).length;
   const out = await awsClient('bedrock', 'us-east-1', caPem(), ['--http2']);
-  t.false(out.ok);
-  t.regex(String(out.error), /no application protocol/);
+  t.true(out.ok, `client failed: ${String(out.error)} ${String(out.stderr)}`);
+  t.like(out.results, { invoke: 'echo: ping', stream: ['alpha', 'beta', 'gamma'], converse: 'converse reply' });
+  const seen = requests(fakes.bedrock)
+    .slice(before)
+    .filter((l) => (l.request as { host: string }).host === BEDROCK);
+  t.is(seen.length, 3);
+  // The upstream offers h2 too; a re-signed request is built as an HTTP/1.1 head with its body.
+  for (const l of seen) t.like(l, { request: { auth: 'ok', proto: '1.1' }, status: 200 });
+  assertNoSecret(t, String(out.seen), 'what the SDK received');
+  await g.log.waitFor((l) => l.event === 'http' && l.host === BEDROCK && String(l.path).endsWith('/converse') && l.alpn === 'h2', 5000, 'the h2 Converse line');
+  assertGateClean(t, g);
 });
 
 test.serial('control: the same SDK calls to hosts without the credential rule fail with AWS auth errors (the fakes refuse the placeholder key)', async (t) => {

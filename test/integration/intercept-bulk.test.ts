@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import { randomBytes, createHash } from 'node:crypto';
 import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createWorld, startGate, startUpstream, baseConfig, NAMES, type World, type Gate } from '../helpers/gate.js';
+import { createWorld, startGate, startUpstream, baseConfig, NAMES, type World, type Gate, type Line } from '../helpers/gate.js';
 
 const SECRET = `sk-real-${randomBytes(12).toString('hex')}`;
 const MIB = 1024 * 1024;
@@ -41,12 +41,25 @@ function memory(): { rss: number; hwm: number } {
   return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
 }
 
-async function roundTrip(t: ExecutionContext, size: number): Promise<void> {
+/** A download and an upload of `size` bytes with curl speaking `proto` (--http1.1 or --http2) to sandgate. */
+async function roundTrip(t: ExecutionContext, size: number, proto: string): Promise<void> {
   const ca = join(w.dir, 'ca', 'ca.pem');
   const down = await w.topo.exec(
     w.sandbox,
     '/usr/bin/curl',
-    ['-sS', '--max-time', '30', '--cacert', ca, '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `https://bulk.example.test:8443/_sg/bytes/${size}`],
+    [
+      proto,
+      '-sS',
+      '--max-time',
+      '30',
+      '--cacert',
+      ca,
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{size_download}',
+      `https://bulk.example.test:8443/_sg/bytes/${size}`,
+    ],
     { timeoutMs: 35000 },
   );
   t.is(down.stdout, `200 ${size}`, down.stderr);
@@ -57,6 +70,7 @@ async function roundTrip(t: ExecutionContext, size: number): Promise<void> {
     w.sandbox,
     '/usr/bin/curl',
     [
+      proto,
       '-sS',
       '--max-time',
       '30',
@@ -76,27 +90,35 @@ async function roundTrip(t: ExecutionContext, size: number): Promise<void> {
   rmSync(file);
 }
 
-test.serial('20 MiB download and 20 MiB upload are streamed through interception with bounded memory', async (t) => {
-  const ca = join(w.dir, 'ca', 'ca.pem');
-  // Warm up (TLS, leaf minting, JIT), then measure the peak from here.
-  await w.topo.exec(w.sandbox, '/usr/bin/curl', ['-sS', '--cacert', ca, '-o', '/dev/null', 'https://bulk.example.test:8443/_sg/bytes/1048576']);
-  const before = memory();
-  await roundTrip(t, 20 * MIB);
-  const mid = memory();
-  // Five times as much: if any body were buffered, the peak would grow by at least 100 MiB more.
-  // Streamed, it stays where it was: what remains is garbage awaiting collection (V8 collects
-  // Buffers' external memory in batches of a few tens of MiB), not a function of body size.
-  await roundTrip(t, 100 * MIB);
-  const after = memory();
-  t.log(
-    `sandgate RSS before ${before.rss.toFixed(1)} MiB; peak after 2 x 20 MiB ${mid.hwm.toFixed(1)} MiB; peak after 2 x 100 MiB more ${after.hwm.toFixed(1)} MiB`,
-  );
-  t.true(mid.hwm - before.hwm < 64, `20 MiB each way raised the peak by ${(mid.hwm - before.hwm).toFixed(1)} MiB`);
-  t.true(after.hwm - mid.hwm < 32, `100 MiB each way raised the peak by another ${(after.hwm - mid.hwm).toFixed(1)} MiB`);
-  const line = await g.log.waitFor((l) => l.event === 'http' && l.path === '/_sg/upload' && l.bytesOut === 20 * MIB);
-  t.is(line.status, 200);
-  t.is((await g.log.waitFor((l) => l.event === 'http' && l.path === `/_sg/bytes/${20 * MIB}`)).bytesIn, 20 * MIB);
-});
+for (const [proto, alpn] of [
+  ['--http1.1', undefined],
+  ['--http2', 'h2'],
+] as const) {
+  test.serial(`20 MiB download and 20 MiB upload are streamed through interception with bounded memory (curl ${proto})`, async (t) => {
+    const ca = join(w.dir, 'ca', 'ca.pem');
+    // Warm up (TLS, leaf minting, JIT), then measure the peak from here.
+    await w.topo.exec(w.sandbox, '/usr/bin/curl', [proto, '-sS', '--cacert', ca, '-o', '/dev/null', 'https://bulk.example.test:8443/_sg/bytes/1048576']);
+    const before = memory();
+    const seen = g.log.lines.length;
+    await roundTrip(t, 20 * MIB, proto);
+    const mid = memory();
+    // Five times as much: if any body were buffered, the peak would grow by at least 100 MiB more.
+    // Streamed, it stays where it was: what remains is garbage awaiting collection (V8 collects
+    // Buffers' external memory in batches of a few tens of MiB), not a function of body size.
+    await roundTrip(t, 100 * MIB, proto);
+    const after = memory();
+    t.log(
+      `sandgate RSS before ${before.rss.toFixed(1)} MiB; peak after 2 x 20 MiB ${mid.hwm.toFixed(1)} MiB; peak after 2 x 100 MiB more ${after.hwm.toFixed(1)} MiB`,
+    );
+    t.true(mid.hwm - before.hwm < 64, `20 MiB each way raised the peak by ${(mid.hwm - before.hwm).toFixed(1)} MiB`);
+    t.true(after.hwm - mid.hwm < 32, `100 MiB each way raised the peak by another ${(after.hwm - mid.hwm).toFixed(1)} MiB`);
+    const mine = (l: Line): boolean => g.log.lines.indexOf(l) >= seen && l.event === 'http';
+    const line = await g.log.waitFor((l) => mine(l) && l.path === '/_sg/upload' && l.bytesOut === 20 * MIB);
+    t.is(line.status, 200);
+    t.is(line.alpn, alpn);
+    t.is((await g.log.waitFor((l) => mine(l) && l.path === `/_sg/bytes/${20 * MIB}`)).bytesIn, 20 * MIB);
+  });
+}
 
 /** sandgate's CPU time so far (user + system), in ms. */
 function cpuMs(): number {

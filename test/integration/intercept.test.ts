@@ -94,7 +94,7 @@ function parse(r: ExecResult): { status: number; headers: Record<string, string>
   const parts = r.stdout.split('\r\n\r\n');
   // Skip interim responses (100 Continue) and earlier responses in a redirect chain.
   let i = 0;
-  while (i < parts.length - 2 && /^HTTP\/1\.1 \d/.test(parts[i + 1] ?? '')) i++;
+  while (i < parts.length - 2 && /^HTTP\/(1\.1|2) \d/.test(parts[i + 1] ?? '')) i++;
   const [statusLine = '', ...lines] = (parts[i] ?? '').split('\r\n');
   const headers: Record<string, string> = {};
   for (const l of lines) {
@@ -136,6 +136,7 @@ test.serial('curl with a placeholder key: the upstream gets the real one, the ec
   t.like(a, {
     decision: 'allow',
     proto: 'tls',
+    alpn: 'h2',
     host: 'llm.example.test',
     method: 'GET',
     status: 200,
@@ -166,7 +167,8 @@ test.serial('Basic form: Authorization: Basic base64(user:secret), scrubbed from
   t.is(parse(r).status, 200, r.stdout);
   noSecret(t, r.stdout + r.stderr, 'the Basic response');
   t.is(((await upLine(up.basic!, '/t3/basic')).request as Line).auth, 'ok');
-  t.like(await httpLine('/t3/basic'), { credential: 'basic', status: 200 });
+  // curl's default on https is h2: the Basic form went into an HTTP/2 stream's fields.
+  t.like(await httpLine('/t3/basic'), { credential: 'basic', status: 200, alpn: 'h2' });
 });
 
 test.serial("query form: the parameter is set (replacing the sandbox's), the audit path has no query", async (t) => {
@@ -178,6 +180,7 @@ test.serial("query form: the parameter is set (replacing the sandbox's), the aud
   t.is(((await upLine(up.query!, '/t4/q')).request as Line).auth, 'ok');
   const a = await httpLine('/t4/q');
   t.is(a.credential, 'q');
+  t.is(a.alpn, 'h2', 'the query form on an HTTP/2 stream (:path)');
 });
 
 test.serial('custom header with a bare {secret} format', async (t) => {
@@ -187,6 +190,7 @@ test.serial('custom header with a bare {secret} format', async (t) => {
   const u = (await upLine(up.hdr!, '/t5/h')).request as Line;
   t.is(u.auth, 'ok');
   t.is(u.authHeaders, 1);
+  t.like(await httpLine('/t5/h'), { credential: 'hdr', alpn: 'h2' });
 });
 
 test.serial('Node fetch (NODE_EXTRA_CA_CERTS) and python3 urllib (SSL_CERT_FILE) get the key injected', async (t) => {
@@ -337,7 +341,7 @@ test.serial('keep-alive and pipelining: several requests on one TLS connection, 
     [
       '-e',
       `
-    const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2', 'http/1.1'] }, () => {
+    const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['http/1.1'] }, () => {
       const req = (p, h) => 'GET ' + p + ' HTTP/1.1\\r\\nHost: ' + h + '\\r\\n\\r\\n';
       s.write(req('/t12/p1', 'llm.example.test') + req('/t12/p2', 'llm.example.test') + req('/t12/p3', 'basic.example.test'));
     });
@@ -347,7 +351,7 @@ test.serial('keep-alive and pipelining: several requests on one TLS connection, 
     { timeoutMs: 10000 },
   );
   const out = json(r.stdout.trim());
-  t.is(out.alpn, 'http/1.1', 'h2 is not offered');
+  t.is(out.alpn, 'http/1.1');
   t.deepEqual(out.codes, ['200', '200', '403']);
   noSecret(t, String(out.buf), 'pipelined responses');
   t.is(((await upLine(up.llm!, '/t12/p2')).request as Line).auth, 'ok');
@@ -355,43 +359,45 @@ test.serial('keep-alive and pipelining: several requests on one TLS connection, 
 
 // BUG (src/tls/intercept.ts): a handshake that ended without an error event (the client hung up,
 // as a Node client that rejects the certificate does, or stalled past the timer) left no line.
-test.serial('the handshake: TLS version audited; a client offering only h2, not trusting the CA, or stalling gets one error line', async (t) => {
-  const hello = (opts: string): Promise<ExecResult> =>
-    w.topo.exec(
+test.serial(
+  'the handshake: TLS version audited; h2 chosen when offered; a client offering neither h2 nor http/1.1, not trusting the CA, or stalling gets one error line',
+  async (t) => {
+    const hello = (opts: string): Promise<ExecResult> =>
+      w.topo.exec(
+        w.sandbox,
+        process.execPath,
+        [
+          '-e',
+          `
+    const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ${opts} }, () => { console.log('connected', s.alpnProtocol); s.end(); });
+    s.on('error', (e) => console.log('error', e.code));`,
+        ],
+        { timeoutMs: 8000 },
+      );
+    const before = g.log.lines.length;
+    const since = (): Line[] => g.log.lines.slice(before).filter((l) => l.event === 'conn' && l.host === 'llm.example.test');
+    const ok = await hello(`ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2', 'http/1.1']`);
+    t.regex(ok.stdout, /connected h2/, ok.stdout + ok.stderr);
+    const secured = (): Line | undefined => since().find((l) => l.tlsVersion !== undefined);
+    await g.log.waitFor(() => secured() !== undefined, 5000, 'the conn line of the completed handshake');
+    t.like(secured(), { decision: 'allow', intercept: true });
+    t.regex(String(secured()?.tlsVersion), /^TLSv1\.[23]$/);
+
+    const h2 = await hello(`ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['spdy/3.1']`);
+    t.regex(h2.stdout, /error ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL/, h2.stdout + h2.stderr);
+    // Node rejects the certificate after its side of the handshake and hangs up without an alert.
+    const node = await hello('');
+    t.regex(node.stdout, /error SELF_SIGNED_CERT_IN_CHAIN/, node.stdout + node.stderr);
+    // curl (OpenSSL) sends an "unknown ca" alert.
+    const c = await w.topo.exec(w.sandbox, CURL, ['-sS', '--max-time', '5', 'https://llm.example.test:8443/t16/untrusted'], { timeoutMs: 8000 });
+    t.not(c.code, 0);
+    // A client whose bytes after the ClientHello never arrive: the handshake timer (10 s) ends it.
+    const stall = await w.topo.exec(
       w.sandbox,
       process.execPath,
       [
         '-e',
         `
-    const s = require('tls').connect({ host: 'llm.example.test', port: 8443, servername: 'llm.example.test', ${opts} }, () => { console.log('connected', s.alpnProtocol); s.end(); });
-    s.on('error', (e) => console.log('error', e.code));`,
-      ],
-      { timeoutMs: 8000 },
-    );
-  const before = g.log.lines.length;
-  const since = (): Line[] => g.log.lines.slice(before).filter((l) => l.event === 'conn' && l.host === 'llm.example.test');
-  const ok = await hello(`ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2', 'http/1.1']`);
-  t.regex(ok.stdout, /connected http\/1\.1/, ok.stdout + ok.stderr);
-  const secured = (): Line | undefined => since().find((l) => l.tlsVersion !== undefined);
-  await g.log.waitFor(() => secured() !== undefined, 5000, 'the conn line of the completed handshake');
-  t.like(secured(), { decision: 'allow', intercept: true });
-  t.regex(String(secured()?.tlsVersion), /^TLSv1\.[23]$/);
-
-  const h2 = await hello(`ca: require('fs').readFileSync(${JSON.stringify(caPem())}), ALPNProtocols: ['h2']`);
-  t.regex(h2.stdout, /error ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL/, h2.stdout + h2.stderr);
-  // Node rejects the certificate after its side of the handshake and hangs up without an alert.
-  const node = await hello('');
-  t.regex(node.stdout, /error SELF_SIGNED_CERT_IN_CHAIN/, node.stdout + node.stderr);
-  // curl (OpenSSL) sends an "unknown ca" alert.
-  const c = await w.topo.exec(w.sandbox, CURL, ['-sS', '--max-time', '5', 'https://llm.example.test:8443/t16/untrusted'], { timeoutMs: 8000 });
-  t.not(c.code, 0);
-  // A client whose bytes after the ClientHello never arrive: the handshake timer (10 s) ends it.
-  const stall = await w.topo.exec(
-    w.sandbox,
-    process.execPath,
-    [
-      '-e',
-      `
     const { Duplex } = require('stream');
     const raw = require('net').connect(8443, 'llm.example.test');
     let writes = 0;
@@ -401,36 +407,42 @@ test.serial('the handshake: TLS version audited; a client offering only h2, not 
     raw.on('error', () => {});
     const s = require('tls').connect({ socket: lossy, servername: 'llm.example.test', rejectUnauthorized: false });
     s.on('error', () => {});`,
-    ],
-    { timeoutMs: 20000 },
-  );
-  t.regex(stall.stdout, /closed/, 'sandgate closed the stalled handshake');
-  const failed = (): Line[] => since().filter((l) => l.error !== undefined);
-  await g.log.waitFor(() => failed().length >= 4, 5000, 'four handshake error lines');
-  t.deepEqual(
-    failed().map((l) => l.error),
-    [
-      'TLS handshake with the sandbox failed (ERR_SSL_NO_APPLICATION_PROTOCOL)',
-      'TLS handshake with the sandbox failed (the sandbox closed the connection)',
-      'TLS handshake with the sandbox failed (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA)',
-      'TLS handshake with the sandbox failed (not completed within 10000 ms)',
-    ],
-  );
-  noSecret(t, h2.stdout + node.stdout + c.stdout + c.stderr, 'the failed handshakes');
-});
+      ],
+      { timeoutMs: 20000 },
+    );
+    t.regex(stall.stdout, /closed/, 'sandgate closed the stalled handshake');
+    const failed = (): Line[] => since().filter((l) => l.error !== undefined);
+    await g.log.waitFor(() => failed().length >= 4, 5000, 'four handshake error lines');
+    t.deepEqual(
+      failed().map((l) => l.error),
+      [
+        'TLS handshake with the sandbox failed (ERR_SSL_NO_APPLICATION_PROTOCOL)',
+        'TLS handshake with the sandbox failed (the sandbox closed the connection)',
+        'TLS handshake with the sandbox failed (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA)',
+        'TLS handshake with the sandbox failed (not completed within 10000 ms)',
+      ],
+    );
+    noSecret(t, h2.stdout + node.stdout + c.stdout + c.stderr, 'the failed handshakes');
+  },
+);
 
-test.serial('Expect: 100-continue: admitted requests get 100 then the body goes up; denied ones never send it', async (t) => {
+test.serial('Expect: 100-continue: admitted requests get 100 then the body goes up; denied ones never send it (HTTP/1.1 and HTTP/2)', async (t) => {
   const body = join(w.dir, 'body.bin');
   writeFileSync(body, randomBytes(256 * 1024));
-  const ok = await curl(['-v', '-H', 'Expect: 100-continue', '--data-binary', `@${body}`, 'https://llm.example.test:8443/_sg/upload']);
-  t.regex(ok.stderr, /HTTP\/1\.1 100 Continue/);
-  const res = parse(ok);
-  t.is(res.status, 200, ok.stdout);
-  t.is(json(res.body).bytes, 256 * 1024);
-  const denied = await curl(['-v', '-H', 'Expect: 100-continue', '--data-binary', `@${body}`, 'https://paths.example.test:8443/upload/not-allowed']);
-  t.is(parse(denied).status, 403);
-  t.notRegex(denied.stderr, /100 Continue/);
-  t.notRegex(denied.stderr, /upload completely sent/);
+  for (const [proto, interim] of [
+    ['--http1.1', /HTTP\/1\.1 100 Continue/],
+    ['--http2', /< HTTP\/2 100/],
+  ] as const) {
+    const ok = await curl([proto, '-v', '-H', 'Expect: 100-continue', '--data-binary', `@${body}`, 'https://llm.example.test:8443/_sg/upload']);
+    t.regex(ok.stderr, interim, proto);
+    const res = parse(ok);
+    t.is(res.status, 200, ok.stdout);
+    t.is(json(res.body).bytes, 256 * 1024);
+    const denied = await curl([proto, '-v', '-H', 'Expect: 100-continue', '--data-binary', `@${body}`, 'https://paths.example.test:8443/upload/not-allowed']);
+    t.is(parse(denied).status, 403, proto);
+    t.notRegex(denied.stderr, /100 Continue|HTTP\/2 100/);
+    t.notRegex(denied.stderr, /upload completely sent/);
+  }
 });
 
 test.serial('malformed requests get 400, oversized headers 431, Content-Length with Transfer-Encoding 400', async (t) => {

@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { compileCredential, compileHeaderCredential, type Credential } from '../../src/creds/credential.js';
-import { requestHead, requestTarget, upgradeFields } from '../../src/http/request-head.js';
+import { requestHead, requestHeaders, requestTarget, upgradeFields } from '../../src/http/request-head.js';
 import { addConnectionTokens } from '../../src/http/headers.js';
 import { SandgateError } from '../../src/errors.js';
 import type { CredentialConfig } from '../../src/config/types.js';
@@ -185,4 +185,47 @@ test("upgrade fields: the same rules, Connection: Upgrade and Upgrade: websocket
     'Accept-Encoding',
     'identity',
   ]);
+});
+
+test('HTTP/2 upstream fields: the same fields as a header list, names lower-cased, Host as :authority, TE only as trailers, no HTTP2-Settings, the credential and its query', (t) => {
+  const cred = compileCredential('c', cfg({ placeholder: 'PH' }), SECRET);
+  const raw = [
+    'Host',
+    'sandbox-said',
+    'HTTP2-Settings',
+    'AAMAAABk',
+    'X-Key',
+    'a PH b',
+    'Cookie',
+    'a=1',
+    'cookie',
+    'b=2',
+    'Transfer-Encoding',
+    'chunked',
+    'TE',
+    'trailers',
+    'Connection',
+    'x-hop',
+    'X-Hop',
+    'gone',
+    'Authorization',
+    'Bearer PH',
+  ];
+  const h = requestHeaders(fields(raw, '/v1/x?q=1'), 'api.example.test', cred);
+  t.deepEqual(h, {
+    ':method': 'POST',
+    ':scheme': 'https',
+    ':path': '/v1/x?q=1',
+    ':authority': 'api.example.test',
+    'x-key': `a ${SECRET} b`,
+    cookie: ['a=1', 'b=2'],
+    te: 'trailers',
+    authorization: `Bearer ${SECRET}`,
+    'accept-encoding': 'identity',
+  });
+  // No TE: trailers from the sandbox, none upstream; a query credential goes into :path.
+  const q = requestHeaders(fields(['TE', 'gzip'], '/p?a=1'), 'h', compileCredential('q', cfg({ query: 'key' }), SECRET));
+  t.is(q.te, undefined);
+  t.is(q[':path'], `/p?a=1&key=${SECRET}`);
+  t.throws(() => requestHeaders(fields([]), 'h', compileCredential('bad', cfg({}), 'a\r\nb')), { instanceOf: SandgateError });
 });
