@@ -10,6 +10,7 @@ import { classify } from './classify.js';
 import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from '../upstream/connect.js';
 import { splice } from './splice.js';
+import { refuseWithAlert } from './tls-alert.js';
 import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
 
@@ -33,7 +34,8 @@ export interface Gate {
  * One accepted (TPROXY'd) connection: who sent it, where it was going, and what it is. Raw TCP
  * rules are decided on the address alone, before any byte is read (server-speaks-first protocols
  * such as SSH or SMTP must work); everything else is classified from its first bytes.
- * A denial resets the connection before any byte reaches an upstream.
+ * A denial closes the connection before any byte reaches an upstream: a refused ClientHello with
+ * a TLS alert naming the refusal (src/net/tls-alert.ts), anything else with a reset.
  */
 export async function handleConnection(gate: Gate, socket: net.Socket): Promise<void> {
   const rt = gate.runtime();
@@ -84,7 +86,9 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   switch (route.kind) {
     case 'deny':
       conn({ ...tlsIdent, decision: 'deny', proto: route.proto, host: route.host, rule: route.rule, reason: route.reason });
-      socket.resetAndDestroy();
+      // A refused ClientHello is answered with an alert the client can read; anything else is reset.
+      if (route.alert !== undefined) refuseWithAlert(socket, route.alert);
+      else socket.resetAndDestroy();
       return;
     case 'http':
       serveHttp(socket, info, p.head);
@@ -156,9 +160,10 @@ async function passTls(
     if (err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN') {
       // The SSRF guard refused every address: a denial (as for raw TCP), even in report mode.
       rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto: 'tls', host, reason: err.message, ms });
-    } else {
-      rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, error: upstreamFailure(err), ms });
+      refuseWithAlert(socket, 'access_denied');
+      return;
     }
+    rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, error: upstreamFailure(err), ms });
     socket.resetAndDestroy();
   }
 }
