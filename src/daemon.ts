@@ -136,6 +136,27 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // Open connections per sandbox, so removing a registered one closes what it has open.
   const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
   const track = conns.track.bind(conns);
+  // A tripwire under `onTripwire: quarantine` (src/control/quarantine.ts), in this process or a
+  // worker: one line; with workers, every worker takes the set first, then everything the sandbox
+  // has open is closed (here and there) and the packet flows it was allowed end.
+  rt.quarantine.listen((entry) => {
+    audit.write({ event: 'quarantine', action: 'start', ...entry });
+    pool?.quarantine(rt.quarantine.list());
+    conns.close(entry.sandbox);
+    const spec = rt.sandboxes.byName(entry.sandbox)?.spec;
+    if (spec !== undefined) void endAcceptedFlows([spec], config.firewall.flowMark);
+  });
+  const quarantine = {
+    list: () => rt.quarantine.list(),
+    release: (name: string) => {
+      const e = rt.quarantine.release(name);
+      if (e !== undefined) {
+        audit.write({ event: 'quarantine', action: 'release', sandbox: name, since: e.since, credential: e.credential });
+        pool?.quarantine(rt.quarantine.list());
+      }
+      return e;
+    },
+  };
   const gate = createDataPlane({ runtime: () => rt, leaves, conns });
   const servers: net.Server[] = [];
 
@@ -240,6 +261,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       conns,
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
       reload: () => serial(reload),
+      quarantine,
     });
     control = await startControlServer(config.listen.control, svc, health);
   }

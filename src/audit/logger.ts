@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino';
 
-export type AuditEvent = 'ready' | 'conn' | 'close' | 'http' | 'dns' | 'packet' | 'config' | 'error' | 'stop';
+export type AuditEvent = 'ready' | 'conn' | 'close' | 'http' | 'dns' | 'packet' | 'config' | 'error' | 'stop' | 'tripwire' | 'quarantine';
 export type Decision = 'allow' | 'deny' | 'would-deny';
 
 /** The audit line's fields (docs/operations.md); every key optional but `event`. */

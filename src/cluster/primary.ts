@@ -23,6 +23,7 @@ import { isTokenSource, type Credential } from '../creds/credential.js';
 import { asTokenError, TokenError } from '../creds/token-error.js';
 import { SandgateError } from '../errors.js';
 import { isFromWorker, type FromWorker, type Question, type ToWorker } from './messages.js';
+import type { QuarantineEntry } from '../control/quarantine.js';
 
 export interface WorkerPool {
   /** Hands an accepted connection to the next ready worker (reset if none is). */
@@ -39,6 +40,8 @@ export interface WorkerPool {
   ready(): number;
   /** Every worker takes these TLS session ticket keys (rotation); a worker started later gets them at init. */
   ticketKeys(keys: Buffer): void;
+  /** Every worker takes this set of quarantined sandboxes (and closes the connections of those new to it). */
+  quarantine(held: readonly QuarantineEntry[]): void;
 }
 
 export interface PoolOptions {
@@ -141,7 +144,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
       switch (msg.t) {
         case 'hello': {
           const rt = opts.runtime();
-          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys() });
+          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys(), quarantined: rt.quarantine.list() });
           return;
         }
         case 'ready':
@@ -151,6 +154,10 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
         case 'audit':
           audit.raw(msg.text);
           return;
+        case 'tripped':
+          // The primary's record is the one the control API lists; its listener tells every worker.
+          opts.runtime().quarantine.trip(msg.entry);
+          break;
         case 'ask':
           answer(w, msg.n, msg.q);
           return;
@@ -244,6 +251,9 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     },
     ticketKeys(keys) {
       broadcast({ t: 'ticketKeys', keys });
+    },
+    quarantine(held) {
+      broadcast({ t: 'quarantine', held });
     },
     sandboxes(rt) {
       schedule(rt);

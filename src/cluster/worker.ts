@@ -27,6 +27,7 @@ import { ConnRegistry } from '../net/conn-registry.js';
 import { isTokenSource, type Credential, type CredentialSource, type TokenRequest, type TokenSource } from '../creds/credential.js';
 import { TokenError } from '../creds/token-error.js';
 import type { FromWorker, Question, ToWorker } from './messages.js';
+import type { QuarantineEntry } from '../control/quarantine.js';
 
 function send(m: FromWorker, cb?: () => void): void {
   if (!process.connected) return;
@@ -176,8 +177,16 @@ export async function runWorker(): Promise<void> {
   };
 
   let leaves: LeafCache | undefined;
-  const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer): Promise<void> => {
+  const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer, quarantined: readonly QuarantineEntry[]): Promise<void> => {
     rt = build(config, dynamic, undefined);
+    // One Quarantine per process, carried by every later runtime: the primary's set, and a
+    // tripwire here closes what this worker holds of the sandbox and tells the primary, which
+    // writes the line and tells every worker (src/cluster/primary.ts).
+    rt.quarantine.replace(quarantined);
+    rt.quarantine.listen((entry) => {
+      conns.close(entry.sandbox);
+      send({ t: 'tripped', entry });
+    });
     leaves = await LeafCache.create(await loadCa(config.tls.caDir), { ticketKeys: Buffer.from(ticketKeys) });
     gate = createDataPlane({
       runtime: current,
@@ -203,7 +212,7 @@ export async function runWorker(): Promise<void> {
   process.on('message', (m: ToWorker, handle?: unknown) => {
     switch (m.t) {
       case 'init':
-        init(m.config, m.dynamic, m.ticketKeys).catch((err: Error) => {
+        init(m.config, m.dynamic, m.ticketKeys, m.quarantined).catch((err: Error) => {
           process.stderr.write(`sandgate worker ${id}: ${err.message}\n`);
           process.exit(1);
         });
@@ -247,6 +256,9 @@ export async function runWorker(): Promise<void> {
         }
         return;
       }
+      case 'quarantine':
+        if (rt) for (const name of rt.quarantine.replace(m.held)) conns.close(name);
+        return;
       case 'reply':
         asker.settle(m);
         return;

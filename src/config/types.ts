@@ -41,7 +41,16 @@ export interface PolicyConfig {
   readonly allow: readonly AllowRule[];
   /** The policy's `protocol: udp` entries; absent = none. */
   readonly udp?: readonly UdpRule[];
+  /** What a tripwire does to a sandbox under this policy; absent: the global `onTripwire`. */
+  readonly onTripwire?: OnTripwire;
 }
+
+/**
+ * What happens when a credential's placeholder is seen where it is not bound (src/creds/tripwire.ts):
+ * `deny` refuses that request or query; `quarantine` also cuts the sandbox off until an operator
+ * releases it (docs/policy.md, "Tripwire").
+ */
+export type OnTripwire = 'deny' | 'quarantine';
 
 export type FirewallBackendChoice = 'nft' | 'iptables' | 'auto';
 
@@ -118,6 +127,8 @@ export interface DnsConfig {
 }
 
 export interface Config {
+  /** Default of every policy's `onTripwire` (default `deny`). */
+  readonly onTripwire: OnTripwire;
   readonly listen: {
     readonly port: number;
     readonly dnsPort: number;

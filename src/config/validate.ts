@@ -16,7 +16,22 @@ import { upstream } from './schema/upstream.js';
 export type { PathPart, Problem } from './schema/reader.js';
 export { DEFAULT_CONTROL_SOCKET, MAX_WORKERS } from './defaults.js';
 
-const SECTIONS = ['listen', 'dns', 'packets', 'log', 'tls', 'upstream', 'firewall', 'sandboxes', 'policies', 'credentials', 'workers', 'metrics', 'stateDir'];
+const SECTIONS = [
+  'listen',
+  'dns',
+  'packets',
+  'log',
+  'tls',
+  'upstream',
+  'firewall',
+  'sandboxes',
+  'policies',
+  'credentials',
+  'workers',
+  'metrics',
+  'stateDir',
+  'onTripwire',
+];
 
 /** Returns the config only when there are no problems. */
 export function validateConfig(raw: unknown): { config?: Config; problems: Problem[] } {
@@ -34,6 +49,7 @@ function root(v: Reader, raw: unknown): Config {
   const m = metrics(v, r.metrics, ports);
   const t = tls(v, r.tls);
   return {
+    onTripwire: r.onTripwire === undefined ? 'deny' : (v.oneOf(r.onTripwire, ['onTripwire'], ['deny', 'quarantine'] as const) ?? 'deny'),
     listen: ports,
     dns: dns(v, r.dns),
     packets: packets(v, r.packets),

@@ -11,6 +11,7 @@ import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from '../upstream/connect.js';
 import { splice } from './splice.js';
 import { refuseWithAlert } from './tls-alert.js';
+import { QUARANTINED } from '../control/quarantine.js';
 import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
 
@@ -59,6 +60,12 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   // Same tick as identify(): a sandbox removed while the route lookup ran is caught here.
   if (gate.conns && !gate.conns.track(sandbox, socket)) {
     conn({ decision: 'deny', sandbox: sandbox.name, reason: 'the sandbox was removed' });
+    return;
+  }
+  // Quarantined (a tripwire, src/control/quarantine.ts): nothing new until an operator releases it.
+  if (rt.quarantine.has(sandbox.name)) {
+    conn({ sandbox: sandbox.name, ...(sandbox.user !== undefined ? { user: sandbox.user } : {}), decision: 'deny', reason: QUARANTINED });
+    socket.resetAndDestroy();
     return;
   }
   const info: ConnInfo = { rt, sandbox, src, dst, dstPort };

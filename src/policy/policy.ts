@@ -1,4 +1,4 @@
-import type { AllowRule, Config, EchChoice, Mode, SandboxConfig, UdpRule } from '../config/types.js';
+import type { AllowRule, Config, EchChoice, Mode, OnTripwire, SandboxConfig, UdpRule } from '../config/types.js';
 import { parseCidr, type Cidr } from '../util/ip.js';
 import { hostMatches } from './host-name.js';
 import { checkRequest, compileRequestChecks, type RequestChecks } from './request-rules.js';
@@ -58,6 +58,8 @@ export type RequestVerdict =
 export class Policy {
   readonly name: string;
   readonly mode: Mode;
+  /** The policy's `onTripwire`, else the global one (src/creds/tripwire.ts). */
+  readonly onTripwire: OnTripwire;
   readonly rules: readonly CompiledRule[];
   private readonly exact = new Map<string, CompiledRule[]>();
   private readonly wildcards: CompiledRule[] = [];
@@ -75,9 +77,10 @@ export class Policy {
   private readonly requestAllowed = new Map<CompiledRule, RequestVerdict>();
 
   /** `udp`: the policy's `udp` rules; `ech`: the config's `tls.ech`, for rules that do not set their own. */
-  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udp: readonly UdpRule[] = [], ech: EchChoice = 'allow') {
+  constructor(name: string, mode: Mode, allow: readonly AllowRule[], udp: readonly UdpRule[] = [], ech: EchChoice = 'allow', onTripwire: OnTripwire = 'deny') {
     this.name = name;
     this.mode = mode;
+    this.onTripwire = onTripwire;
     this.udpHosts = new Set(udp.flatMap((r) => (r.host !== undefined ? [r.host] : [])));
     this.udpRules = udp.map(compileUdpRule);
     const named = new Set<number>();
@@ -223,7 +226,7 @@ export interface CompiledPolicies {
 export function compilePolicies(config: Config): CompiledPolicies {
   const byName = new Map<string, Policy>();
   for (const [name, p] of Object.entries(config.policies)) {
-    byName.set(name, new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech));
+    byName.set(name, new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech, p.onTripwire ?? config.onTripwire));
   }
   let anyIntercept = false;
   for (const p of byName.values()) if (p.rules.some((r) => r.intercept)) anyIntercept = true;

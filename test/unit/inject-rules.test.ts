@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import test from 'ava';
 import type { ConnInfo } from '../../src/net/conn-info.js';
+import { Quarantine } from '../../src/control/quarantine.js';
 import type { Runtime } from '../../src/runtime.js';
 import { admit, plainHttpUpstreamPort } from '../../src/http/admit.js';
 import { compilePolicies } from '../../src/policy/policy.js';
@@ -32,7 +33,7 @@ credentials:
   );
   const policies = compilePolicies(config);
   const credentials = loadCredentials(config, { env: { SG_K: 'sk-real-secret' }, readFile: () => '' });
-  const rt = { config, policies, credentials } as unknown as Runtime;
+  const rt = { config, policies, credentials, quarantine: new Quarantine() } as unknown as Runtime;
   const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return { info: (sni, port = 443) => ({ rt, sandbox, src: '10.77.1.2:1', dst: `10.77.2.2:${port}`, dstPort: port, ...(sni ? { sni } : {}) }) };
 }

@@ -18,7 +18,7 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
       v.fail(p, `policy name "${name}" must match [A-Za-z0-9_.-]{1,64}`, true);
       continue;
     }
-    const po = v.obj(val, p, ['mode', 'allow']);
+    const po = v.obj(val, p, ['mode', 'allow', 'onTripwire']);
     if (!po) continue;
     const mode = po.mode === undefined ? 'enforce' : (v.oneOf(po.mode, [...p, 'mode'], ['enforce', 'report'] as const) ?? 'enforce');
     const allow: AllowRule[] = [];
@@ -34,7 +34,8 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
         if (rule) allow.push(rule);
       });
     }
-    out[name] = { mode, allow, ...(udp.length > 0 ? { udp } : {}) };
+    const onTripwire = po.onTripwire === undefined ? undefined : v.oneOf(po.onTripwire, [...p, 'onTripwire'], ['deny', 'quarantine'] as const);
+    out[name] = { mode, allow, ...(udp.length > 0 ? { udp } : {}), ...(onTripwire !== undefined ? { onTripwire } : {}) };
   }
   return out;
 }
