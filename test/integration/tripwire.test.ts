@@ -162,6 +162,8 @@ test.serial('onTripwire: quarantine: the tripwire cuts the sandbox off (open con
     t.truthy(await g.log.waitFor((l) => l.event === 'conn' && l.reason === 'quarantined', 5000, 'conn line quarantined'));
     t.is(await dig('api.example.test'), 'REFUSED', 'DNS too');
     t.truthy(await g.log.waitFor((l) => l.event === 'dns' && l.reason === 'quarantined', 5000, 'dns line quarantined'));
+    t.is((await g.reload(config('quarantine'))).action, 'reloaded');
+    t.is(await dig('api.example.test'), 'REFUSED', 'a reload keeps the quarantine');
 
     const ls = await cli(['quarantined', '--json']);
     t.is(ls.code, 0, ls.stderr);
