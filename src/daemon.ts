@@ -140,7 +140,8 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // worker: one line; with workers, every worker takes the set first, then everything the sandbox
   // has open is closed (here and there) and the packet flows it was allowed end.
   rt.quarantine.listen((entry) => {
-    audit.write({ event: 'quarantine', action: 'start', ...entry });
+    const user = rt.sandboxes.byName(entry.sandbox)?.user;
+    audit.write({ event: 'quarantine', action: 'start', ...entry, ...(user !== undefined ? { user } : {}) });
     pool?.quarantine(rt.quarantine.list());
     conns.close(entry.sandbox);
     const spec = rt.sandboxes.byName(entry.sandbox)?.spec;

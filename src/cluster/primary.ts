@@ -157,7 +157,7 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
         case 'tripped':
           // The primary's record is the one the control API lists; its listener tells every worker.
           opts.runtime().quarantine.trip(msg.entry);
-          break;
+          return;
         case 'ask':
           answer(w, msg.n, msg.q);
           return;

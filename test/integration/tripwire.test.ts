@@ -191,11 +191,17 @@ test.serial('workers: 2: a quarantine tripped in one worker refuses new connecti
   await new Promise((r) => setTimeout(r, 200));
   g = await startGate(w.topo, w.dir, config('quarantine', 2), 'sandgate-workers.json', { env: ENV });
   t.is(g.log.find((l) => l.event === 'ready')?.workers, 2);
-  const trip = await curl(['-H', `X-Note: ${PH_K}`, 'http://plain.example.test/tw-workers']);
-  t.is(status(trip), '403');
+  // Tripped inside intercepted TLS this time: the 403 still reaches the client as the quarantine closes everything.
+  const trip = await curl(['-H', `Authorization: Bearer ${PH_O}`, 'https://api.example.test/tw-workers']);
+  t.is(status(trip), '403', trip.stdout + trip.stderr);
   const line = await tripLine((l) => l.path === '/tw-workers', 'tripwire line from a worker');
   t.is(typeof line.worker, 'number', 'written by a worker');
-  await g.log.waitFor((l) => l.event === 'quarantine' && l.action === 'start', 5000, 'quarantine line');
+  t.like(await g.log.waitFor((l) => l.event === 'quarantine' && l.action === 'start', 5000, 'quarantine line'), {
+    sandbox: 'agent',
+    user: 'alice',
+    credential: 'o',
+  });
+  t.is(typeof g.log.find((l) => l.event === 'quarantine')?.worker, 'undefined', 'written once, by the primary');
   // Round robin: four connections reach both workers; every one is refused.
   for (let i = 0; i < 4; i++) t.is(status(await curl([`http://plain.example.test/tw-workers-${i}`])), '000', `connection ${i}`);
   const refused = g.log.lines.filter((l) => l.event === 'conn' && l.reason === 'quarantined');
