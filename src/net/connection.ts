@@ -10,7 +10,8 @@ import { classify } from './classify.js';
 import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from '../upstream/connect.js';
 import { splice } from './splice.js';
-import { refuseWithAlert } from './tls-alert.js';
+import { endWith, refuseWithAlert } from './tls-alert.js';
+import { jsonResponse } from '../http/headers.js';
 import { QUARANTINED } from '../control/quarantine.js';
 import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
@@ -62,15 +63,11 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     conn({ decision: 'deny', sandbox: sandbox.name, reason: 'the sandbox was removed' });
     return;
   }
-  // Quarantined (a tripwire, src/control/quarantine.ts): nothing new until an operator releases it.
-  if (rt.quarantine.has(sandbox.name)) {
-    conn({ sandbox: sandbox.name, ...(sandbox.user !== undefined ? { user: sandbox.user } : {}), decision: 'deny', reason: QUARANTINED });
-    socket.resetAndDestroy();
-    return;
-  }
   const info: ConnInfo = { rt, sandbox, src, dst, dstPort };
   const ident = who(info);
   const policy = sandbox.policy;
+  // Quarantined (a tripwire, src/control/quarantine.ts): nothing new until an operator releases it.
+  if (rt.quarantine.has(sandbox.name)) return refuseQuarantined(rt, socket, ident, policy.namedPorts.has(dstPort));
 
   // Raw TCP: the destination must be an address sandgate itself resolved for a listed name.
   if (policy.tcpPorts.has(dstPort)) {
@@ -119,6 +116,31 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
       const never: never = route;
       return never;
     }
+  }
+}
+
+/**
+ * A quarantined sandbox's new connection, refused so that a client can read why: on a port
+ * where TLS or HTTP is expected, a TLS access_denied alert or an HTTP 403 `quarantined` once the
+ * first bytes say which; anything else (other ports, other bytes, silence) is reset.
+ */
+async function refuseQuarantined(rt: Runtime, socket: net.Socket, ident: Ident, namedPort: boolean): Promise<void> {
+  const line = { event: 'conn' as const, ...ident, decision: 'deny' as const, reason: QUARANTINED };
+  if (!namedPort) {
+    rt.audit.write(line);
+    socket.resetAndDestroy();
+    return;
+  }
+  const p = await peek(socket, rt.peekTimeoutMs);
+  if (p.kind === 'tls') {
+    rt.audit.write({ ...line, proto: 'tls', host: p.hello.sni });
+    refuseWithAlert(socket, 'access_denied');
+  } else if (p.kind === 'http') {
+    rt.audit.write({ ...line, proto: 'http' });
+    endWith(socket, jsonResponse(403, { error: 'denied', reason: QUARANTINED }));
+  } else {
+    rt.audit.write(line);
+    socket.resetAndDestroy();
   }
 }
 

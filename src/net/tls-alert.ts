@@ -30,16 +30,23 @@ export function alertRecord(alert: TlsAlert): Buffer {
   return Buffer.from([CONTENT_TYPE_ALERT, 0x03, 0x03, 0x00, 0x02, LEVEL_FATAL, TLS_ALERT[alert]]);
 }
 
-/** How long a refused client may take to close its side after the alert before it is reset. */
+/** How long a refused client may take to close its side after the refusal before it is reset. */
 const LINGER_MS = 2000;
 
 /**
- * Sends the alert and closes: FIN after the record, so the client reads the alert before the
- * end of the stream (a reset could discard it in the client's receive queue). Whatever the
- * client still sends is read and dropped, and never forwarded; a client that does not close
- * within LINGER_MS is reset.
+ * Sends the alert and closes (endWith).
  */
 export function refuseWithAlert(socket: net.Socket, alert: TlsAlert): void {
+  endWith(socket, alertRecord(alert));
+}
+
+/**
+ * Sends `bytes` (a TLS alert, an HTTP refusal) and closes: FIN after them, so the client reads
+ * them before the end of the stream (a reset could discard them in the client's receive queue).
+ * Whatever the client still sends is read and dropped, and never forwarded; a client that does
+ * not close within LINGER_MS is reset.
+ */
+export function endWith(socket: net.Socket, bytes: Buffer | string): void {
   if (socket.destroyed) return;
   socket.on('data', () => {
     /* dropped: nothing of a refused connection goes anywhere */
@@ -51,6 +58,6 @@ export function refuseWithAlert(socket: net.Socket, alert: TlsAlert): void {
   socket.once('close', () => clearTimeout(timer));
   // allowHalfOpen (the transparent listener's): the client's FIN must close our side too.
   socket.once('end', () => socket.destroy());
-  socket.end(alertRecord(alert));
+  socket.end(bytes);
   socket.resume();
 }

@@ -159,6 +159,11 @@ test.serial('onTripwire: quarantine: the tripwire cuts the sandbox off (open con
 
     const cut = await curl(['https://wild.example.test/during'], w.pki.caFile);
     t.is(status(cut), '000', 'an allowed host is refused');
+    t.regex(cut.stderr, /tlsv1 alert access denied/, 'with a TLS alert the client can read');
+    const plain = await curl(['http://plain.example.test/during']);
+    t.is(status(plain), '403');
+    t.regex(plain.stdout, /"reason":"quarantined"/);
+    t.false(upstreamSaw(A_PLAIN, '/during'));
     t.truthy(await g.log.waitFor((l) => l.event === 'conn' && l.reason === 'quarantined', 5000, 'conn line quarantined'));
     t.is(await dig('api.example.test'), 'REFUSED', 'DNS too');
     t.truthy(await g.log.waitFor((l) => l.event === 'dns' && l.reason === 'quarantined', 5000, 'dns line quarantined'));
@@ -203,7 +208,7 @@ test.serial('workers: 2: a quarantine tripped in one worker refuses new connecti
   });
   t.is(typeof g.log.find((l) => l.event === 'quarantine')?.worker, 'undefined', 'written once, by the primary');
   // Round robin: four connections reach both workers; every one is refused.
-  for (let i = 0; i < 4; i++) t.is(status(await curl([`http://plain.example.test/tw-workers-${i}`])), '000', `connection ${i}`);
+  for (let i = 0; i < 4; i++) t.is(status(await curl([`http://plain.example.test/tw-workers-${i}`])), '403', `connection ${i}`);
   const refused = g.log.lines.filter((l) => l.event === 'conn' && l.reason === 'quarantined');
   t.is(new Set(refused.map((l) => l.worker)).size, 2, 'both workers refused');
   t.is((await cli(['release', 'agent'])).code, 0);
