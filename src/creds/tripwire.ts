@@ -8,7 +8,7 @@
  *
  * One matcher over every placeholder of the config, compiled once per load, and only when some
  * credential has a placeholder: a single regular expression (an alternation of the escaped
- * placeholders, longest first) run over each field of a request head or over a DNS name. The
+ * placeholders, longest first, in any case) run over each field of a request head or over a DNS name. The
  * common case (no placeholder anywhere) is one failed search per field, no allocation.
  *
  * The matcher reads a request's head (method, target, header names and values); it is a
@@ -38,33 +38,30 @@ function literal(s: string): string {
 }
 
 export class Tripwire {
-  /** Placeholder -> credential id (the first credential in config order, if two share one). */
+  /** Lower-cased placeholder -> credential id (the first in config order, if two share one). */
   readonly #owner = new Map<string, string>();
-  /** Lower-cased placeholder -> credential id, for DNS names (case-insensitive, RFC 4343). */
-  readonly #ownerLower = new Map<string, string>();
-  /** Credential id -> its placeholder: the one a request bound to that credential may carry. */
+  /** Credential id -> its lower-cased placeholder: the one a request bound to that credential may carry. */
   readonly #own = new Map<string, string>();
-  /** Any placeholder (no state: test() on a non-global expression). */
+  /** Any placeholder, in any case (no state: test() on a non-global expression). */
   readonly #any: RegExp;
   /** The same, global, to walk past the bound credential's own placeholder (only after a hit). */
   readonly #every: RegExp;
-  readonly #anyName: RegExp;
 
   private constructor(pairs: readonly (readonly [string, string])[]) {
     for (const [id, ph] of pairs) {
-      if (!this.#owner.has(ph)) this.#owner.set(ph, id);
       const lower = ph.toLowerCase();
-      if (!this.#ownerLower.has(lower)) this.#ownerLower.set(lower, id);
-      this.#own.set(id, ph);
+      if (!this.#owner.has(lower)) this.#owner.set(lower, id);
+      this.#own.set(id, lower);
     }
-    // Longest first: where one placeholder contains another, the longer one is the match.
+    // Longest first: where one placeholder contains another, the longer one is the match. Any
+    // case: a placeholder shouted or whispered is still the same signal, and DNS names are
+    // case-insensitive anyway (RFC 4343).
     const alternation = [...this.#owner.keys()]
       .sort((a, b) => b.length - a.length)
       .map(literal)
       .join('|');
-    this.#any = new RegExp(alternation);
-    this.#every = new RegExp(alternation, 'g');
-    this.#anyName = new RegExp(alternation, 'i');
+    this.#any = new RegExp(alternation, 'i');
+    this.#every = new RegExp(alternation, 'gi');
   }
 
   /** The matcher for these credentials; undefined when none has a placeholder (nothing to look for). */
@@ -96,22 +93,22 @@ export class Tripwire {
     return undefined;
   }
 
-  /** A placeholder anywhere in a DNS query name, in any case (no credential is bound to a name). */
+  /** A placeholder anywhere in a DNS query name (no credential is bound to a name). */
   inName(name: string): TripwireHit | undefined {
-    const m = this.#anyName.exec(name);
-    if (m === null) return undefined;
-    return { credential: this.#ownerLower.get(m[0].toLowerCase()) ?? '', where: 'name' };
+    const id = this.#find(name, undefined);
+    return id !== undefined ? { credential: id, where: 'name' } : undefined;
   }
 
-  /** The credential of the first placeholder in `s` other than `allowed`. */
+  /** The credential of the first placeholder in `s` other than `allowed` (lower-cased). */
   #find(s: string, allowed: string | undefined): string | undefined {
     if (!this.#any.test(s)) return undefined;
     const re = this.#every;
     re.lastIndex = 0;
     for (let m = re.exec(s); m !== null; m = re.exec(s)) {
-      if (m[0] !== allowed) {
+      const found = m[0].toLowerCase();
+      if (found !== allowed) {
         re.lastIndex = 0;
-        return this.#owner.get(m[0]);
+        return this.#owner.get(found);
       }
     }
     return undefined;

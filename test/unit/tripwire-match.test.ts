@@ -25,6 +25,11 @@ test('a placeholder in a header value, a header name or the target is found, nam
   t.is(tw.inRequest(head('/a?q=1', 'Host', 'h', 'Accept', '*/*'), undefined), undefined);
 });
 
+test("any case: a shouted placeholder is still found, and the bound credential's own passes in any case", (t) => {
+  t.deepEqual(tw.inRequest(head('/', 'X-Note', 'SK-SANDGATE-K'), undefined), { credential: 'k', where: 'header X-Note' });
+  t.is(tw.inRequest(head('/', 'Authorization', 'Bearer SK-Sandgate-K'), 'k'), undefined);
+});
+
 test('the target is also searched percent-decoded (even with a malformed escape elsewhere)', (t) => {
   t.like(tw.inRequest(head('/x/sk%2Dsandgate%2dk'), undefined), { credential: 'k' });
   t.like(tw.inRequest(head('/x/%zz/sk%2Dsandgate%2dk'), undefined), { credential: 'k' });
