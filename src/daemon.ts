@@ -189,6 +189,28 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
   // Open connections per sandbox, so removing a registered one closes what it has open.
   const conns = pool ? new PoolConns(() => rt, pool) : new ConnRegistry(() => rt);
   const track = conns.track.bind(conns);
+  // A tripwire under `onTripwire: quarantine` (src/control/quarantine.ts), in this process or a
+  // worker: one line; with workers, every worker takes the set first, then everything the sandbox
+  // has open is closed (here and there) and the packet flows it was allowed end.
+  rt.quarantine.listen((entry) => {
+    const user = rt.sandboxes.byName(entry.sandbox)?.user;
+    audit.write({ event: 'quarantine', action: 'start', ...entry, ...(user !== undefined ? { user } : {}) });
+    pool?.quarantine(rt.quarantine.list());
+    conns.close(entry.sandbox);
+    const spec = rt.sandboxes.byName(entry.sandbox)?.spec;
+    if (spec !== undefined) void endAcceptedFlows([spec], config.firewall.flowMark);
+  });
+  const quarantine = {
+    list: () => rt.quarantine.list(),
+    release: (name: string) => {
+      const e = rt.quarantine.release(name);
+      if (e !== undefined) {
+        audit.write({ event: 'quarantine', action: 'release', sandbox: name, since: e.since, credential: e.credential });
+        pool?.quarantine(rt.quarantine.list());
+      }
+      return e;
+    },
+  };
   const gate = createDataPlane({ runtime: () => rt, leaves, conns, ask });
   const servers: net.Server[] = [];
 
@@ -295,6 +317,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       conns,
       endFlows: (specs) => endAcceptedFlows(specs, config.firewall.flowMark),
       reload: () => serial(reload),
+      quarantine,
     });
     // The decision stream taps the audit text only while someone watches (GET /events).
     const events = new EventHub((active) => audit.tap(active ? (text) => events.publish(text) : undefined));

@@ -6,6 +6,8 @@ import { DnsAnswerLog } from './dns/answer-log.js';
 import type { CredentialSource, TokenNet } from './creds/credential.js';
 import { loadCredentialSources } from './creds/secrets.js';
 import { buildUpstream, tokenNetOf, type Upstream } from './upstream/upstream.js';
+import { Tripwire } from './creds/tripwire.js';
+import { Quarantine } from './control/quarantine.js';
 
 /**
  * Everything the data path reads, built once per config load and never mutated. SIGHUP builds a
@@ -44,6 +46,10 @@ export interface Runtime {
   readonly credentials: ReadonlyMap<string, CredentialSource>;
   /** How long a connection may take to show its first bytes (ClientHello / request head). */
   readonly peekTimeoutMs: number;
+  /** The matcher over every credential's placeholder; undefined when no credential has one. */
+  readonly tripwire: Tripwire | undefined;
+  /** Quarantined sandboxes: mutable, one per process, carried across reloads (src/control/quarantine.ts). */
+  readonly quarantine: Quarantine;
 }
 
 export interface RuntimeOptions {
@@ -78,6 +84,8 @@ export function buildRuntime(config: Config, audit: Audit, previous?: Runtime, o
     dnsAnswers: previous?.dnsAnswers ?? new DnsAnswerLog(),
     credentials,
     peekTimeoutMs: 10_000,
+    tripwire: Tripwire.compile(config.credentials),
+    quarantine: previous?.quarantine ?? new Quarantine(),
   };
 }
 

@@ -1,6 +1,19 @@
 import pino, { type Logger } from 'pino';
 
-export type AuditEvent = 'ready' | 'conn' | 'close' | 'http' | 'dns' | 'packet' | 'metadata' | 'config' | 'error' | 'stop' | 'approval';
+export type AuditEvent =
+  | 'ready'
+  | 'conn'
+  | 'close'
+  | 'http'
+  | 'dns'
+  | 'packet'
+  | 'metadata'
+  | 'config'
+  | 'error'
+  | 'stop'
+  | 'approval'
+  | 'tripwire'
+  | 'quarantine';
 export type Decision = 'allow' | 'deny' | 'would-deny';
 
 /** The audit line's fields (docs/operations.md); every key optional but `event`. */

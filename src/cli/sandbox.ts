@@ -1,5 +1,5 @@
 /**
- * `sandgate sandbox add|set|rm|ls`: the control API from the command line (docs/control-api.md).
+ * `sandgate sandbox add|set|rm|ls|quarantined|release`: the control API from the command line (docs/control-api.md).
  * Exit codes (docs/control-api.md): 0 ok; 1 the daemon could not be reached or failed (5xx); 2 bad usage,
  * or the daemon refused the request (4xx: invalid, unknown, conflicting). `rm` of an unknown
  * name is 0 (the sandbox is not there, as asked) unless --strict.
@@ -19,6 +19,9 @@ export const SANDBOX_USAGE = `usage: sandgate sandbox <action> [options]
   sandbox rm NAME [--strict]     remove a registered sandbox; its open connections are reset. An
                                  unknown NAME is not an error (exit 0) unless --strict (exit 2)
   sandbox ls [--json]            list every sandbox (from the config and registered)
+  sandbox quarantined [--json]   list the sandboxes a tripwire quarantined
+  sandbox release NAME           lift a quarantine: the sandbox may connect again (exit 2 if it
+                                 is not quarantined)
 
   Each takes --socket PATH (the control socket) or -c FILE (read listen.control from the config);
   default ${DEFAULT_CONTROL_SOCKET}.
@@ -195,6 +198,28 @@ export async function cmdSandbox(args: string[]): Promise<number> {
       process.stdout.write(table(rows));
       return 0;
     }
+    case 'quarantined': {
+      const { values, positionals } = parse(action, rest, { ...COMMON, json: { type: 'boolean' } });
+      if (positionals.length > 0) usage('sandbox quarantined: takes no NAME');
+      const out = expectOk(await controlRequest(socketPath(action, values), 'GET', '/quarantine'));
+      const list = (out.quarantined ?? []) as { sandbox: string; since: string; credential: string; reason: string }[];
+      if (values.json === true) {
+        process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+        return 0;
+      }
+      const rows = [['SANDBOX', 'SINCE', 'CREDENTIAL', 'REASON']];
+      for (const q of list) rows.push([q.sandbox, q.since, q.credential, q.reason]);
+      process.stdout.write(table(rows));
+      return 0;
+    }
+    case 'release': {
+      const { values, positionals } = parse(action, rest, COMMON);
+      const name = oneName(action, positionals);
+      const out = expectOk(await controlRequest(socketPath(action, values), 'DELETE', `/quarantine/${encodeURIComponent(name)}`));
+      const e = out.released as { since?: string } | undefined;
+      process.stdout.write(`released sandbox ${name} (quarantined since ${e?.since ?? '?'})\n`);
+      return 0;
+    }
     case undefined:
     case '-h':
     case '--help':
@@ -202,6 +227,6 @@ export async function cmdSandbox(args: string[]): Promise<number> {
       process.stdout.write(SANDBOX_USAGE);
       return action === undefined ? 2 : 0;
     default:
-      return usage(`sandbox: unknown action "${action}" (expected add, set, rm or ls)`);
+      return usage(`sandbox: unknown action "${action}" (expected add, set, rm, ls, quarantined or release)`);
   }
 }

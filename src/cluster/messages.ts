@@ -9,11 +9,21 @@ import type { SandboxSpec } from '../policy/sandboxes.js';
 import type { Credential, TokenRequest } from '../creds/credential.js';
 import type { Grant } from '../approvals/grants.js';
 import type { Via } from '../approvals/broker.js';
+import type { QuarantineEntry } from '../control/quarantine.js';
 
 /** Primary -> worker. */
 export type ToWorker =
   /** First message: the config and the registered sandboxes; the worker answers `ready`. */
-  | { readonly t: 'init'; readonly config: Config; readonly dynamic: readonly SandboxSpec[]; readonly ticketKeys: Buffer; readonly grants: readonly Grant[] }
+  | {
+      readonly t: 'init';
+      readonly config: Config;
+      readonly dynamic: readonly SandboxSpec[];
+      readonly ticketKeys: Buffer;
+      readonly grants: readonly Grant[];
+      readonly quarantined: readonly QuarantineEntry[];
+    }
+  /** The quarantined sandboxes changed (a tripwire anywhere, a release): the whole set; close the new ones' connections. */
+  | { readonly t: 'quarantine'; readonly held: readonly QuarantineEntry[] }
   /** New TLS session ticket keys (rotation): every leaf context takes them. */
   | { readonly t: 'ticketKeys'; readonly keys: Buffer }
   /** A SIGHUP reload was accepted: build the new runtime from this. */
@@ -68,7 +78,9 @@ export type FromWorker =
   | { readonly t: 'ready' }
   /** Whole audit lines, each ending in "\n", written by the primary as they are. */
   | { readonly t: 'audit'; readonly text: string }
-  | { readonly t: 'ask'; readonly n: number; readonly q: Question };
+  | { readonly t: 'ask'; readonly n: number; readonly q: Question }
+  /** A tripwire in this worker quarantined a sandbox: the primary records it and tells every worker. */
+  | { readonly t: 'tripped'; readonly entry: QuarantineEntry };
 
 export function isFromWorker(m: unknown): m is FromWorker {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';

@@ -26,6 +26,7 @@ import { sessionKey } from '../metadata/session-token.js';
 import { isFromWorker, type FromWorker, type Question, type ToWorker } from './messages.js';
 import type { Grant } from '../approvals/grants.js';
 import type { Asker, Outcome, Via } from '../approvals/broker.js';
+import type { QuarantineEntry } from '../control/quarantine.js';
 
 export interface WorkerPool {
   /** Hands an accepted connection to the next ready worker (reset if none is). */
@@ -44,6 +45,8 @@ export interface WorkerPool {
   ticketKeys(keys: Buffer): void;
   /** What approvals added changed: every worker compiles it in (a worker started later gets it at init). */
   grants(list: readonly Grant[]): void;
+  /** Every worker takes this set of quarantined sandboxes (and closes the connections of those new to it). */
+  quarantine(held: readonly QuarantineEntry[]): void;
 }
 
 export interface PoolOptions {
@@ -162,7 +165,14 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
       switch (msg.t) {
         case 'hello': {
           const rt = opts.runtime();
-          sendTo(w, { t: 'init', config: rt.config, dynamic: rt.dynamic, ticketKeys: opts.ticketKeys(), grants: opts.grants() });
+          sendTo(w, {
+            t: 'init',
+            config: rt.config,
+            dynamic: rt.dynamic,
+            ticketKeys: opts.ticketKeys(),
+            grants: opts.grants(),
+            quarantined: rt.quarantine.list(),
+          });
           return;
         }
         case 'ready':
@@ -171,6 +181,10 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
           return;
         case 'audit':
           audit.raw(msg.text);
+          return;
+        case 'tripped':
+          // The primary's record is the one the control API lists; its listener tells every worker.
+          opts.runtime().quarantine.trip(msg.entry);
           return;
         case 'ask':
           answer(w, msg.n, msg.q);
@@ -268,6 +282,9 @@ export async function startWorkers(opts: PoolOptions): Promise<WorkerPool> {
     },
     grants(list) {
       broadcast({ t: 'grants', grants: list });
+    },
+    quarantine(held) {
+      broadcast({ t: 'quarantine', held });
     },
     sandboxes(rt) {
       schedule(rt);

@@ -32,6 +32,7 @@ import type { FromWorker, Question, ToWorker } from './messages.js';
 import { Grants, type Grant } from '../approvals/grants.js';
 import type { Outcome } from '../approvals/broker.js';
 import type { AskApproval } from '../approvals/ask.js';
+import type { QuarantineEntry } from '../control/quarantine.js';
 
 function send(m: FromWorker, cb?: () => void): void {
   if (!process.connected) return;
@@ -206,8 +207,16 @@ export async function runWorker(): Promise<void> {
   };
 
   let leaves: LeafCache | undefined;
-  const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer): Promise<void> => {
+  const init = async (config: Config, dynamic: readonly SandboxSpec[], ticketKeys: Buffer, quarantined: readonly QuarantineEntry[]): Promise<void> => {
     rt = withGrants(build(config, dynamic, undefined));
+    // One Quarantine per process, carried by every later runtime: the primary's set, and a
+    // tripwire here closes what this worker holds of the sandbox and tells the primary, which
+    // writes the line and tells every worker (src/cluster/primary.ts).
+    rt.quarantine.replace(quarantined);
+    rt.quarantine.listen((entry) => {
+      conns.close(entry.sandbox);
+      send({ t: 'tripped', entry });
+    });
     leaves = await LeafCache.create(await loadCa(config.tls.caDir), { ticketKeys: Buffer.from(ticketKeys) });
     gate = createDataPlane({
       runtime: current,
@@ -235,7 +244,7 @@ export async function runWorker(): Promise<void> {
     switch (m.t) {
       case 'init':
         grants = m.grants;
-        init(m.config, m.dynamic, m.ticketKeys).catch((err: Error) => {
+        init(m.config, m.dynamic, m.ticketKeys, m.quarantined).catch((err: Error) => {
           process.stderr.write(`sandgate worker ${id}: ${err.message}\n`);
           process.exit(1);
         });
@@ -283,6 +292,9 @@ export async function runWorker(): Promise<void> {
       case 'grants':
         grants = m.grants;
         if (rt) rt = withGrants(rt);
+        break;
+      case 'quarantine':
+        if (rt) for (const name of rt.quarantine.replace(m.held)) conns.close(name);
         return;
       case 'reply':
         asker.settle(m);

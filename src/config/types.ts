@@ -50,6 +50,8 @@ export interface PolicyConfig {
   readonly udp?: readonly UdpRule[];
   /** Cloud instance metadata answered by sandgate itself (docs/metadata.md); absent = none. */
   readonly metadata?: MetadataConfig;
+  /** What a tripwire does to a sandbox under this policy; absent: the global `onTripwire`. */
+  readonly onTripwire?: OnTripwire;
 }
 
 /**
@@ -88,6 +90,13 @@ export interface GceMetadataConfig {
   readonly zone: string;
   readonly instanceId: string;
 }
+
+/**
+ * What happens when a credential's placeholder is seen where it is not bound (src/creds/tripwire.ts):
+ * `deny` refuses that request or query; `quarantine` also cuts the sandbox off until an operator
+ * releases it (docs/policy.md, "Tripwire").
+ */
+export type OnTripwire = 'deny' | 'quarantine';
 
 export type FirewallBackendChoice = 'nft' | 'iptables' | 'auto';
 
@@ -205,6 +214,8 @@ export interface DnsConfig {
 }
 
 export interface Config {
+  /** Default of every policy's `onTripwire` (default `deny`). */
+  readonly onTripwire: OnTripwire;
   readonly listen: {
     readonly port: number;
     readonly dnsPort: number;

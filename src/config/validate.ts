@@ -32,6 +32,7 @@ const SECTIONS = [
   'metrics',
   'stateDir',
   'approvals',
+  'onTripwire',
 ];
 
 /** Returns the config only when there are no problems. */
@@ -51,6 +52,7 @@ function root(v: Reader, raw: unknown): Config {
   const t = tls(v, r.tls);
   const w = workers(v, r.workers);
   return {
+    onTripwire: r.onTripwire === undefined ? 'deny' : (v.oneOf(r.onTripwire, ['onTripwire'], ['deny', 'quarantine'] as const) ?? 'deny'),
     listen: ports,
     dns: dns(v, r.dns),
     packets: packets(v, r.packets),

@@ -13,6 +13,8 @@
  *   /approvals...              pending `unlisted: ask` decisions (src/approvals/api.ts)
  *   GET    /events            the audit lines as they are written, NDJSON, optionally filtered
  *                             (?sandbox=NAME&host=GLOB&decision=deny; events.ts)
+ *   GET    /quarantine        sandboxes a tripwire quarantined (src/control/quarantine.ts)
+ *   DELETE /quarantine/NAME   release one: it may connect again (404 if it is not quarantined)
  *
  * Errors are `{"error": "<one sentence>"}` with 400 (bad JSON or field), 404 (no such sandbox
  * or path), 405, 409 (name taken, overlap, a config sandbox), 413, 500 (firewall failed; nothing
@@ -166,8 +168,14 @@ async function route(
     sendOutcome(res, await svc.reload(), (v) => [200, { reloaded: v }]);
     return;
   }
+  if (parts[0] === 'quarantine' && parts.length <= 2) {
+    quarantineRoute(svc, method, parts[1], res);
+    return;
+  }
   if (parts[0] !== 'sandboxes' || parts.length > 2) {
-    send(res, 404, { error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /health, /reload, /approvals and /events)` });
+    send(res, 404, {
+      error: `no such path ${url.pathname} (the API serves /sandboxes, /sandboxes/NAME, /quarantine, /quarantine/NAME, /health, /reload, /approvals and /events)`,
+    });
     return;
   }
   if (parts.length === 1) {
@@ -225,6 +233,30 @@ async function route(
     default:
       send(res, 405, { error: `${method} is not allowed on /sandboxes/NAME (GET, PUT, DELETE)` }, { allow: 'GET, PUT, DELETE' });
   }
+}
+
+/** GET /quarantine, DELETE /quarantine/NAME. */
+function quarantineRoute(svc: ControlService, method: string, rawName: string | undefined, res: http.ServerResponse): void {
+  if (rawName === undefined) {
+    if (method !== 'GET') send(res, 405, { error: `${method} is not allowed on /quarantine (GET)` }, { allow: 'GET' });
+    else send(res, 200, { quarantined: svc.quarantined() });
+    return;
+  }
+  if (method !== 'DELETE') {
+    send(res, 405, { error: `${method} is not allowed on /quarantine/NAME (DELETE)` }, { allow: 'DELETE' });
+    return;
+  }
+  let name: string;
+  try {
+    name = decodeURIComponent(rawName);
+  } catch {
+    name = '';
+  }
+  if (!isSandboxName(name)) {
+    send(res, 404, { error: `no sandbox named ${JSON.stringify(name)} (names match [A-Za-z0-9_.-]{1,64})` });
+    return;
+  }
+  sendOutcome(res, svc.release(name), (v) => [200, v]);
 }
 
 function listenError(path: string, why: string): SandgateError {

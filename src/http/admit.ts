@@ -4,6 +4,8 @@ import type { CompiledRule, RequestFacts } from '../policy/policy.js';
 import type { CredentialSource } from '../creds/credential.js';
 import type { AuditFields } from '../audit/logger.js';
 import { hostFromHeader, pathOnly } from './headers.js';
+import { QUARANTINED, tripwireReason } from '../control/quarantine.js';
+import type { TripwireHit } from '../creds/tripwire.js';
 
 /**
  * One request's verdict, before any byte goes upstream: shared by ordinary requests and
@@ -31,6 +33,8 @@ export interface Refused {
   readonly status: number;
   readonly error: string;
   readonly reason: string;
+  /** Set when a credential's placeholder was in the request where it is not bound (src/creds/tripwire.ts). */
+  readonly tripwire?: TripwireHit;
 }
 
 export type Admission = Admitted | Refused;
@@ -59,13 +63,33 @@ export interface RequestHead {
   readonly headers: { readonly host?: string | undefined };
 }
 
+/**
+ * One request's admission: a quarantined sandbox is refused outright; otherwise the request is
+ * decided on its facts (decide()), and then, when some credential has a placeholder, its head is
+ * searched for one that the request's credential does not account for: that refuses it, whatever
+ * the policy said (a tripwire, even in report mode: the placeholder is worthless upstream, and
+ * its presence is the signal).
+ */
 export function admit(req: RequestHead, info: ConnInfo): Admission {
+  const a = decide(req, info);
+  const tw = info.rt.tripwire;
+  if (tw === undefined || (!a.ok && a.reason === QUARANTINED)) return a;
+  const bound = a.ok && a.credential !== undefined ? a.credential.id : undefined;
+  const hit = tw.inRequest({ method: req.method ?? 'GET', url: req.url ?? '/', rawHeaders: req.rawHeaders }, bound);
+  if (hit === undefined) return a;
+  return { ok: false, base: a.base, host: a.host, status: 403, error: 'denied', reason: tripwireReason(hit, a.host), tripwire: hit };
+}
+
+function decide(req: RequestHead, info: ConnInfo): Admission {
   const method = req.method ?? 'GET';
   const url = req.url ?? '/';
   const path = pathOnly(url);
   const intercepted = info.sni !== undefined;
   const base: AuditFields = { event: 'http', ...who(info), proto: intercepted ? 'tls' : 'http', alpn: info.alpn, method, path };
   const refuse = (status: number, error: string, reason: string, host?: string): Refused => ({ ok: false, base, host, status, error, reason });
+
+  // Cut off until an operator releases it (src/control/quarantine.ts): nothing else is looked at.
+  if (info.rt.quarantine.has(info.sandbox.name)) return refuse(403, 'denied', QUARANTINED);
 
   const hostCount = countRaw(req.rawHeaders, 'host');
   const host = hostFromHeader(req.headers.host);

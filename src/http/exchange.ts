@@ -34,6 +34,7 @@ import { BodyBuffer, type BufferWaiter } from './body-buffer.js';
 import { planRewrite, type BodyTransform, type Rewrite } from './rewrite.js';
 import { isTokenSource } from '../creds/credential.js';
 import { tlsFailure } from '../upstream/tls.js';
+import { afterTripwire } from '../control/quarantine.js';
 
 // The HTTP/2 codes: a pooled session the upstream is closing (GOAWAY) as a stream starts on it.
 const STALE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION']);
@@ -254,12 +255,21 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
 
   #refuse(r: Refused): void {
     this.#over = true;
-    this.conn.info.rt.audit.write(
-      httpLine(r.base, { host: r.host ? r.host : undefined, decision: 'deny', status: r.status, reason: r.reason, ms: this.#ms() }),
-    );
+    const { info } = this.conn;
+    const line = httpLine(r.base, { host: r.host ? r.host : undefined, decision: 'deny', status: r.status, reason: r.reason, ms: this.#ms() });
+    if (r.tripwire !== undefined) {
+      // Its own event, so that an operator (or an alert rule) finds it without reading every http line.
+      line.event = 'tripwire';
+      line.credential = r.tripwire.credential;
+      line.onTripwire = info.sandbox.policy.onTripwire;
+    }
+    info.rt.audit.write(line);
     this.inc.discard();
     this.conn.respond(r.status, { error: r.error, reason: r.reason });
     this.conn.exchangeDone(false);
+    // After the refusal is on its way (the connection is already closing): the quarantine closes
+    // the sandbox's other connections.
+    if (r.tripwire !== undefined) afterTripwire(info.rt, info.sandbox, r.tripwire, r.reason);
   }
 
   #noCredential(status: number, reason: string): void {

@@ -19,7 +19,7 @@ const DECISIONS = new Set(['allow', 'deny', 'would-deny']);
 /** The `proto` values an audit line may carry (AuditFields), i.e. every possible `kind`. */
 const PROTOS = new Set(['tls', 'http', 'tcp', 'udp', 'icmp', 'icmpv6', 'sctp', 'ip', 'dns']);
 const RCODES = new Set(['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED', 'BADVERS']);
-const EVENTS = new Set(['ready', 'conn', 'close', 'http', 'dns', 'packet', 'config', 'error', 'stop']);
+const EVENTS = new Set(['ready', 'conn', 'close', 'http', 'dns', 'packet', 'config', 'error', 'stop', 'tripwire', 'quarantine']);
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);

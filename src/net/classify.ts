@@ -8,10 +8,21 @@
 import type { CompiledRule } from '../policy/policy.js';
 import type { ConnInfo } from './conn-info.js';
 import type { Peeked } from './peek.js';
+import type { TlsAlert } from './tls-alert.js';
 
 export type Route =
-  /** Reset, nothing sent upstream; the `conn` line says why. */
-  | { readonly kind: 'deny'; readonly proto: 'tls' | undefined; readonly host: string | undefined; readonly rule: string | undefined; readonly reason: string }
+  /**
+   * Refused, nothing sent upstream; the `conn` line says why. `alert`: the TLS alert the client is
+   * sent before the close (src/net/tls-alert.ts); undefined: a reset (not TLS, or nothing to answer).
+   */
+  | {
+      readonly kind: 'deny';
+      readonly proto: 'tls' | undefined;
+      readonly host: string | undefined;
+      readonly rule: string | undefined;
+      readonly reason: string;
+      readonly alert: TlsAlert | undefined;
+    }
   /** Plain HTTP: every request is decided on its own Host (src/http/relay.ts). */
   | { readonly kind: 'http' }
   /** Report mode with no name to go by: relayed to the original destination, behind the SSRF guard. */
@@ -24,8 +35,8 @@ export type Route =
   /** TLS terminated with sandgate's CA: requests are checked and get their credential. */
   | { readonly kind: 'intercept'; readonly sni: string; readonly rule: CompiledRule };
 
-function deny(reason: string, proto?: 'tls', host?: string, rule?: string): Route {
-  return { kind: 'deny', proto, host, rule, reason };
+function deny(reason: string, alert: TlsAlert | undefined, proto?: 'tls', host?: string, rule?: string): Route {
+  return { kind: 'deny', proto, host, rule, reason, alert };
 }
 
 /**
@@ -33,11 +44,11 @@ function deny(reason: string, proto?: 'tls', host?: string, rule?: string): Rout
  * interception is enabled (a CA and leaf cache exist).
  */
 export function classify(info: ConnInfo, p: Peeked, intercepting: boolean): Route {
-  if (p.kind === 'reject') return deny(p.reason);
+  if (p.kind === 'reject') return deny(p.reason, p.alert);
   if (p.kind === 'http') return { kind: 'http' };
   const { hello } = p;
   // The ESNI drafts (never widely deployed) put the real name in that extension and a cover name in SNI.
-  if (hello.esni) return deny('encrypted SNI (ESNI) is not allowed', 'tls', hello.sni);
+  if (hello.esni) return deny('encrypted SNI (ESNI) is not allowed', 'access_denied', 'tls', hello.sni);
   // ECH (GREASE or real, indistinguishable by design) is decided on the outer SNI; a rule or the
   // global tls.ech may refuse it (docs/threat-model.md).
   const verdict = info.sandbox.policy.decide(hello.sni, info.dstPort, 'tls', hello.ech);
@@ -46,14 +57,15 @@ export function classify(info: ConnInfo, p: Peeked, intercepting: boolean): Rout
     const policy = info.sandbox.policy;
     if (hello.sni !== undefined && policy.asks(hello.sni, info.dstPort) && policy.find(hello.sni, info.dstPort, 'tls') === undefined)
       return { kind: 'ask', host: hello.sni };
-    if (verdict.decision === 'deny') return deny(verdict.reason, 'tls', hello.sni);
+    // No name to decide on is unrecognized_name (RFC 6066 §3); any other refusal, access_denied.
+    if (verdict.decision === 'deny') return deny(verdict.reason, hello.sni === undefined ? 'unrecognized_name' : 'access_denied', 'tls', hello.sni);
     if (hello.sni === undefined) return { kind: 'raw', reason: verdict.reason };
     return { kind: 'passthrough', host: hello.sni, decision: 'would-deny', reason: verdict.reason };
   }
   // An allowed verdict always has a name: the policy never allows a ClientHello without SNI.
   const sni = hello.sni as string;
   if (verdict.rule.intercept) {
-    if (!intercepting) return deny('interception is not enabled', 'tls', hello.sni, verdict.rule.id);
+    if (!intercepting) return deny('interception is not enabled', 'access_denied', 'tls', hello.sni, verdict.rule.id);
     return { kind: 'intercept', sni, rule: verdict.rule };
   }
   return { kind: 'passthrough', host: sni, decision: 'allow', rule: verdict.rule.id };

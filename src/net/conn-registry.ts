@@ -102,6 +102,12 @@ export class ConnRegistry {
  */
 function destroy(socket: net.Socket): void {
   if (socket.destroyed) return;
+  // Already closing on sandgate's side (end() called: a refusal on its way, as the request that
+  // tripped a quarantine gets): closed without a reset, which would discard that answer unsent.
+  if (socket.writableEnded) {
+    socket.destroy();
+    return;
+  }
   try {
     socket.resetAndDestroy();
   } catch {

@@ -10,13 +10,15 @@ import { classify } from './classify.js';
 import { serveHttp } from '../http/relay.js';
 import { connectTcp, connectToHost } from '../upstream/connect.js';
 import { splice } from './splice.js';
+import { endWith, refuseWithAlert } from './tls-alert.js';
+import { jsonResponse } from '../http/headers.js';
+import { QUARANTINED } from '../control/quarantine.js';
 import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
 import { METADATA_IP } from '../metadata/answer.js';
 import { serveMetadata } from '../metadata/serve.js';
 import type { AskApproval } from '../approvals/ask.js';
 import { approvedSandbox, sandboxReason } from '../approvals/ask.js';
-import { jsonResponse } from '../http/headers.js';
 import { readRequestHead, requestHost } from './request-host.js';
 import type { Peeked } from './peek.js';
 
@@ -42,7 +44,8 @@ export interface Gate {
  * One accepted (TPROXY'd) connection: who sent it, where it was going, and what it is. Raw TCP
  * rules are decided on the address alone, before any byte is read (server-speaks-first protocols
  * such as SSH or SMTP must work); everything else is classified from its first bytes.
- * A denial resets the connection before any byte reaches an upstream.
+ * A denial closes the connection before any byte reaches an upstream: a refused ClientHello with
+ * a TLS alert naming the refusal (src/net/tls-alert.ts), anything else with a reset.
  */
 export async function handleConnection(gate: Gate, socket: net.Socket): Promise<void> {
   const rt = gate.runtime();
@@ -71,6 +74,8 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   const info: ConnInfo = { rt, sandbox, src, dst, dstPort };
   const ident = who(info);
   const policy = sandbox.policy;
+  // Quarantined (a tripwire, src/control/quarantine.ts): nothing new until an operator releases it.
+  if (rt.quarantine.has(sandbox.name)) return refuseQuarantined(rt, socket, ident, policy.namedPorts.has(dstPort));
 
   // Instance metadata, for policies that enable it: answered from memory, never relayed. Every
   // other connection to 169.254.169.254 (other ports, other policies) goes on as before and meets
@@ -119,7 +124,9 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   switch (route.kind) {
     case 'deny':
       conn({ ...tlsIdent, decision: 'deny', proto: route.proto, host: route.host, rule: route.rule, reason: route.reason });
-      socket.resetAndDestroy();
+      // A refused ClientHello is answered with an alert the client can read; anything else is reset.
+      if (route.alert !== undefined) refuseWithAlert(socket, route.alert);
+      else socket.resetAndDestroy();
       return;
     case 'http':
       serveHttp(socket, info, p.head);
@@ -127,7 +134,7 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     case 'ask':
       // Asking needs an approver; without one (no broker wired) an unlisted name is a denial.
       conn({ ...tlsIdent, decision: 'deny', proto: 'tls', host: route.host, reason: `${route.host}:${dstPort} is not allowed` });
-      socket.resetAndDestroy();
+      refuseWithAlert(socket, 'access_denied');
       return;
     case 'raw':
       return reportOriginal(rt, socket, tlsIdent, 'tls', undefined, route.reason, dstIp, dstPort, p.head);
@@ -158,7 +165,7 @@ function tlsOrHttpIdent(ident: Ident, p: Peeked): Ident & { ech?: true } {
 /**
  * Holds the connection until an approver decides about (sandbox, host, port): the ConnInfo it
  * goes on with (its sandbox's policy allows exactly that name and port), or undefined when it was
- * denied (reset for TLS, 403 for plain HTTP, with a conn line) or went away meanwhile.
+ * denied (a TLS access_denied alert, 403 for plain HTTP, with a conn line) or went away meanwhile.
  */
 async function askFor(
   gate: Gate,
@@ -177,7 +184,7 @@ async function askFor(
   if (!o.allow) {
     rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto, host, reason: o.reason, ...(o.id !== undefined ? { approval: o.id } : {}), ms });
     if (via === 'http' && !socket.destroyed) socket.end(jsonResponse(403, { error: 'denied', reason: sandboxReason(o) }));
-    else socket.resetAndDestroy();
+    else refuseWithAlert(socket, 'access_denied');
     return undefined;
   }
   if (socket.destroyed || socket.readableEnded) {
@@ -195,6 +202,31 @@ async function askFor(
     return undefined;
   }
   return { ...info, sandbox: approvedSandbox(info.sandbox, host, info.dstPort, o) };
+}
+
+/**
+ * A quarantined sandbox's new connection, refused so that a client can read why: on a port
+ * where TLS or HTTP is expected, a TLS access_denied alert or an HTTP 403 `quarantined` once the
+ * first bytes say which; anything else (other ports, other bytes, silence) is reset.
+ */
+async function refuseQuarantined(rt: Runtime, socket: net.Socket, ident: Ident, namedPort: boolean): Promise<void> {
+  const line = { event: 'conn' as const, ...ident, decision: 'deny' as const, reason: QUARANTINED };
+  if (!namedPort) {
+    rt.audit.write(line);
+    socket.resetAndDestroy();
+    return;
+  }
+  const p = await peek(socket, rt.peekTimeoutMs);
+  if (p.kind === 'tls') {
+    rt.audit.write({ ...line, proto: 'tls', host: p.hello.sni });
+    refuseWithAlert(socket, 'access_denied');
+  } else if (p.kind === 'http') {
+    rt.audit.write({ ...line, proto: 'http' });
+    endWith(socket, jsonResponse(403, { error: 'denied', reason: QUARANTINED }));
+  } else {
+    rt.audit.write(line);
+    socket.resetAndDestroy();
+  }
 }
 
 /**
@@ -242,9 +274,10 @@ async function passTls(
     if (err instanceof SandgateError && err.code === 'UPSTREAM_FORBIDDEN') {
       // The SSRF guard refused every address: a denial (as for raw TCP), even in report mode.
       rt.audit.write({ event: 'conn', ...ident, decision: 'deny', proto: 'tls', host, reason: err.message, ms });
-    } else {
-      rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, error: upstreamFailure(err), ms });
+      refuseWithAlert(socket, 'access_denied');
+      return;
     }
+    rt.audit.write({ event: 'conn', ...ident, ...d, proto: 'tls', host, error: upstreamFailure(err), ms });
     socket.resetAndDestroy();
   }
 }

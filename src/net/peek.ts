@@ -1,10 +1,12 @@
 import type net from 'node:net';
 import { parseClientHello, looksLikeTls, type HelloResult } from './client-hello.js';
+import type { TlsAlert } from './tls-alert.js';
 
 export type Peeked =
   | { kind: 'tls'; hello: Extract<HelloResult, { kind: 'hello' }>; head: Buffer }
   | { kind: 'http'; head: Buffer }
-  | { kind: 'reject'; reason: string; head: Buffer };
+  /** `alert`: the TLS alert to answer with (a TLS record that is no valid ClientHello), else a reset. */
+  | { kind: 'reject'; reason: string; head: Buffer; alert?: TlsAlert };
 
 const MAX_HELLO = 16 * 1024 + 5 * 4;
 
@@ -39,7 +41,7 @@ export function peek(socket: net.Socket, timeoutMs: number): Promise<Peeked> {
       }
       const r = parseClientHello(head, MAX_HELLO);
       if (r.kind === 'hello') finish({ kind: 'tls', hello: r, head });
-      else if (r.kind === 'invalid') finish({ kind: 'reject', reason: `bad ClientHello: ${r.reason}`, head });
+      else if (r.kind === 'invalid') finish({ kind: 'reject', reason: `bad ClientHello: ${r.reason}`, head, alert: 'decode_error' });
     };
     const onEnd = (): void => finish({ kind: 'reject', reason: 'closed before sending a ClientHello or request', head });
     const timer = setTimeout(() => finish({ kind: 'reject', reason: `no ClientHello or request within ${timeoutMs} ms`, head }), timeoutMs);

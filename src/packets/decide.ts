@@ -18,6 +18,7 @@ import type { CompiledUdpRule } from '../policy/policy.js';
 import { cidrContains, parseIp } from '../util/ip.js';
 import type { PacketHeader } from './ip-header.js';
 import type { PacketLine } from './packet-audit.js';
+import { QUARANTINED } from '../control/quarantine.js';
 
 export interface DecideContext {
   readonly rt: Runtime;
@@ -106,6 +107,7 @@ export async function decidePacket(ctx: DecideContext, h: PacketHeader): Promise
   if (h.family === 6) return deny('IPv6 is not carried', sandboxByIface(rt, ctx.iface));
   const sandbox = rt.sandboxes.identify(h.src, ctx.iface);
   if (!sandbox) return deny('source is not a configured sandbox');
+  if (rt.quarantine.has(sandbox.name)) return deny(QUARANTINED, sandbox);
   if (ctx.isLocal(h.dst)) return deny("the gate host's own addresses are not reachable", sandbox);
 
   let rule: CompiledUdpRule | undefined;

@@ -1,4 +1,4 @@
-import type { AllowRule, Config, EchChoice, MetadataConfig, Mode, SandboxConfig, UdpRule, Unlisted } from '../config/types.js';
+import type { AllowRule, Config, EchChoice, MetadataConfig, Mode, OnTripwire, SandboxConfig, UdpRule, Unlisted } from '../config/types.js';
 import { parseCidr, type Cidr } from '../util/ip.js';
 import { hostMatches, isHostName } from './host-name.js';
 import { checkRequest, compileRequestChecks, type RequestChecks } from './request-rules.js';
@@ -64,6 +64,8 @@ export interface PolicyOptions {
   readonly metadata?: MetadataConfig;
   /** Rules approvers added, after the config's (so the config's own rule for a name wins). */
   readonly approved?: readonly ApprovedRule[];
+  /** What a tripwire does to this policy's sandboxes (default deny). */
+  readonly onTripwire?: OnTripwire;
 }
 
 /**
@@ -80,6 +82,8 @@ export const ASK_PORTS: ReadonlySet<number> = new Set([443, 80]);
 export class Policy {
   readonly name: string;
   readonly mode: Mode;
+  /** The policy's `onTripwire`, else the global one (src/creds/tripwire.ts). */
+  readonly onTripwire: OnTripwire;
   readonly rules: readonly CompiledRule[];
   /** `ask`: unlisted names on ASK_PORTS wait for an approver instead of being denied. */
   readonly unlisted: Unlisted;
@@ -109,6 +113,7 @@ export class Policy {
     this.metadata = opts.metadata;
     this.mode = mode;
     this.unlisted = opts.unlisted ?? 'deny';
+    this.onTripwire = opts.onTripwire ?? 'deny';
     this.askTimeoutMs = opts.askTimeoutMs ?? 30_000;
     this.source = { allow, udp, ech, opts };
     const approved = opts.approved ?? [];
@@ -279,7 +284,12 @@ export function compilePolicies(config: Config): CompiledPolicies {
   for (const [name, p] of Object.entries(config.policies)) {
     byName.set(
       name,
-      new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech, { unlisted: p.unlisted, askTimeoutMs: p.askTimeoutMs, metadata: p.metadata }),
+      new Policy(name, p.mode, p.allow, p.udp ?? [], config.tls.ech, {
+        unlisted: p.unlisted,
+        askTimeoutMs: p.askTimeoutMs,
+        metadata: p.metadata,
+        onTripwire: p.onTripwire ?? config.onTripwire,
+      }),
     );
   }
   let anyIntercept = false;

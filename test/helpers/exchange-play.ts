@@ -6,6 +6,8 @@
  */
 import type { ConnInfo } from '../../src/net/conn-info.js';
 import type { Runtime } from '../../src/runtime.js';
+import { Tripwire } from '../../src/creds/tripwire.js';
+import { Quarantine } from '../../src/control/quarantine.js';
 import type { Line } from './gate.js';
 import { parseConfig } from '../../src/config/load.js';
 import { compilePolicies } from '../../src/policy/policy.js';
@@ -21,6 +23,8 @@ export const SECRET = 'sk-play-0123456789abcdef';
 export const AUTH = `Bearer ${SECRET}`;
 export const API = 'api.example.test';
 export const OPEN = 'open.example.test';
+/** k's placeholder: replaced by the secret toward api.example.test, a tripwire anywhere else. */
+export const PLACEHOLDER = 'ph-play-k-0123';
 
 /** One upstream connection, as the core sees it: what it was sent, whether it was released or destroyed. */
 export class UpRecorder implements UpstreamIo {
@@ -201,25 +205,27 @@ export interface PlayWorld {
   readonly lines: Line[];
   /** Http audit lines so far. */
   http(): Line[];
+  readonly rt: Runtime;
 }
 
 /**
  * A Runtime with one sandbox: api.example.test injects the static credential `k` (Bearer SECRET),
  * token.example.test uses `source` when given, open.example.test is plain passthrough HTTP.
  */
-export function playWorld(o: { source?: CredentialSource; extraAllow?: string } = {}): PlayWorld {
+export function playWorld(o: { source?: CredentialSource; extraAllow?: string; onTripwire?: 'deny' | 'quarantine' } = {}): PlayWorld {
   const config = parseConfig(
     `
 sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
 policies:
   p:
+    onTripwire: ${o.onTripwire ?? 'deny'}
     allow:
       - { host: ${API}, inject: k, ports: [443] }
       - { host: token.example.test, inject: t, ports: [443] }
       - { host: ${OPEN}, ports: [80] }
 ${o.extraAllow ?? ''}
 credentials:
-  k: { secret: { env: SG_K } }
+  k: { secret: { env: SG_K }, placeholder: ${PLACEHOLDER} }
   t: { secret: { env: SG_K } }
 `,
     'play.yaml',
@@ -246,10 +252,13 @@ credentials:
     audit,
     upstream: { guard: { check: () => undefined } },
     tokenNet: { guard: { check: () => undefined } },
+    tripwire: Tripwire.compile(config.credentials),
+    quarantine: new Quarantine(),
   } as unknown as Runtime;
   const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return {
     lines,
+    rt,
     http: () => lines.filter((l) => l.event === 'http'),
     play: (p = {}) => {
       const port = p.port ?? (p.sni !== undefined ? 443 : 80);

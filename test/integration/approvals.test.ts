@@ -206,7 +206,8 @@ test.serial('TLS: an HTTPS request is held at its ClientHello, nothing goes upst
   const q = await pending('t2.example.test', 'agent', [p.id]);
   t.is((await decide(q.id, 'deny')).status, 200);
   const denied = await again;
-  t.not(denied.code, 0, 'reset');
+  t.not(denied.code, 0);
+  t.regex(denied.stderr, /alert access denied/i, 'a denied held ClientHello gets a TLS access_denied alert');
   t.like(await g.log.waitFor((l) => l.event === 'conn' && l.host === 't2.example.test' && l.decision === 'deny'), {
     reason: 'denied by approver (control-api)',
     approval: q.id,

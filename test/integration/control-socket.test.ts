@@ -15,6 +15,8 @@ const svc: ControlService = {
   update: async () => ({ ok: false, status: 409, error: 'no' }),
   remove: async () => ({ ok: false, status: 409, error: 'no' }),
   reload: async () => ({ ok: false, status: 400, error: 'no' }),
+  quarantined: () => [],
+  release: (name) => ({ ok: false, status: 404, error: `sandbox "${name}" is not quarantined` }),
 };
 
 let dir: string;

@@ -132,7 +132,8 @@ test.serial('a private upstream is refused unless allowPrivate covers it, then a
   t.is(r1.action, 'reloaded', JSON.stringify(r1));
 
   const tls = await w.curl(['--resolve', `api.example.test:443:${w.a}`, 'https://api.example.test/private']);
-  t.not(tls.code, 0, 'allowed SNI, forbidden upstream address: reset');
+  t.not(tls.code, 0, 'allowed SNI, forbidden upstream address: refused');
+  t.regex(tls.stderr, /tlsv1 alert access denied/, 'with a TLS alert the client can read');
   const tlsLine = await g.log.waitFor((l) => l.event === 'conn' && l.host === 'api.example.test' && l.decision === 'deny', 5000, 'TLS deny line');
   t.regex(String(tlsLine.reason), /10\.77\.2\.2 is in 10\.0\.0\.0\/8/);
   t.regex(String(tlsLine.reason), /allowPrivate/);

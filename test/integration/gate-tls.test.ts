@@ -53,14 +53,32 @@ test("allowed SNI passes through undecrypted: the client verifies the upstream's
   t.is(line.dst, `${w.a}:443`);
 });
 
-test('an unlisted SNI is reset before any byte reaches an upstream', async (t) => {
+test('an unlisted SNI is refused with a TLS access_denied alert (curl reads it) before any byte reaches an upstream', async (t) => {
   const before = w.upstreams[1]!.log.lines.length;
   const r = await w.curl(['--resolve', `evil.example.test:443:${w.b}`, 'https://evil.example.test/']);
-  t.not(r.code, 0);
-  t.regex(r.stderr, /reset|SSL_ERROR_SYSCALL|Connection reset|35|56/i);
+  t.is(r.code, 35, r.stderr); // CURLE_SSL_CONNECT_ERROR
+  t.regex(r.stderr, /tlsv1 alert access denied/);
   const line = await g.log.waitFor((l) => l.event === 'conn' && l.host === 'evil.example.test');
   t.is(line.decision, 'deny');
   t.regex(String(line.reason), /not allowed/);
+  t.is(w.upstreams[1]!.log.lines.length, before, 'upstream b saw no request');
+});
+
+test('a Node tls client sees the refusal as ERR_SSL_TLSV1_ALERT_ACCESS_DENIED; nothing reaches the upstream', async (t) => {
+  const before = w.upstreams[1]!.log.lines.length;
+  const r = await w.topo.exec(
+    w.sandbox,
+    process.execPath,
+    [
+      '-e',
+      `
+    const s = require('tls').connect({ host: '${w.b}', port: 443, servername: 'evil.example.test', ca: require('fs').readFileSync('${w.pki.caFile}') });
+    s.on('secureConnect', () => { console.log('connected'); s.destroy(); });
+    s.on('error', (e) => console.log('error', e.code));`,
+    ],
+    { timeoutMs: 8000 },
+  );
+  t.is(r.stdout.trim(), 'error ERR_SSL_TLSV1_ALERT_ACCESS_DENIED', r.stderr);
   t.is(w.upstreams[1]!.log.lines.length, before, 'upstream b saw no request');
 });
 
@@ -70,9 +88,10 @@ test("the listed SNI sent to the unlisted upstream's address reaches the listed 
   t.is(bodyOf(r)?.server, 'a');
 });
 
-test('TLS to an IP literal (no SNI) is denied', async (t) => {
+test('TLS to an IP literal (no SNI) is refused with an unrecognized_name alert', async (t) => {
   const r = await w.curl(['-k', `https://${w.a}/`]);
-  t.not(r.code, 0);
+  t.is(r.code, 35, r.stderr);
+  t.regex(r.stderr, /tlsv1 unrecognized name/);
   const line = await g.log.waitFor((l) => l.event === 'conn' && l.dst === `${w.a}:443` && l.reason === 'no SNI');
   t.is(line.decision, 'deny');
 });
@@ -307,6 +326,9 @@ async function sendHello(addr: string, hello: Buffer): Promise<{ how: string; ty
   };
 }
 
+/** A fatal access_denied alert as a plaintext record (RFC 8446 §6): what a refused hello gets. */
+const ACCESS_DENIED = [21, 3, 3, 0, 2, 2, 49];
+
 /** The conn line of the connection sendHello made (its source port tells it from every other). */
 const connLine = (r: { src: string }, pred: (l: Line) => boolean = () => true): Promise<Line> =>
   g.log.waitFor((l) => l.event === 'conn' && l.src === r.src && pred(l), 5000, `conn line for ${r.src}`);
@@ -342,8 +364,8 @@ test('an ECH (GREASE) hello to an intercepted name is terminated by sandgate as 
 
 test('an ECH hello to an unlisted name is denied on its outer SNI, with ech: true', async (t) => {
   const r = await sendHello(w.b, tls12Hello('evil.example.test', [ECH_GREASE]));
-  t.regex(r.how, /ECONNRESET|closed/);
-  t.deepEqual(r.types, []);
+  t.is(r.how, 'closed');
+  t.deepEqual([...r.bytes], ACCESS_DENIED, 'a fatal access_denied alert, then the close');
   const line = await connLine(r);
   t.like(line, { decision: 'deny', host: 'evil.example.test', ech: true });
   t.is(line.reason, 'evil.example.test:443 is not allowed');
@@ -351,8 +373,8 @@ test('an ECH hello to an unlisted name is denied on its outer SNI, with ech: tru
 
 test('a rule with ech: refuse denies an ECH hello (and allows the same name without ECH)', async (t) => {
   const r = await sendHello(w.a, tls12Hello('strict.example.test', [ECH_GREASE]));
-  t.regex(r.how, /ECONNRESET|closed/);
-  t.deepEqual(r.types, []);
+  t.is(r.how, 'closed');
+  t.deepEqual([...r.bytes], ACCESS_DENIED);
   const line = await connLine(r);
   t.like(line, { decision: 'deny', host: 'strict.example.test', ech: true });
   t.is(line.reason, 'encrypted ClientHello (ECH) is refused for strict.example.test (policies.default.allow[4], ech: refuse)');
@@ -365,8 +387,8 @@ test('a rule with ech: refuse denies an ECH hello (and allows the same name with
 
 test('an ESNI (0xffce) hello is denied even to an allowed name', async (t) => {
   const r = await sendHello(w.a, tls12Hello('api.example.test', [ESNI]));
-  t.regex(r.how, /ECONNRESET|closed/);
-  t.deepEqual(r.types, []);
+  t.is(r.how, 'closed');
+  t.deepEqual([...r.bytes], ACCESS_DENIED);
   const line = await connLine(r);
   t.like(line, { decision: 'deny', host: 'api.example.test', reason: 'encrypted SNI (ESNI) is not allowed' });
 });
@@ -377,7 +399,8 @@ test.serial('global tls.ech: refuse denies ECH to every rule without its own ech
   try {
     for (const host of ['api.example.test', 'icpt.example.test']) {
       const r = await sendHello(w.a, tls12Hello(host, [ECH_GREASE]));
-      t.regex(r.how, /ECONNRESET|closed/, host);
+      t.is(r.how, 'closed', host);
+      t.deepEqual([...r.bytes], ACCESS_DENIED, host);
       const line = await connLine(r);
       t.like(line, { decision: 'deny', host, ech: true });
       t.regex(String(line.reason), /^encrypted ClientHello \(ECH\) is refused for /);
@@ -398,7 +421,7 @@ test('a silent socket and a stalled ClientHello are reset at the 10 s peek timeo
         '-e',
         `
     const s = require('net').connect(443, '${w.a}', () => { console.log('port', s.localPort); const b = Buffer.from('${write}', 'hex'); if (b.length) s.write(b); });
-    s.on('data', () => console.log('DATA'));
+    s.on('data', (d) => console.log('DATA', d.toString('hex')));
     s.on('error', (e) => console.log('error', e.code));
     s.on('close', () => console.log('closed'));`,
       ],
@@ -419,10 +442,11 @@ test('a silent socket and a stalled ClientHello are reset at the 10 s peek timeo
     ['silent', silent],
     ['stalled', stalled],
     ['huge', huge],
-  ] as const) {
+  ] as const)
     t.regex(r.stdout, /closed/, `${what}: ${r.stdout}`);
-    t.notRegex(r.stdout, /DATA/, what);
-  }
+  for (const r of [silent, stalled]) t.notRegex(r.stdout, /DATA/);
+  // A TLS record that is no valid ClientHello: a fatal decode_error alert (50), then the close.
+  t.regex(huge.stdout, /DATA 15030300020232\n/);
   for (const r of [silent, stalled]) t.like(await lineOf(r), { decision: 'deny', reason: 'no ClientHello or request within 10000 ms' });
   const h = await lineOf(huge);
   t.is(h.decision, 'deny');

@@ -41,6 +41,7 @@ test("neither TLS nor HTTP: denied with the peek's reason", (t) => {
     host: undefined,
     rule: undefined,
     reason: 'neither TLS nor HTTP',
+    alert: undefined,
   });
 });
 
@@ -64,18 +65,20 @@ test('TLS: an allowed name passes through; an intercepted one is intercepted, or
     host: 'api.example.test',
     rule: 'policies.p.allow[1]',
     reason: 'interception is not enabled',
+    alert: 'access_denied',
   });
 });
 
 test('TLS: an unlisted name, no SNI, or ESNI is denied; ECH is decided on the outer SNI; in report mode a name passes through as would-deny, no name goes to the original destination', (t) => {
-  t.like(classify(info('enforce'), tls('evil.example.test'), true), { kind: 'deny', proto: 'tls', host: 'evil.example.test' });
-  t.like(classify(info('enforce'), tls(undefined), true), { kind: 'deny', proto: 'tls', host: undefined });
+  t.like(classify(info('enforce'), tls('evil.example.test'), true), { kind: 'deny', proto: 'tls', host: 'evil.example.test', alert: 'access_denied' });
+  t.like(classify(info('enforce'), tls(undefined), true), { kind: 'deny', proto: 'tls', host: undefined, alert: 'unrecognized_name' });
   t.deepEqual(classify(info('enforce'), tls('pass.example.test', false, true), true), {
     kind: 'deny',
     proto: 'tls',
     host: 'pass.example.test',
     rule: undefined,
     reason: 'encrypted SNI (ESNI) is not allowed',
+    alert: 'access_denied',
   });
   t.deepEqual(classify(info('report'), tls('pass.example.test', false, true), true).kind, 'deny', 'ESNI is refused even in report mode');
   t.like(
@@ -83,8 +86,20 @@ test('TLS: an unlisted name, no SNI, or ESNI is denied; ECH is decided on the ou
     { kind: 'passthrough', host: 'pass.example.test', decision: 'allow' },
     'ECH (GREASE or real) on an allowed outer name',
   );
-  t.like(classify(info('enforce'), tls('evil.example.test', true), true), { kind: 'deny', host: 'evil.example.test' }, 'ECH on an unlisted outer name');
+  t.like(
+    classify(info('enforce'), tls('evil.example.test', true), true),
+    { kind: 'deny', host: 'evil.example.test', alert: 'access_denied' },
+    'ECH on an unlisted outer name',
+  );
   t.like(classify(info('report'), tls('evil.example.test'), true), { kind: 'passthrough', host: 'evil.example.test', decision: 'would-deny' });
   t.like(classify(info('report'), tls(undefined), true), { kind: 'raw' });
   t.like(classify(info('enforce', 8443), tls('pass.example.test'), true), { kind: 'deny', reason: 'pass.example.test:8443 is not allowed' });
+});
+
+test('a TLS record that is no valid ClientHello is answered with decode_error; a silent or closed socket with a reset', (t) => {
+  t.like(classify(info('enforce'), { kind: 'reject', reason: 'bad ClientHello: x', head, alert: 'decode_error' }, true), {
+    kind: 'deny',
+    alert: 'decode_error',
+  });
+  t.like(classify(info('enforce'), { kind: 'reject', reason: 'no ClientHello or request within 10 ms', head }, true), { kind: 'deny', alert: undefined });
 });

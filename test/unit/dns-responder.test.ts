@@ -391,3 +391,24 @@ test('metadata.google.internal: 169.254.169.254 for a sandbox whose policy enabl
   t.like(h.lines.at(-1), { decision: 'deny', sandbox: 'other', host: 'metadata.google.internal', rcode: 'NXDOMAIN' });
   t.deepEqual(h.asked, []);
 });
+
+test('a placeholder in a name is REFUSED with a tripwire line (never sampled), nothing asked; under quarantine the sandbox gets REFUSED for everything', async (t) => {
+  process.env['SG_DNS_TRIPWIRE_K'] = 'k-secret-0123456789';
+  const creds = { credentials: { k: { secret: { env: 'SG_DNS_TRIPWIRE_K' }, placeholder: 'sk-sandgate-k-ph' } } };
+  const h = harness({ ...creds, onTripwire: 'quarantine' });
+  t.is((await h.ask('api.example.test')).rcode, RCODE.NOERROR);
+  const r = await h.ask('x.SK-SANDGATE-K-PH.evil.test');
+  t.is(r.rcode, RCODE.REFUSED);
+  t.false(
+    h.asked.some((n) => n.includes('evil')),
+    'nothing looked up',
+  );
+  t.like(
+    h.lines.find((l) => l.event === 'tripwire'),
+    { proto: 'dns', sandbox: 'agent', decision: 'deny', credential: 'k', rcode: 'REFUSED', onTripwire: 'quarantine' },
+  );
+  t.true(h.rt.quarantine.has('agent'));
+  t.is((await h.ask('api.example.test')).rcode, RCODE.REFUSED, 'quarantined: an allowed name too');
+  t.like(h.lines.at(-1), { event: 'dns', decision: 'deny', reason: 'quarantined', rcode: 'REFUSED' });
+  t.is((await h.ask('only.example.test', QTYPE.A, { src: '10.77.9.2' })).rcode, RCODE.NOERROR, 'another sandbox is not affected');
+});

@@ -1,6 +1,8 @@
 import type http from 'node:http';
 import test from 'ava';
 import type { ConnInfo } from '../../src/net/conn-info.js';
+import { Quarantine } from '../../src/control/quarantine.js';
+import { Tripwire } from '../../src/creds/tripwire.js';
 import type { Runtime } from '../../src/runtime.js';
 import { admit, plainHttpUpstreamPort } from '../../src/http/admit.js';
 import { compilePolicies } from '../../src/policy/policy.js';
@@ -26,13 +28,13 @@ policies:
       - { host: plain.example.test, inject: llm, plainHttp: true, ports: [80, 8080, 443] }
       - { host: open.example.test, ports: [80] }
 credentials:
-  llm: { secret: { env: SG_K } }
+  llm: { secret: { env: SG_K }, placeholder: ph-llm-placeholder }
 `,
     'c.yaml',
   );
   const policies = compilePolicies(config);
   const credentials = loadCredentials(config, { env: { SG_K: 'sk-real-secret' }, readFile: () => '' });
-  const rt = { config, policies, credentials } as unknown as Runtime;
+  const rt = { config, policies, credentials, quarantine: new Quarantine(), tripwire: Tripwire.compile(config.credentials) } as unknown as Runtime;
   const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
   return { info: (sni, port = 443) => ({ rt, sandbox, src: '10.77.1.2:1', dst: `10.77.2.2:${port}`, dstPort: port, ...(sni ? { sni } : {}) }) };
 }
@@ -94,4 +96,20 @@ test('admit: plain HTTP to an intercepted host only with plainHttp, then TLS ups
   const open = admit(req('GET', '/x', 'open.example.test'), info(undefined, 80));
   t.like(open, { ok: true, credential: undefined, upstream: { tls: false, port: 80 } });
   t.like(admit(req('GET', '/x', 'other.example.test'), info(undefined, 80)), { ok: false, status: 403 });
+});
+
+const withField = (r: http.IncomingMessage, name: string, value: string): http.IncomingMessage =>
+  ({ ...r, rawHeaders: [...r.rawHeaders, name, value] }) as unknown as http.IncomingMessage;
+
+test('admit: a placeholder where its credential is not bound is a tripwire whatever the verdict: an unlisted host, report mode; never where it is bound', (t) => {
+  for (const mode of ['enforce', 'report'] as const) {
+    const { info } = world(mode);
+    for (const host of ['open.example.test', 'unlisted.example.test']) {
+      const a = admit(withField(req('GET', '/x', host), 'X-Key', 'ph-llm-placeholder'), info(undefined, 80));
+      t.like(a, { ok: false, status: 403, tripwire: { credential: 'llm', where: 'header X-Key' } }, `${mode} ${host}`);
+    }
+    // plain.example.test injects llm (plainHttp): its placeholder is replaced there, not a tripwire.
+    const own = admit(withField(req('GET', '/x', 'plain.example.test'), 'X-Key', 'ph-llm-placeholder'), info(undefined, 80));
+    t.like(own, { ok: true }, mode);
+  }
 });

@@ -100,3 +100,13 @@ test('labels never take a value the sandbox chooses: a host, an odd protocol or 
   t.is(s.get('sandgate_dns_answers_total')!.get(`rcode="other",${A}`), 1);
   t.is(s.get('sandgate_audit_lines_total')!.get('event="other"'), 1);
 });
+
+test('tripwire and quarantine lines are counted under their own event', async (t) => {
+  const { reg } = metrics([
+    { event: 'tripwire', sandbox: 'agent', decision: 'deny', proto: 'http', credential: 'k' },
+    { event: 'quarantine', sandbox: 'agent', action: 'start' },
+  ]);
+  const s = await scrape(reg);
+  t.is(s.get('sandgate_audit_lines_total')!.get('event="tripwire"'), 1);
+  t.is(s.get('sandgate_audit_lines_total')!.get('event="quarantine"'), 1);
+});

@@ -189,3 +189,15 @@ test('audit sampling: repeats once per window, distinct lines within the bucket,
   t.true(s.admit(line(1), 'udp x:1', spec, 1004));
   t.deepEqual(s.flush(), []);
 });
+
+test('decide: a quarantined sandbox gets no packet through, even one a rule allows; released, it passes again', async (t) => {
+  const c = ctx('sbx-1');
+  const h = parsePacket(ipv4(17, [10, 77, 1, 2], [10, 77, 3, 9], udp(40000, 5301)))!;
+  t.true((await decidePacket(c, h)).accept);
+  c.rt.quarantine.trip({ sandbox: 'agent', since: '2026-01-01T00:00:00.000Z', credential: 'k', reason: 'tripwire' });
+  const held = await decidePacket(c, h);
+  t.false(held.accept);
+  t.like(held.line, { decision: 'deny', reason: 'quarantined', sandbox: 'agent' });
+  c.rt.quarantine.release('agent');
+  t.true((await decidePacket(c, h)).accept);
+});

@@ -20,7 +20,7 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
       v.fail(p, `policy name "${name}" must match [A-Za-z0-9_.-]{1,64}`, true);
       continue;
     }
-    const po = v.obj(val, p, ['mode', 'allow', 'unlisted', 'askTimeoutMs', 'metadata']);
+    const po = v.obj(val, p, ['mode', 'allow', 'unlisted', 'askTimeoutMs', 'metadata', 'onTripwire']);
     if (!po) continue;
     const mode = po.mode === undefined ? 'enforce' : (v.oneOf(po.mode, [...p, 'mode'], ['enforce', 'report'] as const) ?? 'enforce');
     const allow: AllowRule[] = [];
@@ -41,7 +41,16 @@ export function policies(v: Reader, raw: unknown, credentials: Record<string, Cr
     const askTimeoutMs = v.int(po.askTimeoutMs, [...p, 'askTimeoutMs'], 1000, 3_600_000, DEFAULTS.askTimeoutMs);
     if (po.askTimeoutMs !== undefined && (po.unlisted === undefined || po.unlisted === 'deny'))
       v.fail([...p, 'askTimeoutMs'], 'only applies with unlisted: ask');
-    out[name] = { mode, allow, unlisted, askTimeoutMs, ...(udp.length > 0 ? { udp } : {}), ...(metadata ? { metadata } : {}) };
+    const onTripwire = po.onTripwire === undefined ? undefined : v.oneOf(po.onTripwire, [...p, 'onTripwire'], ['deny', 'quarantine'] as const);
+    out[name] = {
+      mode,
+      allow,
+      unlisted,
+      askTimeoutMs,
+      ...(udp.length > 0 ? { udp } : {}),
+      ...(metadata ? { metadata } : {}),
+      ...(onTripwire !== undefined ? { onTripwire } : {}),
+    };
   }
   return out;
 }
