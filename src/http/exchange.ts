@@ -80,6 +80,11 @@ export interface ExchangeConn {
   sendTrailers(raw: readonly string[]): void;
   /** Bodies are framed by the connection (HTTP/2): the exchange writes bare body bytes, never chunks. */
   readonly framesBodies: boolean;
+  /**
+   * `fn` once what this exchange answered has left for the sandbox (an HTTP/2 stream closes after
+   * its last frame is written; an HTTP/1.1 answer is written synchronously, so at once).
+   */
+  whenAnswered(fn: () => void): void;
 }
 
 export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, DecodeSink, BufferWaiter {
@@ -268,8 +273,9 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
     this.conn.respond(r.status, { error: r.error, reason: r.reason });
     this.conn.exchangeDone(false);
     // After the refusal is on its way (the connection is already closing): the quarantine closes
-    // the sandbox's other connections.
-    if (r.tripwire !== undefined) afterTripwire(info.rt, info.sandbox, r.tripwire, r.reason);
+    // the sandbox's connections, this one too, which on HTTP/2 must first carry the 403 out.
+    const hit = r.tripwire;
+    if (hit !== undefined) this.conn.whenAnswered(() => afterTripwire(info.rt, info.sandbox, hit, r.reason));
   }
 
   #noCredential(status: number, reason: string): void {

@@ -99,6 +99,12 @@ export class H2StreamConn implements ExchangeConn, SandboxIo {
   readonly info: ConnInfo;
   readonly io: SandboxIo = this;
   readonly framesBodies = true;
+
+  whenAnswered(fn: () => void): void {
+    const s = this.#stream;
+    if (s.closed || s.destroyed) fn();
+    else s.once('close', fn);
+  }
   readonly #front: H2Session;
   readonly #stream: http2.ServerHttp2Stream;
   readonly #inc: Incoming;

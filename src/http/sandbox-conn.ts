@@ -219,6 +219,10 @@ export class SandboxConn implements ExchangeConn {
 
   readonly framesBodies = false;
 
+  whenAnswered(fn: () => void): void {
+    fn();
+  }
+
   sendContinue(): void {
     this.io.write('HTTP/1.1 100 Continue\r\n\r\n');
   }

@@ -51,6 +51,9 @@ test('a stream as a request: :authority is Host, a different host field a second
 /** An exchange's connection as an HTTP/2 stream is one: records heads, trailers, answers and the end. */
 class StreamRecorder implements ExchangeConn {
   readonly framesBodies = true;
+  whenAnswered(fn: () => void): void {
+    fn();
+  }
   readonly heads: { status: number; raw: readonly string[]; framing: Framing; decoded: boolean }[] = [];
   readonly trailers: (readonly string[])[] = [];
   readonly answers: { status: number; body: Record<string, unknown> }[] = [];
