@@ -77,16 +77,26 @@ export class UpstreamPool {
   readonly #lookup: LookupFunction;
   readonly #guard: AddressGuard;
   readonly #connectTimeoutMs: number;
+  readonly #idleMs: number;
+  readonly #sweepMs: number;
 
   /**
    * `lookup`: sandgate's resolver then the SSRF guard (lookup.ts); `guard`: the same guard, for IP
    * literal hosts, which Node connects to without a lookup; `connectTimeoutMs`: upstream.connectTimeoutMs.
    */
-  constructor(upstreamTls: UpstreamTls, lookup: LookupFunction, guard: AddressGuard, connectTimeoutMs: number) {
+  constructor(
+    upstreamTls: UpstreamTls,
+    lookup: LookupFunction,
+    guard: AddressGuard,
+    connectTimeoutMs: number,
+    idle: { readonly idleMs: number; readonly sweepMs: number } = { idleMs: IDLE_MS, sweepMs: SWEEP_MS },
+  ) {
     this.#tls = upstreamTls;
     this.#lookup = lookup;
     this.#guard = guard;
     this.#connectTimeoutMs = connectTimeoutMs;
+    this.#idleMs = idle.idleMs;
+    this.#sweepMs = idle.sweepMs;
   }
 
   static keyOf(t: Target): string {
@@ -234,12 +244,12 @@ export class UpstreamPool {
     list.since.push(performance.now());
     this.#sweeper ??= setInterval(() => {
       this.#sweep();
-    }, SWEEP_MS).unref();
+    }, this.#sweepMs).unref();
   }
 
   /** Close the connections idle for IDLE_MS or more (each list is oldest first). */
   #sweep(): void {
-    const cutoff = performance.now() - IDLE_MS;
+    const cutoff = performance.now() - this.#idleMs;
     for (const [key, list] of this.#free) {
       if (list.sockets.length === 0) {
         this.#free.delete(key);
@@ -251,6 +261,14 @@ export class UpstreamPool {
       const old = list.sockets.splice(0, n);
       list.since.splice(0, n);
       for (const s of old) s.destroy();
+    }
+    // Nothing idle: no timer until the next release. A pool its config left behind (a reload
+    // builds a new one) thus stops waking up once its last idle connection is gone, and is collected.
+    let idle = 0;
+    for (const list of this.#free.values()) idle += list.sockets.length;
+    if (idle === 0 && this.#sweeper !== undefined) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
     }
   }
 
