@@ -96,6 +96,9 @@ export function codingToDecode(facts: ResponseFacts, bodyless: boolean): string 
   return enc !== undefined && enc !== 'identity' && enc !== '' ? enc : undefined;
 }
 
+/** Bit n set: a name of length n (mod 32) may be one responseHead drops (hop-by-hop, or Content-Encoding/-Length). */
+const DROP_LENGTHS = [...HOP_BY_HOP, 'content-encoding', 'content-length'].reduce((m, n) => m | (1 << (n.length & 31)), 0);
+
 /**
  * The head the sandbox gets: always HTTP/1.1, hop-by-hop fields and those Connection names
  * dropped, values (and the reason phrase) scrubbed; a decoded body loses its Content-Encoding and
@@ -113,12 +116,18 @@ export function responseHead(
   http10: boolean,
 ): string {
   let out = `HTTP/1.1 ${status} ${needles !== undefined ? scrubString(message, needles) : message}\r\n`;
+  // A name is lower-cased (a new string, then a hash) only if its length is one a dropped name has:
+  // most fields of a response (Date, Server, Content-Type...) are kept without either.
+  let lengths = DROP_LENGTHS;
+  if (facts.named !== undefined) for (const n of facts.named) lengths |= 1 << (n.length & 31);
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const k = raw[i] as string;
-    const l = k.toLowerCase();
-    if (HOP_BY_HOP.has(l) || facts.named?.has(l) === true) continue;
-    // Decoded bodies are sent chunked: their coding and length are the upstream's, not these bytes'.
-    if (decoded && (l === 'content-encoding' || l === 'content-length')) continue;
+    if ((lengths & (1 << (k.length & 31))) !== 0) {
+      const l = k.toLowerCase();
+      if (HOP_BY_HOP.has(l) || facts.named?.has(l) === true) continue;
+      // Decoded bodies are sent chunked: their coding and length are the upstream's, not these bytes'.
+      if (decoded && (l === 'content-encoding' || l === 'content-length')) continue;
+    }
     const v = raw[i + 1] as string;
     out += `${k}: ${needles !== undefined ? scrubString(v, needles) : v}\r\n`;
   }

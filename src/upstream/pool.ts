@@ -61,6 +61,8 @@ function deliver(socket: net.Socket, chunk: Buffer): void {
 }
 
 const IDLE_MS = 30_000;
+/** How often idle connections are swept: an idle one is closed IDLE_MS to IDLE_MS + SWEEP_MS after its release. */
+const SWEEP_MS = 5_000;
 const MAX_FREE_PER_KEY = 256;
 const MAX_SESSIONS = 256;
 
@@ -69,8 +71,18 @@ const H2_CLIENT_SETTINGS: http2.Settings = { enablePush: false, maxHeaderListSiz
 
 const ALPN: readonly string[] = ['h2', 'http/1.1'];
 
+/**
+ * The idle connections to one (scheme, host, port), oldest first, with when each was released
+ * (parallel arrays: releasing and taking a connection allocates nothing).
+ */
+interface FreeList {
+  readonly sockets: net.Socket[];
+  readonly since: number[];
+}
+
 export class UpstreamPool {
-  readonly #free = new Map<string, net.Socket[]>();
+  readonly #free = new Map<string, FreeList>();
+  #sweeper: NodeJS.Timeout | undefined;
   /** One HTTP/2 session per upstream that chose h2: every request to it is a stream of that session. */
   readonly #h2 = new Map<string, http2.ClientHttp2Session>();
   readonly #sessions = new Map<string, Buffer>();
@@ -78,16 +90,26 @@ export class UpstreamPool {
   readonly #lookup: LookupFunction;
   readonly #guard: AddressGuard;
   readonly #connectTimeoutMs: number;
+  readonly #idleMs: number;
+  readonly #sweepMs: number;
 
   /**
    * `lookup`: sandgate's resolver then the SSRF guard (lookup.ts); `guard`: the same guard, for IP
    * literal hosts, which Node connects to without a lookup; `connectTimeoutMs`: upstream.connectTimeoutMs.
    */
-  constructor(upstreamTls: UpstreamTls, lookup: LookupFunction, guard: AddressGuard, connectTimeoutMs: number) {
+  constructor(
+    upstreamTls: UpstreamTls,
+    lookup: LookupFunction,
+    guard: AddressGuard,
+    connectTimeoutMs: number,
+    idle: { readonly idleMs: number; readonly sweepMs: number } = { idleMs: IDLE_MS, sweepMs: SWEEP_MS },
+  ) {
     this.#tls = upstreamTls;
     this.#lookup = lookup;
     this.#guard = guard;
     this.#connectTimeoutMs = connectTimeoutMs;
+    this.#idleMs = idle.idleMs;
+    this.#sweepMs = idle.sweepMs;
   }
 
   static keyOf(t: Target): string {
@@ -98,12 +120,9 @@ export class UpstreamPool {
   take(t: Target): PooledSocket | undefined {
     const key = UpstreamPool.keyOf(t);
     const list = this.#free.get(key);
-    while (list !== undefined && list.length > 0) {
-      const s = list.pop() as net.Socket;
-      s.removeListener('close', onFreeClose);
-      s.removeListener('timeout', onFreeTimeout);
-      s.removeListener('error', ignore);
-      s.setTimeout(0);
+    while (list !== undefined && list.sockets.length > 0) {
+      const s = list.sockets.pop() as net.Socket;
+      list.since.pop();
       if (s.destroyed || !s.readable || !s.writable) {
         s.destroy();
         continue;
@@ -240,6 +259,15 @@ export class UpstreamPool {
       socket.removeListener('error', fail);
       socket.removeListener('close', closed);
       socket.setNoDelay(true);
+      // Set once for the connection's life, not on every release (each is a JS-to-native call,
+      // and listeners added and removed per request made the socket objects megamorphic):
+      // an error while idle is followed by 'close', which takes it off the free list; TCP
+      // keep-alive notices a peer that vanished while idle (as node's http.Agent does).
+      socket.on('error', ignore);
+      socket.once('close', () => {
+        this.forget(socket, key);
+      });
+      socket.setKeepAlive(true, IDLE_MS);
       ready({ socket, key, reused: false });
     });
     return () => {
@@ -260,46 +288,71 @@ export class UpstreamPool {
     }
     let list = this.#free.get(p.key);
     if (list === undefined) {
-      list = [];
+      list = { sockets: [], since: [] };
       this.#free.set(p.key, list);
     }
-    if (list.length >= MAX_FREE_PER_KEY) {
+    if (list.sockets.length >= MAX_FREE_PER_KEY) {
       s.destroy();
       return;
     }
-    // An idle connection's only events: the upstream closing it, or the idle timeout. The
-    // exchange that held it removed its own listeners.
-    s.on('error', ignore);
-    (s as FreeSocket)[POOL] = this;
-    (s as FreeSocket)[KEY] = p.key;
-    s.once('close', onFreeClose);
-    s.setTimeout(IDLE_MS);
-    s.once('timeout', onFreeTimeout);
-    // Bytes from an idle upstream are a protocol error (it may not answer what was never asked):
-    // its reader (src/http/relay.ts) closes it.
+    // An idle connection's only events: the upstream closing it (its 'close' listener, set at
+    // connect, takes it off the list), or the idle timeout (the sweep). Bytes from an idle
+    // upstream are a protocol error (it may not answer what was never asked): its reader
+    // (src/http/relay.ts) closes it.
     s.resume();
-    // An idle connection does not keep the process alive (a stopping daemon exits with some in
-    // the pool), and TCP keep-alive notices a peer that vanished (as node's http.Agent does).
-    s.setKeepAlive(true, IDLE_MS);
+    // An idle connection does not keep the process alive (a stopping daemon exits with some in the pool).
     s.unref();
-    list.push(s);
+    list.sockets.push(s);
+    list.since.push(performance.now());
+    this.#sweeper ??= setInterval(() => {
+      this.#sweep();
+    }, this.#sweepMs).unref();
+  }
+
+  /** Close the connections idle for IDLE_MS or more (each list is oldest first). */
+  #sweep(): void {
+    const cutoff = performance.now() - this.#idleMs;
+    for (const [key, list] of this.#free) {
+      if (list.sockets.length === 0) {
+        this.#free.delete(key);
+        continue;
+      }
+      let n = 0;
+      while (n < list.since.length && (list.since[n] as number) <= cutoff) n++;
+      if (n === 0) continue;
+      const old = list.sockets.splice(0, n);
+      list.since.splice(0, n);
+      for (const s of old) s.destroy();
+    }
+    // Nothing idle: no timer until the next release. A pool its config left behind (a reload
+    // builds a new one) thus stops waking up once its last idle connection is gone, and is collected.
+    let idle = 0;
+    for (const list of this.#free.values()) idle += list.sockets.length;
+    if (idle === 0 && this.#sweeper !== undefined) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
   }
 
   /** Close every idle connection (the config that made this pool was replaced, or shutdown). */
   drain(): void {
-    for (const list of this.#free.values()) for (const s of list) s.destroy();
+    for (const list of this.#free.values()) for (const s of list.sockets) s.destroy();
     this.#free.clear();
     for (const s of this.#h2.values()) s.close();
     this.#h2.clear();
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
   }
 
-  /** Taken from the free list by the close handler. */
+  /** Taken off the free list (it closed). */
   forget(s: net.Socket, key: string): void {
     const list = this.#free.get(key);
     if (list === undefined) return;
-    const i = list.indexOf(s);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.#free.delete(key);
+    const i = list.sockets.indexOf(s);
+    if (i >= 0) {
+      list.sockets.splice(i, 1);
+      list.since.splice(i, 1);
+    }
   }
 
   #remember(key: string, session: Buffer): void {
@@ -309,21 +362,6 @@ export class UpstreamPool {
     }
     this.#sessions.set(key, session);
   }
-}
-
-const POOL = Symbol('pool');
-const KEY = Symbol('key');
-interface FreeSocket extends net.Socket {
-  [POOL]?: UpstreamPool;
-  [KEY]?: string;
-}
-
-function onFreeClose(this: FreeSocket): void {
-  this[POOL]?.forget(this, this[KEY] ?? '');
-}
-
-function onFreeTimeout(this: FreeSocket): void {
-  this.destroy();
 }
 
 function ignore(): void {

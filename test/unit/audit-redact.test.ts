@@ -2,7 +2,8 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAudit } from '../../src/audit/logger.js';
+import pino from 'pino';
+import { createAudit, createLineAudit, flatLine, type AuditFields } from '../../src/audit/logger.js';
 
 /**
  * Writes lines through createAudit to a file and returns them parsed once `count` whole lines are
@@ -52,4 +53,63 @@ test('flat lines are written unchanged and in order; sensitive keys and nested o
   t.is(out[5]?.event, 'close');
   t.false(JSON.stringify(out).includes('sk-live'));
   t.false(JSON.stringify(out).includes('hunter2'));
+});
+
+/** pino's own line for `fields` (the options auditOn gives it), with the time masked. */
+function pinoLine(fields: AuditFields, base: Record<string, unknown> | undefined): string {
+  let line = '';
+  const logger = pino(
+    { base, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg', formatters: { level: (label: string) => ({ level: label }) }, level: 'info' },
+    {
+      write: (s: string) => {
+        line = s;
+      },
+    },
+  );
+  logger.info(fields);
+  return maskTime(line);
+}
+
+const maskTime = (line: string): string => line.replace(/"time":"[^"]*"/, '"time":"T"');
+
+const FLAT_LINES: AuditFields[] = [
+  {
+    event: 'http',
+    sandbox: 'a',
+    src: '10.0.0.2:5000',
+    dst: '10.0.0.1:443',
+    proto: 'tls',
+    method: 'GET',
+    path: '/x?y=1',
+    status: 200,
+    bytesIn: 17,
+    ms: 0.123456,
+  },
+  { event: 'http', host: undefined, decision: 'deny', reason: 'quote " backslash \\ tab \t nl \n nul \u0000 é 日本 😀', status: 403 },
+  { event: 'conn', decision: 'allow', ms: Number.NaN, bytesOut: Number.POSITIVE_INFINITY, websocket: true, retried: false, extra: null },
+  { event: 'close', bytesIn: -0, bytesOut: 1e21, ms: 5e-7 },
+];
+
+test('flatLine builds the line pino builds, byte for byte (time apart), with and without fixed fields', (t) => {
+  for (const f of FLAT_LINES) {
+    t.is(maskTime(flatLine(f, '') ?? ''), pinoLine(f, undefined));
+    t.is(maskTime(flatLine(f, ',"worker":3') ?? ''), pinoLine(f, { worker: 3 }));
+  }
+  // Through a worker's audit (createLineAudit), its base fields included.
+  const got: string[] = [];
+  const a = createLineAudit('info', { worker: 3 }, (l) => got.push(l));
+  for (const f of FLAT_LINES) a.write(f);
+  t.deepEqual(
+    got.map(maskTime),
+    FLAT_LINES.map((f) => pinoLine(f, { worker: 3 })),
+  );
+});
+
+test('flatLine leaves to pino (and its redactor) every line with a nested value or a key a redact path names', (t) => {
+  t.is(flatLine({ event: 'http', token: 'sk-live-1' }, ''), undefined);
+  t.is(flatLine({ event: 'http', password: 7 }, ''), undefined);
+  t.is(flatLine({ event: 'http', headers: { accept: '*/*' } }, ''), undefined);
+  t.is(flatLine({ event: 'http', list: ['a'] }, ''), undefined);
+  // An absent sensitive key changes nothing: pino omits undefined values too.
+  t.is(maskTime(flatLine({ event: 'http', token: undefined }, '') ?? ''), pinoLine({ event: 'http' }, undefined));
 });
