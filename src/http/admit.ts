@@ -74,10 +74,17 @@ export function admit(req: RequestHead, info: ConnInfo): Admission {
   const a = decide(req, info);
   const tw = info.rt.tripwire;
   if (tw === undefined || (!a.ok && a.reason === QUARANTINED)) return a;
-  const bound = a.ok && a.credential !== undefined ? a.credential.id : undefined;
+  // The credential a request may carry the placeholder of: the one it gets, or, for a request
+  // refused on its method or path, the one its host's rule injects: the placeholder is on its way
+  // to its own host, and the refusal alone answers it (no tripwire, no quarantine).
+  const bound = a.ok ? a.credential?.id : a.host !== undefined && a.host !== '' ? boundTo(a.host, info) : undefined;
   const hit = tw.inRequest({ method: req.method ?? 'GET', url: req.url ?? '/', rawHeaders: req.rawHeaders }, bound);
   if (hit === undefined) return a;
   return { ok: false, base: a.base, host: a.host, status: 403, error: 'denied', reason: tripwireReason(hit, a.host), tripwire: hit };
+}
+
+function boundTo(host: string, info: ConnInfo): string | undefined {
+  return info.sandbox.policy.find(host, info.dstPort, info.sni !== undefined ? 'tls' : 'http')?.inject;
 }
 
 function decide(req: RequestHead, info: ConnInfo): Admission {

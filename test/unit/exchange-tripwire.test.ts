@@ -45,3 +45,17 @@ test('onTripwire: quarantine: the tripwire quarantines the sandbox; its next req
   after.send(req('GET', '/ok', API));
   t.is(after.dials.length, 1, 'released: admitted again');
 });
+
+test("k's placeholder toward k's own host on a path its rule refuses: the path refusal, no tripwire", (t) => {
+  const w = playWorld({ onTripwire: 'quarantine', extraAllow: "      - { host: paths.example.test, inject: k, ports: [443], paths: ['/ok/*'] }" });
+  const p = w.play({ sni: 'paths.example.test' });
+  p.send(req('GET', '/no', 'paths.example.test', [`X-Key: ${PLACEHOLDER}`]));
+  const line = w.http().at(-1);
+  t.like(line, { decision: 'deny', status: 403, path: '/no' });
+  t.notRegex(String(line?.reason), /tripwire/);
+  t.falsy(
+    w.lines.find((l) => l.event === 'tripwire'),
+    'no tripwire line',
+  );
+  t.false(w.rt.quarantine.has('s'), 'not quarantined');
+});
