@@ -307,6 +307,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       swap: (next) => {
         // Approvals given while the firewall changed are compiled in again; a removed sandbox's go.
         if (grants.prune(next)) pool?.grants(grants.all());
+        broker.endPasses((name) => next.sandboxes.byName(name) !== undefined);
         rt = grants.all().length > 0 ? grants.apply(next) : next;
         gate.ifaces.clear();
         pool?.sandboxes(next);
@@ -352,6 +353,7 @@ async function startDaemon(file: string, config: Config, audit: PrimaryAudit): P
       for (const w of reup.warnings) audit.write({ event: 'error', reason: w });
       // `sandbox` approvals end with a reload; `policy` ones stay while their policy does.
       grants.reloaded(next);
+      broker.endPasses();
       rt = grants.all().length > 0 ? grants.apply(nextRt) : nextRt;
       gate.ifaces.clear();
       pool?.reloaded(nextRt);

@@ -64,12 +64,30 @@ export interface BrokerDeps {
  */
 export const MAX_WAITERS_PER_SANDBOX = 128;
 
+/**
+ * How long a `once` approval of a question a DNS query asked also admits that sandbox's next
+ * queries and connections for the same name and port. A client resolves, then connects: without
+ * this, the connection would be a second question about the same name (two approvals for one
+ * curl). Short and fixed: long enough for a client that was just answered to connect (and retry),
+ * far shorter than the answer's TTL (up to 300 s) or askTimeoutMs (up to an hour), either of which
+ * would make `once` a lasting grant.
+ */
+export const ONCE_AFTER_DNS_MS = 10_000;
+
 interface Entry {
   readonly item: PendingItem;
   readonly key: string;
   readonly policy: string;
   readonly waiters: ((o: Outcome) => void)[];
+  /** Whether a DNS query asked or joined it (a `once` then admits what follows for a while). */
+  dns: boolean;
   timer: unknown;
+}
+
+/** A `once` approval of a DNS question, still admitting the same (sandbox, name, port). */
+interface Pass {
+  readonly id: string;
+  readonly until: number;
 }
 
 function keyOf(sandbox: string, host: string, port: number): string {
@@ -82,6 +100,7 @@ export class ApprovalBroker {
   private readonly perSandbox = new Map<string, number>();
   private readonly waiting = new Map<string, number>();
   private readonly listeners = new Set<(e: BrokerEvent) => void>();
+  private readonly passes = new Map<string, Pass>();
 
   constructor(private readonly deps: BrokerDeps) {}
 
@@ -91,11 +110,17 @@ export class ApprovalBroker {
    */
   ask(who: Asker, host: string, port: number, via: Via, timeoutMs: number): Promise<Outcome> {
     const key = keyOf(who.sandbox, host, port);
+    const pass = this.passes.get(key);
+    if (pass !== undefined) {
+      if (this.deps.now() < pass.until) return Promise.resolve({ allow: true, action: 'once', id: pass.id });
+      this.passes.delete(key);
+    }
     const held = this.waiting.get(who.sandbox) ?? 0;
     if (held >= MAX_WAITERS_PER_SANDBOX)
       return Promise.resolve({ allow: false, reason: `too many connections and queries waiting for approval (${MAX_WAITERS_PER_SANDBOX})` });
     const open = this.byKey.get(key);
     if (open) {
+      if (via === 'dns') open.dns = true;
       this.waiting.set(who.sandbox, held + 1);
       return new Promise((resolve) => open.waiters.push(resolve));
     }
@@ -117,7 +142,7 @@ export class ApprovalBroker {
       since: new Date(now).toISOString(),
       expires: new Date(now + timeoutMs).toISOString(),
     };
-    const entry: Entry = { item, key, policy: who.policy, waiters: [], timer: undefined };
+    const entry: Entry = { item, key, policy: who.policy, waiters: [], dns: via === 'dns', timer: undefined };
     const promise = new Promise<Outcome>((resolve) => entry.waiters.push(resolve));
     this.byId.set(item.id, entry);
     this.byKey.set(key, entry);
@@ -151,6 +176,14 @@ export class ApprovalBroker {
     return () => this.listeners.delete(fn);
   }
 
+  /**
+   * Ends the `once` passes of sandboxes `keep` rejects (removed ones: a later sandbox of the same
+   * name must not inherit them), or all of them without `keep` (a reload, as for `sandbox` grants).
+   */
+  endPasses(keep?: (sandbox: string) => boolean): void {
+    for (const key of [...this.passes.keys()]) if (keep === undefined || !keep(key.slice(0, key.indexOf('\0')))) this.passes.delete(key);
+  }
+
   /** Denies everything pending (the daemon stops). */
   close(reason: string): void {
     for (const e of [...this.byId.values()]) this.settle(e, 'deny', reason);
@@ -169,6 +202,7 @@ export class ApprovalBroker {
     this.deps.clearTimer(entry.timer);
     const { item } = entry;
     if (action === 'sandbox' || action === 'policy') this.deps.grant(item, entry.policy, action, approver);
+    if (action === 'once' && entry.dns) this.addPass(entry.key, item.id);
     const ms = Math.max(0, this.deps.now() - Date.parse(item.since));
     this.deps.audit({
       action: action === 'timeout' ? 'timeout' : 'decided',
@@ -191,6 +225,13 @@ export class ApprovalBroker {
           ? { allow: false, reason: `denied by approver (${approver})`, id: item.id }
           : { allow: true, action, id: item.id };
     for (const w of entry.waiters.splice(0)) w(outcome);
+  }
+
+  private addPass(key: string, id: string): void {
+    const now = this.deps.now();
+    // Expired passes go here (each lives ONCE_AFTER_DNS_MS): the map holds only recent approvals.
+    for (const [k, p] of [...this.passes]) if (p.until <= now) this.passes.delete(k);
+    this.passes.set(key, { id, until: now + ONCE_AFTER_DNS_MS });
   }
 
   private emit(e: BrokerEvent): void {

@@ -1,7 +1,7 @@
 /**
  * `unlisted: ask` end to end (docs/approvals.md): a real sandgate in the host namespace, three
  * sandbox namespaces ("sbx" and "two" on policy `default`, "three" on policy `short` with a
- * one-second askTimeoutMs), names t1..t9.example.test that no rule lists, answered by upstream "a".
+ * one-second askTimeoutMs), names t1..t10.example.test that no rule lists, answered by upstream "a".
  * Each test uses its own names: `sandbox` and `policy` approvals stay until the reload at the end.
  *
  * Serial: one sandgate, and the tests read its audit stream in order.
@@ -21,7 +21,7 @@ let sock: string;
 let config: Record<string, unknown>;
 const fakes: Fake[] = [];
 
-const NAMES = Array.from({ length: 9 }, (_, i) => `t${i + 1}.example.test`);
+const NAMES = Array.from({ length: 10 }, (_, i) => `t${i + 1}.example.test`);
 
 test.before(async () => {
   w = await createWorld({
@@ -183,6 +183,21 @@ test.serial('DNS: a query for an unlisted name is held, then answered after POST
   t.is((await decide(p.id, 'once')).status, 404);
   t.is((await decide('no-such-id', 'once')).status, 404);
   t.is((await decide(p.id, 'forever')).status, 400);
+});
+
+test.serial('DNS then TLS: curl resolving through sandgate needs one approval; once on the DNS question admits the connection that follows', async (t) => {
+  // No --resolve: curl asks sandgate's DNS, which holds the query; the TLS connection comes after.
+  const req = curl('sbx', ['https://t10.example.test/one-approval']);
+  const p = await pending('t10.example.test');
+  t.like(p, { via: 'dns', port: 443 });
+  t.is((await decide(p.id, 'once', 'test-suite')).status, 200);
+  const r = await req;
+  t.is(r.code, 0, r.stderr);
+  t.like(JSON.parse(r.stdout), { server: 'a', path: '/one-approval' });
+  t.like(await g.log.waitFor((l) => l.event === 'conn' && l.host === 't10.example.test' && l.decision === 'allow'), {
+    rule: `approvals.once.${String(p.id)}`,
+  });
+  t.is(g.log.lines.filter((l) => l.event === 'approval' && l.action === 'pending' && l.host === 't10.example.test').length, 1, 'asked once');
 });
 
 test.serial('TLS: an HTTPS request is held at its ClientHello, nothing goes upstream meanwhile, and it passes after approval', async (t) => {

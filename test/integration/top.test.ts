@@ -3,9 +3,10 @@
  * keys sent with send-keys, the screen read with capture-pane until what is expected appears
  * (hang detectors, no timed assertions).
  *
- * First against a real sandgate with sandbox namespaces (its control API has no /approvals: the
- * panel stays hidden), then against a small fake control server speaking the approvals API,
- * which records the answers top posts.
+ * First against a real sandgate with sandbox namespaces: its decisions, then (its policy reloaded
+ * to `unlisted: ask`) requests held for approval and answered from top's approvals panel; then
+ * against small fake control servers for what a real daemon does not readily show (ids replaced,
+ * answered elsewhere, no /approvals, a restart).
  */
 import test from 'ava';
 import http from 'node:http';
@@ -17,6 +18,7 @@ import { startInTmux, type Screen } from '../helpers/tmux.js';
 
 let w: World | undefined;
 let g: Gate | undefined;
+let config: Record<string, unknown> | undefined;
 let dir: string;
 const screens: Screen[] = [];
 
@@ -51,7 +53,7 @@ function total(screen: string, sandbox: string): number {
 
 test.serial('a real gate: decisions appear as they happen; filter, pause, denials only, quit', async (t) => {
   w = await createWorld();
-  const config = baseConfig(w);
+  config = baseConfig(w);
   const sock = (config.listen as { control: string }).control;
   g = await startGate(w.topo, w.dir, config);
   const s = await top(sock);
@@ -110,6 +112,59 @@ test.serial('a real gate: decisions appear as they happen; filter, pause, denial
   await s.keys('d');
   await s.until((x) => !x.includes('DENIALS ONLY') && rows(x).some((r) => r.includes('ALLOW')), 'everything again');
 
+  await s.keys('q');
+  t.is(await s.untilExit('top exiting on q'), 0);
+});
+
+test.serial('a real gate with `unlisted: ask`: a held request is listed under PENDING APPROVALS; a lets it through once, x denies another', async (t) => {
+  // The gate of the test above, its policy now asking about every unlisted name.
+  if (w === undefined || g === undefined || config === undefined) {
+    w = await createWorld();
+    config = baseConfig(w);
+    g = await startGate(w.topo, w.dir, config);
+  }
+  const gate = g;
+  const world = w;
+  const policies = config.policies as { default: Record<string, unknown> };
+  t.like(await gate.reload({ ...config, policies: { default: { ...policies.default, unlisted: 'ask', askTimeoutMs: 30_000 } } }), { action: 'reloaded' });
+  const s = await top((config.listen as { control: string }).control);
+  await s.until((x) => x.includes('PENDING APPROVALS (0)'), 'the approvals panel');
+  const held = (host: string) => world.curl(['--resolve', `${host}:443:${world.a}`, `https://${host}/held`], { timeoutMs: 25_000 });
+  const pendingLine = (host: string) => gate.log.waitFor((l) => l.event === 'approval' && l.action === 'pending' && l.host === host, 15_000, `pending ${host}`);
+
+  // a: allow once. The request was held at its ClientHello and completes once answered.
+  const first = held('evil.example.test');
+  const p1 = await pendingLine('evil.example.test');
+  let screen = await s.until(
+    (x) => x.includes('PENDING APPROVALS (1)') && /> evil\.example\.test:443\s+agent\s+alice\s+tls/.test(x),
+    'the held request listed',
+  );
+  t.log(`\n${screen}`);
+  await s.keys('a');
+  const r1 = await first;
+  t.is(r1.code, 0, r1.stderr);
+  t.like(JSON.parse(r1.stdout), { server: 'a', path: '/held' });
+  t.like(await gate.log.waitFor((l) => l.event === 'approval' && l.action === 'decided' && l.id === p1.id), {
+    decision: 'allow',
+    scope: 'once',
+    approver: 'top',
+    host: 'evil.example.test',
+  });
+  t.like(await gate.log.waitFor((l) => l.event === 'conn' && l.host === 'evil.example.test' && l.decision === 'allow'), {
+    rule: `approvals.once.${String(p1.id)}`,
+  });
+  screen = await s.until((x) => x.includes('PENDING APPROVALS (0)'), 'the answered request off the list');
+
+  // x: deny. A denied held ClientHello gets a TLS access_denied alert.
+  const second = held('private.example.test');
+  const p2 = await pendingLine('private.example.test');
+  await s.until((x) => x.includes('PENDING APPROVALS (1)') && /> private\.example\.test:443\s+agent/.test(x), 'the second held request listed');
+  await s.keys('x');
+  const r2 = await second;
+  t.not(r2.code, 0);
+  t.regex(r2.stderr, /alert access denied/i);
+  t.like(await gate.log.waitFor((l) => l.event === 'approval' && l.action === 'decided' && l.id === p2.id), { decision: 'deny', approver: 'top' });
+  screen = await s.until((x) => x.includes('PENDING APPROVALS (0)') && /private\.example\.test:443 \(agent\): deny/.test(x), 'the denial shown');
   await s.keys('q');
   t.is(await s.untilExit('top exiting on q'), 0);
 });

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { ApprovalBroker, MAX_WAITERS_PER_SANDBOX, type BrokerEvent, type Outcome, type PendingItem } from '../../src/approvals/broker.js';
+import { ApprovalBroker, MAX_WAITERS_PER_SANDBOX, ONCE_AFTER_DNS_MS, type BrokerEvent, type Outcome, type PendingItem } from '../../src/approvals/broker.js';
 import { Grants, addedView } from '../../src/approvals/grants.js';
 import { parseDecision } from '../../src/approvals/api.js';
 import { requestHost } from '../../src/net/request-host.js';
@@ -76,6 +76,63 @@ test('one pending decision per (sandbox, name, port): every asker waits on it an
     audit.find((l) => l.action === 'decided'),
     { id: item.id, decision: 'allow', scope: 'once', approver: 'ops', waiters: 2 },
   );
+});
+
+test('once on a DNS question: the same sandbox, name and port pass for ONCE_AFTER_DNS_MS under that approval; nothing else does', async (t) => {
+  const { b, audit, advance } = broker();
+  const dns = b.ask(A, 'x.test', 443, 'dns', 30_000);
+  const id = b.list()[0]!.id;
+  b.decide(id, 'once', 'ops');
+  const want: Outcome = { allow: true, action: 'once', id };
+  t.deepEqual(await dns, want);
+  // The connection that follows, and a retry, are admitted at once under the same approval.
+  t.deepEqual(await b.ask(A, 'x.test', 443, 'tls', 30_000), want);
+  advance(ONCE_AFTER_DNS_MS - 1);
+  t.deepEqual(await b.ask(A, 'x.test', 443, 'tls', 30_000), want);
+  t.is(audit.filter((l) => l.action === 'pending').length, 1, 'no new question');
+  // Another port, another name, another sandbox: questions of their own.
+  void b.ask(A, 'x.test', 80, 'http', 30_000);
+  void b.ask(A, 'y.test', 443, 'tls', 30_000);
+  void b.ask(B, 'x.test', 443, 'tls', 30_000);
+  t.is(b.list().length, 3);
+  // Past the window: asked again.
+  advance(1);
+  const late = b.ask(A, 'x.test', 443, 'tls', 30_000);
+  t.false(await settled(late));
+  t.is(b.list().length, 4);
+});
+
+test('once without a DNS query, or deny: no pass; a DNS query that joined a TLS question makes one; endPasses ends them', async (t) => {
+  const { b } = broker();
+  const tls = b.ask(A, 'tls.test', 443, 'tls', 30_000);
+  b.decide(b.list()[0]!.id, 'once', 'ops');
+  t.like(await tls, { allow: true });
+  t.false(await settled(b.ask(A, 'tls.test', 443, 'tls', 30_000)), 'a once on a TLS question admits that connection only');
+  b.close('cleanup');
+
+  const denied = b.ask(A, 'no.test', 443, 'dns', 30_000);
+  b.decide(b.list()[0]!.id, 'deny', 'ops');
+  t.like(await denied, { allow: false });
+  t.false(await settled(b.ask(A, 'no.test', 443, 'tls', 30_000)), 'a denial leaves no pass');
+  b.close('cleanup');
+
+  const conn = b.ask(A, 'joined.test', 443, 'tls', 30_000);
+  const query = b.ask(A, 'joined.test', 443, 'dns', 30_000);
+  const id = b.list()[0]!.id;
+  b.decide(id, 'once', 'ops');
+  t.like(await conn, { allow: true });
+  t.like(await query, { allow: true });
+  t.deepEqual(await b.ask(A, 'joined.test', 443, 'tls', 30_000), { allow: true, action: 'once', id });
+
+  // A removed sandbox's passes end (keep says no), another's stay; a reload ends all.
+  const other = b.ask(B, 'joined.test', 443, 'dns', 30_000);
+  b.decide(b.list()[0]!.id, 'once', 'ops');
+  await other;
+  b.endPasses((s) => s !== 'a');
+  t.false(await settled(b.ask(A, 'joined.test', 443, 'tls', 30_000)));
+  t.like(await b.ask(B, 'joined.test', 443, 'tls', 30_000), { allow: true });
+  b.endPasses();
+  t.false(await settled(b.ask(B, 'joined.test', 443, 'tls', 30_000)));
 });
 
 test('a timeout is a denial with reason ask-timeout, and an audit line; deny carries the approver', async (t) => {
