@@ -75,7 +75,7 @@ export function normalisePath(raw: string): PathResult {
   }
   const segs = out.split('/');
   for (let i = 1; i < segs.length; i++) {
-    const s = segs[i];
+    const s = segs[i] as string;
     // "..;x" is ".." to servlet containers (Tomcat, Jetty), which drop a segment's ";" parameters first.
     if (s === '.' || s === '..' || s.startsWith('.;') || s.startsWith('..;')) return { ok: false, reason: 'dot segment ("." or "..") in path' };
     // An empty last segment is a trailing slash ("/v1/models/"): fine. Empty ones inside are not.
