@@ -1,6 +1,7 @@
 import test from 'ava';
 import { compileCredential, injectQuery, withQueryParam } from '../../src/creds/credential.js';
 import { requestHead } from '../../src/http/request-head.js';
+import { scrubString } from '../../src/http/scrub.js';
 import { loadCredentials } from '../../src/creds/secrets.js';
 import { parseConfig } from '../../src/config/load.js';
 import { SandgateError, exitCodeFor } from '../../src/errors.js';
@@ -113,6 +114,14 @@ test('needles are sorted longest first and include the JSON-escaped form', (t) =
     [...lens].sort((a, b) => b - a),
   );
   t.true(cred.needles.includes('se\\"cret\\\\value1'));
+});
+
+test('a secret with "/" is also a needle in its JSON form with "\\/" (PHP json_encode writes it so)', (t) => {
+  const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+  const cred = compileCredential('k', cfg({}), secret);
+  t.true(cred.needles.includes('wJalrXUtnFEMI\\/K7MDENG\\/bPxRfiCYEXAMPLEKEY'));
+  const echoed = JSON.stringify({ echo: secret }).replaceAll('/', '\\/');
+  t.false(scrubString(echoed, cred.needles).includes('K7MDENG'));
 });
 
 const yaml = (credentials: string): string => `
