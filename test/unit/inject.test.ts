@@ -124,6 +124,25 @@ test('a secret with "/" is also a needle in its JSON form with "\\/" (PHP json_e
   t.false(scrubString(echoed, cred.needles).includes('K7MDENG'));
 });
 
+// Not fixed yet: only base64(secret) whole is a needle, so the secret base64-encoded inside a longer
+// text (an upstream echoing its request headers or body in base64) is relayed. A fix (the three
+// aligned base64 runs of the secret as needles) adds scans to every scrubbed response and changes
+// where the streaming scrubber holds bytes back; left for its own change.
+test.failing('the secret inside a longer base64 text (an echo of a whole header block), at any alignment, is masked', (t) => {
+  const secret = 'sk-live-0123456789abcdefghijklmnop';
+  const cred = compileCredential('k', cfg({}), secret);
+  for (const prefix of ['', 'a', 'ab', 'abc', '{"authorization":"Bearer ']) {
+    for (const enc of ['base64', 'base64url'] as const) {
+      const echoed = Buffer.from(`${prefix}${secret}", "x-other": "1"}`).toString(enc);
+      const out = scrubString(echoed, cred.needles);
+      t.not(out, echoed, `${enc} after ${JSON.stringify(prefix)}`);
+      // What is left around the mask decodes to at most a few bytes of the secret, never a run of 8.
+      const left = out.split(/\[redacted\]|\*+/);
+      for (const part of left) t.false(Buffer.from(part, enc).toString('latin1').includes(secret.slice(8, 16)), part);
+    }
+  }
+});
+
 const yaml = (credentials: string): string => `
 sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
 policies: { p: { allow: [{ host: api.example.test, inject: llm }] } }
