@@ -105,7 +105,8 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     // nothing sent anywhere) and ask about it before the relay starts.
     p = { kind: 'http', head: await readRequestHead(socket, p.head, rt.peekTimeoutMs) };
     const host = requestHost(p.head);
-    if (host !== undefined && policy.asks(host, dstPort) && policy.find(host, dstPort, 'http') === undefined) {
+    // A placeholder in the Host is the tripwire's (admit() refuses it), never a question for an approver.
+    if (host !== undefined && rt.tripwire?.inName(host) === undefined && policy.asks(host, dstPort) && policy.find(host, dstPort, 'http') === undefined) {
       const approved = await askFor(gate, rt, socket, info, tlsOrHttpIdent(ident, p), host, 'http');
       if (approved === undefined) return;
       serveHttp(socket, approved, p.head);
