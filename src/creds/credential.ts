@@ -71,13 +71,18 @@ export function compileCredential(id: string, c: CredentialConfig, secret: strin
 
 /**
  * Forms an echoing upstream may reflect a secret in: as is, URL-encoded (query echo), base64 (a
- * debug endpoint decoding or re-encoding credentials), JSON-escaped (a body that quotes the request).
+ * debug endpoint decoding or re-encoding credentials), JSON-escaped (a body that quotes the request;
+ * with "/" escaped too, as some encoders write it).
  */
 export function addForms(needles: Set<string>, secret: string): void {
   needles.add(secret);
   needles.add(encodeURIComponent(secret));
   needles.add(Buffer.from(secret, 'utf8').toString('base64'));
-  needles.add(JSON.stringify(secret).slice(1, -1));
+  const json = JSON.stringify(secret).slice(1, -1);
+  needles.add(json);
+  // JSON allows "\/" for "/" (RFC 8259 §7), and PHP's json_encode, among others, writes it so by
+  // default: a base64 token or an AWS secret key echoed by such a server would otherwise go by.
+  if (json.includes('/')) needles.add(json.replaceAll('/', '\\/'));
 }
 
 /** Shorter header values are not scrubbed from responses: masking them would mangle ordinary text. */

@@ -73,7 +73,7 @@ export class Tripwire {
   /**
    * The first placeholder in the request head that is not `bound`'s own (`bound`: the credential
    * the request's rule injects, whose placeholder sandgate replaces; undefined: none may appear).
-   * The target is also searched percent-decoded, so "%2D" cannot hide a "-".
+   * The target and header values are also searched percent-decoded, so "%2D" cannot hide a "-".
    */
   inRequest(head: TripwireHead, bound: string | undefined): TripwireHit | undefined {
     const allowed = bound !== undefined ? this.#own.get(bound) : undefined;
@@ -87,7 +87,10 @@ export class Tripwire {
       const name = raw[i] as string;
       id = this.#find(name, allowed);
       if (id !== undefined) return { credential: id, where: 'header name' };
-      id = this.#find(raw[i + 1] as string, allowed);
+      const value = raw[i + 1] as string;
+      id = this.#find(value, allowed);
+      // Percent-decoded too, as the target is: a Cookie or a form-style value carries "%2D" as easily.
+      if (id === undefined && value.includes('%')) id = this.#find(decoded(value), allowed);
       if (id !== undefined) return { credential: id, where: `header ${name}` };
     }
     return undefined;

@@ -74,17 +74,25 @@ export function admit(req: RequestHead, info: ConnInfo): Admission {
   const a = decide(req, info);
   const tw = info.rt.tripwire;
   if (tw === undefined || (!a.ok && a.reason === QUARANTINED)) return a;
-  // The credential a request may carry the placeholder of: the one it gets, or, for a request
-  // refused on its method or path, the one its host's rule injects: the placeholder is on its way
-  // to its own host, and the refusal alone answers it (no tripwire, no quarantine).
-  const bound = a.ok ? a.credential?.id : a.host !== undefined && a.host !== '' ? boundTo(a.host, info) : undefined;
+  const bound = a.ok ? a.credential?.id : deniedBinding(a, info);
   const hit = tw.inRequest({ method: req.method ?? 'GET', url: req.url ?? '/', rawHeaders: req.rawHeaders }, bound);
   if (hit === undefined) return a;
   return { ok: false, base: a.base, host: a.host, status: 403, error: 'denied', reason: tripwireReason(hit, a.host), tripwire: hit };
 }
 
-function boundTo(host: string, info: ConnInfo): string | undefined {
-  return info.sandbox.policy.find(host, info.dstPort, info.sni !== undefined ? 'tls' : 'http')?.inject;
+/**
+ * The credential a refused request would have been bound to: its own host's rule injects it, and
+ * the request came the way that rule takes it (inside TLS for that very name, or plain HTTP where
+ * the rule opts in), but a method or path rule refused it. Its placeholder there is the agent
+ * calling its own API outside the allowed routes, not an exfiltration: a denial, never a
+ * tripwire (under `onTripwire: quarantine` it would cut the sandbox off for a 403).
+ */
+function deniedBinding(a: Refused, info: ConnInfo): string | undefined {
+  if (a.host === undefined || a.reason === QUARANTINED) return undefined;
+  const rule = info.sandbox.policy.find(a.host, info.dstPort, 'http');
+  if (rule === undefined || !rule.intercept || rule.inject === undefined) return undefined;
+  const sameWay = info.sni !== undefined ? a.host === info.sni : rule.plainHttp === true;
+  return sameWay ? rule.inject : undefined;
 }
 
 function decide(req: RequestHead, info: ConnInfo): Admission {

@@ -10,8 +10,15 @@
 import { createHash } from 'node:crypto';
 import { SandgateError } from '../errors.js';
 import { chunkSignature, EMPTY_SHA256, trailerSignature } from '../creds/sigv4.js';
+import { type BufferBudget, heldBodies } from './body-buffer.js';
 
 const MAX_LINE = 4096;
+/**
+ * What the trailing fields may add up to: the request header limit (src/http/attempt.ts). Their
+ * canonical text is kept until x-amz-trailer-signature, so without a bound a sandbox could grow
+ * it for as long as it sends lines.
+ */
+export const MAX_TRAILER = 16 * 1024;
 const CHUNK_LINE = /^([0-9a-fA-F]{1,16});chunk-signature=([0-9a-f]{64})$/;
 const TRAILER_SIG = /^x-amz-trailer-signature:([0-9a-f]{64})$/i;
 
@@ -22,6 +29,12 @@ export interface ChunkSigning {
   readonly seed: string;
   readonly trailer: boolean;
   readonly maxChunk: number;
+  /**
+   * Where the held chunk's bytes are counted (default: the process's, shared with the buffered
+   * bodies of src/http/body-buffer.ts), so that many concurrent uploads cannot each hold a
+   * `maxChunk` chunk past what the process allows.
+   */
+  readonly budget?: BufferBudget;
 }
 
 function bad(why: string): SandgateError {
@@ -40,14 +53,32 @@ export class AwsChunkedResigner {
   #have = 0;
   #hash = createHash('sha256');
   #trailerText = '';
+  readonly #budget: BufferBudget;
+  /** Bytes of the budget taken for the chunk being held. */
+  #taken = 0;
+  #released = false;
 
   constructor(s: ChunkSigning) {
     this.#s = s;
     this.#prev = s.seed;
+    this.#budget = s.budget ?? heldBodies;
+  }
+
+  /** The exchange is over: whatever is held is let go, and nothing more is taken. Idempotent. */
+  release(): void {
+    this.#released = true;
+    this.#giveBack();
+    this.#data = [];
+  }
+
+  #giveBack(): void {
+    this.#budget.give(this.#taken);
+    this.#taken = 0;
   }
 
   /** Bytes of the body in; bytes to send out (possibly none yet). */
   push(c: Buffer): Buffer {
+    if (this.#released) throw bad('the request is over');
     const out: Buffer[] = [];
     let i = 0;
     while (i < c.length) {
@@ -100,6 +131,9 @@ export class AwsChunkedResigner {
     if (!m) throw bad('a chunk header is not "SIZE;chunk-signature=SIG"');
     const size = Number.parseInt(m[1] as string, 16);
     if (size > this.#s.maxChunk) throw bad(`a chunk is larger than ${this.#s.maxChunk} bytes`);
+    // The chunk is held whole (its signature covers its data): counted before a byte of it is.
+    if (size > 0 && !this.#budget.take(size + 2)) throw bad('sandgate holds too many request bodies at once; try again');
+    this.#taken = size > 0 ? size + 2 : 0;
     this.#size = size;
     this.#lineText = m[1] as string;
     if (size === 0) {
@@ -128,6 +162,7 @@ export class AwsChunkedResigner {
   #chunkDone(): Buffer {
     const all = Buffer.concat(this.#data);
     this.#data = [];
+    this.#giveBack();
     if (all[all.length - 2] !== 0x0d || all[all.length - 1] !== 0x0a) throw bad('chunk data is not followed by CRLF');
     if (this.#final) {
       this.#state = 'done';
@@ -156,6 +191,7 @@ export class AwsChunkedResigner {
     if (colon <= 0) throw bad('a trailer line is not a field');
     // The trailer's canonical form: "name:value\n" per field (what the client signed).
     this.#trailerText += `${line.slice(0, colon).toLowerCase()}:${line.slice(colon + 1).trim()}\n`;
+    if (this.#trailerText.length > MAX_TRAILER) throw bad(`the trailer is larger than ${MAX_TRAILER} bytes`);
     return Buffer.from(`${line}\r\n`, 'latin1');
   }
 

@@ -103,7 +103,15 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
   #kept: Buffer[] | undefined;
   #attempt: UpstreamAttempt | undefined;
   headSent = false;
-  #over = false;
+  #ended = false;
+  /** The exchange is over (every way it ends sets this): a body transform lets go of what it holds. */
+  get #over(): boolean {
+    return this.#ended;
+  }
+  set #over(v: boolean) {
+    this.#ended = v;
+    if (v) this.#transform?.release();
+  }
   #abortConnect: (() => void) | undefined;
   /** The next attempt's head, body to replay and retry permission, while its connection is set up. */
   #head = '';
@@ -337,6 +345,7 @@ export class Exchange implements CredentialWaiter, UpstreamWaiter, BodySink, Dec
         const built = rw.build(rw.bufferLimit !== undefined ? replay : undefined, Date.now());
         this.#head = built.head;
         if (built.body !== undefined) replay = built.body;
+        this.#transform?.release();
         this.#transform = built.transform;
         if (built.needles !== undefined && built.needles.length > 0)
           this.#needles = [...new Set([...(this.#needles ?? []), ...built.needles])].sort((x, y) => y.length - x.length);

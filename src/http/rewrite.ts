@@ -14,6 +14,8 @@ import { placeholderIn, renderHead, requestTarget, upstreamFields } from './requ
 export interface BodyTransform {
   push(c: Buffer): Buffer;
   end(): void;
+  /** The exchange is over: let go of what is held (idempotent; push throws afterwards). */
+  release(): void;
 }
 
 export interface Built {

@@ -165,13 +165,23 @@ function answerAws(a: AwsMetadataConfig, req: MetadataRequest, path: string, ctx
   }
 }
 
+function decodedOrUndefined(s: string): string | undefined {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return undefined;
+  }
+}
+
 function answerGce(g: GceMetadataConfig, req: MetadataRequest, rel: string, query: URLSearchParams): MetadataAnswer {
   if (header(req, 'x-forwarded-for') !== undefined) return refuse('gce', 403, 'a metadata request through a proxy (X-Forwarded-For)', 'Forbidden');
   if (header(req, 'metadata-flavor') !== 'Google') return refuse('gce', 403, 'no Metadata-Flavor: Google header', 'Missing required header: Metadata-Flavor\n');
   if (req.method !== 'GET' && req.method !== 'HEAD') return refuse('gce', 405, `${req.method} of a metadata path`);
   const sa = /^\/instance\/service-accounts\/([^/]+)(\/.*)?$/.exec(rel);
   if (sa) {
-    const who = decodeURIComponent(sa[1] as string);
+    // A malformed escape (%E0%A4%A) names no account; decodeURIComponent would throw it at the
+    // request handler, and from there out of the process.
+    const who = decodedOrUndefined(sa[1] as string);
     // The service account is "default" or its email; there is no other on this instance.
     if (who !== 'default' && who !== g.email) return refuse('gce', 404, 'an unknown service account', 'Not Found');
     switch (sa[2] ?? '') {

@@ -8,7 +8,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import type { MetadataConfig } from '../config/types.js';
 import { who, type ConnInfo } from '../net/conn-info.js';
-import { answerMetadata } from './answer.js';
+import { answerMetadata, type MetadataAnswer } from './answer.js';
 import { sessionKey } from './session-token.js';
 
 /** Request heads are small; bodies are not read (no metadata request has one worth reading). */
@@ -27,7 +27,18 @@ export function serveMetadata(socket: net.Socket, info: ConnInfo, cfg: MetadataC
   const key = sessionKey();
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: HEADERS_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_MS }, (req, res) => {
     const target = req.url ?? '/';
-    const a = answerMetadata(cfg, { method: req.method ?? 'GET', target, headers: req.headers }, { sandbox: info.sandbox.name, nowMs: Date.now(), key });
+    let a: MetadataAnswer;
+    try {
+      a = answerMetadata(cfg, { method: req.method ?? 'GET', target, headers: req.headers }, { sandbox: info.sandbox.name, nowMs: Date.now(), key });
+    } catch (err) {
+      // Whatever a request makes answer.ts throw must not leave this handler: node:http would
+      // rethrow it from the socket's read, out of the process (every sandbox's gate with it).
+      info.rt.audit.write({ event: 'error', ...ident, proto: 'http', reason: `metadata answer failed (${(err as Error).name})` });
+      req.resume();
+      res.writeHead(500, { 'content-length': 0, connection: 'close' });
+      res.end();
+      return;
+    }
     const q = target.indexOf('?');
     info.rt.audit.write({
       event: 'metadata',

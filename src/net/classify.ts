@@ -6,9 +6,11 @@
  * (src/http/admit.ts).
  */
 import type { CompiledRule } from '../policy/policy.js';
+import { tripwireReason } from '../control/quarantine.js';
 import type { ConnInfo } from './conn-info.js';
 import type { Peeked } from './peek.js';
 import type { TlsAlert } from './tls-alert.js';
+import type { TripwireHit } from '../creds/tripwire.js';
 
 export type Route =
   /**
@@ -22,6 +24,8 @@ export type Route =
       readonly rule: string | undefined;
       readonly reason: string;
       readonly alert: TlsAlert | undefined;
+      /** Set when the SNI carries a credential's placeholder (src/creds/tripwire.ts): a tripwire, not a plain denial. */
+      readonly tripwire?: TripwireHit;
     }
   /** Plain HTTP: every request is decided on its own Host (src/http/relay.ts). */
   | { readonly kind: 'http' }
@@ -49,6 +53,15 @@ export function classify(info: ConnInfo, p: Peeked, intercepting: boolean): Rout
   const { hello } = p;
   // The ESNI drafts (never widely deployed) put the real name in that extension and a cover name in SNI.
   if (hello.esni) return deny('encrypted SNI (ESNI) is not allowed', 'access_denied', 'tls', hello.sni);
+  // A placeholder in the server name (a label, or inside one, in any case) is the DNS tripwire's
+  // case arriving without a query (the sandbox connected to an address it knew): whatever the
+  // policy says of the name (a wildcard rule, report mode, an approver asked), it would leave in
+  // the ClientHello relayed upstream and in sandgate's own lookup of the name.
+  const inName = hello.sni !== undefined ? info.rt.tripwire?.inName(hello.sni) : undefined;
+  if (inName !== undefined) {
+    const hit: TripwireHit = { credential: inName.credential, where: 'TLS server name' };
+    return { kind: 'deny', proto: 'tls', host: hello.sni, rule: undefined, reason: tripwireReason(hit, undefined), alert: 'access_denied', tripwire: hit };
+  }
   // ECH (GREASE or real, indistinguishable by design) is decided on the outer SNI; a rule or the
   // global tls.ech may refuse it (docs/threat-model.md).
   const verdict = info.sandbox.policy.decide(hello.sni, info.dstPort, 'tls', hello.ech);

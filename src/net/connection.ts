@@ -12,7 +12,7 @@ import { connectTcp, connectToHost } from '../upstream/connect.js';
 import { splice } from './splice.js';
 import { endWith, refuseWithAlert } from './tls-alert.js';
 import { jsonResponse } from '../http/headers.js';
-import { QUARANTINED } from '../control/quarantine.js';
+import { afterTripwire, QUARANTINED } from '../control/quarantine.js';
 import type { RouteIfaceCache } from './route-iface.js';
 import type { ConnRegistry } from './conn-registry.js';
 import { METADATA_IP } from '../metadata/answer.js';
@@ -105,7 +105,8 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
     // nothing sent anywhere) and ask about it before the relay starts.
     p = { kind: 'http', head: await readRequestHead(socket, p.head, rt.peekTimeoutMs) };
     const host = requestHost(p.head);
-    if (host !== undefined && policy.asks(host, dstPort) && policy.find(host, dstPort, 'http') === undefined) {
+    // A placeholder in the Host is the tripwire's (admit() refuses it), never a question for an approver.
+    if (host !== undefined && rt.tripwire?.inName(host) === undefined && policy.asks(host, dstPort) && policy.find(host, dstPort, 'http') === undefined) {
       const approved = await askFor(gate, rt, socket, info, tlsOrHttpIdent(ident, p), host, 'http');
       if (approved === undefined) return;
       serveHttp(socket, approved, p.head);
@@ -123,7 +124,19 @@ export async function handleConnection(gate: Gate, socket: net.Socket): Promise<
   const tlsIdent = ech ? { ...ident, ech: true } : ident;
   switch (route.kind) {
     case 'deny':
-      conn({ ...tlsIdent, decision: 'deny', proto: route.proto, host: route.host, rule: route.rule, reason: route.reason });
+      if (route.tripwire !== undefined) {
+        rt.audit.write({
+          event: 'tripwire',
+          ...tlsIdent,
+          proto: 'tls',
+          host: route.host,
+          decision: 'deny',
+          reason: route.reason,
+          credential: route.tripwire.credential,
+          onTripwire: policy.onTripwire,
+        });
+        afterTripwire(rt, sandbox, route.tripwire, route.reason);
+      } else conn({ ...tlsIdent, decision: 'deny', proto: route.proto, host: route.host, rule: route.rule, reason: route.reason });
       // A refused ClientHello is answered with an alert the client can read; anything else is reset.
       if (route.alert !== undefined) refuseWithAlert(socket, route.alert);
       else socket.resetAndDestroy();

@@ -49,7 +49,8 @@ const UNRESERVED = /[A-Za-z0-9\-._~]/;
  * Normalise a request path (no query) for matching, the way RFC 3986 §6.2.2 allows without
  * changing what the upstream sees: percent-encoded unreserved characters are decoded, other
  * escapes are upper-cased and kept. Anything an upstream might interpret differently from us is
- * refused rather than guessed at: dot segments (also encoded ones, "%2e%2e"), encoded "/" or
+ * refused rather than guessed at: dot segments (also encoded ones, "%2e%2e", and with path
+ * parameters, "..;"), encoded "/" or
  * "\" (%2F, %5C), a raw "\", NUL, empty segments ("//"), and malformed escapes.
  */
 export function normalisePath(raw: string): PathResult {
@@ -74,8 +75,9 @@ export function normalisePath(raw: string): PathResult {
   }
   const segs = out.split('/');
   for (let i = 1; i < segs.length; i++) {
-    const s = segs[i];
-    if (s === '.' || s === '..') return { ok: false, reason: 'dot segment ("." or "..") in path' };
+    const s = segs[i] as string;
+    // "..;x" is ".." to servlet containers (Tomcat, Jetty), which drop a segment's ";" parameters first.
+    if (s === '.' || s === '..' || s.startsWith('.;') || s.startsWith('..;')) return { ok: false, reason: 'dot segment ("." or "..") in path' };
     // An empty last segment is a trailing slash ("/v1/models/"): fine. Empty ones inside are not.
     if (s === '' && i < segs.length - 1) return { ok: false, reason: 'empty segment ("//") in path' };
   }

@@ -22,6 +22,7 @@ let config: Record<string, unknown>;
 const fakes: Fake[] = [];
 
 const NAMES = Array.from({ length: 10 }, (_, i) => `t${i + 1}.example.test`);
+const PH_K = 'ph-approvals-k-0001';
 
 test.before(async () => {
   w = await createWorld({
@@ -46,8 +47,10 @@ test.before(async () => {
       default: { unlisted: 'ask', askTimeoutMs: 30_000, allow: [{ host: 'api.example.test' }] },
       short: { unlisted: 'ask', askTimeoutMs: 1000, allow: [] },
     },
+    // A placeholder no rule injects: only the tripwire test below uses it.
+    credentials: { k: { secret: { env: 'SG_TEST_APPROVALS_K' }, placeholder: PH_K } },
   };
-  g = await startGate(w.topo, w.dir, config);
+  g = await startGate(w.topo, w.dir, config, 'sandgate.json', { env: { SG_TEST_APPROVALS_K: 'secret-approvals-k-0123456789' } });
 });
 
 test.after.always(async () => {
@@ -240,6 +243,21 @@ test.serial('plain HTTP: held at the request; deny answers 403 with the reason, 
   t.is(code, '403');
   t.deepEqual(JSON.parse(body ?? ''), { error: 'denied', reason: 'not approved', by: 'sandgate' });
   t.like(await g.log.waitFor((l) => l.event === 'approval' && l.action === 'decided' && l.id === p.id), { decision: 'deny', scope: 'deny', approver: 'carol' });
+});
+
+test.serial('a placeholder in an unlisted name is the tripwire, never put to an approver: plain HTTP 403, TLS access_denied, no pending item', async (t) => {
+  const name = `${PH_K}.example.test`;
+  const plain = await curl('sbx', [...resolveTo(name, 80), '-w', '\n%{http_code}', `http://${name}/x`]);
+  t.is(plain.stdout.split('\n').at(-1), '403', plain.stdout + plain.stderr);
+  t.regex(plain.stdout, /tripwire/);
+  const tls = await curl('sbx', [...resolveTo(name, 443), `https://${name}/`]);
+  t.regex(tls.stderr, /alert access denied/);
+  t.like(await g.log.waitFor((l) => l.event === 'tripwire' && l.proto === 'http' && l.host === name, 5000, 'plain tripwire line'), { credential: 'k' });
+  t.like(await g.log.waitFor((l) => l.event === 'tripwire' && l.proto === 'tls' && l.host === name, 5000, 'tls tripwire line'), { credential: 'k' });
+  t.false(
+    g.log.lines.some((l) => l.event === 'approval' && l.host === name),
+    'nobody was asked',
+  );
 });
 
 test.serial('timeout: no decision within askTimeoutMs is a denial with reason ask-timeout', async (t) => {

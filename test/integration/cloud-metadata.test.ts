@@ -220,6 +220,16 @@ test.serial('refusals at the metadata address: IMDSv1 401, no Metadata-Flavor 40
   t.like(await g.log.waitFor((l) => l.event === 'conn' && l.sandbox === 'agent' && l.dst === '169.254.169.254:443'), { decision: 'deny' });
 });
 
+test.serial('a malformed percent escape in a GCE service account name gets 404; sandgate stays up and answers the next request', async (t) => {
+  const base = 'http://169.254.169.254/computeMetadata/v1';
+  // Before: the responder's decodeURIComponent threw out of node:http's request handler and took the daemon down.
+  const bad = await curl('sbx', ['-g', '-H', 'Metadata-Flavor: Google', `${base}/instance/service-accounts/%E0%A4%A/token`]);
+  t.is(bad.code, 404, bad.out);
+  const next = await curl('sbx', ['-H', 'Metadata-Flavor: Google', `${base}/project/project-id`]);
+  t.is(next.code, 200, next.out);
+  t.is(g.proc.exitCode, null);
+});
+
 test.serial(
   'a sandbox whose policy has no metadata gets nothing: the address is refused, the name is NXDOMAIN, the SDK chains find no credentials',
   async (t) => {

@@ -143,6 +143,25 @@ function holdOpen(): LineLog {
   return log;
 }
 
+test.serial(
+  'TLS: a placeholder in the SNI (an address known, no DNS query) is a tripwire: access_denied alert, a tripwire line, nothing relayed',
+  async (t) => {
+    const name = `${PH_O.toLowerCase()}.wild.example.test`;
+    const r = await w.topo.exec(
+      w.sandbox,
+      'curl',
+      ['-sS', '--max-time', '5', '--cacert', w.pki.caFile, '--resolve', `${name}:443:${w.a}`, '-w', '\n%{http_code}', `https://${name}/tw-sni`],
+      { timeoutMs: 8000 },
+    );
+    t.is(status(r), '000');
+    t.regex(r.stderr, /tlsv1 alert access denied/);
+    const line = await tripLine((l) => l.proto === 'tls' && l.host === name, 'tripwire line for the SNI');
+    t.like(line, { decision: 'deny', credential: 'o', onTripwire: 'deny' });
+    t.regex(String(line.reason), /in the TLS server name/);
+    t.false(upstreamSaw(A_TLS, '/tw-sni'));
+  },
+);
+
 test.serial('onTripwire: quarantine: the tripwire cuts the sandbox off (open connection closed, allowed hosts and DNS refused) until released', async (t) => {
   t.is((await g.reload(config('quarantine'))).action, 'reloaded');
   try {

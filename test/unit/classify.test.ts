@@ -6,6 +6,7 @@ import type { Peeked } from '../../src/net/peek.js';
 import type { Runtime } from '../../src/runtime.js';
 import { parseConfig } from '../../src/config/load.js';
 import { compilePolicies } from '../../src/policy/policy.js';
+import { Tripwire } from '../../src/creds/tripwire.js';
 
 function info(mode: 'enforce' | 'report', port = 443): ConnInfo {
   const config = parseConfig(
@@ -102,4 +103,43 @@ test('a TLS record that is no valid ClientHello is answered with decode_error; a
     alert: 'decode_error',
   });
   t.like(classify(info('enforce'), { kind: 'reject', reason: 'no ClientHello or request within 10 ms', head }, true), { kind: 'deny', alert: undefined });
+});
+
+test('TLS: a placeholder in the SNI is a tripwire (access_denied), even where a wildcard rule, report mode or an approver would let the name through', (t) => {
+  const ph = 'SK-SANDGATE-K-0123456789';
+  for (const [mode, unlisted] of [
+    ['enforce', 'deny'],
+    ['report', 'deny'],
+    ['enforce', 'ask'],
+  ] as const) {
+    const config = parseConfig(
+      `
+sandboxes: [{ name: s, cidr: 10.77.1.0/24, policy: p }]
+policies:
+  p:
+    mode: ${mode}
+    unlisted: ${unlisted}
+    allow:
+      - { host: "*.wild.example.test" }
+credentials:
+  k: { secret: { env: SG_K }, placeholder: ${ph} }
+`,
+      'c.yaml',
+    );
+    const policies = compilePolicies(config);
+    const sandbox = { name: 's', policy: policies.byName.get('p')!, source: 'config' as const, spec: { name: 's', policy: 'p', cidr: '10.77.1.0/24' } };
+    const rt = { tripwire: Tripwire.compile(config.credentials) } as Runtime;
+    const i: ConnInfo = { rt, sandbox, src: '10.77.1.2:1', dst: '10.77.2.2:443', dstPort: 443 };
+    for (const sni of [`${ph.toLowerCase()}.wild.example.test`, `x${ph.toLowerCase()}y.elsewhere.test`]) {
+      const r = classify(i, tls(sni), true);
+      t.like(
+        r,
+        { kind: 'deny', proto: 'tls', host: sni, alert: 'access_denied', tripwire: { credential: 'k', where: 'TLS server name' } },
+        `${mode} ${unlisted} ${sni}`,
+      );
+      t.false(JSON.stringify(r.kind === 'deny' ? r.reason : '').includes(ph.toLowerCase()));
+    }
+    // A name without it is decided as before.
+    t.is(classify(i, tls('a.wild.example.test'), true).kind, 'passthrough');
+  }
 });

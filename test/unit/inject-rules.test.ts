@@ -101,6 +101,28 @@ test('admit: plain HTTP to an intercepted host only with plainHttp, then TLS ups
 const withField = (r: http.IncomingMessage, name: string, value: string): http.IncomingMessage =>
   ({ ...r, rawHeaders: [...r.rawHeaders, name, value] }) as unknown as http.IncomingMessage;
 
+test("admit: the bound credential's own placeholder on a request its method or path rule refuses is a plain denial, not a tripwire; another host's is still one", (t) => {
+  const { info } = world('enforce');
+  // api.example.test injects llm for GET /v1/** only: the agent calling /admin with its placeholder gets 403, no tripwire.
+  for (const [method, path] of [
+    ['GET', '/admin'],
+    ['DELETE', '/v1/x'],
+  ] as const) {
+    const a = admit(withField(req(method, path, 'api.example.test'), 'Authorization', 'Bearer ph-llm-placeholder'), info('api.example.test'));
+    t.like(a, { ok: false, status: 403 }, `${method} ${path}`);
+    t.is((a as { tripwire?: unknown }).tripwire, undefined, `${method} ${path}`);
+  }
+  // Domain fronting (Host is not the SNI) and another host stay tripwires.
+  t.like(admit(withField(req('GET', '/admin', 'api.example.test'), 'X-Key', 'ph-llm-placeholder'), info('open.example.test')), {
+    ok: false,
+    tripwire: { credential: 'llm' },
+  });
+  t.like(admit(withField(req('GET', '/x', 'open.example.test'), 'X-Key', 'ph-llm-placeholder'), info(undefined, 80)), {
+    ok: false,
+    tripwire: { credential: 'llm' },
+  });
+});
+
 test('admit: a placeholder where its credential is not bound is a tripwire whatever the verdict: an unlisted host, report mode; never where it is bound', (t) => {
   for (const mode of ['enforce', 'report'] as const) {
     const { info } = world(mode);

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { compileCredential, injectQuery, withQueryParam } from '../../src/creds/credential.js';
 import { requestHead } from '../../src/http/request-head.js';
+import { scrubString } from '../../src/http/scrub.js';
 import { loadCredentials } from '../../src/creds/secrets.js';
 import { parseConfig } from '../../src/config/load.js';
 import { SandgateError, exitCodeFor } from '../../src/errors.js';
@@ -113,6 +114,33 @@ test('needles are sorted longest first and include the JSON-escaped form', (t) =
     [...lens].sort((a, b) => b - a),
   );
   t.true(cred.needles.includes('se\\"cret\\\\value1'));
+});
+
+test('a secret with "/" is also a needle in its JSON form with "\\/" (PHP json_encode writes it so)', (t) => {
+  const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+  const cred = compileCredential('k', cfg({}), secret);
+  t.true(cred.needles.includes('wJalrXUtnFEMI\\/K7MDENG\\/bPxRfiCYEXAMPLEKEY'));
+  const echoed = JSON.stringify({ echo: secret }).replaceAll('/', '\\/');
+  t.false(scrubString(echoed, cred.needles).includes('K7MDENG'));
+});
+
+// Not fixed yet: only base64(secret) whole is a needle, so the secret base64-encoded inside a longer
+// text (an upstream echoing its request headers or body in base64) is relayed. A fix (the three
+// aligned base64 runs of the secret as needles) adds scans to every scrubbed response and changes
+// where the streaming scrubber holds bytes back; left for its own change.
+test.failing('the secret inside a longer base64 text (an echo of a whole header block), at any alignment, is masked', (t) => {
+  const secret = 'sk-live-0123456789abcdefghijklmnop';
+  const cred = compileCredential('k', cfg({}), secret);
+  for (const prefix of ['', 'a', 'ab', 'abc', '{"authorization":"Bearer ']) {
+    for (const enc of ['base64', 'base64url'] as const) {
+      const echoed = Buffer.from(`${prefix}${secret}", "x-other": "1"}`).toString(enc);
+      const out = scrubString(echoed, cred.needles);
+      t.not(out, echoed, `${enc} after ${JSON.stringify(prefix)}`);
+      // What is left around the mask decodes to at most a few bytes of the secret, never a run of 8.
+      const left = out.split(/\[redacted\]|\*+/);
+      for (const part of left) t.false(Buffer.from(part, enc).toString('latin1').includes(secret.slice(8, 16)), part);
+    }
+  }
 });
 
 const yaml = (credentials: string): string => `

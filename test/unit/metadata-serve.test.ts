@@ -126,6 +126,22 @@ test('a malformed request gets 400 and a deny line; the query of a path is not a
   });
 });
 
+test('a malformed percent escape in a GCE service account name is answered (404) on the connection, and the responder goes on serving', async (t) => {
+  const r = await responder();
+  t.teardown(r.close);
+  // Before: decodeURIComponent threw from the request handler, and node:http rethrew it out of the process.
+  const got = await exchange(
+    r.port,
+    'GET /computeMetadata/v1/instance/service-accounts/%E0%A4%A/token HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\n\r\n' +
+      'GET /computeMetadata/v1/project/project-id HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n',
+  );
+  const responses = got.split(/(?=HTTP\/1\.1 )/);
+  t.is(responses.length, 2, got);
+  t.regex(responses[0] ?? '', /^HTTP\/1\.1 404 /);
+  t.regex(responses[1] ?? '', /^HTTP\/1\.1 200 [\s\S]*\r\n\r\np1$/);
+  t.like(r.lines.at(-2), { event: 'metadata', decision: 'deny', status: 404, reason: 'an unknown service account' });
+});
+
 test('a connection that sends nothing is closed by the idle timeout (no request, no line)', async (t) => {
   const r = await responder(200);
   t.teardown(r.close);

@@ -167,3 +167,8 @@ test('the session key is put in the environment, and a process started with that
   );
   t.is(child, k.toString('hex'));
 });
+
+test('GCE: a service account name with a malformed percent escape is an unknown account (404), not a thrown URIError', (t) => {
+  const a = ask('GET', '/computeMetadata/v1/instance/service-accounts/%E0%A4%A/token', { 'metadata-flavor': 'Google' });
+  t.like(a, { status: 404, denied: true, service: 'gce', what: 'an unknown service account' });
+});

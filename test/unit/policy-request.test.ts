@@ -49,6 +49,13 @@ test('path normalisation decodes unreserved escapes only and refuses what an ups
   }
 });
 
+test('path normalisation: a dot segment with path parameters ("..;", ".;x", encoded too) is a dot segment to servlet containers and is refused', (t) => {
+  // Tomcat and Jetty strip ";params" from a segment before resolving dot segments: "/v1/..;/admin" is "/admin" there.
+  for (const bad of ['/v1/..;/admin', '/v1/..;x=1/admin', '/v1/%2e%2e;/admin', '/v1/.;/x', '/v1/..;']) t.false(normalisePath(bad).ok, bad);
+  t.deepEqual(normalisePath('/v1/a;b/c'), { ok: true, path: '/v1/a;b/c' });
+  t.deepEqual(normalisePath('/v1/...;/c'), { ok: true, path: '/v1/...;/c' });
+});
+
 const rules = (r: Partial<RequestChecks>): RequestChecks => ({ methods: undefined, paths: undefined, pathGlobs: undefined, ...r });
 
 test('checkRequest: methods, then paths (400 for ambiguous paths, 403 for unlisted ones)', (t) => {

@@ -13,6 +13,7 @@ import { compileAwsCredential, scopeFromHost } from '../../src/creds/aws.js';
 import { AWS_PLACEHOLDER_KEY_ID, AWS_PLACEHOLDER_SECRET_KEY } from '../../src/creds/aws-placeholder.js';
 import { planRewrite } from '../../src/http/rewrite.js';
 import { AwsChunkedResigner } from '../../src/http/aws-chunked.js';
+import { BufferBudget } from '../../src/http/body-buffer.js';
 import { verifySigV4 } from '../helpers/sigv4-verify.mjs';
 
 const REAL = { accessKeyId: 'AKIAREALKEY000000001', secretAccessKey: 'realSecret/0123456789abcdefghijklmnopqrstu', sessionToken: undefined };
@@ -375,4 +376,51 @@ test('a header value of raw UTF-8 bytes is signed over the bytes sent (as a serv
   ]);
   const toSign = `AWS4-HMAC-SHA256\n${long}\n${scope}\n${createHash('sha256').update(bytes).digest('hex')}`;
   t.is(s.signature, createHmac('sha256', key).update(toSign).digest('hex'));
+});
+
+test('aws-chunked: trailing fields are bounded; an endless trailer is refused, not held', (t) => {
+  const key = signingKey('secret', '20240101', 'us-east-1', 's3');
+  const r = new AwsChunkedResigner({
+    key,
+    long: '20240101T000000Z',
+    scope: '20240101/us-east-1/s3/aws4_request',
+    seed: '0'.repeat(64),
+    trailer: true,
+    maxChunk: 1 << 20,
+  });
+  r.push(Buffer.from(`0;chunk-signature=${'0'.repeat(64)}\r\n`));
+  const line = Buffer.from(`x-amz-meta-pad:${'a'.repeat(4000)}\r\n`);
+  // Before the bound, each 4 KB line went on and its canonical text was kept: 1000 lines were 4 MB held.
+  t.throws(
+    () => {
+      for (let i = 0; i < 1000; i++) r.push(line);
+    },
+    { message: /trailer is larger than 16384 bytes/ },
+  );
+});
+
+test('aws-chunked: a held chunk counts against the process budget of held bodies, and is given back', (t) => {
+  const key = signingKey('secret', '20240101', 'us-east-1', 's3');
+  const budget = new BufferBudget(1000);
+  const opts = { key, long: '20240101T000000Z', scope: '20240101/us-east-1/s3/aws4_request', seed: '0'.repeat(64), trailer: false, maxChunk: 1 << 20, budget };
+  const sig = '0'.repeat(64);
+  // Two uploads, each holding most of a chunk: the second is refused once the budget is spent.
+  const a = new AwsChunkedResigner(opts);
+  a.push(Buffer.from(`258;chunk-signature=${sig}\r\n`)); // 600 bytes declared
+  a.push(Buffer.alloc(300, 'a'));
+  t.is(budget.used, 602);
+  const b = new AwsChunkedResigner(opts);
+  t.throws(() => b.push(Buffer.from(`258;chunk-signature=${sig}\r\n`)), { message: /too many request bodies/ });
+  // The chunk completes: given back.
+  a.push(Buffer.concat([Buffer.alloc(300, 'a'), Buffer.from('\r\n')]));
+  t.is(budget.used, 0);
+  // An exchange that ends mid-chunk gives it back too, and takes nothing afterwards.
+  const c = new AwsChunkedResigner(opts);
+  c.push(Buffer.from(`258;chunk-signature=${sig}\r\nabc`));
+  t.is(budget.used, 602);
+  c.release();
+  c.release();
+  t.is(budget.used, 0);
+  t.throws(() => c.push(Buffer.from('x')), { message: /aws-chunked body/ });
+  t.is(budget.used, 0);
 });

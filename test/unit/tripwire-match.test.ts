@@ -35,6 +35,13 @@ test('the target is also searched percent-decoded (even with a malformed escape 
   t.like(tw.inRequest(head('/x/%zz/sk%2Dsandgate%2dk'), undefined), { credential: 'k' });
 });
 
+test('header values are also searched percent-decoded (a cookie, a form-style value)', (t) => {
+  t.deepEqual(tw.inRequest(head('/', 'Host', 'h', 'Cookie', 'session=1; key=sk%2Dsandgate%2dk'), undefined), { credential: 'k', where: 'header Cookie' });
+  t.deepEqual(tw.inRequest(head('/', 'X-Note', '%zz PH.other%2B1'), undefined), { credential: 'o', where: 'header X-Note' });
+  // The bound credential's own, encoded, still passes.
+  t.is(tw.inRequest(head('/', 'Authorization', 'Bearer sk%2Dsandgate%2Dk'), 'k'), undefined);
+});
+
 test("the bound credential's own placeholder passes; any other credential's in the same request does not", (t) => {
   t.is(tw.inRequest(head('/', 'Authorization', 'Bearer sk-sandgate-k'), 'k'), undefined);
   t.deepEqual(tw.inRequest(head('/', 'Authorization', 'Bearer sk-sandgate-k', 'X-B', 'sk-sandgate-k PH.other+1'), 'k'), {
