@@ -78,11 +78,33 @@ export function addForms(needles: Set<string>, secret: string): void {
   needles.add(secret);
   needles.add(encodeURIComponent(secret));
   needles.add(Buffer.from(secret, 'utf8').toString('base64'));
+  for (const run of base64Runs(secret)) needles.add(run);
   const json = JSON.stringify(secret).slice(1, -1);
   needles.add(json);
   // JSON allows "\/" for "/" (RFC 8259 §7), and PHP's json_encode, among others, writes it so by
   // default: a base64 token or an AWS secret key echoed by such a server would otherwise go by.
   if (json.includes('/')) needles.add(json.replaceAll('/', '\\/'));
+}
+
+/**
+ * The secret base64-encoded inside a longer text (an upstream echoing a whole header block or body
+ * in base64): its bytes can start at any of three offsets in a 3-byte group, and each offset gives
+ * other characters (RFC 4648 §4). For each, the characters that depend on the secret's bytes alone,
+ * in the standard and the URL-safe alphabets (§5). The one or two characters at each end that also
+ * depend on the neighbouring bytes are not masked: at most 4 bits of the secret each.
+ */
+function base64Runs(secret: string): string[] {
+  const bytes = Buffer.from(secret, 'utf8');
+  const runs: string[] = [];
+  for (let k = 0; k < 3; k++) {
+    const enc = Buffer.concat([Buffer.alloc(k), bytes]).toString('base64');
+    const run = enc.slice(Math.ceil((8 * k) / 6), Math.floor((8 * (k + bytes.length)) / 6));
+    if (run.length < MIN_NEEDLE) continue;
+    runs.push(run);
+    const url = run.replaceAll('+', '-').replaceAll('/', '_');
+    if (url !== run) runs.push(url);
+  }
+  return runs;
 }
 
 /** Shorter header values are not scrubbed from responses: masking them would mangle ordinary text. */

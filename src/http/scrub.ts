@@ -36,24 +36,52 @@ export class Scrubber {
   /** Feed one chunk; returns the bytes that can be sent now (possibly empty). */
   push(chunk: Buffer): Buffer {
     if (this.#maxLen === 0) return chunk;
-    let data = this.#carry.length > 0 ? Buffer.concat([this.#carry, chunk]) : chunk;
-    let copied = this.#carry.length > 0;
-    // Only needles that contain no other needle are searched for: every occurrence of a longer
-    // one ("Bearer <secret>") contains a shorter one ("<secret>"), and is masked whole when found
-    // around it. One pass over the data per independent needle instead of one per needle.
+    const data = this.#mask(this.#carry.length > 0 ? Buffer.concat([this.#carry, chunk]) : chunk, this.#carry.length > 0, false);
+    const hold = this.#heldTail(data);
+    this.#carry = hold > 0 ? Buffer.from(data.subarray(data.length - hold)) : EMPTY;
+    return hold > 0 ? data.subarray(0, data.length - hold) : data;
+  }
+
+  /** End of stream: what was held back is masked where it holds a needle, and released. */
+  end(): Buffer {
+    const rest = this.#carry;
+    this.#carry = EMPTY;
+    return rest.length > 0 ? this.#mask(rest, true, true) : rest;
+  }
+
+  /**
+   * Masks every needle in `data`. Only needles that contain no other needle are searched for:
+   * every occurrence of a longer one ("Bearer <secret>") contains a shorter one ("<secret>"), and
+   * is masked whole when found around it. One pass over the data per independent needle instead of
+   * one per needle. A longer needle that may still complete past the end of `data` (unless
+   * `final`) leaves its occurrence unmasked for now: the tail is held (#heldTail) and masked whole
+   * once the rest arrives.
+   */
+  #mask(input: Buffer, owned: boolean, final: boolean): Buffer {
+    let data = input;
+    let copied = owned;
     for (const s of this.#scan) {
       let at = data.indexOf(s.bytes);
       while (at >= 0) {
         let hit: Needle = s;
         let start = at;
+        let pending = false;
         for (const c of s.covers) {
           const from = at - c.offset;
+          if (from < 0) continue;
           const end = from + c.needle.bytes.length;
-          if (from >= 0 && end <= data.length && data.compare(c.needle.bytes, 0, c.needle.bytes.length, from, end) === 0) {
-            hit = c.needle;
-            start = from;
-            break;
-          }
+          if (end <= data.length) {
+            if (data.compare(c.needle.bytes, 0, c.needle.bytes.length, from, end) === 0) {
+              hit = c.needle;
+              start = from;
+              break;
+            }
+          } else if (!final && data.compare(c.needle.bytes, 0, data.length - from, from, data.length) === 0) pending = true;
+        }
+        // Wait for the rest only when no longer needle is complete here (one that is wins, as before).
+        if (pending && hit === s) {
+          at = data.indexOf(s.bytes, at + 1);
+          continue;
         }
         // Never write into a buffer the caller still owns: copy once, on the first hit.
         if (!copied) {
@@ -64,16 +92,7 @@ export class Scrubber {
         at = data.indexOf(s.bytes, start + hit.bytes.length);
       }
     }
-    const hold = this.#heldTail(data);
-    this.#carry = hold > 0 ? Buffer.from(data.subarray(data.length - hold)) : EMPTY;
-    return hold > 0 ? data.subarray(0, data.length - hold) : data;
-  }
-
-  /** End of stream: whatever was held back cannot become a needle any more. */
-  end(): Buffer {
-    const rest = this.#carry;
-    this.#carry = EMPTY;
-    return rest;
+    return data;
   }
 
   /** Length of the longest suffix of `data` that is a proper prefix of some needle. */

@@ -330,11 +330,12 @@ test('response trailers are dropped and never become fields of the next response
   const p = w.play({ sni: API });
   p.send(req('GET', '/t1', API) + req('GET', '/t2', API));
   const u = p.ready();
-  u.answer('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\nX-Trailer: leak\r\n\r\n');
+  // "..." can begin none of the secret's forms (base64 runs included): the scrubber holds none of it back.
+  u.answer('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n...\r\n0\r\nX-Trailer: leak\r\n\r\n');
   await settle();
   p.ready(u);
   u.answer(ok('two'));
-  t.is(p.take(), 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n' + ok('two'));
+  t.is(p.take(), 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n...\r\n0\r\n\r\n' + ok('two'));
 });
 
 test('plain HTTP without interception: relayed as sent (no credential); the upstream is the name the sandbox asked for, not TLS', (t) => {

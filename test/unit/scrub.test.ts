@@ -163,3 +163,17 @@ test('only needles that contain no other are searched for: whole texts get the l
   }
   t.pass();
 });
+
+test('a longer needle split by a chunk boundary around a shorter one it contains is masked whole once the rest arrives, or at the end', (t) => {
+  const long = 'c2stbGl2ZS0wMTIzNDU2Nzg5YQ==';
+  const short = long.slice(0, 25);
+  for (const cut of [25, 26, 27]) {
+    const s = new Scrubber([long, short]);
+    const text = `x ${long} y`;
+    const out = Buffer.concat([s.push(Buffer.from(text.slice(0, cut + 2))), s.push(Buffer.from(text.slice(cut + 2))), s.end()]).toString();
+    t.is(out, `x ${maskFor(long.length)} y`, `cut at ${cut}`);
+  }
+  const s = new Scrubber([long, short]);
+  const out = Buffer.concat([s.push(Buffer.from(`x ${long.slice(0, 26)}`)), s.end()]).toString();
+  t.is(out, `x ${maskFor(25)}${long.slice(25, 26)}`, 'the stream ends before the longer one completes: the shorter one is masked');
+});
