@@ -36,6 +36,11 @@
  * Scenarios (wrk always under `timeout`; every measurement follows a short warm-up):
  *   keepalive   wrk -t2 -c50, GET /small.txt (17 bytes) over keep-alive: req/s, p50, p99, proxy
  *               CPU per request, upstream connections nginx accepted per request (stub_status).
+ *   h2          h2load -t1 -c50 -m10 (--h2-streams), GET /small.txt over HTTP/2: 50 connections with
+ *               10 streams in flight on each, through the targets that terminate TLS and offer h2
+ *               (sandgate intercepting, HAProxy MITM with `alpn h2,http/1.1`); both reach nginx over
+ *               HTTP/1.1 (nginx offers no h2 unless --h2-upstream). req/s, p50/p99 from h2load's
+ *               per-request log, proxy CPU per request.
  *   latency     wrk -t1 -c1: one sequential client; p50/p99, and what a proxy adds over direct.
  *   connclose   wrk -t2 -c50 with `Connection: close`: a new TCP+TLS connection per request.
  *               nginx and HAProxy are configured not to resume sessions; sandgate and mitmproxy
@@ -58,7 +63,7 @@
  *
  * Usage: node scripts/bench.mjs [--quick] [--only SCENARIO,...] [--targets TARGET,...] [--rounds N]
  *        [--duration S] [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--dist DIR]
- *        [--workers N] [--compare DIR] [--pin | --no-pin]
+ *        [--workers N] [--compare DIR] [--pin | --no-pin] [--h2-streams N] [--h2-upstream]
  *
  * Pinned layout (--pin, the default with two CPUs or more): the proxy under test and nginx share
  * CPU 0 (nginx with one worker, HAProxy with one thread), wrk and the node clients run on the
@@ -106,6 +111,7 @@ function usage(msg) {
   process.stderr.write(`usage: node scripts/bench.mjs [--quick] [--only ${ALL_SCENARIOS.join(',')}]
        [--targets ${ALL_TARGETS.join(',')}] [--rounds N] [--duration S]
        [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--workers N] [--compare DIR]
+       [--h2-streams N] [--h2-upstream]
   --quick        one round, 2 s per measurement (a smoke run; figures are rough)
   --only         scenarios to run (default: all)
   --targets      targets to run (default: all that start)
@@ -122,6 +128,8 @@ function usage(msg) {
   --out PREFIX   write PREFIX.json and PREFIX.md (default bench/results/latest)
   --dist DIR     the sandgate build to measure (default dist/, which \`npm run bench\` builds)
   --h2-streams N streams in flight per connection in the h2 scenario (h2load -m; default 10)
+  --h2-upstream  nginx offers h2 too, and HAProxy's MITM backend offers h2,http/1.1 as sandgate
+                 always does: the intercepting proxies then reach nginx over HTTP/2 in every scenario
   --workers N    workers of the sg-intercept-w target (sandgate's \`workers: N\`; default 2)
   --compare DIR  also measure the build in DIR (its cli.js) as target sg-intercept-cmp, interleaved
                  with sg-intercept (e.g. --only keepalive --targets sg-intercept,sg-intercept-cmp)
@@ -142,6 +150,7 @@ function parseArgs(argv) {
     idleCount: 10000,
     workers: 2,
     h2Streams: 10,
+    h2Upstream: false,
     // Pinned by default where there are two cores or more (see --no-pin).
     pin: cpus().length >= 2,
     profile: false,
@@ -189,6 +198,9 @@ function parseArgs(argv) {
       case '--h2-streams':
         o.h2Streams = Math.round(num(argv[++i], a));
         if (o.h2Streams < 1 || o.h2Streams > 100) usage('--h2-streams: 1 to 100');
+        break;
+      case '--h2-upstream':
+        o.h2Upstream = true;
         break;
       case '--workers':
         o.workers = Math.round(num(argv[++i], a));
@@ -429,7 +441,7 @@ function makePki(dir) {
 /* Server configurations                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-function nginxConf(dir, pki, key, pin) {
+function nginxConf(dir, pki, key, pin, h2Upstream) {
   const www = join(dir, 'www');
   mkdirSync(www, { recursive: true, mode: 0o755 });
   // nginx's workers run as an unprivileged user: they must traverse the (0700) temp dir to www.
@@ -458,7 +470,7 @@ http {
   # proves each proxy injected the same header (checked before measuring).
   map $http_authorization $bench_auth { "Bearer ${key}" "injected"; "" "none"; default "other"; }
   server {
-    listen ${UP}:443 ssl;
+    listen ${UP}:443 ssl${h2Upstream ? ' http2' : ''};
     ssl_certificate ${pki.cert};
     ssl_certificate_key ${pki.key};
     ssl_protocols TLSv1.3;
@@ -477,7 +489,7 @@ http {
 `;
 }
 
-function haproxyConf(pki, key, pin) {
+function haproxyConf(pki, key, pin, h2Upstream) {
   return `global
   # Where the hard RLIMIT_NOFILE is lower than what maxconn implies (2 fds per connection),
   # warn instead of refusing to start: idle MITM connections use one descriptor each.
@@ -510,7 +522,7 @@ frontend mitm
 backend nginx_tls
   mode http
   http-reuse always
-  server up ${UP}:443 ssl verify required ca-file ${pki.ca} sni str(${BENCH_NAME}) alpn http/1.1
+  server up ${UP}:443 ssl verify required ca-file ${pki.ca} sni str(${BENCH_NAME}) alpn ${h2Upstream ? 'h2,http/1.1' : 'http/1.1'}
 `;
 }
 
@@ -602,9 +614,9 @@ class Bench {
     await topo.exec(topo.hostNs, IP, ['addr', 'add', `${MITM}/32`, 'dev', topo.hostIface('sbx')]);
 
     this.pki = makePki(this.dir);
-    writeFileSync(join(this.dir, 'nginx.conf'), nginxConf(this.dir, this.pki, this.key, this.o.pin));
+    writeFileSync(join(this.dir, 'nginx.conf'), nginxConf(this.dir, this.pki, this.key, this.o.pin, this.o.h2Upstream));
     this.bulkSha = sha256(join(this.dir, 'www', '1m.bin'));
-    writeFileSync(join(this.dir, 'haproxy.cfg'), haproxyConf(this.pki, this.key, this.o.pin));
+    writeFileSync(join(this.dir, 'haproxy.cfg'), haproxyConf(this.pki, this.key, this.o.pin, this.o.h2Upstream));
     writeFileSync(
       join(this.dir, 'inject.py'),
       'import os\nKEY = os.environ["BENCH_KEY"]\n\ndef request(flow):\n    flow.request.headers["Authorization"] = "Bearer " + KEY\n',
@@ -1567,17 +1579,21 @@ function markdown(report) {
     ['CPU/req ×HAProxy', (m) => r2(m.ratio?.cpuToHaproxy)],
   ]);
   const m2 = meta.h2Streams ?? 10;
-  section(`HTTP/2, small responses (h2load -c50 -m${m2}: 50 connections, ${m2} streams in flight on each; HTTP/1.1 to nginx)`, 'h2', [
-    ['req/s', (m) => cell(m.rps)],
-    ['p50 ms', (m) => cell(m.p50_ms, 2)],
-    ['p99 ms', (m) => cell(m.p99_ms, 2)],
-    ['proxy CPU µs/req', (m) => cell(m.proxyCpuUsPerReq, 1)],
-    ['nginx CPU µs/req', (m) => cell(m.upstreamCpuUsPerReq, 1)],
-    ['proxy cores busy', (m) => cell(m.proxyCpuCores, 2)],
-    ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 3)],
-    ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
-    ['CPU/req ×HAProxy', (m) => r2(m.ratio?.cpuToHaproxy)],
-  ]);
+  section(
+    `HTTP/2, small responses (h2load -c50 -m${m2}: 50 connections, ${m2} streams in flight on each; ${meta.h2Upstream ? 'HTTP/2' : 'HTTP/1.1'} to nginx)`,
+    'h2',
+    [
+      ['req/s', (m) => cell(m.rps)],
+      ['p50 ms', (m) => cell(m.p50_ms, 2)],
+      ['p99 ms', (m) => cell(m.p99_ms, 2)],
+      ['proxy CPU µs/req', (m) => cell(m.proxyCpuUsPerReq, 1)],
+      ['nginx CPU µs/req', (m) => cell(m.upstreamCpuUsPerReq, 1)],
+      ['proxy cores busy', (m) => cell(m.proxyCpuCores, 2)],
+      ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 3)],
+      ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
+      ['CPU/req ×HAProxy', (m) => r2(m.ratio?.cpuToHaproxy)],
+    ],
+  );
   section('One sequential client (wrk -t1 -c1, keep-alive)', 'latency', [
     ['p50 ms', (m) => cell(m.p50_ms, 3)],
     ['p99 ms', (m) => cell(m.p99_ms, 3)],
@@ -1778,6 +1794,7 @@ async function main() {
       scenarios: o.only,
       idleCount: o.idleCount,
       h2Streams: o.h2Streams,
+      h2Upstream: o.h2Upstream,
       wallSeconds: Math.round((Date.now() - t0) / 1000),
       loadBefore,
       loadAfter: loadavg().map((x) => Number(x.toFixed(2))),
