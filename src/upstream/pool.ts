@@ -67,7 +67,7 @@ const SWEEP_MS = 5_000;
  * Idle connections kept per (scheme, host, port). It bounds what a burst leaves held for up to
  * IDLE_MS, not the peak: those connections were all in use a moment before. Below the concurrency
  * a client keeps up, it closes connections the next requests reopen at once: with 256, 500 HTTP/2
- * streams in flight (50 sessions × 10) made a new upstream TLS connection for a fifth of the
+ * streams in flight (50 sessions × 10) made a new upstream TLS connection for 0.1 to 0.3 of the
  * requests (docs/performance.md, "HTTP/2").
  */
 const MAX_FREE_PER_KEY = 1024;
