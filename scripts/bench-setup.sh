@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the tools `npm run bench` drives (Debian/Ubuntu, as root), skipping what is present:
-# wrk (load generator), nginx (HTTPS upstream), haproxy (reference proxy), mitmproxy (second
+# wrk (load generator), h2load (HTTP/2 load generator, from nghttp2-client), nginx (HTTPS upstream), haproxy (reference proxy), mitmproxy (second
 # reference, optional: the bench skips it if it does not run), hyperfine, openssl.
 # Idempotent; makes no network change of its own (apt-get only).
 set -eu
@@ -8,6 +8,7 @@ set -eu
 need=""
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have wrk       || need="$need wrk"
+have h2load    || need="$need nghttp2-client"
 have nginx     || need="$need nginx"
 have haproxy   || need="$need haproxy"
 have mitmdump  || need="$need mitmproxy"

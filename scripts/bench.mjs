@@ -36,6 +36,11 @@
  * Scenarios (wrk always under `timeout`; every measurement follows a short warm-up):
  *   keepalive   wrk -t2 -c50, GET /small.txt (17 bytes) over keep-alive: req/s, p50, p99, proxy
  *               CPU per request, upstream connections nginx accepted per request (stub_status).
+ *   h2          h2load -t1 -c50 -m10 (--h2-streams), GET /small.txt over HTTP/2: 50 connections with
+ *               10 streams in flight on each, through the targets that terminate TLS and offer h2
+ *               (sandgate intercepting, HAProxy MITM with `alpn h2,http/1.1`); both reach nginx over
+ *               HTTP/1.1 (nginx offers no h2 unless --h2-upstream). req/s, p50/p99 from h2load's
+ *               per-request log, proxy CPU per request.
  *   latency     wrk -t1 -c1: one sequential client; p50/p99, and what a proxy adds over direct.
  *   connclose   wrk -t2 -c50 with `Connection: close`: a new TCP+TLS connection per request.
  *               nginx and HAProxy are configured not to resume sessions; sandgate and mitmproxy
@@ -58,7 +63,7 @@
  *
  * Usage: node scripts/bench.mjs [--quick] [--only SCENARIO,...] [--targets TARGET,...] [--rounds N]
  *        [--duration S] [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--dist DIR]
- *        [--workers N] [--compare DIR] [--pin | --no-pin]
+ *        [--workers N] [--compare DIR] [--pin | --no-pin] [--h2-streams N] [--h2-upstream]
  *
  * Pinned layout (--pin, the default with two CPUs or more): the proxy under test and nginx share
  * CPU 0 (nginx with one worker, HAProxy with one thread), wrk and the node clients run on the
@@ -78,6 +83,7 @@ const LIB = join(ROOT, 'bench/lib');
 let DIST = join(ROOT, 'dist');
 let CLI = join(DIST, 'cli.js');
 const WRK = '/usr/bin/wrk';
+const H2LOAD = '/usr/bin/h2load';
 const TIMEOUT = '/usr/bin/timeout';
 const SYSCTL = '/usr/sbin/sysctl';
 const IP = '/usr/sbin/ip';
@@ -97,7 +103,7 @@ const SG_DNS_PORT = 15053;
 /* Options                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-const ALL_SCENARIOS = ['keepalive', 'latency', 'connclose', 'bulk', 'idle', 'dns', 'dnsflood'];
+const ALL_SCENARIOS = ['keepalive', 'h2', 'latency', 'connclose', 'bulk', 'idle', 'dns', 'dnsflood'];
 const ALL_TARGETS = ['direct', 'sg-pass', 'sg-intercept', 'sg-intercept-cmp', 'sg-intercept-w', 'haproxy-tcp', 'haproxy-mitm', 'mitmproxy'];
 
 function usage(msg) {
@@ -105,6 +111,7 @@ function usage(msg) {
   process.stderr.write(`usage: node scripts/bench.mjs [--quick] [--only ${ALL_SCENARIOS.join(',')}]
        [--targets ${ALL_TARGETS.join(',')}] [--rounds N] [--duration S]
        [--idle-count N] [--profile] [--no-setup] [--out PREFIX] [--workers N] [--compare DIR]
+       [--h2-streams N] [--h2-upstream]
   --quick        one round, 2 s per measurement (a smoke run; figures are rough)
   --only         scenarios to run (default: all)
   --targets      targets to run (default: all that start)
@@ -120,6 +127,9 @@ function usage(msg) {
   --no-setup     do not run scripts/bench-setup.sh first
   --out PREFIX   write PREFIX.json and PREFIX.md (default bench/results/latest)
   --dist DIR     the sandgate build to measure (default dist/, which \`npm run bench\` builds)
+  --h2-streams N streams in flight per connection in the h2 scenario (h2load -m; default 10)
+  --h2-upstream  nginx offers h2 too, and HAProxy's MITM backend offers h2,http/1.1 as sandgate
+                 always does: the intercepting proxies then reach nginx over HTTP/2 in every scenario
   --workers N    workers of the sg-intercept-w target (sandgate's \`workers: N\`; default 2)
   --compare DIR  also measure the build in DIR (its cli.js) as target sg-intercept-cmp, interleaved
                  with sg-intercept (e.g. --only keepalive --targets sg-intercept,sg-intercept-cmp)
@@ -139,6 +149,8 @@ function parseArgs(argv) {
     duration: undefined,
     idleCount: 10000,
     workers: 2,
+    h2Streams: 10,
+    h2Upstream: false,
     // Pinned by default where there are two cores or more (see --no-pin).
     pin: cpus().length >= 2,
     profile: false,
@@ -182,6 +194,13 @@ function parseArgs(argv) {
         break;
       case '--compare':
         o.compare = resolve(argv[++i] ?? usage('--compare needs a value'));
+        break;
+      case '--h2-streams':
+        o.h2Streams = Math.round(num(argv[++i], a));
+        if (o.h2Streams < 1 || o.h2Streams > 100) usage('--h2-streams: 1 to 100');
+        break;
+      case '--h2-upstream':
+        o.h2Upstream = true;
         break;
       case '--workers':
         o.workers = Math.round(num(argv[++i], a));
@@ -422,7 +441,7 @@ function makePki(dir) {
 /* Server configurations                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-function nginxConf(dir, pki, key, pin) {
+function nginxConf(dir, pki, key, pin, h2Upstream) {
   const www = join(dir, 'www');
   mkdirSync(www, { recursive: true, mode: 0o755 });
   // nginx's workers run as an unprivileged user: they must traverse the (0700) temp dir to www.
@@ -451,7 +470,7 @@ http {
   # proves each proxy injected the same header (checked before measuring).
   map $http_authorization $bench_auth { "Bearer ${key}" "injected"; "" "none"; default "other"; }
   server {
-    listen ${UP}:443 ssl;
+    listen ${UP}:443 ssl${h2Upstream ? ' http2' : ''};
     ssl_certificate ${pki.cert};
     ssl_certificate_key ${pki.key};
     ssl_protocols TLSv1.3;
@@ -470,7 +489,7 @@ http {
 `;
 }
 
-function haproxyConf(pki, key, pin) {
+function haproxyConf(pki, key, pin, h2Upstream) {
   return `global
   # Where the hard RLIMIT_NOFILE is lower than what maxconn implies (2 fds per connection),
   # warn instead of refusing to start: idle MITM connections use one descriptor each.
@@ -497,13 +516,13 @@ backend nginx_tcp
 frontend mitm
   mode http
   option http-keep-alive
-  bind ${HA_MITM}:443 ssl crt ${pki.combined} alpn http/1.1
+  bind ${HA_MITM}:443 ssl crt ${pki.combined} alpn h2,http/1.1
   http-request set-header Authorization "Bearer ${key}"
   default_backend nginx_tls
 backend nginx_tls
   mode http
   http-reuse always
-  server up ${UP}:443 ssl verify required ca-file ${pki.ca} sni str(${BENCH_NAME}) alpn http/1.1
+  server up ${UP}:443 ssl verify required ca-file ${pki.ca} sni str(${BENCH_NAME}) alpn ${h2Upstream ? 'h2,http/1.1' : 'http/1.1'}
 `;
 }
 
@@ -595,9 +614,9 @@ class Bench {
     await topo.exec(topo.hostNs, IP, ['addr', 'add', `${MITM}/32`, 'dev', topo.hostIface('sbx')]);
 
     this.pki = makePki(this.dir);
-    writeFileSync(join(this.dir, 'nginx.conf'), nginxConf(this.dir, this.pki, this.key, this.o.pin));
+    writeFileSync(join(this.dir, 'nginx.conf'), nginxConf(this.dir, this.pki, this.key, this.o.pin, this.o.h2Upstream));
     this.bulkSha = sha256(join(this.dir, 'www', '1m.bin'));
-    writeFileSync(join(this.dir, 'haproxy.cfg'), haproxyConf(this.pki, this.key, this.o.pin));
+    writeFileSync(join(this.dir, 'haproxy.cfg'), haproxyConf(this.pki, this.key, this.o.pin, this.o.h2Upstream));
     writeFileSync(
       join(this.dir, 'inject.py'),
       'import os\nKEY = os.environ["BENCH_KEY"]\n\ndef request(flow):\n    flow.request.headers["Authorization"] = "Bearer " + KEY\n',
@@ -945,6 +964,60 @@ class Bench {
     return JSON.parse(line.slice('BENCH_JSON '.length));
   }
 
+  /**
+   * One h2load run in the sandbox (HTTP/2 over TLS, ALPN h2), its report in wrk's shape (bench/lib/
+   * report.lua): h2load prints no percentiles, so they come from its per-request log (--log-file:
+   * start, status, microseconds to the end of the response).
+   */
+  async h2load(t, sc, seconds) {
+    const logFile = join(this.dir, 'h2load.log');
+    rmSync(logFile, { force: true });
+    const args = ['-t', '1', '-c', String(sc.conns), '-m', String(sc.streams), '-D', String(seconds), '--log-file', logFile, `https://${t.name}${sc.path}`];
+    const limit = Math.ceil(seconds + 20);
+    const [cmd, a] = pinned(this.o.pin, PIN.load, TIMEOUT, ['-k', '5', String(limit), H2LOAD, ...args]);
+    const r = await this.topo.exec(this.topo.ns('sbx'), cmd, a, { timeoutMs: (limit + 10) * 1000 });
+    const fin = /finished in ([\d.]+)(m?s), ([\d.]+) req\/s/.exec(r.stdout);
+    const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(r.stdout);
+    const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(r.stdout);
+    const traffic = /traffic: .*?\((\d+)\) total/.exec(r.stdout);
+    const alpn = /Application protocol: (\S+)/.exec(r.stdout)?.[1];
+    if (alpn !== undefined && alpn !== 'h2') return { error: `h2load: the target chose ${alpn}, not h2` };
+    if (!fin || !req || !codes || alpn === undefined) return { error: `h2load exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(-300)}` };
+    const lat = [];
+    let sum = 0;
+    if (existsSync(logFile)) {
+      for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+        const us = Number(line.split('\t')[2]);
+        if (Number.isFinite(us) && line) {
+          lat.push(us);
+          sum += us;
+        }
+      }
+    }
+    lat.sort((x, y) => x - y);
+    const q = (f) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] : NaN);
+    const done = Number(req[3]);
+    return {
+      requests: done,
+      duration_us: Number(fin[1]) * (fin[2] === 'ms' ? 1e3 : 1e6),
+      bytes: traffic ? Number(traffic[1]) : 0,
+      p50: q(0.5),
+      p90: q(0.9),
+      p99: q(0.99),
+      mean: lat.length ? sum / lat.length : NaN,
+      connect_errors: 0,
+      read_errors: Number(req[6]),
+      write_errors: 0,
+      status_errors: Number(req[5]) + Number(codes[3]) + Number(codes[4]),
+      timeouts: Number(req[7]),
+    };
+  }
+
+  /** The scenario's load generator: wrk (HTTP/1.1), or h2load for the HTTP/2 scenario. */
+  load(t, sc, seconds) {
+    return sc.tool === 'h2load' ? this.h2load(t, sc, seconds) : this.wrk(t, sc, seconds);
+  }
+
   async measureWrk(round, scName, sc, t) {
     // A sandgate just (re)started is cold: V8 is still compiling its hot paths on background
     // threads, whose CPU counts as the process's. It warms up longer.
@@ -956,14 +1029,14 @@ class Bench {
     const key = `${t.sandgate ? this.sgGeneration : 0}|${t.id}|${scName}`;
     const cold = t.sandgate && !this.warmed.has(key);
     this.warmed.add(key);
-    await this.wrk(t, sc, cold ? Math.max(this.o.warmup, this.o.quick ? 2 : 4) : this.o.warmup);
+    await this.load(t, sc, cold ? Math.max(this.o.warmup, this.o.quick ? 2 : 4) : this.o.warmup);
     const pid = t.pid();
     const upPid = this.procs.nginx.child.pid;
     const a0 = await this.upstreamAccepts();
     const c0 = cpuUs(pid);
     const u0 = cpuUs(upPid);
     const seconds = sc.seconds ?? this.o.duration;
-    const w = await this.wrk(t, sc, seconds);
+    const w = await this.load(t, sc, seconds);
     const c1 = cpuUs(pid);
     const u1 = cpuUs(upPid);
     const a1 = await this.upstreamAccepts();
@@ -1230,6 +1303,11 @@ class Bench {
       latency: { path: '/small.txt', threads: 1, conns: 1, seconds: Math.min(3, o.duration) },
       connclose: { path: '/small.txt', threads: 2, conns: 50, headers: ['Connection: close'] },
       bulk: { path: '/1m.bin', threads: 2, conns: 16 },
+      // HTTP/2: 50 connections as in keep-alive, 10 streams in flight on each (docs/performance.md
+      // says why). Only the targets that terminate TLS and offer h2 themselves: nginx offers no h2,
+      // so direct and the TCP ones would negotiate HTTP/1.1, and so would mitmproxy, which offers
+      // the sandbox what the upstream chose.
+      h2: { tool: 'h2load', path: '/small.txt', conns: 50, streams: o.h2Streams, h2Only: true },
     };
     const targets = ALL_TARGETS.filter((id) => this.targets[id]).map((id) => this.targets[id]);
     const hasSg = targets.some((t) => t.sandgate);
@@ -1245,7 +1323,8 @@ class Bench {
           .join(' ')})`,
       );
       for (const s of rotate(scen, round)) {
-        for (const t of rotate(targets, round)) await this.measureWrk(round, s, wrkScenarios[s], t);
+        for (const t of rotate(targets, round))
+          if (!wrkScenarios[s].h2Only || (t.intercepts && t.id !== 'mitmproxy')) await this.measureWrk(round, s, wrkScenarios[s], t);
       }
       if (o.only.includes('dns') && hasSg) {
         for (const kind of rotate(['allowed', 'denied'], round)) await this.measureDns(round, kind);
@@ -1330,7 +1409,7 @@ function summarise(results) {
     (out[scenario] ??= {})[target] = metrics;
   }
   // Ratios, from medians: to direct and to the HAProxy mode that does the same job.
-  const ratioMetric = { keepalive: 'rps', connclose: 'rps', bulk: 'mbps', latency: 'p50_ms' };
+  const ratioMetric = { keepalive: 'rps', h2: 'rps', connclose: 'rps', bulk: 'mbps', latency: 'p50_ms' };
   for (const [scenario, metric] of Object.entries(ratioMetric)) {
     const sc = out[scenario];
     if (!sc) continue;
@@ -1364,6 +1443,12 @@ function checkTargets(sum, idleCount) {
     'intercept keep-alive req/s vs HAProxy MITM',
     ratio(g('keepalive', 'sg-intercept', 'rps'), g('keepalive', 'haproxy-mitm', 'rps')),
     '≥ 0.5 (stretch 0.7)',
+    (v) => v >= 0.5,
+  );
+  add(
+    'intercept HTTP/2 (h2load, 50 conns × 10 streams) req/s vs HAProxy MITM h2',
+    ratio(g('h2', 'sg-intercept', 'rps'), g('h2', 'haproxy-mitm', 'rps')),
+    '≥ 0.5',
     (v) => v >= 0.5,
   );
   add('passthrough keep-alive req/s vs HAProxy TCP', ratio(g('keepalive', 'sg-pass', 'rps'), g('keepalive', 'haproxy-tcp', 'rps')), '≥ 0.9', (v) => v >= 0.9);
@@ -1438,6 +1523,9 @@ function markdown(report) {
     ['keep-alive small, req/s', 'keepalive', 'rps', 0, true],
     ['keep-alive p99 ms (50 conns)', 'keepalive', 'p99_ms', 2, false],
     ['keep-alive, proxy CPU µs/req', 'keepalive', 'proxyCpuUsPerReq', 1, false],
+    [`HTTP/2 small, req/s (50 conns × ${meta.h2Streams ?? 10} streams)`, 'h2', 'rps', 0, true],
+    ['HTTP/2 p99 ms', 'h2', 'p99_ms', 2, false],
+    ['HTTP/2, proxy CPU µs/req', 'h2', 'proxyCpuUsPerReq', 1, false],
     ['one client, p50 ms', 'latency', 'p50_ms', 3, false],
     ['new TLS connection per request, conn/s', 'connclose', 'rps', 0, true],
     ['proxy CPU per new connection, µs', 'connclose', 'proxyCpuUsPerReq', 0, false],
@@ -1490,6 +1578,22 @@ function markdown(report) {
     ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
     ['CPU/req ×HAProxy', (m) => r2(m.ratio?.cpuToHaproxy)],
   ]);
+  const m2 = meta.h2Streams ?? 10;
+  section(
+    `HTTP/2, small responses (h2load -c50 -m${m2}: 50 connections, ${m2} streams in flight on each; ${meta.h2Upstream ? 'HTTP/2' : 'HTTP/1.1'} to nginx)`,
+    'h2',
+    [
+      ['req/s', (m) => cell(m.rps)],
+      ['p50 ms', (m) => cell(m.p50_ms, 2)],
+      ['p99 ms', (m) => cell(m.p99_ms, 2)],
+      ['proxy CPU µs/req', (m) => cell(m.proxyCpuUsPerReq, 1)],
+      ['nginx CPU µs/req', (m) => cell(m.upstreamCpuUsPerReq, 1)],
+      ['proxy cores busy', (m) => cell(m.proxyCpuCores, 2)],
+      ['upstream conns/req', (m) => cell(m.upstreamConnsPerReq, 3)],
+      ['×HAProxy', (m) => r2(m.ratio?.toHaproxy)],
+      ['CPU/req ×HAProxy', (m) => r2(m.ratio?.cpuToHaproxy)],
+    ],
+  );
   section('One sequential client (wrk -t1 -c1, keep-alive)', 'latency', [
     ['p50 ms', (m) => cell(m.p50_ms, 3)],
     ['p99 ms', (m) => cell(m.p99_ms, 3)],
@@ -1627,7 +1731,7 @@ async function main() {
     process.stderr.write(`bench: ${CLI} is missing: run "npm run build" first\n`);
     process.exit(1);
   }
-  for (const tool of [WRK, TIMEOUT, '/usr/sbin/nginx', '/usr/bin/openssl']) {
+  for (const tool of [WRK, TIMEOUT, '/usr/sbin/nginx', '/usr/bin/openssl', ...(o.only.includes('h2') ? [H2LOAD] : [])]) {
     if (!existsSync(tool)) {
       process.stderr.write(`bench: ${tool} is missing (scripts/bench-setup.sh installs it)\n`);
       process.exit(1);
@@ -1689,11 +1793,14 @@ async function main() {
       pin: o.pin,
       scenarios: o.only,
       idleCount: o.idleCount,
+      h2Streams: o.h2Streams,
+      h2Upstream: o.h2Upstream,
       wallSeconds: Math.round((Date.now() - t0) / 1000),
       loadBefore,
       loadAfter: loadavg().map((x) => Number(x.toFixed(2))),
       versions: {
         wrk: version(WRK, ['--version'], /wrk (\S+)/),
+        ...(o.only.includes('h2') ? { h2load: version(H2LOAD, ['--version'], /nghttp2\/(\S+)/) } : {}),
         nginx: version('/usr/sbin/nginx', ['-v'], /nginx\/(\S+)/),
         haproxy: version('/usr/sbin/haproxy', ['-v'], /version (\S+)/),
         mitmproxy: version('/usr/bin/mitmdump', ['--version'], /Mitmproxy: (\S+)/),

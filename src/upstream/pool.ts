@@ -63,7 +63,14 @@ function deliver(socket: net.Socket, chunk: Buffer): void {
 const IDLE_MS = 30_000;
 /** How often idle connections are swept: an idle one is closed IDLE_MS to IDLE_MS + SWEEP_MS after its release. */
 const SWEEP_MS = 5_000;
-const MAX_FREE_PER_KEY = 256;
+/**
+ * Idle connections kept per (scheme, host, port). It bounds what a burst leaves held for up to
+ * IDLE_MS, not the peak: those connections were all in use a moment before. Below the concurrency
+ * a client keeps up, it closes connections the next requests reopen at once: with 256, 500 HTTP/2
+ * streams in flight (50 sessions × 10) made a new upstream TLS connection for 0.1 to 0.3 of the
+ * requests (docs/performance.md, "HTTP/2").
+ */
+const MAX_FREE_PER_KEY = 1024;
 const MAX_SESSIONS = 256;
 
 /** Settings sandgate sends an upstream's HTTP/2 session: no server push (RFC 9113 §8.4), bounded header lists. */

@@ -42,3 +42,25 @@ test('a released connection is taken again; once idle for idleMs the sweep close
   t.is(p.take(target), undefined);
   t.is(up.accepted.length, 1);
 });
+
+test('after a burst of 300 connections in use at once, all 300 are kept idle and handed out again (none reopened)', async (t) => {
+  const up = await upstream();
+  const p = pool(60_000, 60_000);
+  const n = 300;
+  const target: Target = { tls: false, host: '127.0.0.1', port: up.port };
+  const burst = await Promise.all(Array.from({ length: n }, () => connect(p, target)));
+  t.teardown(() => {
+    for (const c of burst) c.socket.destroy();
+    for (const s of up.accepted) s.destroy();
+    p.drain();
+    up.server.close();
+  });
+  for (const c of burst) p.release(c);
+  const again = new Set<net.Socket>();
+  for (let i = 0; i < n; i++) {
+    const c = p.take(target);
+    if (c !== undefined) again.add(c.socket);
+  }
+  t.is(again.size, n);
+  t.true(burst.every((c) => again.has(c.socket) && !c.socket.destroyed));
+});
