@@ -4,10 +4,10 @@
  * matching lines unchanged (--json) or a per-sandbox summary. Exit 2 for bad flags or an
  * unreadable file; malformed lines are counted on stderr, never fatal.
  */
-import { createReadStream, openSync, closeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SandgateError } from '../errors.js';
-import { Follower, LineSplitter } from '../audit/follow.js';
+import { eachLine, unreadable } from './log-input.js';
+import { Follower } from '../audit/follow.js';
 import {
   COLUMNS,
   DECISIONS,
@@ -145,14 +145,9 @@ export async function cmdAudit(args: string[]): Promise<number | undefined> {
   const opts = parseAuditArgs(args, Date.now());
   exitQuietlyOnClosedStdout();
   if (opts.file === undefined && opts.follow === false && process.stdin.isTTY === true) bad('give a FILE, or pipe the log on stdin');
-  if (opts.file !== undefined) {
-    // Fail before any output: a missing or unreadable file is bad input (exit 2), not a runtime error.
-    try {
-      closeSync(openSync(opts.file, 'r'));
-    } catch (err) {
-      bad(`cannot read ${opts.file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
-  }
+  // Fail before any output: a missing or unreadable file is bad input (exit 2), not a runtime error.
+  const cannot = opts.file !== undefined ? unreadable(opts.file) : undefined;
+  if (cannot !== undefined) bad(cannot);
   const tally: Tally = { read: 0, malformed: 0, firstMalformed: undefined };
   const sums = new Map<string, SandboxSummary>();
   const widths: number[] = [];
@@ -228,20 +223,7 @@ export async function cmdAudit(args: string[]): Promise<number | undefined> {
     return undefined;
   }
 
-  const input = opts.file !== undefined ? createReadStream(opts.file) : process.stdin;
-  const splitter = new LineSplitter();
-  await new Promise<void>((resolve, reject) => {
-    input.on('data', (chunk: Buffer | string) => {
-      for (const l of splitter.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) onLine(l);
-    });
-    input.once('end', () => {
-      for (const l of splitter.end()) onLine(l);
-      resolve();
-    });
-    input.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new SandgateError(`audit: cannot read ${opts.file ?? 'stdin'} (${err.code ?? err.message})`, 'USAGE')),
-    );
-  });
+  await eachLine('audit', opts.file, onLine);
   if (opts.output === 'table' && !headerDone) out(renderRows([[...COLUMNS], ...rows], widths));
   if (opts.output === 'summary') out(renderSummary(sums));
   if (opts.output === 'summary-json') out(`${JSON.stringify(summaryJson(sums), null, 2)}\n`);

@@ -3,10 +3,9 @@
  * or stdin), drafts each sandbox's policy, prints it as YAML with counts (or JSON, or the
  * difference against a config's policies). Exit 2 for bad flags or unreadable input.
  */
-import { createReadStream, openSync, closeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SandgateError } from '../errors.js';
-import { LineSplitter } from '../audit/follow.js';
+import { eachLine, unreadable } from './log-input.js';
 import { parseLine } from '../audit/query.js';
 import { configPolicies, draft, gather, type SandboxFacts } from '../audit/suggest.js';
 import { renderDiff, renderYaml } from '../audit/suggest-render.js';
@@ -65,13 +64,8 @@ export async function cmdSuggest(args: string[]): Promise<number> {
   if (values.policy !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(values.policy)) bad(`--policy must match [A-Za-z0-9_.-]{1,64}, got "${values.policy}"`);
   if (values.json === true && values.diff !== undefined) bad('--json and --diff: choose one');
   if (file === undefined && process.stdin.isTTY === true) bad('give a FILE, or pipe the log on stdin');
-  if (file !== undefined) {
-    try {
-      closeSync(openSync(file, 'r'));
-    } catch (err) {
-      bad(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
-  }
+  const cannot = file !== undefined ? unreadable(file) : undefined;
+  if (cannot !== undefined) bad(cannot);
   exitQuietlyOnClosedStdout();
   // The config first: a bad CONFIG is reported before reading a long log.
   const config = values.diff !== undefined ? loadConfigFile(values.diff) : undefined;
@@ -88,20 +82,7 @@ export async function cmdSuggest(args: string[]): Promise<number> {
     }
     gather(facts, p.line.fields, { ...(values.sandbox !== undefined ? { sandbox: values.sandbox } : {}), includeDenied: values['include-denied'] === true });
   };
-  const input = file !== undefined ? createReadStream(file) : process.stdin;
-  const splitter = new LineSplitter();
-  await new Promise<void>((resolve, reject) => {
-    input.on('data', (chunk: Buffer | string) => {
-      for (const l of splitter.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) onLine(l);
-    });
-    input.once('end', () => {
-      for (const l of splitter.end()) onLine(l);
-      resolve();
-    });
-    input.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new SandgateError(`suggest: cannot read ${file ?? 'stdin'} (${err.code ?? err.message})`, 'USAGE')),
-    );
-  });
+  await eachLine('suggest', file, onLine);
   if (malformed > 0) process.stderr.write(`sandgate suggest: ${malformed} of ${read} lines are not audit lines (JSON objects with an "event"), skipped\n`);
   const sandboxes = [...facts.values()].sort((a, b) => a.sandbox.localeCompare(b.sandbox));
   if (values.policy !== undefined && sandboxes.length > 1) bad(`--policy names one policy, but the log has ${sandboxes.length} sandboxes: add --sandbox NAME`);

@@ -14,9 +14,7 @@ import { tokenUrlProblem } from '../config/schema/credentials.js';
 import { SandgateError } from '../errors.js';
 import { compileCredential, type Credential, type TokenCacheStats, type TokenNet, type TokenRequest, type TokenSource } from './credential.js';
 import { DEFAULT_DELAYS_MS, TokenCache, realClock, withRetries, type Clock, type Issued } from './token-cache.js';
-import { parseJsonBody, postToken, retryableStatus } from './token-client.js';
-import { TokenError } from './token-error.js';
-import { parseOAuth2Answer } from './oauth2.js';
+import { requestToken } from './oauth2.js';
 
 /** RFC 7523 §2.1: the grant type of a JWT used as an authorization grant. */
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -94,16 +92,6 @@ export function jwtBearerBody(assertion: string): string {
   return new URLSearchParams({ grant_type: JWT_BEARER_GRANT, assertion }).toString();
 }
 
-/** RFC 6749 §5.2 error code, when the body has a well-formed one (safe to audit). */
-function errorCode(text: string): string | undefined {
-  try {
-    const o = JSON.parse(text) as { error?: unknown };
-    return typeof o.error === 'string' && /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/.test(o.error) ? o.error : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 export class GoogleServiceAccountSource implements TokenSource {
   readonly kind = 'googleServiceAccount' as const;
   readonly #cache: TokenCache<Credential>;
@@ -139,17 +127,11 @@ export class GoogleServiceAccountSource implements TokenSource {
   }
 
   async #call(tnet: TokenNet, timeoutMs: number): Promise<Issued<Credential>> {
-    const where = `token endpoint ${this.#url.origin}`;
     const g = this.cfg.googleServiceAccount;
     // A fresh assertion per call: its iat must be recent, and a retry must not reuse an old one.
     const body = jwtBearerBody(signAssertion(this.key, g.scopes, g.subject, this.#wallS()));
     const headers = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
-    const r = await postToken(this.#url, headers, body, timeoutMs, tnet, 'token endpoint');
-    if (r.status < 200 || r.status > 299) {
-      const code = errorCode(r.body);
-      throw new TokenError(`${where} answered ${r.status}${code !== undefined ? ` (${code})` : ''}`, retryableStatus(r.status));
-    }
-    const answer = parseOAuth2Answer(parseJsonBody(r, where));
+    const answer = await requestToken(this.#url, headers, body, timeoutMs, tnet);
     return { value: compileCredential(this.id, this.cfg, answer.accessToken), lifetimeMs: answer.lifetimeMs };
   }
 }

@@ -59,6 +59,21 @@ function errorCode(text: string): string | undefined {
   }
 }
 
+/**
+ * One token request (RFC 6749 §3.2) through sandgate's upstream path, for the OAuth2 grants and
+ * Google's JWT bearer grant alike: a non-2xx answer is a TokenError naming its §5.2 code (never
+ * the body), retryable as its status says; a 2xx one is parsed as a §5.1 answer.
+ */
+export async function requestToken(url: URL, headers: Record<string, string>, body: string, timeoutMs: number, tnet: TokenNet): Promise<OAuth2Answer> {
+  const where = `token endpoint ${url.origin}`;
+  const r = await postToken(url, headers, body, timeoutMs, tnet, 'token endpoint');
+  if (r.status < 200 || r.status > 299) {
+    const code = errorCode(r.body);
+    throw new TokenError(`${where} answered ${r.status}${code !== undefined ? ` (${code})` : ''}`, retryableStatus(r.status));
+  }
+  return parseOAuth2Answer(parseJsonBody(r, where));
+}
+
 /** RFC 6749 §2.3.1: client id and secret are form-urlencoded, then joined for HTTP Basic. */
 export function basicClientAuth(clientId: string, clientSecret: string): string {
   const enc = (s: string): string => new URLSearchParams({ s }).toString().slice(2);
@@ -122,14 +137,8 @@ export class OAuth2Source implements TokenSource {
   }
 
   async #call(tnet: TokenNet, timeoutMs: number): Promise<Issued<Credential>> {
-    const where = `token endpoint ${this.#url.origin}`;
     const { body, headers } = tokenRequestBody(this.cfg.oauth2, this.clientSecret, this.#refreshToken);
-    const r = await postToken(this.#url, headers, body, timeoutMs, tnet, 'token endpoint');
-    if (r.status < 200 || r.status > 299) {
-      const code = errorCode(r.body);
-      throw new TokenError(`${where} answered ${r.status}${code !== undefined ? ` (${code})` : ''}`, retryableStatus(r.status));
-    }
-    const answer = parseOAuth2Answer(parseJsonBody(r, where));
+    const answer = await requestToken(this.#url, headers, body, timeoutMs, tnet);
     if (answer.refreshToken !== undefined && this.cfg.oauth2.grant === 'refresh_token') this.#refreshToken = answer.refreshToken;
     return { value: compileCredential(this.id, this.cfg, answer.accessToken), lifetimeMs: answer.lifetimeMs };
   }

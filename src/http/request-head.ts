@@ -124,7 +124,7 @@ function emitFields(
     const l = k.toLowerCase();
     if (l === 'transfer-encoding') te = raw[i + 1];
     if (l === 'host' || l === 'expect' || drop?.has(l) === true || HOP_BY_HOP.has(l) || named?.has(l) === true || replaced?.has(l) === true) continue;
-    if (l.includes('_') && (aliases(l.replaceAll('_', '-'), replaced) || drop?.has(l.replaceAll('_', '-')) === true)) continue;
+    if (l.includes('_') && aliases(l.replaceAll('_', '-'), replaced, drop)) continue;
     const v = raw[i + 1] as string;
     if (ph !== undefined && cred !== undefined && v.includes(ph)) sink.field(k, checked(k, v.split(ph).join(cred.secret)));
     else sink.field(k, v);
@@ -151,14 +151,15 @@ function emitFields(
  * (framing, Host, Expect, hop-by-hop, the credential's) is dropped, as nginx drops every name with
  * an underscore by default.
  */
-function aliases(dashed: string, replaced: ReadonlySet<string> | undefined): boolean {
+function aliases(dashed: string, replaced: ReadonlySet<string> | undefined, drop: ReadonlySet<string> | undefined): boolean {
   return (
     dashed === 'host' ||
     dashed === 'content-length' ||
     dashed === 'transfer-encoding' ||
     dashed === 'expect' ||
     HOP_BY_HOP.has(dashed) ||
-    replaced?.has(dashed) === true
+    replaced?.has(dashed) === true ||
+    drop?.has(dashed) === true
   );
 }
 
